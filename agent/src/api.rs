@@ -1,0 +1,355 @@
+//! The operator HTTP API: status, health, metrics and operator actions (axum on hyper 1).
+//!
+//! Endpoints:
+//! - `GET /v1/status`: this node's Raft view, members with reachability, the replicated
+//!   cluster state and its audit history (newest first), and the last decision's verdict.
+//! - `GET /live`: 200 while the event loop ran within 3 tick intervals, else 503.
+//! - `GET /ready`: 200 once storage is loaded and a leader is known, else 503.
+//! - `GET /metrics`: Prometheus text format.
+//! - `POST /v1/maintenance` `{"enabled": bool, "reason": "..."}`: commits through Raft and
+//!   answers once applied on this node.
+//!
+//! Mutating endpoints need `Authorization: Bearer TOKEN` (from `api.token_file`): without a
+//! configured token they answer 403, with a missing or wrong token 401. Bad JSON answers 400
+//! with the parser's message, an unknown path 404, a wrong method 405. Every error body is
+//! `{"error": "..."}` naming the problem and what to do.
+//!
+//! The API never touches Raft directly: it reads the status the event loop publishes and sends
+//! requests into the loop through a bounded channel.
+//!
+//! Caveats: plain HTTP for now (TLS in the security wave); bind it to loopback or a private
+//! address.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{AuditEntry, Command, Maintenance, MemberInfo};
+use crate::ids::{LogIndex, NodeId, Term};
+use crate::node::{Handles, ProposeError, Request};
+
+/// Errors starting the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The listen address could not be bound.
+    #[error("cannot listen for the API on {addr}: {source} (is another agent running, or is api.listen wrong?)")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A member as shown in status.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Raft peer address.
+    pub raft_addr: String,
+    /// API address.
+    pub api_addr: String,
+    /// Whether this node heard from it recently (always true for itself).
+    pub reachable: bool,
+    /// Milliseconds since this node last heard from it (0 for itself, null if never).
+    pub last_contact_ms: Option<u64>,
+    /// Latest ping round trip in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Whether it is the node answering.
+    pub is_self: bool,
+    /// Whether it is the leader known to the node answering.
+    pub is_leader: bool,
+}
+
+/// The replicated part of status.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Replicated membership view.
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    /// Maintenance flag.
+    pub maintenance: Maintenance,
+}
+
+/// Body of `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusBody {
+    /// The answering node.
+    pub node_id: NodeId,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Its role.
+    pub role: String,
+    /// Current term.
+    pub term: Term,
+    /// Leader known to it, or null.
+    pub leader_id: Option<NodeId>,
+    /// Commit index.
+    pub commit_index: LogIndex,
+    /// Applied index.
+    pub applied_index: LogIndex,
+    /// Last log index.
+    pub last_index: LogIndex,
+    /// Latest snapshot index.
+    pub snapshot_index: LogIndex,
+    /// The last decision's verdict.
+    pub verdict: String,
+    /// Members, sorted by id.
+    pub members: Vec<MemberStatus>,
+    /// The replicated cluster state.
+    pub cluster: ClusterView,
+    /// Audit history, newest first.
+    pub history: VecDeque<AuditEntry>,
+}
+
+/// Body of `POST /v1/maintenance`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceRequest {
+    enabled: bool,
+    reason: String,
+}
+
+const MAX_REASON: usize = 1024;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Builds the router (exposed for tests).
+pub fn router(h: Handles) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/maintenance", post(maintenance))
+        .fallback(not_found)
+        .with_state(Arc::new(h))
+}
+
+/// Binds the API and serves it until `shutdown`; returns the server task.
+pub async fn serve(
+    h: Handles,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+    let addr = h.config.api_listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Bind { addr, source })?;
+    let app = router(h);
+    Ok(tokio::spawn(async move {
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        if let Err(err) = server.await {
+            tracing::error!(%err, "API server failed");
+        }
+    }))
+}
+
+/// Builds the status body from the published core status and transport view.
+pub fn status_body(h: &Handles) -> StatusBody {
+    let core = h.status.borrow().clone();
+    let peers = h.transport.peers();
+    let me = h.config.node_id();
+    let members = h
+        .config
+        .members
+        .iter()
+        .map(|m| {
+            let is_self = m.id == me;
+            let view = peers.get(&m.id);
+            MemberStatus {
+                id: m.id,
+                raft_addr: m.raft_addr.to_string(),
+                api_addr: m.api_addr.to_string(),
+                reachable: is_self || view.is_some_and(|v| v.reachable),
+                last_contact_ms: if is_self {
+                    Some(0)
+                } else {
+                    view.and_then(|v| v.last_contact_ms)
+                },
+                rtt_ms: view.and_then(|v| v.rtt_ms),
+                is_self,
+                is_leader: core.raft.leader == Some(m.id),
+            }
+        })
+        .collect();
+    StatusBody {
+        node_id: me,
+        cluster_name: h.config.config.cluster_name.clone(),
+        role: core.raft.role.to_string(),
+        term: core.raft.term,
+        leader_id: core.raft.leader,
+        commit_index: core.raft.commit,
+        applied_index: core.raft.applied,
+        last_index: core.raft.last_index,
+        snapshot_index: core.raft.snapshot_index,
+        verdict: core.verdict.clone(),
+        members,
+        cluster: ClusterView {
+            members: core.cluster.members.clone(),
+            maintenance: core.cluster.maintenance.clone(),
+        },
+        history: core.cluster.history.clone(),
+    }
+}
+
+async fn status(State(h): State<Arc<Handles>>) -> Response {
+    Json(status_body(&h)).into_response()
+}
+
+async fn live(State(h): State<Arc<Handles>>) -> Response {
+    let since = h.liveness.since_last();
+    if h.liveness.is_live() {
+        (StatusCode::OK, "live\n").into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "event loop last ran {} ms ago (limit {} ms)",
+                since.as_millis(),
+                h.liveness.max_gap.as_millis()
+            ),
+        )
+    }
+}
+
+async fn ready(State(h): State<Arc<Handles>>) -> Response {
+    let core = h.status.borrow().clone();
+    match core.raft.leader {
+        Some(leader) if core.storage_loaded => {
+            (StatusCode::OK, format!("ready: leader {leader}\n")).into_response()
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader known yet",
+        ),
+    }
+}
+
+async fn metrics(State(h): State<Arc<Handles>>) -> Response {
+    // Refresh peer gauges before rendering.
+    h.transport.peers();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        h.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
+}
+
+/// Checks the bearer token; `Err` is the response to send.
+fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = &h.token else {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled on this node: no api.token_file is configured",
+        )));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(Box::new(unauthorized("wrong bearer token"))),
+        None => Err(Box::new(unauthorized(
+            "missing `Authorization: Bearer TOKEN` header (token from api.token_file)",
+        ))),
+    }
+}
+
+fn unauthorized(msg: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn maintenance(State(h): State<Arc<Handles>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(resp) = authorize(&h, &headers) {
+        return *resp;
+    }
+    let req: MaintenanceRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                "invalid JSON body: {e}; expected {{\"enabled\": true|false, \"reason\": \"...\"}}"
+            ),
+            )
+        }
+    };
+    let reason = req.reason.trim();
+    if reason.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "reason must not be empty");
+    }
+    if reason.len() > MAX_REASON {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("reason is longer than {MAX_REASON} bytes"),
+        );
+    }
+    let command = Command::SetMaintenance {
+        enabled: req.enabled,
+        reason: reason.to_string(),
+        by: format!("api@{}", h.config.node_id()),
+    };
+    propose(&h, command).await
+}
+
+async fn propose(h: &Handles, command: Command) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if h.requests
+        .send(Request::Propose { command, reply: tx })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
+    }
+    match rx.await {
+        Ok(Ok(applied)) => Json(serde_json::json!({
+            "applied_index": applied.index,
+            "outcome": format!("{:?}", applied.outcome).to_lowercase(),
+            "maintenance": applied.maintenance,
+        }))
+        .into_response(),
+        Ok(Err(e @ (ProposeError::NoLeader | ProposeError::Timeout { .. }))) => {
+            let leader = h.status.borrow().raft.leader;
+            let mut body = serde_json::json!({ "error": e.to_string(), "leader_id": leader });
+            if let Some(l) = leader.and_then(|l| h.config.members.iter().find(|m| m.id == l)) {
+                body["leader_api"] = serde_json::json!(l.api_addr.to_string());
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
+    }
+}

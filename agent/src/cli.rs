@@ -1,0 +1,497 @@
+//! The `triad` command line: the daemon (`run`), config checking, and operator commands that
+//! talk to an agent's HTTP API.
+//!
+//! Exit codes: 0 success; 1 the agent refused the request (its message is printed);
+//! 64 bad usage or configuration; 69 the agent's API could not be reached; 70 the daemon
+//! stopped on a fatal error.
+//!
+//! Operator commands find the API from `--api URL`, else `TRIAD_API`, else the `api.listen` of
+//! the config file (`--config`, default `/etc/triad/triad.toml`) when it exists, else
+//! `http://127.0.0.1:7101`. Every command accepts `--json` for machine-readable output.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::StatusBody;
+use crate::config;
+
+const EXIT_REFUSED: u8 = 1;
+const EXIT_USAGE: u8 = 64;
+const EXIT_UNAVAILABLE: u8 = 69;
+const EXIT_SOFTWARE: u8 = 70;
+const DEFAULT_CONFIG: &str = "/etc/triad/triad.toml";
+const DEFAULT_API: &str = "http://127.0.0.1:7101";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "triad",
+    version,
+    about = "Triad: keeps a three-node web-shop cluster alive"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the agent (normally from systemd).
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `node.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration file: exit 0 when valid, 64 with the problem otherwise.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Show the cluster as one agent sees it, with every member's own role.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the raw status JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn maintenance mode on or off (no automatic actions while on).
+    Maintenance {
+        /// `on` or `off`.
+        state: OnOff,
+        /// Why (recorded in the audit history).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+        /// File with the API bearer token (default: the config's api.token_file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Target {
+    /// Agent API base URL, e.g. http://127.0.0.1:7101.
+    #[arg(long, env = "TRIAD_API")]
+    api: Option<String>,
+    /// Config file to find the API address and token file in.
+    #[arg(long, env = "TRIAD_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match config::load(&file, None) {
+            Ok(v) => {
+                println!(
+                    "{}: valid (node {}, {} peers, api {}, raft {})",
+                    file.display(),
+                    v.node_id(),
+                    v.members.len(),
+                    v.api_listen,
+                    v.raft_listen
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Cmd::Run {
+            config,
+            data_dir,
+            log_format,
+        } => run(&config, data_dir.as_deref(), log_format),
+        Cmd::Status { target, json } => client(async move { status(&target, json).await }),
+        Cmd::Maintenance {
+            state,
+            reason,
+            target,
+            token_file,
+            json,
+        } => client(async move {
+            maintenance(
+                &target,
+                matches!(state, OnOff::On),
+                &reason,
+                token_file,
+                json,
+            )
+            .await
+        }),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(path: &Path, data_dir: Option<&Path>, log_format: LogFormat) -> ExitCode {
+    let cfg = match config::load(path, data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, shutting down");
+            signals.cancel();
+        });
+        let grace = shutdown.clone();
+        let node = crate::node::run(cfg, shutdown);
+        tokio::pin!(node);
+        let result = tokio::select! {
+            r = &mut node => r,
+            _ = async { grace.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => {
+                tracing::error!("shutdown did not finish within 10s; exiting");
+                return ExitCode::from(EXIT_SOFTWARE);
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(crate::node::NodeError::Config(e)) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(e) => {
+                eprintln!("triad: {e}");
+                ExitCode::from(EXIT_SOFTWARE)
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A failed client command: what to print and the exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn client<F>(fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), Failure>>,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("{}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn config_file(target: &Target) -> Option<config::Config> {
+    let text = std::fs::read_to_string(&target.config).ok()?;
+    config::parse(&target.config, &text).ok()
+}
+
+fn base_url(target: &Target) -> String {
+    let raw = match &target.api {
+        Some(a) => a.clone(),
+        None => match config_file(target) {
+            Some(c) => c.api.listen.replace("0.0.0.0", "127.0.0.1"),
+            None => DEFAULT_API.to_string(),
+        },
+    };
+    let url = if raw.contains("://") {
+        raw
+    } else {
+        format!("http://{raw}")
+    };
+    url.trim_end_matches('/').to_string()
+}
+
+fn http() -> Result<reqwest::Client, Failure> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| Failure {
+            code: EXIT_SOFTWARE,
+            message: format!("cannot build HTTP client: {e}"),
+        })
+}
+
+fn unreachable(url: &str, e: &reqwest::Error) -> Failure {
+    Failure {
+        code: EXIT_UNAVAILABLE,
+        message: format!(
+            "cannot reach the triad API at {url}: {e}\n\
+             is the agent running? pass --api URL or set TRIAD_API to point at another node"
+        ),
+    }
+}
+
+async fn fetch_status(client: &reqwest::Client, base: &str) -> Result<StatusBody, Failure> {
+    let url = format!("{base}/v1/status");
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| unreachable(&url, &e))?;
+    if !resp.status().is_success() {
+        return Err(Failure {
+            code: EXIT_REFUSED,
+            message: format!("{url} answered {}", resp.status()),
+        });
+    }
+    resp.json::<StatusBody>().await.map_err(|e| Failure {
+        code: EXIT_SOFTWARE,
+        message: format!("{url} answered something that is not a triad status: {e}"),
+    })
+}
+
+async fn status(target: &Target, json: bool) -> Result<(), Failure> {
+    let base = base_url(target);
+    let client = http()?;
+    if json {
+        let url = format!("{base}/v1/status");
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, &e))?;
+        let text = resp.text().await.map_err(|e| unreachable(&url, &e))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let s = fetch_status(&client, &base).await?;
+    // Ask every other member for its own role; an unreachable one shows as such.
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .map_err(|e| Failure {
+            code: EXIT_SOFTWARE,
+            message: format!("cannot build HTTP client: {e}"),
+        })?;
+    let others = futures::future::join_all(s.members.iter().map(|m| {
+        let quick = quick.clone();
+        let is_self = m.is_self;
+        let url = format!("http://{}", m.api_addr);
+        async move {
+            if is_self {
+                None
+            } else {
+                Some(fetch_status(&quick, &url).await.ok())
+            }
+        }
+    }))
+    .await;
+    print!("{}", render_status(&s, &others));
+    Ok(())
+}
+
+fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let leader = s
+        .leader_id
+        .map_or_else(|| "none".to_string(), |l| l.to_string());
+    let _ = writeln!(
+        out,
+        "cluster {}  leader {}  term {}  commit {}  (as seen by {})",
+        s.cluster_name, leader, s.term, s.commit_index, s.node_id
+    );
+    let m = &s.cluster.maintenance;
+    if m.enabled {
+        let _ = writeln!(out, "maintenance: ON  ({}; by {})", m.reason, m.by);
+    } else {
+        let _ = writeln!(out, "maintenance: off");
+    }
+    let _ = writeln!(out, "verdict: {}", s.verdict);
+    let _ = writeln!(
+        out,
+        "\n{:<5} {:<10} {:<6} {:<10} {:<13} {:<8} {:<22} API",
+        "ID", "ROLE", "TERM", "REACHABLE", "LAST CONTACT", "RTT", "RAFT"
+    );
+    for (i, mem) in s.members.iter().enumerate() {
+        let (role, term) = if mem.is_self {
+            (s.role.clone(), s.term.to_string())
+        } else {
+            match others.get(i).and_then(|o| o.as_ref()) {
+                Some(Some(o)) => (o.role.clone(), o.term.to_string()),
+                _ => ("no api".to_string(), "-".to_string()),
+            }
+        };
+        let marker = if mem.is_leader { "*" } else { " " };
+        let reach = if mem.is_self {
+            "self"
+        } else if mem.reachable {
+            "yes"
+        } else {
+            "NO"
+        };
+        let contact = match (mem.is_self, mem.last_contact_ms) {
+            (true, _) => "-".to_string(),
+            (false, Some(ms)) => format!("{ms} ms ago"),
+            (false, None) => "never".to_string(),
+        };
+        let rtt = mem
+            .rtt_ms
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.2}ms"));
+        let _ = writeln!(
+            out,
+            "{:<5} {:<10} {:<6} {:<10} {:<13} {:<8} {:<22} {}",
+            format!("{}{marker}", mem.id),
+            role,
+            term,
+            reach,
+            contact,
+            rtt,
+            mem.raft_addr,
+            mem.api_addr
+        );
+    }
+    if let Some(h) = s.history.front() {
+        let _ = writeln!(
+            out,
+            "\nlast event: [{}] {} (index {})",
+            h.kind, h.details, h.index
+        );
+    }
+    out
+}
+
+async fn maintenance(
+    target: &Target,
+    enabled: bool,
+    reason: &str,
+    token_file: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let base = base_url(target);
+    let token_path = match token_file {
+        Some(p) => p,
+        None => config_file(target)
+            .and_then(|c| c.api.token_file)
+            .ok_or_else(|| Failure {
+                code: EXIT_USAGE,
+                message: format!(
+                    "no API token: pass --token-file FILE (or a --config whose api.token_file is set; \
+                     {} has none)",
+                    target.config.display()
+                ),
+            })?,
+    };
+    let token = config::read_token(&token_path).map_err(|e| Failure {
+        code: EXIT_USAGE,
+        message: e.to_string(),
+    })?;
+    let url = format!("{base}/v1/maintenance");
+    let resp = http()?
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "enabled": enabled, "reason": reason }))
+        .send()
+        .await
+        .map_err(|e| unreachable(&url, &e))?;
+    let code = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if json {
+        println!("{body}");
+    }
+    if !code.is_success() {
+        let msg = body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("no error message");
+        return Err(Failure {
+            code: EXIT_REFUSED,
+            message: format!("{url} refused ({code}): {msg}"),
+        });
+    }
+    if !json {
+        println!(
+            "maintenance {} (applied at index {}, {})",
+            if enabled { "on" } else { "off" },
+            body["applied_index"],
+            body["outcome"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}

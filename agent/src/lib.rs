@@ -1,0 +1,19 @@
+//! Triad: the agent that keeps a three-node web-shop cluster alive.
+//!
+//! Module map (see README "Architecture"):
+//! - pure core: [`cluster`] (replicated state machine), [`decide`] (decision policy),
+//!   [`ids`] (newtypes);
+//! - adapters: [`raft`] (raft-rs driver, redb storage, peer transport), [`api`] (HTTP),
+//!   [`metrics`], [`codec`] (encodings at the edge), [`config`];
+//! - wiring: [`node`] (the one event loop); [`cli`] (the `triad` command).
+
+pub mod api;
+pub mod cli;
+pub mod cluster;
+pub mod codec;
+pub mod config;
+pub mod decide;
+pub mod ids;
+pub mod metrics;
+pub mod node;
+pub mod raft;

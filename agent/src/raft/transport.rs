@@ -1,0 +1,494 @@
+//! TCP transport between agents: length-delimited protobuf frames (`triad_proto::v1::PeerFrame`).
+//!
+//! Why plain framed TCP rather than gRPC: Raft needs one-way, fire-and-forget message delivery
+//! with loss tolerated, not request/response; a length-delimited prost frame over a long-lived
+//! connection is exactly that, adds no HTTP/2 stack to the build, and keeps every byte that
+//! crosses the wire defined in `proto/`.
+//!
+//! Shape: each node *dials* every peer and only *writes* on that connection; it *accepts*
+//! connections from peers and only *reads* on those. Replies travel on the replier's own
+//! outbound connection. Per peer there is one writer task with a bounded queue
+//! ([`QUEUE_DEPTH`] frames): sending never blocks the caller; a full queue or a disconnected
+//! peer drops frames (Raft retransmits), counted in `triad_peer_frames_dropped_total`.
+//! Writers reconnect with exponential backoff (100 ms to 2 s).
+//!
+//! The first frame on a connection must be `Hello` with this cluster's name, the protocol
+//! version, and a configured peer id other than ours. Anything else, a frame over
+//! `raft.max_frame_bytes`, or a frame that is not a valid `PeerFrame` closes the connection and
+//! counts in `triad_peer_bad_frames_total{reason}`. Nothing a peer sends can panic the agent.
+//!
+//! Every writer also sends a `Ping` each ping interval; the peer echoes a `Pong`, giving the
+//! round-trip histogram and each peer's last contact, from which status reports reachability.
+//!
+//! Caveats: no TLS or peer authentication yet (security wave); `Hello` only prevents mistakes,
+//! not attacks. Run the Raft port on a private network.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use triad_proto::v1 as pb;
+
+use crate::ids::NodeId;
+use crate::metrics::Metrics;
+
+/// Frames queued per peer before new ones are dropped.
+pub const QUEUE_DEPTH: usize = 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Cluster name carried in `Hello`.
+    pub cluster: String,
+    /// This node.
+    pub me: NodeId,
+    /// Address to accept peer connections on.
+    pub listen: SocketAddr,
+    /// Every other member's Raft address.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Largest accepted frame.
+    pub max_frame_bytes: usize,
+    /// Interval between pings to each peer.
+    pub ping_interval: Duration,
+    /// A peer heard from within this window counts as reachable.
+    pub reachable_window: Duration,
+}
+
+/// A Raft message received from an authenticated peer.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The peer named in the connection's `Hello`.
+    pub from: NodeId,
+    /// The encoded raft-rs message.
+    pub bytes: Bytes,
+}
+
+/// Errors starting the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The listen address could not be bound.
+    #[error("cannot listen for peers on {addr}: {source} (is another agent running, or is the address wrong?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What is known about one peer's connectivity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerHealth {
+    /// When a frame from it last arrived.
+    pub last_contact: Option<Instant>,
+    /// Latest ping round-trip time.
+    pub rtt: Option<Duration>,
+}
+
+/// A view of one peer for status output.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerView {
+    /// Heard from within the reachability window.
+    pub reachable: bool,
+    /// Milliseconds since last contact.
+    pub last_contact_ms: Option<u64>,
+    /// Latest round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+}
+
+#[derive(Default)]
+struct Shared {
+    health: Mutex<BTreeMap<NodeId, PeerHealth>>,
+}
+
+impl Shared {
+    fn touch(&self, peer: NodeId, rtt: Option<Duration>) {
+        if let Ok(mut h) = self.health.lock() {
+            let e = h.entry(peer).or_default();
+            e.last_contact = Some(Instant::now());
+            if rtt.is_some() {
+                e.rtt = rtt;
+            }
+        }
+    }
+}
+
+/// Handle to the running transport. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    senders: Arc<BTreeMap<NodeId, mpsc::Sender<pb::PeerFrame>>>,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    epoch: Instant,
+    reachable_window: Duration,
+}
+
+impl Transport {
+    /// Binds the listener and starts the acceptor and one writer per peer. Tasks stop when
+    /// `shutdown` is cancelled.
+    pub async fn start(
+        cfg: TransportConfig,
+        inbound: mpsc::Sender<Inbound>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<Transport, TransportError> {
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| TransportError::Bind {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        let mut senders = BTreeMap::new();
+        let mut receivers = Vec::new();
+        for (&id, &addr) in &cfg.peers {
+            if id == cfg.me {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            senders.insert(id, tx);
+            receivers.push((id, addr, rx));
+        }
+        let transport = Transport {
+            senders: Arc::new(senders),
+            shared: Arc::new(Shared::default()),
+            metrics,
+            epoch: Instant::now(),
+            reachable_window: cfg.reachable_window,
+        };
+        let cfg = Arc::new(cfg);
+        for (id, addr, rx) in receivers {
+            tokio::spawn(writer(
+                transport.clone(),
+                cfg.clone(),
+                id,
+                addr,
+                rx,
+                shutdown.clone(),
+            ));
+        }
+        tokio::spawn(acceptor(
+            transport.clone(),
+            cfg,
+            listener,
+            inbound,
+            shutdown,
+        ));
+        Ok(transport)
+    }
+
+    /// Queues a Raft message for a peer; never blocks. Returns false when it was dropped.
+    pub fn send_raft(&self, to: NodeId, bytes: Vec<u8>) -> bool {
+        self.enqueue(
+            to,
+            pb::PeerFrame {
+                body: Some(pb::peer_frame::Body::RaftMessage(bytes)),
+            },
+        )
+    }
+
+    fn enqueue(&self, to: NodeId, frame: pb::PeerFrame) -> bool {
+        let Some(tx) = self.senders.get(&to) else {
+            return false;
+        };
+        match tx.try_send(frame) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics
+                    .peer_frames_dropped
+                    .with_label_values(&[&to.to_string()])
+                    .inc();
+                false
+            }
+        }
+    }
+
+    fn micros(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Connectivity of every peer, sorted by id; also refreshes `triad_peer_reachable`.
+    pub fn peers(&self) -> BTreeMap<NodeId, PeerView> {
+        let health = self
+            .shared
+            .health
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for &id in self.senders.keys() {
+            let h = health.get(&id).copied().unwrap_or_default();
+            let age = h.last_contact.map(|t| t.elapsed());
+            let reachable = age.is_some_and(|a| a <= self.reachable_window);
+            self.metrics
+                .peer_reachable
+                .with_label_values(&[&id.to_string()])
+                .set(i64::from(reachable));
+            out.insert(
+                id,
+                PeerView {
+                    reachable,
+                    last_contact_ms: age.map(|a| a.as_millis() as u64),
+                    rtt_ms: h.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                },
+            );
+        }
+        out
+    }
+}
+
+async fn acceptor(
+    t: Transport,
+    cfg: Arc<TransportConfig>,
+    listener: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(reader(
+                    t.clone(),
+                    cfg.clone(),
+                    stream,
+                    remote,
+                    inbound.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(err) => {
+                tracing::warn!(%err, "accepting a peer connection failed");
+                tokio::time::sleep(BACKOFF_MIN).await;
+            }
+        }
+    }
+}
+
+fn bad_frame(t: &Transport, remote: SocketAddr, reason: &str, detail: &str) {
+    t.metrics.peer_bad_frames.with_label_values(&[reason]).inc();
+    tracing::warn!(%remote, reason, detail, "closing peer connection");
+}
+
+async fn reader(
+    t: Transport,
+    cfg: Arc<TransportConfig>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(cfg.max_frame_bytes)
+        .new_codec();
+    let mut frames = FramedRead::new(stream, codec);
+    let decode = |bytes: &[u8]| pb::PeerFrame::decode(bytes).map(|f| f.body);
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        f = tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()) => f,
+    };
+    let from = match first {
+        Ok(Some(Ok(bytes))) => match decode(&bytes) {
+            Ok(Some(pb::peer_frame::Body::Hello(h))) => {
+                let id = NodeId(h.node_id);
+                if h.cluster != cfg.cluster {
+                    let d = format!("cluster `{}`, expected `{}`", h.cluster, cfg.cluster);
+                    return bad_frame(&t, remote, "handshake", &d);
+                }
+                if h.protocol_version != triad_proto::PROTOCOL_VERSION {
+                    let d = format!("protocol version {}", h.protocol_version);
+                    return bad_frame(&t, remote, "handshake", &d);
+                }
+                if id == cfg.me || !cfg.peers.contains_key(&id) {
+                    let d = format!("node id {} is not a configured peer", h.node_id);
+                    return bad_frame(&t, remote, "handshake", &d);
+                }
+                id
+            }
+            Ok(_) => return bad_frame(&t, remote, "handshake", "first frame is not Hello"),
+            Err(e) => return bad_frame(&t, remote, "decode", &e.to_string()),
+        },
+        Ok(Some(Err(e))) => return bad_frame(&t, remote, frame_reason(&e), &e.to_string()),
+        Ok(None) => return,
+        Err(_) => return bad_frame(&t, remote, "handshake", "no Hello within 5s"),
+    };
+    tracing::debug!(peer = %from, %remote, "peer connected");
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = frames.next() => f,
+        };
+        let bytes = match next {
+            None => return,
+            Some(Err(e)) => return bad_frame(&t, remote, frame_reason(&e), &e.to_string()),
+            Some(Ok(b)) => b,
+        };
+        let body = match decode(&bytes) {
+            Ok(Some(body)) => body,
+            Ok(None) => return bad_frame(&t, remote, "decode", "empty frame"),
+            Err(e) => return bad_frame(&t, remote, "decode", &e.to_string()),
+        };
+        match body {
+            pb::peer_frame::Body::RaftMessage(msg) => {
+                t.shared.touch(from, None);
+                let item = Inbound {
+                    from,
+                    bytes: Bytes::from(msg),
+                };
+                if inbound.send(item).await.is_err() {
+                    return;
+                }
+            }
+            pb::peer_frame::Body::Ping(p) => {
+                t.shared.touch(from, None);
+                t.enqueue(
+                    from,
+                    pb::PeerFrame {
+                        body: Some(pb::peer_frame::Body::Pong(pb::Pong {
+                            sent_micros: p.sent_micros,
+                        })),
+                    },
+                );
+            }
+            pb::peer_frame::Body::Pong(p) => {
+                let rtt = Duration::from_micros(t.micros().saturating_sub(p.sent_micros));
+                t.metrics
+                    .peer_rtt
+                    .with_label_values(&[&from.to_string()])
+                    .observe(rtt.as_secs_f64());
+                t.shared.touch(from, Some(rtt));
+            }
+            pb::peer_frame::Body::Hello(_) => {
+                return bad_frame(&t, remote, "handshake", "second Hello");
+            }
+        }
+    }
+}
+
+fn frame_reason(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        "oversized"
+    } else {
+        "io"
+    }
+}
+
+async fn writer(
+    t: Transport,
+    cfg: Arc<TransportConfig>,
+    peer: NodeId,
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<pb::PeerFrame>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)) => c,
+        };
+        let stream = match conn {
+            Ok(Ok(s)) => s,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, %addr, %err, "peer connect failed");
+                if !drain_for(&mut rx, backoff, &shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, %addr, "peer connect timed out");
+                if !drain_for(&mut rx, backoff, &shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(cfg.max_frame_bytes)
+            .new_codec();
+        let mut sink = FramedWrite::new(stream, codec);
+        let hello = pb::PeerFrame {
+            body: Some(pb::peer_frame::Body::Hello(pb::Hello {
+                cluster: cfg.cluster.clone(),
+                node_id: cfg.me.get(),
+                protocol_version: triad_proto::PROTOCOL_VERSION,
+            })),
+        };
+        if send(&mut sink, hello).await.is_err() {
+            continue;
+        }
+        tracing::debug!(%peer, %addr, "connected to peer");
+        backoff = BACKOFF_MIN;
+        let mut ping = tokio::time::interval(cfg.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    None => return,
+                },
+                _ = ping.tick() => pb::PeerFrame {
+                    body: Some(pb::peer_frame::Body::Ping(pb::Ping { sent_micros: t.micros() })),
+                },
+            };
+            if let Err(err) = send(&mut sink, frame).await {
+                tracing::debug!(%peer, %addr, %err, "peer connection lost");
+                break;
+            }
+        }
+    }
+}
+
+async fn send(
+    sink: &mut FramedWrite<TcpStream, LengthDelimitedCodec>,
+    frame: pb::PeerFrame,
+) -> Result<(), std::io::Error> {
+    let bytes = Bytes::from(frame.encode_to_vec());
+    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        )),
+    }
+}
+
+/// Waits `period`, dropping queued frames meanwhile (they would be stale by reconnect time).
+/// Returns false on shutdown or when the queue is closed.
+async fn drain_for(
+    rx: &mut mpsc::Receiver<pb::PeerFrame>,
+    period: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::sleep(period);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = &mut deadline => return true,
+            f = rx.recv() => if f.is_none() { return false },
+        }
+    }
+}
