@@ -275,6 +275,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             id: me,
             election_ticks: rcfg.election_ticks,
             heartbeat_ticks: rcfg.heartbeat_ticks,
+            timeout_seed: None,
         },
         store,
     )?;

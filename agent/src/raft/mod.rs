@@ -23,8 +23,8 @@
 pub mod store;
 pub mod transport;
 
-use raft::eraftpb::{Entry, EntryType, Message};
-use raft::{Config, RawNode, StateRole, Storage};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use serde::Serialize;
 
 pub use store::{RaftStore, SharedMemBackend, StoreError};
@@ -84,6 +84,23 @@ pub struct CoreConfig {
     pub election_ticks: usize,
     /// Ticks between heartbeats.
     pub heartbeat_ticks: usize,
+    /// When set, election timeouts are drawn from this seed instead of the thread RNG, so a
+    /// simulation replays exactly. Production leaves it `None`.
+    pub timeout_seed: Option<u64>,
+}
+
+/// SplitMix64: a tiny, well-known PRNG, enough to draw election timeouts reproducibly.
+#[derive(Clone, Debug)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 /// A message to send to a peer.
@@ -159,6 +176,9 @@ pub struct RaftStatus {
 pub struct RaftNode {
     raw: RawNode<RaftStore>,
     id: NodeId,
+    election_ticks: usize,
+    jitter: Option<SplitMix>,
+    snapshots_sent: Vec<u64>,
 }
 
 impl RaftNode {
@@ -187,7 +207,28 @@ impl RaftNode {
         );
         let raw =
             RawNode::new(&raft_cfg, store, &logger).map_err(|e| RaftError::Raft(e.to_string()))?;
-        Ok(RaftNode { raw, id: cfg.id })
+        let mut node = RaftNode {
+            raw,
+            id: cfg.id,
+            election_ticks: cfg.election_ticks,
+            jitter: cfg.timeout_seed.map(SplitMix),
+            snapshots_sent: Vec::new(),
+        };
+        node.reseed_timeout();
+        Ok(node)
+    }
+
+    /// With a seed configured, replaces the election timeout raft-rs just drew (it resets
+    /// `election_elapsed` to 0 whenever it draws one) by one from the seeded generator, in
+    /// raft-rs's range `[election_ticks, 2 * election_ticks)`.
+    fn reseed_timeout(&mut self) {
+        if let Some(rng) = &mut self.jitter {
+            if self.raw.raft.election_elapsed == 0 {
+                let span = self.election_ticks.max(1) as u64;
+                let t = self.election_ticks + (rng.next() % span) as usize;
+                self.raw.raft.set_randomized_election_timeout(t);
+            }
+        }
     }
 
     /// The state-machine data of the stored snapshot, if any (used at start-up).
@@ -203,6 +244,7 @@ impl RaftNode {
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.raw.tick();
+        self.reseed_timeout();
     }
 
     /// Feeds one message received from peer `from` (the connection's authenticated id).
@@ -222,9 +264,12 @@ impl RaftNode {
         if raft::raw_node::is_local_msg(msg.get_msg_type()) {
             return Err(bad(format!("local message type {:?}", msg.get_msg_type())));
         }
-        self.raw
+        let result = self
+            .raw
             .step(msg)
-            .map_err(|e| bad(format!("refused by raft: {e}")))
+            .map_err(|e| bad(format!("refused by raft: {e}")));
+        self.reseed_timeout();
+        result
     }
 
     /// Proposes entry data. Succeeds once raft accepted it for replication (locally as leader,
@@ -248,7 +293,7 @@ impl RaftNode {
             return Ok(out);
         }
         let mut rd = self.raw.ready();
-        encode_messages(rd.take_messages(), &mut out.messages);
+        self.encode_messages(rd.take_messages(), &mut out.messages);
         let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
         if let Some(snap) = &snapshot {
             out.snapshot = Some(InstalledSnapshot {
@@ -260,14 +305,22 @@ impl RaftNode {
         self.raw
             .mut_store()
             .persist(snapshot.as_ref(), rd.entries(), rd.hs())?;
-        encode_messages(rd.take_persisted_messages(), &mut out.messages);
+        self.encode_messages(rd.take_persisted_messages(), &mut out.messages);
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit)?;
         }
-        encode_messages(light.take_messages(), &mut out.messages);
+        self.encode_messages(light.take_messages(), &mut out.messages);
         collect_committed(light.take_committed_entries(), &mut out.committed);
         self.raw.advance_apply();
+        // raft-rs pauses replication to a follower after handing out a snapshot for it until
+        // the application reports the outcome. The transport cannot confirm delivery, so report
+        // it as sent at once: if it was lost, the follower rejects the next append and the
+        // leader sends the snapshot again. Without this a single lost snapshot message stalls
+        // that follower forever (found by the simulation).
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.raw.report_snapshot(to, SnapshotStatus::Finish);
+        }
         Ok(out)
     }
 
@@ -284,6 +337,23 @@ impl RaftNode {
     /// Tells raft a peer could not be reached, so it stops pipelining to it.
     pub fn report_unreachable(&mut self, peer: NodeId) {
         self.raw.report_unreachable(peer.get());
+    }
+
+    fn encode_messages(&mut self, msgs: Vec<Message>, out: &mut Vec<OutMessage>) {
+        for m in msgs {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.push(m.to);
+            }
+            match protobuf::Message::write_to_bytes(&m) {
+                Ok(bytes) => out.push(OutMessage {
+                    to: NodeId(m.to),
+                    bytes,
+                }),
+                // Encoding an in-memory message cannot fail in practice; dropping one is safe
+                // because Raft tolerates message loss.
+                Err(err) => tracing::error!(%err, to = m.to, "dropping unencodable raft message"),
+            }
+        }
     }
 
     /// Current status.
@@ -303,20 +373,6 @@ impl RaftNode {
             applied: LogIndex(r.raft_log.applied),
             last_index: LogIndex(self.raw.store().last_index().unwrap_or_default()),
             snapshot_index: self.snapshot_index(),
-        }
-    }
-}
-
-fn encode_messages(msgs: Vec<Message>, out: &mut Vec<OutMessage>) {
-    for m in msgs {
-        match protobuf::Message::write_to_bytes(&m) {
-            Ok(bytes) => out.push(OutMessage {
-                to: NodeId(m.to),
-                bytes,
-            }),
-            // Encoding an in-memory message cannot fail in practice; dropping one is safe
-            // because Raft tolerates message loss.
-            Err(err) => tracing::error!(%err, to = m.to, "dropping unencodable raft message"),
         }
     }
 }
