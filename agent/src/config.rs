@@ -474,6 +474,17 @@ tick_interval = "20ms"
     }
 
     #[test]
+    fn shipped_example_config_is_valid() {
+        let path = Path::new("systemd/triad.toml.example");
+        let text = include_str!("../../systemd/triad.toml.example");
+        let mut config = parse(path, text).expect("example parses");
+        // The token file is a production path; everything else must validate as shipped.
+        config.api.token_file = None;
+        let v = validate(path, config).expect("example validates");
+        assert_eq!(v.members.len(), 3);
+    }
+
+    #[test]
     fn empty_token_file_is_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("token");

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that Triad's tests and lab use, when missing. Needs root.
+# Safe to run repeatedly: does nothing when everything is installed.
+set -euo pipefail
+PACKAGES=(
+  mariadb-server galera-4 mariadb-backup rsync socat lsof
+  redis-server redis-sentinel haproxy php-fpm
+  glusterfs-server glusterfs-client
+  iproute2 nftables libfcgi-bin procps psmisc prometheus curl
+)
+if [ "$(id -u)" != 0 ]; then
+  echo "install-packages: not root; cannot install ${PACKAGES[*]}" >&2
+  exit 1
+fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-packages: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+echo "install-packages: installing ${missing[*]}"
+start=$(date +%s)
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# Debian's policy-rc.d on these machines keeps apt from starting the daemons; the lab and the
+# tests start what they need themselves.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-packages: done in $(( $(date +%s) - start ))s"
