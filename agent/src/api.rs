@@ -11,7 +11,8 @@
 //!
 //! Mutating endpoints need `Authorization: Bearer TOKEN` (from `api.token_file`): without a
 //! configured token they answer 403, with a missing or wrong token 401. Bad JSON answers 400
-//! with the parser's message, an unknown path 404, a wrong method 405. Every error body is
+//! with the parser's message, a body over 64 KiB 413, an unknown path 404, a wrong method 405.
+//! Every error body is
 //! `{"error": "..."}` naming the problem and what to do.
 //!
 //! The API never touches Raft directly: it reads the status the event loop publishes and sends
@@ -23,7 +24,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -120,6 +121,8 @@ struct MaintenanceRequest {
 }
 
 const MAX_REASON: usize = 1024;
+/// Largest request body accepted (checked after authorization).
+const MAX_BODY: usize = 64 * 1024;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
@@ -134,6 +137,7 @@ pub fn router(h: Handles) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/maintenance", post(maintenance))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(Arc::new(h))
 }
 
@@ -254,6 +258,13 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     )
 }
 
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed on {}", uri.path()),
+    )
+}
+
 /// Checks the bearer token; `Err` is the response to send.
 fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &h.token else {
@@ -265,7 +276,11 @@ fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme name is case-insensitive (RFC 9110 section 11.1).
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        })
         .map(str::trim);
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
@@ -292,10 +307,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn maintenance(State(h): State<Arc<Handles>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Reads a request body of at most [`MAX_BODY`] bytes, after authorization.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes or could not be read"),
+        )
+    })
+}
+
+async fn maintenance(State(h): State<Arc<Handles>>, headers: HeaderMap, body: Body) -> Response {
     if let Err(resp) = authorize(&h, &headers) {
         return *resp;
     }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let req: MaintenanceRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

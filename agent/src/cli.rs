@@ -153,8 +153,10 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -336,8 +338,15 @@ async fn status(target: &Target, json: bool) -> Result<(), Failure> {
             .send()
             .await
             .map_err(|e| unreachable(&url, &e))?;
+        let code = resp.status();
         let text = resp.text().await.map_err(|e| unreachable(&url, &e))?;
         println!("{text}");
+        if !code.is_success() {
+            return Err(Failure {
+                code: EXIT_REFUSED,
+                message: format!("{url} answered {code}"),
+            });
+        }
         return Ok(());
     }
     let s = fetch_status(&client, &base).await?;
