@@ -16,4 +16,5 @@ pub mod decide;
 pub mod ids;
 pub mod metrics;
 pub mod node;
+pub mod probe;
 pub mod raft;

@@ -1,0 +1,230 @@
+//! Parsers for MariaDB/Galera health: `SHOW GLOBAL STATUS LIKE 'wsrep_%'` rows, a few global
+//! variables, and `grastate.dat` (read from the datadir when mariadbd is down).
+//!
+//! Pure; table-tested on real captures in `agent/tests/fixtures/galera/`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `wsrep_local_state` 4: the node is Synced and may take traffic.
+pub const STATE_SYNCED: i64 = 4;
+/// `wsrep_local_state` 2: the node is a state-transfer donor (or desynced).
+pub const STATE_DONOR: i64 = 2;
+
+/// What the probes and decisions need from the wsrep status and variables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GaleraStatus {
+    /// `wsrep_local_state` (1 Joining, 2 Donor/Desynced, 3 Joined, 4 Synced).
+    pub local_state: Option<i64>,
+    /// `wsrep_local_state_comment` (`Synced`, `Donor/Desynced`, ...).
+    pub local_state_comment: Option<String>,
+    /// `wsrep_cluster_status` (`Primary`, `non-Primary`, `Disconnected`).
+    pub cluster_status: Option<String>,
+    /// `wsrep_cluster_size`.
+    pub cluster_size: Option<i64>,
+    /// `wsrep_ready`.
+    pub ready: Option<bool>,
+    /// `wsrep_connected`.
+    pub connected: Option<bool>,
+    /// `wsrep_last_committed` (the node's seqno).
+    pub last_committed: Option<i64>,
+    /// `wsrep_local_state_uuid` (the cluster's history id).
+    pub state_uuid: Option<String>,
+    /// `wsrep_flow_control_paused` (fraction of time paused since the last FLUSH STATUS).
+    pub flow_control_paused: Option<f64>,
+    /// `wsrep_local_recv_queue`.
+    pub recv_queue: Option<i64>,
+    /// `read_only`.
+    pub read_only: Option<bool>,
+    /// `auto_increment_increment`.
+    pub auto_increment_increment: Option<i64>,
+    /// `auto_increment_offset`.
+    pub auto_increment_offset: Option<i64>,
+}
+
+impl GaleraStatus {
+    /// Whether the node is Synced in a Primary component and ready: the only state in which
+    /// it should take traffic.
+    pub fn is_serving(&self) -> bool {
+        self.local_state == Some(STATE_SYNCED)
+            && self.cluster_status.as_deref() == Some("Primary")
+            && self.ready == Some(true)
+    }
+
+    /// Why the node should not take traffic, if so.
+    pub fn problem(&self) -> Option<String> {
+        if self.cluster_status.as_deref() != Some("Primary") {
+            return Some(format!(
+                "cluster status {} (not Primary)",
+                self.cluster_status.as_deref().unwrap_or("unknown")
+            ));
+        }
+        if self.local_state != Some(STATE_SYNCED) {
+            return Some(format!(
+                "local state {} ({})",
+                self.local_state.map_or("unknown".into(), |s| s.to_string()),
+                self.local_state_comment.as_deref().unwrap_or("?")
+            ));
+        }
+        if self.ready != Some(true) {
+            return Some("wsrep_ready is OFF".into());
+        }
+        None
+    }
+}
+
+fn on_off(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_uppercase().as_str() {
+        "ON" | "1" | "TRUE" => Some(true),
+        "OFF" | "0" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// Builds the status from `(name, value)` rows of status and variables (names in any case).
+pub fn from_rows<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> GaleraStatus {
+    let map: BTreeMap<String, &str> = rows
+        .into_iter()
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v))
+        .collect();
+    let get = |k: &str| map.get(k).map(|v| v.trim());
+    let num = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
+    GaleraStatus {
+        local_state: num("wsrep_local_state"),
+        local_state_comment: get("wsrep_local_state_comment").map(str::to_string),
+        cluster_status: get("wsrep_cluster_status").map(str::to_string),
+        cluster_size: num("wsrep_cluster_size"),
+        ready: get("wsrep_ready").and_then(on_off),
+        connected: get("wsrep_connected").and_then(on_off),
+        last_committed: num("wsrep_last_committed"),
+        state_uuid: get("wsrep_local_state_uuid").map(str::to_string),
+        flow_control_paused: get("wsrep_flow_control_paused").and_then(|v| v.parse().ok()),
+        recv_queue: num("wsrep_local_recv_queue"),
+        read_only: get("read_only").and_then(on_off),
+        auto_increment_increment: num("auto_increment_increment"),
+        auto_increment_offset: num("auto_increment_offset"),
+    }
+}
+
+/// Parses tab-separated `mariadb -B` output (a header row, then `name<TAB>value` rows).
+pub fn parse_tsv(text: &str) -> Vec<(&str, &str)> {
+    text.lines()
+        .skip_while(|l| l.starts_with("Variable_name"))
+        .filter_map(|l| l.split_once('\t'))
+        .collect()
+}
+
+/// The saved state in `grastate.dat`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraState {
+    /// Cluster history uuid.
+    pub uuid: String,
+    /// Last committed seqno, or -1 when unknown (running, or crashed).
+    pub seqno: i64,
+    /// Whether this node may bootstrap a new cluster without recovery.
+    pub safe_to_bootstrap: bool,
+}
+
+/// Parses `grastate.dat`.
+pub fn parse_grastate(text: &str) -> Result<GraState, String> {
+    let mut uuid = None;
+    let mut seqno = None;
+    let mut safe = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        match k.trim() {
+            "uuid" => uuid = Some(v.trim().to_string()),
+            "seqno" => {
+                seqno = Some(
+                    v.trim()
+                        .parse::<i64>()
+                        .map_err(|e| format!("grastate.dat: seqno `{}`: {e}", v.trim()))?,
+                )
+            }
+            "safe_to_bootstrap" => safe = Some(v.trim() == "1"),
+            _ => {}
+        }
+    }
+    Ok(GraState {
+        uuid: uuid.ok_or("grastate.dat: no uuid line")?,
+        seqno: seqno.ok_or("grastate.dat: no seqno line")?,
+        safe_to_bootstrap: safe.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/galera/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn synced_node() {
+        let status = fixture("status_synced_size2.tsv");
+        let vars = fixture("variables.tsv");
+        let mut rows = parse_tsv(&status);
+        rows.extend(parse_tsv(&vars));
+        let g = from_rows(rows);
+        assert_eq!(g.local_state, Some(STATE_SYNCED));
+        assert_eq!(g.local_state_comment.as_deref(), Some("Synced"));
+        assert_eq!(g.cluster_status.as_deref(), Some("Primary"));
+        assert_eq!(g.cluster_size, Some(2));
+        assert_eq!(g.ready, Some(true));
+        assert_eq!(g.connected, Some(true));
+        assert_eq!(g.last_committed, Some(11));
+        assert_eq!(g.recv_queue, Some(0));
+        assert_eq!(g.flow_control_paused, Some(0.0));
+        assert_eq!(g.read_only, Some(false));
+        assert_eq!(g.auto_increment_increment, Some(3));
+        assert_eq!(g.auto_increment_offset, Some(2));
+        assert!(g.is_serving());
+        assert_eq!(g.problem(), None);
+    }
+
+    /// (cluster_status, local_state, comment, ready) -> problem mentions
+    #[test]
+    fn not_serving_states() {
+        let cases = [
+            ("non-Primary", "0", "Initialized", "OFF", "not Primary"),
+            ("Primary", "2", "Donor/Desynced", "ON", "Donor/Desynced"),
+            ("Primary", "1", "Joining", "OFF", "Joining"),
+            ("Primary", "4", "Synced", "OFF", "wsrep_ready is OFF"),
+        ];
+        for (cs, ls, comment, ready, want) in cases {
+            let g = from_rows([
+                ("wsrep_cluster_status", cs),
+                ("wsrep_local_state", ls),
+                ("wsrep_local_state_comment", comment),
+                ("wsrep_ready", ready),
+            ]);
+            assert!(!g.is_serving(), "{cs} {ls}");
+            let p = g.problem().unwrap_or_default();
+            assert!(p.contains(want), "{p} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn grastate_files() {
+        let g = parse_grastate(&fixture("grastate_running.dat")).expect("parses");
+        assert_eq!(g.uuid, "de5b593b-ebe1-11f1-b996-0bbce3f5b979");
+        assert_eq!(g.seqno, -1);
+        assert!(!g.safe_to_bootstrap);
+        let clean =
+            "# GALERA saved state\nversion: 2.1\nuuid:    abc\nseqno:   42\nsafe_to_bootstrap: 1\n";
+        let g = parse_grastate(clean).expect("parses");
+        assert_eq!((g.seqno, g.safe_to_bootstrap), (42, true));
+        assert!(parse_grastate("uuid: x\nseqno: banana\n")
+            .expect_err("bad seqno")
+            .contains("banana"));
+        assert!(parse_grastate("").expect_err("empty").contains("uuid"));
+    }
+}

@@ -1,0 +1,189 @@
+//! Parsers for `gluster --mode=script ... --xml` output (`volume status VOL detail`, `volume
+//! heal VOL info`, `peer status`) with roxmltree, and the comparison against the expected brick
+//! list.
+//!
+//! `volume status` silently omits bricks it cannot reach, so a brick is judged against the
+//! configured list: an expected brick that is absent from the XML counts as down.
+//!
+//! Pure; table-tested on real captures in `agent/tests/fixtures/gluster/`.
+
+use serde::{Deserialize, Serialize};
+
+/// One brick as `volume status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickStatus {
+    /// `host:path`.
+    pub name: String,
+    /// Whether the brick process is online.
+    pub online: bool,
+    /// Brick process pid, when known.
+    pub pid: Option<i64>,
+}
+
+/// One brick's pending heal entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickHeal {
+    /// `host:path`.
+    pub name: String,
+    /// `Connected` or another state.
+    pub status: String,
+    /// Entries pending heal, when the brick answered.
+    pub entries: Option<u64>,
+}
+
+/// One peer as `peer status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Peer hostname.
+    pub hostname: String,
+    /// Whether glusterd is connected to it.
+    pub connected: bool,
+    /// State text (`Peer in Cluster`).
+    pub state: String,
+}
+
+fn doc(xml: &str) -> Result<roxmltree::Document<'_>, String> {
+    let d = roxmltree::Document::parse(xml).map_err(|e| format!("gluster XML: {e}"))?;
+    let root = d.root_element();
+    if root.tag_name().name() != "cliOutput" {
+        return Err(format!(
+            "gluster XML: root element is <{}>, expected <cliOutput>",
+            root.tag_name().name()
+        ));
+    }
+    let op_ret = child_text(root, "opRet").unwrap_or("0");
+    if op_ret != "0" {
+        let err = child_text(root, "opErrstr").unwrap_or("no error text");
+        return Err(format!("gluster command failed (opRet {op_ret}): {err}"));
+    }
+    Ok(d)
+}
+
+fn child_text<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> {
+    node.children()
+        .find(|c| c.has_tag_name(name))
+        .and_then(|c| c.text())
+        .map(str::trim)
+}
+
+/// Parses `volume status VOL detail --xml` into its bricks.
+pub fn parse_volume_status(xml: &str) -> Result<Vec<BrickStatus>, String> {
+    let d = doc(xml)?;
+    let mut out = Vec::new();
+    for vol in d.descendants().filter(|n| n.has_tag_name("volume")) {
+        for node in vol.children().filter(|n| n.has_tag_name("node")) {
+            let host = child_text(node, "hostname").unwrap_or_default();
+            let path = child_text(node, "path").unwrap_or_default();
+            // Self-heal daemons and other services are listed as nodes without a brick path.
+            if !path.starts_with('/') {
+                continue;
+            }
+            out.push(BrickStatus {
+                name: format!("{host}:{path}"),
+                online: child_text(node, "status") == Some("1"),
+                pid: child_text(node, "pid").and_then(|p| p.parse().ok()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `volume heal VOL info --xml`.
+pub fn parse_heal_info(xml: &str) -> Result<Vec<BrickHeal>, String> {
+    let d = doc(xml)?;
+    Ok(d.descendants()
+        .filter(|n| n.has_tag_name("brick"))
+        .map(|b| BrickHeal {
+            name: child_text(b, "name").unwrap_or_default().to_string(),
+            status: child_text(b, "status").unwrap_or_default().to_string(),
+            entries: child_text(b, "numberOfEntries").and_then(|n| n.parse().ok()),
+        })
+        .collect())
+}
+
+/// Parses `peer status --xml`.
+pub fn parse_peer_status(xml: &str) -> Result<Vec<PeerStatus>, String> {
+    let d = doc(xml)?;
+    Ok(d.descendants()
+        .filter(|n| n.has_tag_name("peer"))
+        .map(|p| PeerStatus {
+            hostname: child_text(p, "hostname").unwrap_or_default().to_string(),
+            connected: child_text(p, "connected") == Some("1"),
+            state: child_text(p, "stateStr").unwrap_or_default().to_string(),
+        })
+        .collect())
+}
+
+/// The bricks that are not online: expected ones missing from the status or listed offline.
+pub fn bricks_down(expected: &[String], listed: &[BrickStatus]) -> Vec<String> {
+    expected
+        .iter()
+        .filter(|want| !listed.iter().any(|b| &b.name == *want && b.online))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/gluster/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn expected() -> Vec<String> {
+        (1..=3)
+            .map(|i| format!("10.77.0.1{i}:/tmp/labproto/n{i}/brick"))
+            .collect()
+    }
+
+    #[test]
+    fn volume_status_lists_three_online_bricks() {
+        let bricks = parse_volume_status(&fixture("volume_status_detail.xml")).expect("parses");
+        assert_eq!(bricks.len(), 3);
+        assert!(bricks.iter().all(|b| b.online && b.pid.is_some()));
+        assert_eq!(bricks[0].name, expected()[0]);
+        assert!(bricks_down(&expected(), &bricks).is_empty());
+    }
+
+    /// The XML omits an unreachable brick; the expected list catches it.
+    #[test]
+    fn absent_and_offline_bricks_are_down() {
+        let mut bricks = parse_volume_status(&fixture("volume_status_detail.xml")).expect("parses");
+        bricks.remove(2);
+        bricks[1].online = false;
+        assert_eq!(bricks_down(&expected(), &bricks), expected()[1..].to_vec());
+    }
+
+    #[test]
+    fn heal_info_and_peers() {
+        let heal = parse_heal_info(&fixture("heal_info.xml")).expect("parses");
+        assert_eq!(heal.len(), 3);
+        assert!(heal
+            .iter()
+            .all(|b| b.status == "Connected" && b.entries == Some(0)));
+        let peers = parse_peer_status(&fixture("peer_status.xml")).expect("parses");
+        assert_eq!(peers.len(), 2);
+        assert!(peers
+            .iter()
+            .all(|p| p.connected && p.state == "Peer in Cluster"));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(parse_volume_status("not xml")
+            .expect_err("bad")
+            .contains("gluster XML"));
+        let failed = "<cliOutput><opRet>-1</opRet><opErrno>2</opErrno>\
+                      <opErrstr>Volume shop does not exist</opErrstr></cliOutput>";
+        let e = parse_heal_info(failed).expect_err("failed op");
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(parse_peer_status("<other/>")
+            .expect_err("root")
+            .contains("cliOutput"));
+    }
+}

@@ -1,0 +1,434 @@
+//! Health probes: each agent watches its own node's services (and its peers' Redis and
+//! MariaDB, for cross-checks), turns single check results into a steady state with HAProxy-style
+//! rise/fall thresholds, and broadcasts what it sees to the other agents.
+//!
+//! Layers:
+//! - [`Probe`]: one check of one service instance, async, behind a trait with a real
+//!   implementation per technology and a simulated one ([`sim::SimProbe`]); both pass the same
+//!   contract suite.
+//! - [`Tracker`] (pure): consecutive results -> tracked status (`rise` successes to come up,
+//!   `fall` failures to go down; the first result is taken as is).
+//! - [`runner`]: one tokio task per probe, each check cut at its timeout, results sent to the
+//!   event loop without blocking it. Blocking checks (filesystem mounts) run on a blocking
+//!   thread with at most one in flight per probe, so a hung mount cannot pile up threads.
+//!
+//! Statuses: `healthy`; `degraded` (serving, with a problem worth attention); `down` (reachable
+//! but not serving: Galera non-primary, a brick offline, a hung mount); `unreachable` (could not
+//! talk to it at all; [`FailureKind`] says whether the connection was refused, which on the
+//! service's own node means the process is dead, or timed out, which is weaker evidence).
+//!
+//! Caveats: credentials are read from files at start and never logged or shown; rotating them
+//! needs an agent restart for now.
+
+pub mod galera_status;
+pub mod gluster_xml;
+pub mod phpfpm_status;
+pub mod redis_info;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{NodeId, UnixMillis};
+
+/// A kind of service a probe watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Service {
+    /// MariaDB with Galera.
+    Mariadb,
+    /// Redis.
+    Redis,
+    /// A PHP-FPM pool.
+    Phpfpm,
+    /// The GlusterFS volume (bricks, heal, peers).
+    Gluster,
+    /// One GlusterFS FUSE mount point.
+    GlusterMount,
+}
+
+impl Service {
+    /// Stable name used in the API, metrics and wire messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Mariadb => "mariadb",
+            Service::Redis => "redis",
+            Service::Phpfpm => "phpfpm",
+            Service::Gluster => "gluster",
+            Service::GlusterMount => "gluster_mount",
+        }
+    }
+
+    /// Parses [`Service::as_str`] names.
+    pub fn parse(s: &str) -> Option<Service> {
+        [
+            Service::Mariadb,
+            Service::Redis,
+            Service::Phpfpm,
+            Service::Gluster,
+            Service::GlusterMount,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which instance a probe watches: the node it belongs to, the service, and a target label
+/// (empty for the node's single instance; the mount path for mounts).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProbeId {
+    /// The node whose service this is.
+    pub subject: NodeId,
+    /// The service.
+    pub service: Service,
+    /// Instance label within the node (empty when there is one).
+    pub target: String,
+}
+
+impl fmt::Display for ProbeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.target.is_empty() {
+            write!(f, "{}/{}", self.subject, self.service)
+        } else {
+            write!(f, "{}/{}:{}", self.subject, self.service, self.target)
+        }
+    }
+}
+
+/// Health of a service instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Serving normally.
+    Healthy,
+    /// Serving, with a problem worth attention.
+    Degraded,
+    /// Reachable but not serving.
+    Down,
+    /// Could not be talked to.
+    Unreachable,
+}
+
+impl Status {
+    /// Whether the instance serves (healthy or degraded).
+    pub fn is_up(self) -> bool {
+        matches!(self, Status::Healthy | Status::Degraded)
+    }
+
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Down => "down",
+            Status::Unreachable => "unreachable",
+        }
+    }
+
+    /// Parses [`Status::as_str`] names.
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Healthy,
+            Status::Degraded,
+            Status::Down,
+            Status::Unreachable,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// Why a check failed to talk to its service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The connection was refused: nothing listens (on the local node: the process is dead).
+    Refused,
+    /// No answer within the timeout (hung process, partition, overload).
+    Timeout,
+    /// Credentials rejected.
+    Auth,
+    /// It answered something that is not the expected protocol.
+    Protocol,
+    /// Another I/O error (reset, unreachable network, missing socket file).
+    Io,
+    /// The service answered, but with a state that is not serving.
+    State,
+}
+
+impl FailureKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Auth => "auth",
+            FailureKind::Protocol => "protocol",
+            FailureKind::Io => "io",
+            FailureKind::State => "state",
+        }
+    }
+
+    /// Classifies an I/O error.
+    pub fn of_io(e: &std::io::Error) -> FailureKind {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => FailureKind::Refused,
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => FailureKind::Timeout,
+            _ => FailureKind::Io,
+        }
+    }
+}
+
+/// The result of one check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// What this single check saw.
+    pub status: Status,
+    /// Why it failed, when it did.
+    pub failure: Option<FailureKind>,
+    /// Human-readable reason for a non-healthy result (never contains credentials).
+    pub error: Option<String>,
+    /// Structured details (service-specific JSON object).
+    pub details: serde_json::Value,
+}
+
+impl CheckResult {
+    /// A healthy result.
+    pub fn healthy(details: serde_json::Value) -> Self {
+        CheckResult {
+            status: Status::Healthy,
+            failure: None,
+            error: None,
+            details,
+        }
+    }
+
+    /// A serving-but-degraded result.
+    pub fn degraded(details: serde_json::Value, why: impl Into<String>) -> Self {
+        CheckResult {
+            status: Status::Degraded,
+            failure: None,
+            error: Some(why.into()),
+            details,
+        }
+    }
+
+    /// A reachable-but-not-serving result.
+    pub fn down(details: serde_json::Value, why: impl Into<String>) -> Self {
+        CheckResult {
+            status: Status::Down,
+            failure: Some(FailureKind::State),
+            error: Some(why.into()),
+            details,
+        }
+    }
+
+    /// A could-not-talk-to-it result.
+    pub fn unreachable(kind: FailureKind, why: impl Into<String>) -> Self {
+        CheckResult {
+            status: Status::Unreachable,
+            failure: Some(kind),
+            error: Some(why.into()),
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
+/// Rise/fall thresholds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Consecutive successes to be considered up again.
+    pub rise: u32,
+    /// Consecutive failures to be considered down.
+    pub fall: u32,
+}
+
+/// A tracked observation: the steady status plus the last single result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Which instance.
+    pub id: ProbeId,
+    /// Status after rise/fall.
+    pub status: Status,
+    /// The last single check.
+    pub last: CheckResult,
+    /// Consecutive failed checks (0 when the last one succeeded).
+    pub failures: u32,
+    /// Consecutive successful checks (0 when the last one failed).
+    pub successes: u32,
+    /// How long the last check took, in microseconds.
+    pub latency_us: u64,
+    /// Wall clock of the last check (display only).
+    pub observed_at: UnixMillis,
+}
+
+/// Rise/fall tracking for one probe. Pure.
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    thresholds: Thresholds,
+    current: Option<Observation>,
+}
+
+impl Tracker {
+    /// A tracker with no result yet.
+    pub fn new(thresholds: Thresholds) -> Self {
+        Tracker {
+            thresholds,
+            current: None,
+        }
+    }
+
+    /// The current observation, once there was a result.
+    pub fn current(&self) -> Option<&Observation> {
+        self.current.as_ref()
+    }
+
+    /// Feeds one result and returns the new observation.
+    pub fn record(
+        &mut self,
+        id: &ProbeId,
+        result: CheckResult,
+        latency_us: u64,
+        at: UnixMillis,
+    ) -> &Observation {
+        let ok = result.status.is_up();
+        let (prev_status, failures, successes) = match &self.current {
+            None => (None, u32::from(!ok), u32::from(ok)),
+            Some(o) if ok => (Some(o.status), 0, o.successes.saturating_add(1)),
+            Some(o) => (Some(o.status), o.failures.saturating_add(1), 0),
+        };
+        let status = match prev_status {
+            // The first result is taken as is: there is no history to smooth.
+            None => result.status,
+            Some(prev) if prev.is_up() && ok => result.status,
+            Some(prev) if prev.is_up() => {
+                if failures >= self.thresholds.fall {
+                    result.status
+                } else {
+                    prev
+                }
+            }
+            Some(_) if ok => {
+                if successes >= self.thresholds.rise {
+                    result.status
+                } else {
+                    prev_status.unwrap_or(result.status)
+                }
+            }
+            // Still failing: follow the latest failure kind (down vs unreachable).
+            Some(_) => result.status,
+        };
+        self.current.insert(Observation {
+            id: id.clone(),
+            status,
+            last: result,
+            failures,
+            successes,
+            latency_us,
+            observed_at: at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> ProbeId {
+        ProbeId {
+            subject: NodeId(1),
+            service: Service::Redis,
+            target: String::new(),
+        }
+    }
+
+    fn result(code: char) -> CheckResult {
+        match code {
+            'H' => CheckResult::healthy(serde_json::Value::Null),
+            'G' => CheckResult::degraded(serde_json::Value::Null, "slow"),
+            'D' => CheckResult::down(serde_json::Value::Null, "non-primary"),
+            _ => CheckResult::unreachable(FailureKind::Refused, "refused"),
+        }
+    }
+
+    fn status(code: char) -> Status {
+        match code {
+            'H' => Status::Healthy,
+            'G' => Status::Degraded,
+            'D' => Status::Down,
+            _ => Status::Unreachable,
+        }
+    }
+
+    /// Data-driven: a sequence of single results (H healthy, G degraded, D down,
+    /// U unreachable) and the tracked status after each, with rise 2 and fall 3.
+    #[test]
+    fn rise_and_fall() {
+        let cases = [
+            ("HHHH", "HHHH"),
+            ("U", "U"),
+            ("HUUU", "HHHU"),
+            ("HUUHUUU", "HHHHHHU"),
+            ("UUH", "UUU"),
+            ("UUHH", "UUUH"),
+            ("UHUHH", "UUUUH"),
+            ("HUUD", "HHHD"),
+            ("DUD", "DUD"),
+            ("HGH", "HGH"),
+            ("UHG", "UUG"),
+        ];
+        for (input, want) in cases {
+            let mut t = Tracker::new(Thresholds { rise: 2, fall: 3 });
+            let got: String = input
+                .chars()
+                .map(|c| {
+                    let o = t.record(&id(), result(c), 10, UnixMillis(0));
+                    let s = o.status;
+                    ['H', 'G', 'D', 'U']
+                        .into_iter()
+                        .find(|&k| status(k) == s)
+                        .unwrap_or('?')
+                })
+                .collect();
+            assert_eq!(got, want, "input {input}");
+        }
+    }
+
+    #[test]
+    fn counts_consecutive_results() {
+        let mut t = Tracker::new(Thresholds { rise: 1, fall: 1 });
+        t.record(&id(), result('U'), 1, UnixMillis(0));
+        let o = t.record(&id(), result('U'), 1, UnixMillis(0));
+        assert_eq!((o.failures, o.successes), (2, 0));
+        let o = t.record(&id(), result('H'), 1, UnixMillis(0));
+        assert_eq!((o.failures, o.successes), (0, 1));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            Status::Healthy,
+            Status::Degraded,
+            Status::Down,
+            Status::Unreachable,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        for s in [
+            Service::Mariadb,
+            Service::Redis,
+            Service::Phpfpm,
+            Service::Gluster,
+            Service::GlusterMount,
+        ] {
+            assert_eq!(Service::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Service::parse("nginx"), None);
+    }
+}
