@@ -4,7 +4,7 @@
 set -euo pipefail
 PACKAGES=(
   mariadb-server galera-4 mariadb-backup rsync socat lsof
-  redis-server redis-sentinel haproxy php-fpm
+  redis-server redis-sentinel haproxy php-fpm php8.2-mysql
   glusterfs-server glusterfs-client
   iproute2 nftables libfcgi-bin procps psmisc prometheus curl
 )
