@@ -35,6 +35,21 @@ pub struct Config {
     /// Consensus timing and log compaction.
     #[serde(default)]
     pub raft: RaftSection,
+    /// Default probe timing; each service section may override it.
+    #[serde(default)]
+    pub probes: ProbeDefaults,
+    /// Redis probing (absent: Redis is not probed).
+    #[serde(default)]
+    pub redis: Option<RedisSection>,
+    /// MariaDB/Galera probing (absent: not probed).
+    #[serde(default)]
+    pub mariadb: Option<MariadbSection>,
+    /// PHP-FPM probing (absent: not probed).
+    #[serde(default)]
+    pub phpfpm: Option<PhpfpmSection>,
+    /// GlusterFS probing (absent: not probed).
+    #[serde(default)]
+    pub gluster: Option<GlusterSection>,
 }
 
 /// `[node]`: who this agent is and where it keeps its state.
@@ -59,6 +74,184 @@ pub struct PeerConfig {
     pub raft_addr: String,
     /// Address (`IP:port`) of that member's operator API, used by the CLI and shown in status.
     pub api_addr: String,
+    /// Address (`IP:port`) of that member's Redis. With `[redis]` configured, this node probes
+    /// its own Redis here and, for cross-checks, its peers' Redis.
+    #[serde(default)]
+    pub redis_addr: Option<String>,
+    /// Address (`IP:port`) of that member's MariaDB. With `[mariadb]` configured, this node
+    /// probes its peers' MariaDB here (and its own, unless `mariadb.socket` is set).
+    #[serde(default)]
+    pub mysql_addr: Option<String>,
+}
+
+/// Probe timing as written in a section; unset fields fall back to `[probes]`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeDefaults {
+    /// Time between two checks. Default `1s`.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// A check not finished within this is cut and counts as a timeout. Must be below the
+    /// interval. Default `800ms`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes before a failed service counts as up again. Default 2.
+    #[serde(default)]
+    pub rise: Option<u32>,
+    /// Consecutive failures before a serving service counts as failed. Default 2.
+    #[serde(default)]
+    pub fall: Option<u32>,
+}
+
+/// Effective timing of one probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeTiming {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Per-check deadline.
+    pub timeout: Duration,
+    /// Successes to rise.
+    pub rise: u32,
+    /// Failures to fall.
+    pub fall: u32,
+}
+
+impl ProbeDefaults {
+    /// Resolves `self` over `defaults` over the built-in defaults.
+    pub fn resolve(&self, defaults: &ProbeDefaults) -> ProbeTiming {
+        ProbeTiming {
+            interval: self
+                .interval
+                .or(defaults.interval)
+                .unwrap_or(Duration::from_secs(1)),
+            timeout: self
+                .timeout
+                .or(defaults.timeout)
+                .unwrap_or(Duration::from_millis(800)),
+            rise: self.rise.or(defaults.rise).unwrap_or(2),
+            fall: self.fall.or(defaults.fall).unwrap_or(2),
+        }
+    }
+}
+
+/// `[redis]`: how to talk to Redis. Addresses come from `[[peers]] redis_addr`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// ACL user name (default: the `default` user).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (one line). Never logged or shown.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Also probe the peers' Redis (cross-checks for failover decisions). Default true.
+    #[serde(default = "yes")]
+    pub cross_check: bool,
+    /// Timing overrides.
+    #[serde(default)]
+    pub timing: ProbeDefaults,
+}
+
+/// `[mariadb]`: how to talk to MariaDB/Galera. Peer addresses come from
+/// `[[peers]] mysql_addr`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MariadbSection {
+    /// Monitoring user (needs only PROCESS, REPLICATION CLIENT / SLAVE MONITOR and USAGE).
+    pub user: String,
+    /// File holding the password (one line). Never logged or shown.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// UNIX socket of the local server; when set, the local probe uses it instead of TCP.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Data directory of the local server, to read `grastate.dat` when mariadbd is down.
+    #[serde(default)]
+    pub datadir: Option<PathBuf>,
+    /// Also probe the peers' MariaDB. Default true.
+    #[serde(default = "yes")]
+    pub cross_check: bool,
+    /// Timing overrides.
+    #[serde(default)]
+    pub timing: ProbeDefaults,
+}
+
+/// `[phpfpm]`: the local PHP-FPM pool.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhpfpmSection {
+    /// FastCGI address: `IP:port` or `unix:/path/to/socket`.
+    pub address: String,
+    /// The pool's `ping.path`. Default `/ping`.
+    #[serde(default = "default_ping_path")]
+    pub ping_path: String,
+    /// The pool's `ping.response`. Default `pong`.
+    #[serde(default = "default_ping_response")]
+    pub ping_response: String,
+    /// The pool's `pm.status_path`. Default `/status`.
+    #[serde(default = "default_status_path")]
+    pub status_path: String,
+    /// Timing overrides.
+    #[serde(default)]
+    pub timing: ProbeDefaults,
+}
+
+/// `[gluster]`: the GlusterFS volume and this node's mounts of it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlusterSection {
+    /// Volume name.
+    pub volume: String,
+    /// Every brick of the volume as `host:/path`, as `gluster volume info` names them. A brick
+    /// missing from `volume status` counts as down.
+    pub bricks: Vec<String>,
+    /// This node's brick, one of `bricks` (its loss makes this node's volume status `down`
+    /// rather than `degraded`).
+    #[serde(default)]
+    pub local_brick: Option<String>,
+    /// FUSE mount points of the volume on this node, each checked by writing, reading and
+    /// removing a small file.
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
+    /// Program and leading arguments of the gluster CLI. Default `["gluster"]`; for a
+    /// glusterd in another mount namespace, e.g. `["nsenter", "-t", "PID", "-m", "gluster"]`
+    /// or `["gluster", "--remote-host=ADDR"]`.
+    #[serde(default = "default_gluster_command")]
+    pub command: Vec<String>,
+    /// Timing of the volume checks. The CLI is slow, so interval and timeout default to 5s and
+    /// 4s rather than to `[probes]`; rise and fall default to `[probes]`.
+    #[serde(default)]
+    pub timing: ProbeDefaults,
+    /// Timing of the mount checks (default as `[probes]`).
+    #[serde(default)]
+    pub mount_timing: ProbeDefaults,
+}
+
+impl GlusterSection {
+    /// Effective timing of the volume probe.
+    pub fn volume_timing(&self, defaults: &ProbeDefaults) -> ProbeTiming {
+        self.timing.resolve(&ProbeDefaults {
+            interval: Some(Duration::from_secs(5)),
+            timeout: Some(Duration::from_secs(4)),
+            ..*defaults
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_ping_path() -> String {
+    "/ping".into()
+}
+fn default_ping_response() -> String {
+    "pong".into()
+}
+fn default_status_path() -> String {
+    "/status".into()
+}
+fn default_gluster_command() -> Vec<String> {
+    vec!["gluster".into()]
 }
 
 /// `[api]`: the HTTP status, metrics and operator API.
@@ -191,6 +384,41 @@ pub struct Member {
     pub raft_addr: SocketAddr,
     /// Operator API address.
     pub api_addr: SocketAddr,
+    /// Redis address, when configured.
+    pub redis_addr: Option<SocketAddr>,
+    /// MariaDB address, when configured.
+    pub mysql_addr: Option<SocketAddr>,
+}
+
+/// Where a FastCGI server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FcgiAddr {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// UNIX socket.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for FcgiAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FcgiAddr::Tcp(a) => write!(f, "{a}"),
+            FcgiAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Parses `IP:port` or `unix:/path`.
+pub fn parse_fcgi_addr(s: &str) -> Result<FcgiAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("`{s}`: the socket path must be absolute"));
+        }
+        return Ok(FcgiAddr::Unix(PathBuf::from(path)));
+    }
+    s.parse()
+        .map(FcgiAddr::Tcp)
+        .map_err(|e| format!("`{s}` is neither IP:port nor unix:/path ({e})"))
 }
 
 impl Validated {
@@ -285,10 +513,20 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
         };
         let raft_addr = parse_addr("raft_addr", &peer.raft_addr)?;
         let api_addr = parse_addr("api_addr", &peer.api_addr)?;
+        let redis_addr = match &peer.redis_addr {
+            Some(a) => Some(parse_addr("redis_addr", a)?),
+            None => None,
+        };
+        let mysql_addr = match &peer.mysql_addr {
+            Some(a) => Some(parse_addr("mysql_addr", a)?),
+            None => None,
+        };
         members.push(Member {
             id: peer.id,
             raft_addr,
             api_addr,
+            redis_addr,
+            mysql_addr,
         });
     }
     members.sort_by_key(|m| m.id);
@@ -354,6 +592,7 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
             "must be at least 65536".into(),
         ));
     }
+    validate_probes(path, &config, me)?;
     Ok(Validated {
         file: path.to_path_buf(),
         config,
@@ -363,21 +602,167 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
     })
 }
 
+fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let me_index = config
+        .peers
+        .iter()
+        .position(|p| p.id == me.id)
+        .unwrap_or_default();
+    let timing = |key: &str, r: ProbeTiming| -> Result<(), ConfigError> {
+        if r.interval < Duration::from_millis(10) {
+            return Err(invalid(
+                &format!("{key}.interval"),
+                "must be at least 10ms".into(),
+            ));
+        }
+        if r.timeout.is_zero() || r.timeout >= r.interval {
+            return Err(invalid(
+                &format!("{key}.timeout"),
+                format!(
+                    "must be above zero and below the interval ({:?} >= {:?})",
+                    r.timeout, r.interval
+                ),
+            ));
+        }
+        if r.rise == 0 || r.fall == 0 {
+            return Err(invalid(
+                &format!("{key}.rise"),
+                "rise and fall must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    };
+    let file_exists = |key: &str, f: &Option<PathBuf>| -> Result<(), ConfigError> {
+        match f {
+            Some(f) if !f.is_file() => Err(invalid(
+                key,
+                format!("{} does not exist or is not a file", f.display()),
+            )),
+            _ => Ok(()),
+        }
+    };
+    timing("probes", ProbeDefaults::default().resolve(&config.probes))?;
+    if let Some(r) = &config.redis {
+        timing("redis.timing", r.timing.resolve(&config.probes))?;
+        file_exists("redis.password_file", &r.password_file)?;
+        if me.redis_addr.is_none() {
+            return Err(invalid(
+                &format!("peers[{me_index}].redis_addr"),
+                "required for this node because [redis] is configured".into(),
+            ));
+        }
+    }
+    if let Some(m) = &config.mariadb {
+        timing("mariadb.timing", m.timing.resolve(&config.probes))?;
+        file_exists("mariadb.password_file", &m.password_file)?;
+        if m.user.trim().is_empty() {
+            return Err(invalid("mariadb.user", "must not be empty".into()));
+        }
+        if me.mysql_addr.is_none() && m.socket.is_none() {
+            return Err(invalid(
+                "mariadb.socket",
+                format!(
+                    "set mariadb.socket or peers[{me_index}].mysql_addr: the local server must be \
+                     reachable"
+                ),
+            ));
+        }
+    }
+    if let Some(f) = &config.phpfpm {
+        timing("phpfpm.timing", f.timing.resolve(&config.probes))?;
+        parse_fcgi_addr(&f.address).map_err(|e| invalid("phpfpm.address", e))?;
+        for (key, p) in [
+            ("phpfpm.ping_path", &f.ping_path),
+            ("phpfpm.status_path", &f.status_path),
+        ] {
+            if !p.starts_with('/') {
+                return Err(invalid(key, format!("`{p}` must start with /")));
+            }
+        }
+    }
+    if let Some(g) = &config.gluster {
+        timing("gluster.timing", g.volume_timing(&config.probes))?;
+        timing(
+            "gluster.mount_timing",
+            g.mount_timing.resolve(&config.probes),
+        )?;
+        if g.volume.trim().is_empty() {
+            return Err(invalid("gluster.volume", "must not be empty".into()));
+        }
+        if g.bricks.is_empty() {
+            return Err(invalid(
+                "gluster.bricks",
+                "list every brick as host:/path".into(),
+            ));
+        }
+        for (i, b) in g.bricks.iter().enumerate() {
+            if !b
+                .split_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.starts_with('/'))
+            {
+                return Err(invalid(
+                    &format!("gluster.bricks[{i}]"),
+                    format!("`{b}` is not host:/path"),
+                ));
+            }
+        }
+        if let Some(l) = &g.local_brick {
+            if !g.bricks.contains(l) {
+                return Err(invalid(
+                    "gluster.local_brick",
+                    format!("`{l}` is not in gluster.bricks"),
+                ));
+            }
+        }
+        if g.command.is_empty() || g.command[0].trim().is_empty() {
+            return Err(invalid(
+                "gluster.command",
+                "must name the gluster program".into(),
+            ));
+        }
+        for (i, m) in g.mounts.iter().enumerate() {
+            if !m.is_absolute() {
+                return Err(invalid(
+                    &format!("gluster.mounts[{i}]"),
+                    format!("{} must be an absolute path", m.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads a bearer token file: one non-empty line, surrounding whitespace ignored.
 pub fn read_token(path: &Path) -> Result<String, ConfigError> {
+    read_secret(path, "api.token_file")
+}
+
+/// Reads a secret file (token or password) named by config key `key`: one non-empty line,
+/// surrounding whitespace ignored. The secret itself never appears in errors.
+pub fn read_secret(path: &Path, key: &str) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
     })?;
-    let token = text.trim();
-    if token.is_empty() {
+    let secret = text.trim();
+    if secret.is_empty() {
+        let what = if key == "api.token_file" {
+            "token"
+        } else {
+            "secret"
+        };
         return Err(ConfigError::Invalid {
             file: path.to_path_buf(),
-            key: "api.token_file".into(),
-            message: "token file is empty; write a random token into it".into(),
+            key: key.into(),
+            message: format!("{what} file is empty; write the {what} into it"),
         });
     }
-    Ok(token.to_string())
+    Ok(secret.to_string())
 }
 
 #[cfg(test)]

@@ -20,12 +20,21 @@
 //! Caveats: credentials are read from files at start and never logged or shown; rotating them
 //! needs an agent restart for now.
 
+pub mod build;
 pub mod galera_status;
+pub mod gluster;
 pub mod gluster_xml;
+pub mod mariadb;
+pub mod phpfpm;
 pub mod phpfpm_status;
+pub mod redis;
 pub mod redis_info;
+pub mod runner;
+pub mod sim;
 
 use std::fmt;
+
+use futures::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
 
@@ -238,6 +247,21 @@ impl CheckResult {
             details: serde_json::Value::Null,
         }
     }
+}
+
+/// One check of one service instance. Implementations: [`redis::RedisProbe`],
+/// [`mariadb::MariadbProbe`], [`phpfpm::PhpfpmProbe`], [`gluster::GlusterProbe`],
+/// [`gluster::MountProbe`] and [`sim::SimProbe`].
+///
+/// `check` may take arbitrarily long; the runner cuts it at the probe's timeout and reports a
+/// timeout. A check never panics and never logs credentials.
+pub trait Probe: Send + Sync + 'static {
+    /// Which instance this probe watches.
+    fn id(&self) -> &ProbeId;
+    /// Interval, timeout and thresholds.
+    fn timing(&self) -> crate::config::ProbeTiming;
+    /// Runs one check.
+    fn check(&self) -> BoxFuture<'_, CheckResult>;
 }
 
 /// Rise/fall thresholds.

@@ -10,31 +10,31 @@ pub struct FpmStatus {
     /// Pool name.
     pub pool: String,
     /// `static`, `dynamic` or `ondemand`.
-    #[serde(rename = "process manager")]
+    #[serde(rename(deserialize = "process manager"))]
     pub process_manager: String,
     /// Requests accepted since start.
-    #[serde(rename = "accepted conn")]
+    #[serde(rename(deserialize = "accepted conn"))]
     pub accepted_conn: u64,
     /// Requests waiting for a free worker right now.
-    #[serde(rename = "listen queue")]
+    #[serde(rename(deserialize = "listen queue"))]
     pub listen_queue: u64,
     /// Highest listen queue seen since start.
-    #[serde(rename = "max listen queue")]
+    #[serde(rename(deserialize = "max listen queue"))]
     pub max_listen_queue: u64,
     /// Idle workers.
-    #[serde(rename = "idle processes")]
+    #[serde(rename(deserialize = "idle processes"))]
     pub idle_processes: u64,
     /// Busy workers.
-    #[serde(rename = "active processes")]
+    #[serde(rename(deserialize = "active processes"))]
     pub active_processes: u64,
     /// All workers.
-    #[serde(rename = "total processes")]
+    #[serde(rename(deserialize = "total processes"))]
     pub total_processes: u64,
     /// Times the pool hit `pm.max_children` since start.
-    #[serde(rename = "max children reached")]
+    #[serde(rename(deserialize = "max children reached"))]
     pub max_children_reached: u64,
     /// Requests slower than `request_slowlog_timeout` since start.
-    #[serde(rename = "slow requests")]
+    #[serde(rename(deserialize = "slow requests"))]
     pub slow_requests: u64,
 }
 

@@ -1,0 +1,267 @@
+//! GlusterFS probes: the volume as this node's glusterd sees it (bricks against the expected
+//! list, pending heals, peers), and each FUSE mount point by a real write/read/remove.
+//!
+//! The volume probe runs the gluster CLI (`--mode=script ... --xml`) as a child process that is
+//! killed when the check is cut at its timeout. Status: `unreachable` when the CLI cannot talk
+//! to glusterd; `down` when this node's own brick is down; `degraded` when another brick is
+//! down, a peer is disconnected, or heals are pending; otherwise `healthy`.
+//!
+//! The mount probe does blocking filesystem calls on a blocking thread, at most one in flight:
+//! while a check hangs (writes block for the whole `network.ping-timeout` during a partition),
+//! later checks report `down` at once instead of starting another thread, so a hung mount
+//! neither piles up threads nor delays any other probe.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+
+use super::gluster_xml::{self, bricks_down};
+use super::{CheckResult, FailureKind, Probe, ProbeId};
+use crate::config::ProbeTiming;
+
+/// Probes the volume through the gluster CLI.
+pub struct GlusterProbe {
+    id: ProbeId,
+    command: Vec<String>,
+    volume: String,
+    bricks: Vec<String>,
+    local_brick: Option<String>,
+    timing: ProbeTiming,
+}
+
+impl GlusterProbe {
+    /// A probe of `volume` with its expected bricks.
+    pub fn new(
+        id: ProbeId,
+        command: Vec<String>,
+        volume: String,
+        bricks: Vec<String>,
+        local_brick: Option<String>,
+        timing: ProbeTiming,
+    ) -> Self {
+        GlusterProbe {
+            id,
+            command,
+            volume,
+            bricks,
+            local_brick,
+            timing,
+        }
+    }
+
+    async fn cli(&self, args: &[&str]) -> Result<String, CheckResult> {
+        let Some((program, lead)) = self.command.split_first() else {
+            return Err(CheckResult::unreachable(
+                FailureKind::Io,
+                "gluster.command is empty",
+            ));
+        };
+        let out = tokio::process::Command::new(program)
+            .args(lead)
+            .arg("--mode=script")
+            .args(args)
+            .arg("--xml")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| {
+                CheckResult::unreachable(
+                    FailureKind::Io,
+                    format!("cannot run {program}: {e} (set gluster.command)"),
+                )
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if stdout.trim().is_empty() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let err = err.trim();
+            // The CLI says this when glusterd does not answer on its socket.
+            let kind = if err.contains("Connection failed") || err.contains("not running") {
+                FailureKind::Refused
+            } else {
+                FailureKind::Io
+            };
+            return Err(CheckResult::unreachable(
+                kind,
+                format!("gluster {}: exit {}: {err}", args.join(" "), out.status),
+            ));
+        }
+        Ok(stdout)
+    }
+
+    async fn run(&self) -> CheckResult {
+        let status = match self
+            .cli(&["volume", "status", &self.volume, "detail"])
+            .await
+        {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let bricks = match gluster_xml::parse_volume_status(&status) {
+            Ok(b) => b,
+            Err(e) => return CheckResult::down(serde_json::Value::Null, e),
+        };
+        let down = bricks_down(&self.bricks, &bricks);
+        let heal = match self.cli(&["volume", "heal", &self.volume, "info"]).await {
+            Ok(x) => gluster_xml::parse_heal_info(&x).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let peers = match self.cli(&["peer", "status"]).await {
+            Ok(x) => gluster_xml::parse_peer_status(&x).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let pending: u64 = heal.iter().filter_map(|b| b.entries).sum();
+        let disconnected: Vec<&str> = peers
+            .iter()
+            .filter(|p| !p.connected)
+            .map(|p| p.hostname.as_str())
+            .collect();
+        let details = serde_json::json!({
+            "volume": self.volume,
+            "bricks_expected": self.bricks.len(),
+            "bricks_online": self.bricks.len() - down.len(),
+            "bricks_down": down,
+            "heal_pending": pending,
+            "peers_disconnected": disconnected,
+            "bricks": bricks,
+        });
+        if let Some(local) = &self.local_brick {
+            if down.contains(local) {
+                return CheckResult::down(details, format!("local brick {local} is down"));
+            }
+        }
+        if !down.is_empty() {
+            return CheckResult::degraded(details, format!("bricks down: {}", down.join(", ")));
+        }
+        if !disconnected.is_empty() {
+            return CheckResult::degraded(
+                details,
+                format!("peers disconnected: {}", disconnected.join(", ")),
+            );
+        }
+        if pending > 0 {
+            return CheckResult::degraded(details, format!("{pending} entries pending heal"));
+        }
+        CheckResult::healthy(details)
+    }
+}
+
+impl Probe for GlusterProbe {
+    fn id(&self) -> &ProbeId {
+        &self.id
+    }
+    fn timing(&self) -> ProbeTiming {
+        self.timing
+    }
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(self.run())
+    }
+}
+
+/// Probes one mount point with a write, read and remove of a small file.
+pub struct MountProbe {
+    id: ProbeId,
+    path: PathBuf,
+    file_name: String,
+    timing: ProbeTiming,
+    in_flight: Arc<AtomicBool>,
+    /// Milliseconds since `epoch` at which the in-flight check started.
+    started_ms: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl MountProbe {
+    /// A probe of the mount at `path`; `node` names the probe file so agents do not collide.
+    pub fn new(id: ProbeId, path: PathBuf, node: &str, timing: ProbeTiming) -> Self {
+        MountProbe {
+            id,
+            path,
+            file_name: format!(".triad-probe-{node}"),
+            timing,
+            in_flight: Arc::new(AtomicBool::new(false)),
+            started_ms: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+        }
+    }
+
+    async fn run(&self) -> CheckResult {
+        if self.in_flight.swap(true, Ordering::AcqRel) {
+            let started = Duration::from_millis(self.started_ms.load(Ordering::Acquire));
+            let hung = self.epoch.elapsed().saturating_sub(started);
+            return CheckResult::down(
+                serde_json::json!({ "path": self.path, "hung_for_ms": hung.as_millis() as u64 }),
+                format!(
+                    "mount {} hung: the previous check is still blocked after {:.1}s",
+                    self.path.display(),
+                    hung.as_secs_f64()
+                ),
+            );
+        }
+        self.started_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
+        let path = self.path.clone();
+        let file = self.path.join(&self.file_name);
+        let in_flight = self.in_flight.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let r = touch(&path, &file);
+            in_flight.store(false, Ordering::Release);
+            r
+        });
+        let path = self.path.display().to_string();
+        match tokio::time::timeout(self.timing.timeout, task).await {
+            Ok(Ok(Ok(()))) => CheckResult::healthy(serde_json::json!({ "path": path })),
+            Ok(Ok(Err(e))) => CheckResult::down(
+                serde_json::json!({ "path": path }),
+                format!("mount {path}: {e}"),
+            ),
+            Ok(Err(e)) => CheckResult::down(
+                serde_json::json!({ "path": path }),
+                format!("mount {path}: check thread failed: {e}"),
+            ),
+            // The thread keeps running; `in_flight` stays set until it returns.
+            Err(_) => CheckResult::down(
+                serde_json::json!({ "path": path }),
+                format!(
+                    "mount {path}: write/read did not finish within {:?} (hung mount?)",
+                    self.timing.timeout
+                ),
+            ),
+        }
+    }
+}
+
+fn touch(dir: &std::path::Path, file: &std::path::Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    let payload = b"triad mount probe\n";
+    {
+        let mut f = std::fs::File::create(file)?;
+        f.write_all(payload)?;
+        f.sync_all()?;
+    }
+    let mut back = Vec::new();
+    std::fs::File::open(file)?.read_to_end(&mut back)?;
+    std::fs::remove_file(file)?;
+    if back != payload {
+        return Err(std::io::Error::other("read back different bytes"));
+    }
+    Ok(())
+}
+
+impl Probe for MountProbe {
+    fn id(&self) -> &ProbeId {
+        &self.id
+    }
+    fn timing(&self) -> ProbeTiming {
+        self.timing
+    }
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(self.run())
+    }
+}

@@ -1,0 +1,163 @@
+//! The MariaDB/Galera probe: connects (UNIX socket for the local server when configured, TCP
+//! otherwise), reads `SHOW GLOBAL STATUS LIKE 'wsrep_%'` and a few variables, and judges the
+//! node by Galera's own state: only Synced, Primary and ready counts as healthy.
+//!
+//! When the server cannot be reached and this is the local node's probe with a `datadir`,
+//! `grastate.dat` is read and attached (uuid, seqno, safe_to_bootstrap): what a later Galera
+//! recovery needs to choose a bootstrap node.
+//!
+//! Caveats: a node outside the primary component still answers `SELECT 1` (only table access
+//! fails with ERROR 1047), so the probe never relies on `SELECT 1` alone.
+
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+
+use super::galera_status::{self, GaleraStatus};
+use super::{CheckResult, FailureKind, Probe, ProbeId};
+use crate::config::ProbeTiming;
+
+/// Where the server listens.
+#[derive(Clone, Debug)]
+pub enum MysqlTarget {
+    /// TCP address.
+    Tcp(std::net::SocketAddr),
+    /// UNIX socket path.
+    Socket(PathBuf),
+}
+
+impl std::fmt::Display for MysqlTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MysqlTarget::Tcp(a) => write!(f, "{a}"),
+            MysqlTarget::Socket(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Probes one MariaDB server.
+pub struct MariadbProbe {
+    id: ProbeId,
+    target: MysqlTarget,
+    user: String,
+    password: Option<String>,
+    datadir: Option<PathBuf>,
+    timing: ProbeTiming,
+}
+
+impl MariadbProbe {
+    /// A probe; `datadir` only for the local server.
+    pub fn new(
+        id: ProbeId,
+        target: MysqlTarget,
+        user: String,
+        password: Option<String>,
+        datadir: Option<PathBuf>,
+        timing: ProbeTiming,
+    ) -> Self {
+        MariadbProbe {
+            id,
+            target,
+            user,
+            password,
+            datadir,
+            timing,
+        }
+    }
+
+    async fn run(&self) -> CheckResult {
+        match self.query().await {
+            Ok(g) => judge(g),
+            Err(e) => {
+                let mut r = classify(&e, &self.target);
+                if let Some(dir) = &self.datadir {
+                    r.details = grastate_details(dir);
+                }
+                r
+            }
+        }
+    }
+
+    async fn query(&self) -> Result<GaleraStatus, mysql_async::Error> {
+        let mut opts = OptsBuilder::default()
+            .user(Some(self.user.clone()))
+            .pass(self.password.clone())
+            .stmt_cache_size(0)
+            .prefer_socket(false);
+        opts = match &self.target {
+            MysqlTarget::Tcp(a) => opts.ip_or_hostname(a.ip().to_string()).tcp_port(a.port()),
+            MysqlTarget::Socket(p) => opts.socket(Some(p.to_string_lossy().into_owned())),
+        };
+        let mut conn = Conn::new(opts).await?;
+        let status: Vec<(String, String)> =
+            conn.query("SHOW GLOBAL STATUS LIKE 'wsrep\\_%'").await?;
+        let vars: Vec<(String, String)> = conn
+            .query(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN \
+                 ('read_only', 'auto_increment_increment', 'auto_increment_offset', 'wsrep_on')",
+            )
+            .await?;
+        // Best effort: a failed disconnect does not change what we saw.
+        let _ = conn.disconnect().await;
+        let rows = status
+            .iter()
+            .chain(vars.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        Ok(galera_status::from_rows(rows))
+    }
+}
+
+fn judge(g: GaleraStatus) -> CheckResult {
+    let details = serde_json::to_value(&g).unwrap_or_default();
+    if g.local_state.is_none() && g.cluster_status.is_none() {
+        return CheckResult::degraded(details, "wsrep status empty: Galera is not enabled");
+    }
+    match g.problem() {
+        None => CheckResult::healthy(details),
+        Some(p) => CheckResult::down(details, p),
+    }
+}
+
+fn grastate_details(dir: &std::path::Path) -> serde_json::Value {
+    let path = dir.join("grastate.dat");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match galera_status::parse_grastate(&text) {
+            Ok(g) => serde_json::json!({ "grastate": g }),
+            Err(e) => serde_json::json!({ "grastate_error": e }),
+        },
+        Err(e) => serde_json::json!({ "grastate_error": format!("{}: {e}", path.display()) }),
+    }
+}
+
+fn classify(e: &mysql_async::Error, target: &MysqlTarget) -> CheckResult {
+    let kind = match e {
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => FailureKind::of_io(io),
+        #[allow(unreachable_patterns)]
+        mysql_async::Error::Io(_) => FailureKind::Io,
+        // 1045 access denied, 1044 no database access, 1698 (unix_socket plugin) denied.
+        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1045 | 1698) => FailureKind::Auth,
+        mysql_async::Error::Server(s) => {
+            return CheckResult::down(
+                serde_json::Value::Null,
+                format!("mariadb {target}: server error {}: {}", s.code, s.message),
+            )
+        }
+        mysql_async::Error::Driver(_) => FailureKind::Protocol,
+        _ => FailureKind::Io,
+    };
+    CheckResult::unreachable(kind, format!("mariadb {target}: {e}"))
+}
+
+impl Probe for MariadbProbe {
+    fn id(&self) -> &ProbeId {
+        &self.id
+    }
+    fn timing(&self) -> ProbeTiming {
+        self.timing
+    }
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(self.run())
+    }
+}

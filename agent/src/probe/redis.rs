@@ -1,0 +1,136 @@
+//! The Redis probe: `PING`, then `INFO replication persistence server`, over a fresh
+//! connection per check (so a dead or cut-off server shows as refused or timed out, not as a
+//! stale pooled connection).
+//!
+//! Status: `healthy`, or `degraded` for a replica whose link to its master is down or that is
+//! in a full sync; `unreachable` with the failure kind when the server cannot be talked to;
+//! `down` when it answers with an error (for example `LOADING`).
+
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+use super::redis_info::{parse_info, RedisInfo, RedisRole};
+use super::{CheckResult, FailureKind, Probe, ProbeId};
+use crate::config::ProbeTiming;
+
+/// Probes one Redis server.
+pub struct RedisProbe {
+    id: ProbeId,
+    addr: SocketAddr,
+    username: Option<String>,
+    password: Option<String>,
+    timing: ProbeTiming,
+}
+
+impl RedisProbe {
+    /// A probe of the server at `addr`.
+    pub fn new(
+        id: ProbeId,
+        addr: SocketAddr,
+        username: Option<String>,
+        password: Option<String>,
+        timing: ProbeTiming,
+    ) -> Self {
+        RedisProbe {
+            id,
+            addr,
+            username,
+            password,
+            timing,
+        }
+    }
+
+    async fn run(&self) -> CheckResult {
+        match self.info().await {
+            Ok(info) => judge(info),
+            Err(e) => classify(&e, self.addr),
+        }
+    }
+
+    async fn info(&self) -> redis::RedisResult<RedisInfo> {
+        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            settings = settings.set_password(p);
+        }
+        let info = ConnectionAddr::Tcp(self.addr.ip().to_string(), self.addr.port())
+            .into_connection_info()?
+            .set_redis_settings(settings);
+        let client = redis::Client::open(info)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timing.timeout))
+            .set_response_timeout(Some(self.timing.timeout));
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let text: String = redis::cmd("INFO")
+            .arg("replication")
+            .arg("persistence")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        Ok(parse_info(&text))
+    }
+}
+
+fn judge(info: RedisInfo) -> CheckResult {
+    let details = serde_json::to_value(&info).unwrap_or_default();
+    match info.role {
+        None => CheckResult::down(details, "INFO did not report a role"),
+        Some(RedisRole::Replica) if info.master_link_up == Some(false) => {
+            let since = info
+                .master_link_down_since_seconds
+                .filter(|s| *s >= 0)
+                .map_or(String::new(), |s| format!(" for {s}s"));
+            let target = match (&info.master_host, info.master_port) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                _ => "its master".into(),
+            };
+            CheckResult::degraded(details, format!("replica link to {target} down{since}"))
+        }
+        Some(RedisRole::Replica) if info.master_sync_in_progress == Some(true) => {
+            CheckResult::degraded(details, "full sync from master in progress")
+        }
+        Some(_) => CheckResult::healthy(details),
+    }
+}
+
+/// Maps a client error to a result; never includes credentials (the redis crate does not put
+/// them in error texts).
+fn classify(e: &redis::RedisError, addr: SocketAddr) -> CheckResult {
+    let kind = if e.is_connection_refusal() {
+        FailureKind::Refused
+    } else if e.is_timeout() {
+        FailureKind::Timeout
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.to_string().contains("NOAUTH")
+        || e.to_string().contains("WRONGPASS")
+    {
+        FailureKind::Auth
+    } else if e.is_io_error() {
+        FailureKind::Io
+    } else if e.code().is_some() {
+        // The server answered with an error (LOADING, MASTERDOWN, ...): reachable, not serving.
+        return CheckResult::down(serde_json::Value::Null, format!("redis {addr}: {e}"));
+    } else {
+        FailureKind::Protocol
+    };
+    CheckResult::unreachable(kind, format!("redis {addr}: {e}"))
+}
+
+impl Probe for RedisProbe {
+    fn id(&self) -> &ProbeId {
+        &self.id
+    }
+    fn timing(&self) -> ProbeTiming {
+        self.timing
+    }
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(self.run())
+    }
+}
