@@ -35,8 +35,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{AuditEntry, Command, Maintenance, MemberInfo};
-use crate::ids::{LogIndex, NodeId, Term};
+use crate::health::HealthStore;
+use crate::ids::{LogIndex, NodeId, Term, UnixMillis};
 use crate::node::{Handles, ProposeError, Request};
+use crate::probe::{summarize, FailureKind, Status};
 
 /// Errors starting the API.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,38 @@ pub struct StatusBody {
     pub cluster: ClusterView,
     /// Audit history, newest first.
     pub history: VecDeque<AuditEntry>,
+    /// Probed services per node (the node's own view first; every observer in `seen_by`).
+    #[serde(default)]
+    pub nodes: BTreeMap<NodeId, Vec<ServiceStatus>>,
+}
+
+/// One probed service instance as shown in status.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Service name (`mariadb`, `redis`, `phpfpm`, `gluster`, `gluster_mount`).
+    pub service: String,
+    /// Instance within the node (volume name, mount path, or empty).
+    pub target: String,
+    /// Status after rise/fall.
+    pub status: Status,
+    /// The node whose probe this view comes from.
+    pub observer: NodeId,
+    /// Age of the observation on the answering node, in milliseconds.
+    pub age_ms: u64,
+    /// The observer's wall clock at the check.
+    pub observed_at: UnixMillis,
+    /// Check duration in milliseconds.
+    pub latency_ms: f64,
+    /// Failure kind of the last check.
+    pub failure: Option<FailureKind>,
+    /// Reason of the last check when not healthy.
+    pub error: Option<String>,
+    /// One-line summary of the details.
+    pub summary: String,
+    /// Service-specific details of the last check.
+    pub details: serde_json::Value,
+    /// Every observer's status of this instance.
+    pub seen_by: BTreeMap<NodeId, Status>,
 }
 
 /// Body of `POST /v1/maintenance`.
@@ -205,7 +239,30 @@ pub fn status_body(h: &Handles) -> StatusBody {
             maintenance: core.cluster.maintenance.clone(),
         },
         history: core.cluster.history.clone(),
+        nodes: nodes_view(&core.health, h.liveness.mono_ms()),
     }
+}
+
+fn nodes_view(health: &HealthStore, now_ms: u64) -> BTreeMap<NodeId, Vec<ServiceStatus>> {
+    let mut out: BTreeMap<NodeId, Vec<ServiceStatus>> = BTreeMap::new();
+    for v in health.summary(now_ms) {
+        let o = &v.primary.observation;
+        out.entry(v.id.subject).or_default().push(ServiceStatus {
+            service: v.id.service.as_str().to_string(),
+            target: v.id.target.clone(),
+            status: o.status,
+            observer: v.primary.observer,
+            age_ms: v.primary.age_ms,
+            observed_at: o.observed_at,
+            latency_ms: o.latency_us as f64 / 1000.0,
+            failure: o.last.failure,
+            error: o.last.error.clone(),
+            summary: summarize(v.id.service, &o.last.details),
+            details: o.last.details.clone(),
+            seen_by: v.seen_by,
+        });
+    }
+    out
 }
 
 async fn status(State(h): State<Arc<Handles>>) -> Response {

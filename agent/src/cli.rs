@@ -436,6 +436,48 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
             mem.api_addr
         );
     }
+    if !s.nodes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<5} {:<22} {:<12} {:<7} {:<26} DETAILS",
+            "NODE", "SERVICE", "STATUS", "AGE", "SEEN BY PEERS"
+        );
+        for (node, services) in &s.nodes {
+            for svc in services {
+                let name = if svc.target.is_empty() {
+                    svc.service.clone()
+                } else {
+                    format!("{}:{}", svc.service, svc.target)
+                };
+                let peers: Vec<String> = svc
+                    .seen_by
+                    .iter()
+                    .filter(|(o, _)| **o != svc.observer)
+                    .map(|(o, st)| format!("{o}:{}", st.as_str()))
+                    .collect();
+                let mut detail = svc.summary.clone();
+                if !svc.status.is_up() || svc.status == crate::probe::Status::Degraded {
+                    if let Some(e) = &svc.error {
+                        detail = format!("{detail} ({e})");
+                    }
+                }
+                let _ = writeln!(
+                    out,
+                    "{:<5} {:<22} {:<12} {:<7} {:<26} {}",
+                    node.to_string(),
+                    name,
+                    svc.status.as_str(),
+                    format!("{:.1}s", svc.age_ms as f64 / 1000.0),
+                    if peers.is_empty() {
+                        "-".to_string()
+                    } else {
+                        peers.join(" ")
+                    },
+                    detail
+                );
+            }
+        }
+    }
     if let Some(h) = s.history.front() {
         let _ = writeln!(
             out,

@@ -250,3 +250,205 @@ mod tests {
         assert!(decode_state(b"not json").is_err());
     }
 }
+
+/// Most observations accepted in one health report.
+pub const MAX_REPORT_OBSERVATIONS: usize = 256;
+
+/// Encodes observations with their current ages as a health report.
+pub fn encode_report(items: &[(crate::probe::Observation, u64)]) -> pb::HealthReport {
+    pb::HealthReport {
+        observations: items
+            .iter()
+            .map(|(o, age_ms)| pb::ProbeObservation {
+                subject: o.id.subject.get(),
+                service: o.id.service.as_str().to_string(),
+                target: o.id.target.clone(),
+                status: o.status.as_str().to_string(),
+                last_status: o.last.status.as_str().to_string(),
+                failure: o
+                    .last
+                    .failure
+                    .map(|f| f.as_str().to_string())
+                    .unwrap_or_default(),
+                error: o.last.error.clone().unwrap_or_default(),
+                failures: o.failures,
+                successes: o.successes,
+                latency_us: o.latency_us,
+                observed_at_ms: o.observed_at.0,
+                age_ms: *age_ms,
+                details_json: if o.last.details.is_null() {
+                    String::new()
+                } else {
+                    o.last.details.to_string()
+                },
+            })
+            .collect(),
+    }
+}
+
+fn parse_failure(s: &str) -> Option<crate::probe::FailureKind> {
+    use crate::probe::FailureKind as F;
+    [
+        F::Refused,
+        F::Timeout,
+        F::Auth,
+        F::Protocol,
+        F::Io,
+        F::State,
+    ]
+    .into_iter()
+    .find(|f| f.as_str() == s)
+}
+
+/// Decodes and validates a peer's health report. `is_member` says whether a node id belongs
+/// to the cluster. The whole report is refused on the first bad observation, naming it.
+pub fn decode_report(
+    report: pb::HealthReport,
+    is_member: impl Fn(NodeId) -> bool,
+) -> Result<Vec<crate::health::Received>, CodecError> {
+    use crate::probe::{CheckResult, Observation, ProbeId, Service, Status};
+    let bad = |field: &'static str, problem: String| CodecError::Field { field, problem };
+    if report.observations.len() > MAX_REPORT_OBSERVATIONS {
+        return Err(bad(
+            "health_report.observations",
+            format!(
+                "{} observations, at most {MAX_REPORT_OBSERVATIONS}",
+                report.observations.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(report.observations.len());
+    for (i, o) in report.observations.into_iter().enumerate() {
+        let subject = NodeId(o.subject);
+        if !is_member(subject) {
+            return Err(bad(
+                "health_report.observations.subject",
+                format!("observation {i}: {} is not a member", subject),
+            ));
+        }
+        let service = Service::parse(&o.service).ok_or_else(|| {
+            bad(
+                "health_report.observations.service",
+                format!("observation {i}: unknown service `{}`", o.service),
+            )
+        })?;
+        let status = Status::parse(&o.status).ok_or_else(|| {
+            bad(
+                "health_report.observations.status",
+                format!("observation {i}: unknown status `{}`", o.status),
+            )
+        })?;
+        let last_status = Status::parse(&o.last_status).ok_or_else(|| {
+            bad(
+                "health_report.observations.last_status",
+                format!("observation {i}: unknown status `{}`", o.last_status),
+            )
+        })?;
+        let failure = if o.failure.is_empty() {
+            None
+        } else {
+            Some(parse_failure(&o.failure).ok_or_else(|| {
+                bad(
+                    "health_report.observations.failure",
+                    format!("observation {i}: unknown failure `{}`", o.failure),
+                )
+            })?)
+        };
+        let details = if o.details_json.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&o.details_json).map_err(|e| {
+                bad(
+                    "health_report.observations.details_json",
+                    format!("observation {i}: {e}"),
+                )
+            })?
+        };
+        out.push(crate::health::Received {
+            observation: Observation {
+                id: ProbeId {
+                    subject,
+                    service,
+                    target: o.target,
+                },
+                status,
+                last: CheckResult {
+                    status: last_status,
+                    failure,
+                    error: (!o.error.is_empty()).then_some(o.error),
+                    details,
+                },
+                failures: o.failures,
+                successes: o.successes,
+                latency_us: o.latency_us,
+                observed_at: UnixMillis(o.observed_at_ms),
+            },
+            age_at_receipt_ms: o.age_ms,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::probe::{CheckResult, FailureKind, Observation, ProbeId, Service, Status};
+
+    fn sample() -> Observation {
+        Observation {
+            id: ProbeId {
+                subject: NodeId(2),
+                service: Service::Redis,
+                target: String::new(),
+            },
+            status: Status::Unreachable,
+            last: CheckResult::unreachable(FailureKind::Refused, "redis 10.0.0.2:6379: refused"),
+            failures: 3,
+            successes: 0,
+            latency_us: 120,
+            observed_at: UnixMillis(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn reports_round_trip() {
+        let mut healthy = sample();
+        healthy.status = Status::Healthy;
+        healthy.last = CheckResult::healthy(serde_json::json!({"role": "master"}));
+        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)]);
+        let back = decode_report(pb, |n| n.get() <= 3).expect("decodes");
+        assert_eq!(back[0].observation, sample());
+        assert_eq!(back[0].age_at_receipt_ms, 40);
+        assert_eq!(back[1].observation, healthy);
+    }
+
+    #[test]
+    fn bad_reports_name_the_field() {
+        type Mutation = Box<dyn Fn(&mut pb::ProbeObservation)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|o| o.subject = 9), "not a member"),
+            (Box::new(|o| o.service = "nginx".into()), "unknown service"),
+            (Box::new(|o| o.status = "fine".into()), "unknown status"),
+            (
+                Box::new(|o| o.failure = "gremlins".into()),
+                "unknown failure",
+            ),
+            (
+                Box::new(|o| o.details_json = "{oops".into()),
+                "details_json",
+            ),
+        ];
+        for (mutate, want) in cases {
+            let mut pb = encode_report(&[(sample(), 1)]);
+            mutate(&mut pb.observations[0]);
+            let err = decode_report(pb, |n| n.get() <= 3)
+                .expect_err(want)
+                .to_string();
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
+        let many = pb::HealthReport {
+            observations: vec![pb::ProbeObservation::default(); MAX_REPORT_OBSERVATIONS + 1],
+        };
+        assert!(decode_report(many, |_| true).is_err());
+    }
+}

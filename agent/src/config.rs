@@ -858,6 +858,116 @@ tick_interval = "20ms"
         }
     }
 
+    const PROBES: &str = r#"
+[redis]
+[redis.timing]
+interval = "250ms"
+timeout = "200ms"
+
+[mariadb]
+user = "triad_monitor"
+socket = "/run/mysqld/mysqld.sock"
+datadir = "/var/lib/mysql"
+
+[phpfpm]
+address = "unix:/run/php/fpm.sock"
+
+[gluster]
+volume = "shop"
+bricks = ["10.0.0.1:/b", "10.0.0.2:/b", "10.0.0.3:/b"]
+local_brick = "10.0.0.2:/b"
+mounts = ["/mnt/shop"]
+"#;
+
+    fn with_probes(text: &str) -> String {
+        let mut s = text.to_string();
+        for i in 1..=3 {
+            s = s.replacen(
+                &format!("api_addr = \"127.0.0.1:710{i}\"\n"),
+                &format!("api_addr = \"127.0.0.1:710{i}\"\nredis_addr = \"127.0.0.1:637{i}\"\n"),
+                1,
+            );
+        }
+        s + PROBES
+    }
+
+    #[test]
+    fn probe_sections_validate_and_resolve_timing() {
+        let v = check(&with_probes(GOOD)).expect("valid");
+        let r = v.config.redis.as_ref().expect("redis");
+        let t = r.timing.resolve(&v.config.probes);
+        assert_eq!(t.interval, Duration::from_millis(250));
+        assert_eq!((t.rise, t.fall), (2, 2));
+        let g = v.config.gluster.as_ref().expect("gluster");
+        assert_eq!(
+            g.volume_timing(&v.config.probes).interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(v.members[0].redis_addr.map(|a| a.port()), Some(6371));
+        assert_eq!(
+            parse_fcgi_addr("unix:/run/php/fpm.sock").expect("unix"),
+            FcgiAddr::Unix("/run/php/fpm.sock".into())
+        );
+    }
+
+    #[test]
+    fn bad_probe_sections_name_the_key() {
+        let good = with_probes(GOOD);
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "timeout = \"200ms\"",
+                "timeout = \"300ms\"",
+                &["redis.timing.timeout", "below the interval"],
+            ),
+            (
+                "redis_addr = \"127.0.0.1:6372\"\n",
+                "",
+                &["peers[1].redis_addr", "required"],
+            ),
+            (
+                "local_brick = \"10.0.0.2:/b\"",
+                "local_brick = \"10.0.0.9:/b\"",
+                &["gluster.local_brick", "not in gluster.bricks"],
+            ),
+            (
+                "\"10.0.0.3:/b\"]",
+                "\"nopath\"]",
+                &["gluster.bricks[2]", "host:/path"],
+            ),
+            (
+                "address = \"unix:/run/php/fpm.sock\"",
+                "address = \"unix:relative\"",
+                &["phpfpm.address", "absolute"],
+            ),
+            (
+                "socket = \"/run/mysqld/mysqld.sock\"\n",
+                "",
+                &["mariadb.socket", "mysql_addr"],
+            ),
+            ("[redis.timing]", "[redis.timing]\nrise = 0", &["rise"]),
+            (
+                "user = \"triad_monitor\"",
+                "user = \"m\"\npassword_file = \"/nonexistent\"",
+                &["mariadb.password_file", "does not exist"],
+            ),
+            (
+                "[phpfpm]",
+                "[phpfpm]\nbogus = 1",
+                &["unknown field", "bogus"],
+            ),
+        ];
+        for (from, to, wants) in cases {
+            assert!(good.contains(from), "case pattern {from:?} not in config");
+            let err = match check(&good.replacen(from, to, 1)) {
+                Ok(_) => panic!("expected an error for {to:?}"),
+                Err(e) => e.to_string(),
+            };
+            for want in *wants {
+                assert!(err.contains(want), "error {err:?} lacks {want:?}");
+            }
+        }
+    }
+
     #[test]
     fn shipped_example_config_is_valid() {
         let path = Path::new("systemd/triad.toml.example");

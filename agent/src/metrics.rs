@@ -40,6 +40,34 @@ pub struct Metrics {
     pub peer_frames_dropped: IntCounterVec,
     /// Unix time the event loop last ran.
     pub loop_last_run: Gauge,
+    /// 1 when a probed service instance is up (healthy or degraded) after rise/fall.
+    pub service_up: IntGaugeVec,
+    /// Duration of probe checks, by service.
+    pub probe_duration: HistogramVec,
+    /// Failed probe checks, by service and reason.
+    pub probe_failures: IntCounterVec,
+    /// `wsrep_cluster_size` as seen on each probed node.
+    pub galera_cluster_size: IntGaugeVec,
+    /// `wsrep_local_state` (4 = Synced) of each probed node.
+    pub galera_local_state: IntGaugeVec,
+    /// 1 when the node's Redis reports role master.
+    pub redis_is_master: IntGaugeVec,
+    /// Replication offset of each probed Redis.
+    pub redis_repl_offset: IntGaugeVec,
+    /// Replica: seconds since the last I/O with its master (-1 never).
+    pub redis_master_last_io: IntGaugeVec,
+    /// PHP-FPM listen queue.
+    pub phpfpm_listen_queue: IntGaugeVec,
+    /// PHP-FPM active processes.
+    pub phpfpm_active: IntGaugeVec,
+    /// Gluster bricks online, as seen from this node.
+    pub gluster_bricks_online: IntGaugeVec,
+    /// Gluster entries pending heal.
+    pub gluster_heal_pending: IntGaugeVec,
+    /// Health reports from peers refused as invalid.
+    pub reports_rejected: IntCounter,
+    /// Probe results dropped because the event loop was behind.
+    pub probe_results_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -97,6 +125,20 @@ impl Metrics {
             "Unix time at which the agent's event loop last ran.",
         )?;
         reg(Box::new(loop_last_run.clone()))?;
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                reg(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new("triad_probe_duration_seconds", "Duration of probe checks.")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            &["service"],
+        )?;
+        reg(Box::new(probe_duration.clone()))?;
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -145,6 +187,70 @@ impl Metrics {
                 &["peer"],
             )?,
             loop_last_run,
+            service_up: gauge_vec(
+                "triad_service_up",
+                "1 when the service instance is up (healthy or degraded) after rise/fall.",
+                &["node", "service", "target"],
+            )?,
+            probe_duration,
+            probe_failures: counter_vec(
+                "triad_probe_failures_total",
+                "Failed probe checks, by service and reason.",
+                &["service", "reason"],
+            )?,
+            galera_cluster_size: gauge_vec(
+                "triad_galera_cluster_size",
+                "wsrep_cluster_size reported by the node's MariaDB.",
+                &["node"],
+            )?,
+            galera_local_state: gauge_vec(
+                "triad_galera_local_state",
+                "wsrep_local_state of the node's MariaDB (4 = Synced).",
+                &["node"],
+            )?,
+            redis_is_master: gauge_vec(
+                "triad_redis_is_master",
+                "1 when the node's Redis reports role master.",
+                &["node"],
+            )?,
+            redis_repl_offset: gauge_vec(
+                "triad_redis_replication_offset",
+                "Replication offset of the node's Redis.",
+                &["node"],
+            )?,
+            redis_master_last_io: gauge_vec(
+                "triad_redis_master_last_io_seconds",
+                "Replica: seconds since the last I/O with its master (-1 never).",
+                &["node"],
+            )?,
+            phpfpm_listen_queue: gauge_vec(
+                "triad_phpfpm_listen_queue",
+                "Requests waiting in the PHP-FPM pool's listen queue.",
+                &["node"],
+            )?,
+            phpfpm_active: gauge_vec(
+                "triad_phpfpm_active_processes",
+                "Busy PHP-FPM workers.",
+                &["node"],
+            )?,
+            gluster_bricks_online: gauge_vec(
+                "triad_gluster_bricks_online",
+                "Gluster bricks online as seen from the node.",
+                &["node"],
+            )?,
+            gluster_heal_pending: gauge_vec(
+                "triad_gluster_heal_pending_entries",
+                "Gluster entries pending heal.",
+                &["node"],
+            )?,
+            reports_rejected: counter(
+                "triad_health_reports_rejected_total",
+                "Health reports from peers refused as invalid.",
+            )?,
+            probe_results_dropped: counter(
+                "triad_probe_results_dropped_total",
+                "Probe results dropped because the event loop was behind.",
+            )?,
             registry,
         })
     }

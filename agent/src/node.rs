@@ -28,8 +28,11 @@ use crate::cluster::{ClusterState, Command, EntryMeta, Maintenance, MemberInfo, 
 use crate::codec::{self, Proposal, ProposalId};
 use crate::config::{self, Validated};
 use crate::decide::{self, View};
+use crate::health::HealthStore;
 use crate::ids::{LogIndex, NodeId, UnixMillis};
 use crate::metrics::Metrics;
+use crate::observe::{self, LocalObservations};
+use crate::probe;
 use crate::raft::transport::{Inbound, Transport, TransportConfig};
 use crate::raft::{
     CommittedEntry, CoreConfig, Output, RaftError, RaftNode, RaftStatus, RaftStore, Role,
@@ -192,6 +195,8 @@ pub struct CoreStatus {
     pub verdict: String,
     /// Whether storage was loaded (always true once published by the loop).
     pub storage_loaded: bool,
+    /// Every agent's latest observations as known here.
+    pub health: Arc<HealthStore>,
 }
 
 /// Liveness of the event loop, shared with the API.
@@ -223,6 +228,11 @@ impl Liveness {
     /// Whether the loop ran within `max_gap`.
     pub fn is_live(&self) -> bool {
         self.since_last() <= self.max_gap
+    }
+
+    /// Milliseconds of this process's monotonic clock (the time base of [`HealthStore`]).
+    pub fn mono_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 }
 
@@ -322,10 +332,30 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         cluster: cluster_arc.clone(),
         verdict: "starting".into(),
         storage_loaded: true,
+        health: Arc::new(HealthStore::default()),
     }));
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(256);
     let liveness = Arc::new(Liveness::new(tick * 3));
     liveness.beat();
+    let probes = probe::build::from_config(&cfg)?;
+    let mut local = LocalObservations::new(probes.iter().map(|p| (p.id().clone(), p.timing())));
+    let mut health = HealthStore::default();
+    let mut health_arc = Arc::new(health.clone());
+    let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
+    let probe_count = probes.len();
+    {
+        let m = metrics.clone();
+        probe::runner::spawn_all(
+            probes,
+            probe_tx,
+            shutdown.clone(),
+            Arc::new(move |_| m.probe_results_dropped.inc()),
+        );
+    }
+    let is_member = {
+        let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
+        move |n: NodeId| ids.contains(&n)
+    };
     let proposal_timeout = cfg.config.api.proposal_timeout;
     let cfg = Arc::new(cfg);
     let api_task = api::serve(
@@ -342,7 +372,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     )
     .await?;
     tracing::info!(node = %me, raft = %cfg.raft_listen, api = %cfg.api_listen,
-        applied = %sm.state.applied, "agent started");
+        applied = %sm.state.applied, probes = probe_count, "agent started");
 
     let watchdog = sd_notify::watchdog_enabled();
     let mut last_watchdog = Instant::now();
@@ -366,14 +396,36 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     ticked = true;
                 }
                 Some(msg) = inbound_rx.recv() => {
-                    step(&mut raft, &metrics, msg);
+                    let mut health_changed = false;
+                    let mut handle = |m: Inbound| match m {
+                        Inbound::Raft { from, bytes } => step(&mut raft, &metrics, from, &bytes),
+                        Inbound::Report { from, report } => {
+                            match codec::decode_report(report, &is_member) {
+                                Ok(items) => {
+                                    health.ingest(from, items, liveness.mono_ms());
+                                    health_changed = true;
+                                }
+                                Err(err) => {
+                                    metrics.reports_rejected.inc();
+                                    tracing::warn!(peer = %from, %err, "health report rejected");
+                                }
+                            }
+                        }
+                    };
+                    handle(msg);
                     // Batch what else is waiting, so one fsync covers many messages.
                     for _ in 0..256 {
                         match inbound_rx.try_recv() {
-                            Ok(m) => step(&mut raft, &metrics, m),
+                            Ok(m) => handle(m),
                             Err(_) => break,
                         }
                     }
+                    if health_changed {
+                        health_arc = Arc::new(health.clone());
+                    }
+                }
+                Some(ev) = probe_rx.recv() => {
+                    local.record(ev, &metrics);
                 }
                 Some(req) = req_rx.recv() => match req {
                     Request::Propose { command, reply } => {
@@ -425,6 +477,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             }
             if ticked {
                 let now = Instant::now();
+                if local.report_due(now) {
+                    let items = local.take_report(now);
+                    transport.broadcast_report(&codec::encode_report(&items));
+                    health.ingest(me, observe::as_received(&items), liveness.mono_ms());
+                    health_arc = Arc::new(health.clone());
+                }
                 expire(&mut pending, now, proposal_timeout, status.leader, &metrics);
                 if let Some(id) = members_in_flight {
                     if !pending.contains_key(&id) {
@@ -483,6 +541,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             status_tx.send_if_modified(|cur| {
                 let changed = cur.raft != status
                     || !Arc::ptr_eq(&cur.cluster, &cluster_arc)
+                    || !Arc::ptr_eq(&cur.health, &health_arc)
                     || cur.verdict != verdict;
                 if changed {
                     *cur = Arc::new(CoreStatus {
@@ -490,6 +549,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         cluster: cluster_arc.clone(),
                         verdict: verdict.clone(),
                         storage_loaded: true,
+                        health: health_arc.clone(),
                     });
                 }
                 changed
@@ -520,8 +580,8 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     result
 }
 
-fn step(raft: &mut RaftNode, metrics: &Metrics, msg: Inbound) {
-    if let Err(err) = raft.step(msg.from, &msg.bytes) {
+fn step(raft: &mut RaftNode, metrics: &Metrics, from: NodeId, bytes: &[u8]) {
+    if let Err(err) = raft.step(from, bytes) {
         let reason = match &err {
             RaftError::BadMessage { reason, .. } if reason.starts_with("not a raft") => "decode",
             RaftError::BadMessage { reason, .. } if reason.starts_with("refused") => "refused",

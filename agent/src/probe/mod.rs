@@ -360,6 +360,64 @@ impl Tracker {
     }
 }
 
+/// A one-line summary of a check's details, for `triad status`.
+pub fn summarize(service: Service, d: &serde_json::Value) -> String {
+    let s = |k: &str| d.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let n = |k: &str| d.get(k).and_then(|v| v.as_i64());
+    let or_q = |v: Option<i64>| v.map_or("?".to_string(), |x| x.to_string());
+    match service {
+        Service::Mariadb if d.get("grastate").is_some() => {
+            let g = &d["grastate"];
+            format!(
+                "grastate seqno {} safe_to_bootstrap {}",
+                g["seqno"], g["safe_to_bootstrap"]
+            )
+        }
+        Service::Mariadb => format!(
+            "{} {} size {} seqno {}",
+            s("cluster_status").unwrap_or_else(|| "?".into()),
+            s("local_state_comment").unwrap_or_else(|| "?".into()),
+            or_q(n("cluster_size")),
+            or_q(n("last_committed")),
+        ),
+        Service::Redis => match s("role").as_deref() {
+            Some("master") => format!(
+                "master offset {} replicas {}",
+                or_q(n("master_repl_offset")),
+                d.get("replicas")
+                    .and_then(|r| r.as_array())
+                    .map_or(0, |r| r.len())
+            ),
+            Some("replica") => format!(
+                "replica of {}:{} link {} offset {}",
+                s("master_host").unwrap_or_else(|| "?".into()),
+                or_q(n("master_port")),
+                match d.get("master_link_up").and_then(|v| v.as_bool()) {
+                    Some(true) => "up",
+                    Some(false) => "DOWN",
+                    None => "?",
+                },
+                or_q(n("slave_repl_offset")),
+            ),
+            _ => String::new(),
+        },
+        Service::Phpfpm => format!(
+            "queue {} active {}/{} max-children-reached {}",
+            or_q(n("listen_queue")),
+            or_q(n("active_processes")),
+            or_q(n("total_processes")),
+            or_q(n("max_children_reached")),
+        ),
+        Service::Gluster => format!(
+            "bricks {}/{} heal {}",
+            or_q(n("bricks_online")),
+            or_q(n("bricks_expected")),
+            or_q(n("heal_pending")),
+        ),
+        Service::GlusterMount => s("path").unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,13 +67,23 @@ pub struct TransportConfig {
     pub reachable_window: Duration,
 }
 
-/// A Raft message received from an authenticated peer.
+/// A message received from a peer that passed the handshake.
 #[derive(Debug)]
-pub struct Inbound {
-    /// The peer named in the connection's `Hello`.
-    pub from: NodeId,
-    /// The encoded raft-rs message.
-    pub bytes: Bytes,
+pub enum Inbound {
+    /// A Raft message.
+    Raft {
+        /// The peer named in the connection's `Hello`.
+        from: NodeId,
+        /// The encoded raft-rs message.
+        bytes: Bytes,
+    },
+    /// The peer's latest health observations.
+    Report {
+        /// The peer named in the connection's `Hello`.
+        from: NodeId,
+        /// The report, not yet validated.
+        report: pb::HealthReport,
+    },
 }
 
 /// Errors starting the transport.
@@ -198,6 +208,18 @@ impl Transport {
                 body: Some(pb::peer_frame::Body::RaftMessage(bytes)),
             },
         )
+    }
+
+    /// Queues a health report for every peer; never blocks.
+    pub fn broadcast_report(&self, report: &pb::HealthReport) {
+        for &to in self.senders.keys() {
+            self.enqueue(
+                to,
+                pb::PeerFrame {
+                    body: Some(pb::peer_frame::Body::HealthReport(report.clone())),
+                },
+            );
+        }
     }
 
     fn enqueue(&self, to: NodeId, frame: pb::PeerFrame) -> bool {
@@ -348,11 +370,21 @@ async fn reader(
         match body {
             pb::peer_frame::Body::RaftMessage(msg) => {
                 t.shared.touch(from, None);
-                let item = Inbound {
+                let item = Inbound::Raft {
                     from,
                     bytes: Bytes::from(msg),
                 };
                 if inbound.send(item).await.is_err() {
+                    return;
+                }
+            }
+            pb::peer_frame::Body::HealthReport(report) => {
+                t.shared.touch(from, None);
+                if inbound
+                    .send(Inbound::Report { from, report })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

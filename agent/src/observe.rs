@@ -1,0 +1,180 @@
+//! The node's own observations: rise/fall trackers for every probe this agent runs, the
+//! metrics they feed, and the periodic health report it broadcasts. Owned by the event loop.
+//!
+//! A report goes out at most every [`MIN_REPORT_GAP`] when something changed, and at least
+//! every [`MAX_REPORT_GAP`] regardless, so peers can tell a silent agent from a quiet one.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::config::ProbeTiming;
+use crate::health::Received;
+use crate::metrics::Metrics;
+use crate::probe::runner::ProbeEvent;
+use crate::probe::{Observation, ProbeId, Service, Status, Thresholds, Tracker};
+
+/// Shortest gap between two reports.
+pub const MIN_REPORT_GAP: Duration = Duration::from_millis(100);
+/// Longest gap between two reports.
+pub const MAX_REPORT_GAP: Duration = Duration::from_secs(1);
+
+/// Trackers and report timing of the local probes.
+pub struct LocalObservations {
+    trackers: BTreeMap<ProbeId, (Tracker, Option<Instant>)>,
+    dirty: bool,
+    last_report: Option<Instant>,
+}
+
+impl LocalObservations {
+    /// Trackers for the given probes.
+    pub fn new(probes: impl IntoIterator<Item = (ProbeId, ProbeTiming)>) -> Self {
+        LocalObservations {
+            trackers: probes
+                .into_iter()
+                .map(|(id, t)| {
+                    let th = Thresholds {
+                        rise: t.rise,
+                        fall: t.fall,
+                    };
+                    (id, (Tracker::new(th), None))
+                })
+                .collect(),
+            dirty: false,
+            last_report: None,
+        }
+    }
+
+    /// Records one check result; logs status changes and updates metrics.
+    pub fn record(&mut self, ev: ProbeEvent, metrics: &Metrics) {
+        let Some((tracker, at)) = self.trackers.get_mut(&ev.id) else {
+            return;
+        };
+        let before = tracker.current().map(|o| o.status);
+        let latency_us = ev.latency.as_micros() as u64;
+        let o = tracker.record(&ev.id, ev.result, latency_us, ev.at);
+        *at = Some(ev.at_instant);
+        self.dirty = true;
+        if before != Some(o.status) {
+            let error = o.last.error.as_deref().unwrap_or("");
+            match before {
+                None => {
+                    tracing::info!(probe = %o.id, status = o.status.as_str(), error, "probe first result")
+                }
+                Some(b) if o.status == Status::Healthy => {
+                    tracing::info!(probe = %o.id, from = b.as_str(), to = o.status.as_str(), "service recovered")
+                }
+                Some(b) => {
+                    tracing::warn!(probe = %o.id, from = b.as_str(), to = o.status.as_str(), error, "service status changed")
+                }
+            }
+        }
+        record_metrics(o, ev.latency, metrics);
+    }
+
+    /// Whether a report is due now.
+    pub fn report_due(&self, now: Instant) -> bool {
+        match self.last_report {
+            None => self.dirty,
+            Some(last) => {
+                let gap = now.duration_since(last);
+                (self.dirty && gap >= MIN_REPORT_GAP) || gap >= MAX_REPORT_GAP
+            }
+        }
+    }
+
+    /// Current observations with their ages, and marks a report as sent.
+    pub fn take_report(&mut self, now: Instant) -> Vec<(Observation, u64)> {
+        self.dirty = false;
+        self.last_report = Some(now);
+        self.trackers
+            .values()
+            .filter_map(|(t, at)| {
+                let o = t.current()?;
+                let age = at.map_or(0, |a| now.duration_since(a).as_millis() as u64);
+                Some((o.clone(), age))
+            })
+            .collect()
+    }
+}
+
+/// The report as this node stores its own view.
+pub fn as_received(items: &[(Observation, u64)]) -> Vec<Received> {
+    items
+        .iter()
+        .map(|(o, age)| Received {
+            observation: o.clone(),
+            age_at_receipt_ms: *age,
+        })
+        .collect()
+}
+
+fn record_metrics(o: &Observation, latency: Duration, m: &Metrics) {
+    let node = o.id.subject.to_string();
+    let service = o.id.service.as_str();
+    let target = o.id.target.as_str();
+    m.service_up
+        .with_label_values(&[&node, service, target])
+        .set(i64::from(o.status.is_up()));
+    m.probe_duration
+        .with_label_values(&[service])
+        .observe(latency.as_secs_f64());
+    if let Some(f) = o.last.failure {
+        m.probe_failures
+            .with_label_values(&[service, f.as_str()])
+            .inc();
+    }
+    let d = &o.last.details;
+    let int = |k: &str| d.get(k).and_then(|v| v.as_i64());
+    match o.id.service {
+        Service::Mariadb => {
+            if let Some(v) = int("cluster_size") {
+                m.galera_cluster_size.with_label_values(&[&node]).set(v);
+            }
+            if let Some(v) = int("local_state") {
+                m.galera_local_state.with_label_values(&[&node]).set(v);
+            }
+        }
+        Service::Redis => {
+            if let Some(role) = d.get("role").and_then(|v| v.as_str()) {
+                m.redis_is_master
+                    .with_label_values(&[&node])
+                    .set(i64::from(role == "master"));
+            }
+            let offset = if d.get("role").and_then(|v| v.as_str()) == Some("replica") {
+                int("slave_repl_offset")
+            } else {
+                int("master_repl_offset")
+            };
+            if let Some(v) = offset {
+                m.redis_repl_offset.with_label_values(&[&node]).set(v);
+            }
+            if let Some(v) = int("master_last_io_seconds_ago") {
+                m.redis_master_last_io.with_label_values(&[&node]).set(v);
+            }
+        }
+        Service::Phpfpm => {
+            if let Some(v) = int("listen_queue") {
+                m.phpfpm_listen_queue.with_label_values(&[&node]).set(v);
+            }
+            if let Some(v) = int("active_processes") {
+                m.phpfpm_active.with_label_values(&[&node]).set(v);
+            }
+        }
+        Service::Gluster => {
+            if let Some(v) = int("bricks_online") {
+                m.gluster_bricks_online.with_label_values(&[&node]).set(v);
+            }
+            if let Some(v) = int("heal_pending") {
+                m.gluster_heal_pending.with_label_values(&[&node]).set(v);
+            }
+        }
+        Service::GlusterMount => {}
+    }
+    if o.status == Status::Unreachable || o.status == Status::Down {
+        // Stale gauges would claim a dead service still has its last role and offsets.
+        if o.id.service == Service::Redis {
+            let _ = m.redis_is_master.remove_label_values(&[&node]);
+            let _ = m.redis_repl_offset.remove_label_values(&[&node]);
+        }
+    }
+}
