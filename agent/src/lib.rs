@@ -7,6 +7,7 @@
 //!   [`metrics`], [`codec`] (encodings at the edge), [`config`];
 //! - wiring: [`node`] (the one event loop); [`cli`] (the `triad` command).
 
+pub mod actuator;
 pub mod api;
 pub mod cli;
 pub mod cluster;
