@@ -423,7 +423,11 @@ async fn propose(h: &Handles, command: Command) -> Response {
     match rx.await {
         Ok(Ok(applied)) => Json(serde_json::json!({
             "applied_index": applied.index,
-            "outcome": format!("{:?}", applied.outcome).to_lowercase(),
+            "outcome": applied.outcome.name(),
+            "rejected": match &applied.outcome {
+                crate::cluster::Outcome::Rejected(why) => Some(why.clone()),
+                _ => None,
+            },
             "maintenance": applied.maintenance,
         }))
         .into_response(),

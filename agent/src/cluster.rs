@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{LogIndex, NodeId, Term, UnixMillis};
+use crate::ids::{Epoch, LogIndex, NodeId, Term, UnixMillis};
 
 /// How many audit entries the replicated history keeps.
 pub const HISTORY_LIMIT: usize = 200;
@@ -60,6 +60,85 @@ pub struct Maintenance {
     pub index: Option<LogIndex>,
 }
 
+/// Why the Redis master changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// The first master recorded (from what the servers reported).
+    Initial,
+    /// An automatic failover.
+    Automatic,
+    /// A planned switchover asked by an operator.
+    Switchover,
+}
+
+impl ChangeKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Initial => "initial",
+            ChangeKind::Automatic => "automatic",
+            ChangeKind::Switchover => "switchover",
+        }
+    }
+
+    /// Parses [`ChangeKind::as_str`] names.
+    pub fn parse(s: &str) -> Option<ChangeKind> {
+        [
+            ChangeKind::Initial,
+            ChangeKind::Automatic,
+            ChangeKind::Switchover,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// The last committed change of Redis master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterChange {
+    /// Why.
+    pub kind: ChangeKind,
+    /// The previous master.
+    pub from: Option<NodeId>,
+    /// The new master.
+    pub to: NodeId,
+    /// Epoch of the change.
+    pub epoch: Epoch,
+    /// Log index of the change.
+    pub index: LogIndex,
+    /// Proposer's wall clock.
+    pub at: UnixMillis,
+    /// The decision's verdict.
+    pub reason: String,
+}
+
+/// A master whose agent went silent (the silent failover path).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspect {
+    /// The suspected master.
+    pub node: NodeId,
+    /// The epoch it is master in.
+    pub epoch: Epoch,
+    /// Log index of the suspicion: once applied, peers stop renewing the node's lease.
+    pub index: LogIndex,
+    /// The decision's verdict.
+    pub reason: String,
+}
+
+/// Who is the Redis master, at which epoch: the authority every agent reconciles to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisAuthority {
+    /// The master, once one was recorded.
+    pub master: Option<NodeId>,
+    /// Grows by one with every change of master.
+    pub epoch: Epoch,
+    /// Set while the master is suspected on the silent path.
+    pub suspect: Option<Suspect>,
+    /// The last change of master.
+    pub last_change: Option<MasterChange>,
+}
+
 /// One line of the replicated audit history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -92,6 +171,35 @@ pub enum Command {
         /// Members by id.
         members: BTreeMap<NodeId, MemberInfo>,
     },
+    /// Make `node` the Redis master at `epoch` (exactly the current epoch plus one).
+    SetRedisMaster {
+        /// The new master.
+        node: NodeId,
+        /// The new epoch.
+        epoch: Epoch,
+        /// Why.
+        kind: ChangeKind,
+        /// The decision's verdict.
+        reason: String,
+    },
+    /// Suspect the master `node` at `epoch` (silent path): peers stop renewing its lease.
+    SuspectRedisMaster {
+        /// The master.
+        node: NodeId,
+        /// Its epoch (the current one).
+        epoch: Epoch,
+        /// The decision's verdict.
+        reason: String,
+    },
+    /// Withdraw the suspicion of `node` at `epoch`.
+    ClearRedisSuspect {
+        /// The suspected master.
+        node: NodeId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The decision's verdict.
+        reason: String,
+    },
 }
 
 /// What applying a command did.
@@ -103,6 +211,21 @@ pub enum Outcome {
     Unchanged,
     /// The entry's index was not above the last applied index; ignored.
     Stale,
+    /// The command no longer fits the state (a stale epoch, a changed master); nothing
+    /// changed. Every node rejects it alike, and the audit history says why.
+    Rejected(String),
+}
+
+impl Outcome {
+    /// Stable name (`changed`, `unchanged`, `stale`, `rejected`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Changed => "changed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Stale => "stale",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
 }
 
 /// The replicated cluster state.
@@ -114,6 +237,9 @@ pub struct ClusterState {
     pub maintenance: Maintenance,
     /// Audit history, newest first, at most [`HISTORY_LIMIT`] entries.
     pub history: VecDeque<AuditEntry>,
+    /// Redis master authority.
+    #[serde(default)]
+    pub redis: RedisAuthority,
     /// Index of the last entry applied (commands, empty and invalid entries alike).
     pub applied: LogIndex,
 }
@@ -169,7 +295,129 @@ impl ClusterState {
                 self.record(meta, "members", format!("membership view: {list}"));
                 Outcome::Changed
             }
+            Command::SetRedisMaster {
+                node,
+                epoch,
+                kind,
+                reason,
+            } => self.set_redis_master(meta, *node, *epoch, *kind, reason),
+            Command::SuspectRedisMaster {
+                node,
+                epoch,
+                reason,
+            } => {
+                let r = &self.redis;
+                let refusal = if r.master != Some(*node) || r.epoch != *epoch {
+                    Some(format!(
+                        "suspect {node} at epoch {epoch} rejected: master is {} at epoch {}",
+                        fmt_node(r.master),
+                        r.epoch
+                    ))
+                } else if r.suspect.is_some() {
+                    return Outcome::Unchanged;
+                } else {
+                    None
+                };
+                if let Some(why) = refusal {
+                    self.record(meta, "redis", why.clone());
+                    return Outcome::Rejected(why);
+                }
+                self.redis.suspect = Some(Suspect {
+                    node: *node,
+                    epoch: *epoch,
+                    index: meta.index,
+                    reason: reason.clone(),
+                });
+                self.record(
+                    meta,
+                    "redis",
+                    format!("suspect master {node} at epoch {epoch}: {reason}"),
+                );
+                Outcome::Changed
+            }
+            Command::ClearRedisSuspect {
+                node,
+                epoch,
+                reason,
+            } => match &self.redis.suspect {
+                Some(s) if s.node == *node && s.epoch == *epoch => {
+                    self.redis.suspect = None;
+                    self.record(
+                        meta,
+                        "redis",
+                        format!("suspicion of {node} at epoch {epoch} withdrawn: {reason}"),
+                    );
+                    Outcome::Changed
+                }
+                _ => Outcome::Unchanged,
+            },
         }
+    }
+
+    fn set_redis_master(
+        &mut self,
+        meta: EntryMeta,
+        node: NodeId,
+        epoch: Epoch,
+        kind: ChangeKind,
+        reason: &str,
+    ) -> Outcome {
+        let r = &self.redis;
+        let refusal = if epoch != r.epoch.next() {
+            Some(format!(
+                "{} master {node} at epoch {epoch} rejected: current epoch is {} (stale decision)",
+                kind.as_str(),
+                r.epoch
+            ))
+        } else if !self.members.is_empty() && !self.members.contains_key(&node) {
+            Some(format!("master {node} rejected: not a member"))
+        } else if kind == ChangeKind::Initial && r.master.is_some() {
+            Some(format!(
+                "initial master {node} rejected: {} is already master",
+                fmt_node(r.master)
+            ))
+        } else if kind != ChangeKind::Initial && r.master.is_none() {
+            Some(format!(
+                "{} to {node} rejected: no master recorded yet",
+                kind.as_str()
+            ))
+        } else if kind != ChangeKind::Initial && r.master == Some(node) {
+            Some(format!(
+                "{} to {node} rejected: it is already master",
+                kind.as_str()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.record(meta, "redis", why.clone());
+            return Outcome::Rejected(why);
+        }
+        let from = self.redis.master;
+        self.redis = RedisAuthority {
+            master: Some(node),
+            epoch,
+            suspect: None,
+            last_change: Some(MasterChange {
+                kind,
+                from,
+                to: node,
+                epoch,
+                index: meta.index,
+                at: meta.at,
+                reason: reason.to_string(),
+            }),
+        };
+        self.record(
+            meta,
+            "redis",
+            format!(
+                "{} master {} -> {node} at epoch {epoch}: {reason}",
+                kind.as_str(),
+                fmt_node(from)
+            ),
+        );
+        Outcome::Changed
     }
 
     /// Notes an entry that carries no command (a new leader's empty entry) so the applied
@@ -204,6 +452,10 @@ impl ClusterState {
         });
         self.history.truncate(HISTORY_LIMIT);
     }
+}
+
+fn fmt_node(n: Option<NodeId>) -> String {
+    n.map_or_else(|| "none".to_string(), |n| n.to_string())
 }
 
 #[cfg(test)]
@@ -285,6 +537,109 @@ mod tests {
             "membership view: n1@127.0.0.1:7201, n2@127.0.0.1:7202, n3@127.0.0.1:7203"
         );
         assert_eq!(s.applied, LogIndex(2));
+    }
+
+    fn set_master(node: u64, epoch: u64, kind: ChangeKind) -> Command {
+        Command::SetRedisMaster {
+            node: NodeId(node),
+            epoch: Epoch(epoch),
+            kind,
+            reason: "test".into(),
+        }
+    }
+
+    /// Data-driven: a sequence of commands and the outcome of each, then the final authority.
+    #[test]
+    fn redis_authority_epochs_are_compare_and_set() {
+        let mut s = ClusterState::default();
+        let steps: Vec<(Command, &str)> = vec![
+            (
+                set_master(1, 2, ChangeKind::Initial),
+                "rejected: current epoch is 0",
+            ),
+            (
+                set_master(1, 1, ChangeKind::Automatic),
+                "rejected: no master recorded yet",
+            ),
+            (set_master(1, 1, ChangeKind::Initial), "changed"),
+            (
+                set_master(2, 1, ChangeKind::Initial),
+                "rejected: current epoch is 1",
+            ),
+            (
+                set_master(2, 2, ChangeKind::Initial),
+                "rejected: n1 is already master",
+            ),
+            (
+                Command::SuspectRedisMaster {
+                    node: NodeId(2),
+                    epoch: Epoch(1),
+                    reason: "x".into(),
+                },
+                "rejected: master is n1 at epoch 1",
+            ),
+            (
+                Command::SuspectRedisMaster {
+                    node: NodeId(1),
+                    epoch: Epoch(1),
+                    reason: "silent".into(),
+                },
+                "changed",
+            ),
+            (
+                Command::SuspectRedisMaster {
+                    node: NodeId(1),
+                    epoch: Epoch(1),
+                    reason: "again".into(),
+                },
+                "unchanged",
+            ),
+            (set_master(2, 2, ChangeKind::Automatic), "changed"),
+            (
+                Command::ClearRedisSuspect {
+                    node: NodeId(1),
+                    epoch: Epoch(1),
+                    reason: "late".into(),
+                },
+                "unchanged",
+            ),
+            (
+                set_master(3, 2, ChangeKind::Switchover),
+                "rejected: current epoch is 2 (stale decision)",
+            ),
+            (set_master(3, 3, ChangeKind::Switchover), "changed"),
+        ];
+        for (i, (cmd, want)) in steps.iter().enumerate() {
+            let got = match s.apply(meta(i as u64 + 1), cmd) {
+                Outcome::Changed => "changed".to_string(),
+                Outcome::Unchanged => "unchanged".to_string(),
+                Outcome::Stale => "stale".to_string(),
+                Outcome::Rejected(why) => format!("rejected: {why}"),
+            };
+            let ok = if let Some(w) = want.strip_prefix("rejected: ") {
+                got.starts_with("rejected: ") && got.contains(w)
+            } else {
+                got == *want
+            };
+            assert!(ok, "step {i}: {cmd:?}: got {got:?}, want {want:?}");
+        }
+        assert_eq!(s.redis.master, Some(NodeId(3)));
+        assert_eq!(s.redis.epoch, Epoch(3));
+        assert_eq!(
+            s.redis.suspect, None,
+            "a change of master clears the suspicion"
+        );
+        let last = s.redis.last_change.as_ref().expect("change");
+        assert_eq!(
+            (last.kind, last.from, last.to),
+            (ChangeKind::Switchover, Some(NodeId(2)), NodeId(3))
+        );
+        assert!(
+            s.history
+                .iter()
+                .any(|h| h.details.contains("stale decision")),
+            "rejections are audited"
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use triad_proto::v1 as pb;
 
-use crate::cluster::{ClusterState, Command, MemberInfo};
-use crate::ids::{NodeId, UnixMillis};
+use crate::cluster::{ChangeKind, ClusterState, Command, MemberInfo};
+use crate::ids::{Epoch, NodeId, UnixMillis};
 
 /// Identifies a proposal so the node that proposed it can answer its caller once it applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -67,6 +67,35 @@ pub fn encode_entry(p: &Proposal) -> Vec<u8> {
             reason: reason.clone(),
             by: by.clone(),
         }),
+        Command::SetRedisMaster {
+            node,
+            epoch,
+            kind,
+            reason,
+        } => pb::command::Kind::SetRedisMaster(pb::SetRedisMaster {
+            node: node.get(),
+            epoch: epoch.0,
+            kind: kind.as_str().to_string(),
+            reason: reason.clone(),
+        }),
+        Command::SuspectRedisMaster {
+            node,
+            epoch,
+            reason,
+        } => pb::command::Kind::SuspectRedisMaster(pb::SuspectRedisMaster {
+            node: node.get(),
+            epoch: epoch.0,
+            reason: reason.clone(),
+        }),
+        Command::ClearRedisSuspect {
+            node,
+            epoch,
+            reason,
+        } => pb::command::Kind::ClearRedisSuspect(pb::ClearRedisSuspect {
+            node: node.get(),
+            epoch: epoch.0,
+            reason: reason.clone(),
+        }),
         Command::RegisterMembers { members } => {
             pb::command::Kind::RegisterMembers(pb::RegisterMembers {
                 members: members
@@ -91,6 +120,16 @@ pub fn encode_entry(p: &Proposal) -> Vec<u8> {
         }),
     }
     .encode_to_vec()
+}
+
+fn node_id(raw: u64, field: &'static str) -> Result<NodeId, CodecError> {
+    if raw == 0 {
+        return Err(CodecError::Field {
+            field,
+            problem: "0 is not a node id".into(),
+        });
+    }
+    Ok(NodeId(raw))
 }
 
 /// Decodes the data of a Raft log entry.
@@ -130,6 +169,25 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
             }
             Command::RegisterMembers { members }
         }
+        pb::command::Kind::SetRedisMaster(m) => Command::SetRedisMaster {
+            node: node_id(m.node, "command.set_redis_master.node")?,
+            epoch: Epoch(m.epoch),
+            kind: ChangeKind::parse(&m.kind).ok_or_else(|| CodecError::Field {
+                field: "command.set_redis_master.kind",
+                problem: format!("unknown kind `{}`", m.kind),
+            })?,
+            reason: m.reason,
+        },
+        pb::command::Kind::SuspectRedisMaster(m) => Command::SuspectRedisMaster {
+            node: node_id(m.node, "command.suspect_redis_master.node")?,
+            epoch: Epoch(m.epoch),
+            reason: m.reason,
+        },
+        pb::command::Kind::ClearRedisSuspect(m) => Command::ClearRedisSuspect {
+            node: node_id(m.node, "command.clear_redis_suspect.node")?,
+            epoch: Epoch(m.epoch),
+            reason: m.reason,
+        },
     };
     Ok(Proposal {
         id: ProposalId {
@@ -203,6 +261,22 @@ mod tests {
                 by: "api@n3".into(),
             },
             Command::RegisterMembers { members },
+            Command::SetRedisMaster {
+                node: NodeId(2),
+                epoch: Epoch(8),
+                kind: ChangeKind::Automatic,
+                reason: "promote n2".into(),
+            },
+            Command::SuspectRedisMaster {
+                node: NodeId(1),
+                epoch: Epoch(7),
+                reason: "silent".into(),
+            },
+            Command::ClearRedisSuspect {
+                node: NodeId(1),
+                epoch: Epoch(7),
+                reason: "back".into(),
+            },
         ] {
             let p = Proposal {
                 id: ProposalId {

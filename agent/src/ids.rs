@@ -57,3 +57,24 @@ impl fmt::Display for LogIndex {
 )]
 #[serde(transparent)]
 pub struct UnixMillis(pub i64);
+
+/// The Redis master epoch: grows by one with every committed change of master, so every
+/// action can say which decision it implements and stale ones are refused.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch after this one.
+    pub fn next(self) -> Epoch {
+        Epoch(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
