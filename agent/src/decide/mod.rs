@@ -4,11 +4,13 @@
 //! needs comes in the view, and what should happen goes out as commands to propose plus a
 //! one-line human verdict that is logged and shown in the status API.
 //!
-//! Wave 1 decides one thing: keep the replicated membership view equal to the leader's
-//! configured peers. Redis failover, Galera recovery and backups add branches here.
+//! Decisions: keep the replicated membership view equal to the leader's configured peers
+//! (here), and the Redis master ([`redis`]). Galera recovery and backups add modules here.
 //!
 //! Invariant: a command whose earlier proposal is still in flight is never proposed again
 //! (the view says so), so a slow commit cannot cause duplicate actions.
+
+pub mod redis;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,471 @@
+//! The Redis failover decision: one pure function from [`RedisInputs`] to a [`RedisPlan`].
+//!
+//! Runs on the Raft leader every control-loop cycle. Everything it looks at comes in as
+//! values: the committed authority (master, epoch, suspicion), every agent's latest
+//! observations of every Redis with their ages, how fresh each agent's reports are, and a few
+//! durations the wiring measures on its own monotonic clock.
+//!
+//! # Detection
+//! - Each agent's probes turn single checks into a subjective verdict (rise/fall).
+//! - The master is *objectively down* only when a majority of agents with fresh reports see it
+//!   down (`down` or `unreachable`), and the replicas confirm it: no live replica reports its
+//!   link to the master up (orchestrator's holistic rule). A link counts as lost when
+//!   `master_link_status` is down or no I/O came from the master for `link_stale_after`.
+//!   Down as seen from one node only is reported in the verdict and not acted on.
+//!
+//! # Two paths
+//! - **Fast path**: the master's own agent is alive (fresh report) and sees its local Redis
+//!   down. The process is dead or not serving on its own node; nothing can write to it, so a
+//!   replica is promoted at once.
+//! - **Silent path**: the master's agent is silent (no fresh report: partition, VM down). The
+//!   old master might still be writable by clients on its side. First `SuspectRedisMaster` is
+//!   committed; every agent that applies it stops renewing the suspect's lease (its pongs stop).
+//!   An agent whose lease runs out fences its own Redis (writes refused) and routes nothing to
+//!   it. The leader promotes only after a quorum is known to have applied the suspicion for
+//!   `lease + clock_margin` ([`RedisInputs::suspect_embargo_ms`]), so the old master is fenced
+//!   before a new one exists.
+//!
+//! # Candidates
+//! Each other node's Redis, as its own agent sees it: excluded when its agent is not fresh,
+//! when it is not up, when its `replica-priority` is 0, or when it lags the best candidate by
+//! more than `max_lag_bytes`; the rest rank by priority (lower first, as in Redis), then
+//! replication offset (higher first), then node id. The ranking with every candidate's reason
+//! is part of the plan and shown in the status API.
+//!
+//! # Anti-flapping and operator control
+//! After a change of master, no automatic failover for `hold_down` unless a majority of fresh
+//! reports carry strong evidence (connection refused) that the new master is dead. In
+//! maintenance nothing is proposed (fencing still applies on every agent).
+//!
+//! Invariants: a proposal always names `epoch = committed + 1`, so a decision taken on a stale
+//! view cannot apply; nothing is proposed while an earlier proposal is in flight.
+//!
+//! Caveats: sizes other than three members work arithmetically but are only tested with three.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::cluster::{ChangeKind, Command, RedisAuthority};
+use crate::health::Seen;
+use crate::ids::NodeId;
+use crate::probe::{FailureKind, Service};
+
+/// Tunables of the decision (from `[failover]` in the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailoverSettings {
+    /// A report older than this does not count (and its agent counts as silent).
+    pub freshness_ms: u64,
+    /// How long an agent's lease lasts without renewal.
+    pub lease_ms: u64,
+    /// Extra wait covering clock-rate drift and delivery delays.
+    pub clock_margin_ms: u64,
+    /// No automatic failover within this long after a change, unless evidence is strong.
+    pub hold_down_ms: u64,
+    /// A candidate lagging the best one by more bytes is excluded.
+    pub max_lag_bytes: i64,
+    /// A replica whose master sent nothing for this long counts as having lost it.
+    pub link_stale_after_s: i64,
+}
+
+/// Everything the Redis decision looks at.
+#[derive(Clone, Debug)]
+pub struct RedisInputs<'a> {
+    /// Cluster members, sorted.
+    pub members: &'a [NodeId],
+    /// The committed authority.
+    pub authority: &'a RedisAuthority,
+    /// Every observer's latest view of every Redis, aged (from the health store).
+    pub seen: &'a [Seen],
+    /// Age of each agent's latest report; absent when never heard from.
+    pub report_age_ms: &'a BTreeMap<NodeId, u64>,
+    /// Time since this leader saw the last change of master applied (or since it started,
+    /// whichever is shorter); `None` when there was no change.
+    pub since_change_ms: Option<u64>,
+    /// Time since a quorum is known to have applied the current suspicion (silent path).
+    pub suspect_embargo_ms: Option<u64>,
+    /// Whether maintenance mode is on.
+    pub maintenance: bool,
+    /// Whether an earlier Redis proposal is still in flight.
+    pub in_flight: bool,
+    /// Tunables.
+    pub settings: FailoverSettings,
+}
+
+/// A candidate for promotion and why it is or is not eligible.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// The node.
+    pub node: NodeId,
+    /// Rank among eligible candidates (1 = best); `None` when excluded.
+    pub rank: Option<u32>,
+    /// Why excluded, or a summary of why it ranks where it does.
+    pub reason: String,
+    /// Its replication offset, when known.
+    pub offset: Option<i64>,
+    /// Its `replica-priority`, when known.
+    pub priority: Option<i64>,
+}
+
+/// The decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RedisPlan {
+    /// One line for operators.
+    pub verdict: String,
+    /// Commands to propose.
+    #[serde(skip)]
+    pub proposals: Vec<Command>,
+    /// The candidate ranking, when a failover was considered.
+    pub candidates: Vec<Candidate>,
+}
+
+fn plan(verdict: impl Into<String>) -> RedisPlan {
+    RedisPlan {
+        verdict: verdict.into(),
+        proposals: vec![],
+        candidates: vec![],
+    }
+}
+
+impl RedisInputs<'_> {
+    fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    fn is_fresh(&self, observer: NodeId) -> bool {
+        self.report_age_ms
+            .get(&observer)
+            .is_some_and(|a| *a <= self.settings.freshness_ms)
+    }
+
+    /// Fresh views of `subject`'s Redis, one per observer.
+    fn views_of(&self, subject: NodeId) -> Vec<&Seen> {
+        self.seen
+            .iter()
+            .filter(|s| {
+                s.observation.id.service == Service::Redis
+                    && s.observation.id.subject == subject
+                    && self.is_fresh(s.observer)
+                    && s.age_ms <= self.settings.freshness_ms
+            })
+            .collect()
+    }
+
+    /// `subject`'s Redis as its own agent sees it, when fresh.
+    fn own_view(&self, subject: NodeId) -> Option<&Seen> {
+        self.views_of(subject)
+            .into_iter()
+            .find(|s| s.observer == subject)
+    }
+}
+
+fn int(s: &Seen, key: &str) -> Option<i64> {
+    s.observation.last.details.get(key).and_then(|v| v.as_i64())
+}
+
+fn text<'a>(s: &'a Seen, key: &str) -> Option<&'a str> {
+    s.observation.last.details.get(key).and_then(|v| v.as_str())
+}
+
+/// Decides.
+pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
+    if i.in_flight {
+        return plan("waiting: a Redis decision is being committed");
+    }
+    let Some(master) = i.authority.master else {
+        return initial(i);
+    };
+    let epoch = i.authority.epoch;
+    if i.maintenance {
+        return plan(format!(
+            "no action (maintenance): redis master {master}, epoch {epoch}"
+        ));
+    }
+    let views = i.views_of(master);
+    let down: Vec<&&Seen> = views
+        .iter()
+        .filter(|s| !s.observation.status.is_up())
+        .collect();
+    let refused = down
+        .iter()
+        .filter(|s| s.observation.last.failure == Some(FailureKind::Refused))
+        .count();
+    let quorum = i.quorum();
+    let n = i.members.len();
+    if down.len() < quorum {
+        // Healthy (as far as a majority can tell). Withdraw a suspicion that no longer holds.
+        if let Some(s) = &i.authority.suspect {
+            let up = views
+                .iter()
+                .filter(|v| v.observation.status.is_up())
+                .count();
+            if up >= quorum && i.is_fresh(master) {
+                return RedisPlan {
+                    verdict: format!(
+                        "clear suspicion: master {master} healthy on {up}/{n} agents again"
+                    ),
+                    proposals: vec![Command::ClearRedisSuspect {
+                        node: s.node,
+                        epoch: s.epoch,
+                        reason: format!("healthy on {up}/{n} agents"),
+                    }],
+                    candidates: vec![],
+                };
+            }
+        }
+        if down.is_empty() {
+            return plan(format!(
+                "no action: redis master {master} healthy, epoch {epoch}"
+            ));
+        }
+        let who: Vec<String> = down.iter().map(|s| s.observer.to_string()).collect();
+        return plan(format!(
+            "no action: master {master} down as seen from {} only ({}/{n}), not a majority",
+            who.join(", "),
+            down.len()
+        ));
+    }
+    // A majority sees it down. Do the replicas confirm?
+    if let Some(holdout) = replica_with_link_up(i, master) {
+        return plan(format!(
+            "no action: master {master} down on {}/{n} agents but replica {holdout} still has \
+             its link to it up",
+            down.len()
+        ));
+    }
+    let evidence = if refused > 0 {
+        format!("{master} refused connections on {refused}/{n} agents")
+    } else {
+        format!("{master} unreachable from {}/{n} agents", down.len())
+    };
+    let strong = refused >= quorum;
+    if let Some(age) = i.since_change_ms {
+        if age < i.settings.hold_down_ms && !strong {
+            return plan(format!(
+                "held: {evidence}, but the last change of master was {:.1}s ago (hold-down \
+                 {:.0}s; only refused connections on a majority override it)",
+                age as f64 / 1000.0,
+                i.settings.hold_down_ms as f64 / 1000.0
+            ));
+        }
+    }
+    let own = i.own_view(master);
+    let fast = i.is_fresh(master) && own.is_some_and(|s| !s.observation.status.is_up());
+    let candidates = rank(i, master);
+    let best = candidates.iter().find(|c| c.rank == Some(1)).cloned();
+    if !fast {
+        // Silent path: suspicion first, then wait for the lease.
+        let wait = i.settings.lease_ms + i.settings.clock_margin_ms;
+        match (&i.authority.suspect, i.suspect_embargo_ms) {
+            (None, _) => {
+                return RedisPlan {
+                    verdict: format!(
+                        "suspect {master}: {evidence}, its agent silent; promoting only after \
+                         its lease has run out ({:.1}s)",
+                        wait as f64 / 1000.0
+                    ),
+                    proposals: vec![Command::SuspectRedisMaster {
+                        node: master,
+                        epoch,
+                        reason: evidence,
+                    }],
+                    candidates,
+                };
+            }
+            (Some(_), None) => {
+                return RedisPlan {
+                    verdict: format!(
+                        "waiting: {master} suspected; waiting for a quorum to apply it"
+                    ),
+                    proposals: vec![],
+                    candidates,
+                };
+            }
+            (Some(_), Some(t)) if t < wait => {
+                return RedisPlan {
+                    verdict: format!(
+                        "waiting: {evidence}; its lease runs out in {:.1}s",
+                        (wait - t) as f64 / 1000.0
+                    ),
+                    proposals: vec![],
+                    candidates,
+                };
+            }
+            (Some(_), Some(_)) => {}
+        }
+    }
+    let Some(best) = best else {
+        let reasons: Vec<String> = candidates
+            .iter()
+            .map(|c| format!("{} {}", c.node, c.reason))
+            .collect();
+        return RedisPlan {
+            verdict: format!(
+                "cannot fail over: {evidence}, but no replica is eligible ({})",
+                reasons.join("; ")
+            ),
+            proposals: vec![],
+            candidates,
+        };
+    };
+    let mut verdict = format!("promote {} (epoch {}): {evidence}", best.node, epoch.next());
+    if !fast {
+        let _ = write!(verdict, ", lease expired");
+    }
+    let ranked: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.rank.is_some())
+        .map(|c| format!("{} {}", c.node, c.reason))
+        .collect();
+    let _ = write!(verdict, "; ranked {}", ranked.join(" > "));
+    for c in candidates.iter().filter(|c| c.rank.is_none()) {
+        let _ = write!(verdict, "; {} {}", c.node, c.reason);
+    }
+    RedisPlan {
+        proposals: vec![Command::SetRedisMaster {
+            node: best.node,
+            epoch: epoch.next(),
+            kind: ChangeKind::Automatic,
+            reason: verdict.clone(),
+        }],
+        verdict,
+        candidates,
+    }
+}
+
+/// A live replica that still reports an up-to-date link to `master`, if any.
+fn replica_with_link_up(i: &RedisInputs<'_>, master: NodeId) -> Option<NodeId> {
+    i.members
+        .iter()
+        .filter(|&&m| m != master)
+        .filter_map(|&m| i.own_view(m))
+        .filter(|s| s.observation.status.is_up() && text(s, "role") == Some("replica"))
+        .find(|s| {
+            let link_up = s
+                .observation
+                .last
+                .details
+                .get("master_link_up")
+                .and_then(|v| v.as_bool())
+                == Some(true);
+            let io = int(s, "master_last_io_seconds_ago").unwrap_or(0);
+            link_up && (0..=i.settings.link_stale_after_s).contains(&io)
+        })
+        .map(|s| s.observer)
+}
+
+fn rank(i: &RedisInputs<'_>, master: NodeId) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for &node in i.members.iter().filter(|&&m| m != master) {
+        let own = i.own_view(node);
+        let offset = own.and_then(|s| int(s, "slave_repl_offset").or(int(s, "master_repl_offset")));
+        let priority = own.and_then(|s| int(s, "slave_priority"));
+        let exclusion = match own {
+            None if !i.is_fresh(node) => Some("excluded: its agent is silent".to_string()),
+            None => Some("excluded: no fresh report of its Redis".to_string()),
+            Some(s) if !s.observation.status.is_up() => Some(format!(
+                "excluded: {}",
+                s.observation.last.error.clone().unwrap_or_else(|| s
+                    .observation
+                    .status
+                    .as_str()
+                    .to_string())
+            )),
+            Some(_) if priority == Some(0) => Some("excluded: replica-priority 0".into()),
+            Some(_) if offset.is_none() => Some("excluded: offset unknown".into()),
+            Some(_) => None,
+        };
+        out.push(Candidate {
+            node,
+            rank: None,
+            reason: exclusion.unwrap_or_default(),
+            offset,
+            priority,
+        });
+    }
+    let best_offset = out
+        .iter()
+        .filter(|c| c.reason.is_empty())
+        .filter_map(|c| c.offset)
+        .max();
+    for c in out.iter_mut().filter(|c| c.reason.is_empty()) {
+        if let (Some(best), Some(o)) = (best_offset, c.offset) {
+            if best - o > i.settings.max_lag_bytes {
+                c.reason = format!(
+                    "excluded: lags {} bytes behind the best replica (limit {})",
+                    best - o,
+                    i.settings.max_lag_bytes
+                );
+            }
+        }
+    }
+    let mut eligible: Vec<&mut Candidate> =
+        out.iter_mut().filter(|c| c.reason.is_empty()).collect();
+    eligible.sort_by(|a, b| {
+        let pa = a.priority.unwrap_or(100);
+        let pb = b.priority.unwrap_or(100);
+        pa.cmp(&pb)
+            .then(b.offset.cmp(&a.offset))
+            .then(a.node.cmp(&b.node))
+    });
+    for (k, c) in eligible.into_iter().enumerate() {
+        c.rank = Some(k as u32 + 1);
+        c.reason = format!(
+            "offset {} priority {}",
+            c.offset.unwrap_or_default(),
+            c.priority.unwrap_or(100)
+        );
+    }
+    out.sort_by_key(|c| (c.rank.is_none(), c.rank, c.node));
+    out
+}
+
+/// No master recorded yet: record the one the servers agree on.
+fn initial(i: &RedisInputs<'_>) -> RedisPlan {
+    let masters: Vec<NodeId> = i
+        .members
+        .iter()
+        .copied()
+        .filter(|&m| {
+            i.own_view(m)
+                .is_some_and(|s| s.observation.status.is_up() && text(s, "role") == Some("master"))
+        })
+        .collect();
+    let reporting = i
+        .members
+        .iter()
+        .filter(|&&m| i.own_view(m).is_some())
+        .count();
+    match masters.as_slice() {
+        [m] if reporting >= i.quorum() => RedisPlan {
+            verdict: format!(
+                "record initial redis master {m}: the only server reporting role master \
+                 ({reporting}/{} reporting)",
+                i.members.len()
+            ),
+            proposals: vec![Command::SetRedisMaster {
+                node: *m,
+                epoch: i.authority.epoch.next(),
+                kind: ChangeKind::Initial,
+                reason: format!("only server reporting role master ({reporting} reporting)"),
+            }],
+            candidates: vec![],
+        },
+        [] => plan(format!(
+            "waiting: no Redis reports role master yet ({reporting}/{} reporting)",
+            i.members.len()
+        )),
+        [_] => plan(format!(
+            "waiting: one Redis reports role master, but only {reporting}/{} nodes report",
+            i.members.len()
+        )),
+        many => plan(format!(
+            "waiting: several servers report role master ({}); fix by hand or switch over",
+            many.iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}

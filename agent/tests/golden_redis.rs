@@ -1,0 +1,241 @@
+//! Golden scripts for the Redis failover decision (`agent/tests/golden/redis/*.txt`).
+//!
+//! Each script describes one situation (committed authority, every agent's observations with
+//! ages, timers) and ends with `decide`; below a `----` line it holds the expected plan: the
+//! verdict, the proposals and the candidate ranking. Run with `TRIAD_GOLDEN_UPDATE=1` to
+//! rewrite the expected parts, then review the diff.
+//!
+//! Script lines:
+//! - `members N`; `settings key=value ...` (freshness, lease, margin, hold_down, max_lag,
+//!   link_stale); `authority master=nX epoch=E [suspect]`; `since_change MS`; `embargo MS`;
+//!   `maintenance`; `in_flight`;
+//! - `agent nX age=MS`: age of that agent's latest report;
+//! - `see OBSERVER SUBJECT STATUS [failure=K] [role=R] [link=up|down] [io=S] [offset=N]
+//!   [prio=N] [age=MS] [error=WORD]`: one observation of SUBJECT's Redis by OBSERVER.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use triad::cluster::{Command, RedisAuthority, Suspect};
+use triad::decide::redis::{decide, FailoverSettings, RedisInputs};
+use triad::health::Seen;
+use triad::ids::{Epoch, LogIndex, NodeId, UnixMillis};
+use triad::probe::{CheckResult, FailureKind, Observation, ProbeId, Service, Status};
+
+fn node(s: &str) -> NodeId {
+    NodeId(
+        s.trim_start_matches('n')
+            .parse()
+            .unwrap_or_else(|_| panic!("bad node `{s}`")),
+    )
+}
+
+fn kv(parts: &[&str]) -> BTreeMap<String, String> {
+    parts
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn run(script: &str) -> String {
+    let mut members = vec![];
+    let mut settings = FailoverSettings {
+        freshness_ms: 2000,
+        lease_ms: 2000,
+        clock_margin_ms: 500,
+        hold_down_ms: 30_000,
+        max_lag_bytes: 1_048_576,
+        link_stale_after_s: 3,
+    };
+    let mut authority = RedisAuthority::default();
+    let mut ages = BTreeMap::new();
+    let mut seen = vec![];
+    let (mut since_change, mut embargo, mut maintenance, mut in_flight) =
+        (None, None, false, false);
+    for line in script.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let args = kv(&parts[1..]);
+        let num = |k: &str| args.get(k).map(|v| v.parse::<u64>().expect("number"));
+        match parts[0] {
+            "members" => {
+                members = (1..=parts[1].parse::<u64>().expect("n"))
+                    .map(NodeId)
+                    .collect()
+            }
+            "settings" => {
+                let set = |slot: &mut u64, k: &str| {
+                    if let Some(v) = num(k) {
+                        *slot = v;
+                    }
+                };
+                set(&mut settings.freshness_ms, "freshness");
+                set(&mut settings.lease_ms, "lease");
+                set(&mut settings.clock_margin_ms, "margin");
+                set(&mut settings.hold_down_ms, "hold_down");
+                if let Some(v) = num("max_lag") {
+                    settings.max_lag_bytes = v as i64;
+                }
+                if let Some(v) = num("link_stale") {
+                    settings.link_stale_after_s = v as i64;
+                }
+            }
+            "authority" => {
+                let master = args.get("master").map(|m| node(m));
+                authority.master = master;
+                authority.epoch = Epoch(num("epoch").unwrap_or(0));
+                if parts.contains(&"suspect") {
+                    authority.suspect = Some(Suspect {
+                        node: master.expect("suspect needs a master"),
+                        epoch: authority.epoch,
+                        index: LogIndex(10),
+                        reason: "test".into(),
+                    });
+                }
+            }
+            "since_change" => since_change = Some(parts[1].parse().expect("ms")),
+            "embargo" => embargo = Some(parts[1].parse().expect("ms")),
+            "maintenance" => maintenance = true,
+            "in_flight" => in_flight = true,
+            "agent" => {
+                ages.insert(node(parts[1]), num("age").expect("age="));
+            }
+            "see" => {
+                let status = Status::parse(parts[3]).expect("status");
+                let mut details = serde_json::Map::new();
+                if let Some(r) = args.get("role") {
+                    details.insert("role".into(), r.clone().into());
+                }
+                if let Some(l) = args.get("link") {
+                    details.insert("master_link_up".into(), (l == "up").into());
+                }
+                for (k, key) in [
+                    ("io", "master_last_io_seconds_ago"),
+                    ("prio", "slave_priority"),
+                ] {
+                    if let Some(v) = args.get(k) {
+                        details.insert(key.into(), v.parse::<i64>().expect("int").into());
+                    }
+                }
+                if let Some(v) = args.get("offset") {
+                    let key = if args.get("role").map(String::as_str) == Some("master") {
+                        "master_repl_offset"
+                    } else {
+                        "slave_repl_offset"
+                    };
+                    details.insert(key.into(), v.parse::<i64>().expect("int").into());
+                }
+                let failure = args.get("failure").map(|f| match f.as_str() {
+                    "refused" => FailureKind::Refused,
+                    "timeout" => FailureKind::Timeout,
+                    other => panic!("failure {other}"),
+                });
+                let last = CheckResult {
+                    status,
+                    failure,
+                    error: args.get("error").map(|e| e.replace('_', " ")),
+                    details: serde_json::Value::Object(details),
+                };
+                seen.push(Seen {
+                    observer: node(parts[1]),
+                    observation: Observation {
+                        id: ProbeId {
+                            subject: node(parts[2]),
+                            service: Service::Redis,
+                            target: String::new(),
+                        },
+                        status,
+                        last,
+                        failures: 0,
+                        successes: 0,
+                        latency_us: 0,
+                        observed_at: UnixMillis(0),
+                    },
+                    age_ms: num("age").unwrap_or(100),
+                });
+            }
+            "decide" => {}
+            other => panic!("unknown script line `{other}`"),
+        }
+    }
+    let p = decide(&RedisInputs {
+        members: &members,
+        authority: &authority,
+        seen: &seen,
+        report_age_ms: &ages,
+        since_change_ms: since_change,
+        suspect_embargo_ms: embargo,
+        maintenance,
+        in_flight,
+        settings,
+    });
+    let mut out = format!("verdict: {}\n", p.verdict);
+    for c in &p.proposals {
+        out += &match c {
+            Command::SetRedisMaster {
+                node, epoch, kind, ..
+            } => {
+                format!(
+                    "propose: set_redis_master {node} epoch {epoch} {}\n",
+                    kind.as_str()
+                )
+            }
+            Command::SuspectRedisMaster { node, epoch, .. } => {
+                format!("propose: suspect_redis_master {node} epoch {epoch}\n")
+            }
+            Command::ClearRedisSuspect { node, epoch, .. } => {
+                format!("propose: clear_redis_suspect {node} epoch {epoch}\n")
+            }
+            other => format!("propose: {other:?}\n"),
+        };
+    }
+    for c in &p.candidates {
+        out += &match c.rank {
+            Some(r) => format!("candidate {} rank {r}: {}\n", c.node, c.reason),
+            None => format!("candidate {}: {}\n", c.node, c.reason),
+        };
+    }
+    out
+}
+
+#[test]
+fn redis_decision_golden_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/redis");
+    let update = std::env::var_os("TRIAD_GOLDEN_UPDATE").is_some();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("golden dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "expected the golden scripts in {}",
+        dir.display()
+    );
+    let mut failures = vec![];
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        let (script, expected) = match text.split_once("\n----\n") {
+            Some((s, e)) => (s, e),
+            None => (text.as_str(), ""),
+        };
+        let got = run(script);
+        if update {
+            std::fs::write(f, format!("{script}\n----\n{got}")).expect("write");
+        } else if got != expected {
+            failures.push(format!(
+                "{}:\n--- expected\n{expected}--- got\n{got}",
+                f.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (rerun with TRIAD_GOLDEN_UPDATE=1 and review the diff):\n{}",
+        failures.join("\n")
+    );
+}
