@@ -26,6 +26,7 @@
 //! - Actuators never read the clock to decide anything; timeouts bound I/O only.
 
 pub mod haproxy;
+pub mod redis;
 
 use std::fmt;
 

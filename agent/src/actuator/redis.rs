@@ -1,0 +1,496 @@
+//! The Redis actuator: turns this node's Redis into what the committed authority says (master
+//! or replica of the committed master), fences it when this agent lost its lease, and runs the
+//! steps of a planned switchover.
+//!
+//! Fencing mechanism: `CONFIG SET min-replicas-to-write N` with N larger than the number of
+//! replicas that can exist. Redis then refuses every write with `NOREPLICAS` at once, keeps its
+//! data and its role, and needs no restart; unfencing restores the configured value. Chosen
+//! over `CLIENT PAUSE WRITE` (clients would hang instead of failing fast, and a pause has a
+//! deadline) and over demotion with `REPLICAOF` (it would start a sync against some master and
+//! could discard writes the new master never saw before an operator can look at them).
+//!
+//! Planning is pure ([`plan_local`]); the [`RedisControl`] trait has a real implementation
+//! ([`RedisServer`]) and a simulated one ([`SimRedis`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+use crate::cluster::RedisAuthority;
+use crate::ids::{Epoch, NodeId};
+use crate::probe::redis_info::{RedisInfo, RedisRole};
+
+/// The `min-replicas-to-write` value that fences: more replicas than a cluster can have.
+pub const FENCE_MIN_REPLICAS: u32 = 1000;
+
+/// One step towards the committed Redis state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisAction {
+    /// `REPLICAOF NO ONE`: this node is the committed master.
+    Promote,
+    /// `REPLICAOF host port`: follow the committed master.
+    Follow(SocketAddr),
+    /// Refuse writes (lease lost while master).
+    Fence,
+    /// Accept writes again with the configured `min-replicas-to-write`.
+    Unfence,
+}
+
+/// What the local planner needs.
+#[derive(Clone, Debug)]
+pub struct LocalRedis<'a> {
+    /// This node.
+    pub me: NodeId,
+    /// The committed authority.
+    pub authority: &'a RedisAuthority,
+    /// Redis address of every member.
+    pub addrs: &'a std::collections::BTreeMap<NodeId, SocketAddr>,
+    /// The local server as last seen (None when unknown or unreachable).
+    pub info: Option<&'a RedisInfo>,
+    /// Whether the local server is currently fenced (as last set or read).
+    pub fenced: Option<bool>,
+    /// Whether this agent holds its lease (in contact with a quorum).
+    pub has_lease: bool,
+}
+
+/// Plans the actions that bring the local Redis to the committed state. Pure; empty when
+/// converged. Order matters: fencing comes first, a promotion unfences only after the role
+/// changed.
+pub fn plan_local(l: &LocalRedis<'_>) -> Vec<RedisAction> {
+    let Some(info) = l.info else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    let is_master = info.role == Some(RedisRole::Master);
+    if !l.has_lease {
+        // A minority must never keep a writable master.
+        if is_master && l.fenced != Some(true) {
+            out.push(RedisAction::Fence);
+        }
+        return out;
+    }
+    let Some(master) = l.authority.master else {
+        return out;
+    };
+    if master == l.me {
+        if !is_master {
+            out.push(RedisAction::Promote);
+        }
+        if l.fenced != Some(false) {
+            out.push(RedisAction::Unfence);
+        }
+        return out;
+    }
+    let Some(&addr) = l.addrs.get(&master) else {
+        return out;
+    };
+    let follows = !is_master
+        && info.master_host.as_deref() == Some(&addr.ip().to_string())
+        && info.master_port == Some(addr.port());
+    let will_fence = is_master && l.fenced != Some(true);
+    if will_fence {
+        // Refuse writes before anything else: it is not the committed master.
+        out.push(RedisAction::Fence);
+    }
+    if !follows {
+        out.push(RedisAction::Follow(addr));
+    }
+    if will_fence || l.fenced == Some(true) {
+        // Once it follows, it rejects writes as a replica; restore the setting so that a
+        // later promotion starts clean.
+        out.push(RedisAction::Unfence);
+    }
+    out
+}
+
+/// An actuator failure.
+#[derive(Debug, thiserror::Error)]
+#[error("redis {addr}: {message}")]
+pub struct RedisActionError {
+    /// The server.
+    pub addr: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Commands the actuator sends to a Redis server.
+pub trait RedisControl: Send + Sync + 'static {
+    /// Runs one action; `epoch` is logged with it.
+    fn apply<'a>(
+        &'a self,
+        action: &'a RedisAction,
+        epoch: Epoch,
+    ) -> BoxFuture<'a, Result<(), RedisActionError>>;
+    /// Reads whether writes are currently fenced.
+    fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>>;
+}
+
+/// The real server, over a fresh connection per call.
+pub struct RedisServer {
+    addr: SocketAddr,
+    username: Option<String>,
+    password: Option<String>,
+    timeout: Duration,
+    /// `min-replicas-to-write` when not fenced.
+    normal_min_replicas: u32,
+}
+
+impl RedisServer {
+    /// A handle on the server at `addr`.
+    pub fn new(
+        addr: SocketAddr,
+        username: Option<String>,
+        password: Option<String>,
+        timeout: Duration,
+        normal_min_replicas: u32,
+    ) -> Self {
+        RedisServer {
+            addr,
+            username,
+            password,
+            timeout,
+            normal_min_replicas,
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> RedisActionError {
+        RedisActionError {
+            addr: self.addr.to_string(),
+            message: message.into(),
+        }
+    }
+
+    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, RedisActionError> {
+        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            settings = settings.set_password(p);
+        }
+        let info = ConnectionAddr::Tcp(self.addr.ip().to_string(), self.addr.port())
+            .into_connection_info()
+            .map_err(|e| self.err(e.to_string()))?
+            .set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(|e| self.err(e.to_string()))?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.err(e.to_string()))
+    }
+
+    async fn run(&self, action: &RedisAction) -> Result<(), RedisActionError> {
+        let mut c = self.conn().await?;
+        let cmd = match action {
+            RedisAction::Promote => {
+                let mut cmd = redis::cmd("REPLICAOF");
+                cmd.arg("NO").arg("ONE");
+                cmd
+            }
+            RedisAction::Follow(a) => {
+                let mut cmd = redis::cmd("REPLICAOF");
+                cmd.arg(a.ip().to_string()).arg(a.port());
+                cmd
+            }
+            RedisAction::Fence => {
+                let mut cmd = redis::cmd("CONFIG");
+                cmd.arg("SET")
+                    .arg("min-replicas-to-write")
+                    .arg(FENCE_MIN_REPLICAS);
+                cmd
+            }
+            RedisAction::Unfence => {
+                let mut cmd = redis::cmd("CONFIG");
+                cmd.arg("SET")
+                    .arg("min-replicas-to-write")
+                    .arg(self.normal_min_replicas);
+                cmd
+            }
+        };
+        let _: redis::Value = cmd
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(format!("{action:?}: {e}")))?;
+        if matches!(action, RedisAction::Promote | RedisAction::Follow(_)) {
+            // Clients of a server that changed role must reconnect (through HAProxy) to the
+            // committed master; replication links are of type `master`/`replica` and survive.
+            let _: redis::Value = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("normal")
+                .arg("SKIPME")
+                .arg("yes")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.err(format!("CLIENT KILL: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn fenced(&self) -> Result<bool, RedisActionError> {
+        let mut c = self.conn().await?;
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("min-replicas-to-write")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(format!("CONFIG GET: {e}")))?;
+        let n: u32 = v.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(n >= FENCE_MIN_REPLICAS)
+    }
+}
+
+impl RedisControl for RedisServer {
+    fn apply<'a>(
+        &'a self,
+        action: &'a RedisAction,
+        epoch: Epoch,
+    ) -> BoxFuture<'a, Result<(), RedisActionError>> {
+        Box::pin(async move {
+            let r = self.run(action).await;
+            match &r {
+                Ok(()) => tracing::info!(addr = %self.addr, ?action, %epoch, "redis action done"),
+                Err(e) => {
+                    tracing::warn!(addr = %self.addr, ?action, %epoch, error = %e, "redis action failed")
+                }
+            }
+            r
+        })
+    }
+    fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>> {
+        Box::pin(self.fenced())
+    }
+}
+
+/// A simulated Redis for tests and the simulator.
+#[derive(Clone, Debug, Default)]
+pub struct SimRedis {
+    state: Arc<Mutex<SimRedisState>>,
+}
+
+/// The simulated server's state.
+#[derive(Clone, Debug, Default)]
+pub struct SimRedisState {
+    /// Role and replication as INFO would report it.
+    pub info: RedisInfo,
+    /// Whether writes are fenced.
+    pub fenced: bool,
+    /// Whether it answers at all.
+    pub down: bool,
+    /// Actions applied, in order, with their epochs.
+    pub log: Vec<(RedisAction, Epoch)>,
+}
+
+impl SimRedis {
+    /// A simulated server with the given role.
+    pub fn new(info: RedisInfo) -> Self {
+        SimRedis {
+            state: Arc::new(Mutex::new(SimRedisState {
+                info,
+                ..SimRedisState::default()
+            })),
+        }
+    }
+
+    /// A copy of the state.
+    pub fn snapshot(&self) -> SimRedisState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Changes the state.
+    pub fn with<R>(&self, f: impl FnOnce(&mut SimRedisState) -> R) -> Option<R> {
+        self.state.lock().ok().map(|mut s| f(&mut s))
+    }
+}
+
+impl RedisControl for SimRedis {
+    fn apply<'a>(
+        &'a self,
+        action: &'a RedisAction,
+        epoch: Epoch,
+    ) -> BoxFuture<'a, Result<(), RedisActionError>> {
+        let r = self
+            .with(|s| {
+                if s.down {
+                    return Err(RedisActionError {
+                        addr: "sim".into(),
+                        message: "connection refused".into(),
+                    });
+                }
+                match action {
+                    RedisAction::Promote => {
+                        s.info.role = Some(RedisRole::Master);
+                        s.info.master_host = None;
+                        s.info.master_port = None;
+                    }
+                    RedisAction::Follow(a) => {
+                        s.info.role = Some(RedisRole::Replica);
+                        s.info.master_host = Some(a.ip().to_string());
+                        s.info.master_port = Some(a.port());
+                    }
+                    RedisAction::Fence => s.fenced = true,
+                    RedisAction::Unfence => s.fenced = false,
+                }
+                s.log.push((action.clone(), epoch));
+                Ok(())
+            })
+            .unwrap_or_else(|| {
+                Err(RedisActionError {
+                    addr: "sim".into(),
+                    message: "state poisoned".into(),
+                })
+            });
+        Box::pin(async move { r })
+    }
+    fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>> {
+        let r = self.snapshot();
+        Box::pin(async move {
+            if r.down {
+                Err(RedisActionError {
+                    addr: "sim".into(),
+                    message: "connection refused".into(),
+                })
+            } else {
+                Ok(r.fenced)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn addrs() -> BTreeMap<NodeId, SocketAddr> {
+        (1..=3)
+            .map(|i| (NodeId(i), format!("10.0.0.{i}:6379").parse().expect("addr")))
+            .collect()
+    }
+
+    fn master() -> RedisInfo {
+        RedisInfo {
+            role: Some(RedisRole::Master),
+            ..RedisInfo::default()
+        }
+    }
+
+    fn replica_of(i: u64) -> RedisInfo {
+        RedisInfo {
+            role: Some(RedisRole::Replica),
+            master_host: Some(format!("10.0.0.{i}")),
+            master_port: Some(6379),
+            ..RedisInfo::default()
+        }
+    }
+
+    /// (me, committed master, local info, fenced, lease) -> actions
+    #[test]
+    fn local_plans() {
+        let f = |a: &str| -> SocketAddr { a.parse().expect("addr") };
+        let cases: Vec<(
+            u64,
+            Option<u64>,
+            RedisInfo,
+            Option<bool>,
+            bool,
+            Vec<RedisAction>,
+        )> = vec![
+            (1, Some(1), master(), Some(false), true, vec![]),
+            (2, Some(1), replica_of(1), Some(false), true, vec![]),
+            (
+                2,
+                Some(2),
+                replica_of(1),
+                Some(false),
+                true,
+                vec![RedisAction::Promote],
+            ),
+            (
+                2,
+                Some(2),
+                master(),
+                Some(true),
+                true,
+                vec![RedisAction::Unfence],
+            ),
+            (
+                3,
+                Some(2),
+                replica_of(1),
+                Some(false),
+                true,
+                vec![RedisAction::Follow(f("10.0.0.2:6379"))],
+            ),
+            // The old master comes back: fenced first, then turned into a replica.
+            (
+                1,
+                Some(2),
+                master(),
+                Some(false),
+                true,
+                vec![
+                    RedisAction::Fence,
+                    RedisAction::Follow(f("10.0.0.2:6379")),
+                    RedisAction::Unfence,
+                ],
+            ),
+            // Lost lease while master: fence, nothing else.
+            (
+                1,
+                Some(1),
+                master(),
+                Some(false),
+                false,
+                vec![RedisAction::Fence],
+            ),
+            (1, Some(1), master(), Some(true), false, vec![]),
+            (2, Some(1), replica_of(1), Some(false), false, vec![]),
+            // Nothing committed yet: leave it alone.
+            (1, None, master(), Some(false), true, vec![]),
+        ];
+        for (me, m, info, fenced, lease, want) in cases {
+            let authority = RedisAuthority {
+                master: m.map(NodeId),
+                ..RedisAuthority::default()
+            };
+            let a = addrs();
+            let got = plan_local(&LocalRedis {
+                me: NodeId(me),
+                authority: &authority,
+                addrs: &a,
+                info: Some(&info),
+                fenced,
+                has_lease: lease,
+            });
+            assert_eq!(
+                got, want,
+                "me n{me}, master {m:?}, {info:?}, fenced {fenced:?}, lease {lease}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_local_state_plans_nothing() {
+        let authority = RedisAuthority {
+            master: Some(NodeId(1)),
+            ..RedisAuthority::default()
+        };
+        let a = addrs();
+        assert!(plan_local(&LocalRedis {
+            me: NodeId(2),
+            authority: &authority,
+            addrs: &a,
+            info: None,
+            fenced: None,
+            has_lease: true,
+        })
+        .is_empty());
+    }
+}
