@@ -394,14 +394,15 @@ mod tests {
     #[test]
     fn local_plans() {
         let f = |a: &str| -> SocketAddr { a.parse().expect("addr") };
-        let cases: Vec<(
+        type Case = (
             u64,
             Option<u64>,
             RedisInfo,
             Option<bool>,
             bool,
             Vec<RedisAction>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (1, Some(1), master(), Some(false), true, vec![]),
             (2, Some(1), replica_of(1), Some(false), true, vec![]),
             (
