@@ -94,16 +94,33 @@ impl GlusterProbe {
     }
 
     async fn run(&self) -> CheckResult {
-        let status = match self
-            .cli(&["volume", "status", &self.volume, "detail"])
-            .await
-        {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-        let bricks = match gluster_xml::parse_volume_status(&status) {
-            Ok(b) => b,
-            Err(e) => return CheckResult::down(serde_json::Value::Null, e),
+        // `volume status` takes a cluster-wide lock; with three agents (and operators) asking,
+        // glusterd sometimes answers "Another transaction is in progress". That says nothing
+        // about the volume's health: retry a little, then report it as such.
+        let mut attempt = 0;
+        let bricks = loop {
+            let status = match self
+                .cli(&["volume", "status", &self.volume, "detail"])
+                .await
+            {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            match gluster_xml::parse_volume_status(&status) {
+                Ok(b) => break b,
+                Err(e) if is_busy(&e) && attempt < 2 => {
+                    attempt += 1;
+                    let jitter = u64::from(self.id.subject.get() as u32 % 7) * 37;
+                    tokio::time::sleep(Duration::from_millis(150 * attempt + jitter)).await;
+                }
+                Err(e) if is_busy(&e) => {
+                    return CheckResult::degraded(
+                        serde_json::json!({ "volume": self.volume }),
+                        format!("glusterd busy, status unknown: {e}"),
+                    )
+                }
+                Err(e) => return CheckResult::down(serde_json::Value::Null, e),
+            }
         };
         let down = bricks_down(&self.bricks, &bricks);
         let heal = match self.cli(&["volume", "heal", &self.volume, "info"]).await {
@@ -148,6 +165,11 @@ impl GlusterProbe {
         }
         CheckResult::healthy(details)
     }
+}
+
+/// Whether a gluster error is lock contention rather than a fault.
+fn is_busy(e: &str) -> bool {
+    e.contains("Another transaction is in progress") || e.contains("Locking failed")
 }
 
 impl Probe for GlusterProbe {
@@ -263,5 +285,24 @@ impl Probe for MountProbe {
     }
     fn check(&self) -> BoxFuture<'_, CheckResult> {
         Box::pin(self.run())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_contention_is_recognised() {
+        let path = format!(
+            "{}/tests/fixtures/gluster/volume_status_busy.xml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let xml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let err = gluster_xml::parse_volume_status(&xml).expect_err("busy");
+        assert!(is_busy(&err), "{err}");
+        assert!(!is_busy(
+            "gluster command failed (opRet -1): Volume shop does not exist"
+        ));
     }
 }
