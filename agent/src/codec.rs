@@ -329,8 +329,12 @@ mod tests {
 pub const MAX_REPORT_OBSERVATIONS: usize = 256;
 
 /// Encodes observations with their current ages as a health report.
-pub fn encode_report(items: &[(crate::probe::Observation, u64)]) -> pb::HealthReport {
+pub fn encode_report(
+    items: &[(crate::probe::Observation, u64)],
+    applied_index: u64,
+) -> pb::HealthReport {
     pb::HealthReport {
+        applied_index,
         observations: items
             .iter()
             .map(|(o, age_ms)| pb::ProbeObservation {
@@ -374,12 +378,22 @@ fn parse_failure(s: &str) -> Option<crate::probe::FailureKind> {
     .find(|f| f.as_str() == s)
 }
 
+/// A decoded health report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedReport {
+    /// The observations with their ages at receipt.
+    pub observations: Vec<crate::health::Received>,
+    /// The sender's applied Raft index.
+    pub applied_index: u64,
+}
+
 /// Decodes and validates a peer's health report. `is_member` says whether a node id belongs
 /// to the cluster. The whole report is refused on the first bad observation, naming it.
 pub fn decode_report(
     report: pb::HealthReport,
     is_member: impl Fn(NodeId) -> bool,
-) -> Result<Vec<crate::health::Received>, CodecError> {
+) -> Result<DecodedReport, CodecError> {
+    let applied_index = report.applied_index;
     use crate::probe::{CheckResult, Observation, ProbeId, Service, Status};
     let bad = |field: &'static str, problem: String| CodecError::Field { field, problem };
     if report.observations.len() > MAX_REPORT_OBSERVATIONS {
@@ -460,7 +474,10 @@ pub fn decode_report(
             age_at_receipt_ms: o.age_ms,
         });
     }
-    Ok(out)
+    Ok(DecodedReport {
+        observations: out,
+        applied_index,
+    })
 }
 
 #[cfg(test)]
@@ -489,8 +506,10 @@ mod report_tests {
         let mut healthy = sample();
         healthy.status = Status::Healthy;
         healthy.last = CheckResult::healthy(serde_json::json!({"role": "master"}));
-        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)]);
+        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)], 99);
         let back = decode_report(pb, |n| n.get() <= 3).expect("decodes");
+        assert_eq!(back.applied_index, 99);
+        let back = back.observations;
         assert_eq!(back[0].observation, sample());
         assert_eq!(back[0].age_at_receipt_ms, 40);
         assert_eq!(back[1].observation, healthy);
@@ -513,7 +532,7 @@ mod report_tests {
             ),
         ];
         for (mutate, want) in cases {
-            let mut pb = encode_report(&[(sample(), 1)]);
+            let mut pb = encode_report(&[(sample(), 1)], 1);
             mutate(&mut pb.observations[0]);
             let err = decode_report(pb, |n| n.get() <= 3)
                 .expect_err(want)
@@ -522,6 +541,7 @@ mod report_tests {
         }
         let many = pb::HealthReport {
             observations: vec![pb::ProbeObservation::default(); MAX_REPORT_OBSERVATIONS + 1],
+            applied_index: 0,
         };
         assert!(decode_report(many, |_| true).is_err());
     }

@@ -32,6 +32,7 @@ pub struct Received {
 struct Report {
     received_at_ms: u64,
     observations: Vec<Received>,
+    applied_index: u64,
 }
 
 /// The latest report of every observer. Pure.
@@ -53,14 +54,37 @@ pub struct Seen {
 
 impl HealthStore {
     /// Replaces `observer`'s report. `now_ms` is this node's monotonic clock.
-    pub fn ingest(&mut self, observer: NodeId, observations: Vec<Received>, now_ms: u64) {
+    pub fn ingest(
+        &mut self,
+        observer: NodeId,
+        observations: Vec<Received>,
+        applied_index: u64,
+        now_ms: u64,
+    ) {
         self.reports.insert(
             observer,
             Report {
                 received_at_ms: now_ms,
                 observations,
+                applied_index,
             },
         );
+    }
+
+    /// Age of every observer's latest report, by observer.
+    pub fn report_ages(&self, now_ms: u64) -> BTreeMap<NodeId, u64> {
+        self.reports
+            .iter()
+            .map(|(&o, r)| (o, now_ms.saturating_sub(r.received_at_ms)))
+            .collect()
+    }
+
+    /// The applied index every observer last reported, by observer.
+    pub fn applied(&self) -> BTreeMap<NodeId, u64> {
+        self.reports
+            .iter()
+            .map(|(&o, r)| (o, r.applied_index))
+            .collect()
     }
 
     /// Every observation of every observer, aged to `now_ms`, sorted by instance then observer.
@@ -164,6 +188,7 @@ mod tests {
         h.ingest(
             NodeId(2),
             vec![obs(1, Service::Redis, Status::Healthy)],
+            7,
             1_000,
         );
         let all = h.all(1_300);
@@ -172,6 +197,7 @@ mod tests {
         h.ingest(
             NodeId(2),
             vec![obs(1, Service::Redis, Status::Unreachable)],
+            7,
             2_000,
         );
         let all = h.all(2_000);
@@ -183,15 +209,22 @@ mod tests {
     #[test]
     fn summary_prefers_the_subjects_own_view_and_lists_all() {
         let mut h = HealthStore::default();
-        h.ingest(NodeId(1), vec![obs(1, Service::Redis, Status::Healthy)], 0);
+        h.ingest(
+            NodeId(1),
+            vec![obs(1, Service::Redis, Status::Healthy)],
+            0,
+            0,
+        );
         h.ingest(
             NodeId(2),
             vec![obs(1, Service::Redis, Status::Unreachable)],
+            7,
             0,
         );
         h.ingest(
             NodeId(3),
             vec![obs(1, Service::Redis, Status::Unreachable)],
+            7,
             0,
         );
         let s = h.summary(10);

@@ -401,8 +401,8 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         Inbound::Raft { from, bytes } => step(&mut raft, &metrics, from, &bytes),
                         Inbound::Report { from, report } => {
                             match codec::decode_report(report, &is_member) {
-                                Ok(items) => {
-                                    health.ingest(from, items, liveness.mono_ms());
+                                Ok(r) => {
+                                    health.ingest(from, r.observations, r.applied_index, liveness.mono_ms());
                                     health_changed = true;
                                 }
                                 Err(err) => {
@@ -479,8 +479,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 let now = Instant::now();
                 if local.report_due(now) {
                     let items = local.take_report(now);
-                    transport.broadcast_report(&codec::encode_report(&items));
-                    health.ingest(me, observe::as_received(&items), liveness.mono_ms());
+                    let applied = sm.state.applied.0;
+                    transport.broadcast_report(&codec::encode_report(&items, applied));
+                    health.ingest(me, observe::as_received(&items), applied, liveness.mono_ms());
                     health_arc = Arc::new(health.clone());
                 }
                 expire(&mut pending, now, proposal_timeout, status.leader, &metrics);

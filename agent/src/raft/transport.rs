@@ -108,6 +108,15 @@ pub struct PeerHealth {
     pub rtt: Option<Duration>,
 }
 
+/// This agent's lease, renewed by peers answering its pings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Whether enough peers granted it within the lease duration.
+    pub valid: bool,
+    /// Time left until it runs out (zero when expired).
+    pub remaining: Duration,
+}
+
 /// A view of one peer for status output.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerView {
@@ -122,6 +131,11 @@ pub struct PeerView {
 #[derive(Default)]
 struct Shared {
     health: Mutex<BTreeMap<NodeId, PeerHealth>>,
+    /// Peers whose pings are not answered (their lease is not renewed).
+    embargo: Mutex<std::collections::BTreeSet<NodeId>>,
+    /// Per peer, the send time (micros since the transport epoch) of the newest ping it
+    /// answered: the start of the lease grant it gave us.
+    granted: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 impl Shared {
@@ -242,6 +256,30 @@ impl Transport {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// Sets the peers whose pings go unanswered, so their leases run out.
+    pub fn set_embargo(&self, peers: std::collections::BTreeSet<NodeId>) {
+        if let Ok(mut e) = self.shared.embargo.lock() {
+            if *e != peers {
+                tracing::warn!(peers = ?peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    "lease renewal withheld from suspected peers");
+                *e = peers;
+            }
+        }
+    }
+
+    /// This agent's lease: valid while at least `grants_needed` peers answered a ping sent
+    /// within `duration`. The lease counts from the ping's *send* time, so it never outlives
+    /// a grant even when the answer was slow.
+    pub fn lease(&self, duration: Duration, grants_needed: usize) -> Lease {
+        let grants: Vec<u64> = self
+            .shared
+            .granted
+            .lock()
+            .map(|g| g.values().copied().collect())
+            .unwrap_or_default();
+        lease_from_grants(&grants, self.micros(), duration, grants_needed)
+    }
+
     /// Connectivity of every peer, sorted by id; also refreshes `triad_peer_reachable`.
     pub fn peers(&self) -> BTreeMap<NodeId, PeerView> {
         let health = self
@@ -269,6 +307,27 @@ impl Transport {
             );
         }
         out
+    }
+}
+
+/// The lease given grant start times (micros, same clock as `now`): it lasts as long as the
+/// `needed`-th longest grant. Pure.
+pub fn lease_from_grants(grants: &[u64], now: u64, duration: Duration, needed: usize) -> Lease {
+    if needed == 0 {
+        return Lease {
+            valid: true,
+            remaining: duration,
+        };
+    }
+    let mut ends: Vec<u64> = grants
+        .iter()
+        .map(|&sent| sent.saturating_add(duration.as_micros() as u64))
+        .collect();
+    ends.sort_unstable_by(|a, b| b.cmp(a));
+    let end = ends.get(needed - 1).copied().unwrap_or(0);
+    Lease {
+        valid: end > now,
+        remaining: Duration::from_micros(end.saturating_sub(now)),
     }
 }
 
@@ -390,6 +449,15 @@ async fn reader(
             }
             pb::peer_frame::Body::Ping(p) => {
                 t.shared.touch(from, None);
+                let embargoed = t
+                    .shared
+                    .embargo
+                    .lock()
+                    .map(|e| e.contains(&from))
+                    .unwrap_or(false);
+                if embargoed {
+                    continue;
+                }
                 t.enqueue(
                     from,
                     pb::PeerFrame {
@@ -400,6 +468,12 @@ async fn reader(
                 );
             }
             pb::peer_frame::Body::Pong(p) => {
+                if p.sent_micros <= t.micros() {
+                    if let Ok(mut g) = t.shared.granted.lock() {
+                        let e = g.entry(from).or_insert(0);
+                        *e = (*e).max(p.sent_micros);
+                    }
+                }
                 let rtt = Duration::from_micros(t.micros().saturating_sub(p.sent_micros));
                 t.metrics
                     .peer_rtt
@@ -522,5 +596,27 @@ async fn drain_for(
             _ = &mut deadline => return true,
             f = rx.recv() => if f.is_none() { return false },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_lasts_as_long_as_the_needed_grant() {
+        let d = Duration::from_millis(2000);
+        // Two peers granted at 1.0 s and 1.5 s; now 2.8 s.
+        let l = lease_from_grants(&[1_000_000, 1_500_000], 2_800_000, d, 1);
+        assert!(l.valid);
+        assert_eq!(l.remaining, Duration::from_millis(700));
+        // Needing both: the older grant rules, and it ran out at 3.0 s.
+        let l = lease_from_grants(&[1_000_000, 1_500_000], 3_100_000, d, 2);
+        assert!(!l.valid);
+        assert_eq!(l.remaining, Duration::ZERO);
+        // No grants at all: no lease.
+        assert!(!lease_from_grants(&[], 10, d, 1).valid);
+        // A single-node cluster needs no grant.
+        assert!(lease_from_grants(&[], 10, d, 0).valid);
     }
 }
