@@ -12,7 +12,9 @@
 //! - [`wait_for`] / [`poll_until`]: polling with a deadline whose error reports the last
 //!   observation, so a failure says what the cluster looked like, not just "timed out";
 //! - [`Http`]: a small blocking HTTP client (reqwest on a private tokio runtime), and
-//!   [`LocalCluster`] helpers for status, metrics and `POST /v1/maintenance`.
+//!   [`LocalCluster`] helpers for status, metrics and `POST /v1/maintenance`;
+//! - [`lab`]: the lab of real services in network namespaces (the `triad-lab` binary and the
+//!   `lab` test target), with its own module docs.
 //!
 //! Ports are fixed by the configs (API 127.0.0.1:7101-7103, Raft 127.0.0.1:7201-7203), so at
 //! most one cluster may run on the machine at a time. [`LocalCluster`] therefore holds a
@@ -42,6 +44,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 
 pub use triad::api::StatusBody;
+
+pub mod lab;
 
 /// Ids of the three local nodes.
 pub const NODES: [u64; 3] = [1, 2, 3];

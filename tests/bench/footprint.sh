@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Agent footprint in the running lab (not a test): for each node's triad agent, the CPU share
+# of one core over a window and the peak resident set size (VmHWM), with every probe of the
+# lab's agent config running at its configured interval.
+#   tests/bench/footprint.sh [SECONDS]      (default 60; the lab must be up: tests/lab up)
+# Targets: under 1% of a core and under 30 MB per agent.
+set -euo pipefail
+secs="${1:-60}"
+state="${TRIAD_LAB_DIR:-/tmp/triad-lab}/state.json"
+[ -f "$state" ] || { echo "footprint: no lab at $state; start it with tests/lab up" >&2; exit 69; }
+mapfile -t pids < <(python3 - "$state" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for n in sorted(d["nodes"], key=int):
+    a = d["nodes"][n].get("agent")
+    if a:
+        print(n, a["pid"])
+PY
+)
+[ ${#pids[@]} -gt 0 ] || { echo "footprint: no agents recorded in $state" >&2; exit 69; }
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A start
+for entry in "${pids[@]}"; do
+  set -- $entry
+  [ -d "/proc/$2" ] || { echo "footprint: agent of node $1 (pid $2) is not running" >&2; exit 69; }
+  start[$2]=$(ticks "$2")
+done
+echo "measuring ${#pids[@]} agents for ${secs}s ..."
+for ((i = 0; i < secs; i += 10)); do
+  sleep $(( secs - i < 10 ? secs - i : 10 ))
+  echo "  ... $(( i + 10 < secs ? i + 10 : secs ))s"
+done
+printf '\n%-6s %-8s %-14s %-14s\n' NODE PID "CPU (% core)" "PEAK RSS (MB)"
+worst_cpu=0; worst_rss=0
+for entry in "${pids[@]}"; do
+  set -- $entry
+  t=$(( $(ticks "$2") - ${start[$2]} ))
+  cpu=$(awk -v t="$t" -v hz="$hz" -v s="$secs" 'BEGIN{printf "%.2f", 100 * t / hz / s}')
+  rss=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$2/status")
+  printf '%-6s %-8s %-14s %-14s\n' "n$1" "$2" "$cpu" "$rss"
+  worst_cpu=$(awk -v a="$worst_cpu" -v b="$cpu" 'BEGIN{print (b > a) ? b : a}')
+  worst_rss=$(awk -v a="$worst_rss" -v b="$rss" 'BEGIN{print (b > a) ? b : a}')
+done
+echo
+echo "worst agent: ${worst_cpu}% of a core (target < 1%), peak RSS ${worst_rss} MB (target < 30 MB)"

@@ -1,0 +1,1024 @@
+//! Lab tests: the real services of three namespaced nodes plus the agents (`triad_tests::lab`).
+//!
+//! One custom harness (libtest-mimic, `harness = false`) so that the lab comes up once per run
+//! (~13 s), the tests run one at a time in the order below, and teardown happens at the end
+//! even when a test fails or panics (a guard), or the run is interrupted (SIGINT/SIGTERM/SIGHUP
+//! are caught and run `down`). The last test tears the lab down and checks nothing is left;
+//! when it is filtered out, the same teardown and check run after the tests and fail the run
+//! on leftovers.
+//!
+//! Every fault test restores what it broke (heal, start, continue) and waits until the whole
+//! lab is healthy again before the next test; a guard does the same on failure.
+//!
+//! Needs root: otherwise every test is reported ignored, after printing why. A lab that is
+//! already up (a developer's) is refused unless `TRIAD_LAB_REUSE=1`, which runs the tests on
+//! it and leaves it up (no teardown test then). Build the agent first or let the harness do it
+//! (`cargo build -p triad --bin triad`).
+
+use std::process::{Command, ExitCode};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+
+use triad_tests::lab::{
+    self, agents_leader_among, down, health_problems, net, query, GaleraStatus, Lab, LabSpec,
+    Liveness, Service, Signal,
+};
+
+/// Bound on getting the whole lab healthy again after a fault.
+const RECOVER: Duration = Duration::from_secs(90);
+
+type Shared = Arc<Mutex<Option<Lab>>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Option<Lab>> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `f` on the lab, or fails when it is gone (an earlier test tore it down).
+fn with_lab(shared: &Shared, f: impl FnOnce(&Lab) -> Result<()>) -> Result<(), Failed> {
+    let guard = lock(shared);
+    let lab = guard
+        .as_ref()
+        .ok_or_else(|| Failed::from("the lab is not up (torn down earlier)"))?;
+    f(lab).map_err(|e| Failed::from(format!("{e:#}")))
+}
+
+/// Puts the lab back: heal every cut, continue frozen daemons, start dead ones, then wait until
+/// everything is healthy.
+fn restore(lab: &Lab) -> Result<()> {
+    let state = lab.state()?;
+    if !state.cuts.is_empty() {
+        lab.heal()?;
+    }
+    for n in lab.spec().nodes() {
+        // In start order: glusterd before its brick and mount.
+        for svc in Service::ALL {
+            match lab.proc(n, svc)?.map(|id| id.liveness()) {
+                Some(Liveness::Running) => {}
+                Some(Liveness::Stopped) => {
+                    lab.kill(n, svc, Signal::Cont)?;
+                }
+                _ => {
+                    lab.start(n, svc)?;
+                }
+            }
+        }
+    }
+    lab.wait_healthy(RECOVER)
+}
+
+/// Restores the lab when a fault test ends early (failure or panic).
+struct Restore<'a>(&'a Lab, bool);
+
+impl Restore<'_> {
+    /// The test restored the lab itself; nothing to do on drop.
+    fn done(mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            if let Err(e) = restore(self.0) {
+                eprintln!("lab tests: could not restore the lab after a failed test: {e:#}");
+            }
+        }
+    }
+}
+
+fn fault_test(shared: &Shared, f: impl FnOnce(&Lab) -> Result<()>) -> Result<(), Failed> {
+    with_lab(shared, |lab| {
+        let guard = Restore(lab, false);
+        f(lab)?;
+        guard.done();
+        restore(lab).context("restoring the lab after the test")
+    })
+}
+
+fn galera_probe(lab: &Lab, n: u64, want: impl Fn(&GaleraStatus) -> bool) -> Result<(), String> {
+    match lab.galera(n) {
+        Ok(g) if want(&g) => Ok(()),
+        Ok(g) => Err(g.to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+fn secret(path: &std::path::Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+// ----- healthy lab ------------------------------------------------------------------------
+
+fn every_service_is_healthy_on_every_node(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let problems = health_problems(spec, &lab.state()?);
+    ensure!(problems.is_empty(), "unhealthy: {}", problems.join("; "));
+    for n in spec.nodes() {
+        let g = lab.galera(n)?;
+        ensure!(g.is_synced_in(3), "galera n{n}: {g}");
+        let vars = lab.mysql(
+            n,
+            "SELECT @@auto_increment_increment, @@auto_increment_offset, @@wsrep_auto_increment_control",
+        )?;
+        ensure!(
+            vars.trim() == format!("3\t{n}\t0"),
+            "n{n} auto_increment: {vars:?}"
+        );
+    }
+    let master = lab.redis_role(1)?;
+    ensure!(
+        master.role == "master" && master.replicas == Some(2),
+        "redis n1: {master}"
+    );
+    for n in [2, 3] {
+        let r = lab.redis_role(n)?;
+        ensure!(
+            r.role == "slave" && r.link.as_deref() == Some("up"),
+            "redis n{n}: {r}"
+        );
+        ensure!(
+            r.master.as_deref() == Some("10.77.0.11:6379"),
+            "redis n{n}: {r}"
+        );
+    }
+    for n in spec.nodes() {
+        let servers = lab.haproxy_servers(n)?;
+        let words: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{}={}", s.server, s.word()))
+            .collect();
+        let want = [
+            "redis1=UP",
+            "redis2=MAINT",
+            "redis3=MAINT",
+            "db1=UP",
+            "db2=UP",
+            "db3=UP",
+            "php1=UP",
+            "php2=UP",
+            "php3=UP",
+        ];
+        for w in want {
+            ensure!(
+                words.iter().any(|x| x == w),
+                "haproxy n{n}: want {w} in {words:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn php_page_reads_and_writes_through_haproxy_on_every_node(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let mut last_hits = 0;
+    for n in spec.nodes() {
+        let r = lab.http_get_in(n, "http://127.0.0.1:8080/")?;
+        ensure!(
+            r.status == 200,
+            "n{n}: page answered {}: {}",
+            r.status,
+            r.body
+        );
+        let v: serde_json::Value = serde_json::from_str(r.body.trim())
+            .with_context(|| format!("n{n}: page is not JSON: {}", r.body))?;
+        ensure!(
+            v["node"] == format!("ha{n}"),
+            "n{n}: served by {}",
+            v["node"]
+        );
+        // Writes go through HAProxy's single writer, db1, whose auto_increment offset is 1.
+        ensure!(v["db_node"] == "ha1", "n{n}: written on {}", v["db_node"]);
+        let id = v["insert_id"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("n{n}: no insert_id in {v}"))?;
+        ensure!(id % 3 == 1, "n{n}: insert id {id} not on offset 1");
+        let hits = v["hits"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("n{n}: no hits in {v}"))?;
+        ensure!(hits > last_hits, "n{n}: hits {hits} after {last_hits}");
+        last_hits = hits;
+        // Replicated: the row on n3 (Galera), the counter on the n3 replica (Redis).
+        lab.wait_for(
+            &format!("row {id} on n3"),
+            Duration::from_secs(10),
+            || match lab.mysql(3, &format!("SELECT node FROM shop.visits WHERE id = {id}")) {
+                Ok(t) if t.trim() == format!("ha{n}") => Ok(()),
+                Ok(t) => Err(format!("got {t:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            },
+        )?;
+        lab.wait_for(
+            &format!("hits={hits} on the n3 replica"),
+            Duration::from_secs(10),
+            || match lab.redis_from(3, 3, &["get", "hits"], Duration::from_secs(2)) {
+                Ok(t) if t.trim().parse::<u64>().is_ok_and(|h| h >= hits) => Ok(()),
+                Ok(t) => Err(format!("got {t:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            },
+        )?;
+        let ping = lab.http_get_in(n, "http://127.0.0.1:8080/ping")?;
+        ensure!(
+            ping.status == 200 && ping.body.trim() == "pong",
+            "n{n} /ping: {ping:?}"
+        );
+        let st = lab.http_get_in(n, "http://127.0.0.1:8080/status?json")?;
+        ensure!(
+            st.body.contains("\"pool\":\"shop\""),
+            "n{n} /status: {}",
+            st.body
+        );
+        // Regression for the fcgi keep-conn trap: back-to-back requests all answer.
+        for i in 0..12 {
+            let path = ["/ping", "/status?json", "/"][i % 3];
+            let r = lab.http_get_in(n, &format!("http://127.0.0.1:8080{path}"))?;
+            ensure!(r.status == 200, "n{n} request {i} {path}: {}", r.status);
+        }
+    }
+    // And from the host, through the bridge.
+    let (code, body) = lab::services::http_get(spec.web_addr(3), "/ping", Duration::from_secs(5))?;
+    ensure!(
+        code == 200 && body.trim() == "pong",
+        "host -> n3:8080/ping: {code} {body}"
+    );
+    Ok(())
+}
+
+fn gluster_file_written_on_one_node_is_read_on_another(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let token = format!(
+        "lab-test-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+    let name = format!("var/lab-test-{}.txt", std::process::id());
+    query::write_file_bounded(
+        &spec.gluster_mount(1).join(&name),
+        &token,
+        Duration::from_secs(10),
+    )?;
+    let on3 =
+        query::read_file_bounded(&spec.gluster_mount(3).join(&name), Duration::from_secs(10))?;
+    ensure!(on3 == token, "n3 read {on3:?}, want {token:?}");
+    // From inside n2, through its own mount.
+    let path = spec.gluster_mount(2).join(&name);
+    let out = lab.exec(
+        2,
+        "cat",
+        &[&path.display().to_string()],
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        out.success() && out.stdout == token,
+        "n2: {}",
+        out.failure()
+    );
+    for d in lab::spec::GLUSTER_DIRS {
+        let p = spec.gluster_mount(3).join(d);
+        let out = lab.exec(
+            3,
+            "test",
+            &["-d", &p.display().to_string()],
+            Duration::from_secs(5),
+        )?;
+        ensure!(out.success(), "{} is not a directory on n3", p.display());
+    }
+    let xml = lab.gluster(2, &["volume", "status", "shop", "--xml"])?;
+    let online = xml.matches("<status>1</status>").count();
+    ensure!(
+        online >= 6,
+        "volume status: {online} online entries, want 3 bricks + 3 self-heal"
+    );
+    let heal = lab.gluster(3, &["volume", "heal", "shop", "info"])?;
+    ensure!(
+        heal.matches("Number of entries: 0").count() == 3,
+        "heal info:\n{heal}"
+    );
+    Ok(())
+}
+
+fn monitor_user_reads_galera_status_but_no_shop_data(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let pw = secret(&spec.monitor_password_file())?;
+    let user = lab::spec::MONITOR_USER;
+    let ok = query::mysql_tcp(
+        spec,
+        3,
+        1,
+        user,
+        &pw,
+        "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_size'",
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        ok.success() && ok.stdout.trim().ends_with('3'),
+        "monitor status: {}",
+        ok.failure()
+    );
+    let denied = query::mysql_tcp(
+        spec,
+        3,
+        1,
+        user,
+        &pw,
+        "SELECT COUNT(*) FROM shop.visits",
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        !denied.success() && denied.stderr.contains("denied"),
+        "monitor read shop data: {denied:?}"
+    );
+    let grants = lab.mysql(1, "SHOW GRANTS FOR 'triad_backup'@'localhost'")?;
+    for g in [
+        "RELOAD",
+        "PROCESS",
+        "LOCK TABLES",
+        "BINLOG MONITOR",
+        "SLAVE MONITOR",
+    ] {
+        ensure!(grants.contains(g), "backup grants lack {g}: {grants}");
+    }
+    Ok(())
+}
+
+fn agents_agree_on_a_leader_through_their_apis(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let (leader, term) = lab.wait_for("agreement", Duration::from_secs(10), || {
+        lab::agents_leader(spec)
+    })?;
+    for n in spec.nodes() {
+        let st = lab.agent_status(n)?;
+        ensure!(
+            st.cluster_name == "triad-lab",
+            "n{n}: cluster {}",
+            st.cluster_name
+        );
+        ensure!(st.members.len() == 3, "n{n}: {} members", st.members.len());
+        ensure!(
+            st.leader_id.map(|l| l.0) == Some(leader) && st.term.0 == term,
+            "n{n} disagrees"
+        );
+    }
+    Ok(())
+}
+
+fn lab_cli() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triad-lab"));
+    lab::process::clear_signal_mask(&mut cmd);
+    cmd
+}
+
+fn status_cli_reports_every_service_and_rejects_bad_names(_lab: &Lab) -> Result<()> {
+    let out = lab_cli().args(["status", "--json"]).output()?;
+    ensure!(out.status.success(), "status --json: {:?}", out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(v["phase"] == "up", "phase {}", v["phase"]);
+    let nodes = v["nodes"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no nodes in {v}"))?;
+    ensure!(nodes.len() == 3, "{} nodes", nodes.len());
+    for node in nodes {
+        let services = node["services"]
+            .as_array()
+            .ok_or_else(|| anyhow!("no services"))?;
+        for s in services {
+            ensure!(
+                s["state"] == "running",
+                "{} on n{}: {}",
+                s["service"],
+                node["node"],
+                s
+            );
+        }
+        ensure!(
+            node["agent"]["role"].is_string(),
+            "n{}: no agent view",
+            node["node"]
+        );
+    }
+    let text = lab_cli().arg("status").output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    ensure!(
+        text.contains("Synced Primary size 3") && text.contains("master, 2 replicas"),
+        "{text}"
+    );
+    for (args, code) in [
+        (vec!["kill", "4", "redis"], 64),
+        (vec!["kill", "1", "nginx"], 64),
+        (vec!["kill", "1", "redis", "--signal", "HUP"], 64),
+        (vec!["partition", "1", "--from", "1"], 64),
+        (vec!["frobnicate"], 64),
+    ] {
+        let out = lab_cli().args(&args).output()?;
+        ensure!(
+            out.status.code() == Some(code),
+            "triad-lab {}: {:?}, want exit {code}; stderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            !out.stderr.is_empty(),
+            "triad-lab {}: no message",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+// ----- faults -----------------------------------------------------------------------------
+
+fn kill_redis_replica_then_start_relinks_it(lab: &Lab) -> Result<()> {
+    lab.kill(3, Service::Redis, Signal::Kill)?;
+    // Seen from another node: nothing listens on n3's Redis port any more.
+    let refused = lab.redis_from(2, 3, &["ping"], Duration::from_secs(3));
+    ensure!(
+        refused.is_err(),
+        "n3 Redis still answers from n2: {refused:?}"
+    );
+    lab.wait_for(
+        "the master to count one replica",
+        Duration::from_secs(10),
+        || match lab.redis_role(1) {
+            Ok(r) if r.replicas == Some(1) => Ok(()),
+            Ok(r) => Err(r.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    )?;
+    ensure!(
+        lab.proc(3, Service::Redis)?.is_none(),
+        "status still shows n3 Redis running"
+    );
+    lab.start(3, Service::Redis)?;
+    let pong = lab.redis_from(2, 3, &["ping"], Duration::from_secs(3))?;
+    ensure!(pong.trim() == "PONG", "n2 -> n3 ping: {pong}");
+    lab.wait_for("n3 replica linked", Duration::from_secs(20), || {
+        match lab.redis_role(3) {
+            Ok(r) if r.link.as_deref() == Some("up") => Ok(()),
+            Ok(r) => Err(r.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })?;
+    Ok(())
+}
+
+fn stop_and_cont_mariadb_evicts_and_readmits_the_node(lab: &Lab) -> Result<()> {
+    lab.kill(2, Service::Mariadb, Signal::Stop)?;
+    ensure!(
+        lab.proc(2, Service::Mariadb)?.map(|id| id.liveness()) == Some(Liveness::Stopped),
+        "n2 MariaDB is not stopped"
+    );
+    // A frozen node answers nothing, within the query deadline.
+    ensure!(lab.galera(2).is_err(), "a frozen MariaDB answered");
+    lab.wait_for(
+        "n1 and n3 to evict the frozen n2",
+        Duration::from_secs(20),
+        || {
+            galera_probe(lab, 1, |g| g.is_synced_in(2))?;
+            galera_probe(lab, 3, |g| g.is_synced_in(2))
+        },
+    )?;
+    lab.kill(2, Service::Mariadb, Signal::Cont)?;
+    lab.wait_for("n2 back in a cluster of 3", Duration::from_secs(60), || {
+        galera_probe(lab, 2, |g| g.is_synced_in(3))
+    })?;
+    Ok(())
+}
+
+fn kill9_mariadb_then_start_rejoins_by_ist(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    lab.kill(3, Service::Mariadb, Signal::Kill)?;
+    // A write while n3 is gone, which it must receive by IST.
+    let marker = format!("ist-{}", std::process::id());
+    // Galera stalls every commit for ~6 s after a member dies, until it is evicted.
+    let insert = format!("INSERT INTO shop.visits (node, hits) VALUES ('{marker}', 0)");
+    query::mysql(spec, 1, &insert, Duration::from_secs(20))?;
+    let before = std::fs::metadata(spec.mysql_log(3))?.len();
+    lab.start(3, Service::Mariadb)?;
+    let log = std::fs::read(spec.mysql_log(3))?;
+    let fresh =
+        String::from_utf8_lossy(&log[usize::try_from(before).unwrap_or(0).min(log.len())..])
+            .into_owned();
+    ensure!(
+        fresh.contains("IST received"),
+        "n3 did not rejoin by IST; its log since start:\n{}",
+        tail(&fresh, 30)
+    );
+    let rows = lab.mysql(
+        3,
+        &format!("SELECT COUNT(*) FROM shop.visits WHERE node = '{marker}'"),
+    )?;
+    ensure!(
+        rows.trim() == "1",
+        "the write made during the outage is not on n3: {rows}"
+    );
+    Ok(())
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn killed_pool_and_proxy_come_back_and_pages_keep_being_served(lab: &Lab) -> Result<()> {
+    lab.kill(2, Service::Phpfpm, Signal::Kill)?;
+    // The whole pool is gone, master and workers: nothing listens on its port.
+    let addr = lab.spec().phpfpm_addr(2);
+    ensure!(
+        !net::tcp_reachable(lab.spec(), 1, addr, Duration::from_secs(2))?,
+        "pool n2 still accepts"
+    );
+    lab.wait_for(
+        "HAProxy n2 to mark php2 DOWN",
+        Duration::from_secs(15),
+        || {
+            let s = lab.haproxy_servers(2).map_err(|e| format!("{e:#}"))?;
+            match s.iter().find(|s| s.server == "php2") {
+                Some(p) if !p.is_up() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )?;
+    let r = lab.http_get_in(2, "http://127.0.0.1:8080/")?;
+    ensure!(
+        r.status == 200,
+        "n2 page with its pool down: {} {}",
+        r.status,
+        r.body
+    );
+    ensure!(
+        !r.body.contains("\"node\":\"ha2\""),
+        "served by the dead pool? {}",
+        r.body
+    );
+    lab.start(2, Service::Phpfpm)?;
+    lab.kill(3, Service::Haproxy, Signal::Term)?;
+    ensure!(
+        lab.http_get_in(3, "http://127.0.0.1:8080/ping").is_err(),
+        "n3 web answers without HAProxy"
+    );
+    lab.start(3, Service::Haproxy)?;
+    let r = lab.http_get_in(3, "http://127.0.0.1:8080/ping")?;
+    ensure!(r.status == 200, "n3 /ping after restart: {}", r.status);
+    Ok(())
+}
+
+fn killed_agent_leaves_two_that_agree_and_rejoins_on_start(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let (leader, _) = lab.wait_for("agreement", Duration::from_secs(10), || {
+        lab::agents_leader(spec)
+    })?;
+    lab.kill(leader, Service::Agent, Signal::Kill)?;
+    let rest: Vec<u64> = spec.nodes().into_iter().filter(|&n| n != leader).collect();
+    // Right after the kill the others still follow the dead leader, until their election
+    // timeout: wait for a new one.
+    let (new, _) = lab.wait_for(
+        "the two others to elect a new leader",
+        Duration::from_secs(10),
+        || match agents_leader_among(spec, &rest)? {
+            (l, _) if l == leader => Err(format!("both still follow the dead n{leader}")),
+            agreed => Ok(agreed),
+        },
+    )?;
+    ensure!(
+        rest.contains(&new),
+        "new leader n{new} is not among {rest:?}"
+    );
+    lab.start(leader, Service::Agent)?;
+    lab.wait_for("all three to agree again", Duration::from_secs(15), || {
+        lab::agents_leader(spec)
+    })?;
+    Ok(())
+}
+
+fn killed_brick_and_mount_come_back(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let file = format!("var/brick-test-{}.txt", std::process::id());
+    lab.kill(2, Service::Brick, Signal::Kill)?;
+    let brick = spec.gluster_brick_spec(2);
+    let brick_path = spec.gluster_brick(2).display().to_string();
+    lab.wait_for(
+        "volume status to show n2's brick offline",
+        Duration::from_secs(15),
+        || {
+            let xml = lab
+                .gluster(1, &["volume", "status", "shop", "--xml"])
+                .map_err(|e| format!("{e:#}"))?;
+            // An offline brick is listed with status 0, or left out altogether.
+            let listed = xml.split("<node>").find(|n| n.contains(&brick_path));
+            match listed {
+                Some(node) if node.contains("<status>1</status>") => Err(format!("{brick} online")),
+                _ => Ok(()),
+            }
+        },
+    )?;
+    // Two of three bricks still take writes.
+    query::write_file_bounded(
+        &spec.gluster_mount(1).join(&file),
+        "two bricks",
+        Duration::from_secs(10),
+    )?;
+    lab.kill(3, Service::Mount, Signal::Kill)?;
+    let dead = query::read_file_bounded(&spec.gluster_mount(3).join(&file), Duration::from_secs(5));
+    ensure!(
+        dead.is_err(),
+        "read through n3's dead mount client: {dead:?}"
+    );
+    lab.start(2, Service::Brick)?;
+    lab.start(3, Service::Mount)?;
+    let text =
+        query::read_file_bounded(&spec.gluster_mount(3).join(&file), Duration::from_secs(10))?;
+    ensure!(text == "two bricks", "n3 reads {text:?}");
+    Ok(())
+}
+
+fn partition_cuts_a_node_from_its_peers_but_not_the_host(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let t = Duration::from_secs(2);
+    lab.partition(3, None, false)?;
+    // Measured from inside the nodes.
+    ensure!(
+        !net::tcp_reachable(spec, 1, spec.redis_addr(3), t)?,
+        "n1 still reaches n3"
+    );
+    ensure!(
+        !net::tcp_reachable(spec, 3, spec.mysql_addr(2), t)?,
+        "n3 still reaches n2"
+    );
+    ensure!(
+        net::tcp_reachable(spec, 1, spec.redis_addr(2), t)?,
+        "n1 no longer reaches n2"
+    );
+    // The host still sees the cut node, and the cut node its own services.
+    let st = lab.agent_status(3)?;
+    ensure!(st.node_id.0 == 3, "n3 status: {}", st.node_id.0);
+    ensure!(
+        net::tcp_reachable(spec, 3, spec.redis_addr(3), t)?,
+        "n3 lost its own Redis"
+    );
+    lab.wait_for(
+        "Galera: n1 and n2 Primary without n3, n3 non-Primary",
+        Duration::from_secs(20),
+        || {
+            galera_probe(lab, 1, |g| g.is_synced_in(2))?;
+            galera_probe(lab, 3, |g| g.cluster_status != "Primary")
+        },
+    )?;
+    lab.wait_for(
+        "agents n1 and n2 to agree on a leader",
+        Duration::from_secs(10),
+        || agents_leader_among(spec, &[1, 2]),
+    )?;
+    lab.heal()?;
+    ensure!(
+        net::tcp_reachable(spec, 1, spec.redis_addr(3), t)?,
+        "n1 does not reach n3 after heal"
+    );
+    Ok(())
+}
+
+fn oneway_partition_drops_only_traffic_towards_the_node(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let t = Duration::from_secs(2);
+    lab.partition(3, Some(1), true)?;
+    ensure!(
+        !net::udp_delivered(spec, 1, 3, t)?,
+        "n1 -> n3 datagram arrived through a one-way cut"
+    );
+    ensure!(
+        net::udp_delivered(spec, 3, 1, t)?,
+        "n3 -> n1 datagram lost: the cut is not one-way"
+    );
+    ensure!(
+        net::udp_delivered(spec, 2, 3, t)?,
+        "n2 -> n3 datagram lost: the cut is not only from n1"
+    );
+    lab.heal()?;
+    ensure!(
+        net::udp_delivered(spec, 1, 3, t)?,
+        "n1 -> n3 still lost after heal"
+    );
+    Ok(())
+}
+
+fn exec_runs_inside_the_node_namespace(lab: &Lab) -> Result<()> {
+    let out = lab.exec(
+        2,
+        "ip",
+        &["-4", "-o", "addr", "show", "dev", "eth0"],
+        Duration::from_secs(5),
+    )?;
+    ensure!(
+        out.success() && out.stdout.contains("10.77.0.12/24"),
+        "ip addr in n2: {}",
+        out.stdout
+    );
+    let cli = lab_cli()
+        .args(["exec", "3", "--", "sh", "-c", "exit 7"])
+        .output()?;
+    ensure!(
+        cli.status.code() == Some(7),
+        "exec exit code: {:?}",
+        cli.status
+    );
+    Ok(())
+}
+
+// ----- teardown -----------------------------------------------------------------------------
+
+/// Tears the lab down and checks that nothing of it is left: none of its processes, no mount
+/// under the state directory, no namespace, no bridge; and that commands then say "not up".
+fn teardown_and_check(lab: Lab) -> Result<()> {
+    let spec = lab.spec().clone();
+    let procs = down::lab_processes(&spec);
+    ensure!(!procs.is_empty(), "found no lab processes before down");
+    let report = lab.down()?;
+    eprintln!("    lab down in {:.1}s", report.took.as_secs_f64());
+    ensure!(
+        report.leftovers.is_empty(),
+        "down left: {}",
+        report.leftovers.join("; ")
+    );
+    ensure!(
+        report.took <= Duration::from_secs(10),
+        "down took {:?}",
+        report.took
+    );
+    // Killed daemons may be zombies for a moment; zombies are not running.
+    let alive: Vec<String> = procs
+        .iter()
+        .filter(|id| id.is_alive())
+        .map(|id| format!("{} ({})", id.pid, lab::process::comm(id.pid)))
+        .collect();
+    ensure!(
+        alive.is_empty(),
+        "lab processes survived down: {}",
+        alive.join(", ")
+    );
+    let traces = down::traces(&spec);
+    ensure!(traces.is_empty(), "left behind: {}", traces.join("; "));
+    for n in spec.nodes() {
+        ensure!(
+            !net::netns_exists(&spec, n),
+            "netns {} exists",
+            spec.netns(n)
+        );
+    }
+    ensure!(!net::bridge_exists(&spec), "bridge {} exists", spec.bridge);
+    let st = lab_cli().arg("status").output()?;
+    ensure!(
+        st.status.code() == Some(69),
+        "status on a lab that is down: {:?}",
+        st.status
+    );
+    let k = lab_cli().args(["kill", "1", "redis"]).output()?;
+    ensure!(
+        k.status.code() == Some(69),
+        "kill on a lab that is down: {:?}",
+        k.status
+    );
+    Ok(())
+}
+
+// ----- harness ------------------------------------------------------------------------------
+
+type TestFn = fn(&Lab) -> Result<()>;
+
+const HEALTHY: [(&str, TestFn); 6] = [
+    (
+        "every_service_is_healthy_on_every_node",
+        every_service_is_healthy_on_every_node,
+    ),
+    (
+        "php_page_reads_and_writes_through_haproxy_on_every_node",
+        php_page_reads_and_writes_through_haproxy_on_every_node,
+    ),
+    (
+        "gluster_file_written_on_one_node_is_read_on_another",
+        gluster_file_written_on_one_node_is_read_on_another,
+    ),
+    (
+        "monitor_user_reads_galera_status_but_no_shop_data",
+        monitor_user_reads_galera_status_but_no_shop_data,
+    ),
+    (
+        "agents_agree_on_a_leader_through_their_apis",
+        agents_agree_on_a_leader_through_their_apis,
+    ),
+    (
+        "status_cli_reports_every_service_and_rejects_bad_names",
+        status_cli_reports_every_service_and_rejects_bad_names,
+    ),
+];
+
+const FAULTS: [(&str, TestFn); 9] = [
+    (
+        "kill_redis_replica_then_start_relinks_it",
+        kill_redis_replica_then_start_relinks_it,
+    ),
+    (
+        "stop_and_cont_mariadb_evicts_and_readmits_the_node",
+        stop_and_cont_mariadb_evicts_and_readmits_the_node,
+    ),
+    (
+        "kill9_mariadb_then_start_rejoins_by_ist",
+        kill9_mariadb_then_start_rejoins_by_ist,
+    ),
+    (
+        "killed_pool_and_proxy_come_back_and_pages_keep_being_served",
+        killed_pool_and_proxy_come_back_and_pages_keep_being_served,
+    ),
+    (
+        "killed_agent_leaves_two_that_agree_and_rejoins_on_start",
+        killed_agent_leaves_two_that_agree_and_rejoins_on_start,
+    ),
+    (
+        "killed_brick_and_mount_come_back",
+        killed_brick_and_mount_come_back,
+    ),
+    (
+        "partition_cuts_a_node_from_its_peers_but_not_the_host",
+        partition_cuts_a_node_from_its_peers_but_not_the_host,
+    ),
+    (
+        "oneway_partition_drops_only_traffic_towards_the_node",
+        oneway_partition_drops_only_traffic_towards_the_node,
+    ),
+    (
+        "exec_runs_inside_the_node_namespace",
+        exec_runs_inside_the_node_namespace,
+    ),
+];
+
+const TEARDOWN: &str = "zz_down_stops_everything_and_leaves_nothing";
+
+fn trial_names() -> Vec<&'static str> {
+    HEALTHY
+        .iter()
+        .chain(FAULTS.iter())
+        .map(|(n, _)| *n)
+        .chain(std::iter::once(TEARDOWN))
+        .collect()
+}
+
+fn ignored_trials(reason: &'static str) -> Vec<Trial> {
+    trial_names()
+        .into_iter()
+        .map(|name| {
+            Trial::ignorable_test(format!("lab::{name}"), move || {
+                Ok(Completion::ignored_with(reason))
+            })
+            .with_ignored_flag(true)
+        })
+        .collect()
+}
+
+fn trials(shared: &Shared, reuse: bool) -> Vec<Trial> {
+    let mut out = Vec::new();
+    for (name, f) in HEALTHY {
+        let s = Arc::clone(shared);
+        out.push(Trial::test(format!("lab::{name}"), move || with_lab(&s, f)));
+    }
+    for (name, f) in FAULTS {
+        let s = Arc::clone(shared);
+        out.push(Trial::test(format!("lab::{name}"), move || {
+            fault_test(&s, f)
+        }));
+    }
+    let s = Arc::clone(shared);
+    out.push(Trial::ignorable_test(
+        format!("lab::{TEARDOWN}"),
+        move || {
+            if reuse {
+                return Ok(Completion::ignored_with(
+                    "TRIAD_LAB_REUSE=1: the lab stays up",
+                ));
+            }
+            let lab = lock(&s)
+                .take()
+                .ok_or_else(|| Failed::from("the lab is not up"))?;
+            teardown_and_check(lab).map_err(|e| Failed::from(format!("{e:#}")))?;
+            Ok(Completion::Completed)
+        },
+    ));
+    out
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread and tears the lab down from a dedicated
+/// thread when one arrives, so an interrupted run leaves no lab behind. (std's `Command`
+/// passes the blocked mask on to children; the lab clears it before every exec, see
+/// `lab::process::clear_signal_mask`.)
+fn catch_interrupts(spec: LabSpec) {
+    // SAFETY: plain libc signal-set manipulation on a local set; pthread_sigmask on this
+    // (the main) thread before any other thread exists, so every later thread inherits it.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait on a valid, initialised set; `sig` is a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        eprintln!("\nlab tests: interrupted (signal {sig}); tearing the lab down");
+        if let Err(e) = down::down(&spec, &lab::Progress::stderr()) {
+            eprintln!("lab tests: down failed: {e:#}; run `tests/lab down`");
+        }
+        std::process::exit(128 + sig);
+    });
+}
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // In order, one at a time, on the main thread: the tests share one lab.
+    args.test_threads = Some(1);
+    if args.list {
+        return libtest_mimic::run(&args, ignored_trials("listing")).exit_code();
+    }
+    if !lab::is_root() {
+        eprintln!("lab tests skipped: not root (need netns, mounts)");
+        return libtest_mimic::run(&args, ignored_trials("not root")).exit_code();
+    }
+    let probe = trials(&Arc::new(Mutex::new(None)), false);
+    if probe.iter().all(|t| args.is_filtered_out(t)) {
+        return libtest_mimic::run(&args, probe).exit_code();
+    }
+    match run_with_lab(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lab tests: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The first few traces of a lab, for a one-line message.
+fn summary(traces: &[String]) -> String {
+    let mut shown: Vec<String> = traces.iter().take(3).cloned().collect();
+    if traces.len() > 3 {
+        shown.push(format!("and {} more", traces.len() - 3));
+    }
+    shown.join(", ")
+}
+
+fn run_with_lab(args: &Arguments) -> Result<ExitCode> {
+    let bin = triad_tests::triad_bin()?;
+    let spec = LabSpec::new(bin);
+    let reuse = std::env::var("TRIAD_LAB_REUSE").is_ok_and(|v| v == "1");
+    let traces = down::traces(&spec);
+    let lab = if traces.is_empty() {
+        catch_interrupts(spec.clone());
+        let t = Instant::now();
+        eprintln!("lab tests: building the lab");
+        let lab = Lab::up(spec.clone())?;
+        eprintln!("lab tests: lab up in {:.1}s", t.elapsed().as_secs_f64());
+        lab
+    } else if reuse {
+        eprintln!("lab tests: TRIAD_LAB_REUSE=1: using the lab that is up and leaving it up");
+        Lab::attach(spec.clone())?
+    } else {
+        bail!(
+            "a lab is already up ({}); the tests build and tear down their own. Run \
+             `tests/lab down` first, or set TRIAD_LAB_REUSE=1 to run the tests on it (it stays up)",
+            summary(&traces)
+        );
+    };
+    let shared: Shared = Arc::new(Mutex::new(Some(lab)));
+    let started = Instant::now();
+    let conclusion = libtest_mimic::run(args, trials(&shared, reuse));
+    let mut failed = conclusion.has_failed();
+    // The teardown test was filtered out or failed before taking the lab: tear down here and
+    // still check that nothing is left.
+    let left = lock(&shared).take();
+    if let Some(lab) = left {
+        if lab.is_owned() {
+            match teardown_and_check(lab) {
+                Ok(()) => eprintln!("lab tests: lab torn down, nothing left behind"),
+                Err(e) => {
+                    eprintln!("lab tests: teardown check FAILED: {e:#}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "lab tests: {:.1}s with the lab",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed {
+        ExitCode::from(101)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
