@@ -437,18 +437,29 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
         );
     }
     if !s.nodes.is_empty() {
+        let name_of = |svc: &crate::api::ServiceStatus| {
+            if svc.target.is_empty() {
+                svc.service.clone()
+            } else {
+                format!("{}:{}", svc.service, svc.target)
+            }
+        };
+        let w = s
+            .nodes
+            .values()
+            .flatten()
+            .map(|svc| name_of(svc).len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
         let _ = writeln!(
             out,
-            "\n{:<5} {:<22} {:<12} {:<7} {:<26} DETAILS",
+            "\n{:<5} {:<w$} {:<12} {:<7} {:<26} DETAILS",
             "NODE", "SERVICE", "STATUS", "AGE", "SEEN BY PEERS"
         );
         for (node, services) in &s.nodes {
             for svc in services {
-                let name = if svc.target.is_empty() {
-                    svc.service.clone()
-                } else {
-                    format!("{}:{}", svc.service, svc.target)
-                };
+                let name = name_of(svc);
                 let peers: Vec<String> = svc
                     .seen_by
                     .iter()
@@ -463,7 +474,7 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
                 }
                 let _ = writeln!(
                     out,
-                    "{:<5} {:<22} {:<12} {:<7} {:<26} {}",
+                    "{:<5} {:<w$} {:<12} {:<7} {:<26} {}",
                     node.to_string(),
                     name,
                     svc.status.as_str(),

@@ -787,9 +787,236 @@ fn teardown_and_check(lab: Lab) -> Result<()> {
 
 // ----- harness ------------------------------------------------------------------------------
 
+
+// ----- probes (issue: health probes reported to the leader) -------------------------------
+
+/// The view of `subject`'s `service` in agent `n`'s status: (status, failure, error, observer).
+fn service_view(
+    lab: &Lab,
+    n: u64,
+    subject: u64,
+    service: &str,
+) -> std::result::Result<triad::api::ServiceStatus, String> {
+    let st = lab.agent_status(n).map_err(|e| format!("{e:#}"))?;
+    st.nodes
+        .get(&triad::ids::NodeId(subject))
+        .and_then(|v| v.iter().find(|s| s.service == service).cloned())
+        .ok_or_else(|| format!("agent n{n} reports no {service} of n{subject} yet"))
+}
+
+/// Waits until agent `n` shows `subject`'s `service` (its own agent's view) with `want`, and
+/// returns how long it took.
+fn wait_service(
+    lab: &Lab,
+    n: u64,
+    subject: u64,
+    service: &str,
+    timeout: Duration,
+    want: impl Fn(&triad::api::ServiceStatus) -> bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    lab.wait_for(
+        &format!("agent n{n}'s view of n{subject}/{service}"),
+        timeout,
+        || {
+            let v = service_view(lab, n, subject, service)?;
+            if want(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} by n{} ({}ms old): {}",
+                    v.status.as_str(),
+                    v.observer,
+                    v.age_ms,
+                    v.error.clone().unwrap_or_default()
+                ))
+            }
+        },
+    )?;
+    Ok(start.elapsed())
+}
+
+const PROBED: [&str; 5] = ["mariadb", "redis", "phpfpm", "gluster", "gluster_mount"];
+
+fn probes_report_every_service_healthy_and_metrics_are_clean(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    for n in spec.nodes() {
+        for subject in spec.nodes() {
+            for svc in PROBED {
+                wait_service(lab, n, subject, svc, Duration::from_secs(30), |v| {
+                    v.status == triad::probe::Status::Healthy && v.observer.get() == subject
+                })?;
+            }
+            // Cross-checks: every agent probes every Redis and MariaDB.
+            for svc in ["redis", "mariadb"] {
+                let v = service_view(lab, n, subject, svc).map_err(|e| anyhow!(e))?;
+                ensure!(
+                    v.seen_by.len() == 3,
+                    "n{n}: n{subject}/{svc} seen by {:?}, want all three agents",
+                    v.seen_by
+                );
+            }
+        }
+        let (code, metrics) =
+            triad_tests::lab::services::http_get(spec.api_addr(n), "/metrics", Duration::from_secs(2))?;
+        ensure!(code == 200, "n{n} /metrics answered {code}");
+        for want in [
+            "triad_service_up{node=\"n1\",service=\"redis\",target=\"\"} 1",
+            "triad_galera_cluster_size{node=\"n2\"} 3",
+            "triad_probe_duration_seconds_bucket",
+            "triad_gluster_bricks_online",
+            "triad_phpfpm_listen_queue",
+        ] {
+            ensure!(metrics.contains(want), "n{n} /metrics lacks {want}");
+        }
+        if !triad_tests::promtool_check_metrics(&metrics)? {
+            eprintln!("promtool not installed: metrics of n{n} not linted");
+        }
+    }
+    Ok(())
+}
+
+/// Budget for a probe to notice a change: fall (2) checks at the default 1 s interval, the
+/// 800 ms timeout, one report gap and scheduling slack.
+const NOTICE: Duration = Duration::from_secs(6);
+
+fn probes_follow_kill_stop_and_restart_of_each_service(lab: &Lab) -> Result<()> {
+    use triad::probe::{FailureKind, Status};
+    let refused = |v: &triad::api::ServiceStatus| {
+        v.status == Status::Unreachable && v.failure == Some(FailureKind::Refused)
+    };
+    let healthy = |v: &triad::api::ServiceStatus| v.status == Status::Healthy;
+    let mut report = Vec::new();
+    // (node, lab service, probe service): each killed, seen dead, started, seen healthy.
+    for (n, svc, probe) in [
+        (2, Service::Redis, "redis"),
+        (2, Service::Phpfpm, "phpfpm"),
+        (3, Service::Mariadb, "mariadb"),
+    ] {
+        lab.kill(n, svc, Signal::Kill)?;
+        let down = wait_service(lab, n, n, probe, NOTICE, refused)?;
+        // A peer's cross-check sees it too (Redis and MariaDB are probed by every agent).
+        if probe != "phpfpm" {
+            let peer = if n == 2 { 1 } else { 2 };
+            let v = service_view(lab, peer, n, probe).map_err(|e| anyhow!(e))?;
+            ensure!(
+                v.seen_by.values().filter(|s| !s.is_up()).count() >= 2,
+                "n{peer}: n{n}/{probe} down as seen by only {:?}",
+                v.seen_by
+            );
+        }
+        lab.start(n, svc)?;
+        let up = wait_service(lab, n, n, probe, Duration::from_secs(30), healthy)?;
+        report.push(format!("{probe} n{n}: down seen in {down:?}, healthy {up:?} after start"));
+    }
+    // A hung process: SIGSTOP gives a timeout, not a refusal; SIGCONT brings it back.
+    lab.kill(2, Service::Redis, Signal::Stop)?;
+    let hung = wait_service(lab, 2, 2, "redis", NOTICE, |v| {
+        v.status == Status::Unreachable && v.failure == Some(FailureKind::Timeout)
+    })?;
+    lab.kill(2, Service::Redis, Signal::Cont)?;
+    let back = wait_service(lab, 2, 2, "redis", NOTICE, healthy)?;
+    report.push(format!("redis n2 SIGSTOP: timeout seen in {hung:?}, healthy {back:?} after SIGCONT"));
+    // glusterd gone: its CLI cannot connect, the volume probe says so.
+    lab.kill(1, Service::Glusterd, Signal::Kill)?;
+    let g = wait_service(lab, 1, 1, "gluster", Duration::from_secs(20), |v| {
+        v.status == Status::Unreachable
+    })?;
+    lab.start(1, Service::Glusterd)?;
+    report.push(format!("gluster n1: glusterd death seen in {g:?}"));
+    eprintln!("probe timings: {}", report.join("; "));
+    Ok(())
+}
+
+fn partition_hangs_the_mount_without_delaying_other_probes(lab: &Lab) -> Result<()> {
+    use triad::probe::Status;
+    lab.partition(3, None, false)?;
+    // The cut node's mount hangs: its probe says down...
+    wait_service(lab, 3, 3, "gluster_mount", Duration::from_secs(20), |v| {
+        v.status == Status::Down
+    })?;
+    // ...while its other probes keep reporting on time, and the others see n3's Redis as
+    // unreachable (timeouts: the packets vanish).
+    for _ in 0..5 {
+        for svc in ["redis", "phpfpm"] {
+            let v = service_view(lab, 3, 3, svc).map_err(|e| anyhow!(e))?;
+            ensure!(
+                v.age_ms < 3000,
+                "n3/{svc} observation is {} ms old while the mount hangs: probes are delayed",
+                v.age_ms
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_service(lab, 1, 3, "redis", NOTICE, |v| {
+        v.seen_by.get(&triad::ids::NodeId(1)) == Some(&Status::Unreachable)
+    })
+    .context("n1 never saw n3's Redis unreachable")?;
+    lab.heal()?;
+    wait_service(lab, 3, 3, "gluster_mount", Duration::from_secs(60), |v| {
+        v.status == Status::Healthy
+    })?;
+    Ok(())
+}
+
+fn mariadb_probe_with_bad_credentials_or_socket_says_why(lab: &Lab) -> Result<()> {
+    use triad::probe::mariadb::{MariadbProbe, MysqlTarget};
+    use triad::probe::{FailureKind, ProbeId, Service as S, Status};
+    let spec = lab.spec();
+    let timing = triad::config::ProbeTiming {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(800),
+        rise: 1,
+        fall: 1,
+    };
+    let id = ProbeId {
+        subject: triad::ids::NodeId(1),
+        service: S::Mariadb,
+        target: String::new(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let wrong = MariadbProbe::new(
+        id.clone(),
+        MysqlTarget::Socket(spec.mysql_socket(1)),
+        "triad_monitor".into(),
+        Some("not-the-password".into()),
+        None,
+        timing,
+    );
+    let (r, _) = rt.block_on(triad::probe::runner::check_once(&wrong));
+    ensure!(
+        r.status == Status::Unreachable && r.failure == Some(FailureKind::Auth),
+        "wrong password: {r:?}"
+    );
+    let text = r.error.clone().unwrap_or_default();
+    ensure!(!text.contains("not-the-password"), "the password leaked: {text}");
+    let missing = MariadbProbe::new(
+        id,
+        MysqlTarget::Socket("/nonexistent/mysqld.sock".into()),
+        "triad_monitor".into(),
+        Some(secret(&spec.monitor_password_file())?),
+        Some(spec.mysql_datadir(1)),
+        timing,
+    );
+    let (r, _) = rt.block_on(triad::probe::runner::check_once(&missing));
+    ensure!(r.status == Status::Unreachable, "missing socket: {r:?}");
+    ensure!(
+        r.error.as_deref().unwrap_or("").contains("/nonexistent/mysqld.sock"),
+        "the error must name the socket: {r:?}"
+    );
+    ensure!(
+        r.details.get("grastate").is_some(),
+        "an unreachable local server comes with grastate.dat: {}",
+        r.details
+    );
+    Ok(())
+}
+
 type TestFn = fn(&Lab) -> Result<()>;
 
-const HEALTHY: [(&str, TestFn); 6] = [
+const HEALTHY: [(&str, TestFn); 8] = [
     (
         "every_service_is_healthy_on_every_node",
         every_service_is_healthy_on_every_node,
@@ -814,9 +1041,17 @@ const HEALTHY: [(&str, TestFn); 6] = [
         "status_cli_reports_every_service_and_rejects_bad_names",
         status_cli_reports_every_service_and_rejects_bad_names,
     ),
+    (
+        "probes_report_every_service_healthy_and_metrics_are_clean",
+        probes_report_every_service_healthy_and_metrics_are_clean,
+    ),
+    (
+        "mariadb_probe_with_bad_credentials_or_socket_says_why",
+        mariadb_probe_with_bad_credentials_or_socket_says_why,
+    ),
 ];
 
-const FAULTS: [(&str, TestFn); 9] = [
+const FAULTS: [(&str, TestFn); 11] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
@@ -852,6 +1087,14 @@ const FAULTS: [(&str, TestFn); 9] = [
     (
         "exec_runs_inside_the_node_namespace",
         exec_runs_inside_the_node_namespace,
+    ),
+    (
+        "probes_follow_kill_stop_and_restart_of_each_service",
+        probes_follow_kill_stop_and_restart_of_each_service,
+    ),
+    (
+        "partition_hangs_the_mount_without_delaying_other_probes",
+        partition_hangs_the_mount_without_delaying_other_probes,
     ),
 ];
 

@@ -114,10 +114,29 @@ impl GlusterProbe {
                     tokio::time::sleep(Duration::from_millis(150 * attempt + jitter)).await;
                 }
                 Err(e) if is_busy(&e) => {
+                    // Peers need no volume lock: say at least whether they are connected (a
+                    // lock that stays held usually means a peer went away mid-transaction).
+                    let peers = match self.cli(&["peer", "status"]).await {
+                        Ok(x) => gluster_xml::parse_peer_status(&x).unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    };
+                    let gone: Vec<&str> = peers
+                        .iter()
+                        .filter(|p| !p.connected)
+                        .map(|p| p.hostname.as_str())
+                        .collect();
+                    let why = if gone.is_empty() {
+                        format!("volume status unavailable (glusterd busy): {e}")
+                    } else {
+                        format!(
+                            "peers disconnected: {}; volume status unavailable (lock held)",
+                            gone.join(", ")
+                        )
+                    };
                     return CheckResult::degraded(
-                        serde_json::json!({ "volume": self.volume }),
-                        format!("glusterd busy, status unknown: {e}"),
-                    )
+                        serde_json::json!({ "volume": self.volume, "peers_disconnected": gone }),
+                        why,
+                    );
                 }
                 Err(e) => return CheckResult::down(serde_json::Value::Null, e),
             }

@@ -362,6 +362,9 @@ impl Tracker {
 
 /// A one-line summary of a check's details, for `triad status`.
 pub fn summarize(service: Service, d: &serde_json::Value) -> String {
+    if d.is_null() {
+        return String::new();
+    }
     let s = |k: &str| d.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let n = |k: &str| d.get(k).and_then(|v| v.as_i64());
     let or_q = |v: Option<i64>| v.map_or("?".to_string(), |x| x.to_string());

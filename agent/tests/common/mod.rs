@@ -80,7 +80,8 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.kill();
+        // Graceful first: php-fpm's workers outlive a SIGKILL of their master.
+        self.terminate();
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use super::spec::LabSpec;
+use super::spec::{LabSpec, GLUSTER_VOLUME, MONITOR_USER};
 
 /// The TOML config of node `node`'s agent: API and Raft on the node's address, every lab
 /// node as a peer, data directory on the node's tmpfs, the lab's token file, and Raft timing
@@ -41,6 +41,8 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
         let _ = writeln!(out, "id = {peer}");
         let _ = writeln!(out, "raft_addr = \"{}\"", lab.raft_addr(peer));
         let _ = writeln!(out, "api_addr = \"{}\"", lab.api_addr(peer));
+        let _ = writeln!(out, "redis_addr = \"{}\"", lab.redis_addr(peer));
+        let _ = writeln!(out, "mysql_addr = \"{}\"", lab.mysql_addr(peer));
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "[api]");
@@ -55,7 +57,32 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "tick_interval = \"50ms\"");
     let _ = writeln!(out, "election_ticks = 10");
     let _ = writeln!(out, "heartbeat_ticks = 2");
+    // Probes at their defaults (1 s interval), as a production node would run them.
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[redis]");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[mariadb]");
+    let _ = writeln!(out, "user = {:?}", MONITOR_USER);
+    let _ = writeln!(out, "password_file = {:?}", p(&lab.monitor_password_file()));
+    let _ = writeln!(out, "socket = {:?}", p(&lab.mysql_socket(node)));
+    let _ = writeln!(out, "datadir = {:?}", p(&lab.mysql_datadir(node)));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[phpfpm]");
+    let _ = writeln!(out, "address = \"{}\"", lab.phpfpm_addr(node));
+    let _ = writeln!(out);
+    let brick = |n: u64| format!("{}:{}", lab.node_ip(n), p(&lab.gluster_brick(n)));
+    let bricks: Vec<String> = lab.nodes().iter().map(|&n| format!("{:?}", brick(n))).collect();
+    let _ = writeln!(out, "[gluster]");
+    let _ = writeln!(out, "volume = {:?}", GLUSTER_VOLUME);
+    let _ = writeln!(out, "bricks = [{}]", bricks.join(", "));
+    let _ = writeln!(out, "local_brick = {:?}", brick(node));
+    let _ = writeln!(out, "mounts = [{:?}]", p(&lab.gluster_mount(node)));
+    let _ = writeln!(out, "command = [{:?}]", p(&lab.gluster_cli(node)));
     out
+}
+
+fn p(path: &std::path::Path) -> String {
+    path.display().to_string()
 }
 
 #[cfg(test)]

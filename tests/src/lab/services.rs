@@ -486,6 +486,7 @@ pub fn write_agent_config(lab: &LabSpec, n: u64) -> Result<PathBuf> {
         .with_context(|| format!("cannot create {}", lab.agent_dir(n).display()))?;
     std::fs::write(&path, agent_config(lab, n))
         .with_context(|| format!("cannot write {}", path.display()))?;
+    write_gluster_cli(lab, n)?;
     let mut check = std::process::Command::new(&lab.triad_bin);
     check.arg("check-config").arg(&path);
     run_ok(&mut check, None, Duration::from_secs(10)).with_context(|| {
@@ -496,6 +497,27 @@ pub fn write_agent_config(lab: &LabSpec, n: u64) -> Result<PathBuf> {
         )
     })?;
     Ok(path)
+}
+
+/// Writes the gluster CLI shim the agent's Gluster probe runs ([`LabSpec::gluster_cli`]).
+fn write_gluster_cli(lab: &LabSpec, n: u64) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = lab.gluster_cli(n);
+    let text = format!(
+        "#!/bin/sh\n\
+         # gluster CLI of lab node {n}: glusterd runs in a private mount namespace (own /run).\n\
+         pid=$(cat {pidfile} 2>/dev/null) || {{ echo \"Connection failed: glusterd of node {n} \
+         is not running\" >&2; exit 1; }}\n\
+         exec nsenter -t \"$pid\" -m gluster \"$@\"\n",
+        pidfile = lab.glusterd_pidfile(n).display()
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    Ok(())
 }
 
 /// Starts node `n`'s agent (`triad run --config`) in the node's namespace and waits until

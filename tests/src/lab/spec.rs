@@ -429,6 +429,18 @@ impl LabSpec {
         self.node_dir(n).join("gluster")
     }
 
+    /// Node `n`'s gluster CLI shim for the agent: runs `gluster` in glusterd's mount namespace
+    /// (found from its pidfile at each call, so a restarted glusterd is followed). In
+    /// production the agent calls plain `gluster`.
+    pub fn gluster_cli(&self, n: u64) -> PathBuf {
+        self.gluster_dir(n).join("gluster-cli")
+    }
+
+    /// Node `n`'s glusterd pidfile, as seen from the host.
+    pub fn glusterd_pidfile(&self, n: u64) -> PathBuf {
+        self.gluster_dir(n).join("run").join("glusterd.pid")
+    }
+
     /// Node `n`'s brick directory.
     pub fn gluster_brick(&self, n: u64) -> PathBuf {
         self.node_dir(n).join("brick")
