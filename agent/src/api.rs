@@ -239,7 +239,11 @@ pub fn status_body(h: &Handles) -> StatusBody {
             maintenance: core.cluster.maintenance.clone(),
         },
         history: core.cluster.history.clone(),
-        nodes: nodes_view(&core.health, h.liveness.mono_ms()),
+        nodes: core
+            .health
+            .lock()
+            .map(|health| nodes_view(&health, h.liveness.mono_ms()))
+            .unwrap_or_default(),
     }
 }
 

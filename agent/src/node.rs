@@ -195,8 +195,8 @@ pub struct CoreStatus {
     pub verdict: String,
     /// Whether storage was loaded (always true once published by the loop).
     pub storage_loaded: bool,
-    /// Every agent's latest observations as known here.
-    pub health: Arc<HealthStore>,
+    /// Every agent's latest observations as known here (written only by the event loop).
+    pub health: Arc<std::sync::Mutex<HealthStore>>,
 }
 
 /// Liveness of the event loop, shared with the API.
@@ -327,20 +327,24 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         })
         .collect();
     let mut cluster_arc = Arc::new(sm.state.clone());
+    let health_shared = Arc::new(std::sync::Mutex::new(HealthStore::default()));
     let (status_tx, status_rx) = watch::channel(Arc::new(CoreStatus {
         raft: raft.status(),
         cluster: cluster_arc.clone(),
         verdict: "starting".into(),
         storage_loaded: true,
-        health: Arc::new(HealthStore::default()),
+        health: health_shared.clone(),
     }));
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(256);
     let liveness = Arc::new(Liveness::new(tick * 3));
     liveness.beat();
     let probes = probe::build::from_config(&cfg)?;
     let mut local = LocalObservations::new(probes.iter().map(|p| (p.id().clone(), p.timing())));
-    let mut health = HealthStore::default();
-    let mut health_arc = Arc::new(health.clone());
+    let ingest = |observer: NodeId, items: Vec<crate::health::Received>, applied: u64, now: u64| {
+        if let Ok(mut h) = health_shared.lock() {
+            h.ingest(observer, items, applied, now);
+        }
+    };
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
     let probe_count = probes.len();
     {
@@ -396,14 +400,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     ticked = true;
                 }
                 Some(msg) = inbound_rx.recv() => {
-                    let mut health_changed = false;
                     let mut handle = |m: Inbound| match m {
                         Inbound::Raft { from, bytes } => step(&mut raft, &metrics, from, &bytes),
                         Inbound::Report { from, report } => {
                             match codec::decode_report(report, &is_member) {
                                 Ok(r) => {
-                                    health.ingest(from, r.observations, r.applied_index, liveness.mono_ms());
-                                    health_changed = true;
+                                    ingest(from, r.observations, r.applied_index, liveness.mono_ms());
                                 }
                                 Err(err) => {
                                     metrics.reports_rejected.inc();
@@ -419,9 +421,6 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                             Ok(m) => handle(m),
                             Err(_) => break,
                         }
-                    }
-                    if health_changed {
-                        health_arc = Arc::new(health.clone());
                     }
                 }
                 Some(ev) = probe_rx.recv() => {
@@ -481,8 +480,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     let items = local.take_report(now);
                     let applied = sm.state.applied.0;
                     transport.broadcast_report(&codec::encode_report(&items, applied));
-                    health.ingest(me, observe::as_received(&items), applied, liveness.mono_ms());
-                    health_arc = Arc::new(health.clone());
+                    ingest(me, observe::as_received(&items), applied, liveness.mono_ms());
                 }
                 expire(&mut pending, now, proposal_timeout, status.leader, &metrics);
                 if let Some(id) = members_in_flight {
@@ -542,7 +540,6 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             status_tx.send_if_modified(|cur| {
                 let changed = cur.raft != status
                     || !Arc::ptr_eq(&cur.cluster, &cluster_arc)
-                    || !Arc::ptr_eq(&cur.health, &health_arc)
                     || cur.verdict != verdict;
                 if changed {
                     *cur = Arc::new(CoreStatus {
@@ -550,7 +547,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         cluster: cluster_arc.clone(),
                         verdict: verdict.clone(),
                         storage_loaded: true,
-                        health: health_arc.clone(),
+                        health: health_shared.clone(),
                     });
                 }
                 changed

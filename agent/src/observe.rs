@@ -1,8 +1,9 @@
 //! The node's own observations: rise/fall trackers for every probe this agent runs, the
 //! metrics they feed, and the periodic health report it broadcasts. Owned by the event loop.
 //!
-//! A report goes out at most every [`MIN_REPORT_GAP`] when something changed, and at least
-//! every [`MAX_REPORT_GAP`] regardless, so peers can tell a silent agent from a quiet one.
+//! A report goes out at most every [`MIN_REPORT_GAP`] when a status, failure kind or reason
+//! changed, and at least every [`MAX_REPORT_GAP`] regardless (carrying fresh details such as
+//! offsets), so peers can tell a silent agent from a quiet one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -50,10 +51,17 @@ impl LocalObservations {
             return;
         };
         let before = tracker.current().map(|o| o.status);
+        let before_last = tracker
+            .current()
+            .map(|o| (o.last.status, o.last.failure, o.last.error.clone()));
         let latency_us = ev.latency.as_micros() as u64;
         let o = tracker.record(&ev.id, ev.result, latency_us, ev.at);
         *at = Some(ev.at_instant);
-        self.dirty = true;
+        // Report at once only what changes a verdict (status, failure kind, reason); details
+        // such as offsets ride along with the periodic report.
+        if before_last != Some((o.last.status, o.last.failure, o.last.error.clone())) {
+            self.dirty = true;
+        }
         if before != Some(o.status) {
             let error = o.last.error.as_deref().unwrap_or("");
             match before {

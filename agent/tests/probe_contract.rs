@@ -316,7 +316,9 @@ fn phpfpm_probe_meets_the_contract() {
     let rt = rt();
     let (r, _) = rt.block_on(check_once(f.probe().as_ref()));
     assert_eq!(r.details["pool"], "www", "{r:?}");
-    assert_eq!(r.details["total_processes"], 2, "{r:?}");
+    // A static pool of 2 (the second child may still be forking right after start-up).
+    let total = r.details["total_processes"].as_u64().unwrap_or(0);
+    assert!((1..=2).contains(&total), "{r:?}");
     contract("php-fpm", &mut f);
 
     // A wrong ping path: php-fpm answers "File not found.", which is not the ping response.

@@ -787,7 +787,6 @@ fn teardown_and_check(lab: Lab) -> Result<()> {
 
 // ----- harness ------------------------------------------------------------------------------
 
-
 // ----- probes (issue: health probes reported to the leader) -------------------------------
 
 /// The view of `subject`'s `service` in agent `n`'s status: (status, failure, error, observer).
@@ -857,8 +856,11 @@ fn probes_report_every_service_healthy_and_metrics_are_clean(lab: &Lab) -> Resul
                 );
             }
         }
-        let (code, metrics) =
-            triad_tests::lab::services::http_get(spec.api_addr(n), "/metrics", Duration::from_secs(2))?;
+        let (code, metrics) = triad_tests::lab::services::http_get(
+            spec.api_addr(n),
+            "/metrics",
+            Duration::from_secs(2),
+        )?;
         ensure!(code == 200, "n{n} /metrics answered {code}");
         for want in [
             "triad_service_up{node=\"n1\",service=\"redis\",target=\"\"} 1",
@@ -907,16 +909,27 @@ fn probes_follow_kill_stop_and_restart_of_each_service(lab: &Lab) -> Result<()> 
         }
         lab.start(n, svc)?;
         let up = wait_service(lab, n, n, probe, Duration::from_secs(30), healthy)?;
-        report.push(format!("{probe} n{n}: down seen in {down:?}, healthy {up:?} after start"));
+        report.push(format!(
+            "{probe} n{n}: down seen in {down:?}, healthy {up:?} after start"
+        ));
     }
     // A hung process: SIGSTOP gives a timeout, not a refusal; SIGCONT brings it back.
-    lab.kill(2, Service::Redis, Signal::Stop)?;
-    let hung = wait_service(lab, 2, 2, "redis", NOTICE, |v| {
-        v.status == Status::Unreachable && v.failure == Some(FailureKind::Timeout)
-    })?;
-    lab.kill(2, Service::Redis, Signal::Cont)?;
-    let back = wait_service(lab, 2, 2, "redis", NOTICE, healthy)?;
-    report.push(format!("redis n2 SIGSTOP: timeout seen in {hung:?}, healthy {back:?} after SIGCONT"));
+    for (n, svc, probe) in [
+        (2, Service::Redis, "redis"),
+        (2, Service::Phpfpm, "phpfpm"),
+        (3, Service::Mariadb, "mariadb"),
+    ] {
+        lab.kill(n, svc, Signal::Stop)?;
+        let hung = wait_service(lab, n, n, probe, NOTICE, |v| {
+            v.status == Status::Unreachable && v.failure == Some(FailureKind::Timeout)
+        })?;
+        lab.kill(n, svc, Signal::Cont)?;
+        // MariaDB may need to rejoin Galera after the pause before it is Synced again.
+        let back = wait_service(lab, n, n, probe, Duration::from_secs(30), healthy)?;
+        report.push(format!(
+            "{probe} n{n} SIGSTOP: timeout seen in {hung:?}, healthy {back:?} after SIGCONT"
+        ));
+    }
     // glusterd gone: its CLI cannot connect, the volume probe says so.
     lab.kill(1, Service::Glusterd, Signal::Kill)?;
     let g = wait_service(lab, 1, 1, "gluster", Duration::from_secs(20), |v| {
@@ -991,7 +1004,10 @@ fn mariadb_probe_with_bad_credentials_or_socket_says_why(lab: &Lab) -> Result<()
         "wrong password: {r:?}"
     );
     let text = r.error.clone().unwrap_or_default();
-    ensure!(!text.contains("not-the-password"), "the password leaked: {text}");
+    ensure!(
+        !text.contains("not-the-password"),
+        "the password leaked: {text}"
+    );
     let missing = MariadbProbe::new(
         id,
         MysqlTarget::Socket("/nonexistent/mysqld.sock".into()),
@@ -1003,7 +1019,10 @@ fn mariadb_probe_with_bad_credentials_or_socket_says_why(lab: &Lab) -> Result<()
     let (r, _) = rt.block_on(triad::probe::runner::check_once(&missing));
     ensure!(r.status == Status::Unreachable, "missing socket: {r:?}");
     ensure!(
-        r.error.as_deref().unwrap_or("").contains("/nonexistent/mysqld.sock"),
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("/nonexistent/mysqld.sock"),
         "the error must name the socket: {r:?}"
     );
     ensure!(

@@ -31,7 +31,13 @@ pub struct GlusterProbe {
     bricks: Vec<String>,
     local_brick: Option<String>,
     timing: ProbeTiming,
+    checks: AtomicU64,
+    last_extra: std::sync::Mutex<(Vec<gluster_xml::BrickHeal>, Vec<gluster_xml::PeerStatus>)>,
 }
+
+/// `heal info` and `peer status` run on every [`EXTRA_EVERY`]-th check (each gluster CLI call
+/// costs about a quarter of a CPU second), and on every check while something is wrong.
+pub const EXTRA_EVERY: u64 = 3;
 
 impl GlusterProbe {
     /// A probe of `volume` with its expected bricks.
@@ -50,6 +56,8 @@ impl GlusterProbe {
             bricks,
             local_brick,
             timing,
+            checks: AtomicU64::new(0),
+            last_extra: std::sync::Mutex::new((Vec::new(), Vec::new())),
         }
     }
 
@@ -142,13 +150,30 @@ impl GlusterProbe {
             }
         };
         let down = bricks_down(&self.bricks, &bricks);
-        let heal = match self.cli(&["volume", "heal", &self.volume, "info"]).await {
-            Ok(x) => gluster_xml::parse_heal_info(&x).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        let peers = match self.cli(&["peer", "status"]).await {
-            Ok(x) => gluster_xml::parse_peer_status(&x).unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let n = self.checks.fetch_add(1, Ordering::Relaxed);
+        let previous = self
+            .last_extra
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        let troubled = !down.is_empty()
+            || previous.0.iter().any(|b| b.entries.unwrap_or(0) > 0)
+            || previous.1.iter().any(|p| !p.connected);
+        let (heal, peers) = if n % EXTRA_EVERY == 0 || troubled {
+            let heal = match self.cli(&["volume", "heal", &self.volume, "info"]).await {
+                Ok(x) => gluster_xml::parse_heal_info(&x).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            let peers = match self.cli(&["peer", "status"]).await {
+                Ok(x) => gluster_xml::parse_peer_status(&x).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            if let Ok(mut g) = self.last_extra.lock() {
+                *g = (heal.clone(), peers.clone());
+            }
+            (heal, peers)
+        } else {
+            previous
         };
         let pending: u64 = heal.iter().filter_map(|b| b.entries).sum();
         let disconnected: Vec<&str> = peers

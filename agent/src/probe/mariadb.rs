@@ -6,6 +6,9 @@
 //! `grastate.dat` is read and attached (uuid, seqno, safe_to_bootstrap): what a later Galera
 //! recovery needs to choose a bootstrap node.
 //!
+//! The connection is kept between checks; when it fails, the same check retries on a fresh
+//! connection, so a server that died is classified as refused (or timed out) at once.
+//!
 //! Caveats: a node outside the primary component still answers `SELECT 1` (only table access
 //! fails with ERROR 1047), so the probe never relies on `SELECT 1` alone.
 
@@ -45,6 +48,10 @@ pub struct MariadbProbe {
     password: Option<String>,
     datadir: Option<PathBuf>,
     timing: ProbeTiming,
+    /// The connection kept between checks (authentication per check would cost more CPU than
+    /// the rest of the agent); dropped on any error so the next check reconnects and
+    /// classifies a dead server as refused.
+    conn: tokio::sync::Mutex<Option<Conn>>,
 }
 
 impl MariadbProbe {
@@ -64,6 +71,7 @@ impl MariadbProbe {
             password,
             datadir,
             timing,
+            conn: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -81,6 +89,22 @@ impl MariadbProbe {
     }
 
     async fn query(&self) -> Result<GaleraStatus, mysql_async::Error> {
+        let mut slot = self.conn.lock().await;
+        if let Some(mut c) = slot.take() {
+            if let Ok(status) = Self::read(&mut c).await {
+                *slot = Some(c);
+                return Ok(status);
+            }
+            // The kept connection broke: judge the server by a fresh one (refused, timeout).
+        }
+        let mut conn = self.connect().await?;
+        let status = Self::read(&mut conn).await?;
+        // Only a connection that just worked is kept.
+        *slot = Some(conn);
+        Ok(status)
+    }
+
+    async fn connect(&self) -> Result<Conn, mysql_async::Error> {
         let mut opts = OptsBuilder::default()
             .user(Some(self.user.clone()))
             .pass(self.password.clone())
@@ -90,7 +114,10 @@ impl MariadbProbe {
             MysqlTarget::Tcp(a) => opts.ip_or_hostname(a.ip().to_string()).tcp_port(a.port()),
             MysqlTarget::Socket(p) => opts.socket(Some(p.to_string_lossy().into_owned())),
         };
-        let mut conn = Conn::new(opts).await?;
+        Conn::new(opts).await
+    }
+
+    async fn read(conn: &mut Conn) -> Result<GaleraStatus, mysql_async::Error> {
         let status: Vec<(String, String)> =
             conn.query("SHOW GLOBAL STATUS LIKE 'wsrep\\_%'").await?;
         let vars: Vec<(String, String)> = conn
@@ -99,8 +126,6 @@ impl MariadbProbe {
                  ('read_only', 'auto_increment_increment', 'auto_increment_offset', 'wsrep_on')",
             )
             .await?;
-        // Best effort: a failed disconnect does not change what we saw.
-        let _ = conn.disconnect().await;
         let rows = status
             .iter()
             .chain(vars.iter())

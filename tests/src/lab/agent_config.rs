@@ -71,7 +71,11 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "address = \"{}\"", lab.phpfpm_addr(node));
     let _ = writeln!(out);
     let brick = |n: u64| format!("{}:{}", lab.node_ip(n), p(&lab.gluster_brick(n)));
-    let bricks: Vec<String> = lab.nodes().iter().map(|&n| format!("{:?}", brick(n))).collect();
+    let bricks: Vec<String> = lab
+        .nodes()
+        .iter()
+        .map(|&n| format!("{:?}", brick(n)))
+        .collect();
     let _ = writeln!(out, "[gluster]");
     let _ = writeln!(out, "volume = {:?}", GLUSTER_VOLUME);
     let _ = writeln!(out, "bricks = [{}]", bricks.join(", "));
