@@ -159,7 +159,7 @@ impl GlusterProbe {
         let troubled = !down.is_empty()
             || previous.0.iter().any(|b| b.entries.unwrap_or(0) > 0)
             || previous.1.iter().any(|p| !p.connected);
-        let (heal, peers) = if n % EXTRA_EVERY == 0 || troubled {
+        let (heal, peers) = if n.is_multiple_of(EXTRA_EVERY) || troubled {
             let heal = match self.cli(&["volume", "heal", &self.volume, "info"]).await {
                 Ok(x) => gluster_xml::parse_heal_info(&x).unwrap_or_default(),
                 Err(_) => Vec::new(),
