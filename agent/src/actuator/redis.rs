@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use crate::cluster::RedisAuthority;
 use crate::ids::{Epoch, NodeId};
@@ -164,25 +163,14 @@ impl RedisServer {
     }
 
     async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, RedisActionError> {
-        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(u) = &self.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = &self.password {
-            settings = settings.set_password(p);
-        }
-        let info = ConnectionAddr::Tcp(self.addr.ip().to_string(), self.addr.port())
-            .into_connection_info()
-            .map_err(|e| self.err(e.to_string()))?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| self.err(e.to_string()))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| self.err(e.to_string()))
+        crate::probe::redis::connect(
+            self.addr,
+            self.username.as_deref(),
+            self.password.as_deref(),
+            self.timeout,
+        )
+        .await
+        .map_err(|e| self.err(e.to_string()))
     }
 
     async fn run(&self, action: &RedisAction) -> Result<(), RedisActionError> {

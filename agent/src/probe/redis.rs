@@ -68,23 +68,13 @@ impl RedisProbe {
     }
 
     async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(u) = &self.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = &self.password {
-            settings = settings.set_password(p);
-        }
-        let info = ConnectionAddr::Tcp(self.addr.ip().to_string(), self.addr.port())
-            .into_connection_info()?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info)?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timing.timeout))
-            .set_response_timeout(Some(self.timing.timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        connect(
+            self.addr,
+            self.username.as_deref(),
+            self.password.as_deref(),
+            self.timing.timeout,
+        )
+        .await
     }
 
     async fn read(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<RedisInfo> {
@@ -97,6 +87,33 @@ impl RedisProbe {
             .await?;
         Ok(parse_info(&text))
     }
+}
+
+/// Opens a connection to the Redis at `addr` with optional ACL credentials, connection and
+/// response timeouts. Shared by the probe and the actuator.
+pub async fn connect(
+    addr: SocketAddr,
+    username: Option<&str>,
+    password: Option<&str>,
+    timeout: std::time::Duration,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(u) = username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = password {
+        settings = settings.set_password(p);
+    }
+    let info = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port())
+        .into_connection_info()?
+        .set_redis_settings(settings);
+    let client = redis::Client::open(info)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 fn judge(info: RedisInfo) -> CheckResult {
