@@ -897,15 +897,13 @@ fn probes_follow_kill_stop_and_restart_of_each_service(lab: &Lab) -> Result<()> 
     ] {
         lab.kill(n, svc, Signal::Kill)?;
         let down = wait_service(lab, n, n, probe, NOTICE, refused)?;
-        // A peer's cross-check sees it too (Redis and MariaDB are probed by every agent).
+        // The peers' cross-checks see it too (Redis and MariaDB are probed by every agent),
+        // each within its own fall threshold.
         if probe != "phpfpm" {
             let peer = if n == 2 { 1 } else { 2 };
-            let v = service_view(lab, peer, n, probe).map_err(|e| anyhow!(e))?;
-            ensure!(
-                v.seen_by.values().filter(|s| !s.is_up()).count() >= 2,
-                "n{peer}: n{n}/{probe} down as seen by only {:?}",
-                v.seen_by
-            );
+            wait_service(lab, peer, n, probe, NOTICE, |v| {
+                v.seen_by.values().filter(|s| !s.is_up()).count() == 3
+            })?;
         }
         lab.start(n, svc)?;
         let up = wait_service(lab, n, n, probe, Duration::from_secs(30), healthy)?;
@@ -966,9 +964,29 @@ fn partition_hangs_the_mount_without_delaying_other_probes(lab: &Lab) -> Result<
     })
     .context("n1 never saw n3's Redis unreachable")?;
     lab.heal()?;
-    wait_service(lab, 3, 3, "gluster_mount", Duration::from_secs(60), |v| {
+    // The FUSE client sometimes gives up during a cut (ENOTCONN afterwards); the probe must
+    // say so, and see the mount healthy again once it is remounted.
+    let recovered = wait_service(lab, 3, 3, "gluster_mount", Duration::from_secs(20), |v| {
         v.status == Status::Healthy
-    })?;
+    });
+    if recovered.is_err() {
+        let v = service_view(lab, 3, 3, "gluster_mount").map_err(|e| anyhow!(e))?;
+        ensure!(
+            v.status == Status::Down && v.error.is_some(),
+            "after heal the mount is neither healthy nor reported down: {v:?}"
+        );
+        eprintln!(
+            "mount of n3 did not recover by itself ({}); remounting",
+            v.error.unwrap_or_default()
+        );
+        if matches!(lab.proc(3, Service::Mount)?.map(|p| p.liveness()), Some(Liveness::Running)) {
+            lab.kill(3, Service::Mount, Signal::Kill)?;
+        }
+        lab.start(3, Service::Mount)?;
+        wait_service(lab, 3, 3, "gluster_mount", Duration::from_secs(30), |v| {
+            v.status == Status::Healthy
+        })?;
+    }
     Ok(())
 }
 
