@@ -979,7 +979,10 @@ fn partition_hangs_the_mount_without_delaying_other_probes(lab: &Lab) -> Result<
             "mount of n3 did not recover by itself ({}); remounting",
             v.error.unwrap_or_default()
         );
-        if matches!(lab.proc(3, Service::Mount)?.map(|p| p.liveness()), Some(Liveness::Running)) {
+        if matches!(
+            lab.proc(3, Service::Mount)?.map(|p| p.liveness()),
+            Some(Liveness::Running)
+        ) {
             lab.kill(3, Service::Mount, Signal::Kill)?;
         }
         lab.start(3, Service::Mount)?;
