@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,7 @@ use crate::ids::{LogIndex, NodeId, UnixMillis};
 use crate::metrics::Metrics;
 use crate::observe::{self, LocalObservations};
 use crate::probe;
+use crate::probe::runner::now_millis;
 use crate::raft::transport::{Inbound, Transport, TransportConfig};
 use crate::raft::{
     CommittedEntry, CoreConfig, Output, RaftError, RaftNode, RaftStatus, RaftStore, Role,
@@ -253,15 +254,6 @@ pub struct Handles {
     pub liveness: Arc<Liveness>,
     /// Bearer token for mutating endpoints, if configured.
     pub token: Option<Arc<str>>,
-}
-
-fn now_millis() -> UnixMillis {
-    UnixMillis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    )
 }
 
 struct Pending {

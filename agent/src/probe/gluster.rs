@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-
 use super::gluster_xml::{self, bricks_down};
-use super::{CheckResult, FailureKind, Probe, ProbeId};
+use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::ProbeTiming;
 
 /// Probes the volume through the gluster CLI.
@@ -216,17 +214,7 @@ fn is_busy(e: &str) -> bool {
     e.contains("Another transaction is in progress") || e.contains("Locking failed")
 }
 
-impl Probe for GlusterProbe {
-    fn id(&self) -> &ProbeId {
-        &self.id
-    }
-    fn timing(&self) -> ProbeTiming {
-        self.timing
-    }
-    fn check(&self) -> BoxFuture<'_, CheckResult> {
-        Box::pin(self.run())
-    }
-}
+super::impl_probe!(GlusterProbe);
 
 /// Probes one mount point with a write, read and remove of a small file.
 pub struct MountProbe {
@@ -320,17 +308,7 @@ fn touch(dir: &std::path::Path, file: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-impl Probe for MountProbe {
-    fn id(&self) -> &ProbeId {
-        &self.id
-    }
-    fn timing(&self) -> ProbeTiming {
-        self.timing
-    }
-    fn check(&self) -> BoxFuture<'_, CheckResult> {
-        Box::pin(self.run())
-    }
-}
+super::impl_probe!(MountProbe);
 
 #[cfg(test)]
 mod tests {

@@ -14,12 +14,11 @@
 
 use std::path::PathBuf;
 
-use futures::future::BoxFuture;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
 use super::galera_status::{self, GaleraStatus};
-use super::{CheckResult, FailureKind, Probe, ProbeId};
+use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::ProbeTiming;
 
 /// Where the server listens.
@@ -175,14 +174,4 @@ fn classify(e: &mysql_async::Error, target: &MysqlTarget) -> CheckResult {
     CheckResult::unreachable(kind, format!("mariadb {target}: {e}"))
 }
 
-impl Probe for MariadbProbe {
-    fn id(&self) -> &ProbeId {
-        &self.id
-    }
-    fn timing(&self) -> ProbeTiming {
-        self.timing
-    }
-    fn check(&self) -> BoxFuture<'_, CheckResult> {
-        Box::pin(self.run())
-    }
-}
+super::impl_probe!(MariadbProbe);

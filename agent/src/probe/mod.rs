@@ -264,6 +264,25 @@ pub trait Probe: Send + Sync + 'static {
     fn check(&self) -> BoxFuture<'_, CheckResult>;
 }
 
+/// Implements [`Probe`] for a struct with `id: ProbeId` and `timing: ProbeTiming` fields and
+/// an `async fn run(&self) -> CheckResult`.
+macro_rules! impl_probe {
+    ($t:ty) => {
+        impl $crate::probe::Probe for $t {
+            fn id(&self) -> &$crate::probe::ProbeId {
+                &self.id
+            }
+            fn timing(&self) -> $crate::config::ProbeTiming {
+                self.timing
+            }
+            fn check(&self) -> futures::future::BoxFuture<'_, $crate::probe::CheckResult> {
+                Box::pin(self.run())
+            }
+        }
+    };
+}
+pub(crate) use impl_probe;
+
 /// Rise/fall thresholds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thresholds {

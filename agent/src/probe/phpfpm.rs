@@ -8,10 +8,9 @@
 use std::sync::Mutex;
 
 use fastcgi_client::{Client, Params, Request};
-use futures::future::BoxFuture;
 
 use super::phpfpm_status::{degradation, parse_status, FpmStatus};
-use super::{CheckResult, FailureKind, Probe, ProbeId};
+use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::{FcgiAddr, ProbeTiming};
 
 /// Probes one PHP-FPM pool.
@@ -155,17 +154,7 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-impl Probe for PhpfpmProbe {
-    fn id(&self) -> &ProbeId {
-        &self.id
-    }
-    fn timing(&self) -> ProbeTiming {
-        self.timing
-    }
-    fn check(&self) -> BoxFuture<'_, CheckResult> {
-        Box::pin(self.run())
-    }
-}
+super::impl_probe!(PhpfpmProbe);
 
 #[cfg(test)]
 mod tests {

@@ -9,11 +9,10 @@
 
 use std::net::SocketAddr;
 
-use futures::future::BoxFuture;
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use super::redis_info::{parse_info, RedisInfo, RedisRole};
-use super::{CheckResult, FailureKind, Probe, ProbeId};
+use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::ProbeTiming;
 
 /// Probes one Redis server.
@@ -161,14 +160,4 @@ fn classify(e: &redis::RedisError, addr: SocketAddr) -> CheckResult {
     CheckResult::unreachable(kind, format!("redis {addr}: {e}"))
 }
 
-impl Probe for RedisProbe {
-    fn id(&self) -> &ProbeId {
-        &self.id
-    }
-    fn timing(&self) -> ProbeTiming {
-        self.timing
-    }
-    fn check(&self) -> BoxFuture<'_, CheckResult> {
-        Box::pin(self.run())
-    }
-}
+super::impl_probe!(RedisProbe);

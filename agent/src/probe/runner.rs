@@ -41,7 +41,8 @@ pub async fn check_once(probe: &dyn Probe) -> (CheckResult, Duration) {
     (result, start.elapsed())
 }
 
-fn now_millis() -> UnixMillis {
+/// The wall clock as [`UnixMillis`] (display and audit only; 0 if the clock is before 1970).
+pub fn now_millis() -> UnixMillis {
     UnixMillis(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
