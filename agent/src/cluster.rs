@@ -107,6 +107,9 @@ pub struct MasterChange {
     pub epoch: Epoch,
     /// Log index of the change.
     pub index: LogIndex,
+    /// Raft term of the change's entry (with `index`, the decision epoch actions carry).
+    #[serde(default)]
+    pub term: Term,
     /// Proposer's wall clock.
     pub at: UnixMillis,
     /// The decision's verdict.
@@ -404,6 +407,7 @@ impl ClusterState {
                 to: node,
                 epoch,
                 index: meta.index,
+                term: meta.term,
                 at: meta.at,
                 reason: reason.to_string(),
             }),

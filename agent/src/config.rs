@@ -50,6 +50,13 @@ pub struct Config {
     /// GlusterFS probing (absent: not probed).
     #[serde(default)]
     pub gluster: Option<GlusterSection>,
+    /// Redis failover and fencing (used when `[redis]` is configured).
+    #[serde(default)]
+    pub failover: FailoverSection,
+    /// The local HAProxy that Triad keeps routing to the committed Redis master (absent:
+    /// HAProxy is not managed).
+    #[serde(default)]
+    pub haproxy: Option<HaproxySection>,
 }
 
 /// `[node]`: who this agent is and where it keeps its state.
@@ -147,9 +154,22 @@ pub struct RedisSection {
     /// Also probe the peers' Redis (cross-checks for failover decisions). Default true.
     #[serde(default = "yes")]
     pub cross_check: bool,
-    /// Timing overrides.
+    /// Timing overrides. Failover speed depends on them, so interval and timeout default to
+    /// `300ms` and `250ms` rather than to `[probes]` (one `INFO` on a kept connection costs
+    /// well under a millisecond); rise and fall default to `[probes]`.
     #[serde(default)]
     pub timing: ProbeDefaults,
+}
+
+impl RedisSection {
+    /// Effective timing of the Redis probes.
+    pub fn effective_timing(&self, defaults: &ProbeDefaults) -> ProbeTiming {
+        self.timing.resolve(&ProbeDefaults {
+            interval: Some(Duration::from_millis(300)),
+            timeout: Some(Duration::from_millis(250)),
+            ..*defaults
+        })
+    }
 }
 
 /// `[mariadb]`: how to talk to MariaDB/Galera. Peer addresses come from
@@ -327,6 +347,135 @@ fn default_snapshot_entries() -> u64 {
 }
 fn default_max_frame_bytes() -> usize {
     8 * 1024 * 1024
+}
+
+/// `[failover]`: Redis failover decision, leases and fencing.
+///
+/// Timing invariant (checked at load): the silent path promotes a replica only
+/// `lease + clock_margin` after a quorum applied the suspicion of the old master; the old
+/// master's agent must have fenced it by then. Its lease ends at most `lease` after the last
+/// grant, and it fences within one `reconcile_interval` plus one `action_timeout` (plus the
+/// start-up grace of two ping intervals when the agent itself just started), so
+/// `clock_margin >= reconcile_interval + action_timeout + 2 * raft.tick_interval *
+/// raft.heartbeat_ticks` must hold. Clock *rate* drift between VMs is far below 1 % and is
+/// covered by the rest of the margin.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverSection {
+    /// Fail over automatically. With `false` the decision is still computed and shown, never
+    /// proposed (fencing and reconciliation still run). Default true.
+    #[serde(default = "yes")]
+    pub automatic: bool,
+    /// A peer report older than this does not count, and its agent counts as silent.
+    /// Default `3s`; at least twice the Redis probe interval and above 1 s (the longest gap
+    /// between two reports).
+    #[serde(default = "default_freshness", with = "humantime_serde")]
+    pub freshness: Duration,
+    /// How long an agent's lease lasts after the last ping a peer answered. An agent without
+    /// a lease fences its local Redis master and takes every Redis server of its HAProxy out
+    /// of service. Default `2s`; at least three ping intervals and above 1 s.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// Extra wait on the silent path, on top of `lease`; see the timing invariant. Default `1s`.
+    #[serde(default = "default_clock_margin", with = "humantime_serde")]
+    pub clock_margin: Duration,
+    /// After a change of master, no new automatic failover for this long unless a majority
+    /// reports refused connections from the new master. Default `30s`.
+    #[serde(default = "default_hold_down", with = "humantime_serde")]
+    pub hold_down: Duration,
+    /// A replica lagging the best candidate by more bytes is not promoted. Default 1 MiB.
+    #[serde(default = "default_max_lag_bytes")]
+    pub max_lag_bytes: u64,
+    /// A replica that received nothing from its master for this long counts as having lost
+    /// its link. Must exceed Redis's `repl-ping-replica-period` (10 s by default: lower that
+    /// to 1 s on the servers). Default `3s`, whole seconds.
+    #[serde(default = "default_link_stale_after", with = "humantime_serde")]
+    pub link_stale_after: Duration,
+    /// Period of the local reconciliation of Redis and HAProxy. Default `250ms`.
+    #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// Deadline of one Redis or HAProxy command sent by the reconciler. Default `500ms`.
+    #[serde(default = "default_action_timeout", with = "humantime_serde")]
+    pub action_timeout: Duration,
+    /// The `min-replicas-to-write` value Triad restores when it unfences a Redis (fencing sets
+    /// it to 1000). Default 0.
+    #[serde(default)]
+    pub redis_min_replicas_to_write: u32,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        FailoverSection {
+            automatic: true,
+            freshness: default_freshness(),
+            lease: default_lease(),
+            clock_margin: default_clock_margin(),
+            hold_down: default_hold_down(),
+            max_lag_bytes: default_max_lag_bytes(),
+            link_stale_after: default_link_stale_after(),
+            reconcile_interval: default_reconcile_interval(),
+            action_timeout: default_action_timeout(),
+            redis_min_replicas_to_write: 0,
+        }
+    }
+}
+
+fn default_freshness() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_clock_margin() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_hold_down() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_lag_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_link_stale_after() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_reconcile_interval() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_action_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// `[haproxy]`: the local HAProxy's admin socket and the Redis backend Triad drives.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxySection {
+    /// The admin socket (`stats socket PATH level admin` in haproxy.cfg).
+    pub admin_socket: PathBuf,
+    /// The `server-state-file` of haproxy.cfg: Triad writes the runtime state there after each
+    /// change, so that a reload keeps it. Absent: not written.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+    /// The backend that routes to Redis. Default `be_redis`.
+    #[serde(default = "default_redis_backend")]
+    pub redis_backend: String,
+    /// Server names in that backend are this prefix followed by the node id (`redis1`).
+    /// Default `redis`.
+    #[serde(default = "default_redis_server_prefix")]
+    pub redis_server_prefix: String,
+}
+
+fn default_redis_backend() -> String {
+    "be_redis".into()
+}
+fn default_redis_server_prefix() -> String {
+    "redis".into()
+}
+
+impl HaproxySection {
+    /// The server name of node `id`'s Redis.
+    pub fn redis_server(&self, id: NodeId) -> String {
+        format!("{}{}", self.redis_server_prefix, id.get())
+    }
 }
 
 /// A configuration problem. Display names the file, the key path and what is wrong.
@@ -593,6 +742,7 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
         ));
     }
     validate_probes(path, &config, me)?;
+    validate_failover(path, &config)?;
     Ok(Validated {
         file: path.to_path_buf(),
         config,
@@ -648,7 +798,7 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
     };
     timing("probes", ProbeDefaults::default().resolve(&config.probes))?;
     if let Some(r) = &config.redis {
-        timing("redis.timing", r.timing.resolve(&config.probes))?;
+        timing("redis.timing", r.effective_timing(&config.probes))?;
         file_exists("redis.password_file", &r.password_file)?;
         if me.redis_addr.is_none() {
             return Err(invalid(
@@ -732,6 +882,95 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
                     format!("{} must be an absolute path", m.display()),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let f = &config.failover;
+    let ping = config.raft.tick_interval * config.raft.heartbeat_ticks as u32;
+    let one_s = Duration::from_secs(1);
+    if f.lease <= one_s || f.lease < ping * 3 {
+        return Err(invalid(
+            "failover.lease",
+            format!(
+                "{:?} is too short: it must exceed 1s (the longest gap between two reports) and \
+                 three ping intervals ({:?})",
+                f.lease,
+                ping * 3
+            ),
+        ));
+    }
+    if f.action_timeout < Duration::from_millis(10) {
+        return Err(invalid(
+            "failover.action_timeout",
+            "must be at least 10ms".into(),
+        ));
+    }
+    if f.reconcile_interval < Duration::from_millis(10) {
+        return Err(invalid(
+            "failover.reconcile_interval",
+            "must be at least 10ms".into(),
+        ));
+    }
+    let needed = f.reconcile_interval + f.action_timeout + ping * 2;
+    if f.clock_margin < needed {
+        return Err(invalid(
+            "failover.clock_margin",
+            format!(
+                "{:?} breaks the timing invariant: it must cover reconcile_interval + \
+                 action_timeout + two ping intervals ({needed:?}), or a cut-off master could \
+                 still accept writes when the majority promotes another",
+                f.clock_margin
+            ),
+        ));
+    }
+    let probe = config
+        .redis
+        .as_ref()
+        .map(|r| r.effective_timing(&config.probes).interval)
+        .unwrap_or(one_s);
+    if f.freshness <= one_s || f.freshness < probe * 2 {
+        return Err(invalid(
+            "failover.freshness",
+            format!(
+                "{:?} is too short: it must exceed 1s and twice the Redis probe interval ({:?})",
+                f.freshness,
+                probe * 2
+            ),
+        ));
+    }
+    if f.link_stale_after < one_s || f.link_stale_after.subsec_nanos() != 0 {
+        return Err(invalid(
+            "failover.link_stale_after",
+            "must be a whole number of seconds, at least 1s (Redis reports whole seconds)".into(),
+        ));
+    }
+    if let Some(h) = &config.haproxy {
+        if !h.admin_socket.is_absolute() {
+            return Err(invalid(
+                "haproxy.admin_socket",
+                format!("{} must be an absolute path", h.admin_socket.display()),
+            ));
+        }
+        for (key, name) in [
+            ("haproxy.redis_backend", &h.redis_backend),
+            ("haproxy.redis_server_prefix", &h.redis_server_prefix),
+        ] {
+            crate::actuator::haproxy::check_name("name", name)
+                .map_err(|e| invalid(key, e.to_string()))?;
+        }
+        if config.redis.is_none() {
+            return Err(invalid(
+                "haproxy",
+                "needs [redis]: the Redis backend follows the committed Redis master".into(),
+            ));
         }
     }
     Ok(())
@@ -895,7 +1134,7 @@ mounts = ["/mnt/shop"]
     fn probe_sections_validate_and_resolve_timing() {
         let v = check(&with_probes(GOOD)).expect("valid");
         let r = v.config.redis.as_ref().expect("redis");
-        let t = r.timing.resolve(&v.config.probes);
+        let t = r.effective_timing(&v.config.probes);
         assert_eq!(t.interval, Duration::from_millis(250));
         assert_eq!((t.rise, t.fall), (2, 2));
         let g = v.config.gluster.as_ref().expect("gluster");

@@ -5,6 +5,8 @@
 //!   [`ids`] (newtypes);
 //! - adapters: [`raft`] (raft-rs driver, redb storage, peer transport), [`api`] (HTTP),
 //!   [`metrics`], [`codec`] (encodings at the edge), [`config`];
+//! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
+//!   through the [`actuator`] traits);
 //! - wiring: [`node`] (the one event loop); [`cli`] (the `triad` command).
 
 pub mod actuator;
@@ -21,3 +23,4 @@ pub mod node;
 pub mod observe;
 pub mod probe;
 pub mod raft;
+pub mod reconcile;

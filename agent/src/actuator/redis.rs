@@ -125,6 +125,8 @@ pub trait RedisControl: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), RedisActionError>>;
     /// Reads whether writes are currently fenced.
     fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>>;
+    /// Reads the server's replication state (`INFO replication`).
+    fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>>;
 }
 
 /// The real server, over a fresh connection per call.
@@ -221,6 +223,28 @@ impl RedisServer {
         Ok(())
     }
 
+    async fn read_info(&self) -> Result<RedisInfo, RedisActionError> {
+        let mut c = self.conn().await?;
+        let text: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(format!("INFO: {e}")))?;
+        Ok(crate::probe::redis_info::parse_info(&text))
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, RedisActionError>>,
+    ) -> Result<T, RedisActionError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.err(format!("{what}: no answer within {:?}", self.timeout)))
+            })
+    }
+
     async fn fenced(&self) -> Result<bool, RedisActionError> {
         let mut c = self.conn().await?;
         let v: Vec<String> = redis::cmd("CONFIG")
@@ -241,7 +265,7 @@ impl RedisControl for RedisServer {
         epoch: Epoch,
     ) -> BoxFuture<'a, Result<(), RedisActionError>> {
         Box::pin(async move {
-            let r = self.run(action).await;
+            let r = self.bounded(&format!("{action:?}"), self.run(action)).await;
             match &r {
                 Ok(()) => tracing::info!(addr = %self.addr, ?action, %epoch, "redis action done"),
                 Err(e) => {
@@ -252,7 +276,10 @@ impl RedisControl for RedisServer {
         })
     }
     fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>> {
-        Box::pin(self.fenced())
+        Box::pin(self.bounded("CONFIG GET", self.fenced()))
+    }
+    fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>> {
+        Box::pin(self.bounded("INFO", self.read_info()))
     }
 }
 
@@ -346,6 +373,19 @@ impl RedisControl for SimRedis {
                 })
             } else {
                 Ok(r.fenced)
+            }
+        })
+    }
+    fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>> {
+        let r = self.snapshot();
+        Box::pin(async move {
+            if r.down {
+                Err(RedisActionError {
+                    addr: "sim".into(),
+                    message: "connection refused".into(),
+                })
+            } else {
+                Ok(r.info)
             }
         })
     }

@@ -11,6 +11,7 @@
 //! (the view says so), so a slow commit cannot cause duplicate actions.
 
 pub mod redis;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 

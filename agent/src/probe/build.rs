@@ -33,7 +33,7 @@ pub fn from_config(v: &Validated) -> Result<Vec<Arc<dyn Probe>>, ConfigError> {
         };
     if let Some(r) = &cfg.redis {
         let password = secret(&r.password_file, "redis.password_file")?;
-        let timing = r.timing.resolve(defaults);
+        let timing = r.effective_timing(defaults);
         for m in &v.members {
             if m.id != me && !r.cross_check {
                 continue;

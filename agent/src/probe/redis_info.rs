@@ -18,6 +18,16 @@ pub enum RedisRole {
     Replica,
 }
 
+impl RedisRole {
+    /// `master` or `replica`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisRole::Master => "master",
+            RedisRole::Replica => "replica",
+        }
+    }
+}
+
 /// One replica as listed by its master (`slaveN:` lines).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectedReplica {

@@ -1,0 +1,217 @@
+//! The clocks of the Redis decision: when this node saw the last change of master and the
+//! current suspicion, and which peers may renew their lease.
+//!
+//! Pure: the wiring feeds the committed authority, the peers' applied indexes (from their
+//! health reports) and its own monotonic time in milliseconds; nothing here reads a clock.
+//! Every agent keeps one (not only the leader), so a newly elected leader already knows how
+//! long ago things happened *on its own clock*: no wall-clock comparison between VMs is ever
+//! made.
+//!
+//! # The lease embargo
+//! An agent renews its lease through peers answering its pings (`raft::transport`). A peer
+//! withholds the answer ([`embargo`]) from
+//! - the suspected master (silent path), so that its lease runs out and it fences itself;
+//! - any agent whose latest report shows that it has not applied the newest Redis decision
+//!   (a change of master or a suspicion), or that never reported. A cut-off old master that
+//!   comes back therefore gets no lease (and cannot unfence) until it has applied who the
+//!   master is now.
+//!
+//! Caveats: a freshly started agent counts its start as the last change ([`since_change_ms`]
+//! is at most its uptime), which re-arms the hold-down once after a restart; this errs towards
+//! not failing over.
+//!
+//! [`since_change_ms`]: RedisTimeline::since_change_ms
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::RedisAuthority;
+use crate::ids::{Epoch, LogIndex, NodeId};
+
+/// When this node learnt about the current Redis decisions, on its monotonic clock.
+#[derive(Clone, Debug)]
+pub struct RedisTimeline {
+    started_ms: u64,
+    change: Option<(Epoch, u64)>,
+    suspect: Option<SuspectClock>,
+}
+
+#[derive(Clone, Debug)]
+struct SuspectClock {
+    index: LogIndex,
+    /// Per node: when this node learnt that the node had applied the suspicion.
+    applied_at: BTreeMap<NodeId, u64>,
+}
+
+impl RedisTimeline {
+    /// A timeline for an agent that started at `started_ms`.
+    pub fn new(started_ms: u64) -> Self {
+        RedisTimeline {
+            started_ms,
+            change: None,
+            suspect: None,
+        }
+    }
+
+    /// Records what is known at `now_ms`: the authority applied here (`me` applied it) and
+    /// every peer's latest reported applied index.
+    pub fn observe(
+        &mut self,
+        me: NodeId,
+        authority: &RedisAuthority,
+        peer_applied: &BTreeMap<NodeId, u64>,
+        now_ms: u64,
+    ) {
+        if authority.last_change.is_some() && self.change.is_none_or(|(e, _)| e != authority.epoch)
+        {
+            self.change = Some((authority.epoch, now_ms));
+        }
+        match &authority.suspect {
+            None => self.suspect = None,
+            Some(s) => {
+                if self.suspect.as_ref().is_none_or(|c| c.index != s.index) {
+                    self.suspect = Some(SuspectClock {
+                        index: s.index,
+                        applied_at: BTreeMap::new(),
+                    });
+                }
+                if let Some(c) = &mut self.suspect {
+                    c.applied_at.entry(me).or_insert(now_ms);
+                    for (&peer, &applied) in peer_applied {
+                        if applied >= c.index.0 {
+                            c.applied_at.entry(peer).or_insert(now_ms);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Time since this node applied the last change of master, capped by its uptime; `None`
+    /// when no change was ever committed.
+    pub fn since_change_ms(&self, now_ms: u64) -> Option<u64> {
+        let (_, at) = self.change?;
+        Some(now_ms.saturating_sub(at.max(self.started_ms)))
+    }
+
+    /// Time since a quorum of `quorum` nodes is known here to have applied the current
+    /// suspicion; `None` without a suspicion or before a quorum is known.
+    pub fn suspect_embargo_ms(&self, quorum: usize, now_ms: u64) -> Option<u64> {
+        let c = self.suspect.as_ref()?;
+        let mut times: Vec<u64> = c.applied_at.values().copied().collect();
+        times.sort_unstable();
+        let at = *times.get(quorum.checked_sub(1)?)?;
+        Some(now_ms.saturating_sub(at))
+    }
+}
+
+/// The peers whose pings this node must not answer; see the module docs.
+pub fn embargo(
+    me: NodeId,
+    members: &[NodeId],
+    authority: &RedisAuthority,
+    peer_applied: &BTreeMap<NodeId, u64>,
+) -> BTreeSet<NodeId> {
+    let newest = [
+        authority.last_change.as_ref().map(|c| c.index),
+        authority.suspect.as_ref().map(|s| s.index),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    members
+        .iter()
+        .copied()
+        .filter(|&m| m != me)
+        .filter(|m| {
+            let suspected = authority.suspect.as_ref().is_some_and(|s| s.node == *m);
+            let behind = newest.is_some_and(|n| peer_applied.get(m).is_none_or(|&a| a < n.0));
+            suspected || behind
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ChangeKind, MasterChange, Suspect};
+    use crate::ids::UnixMillis;
+
+    fn authority(change_index: Option<u64>, suspect: Option<(u64, u64)>) -> RedisAuthority {
+        RedisAuthority {
+            master: Some(NodeId(1)),
+            epoch: Epoch(change_index.map_or(0, |_| 1)),
+            suspect: suspect.map(|(node, index)| Suspect {
+                node: NodeId(node),
+                epoch: Epoch(1),
+                index: LogIndex(index),
+                reason: String::new(),
+            }),
+            last_change: change_index.map(|i| MasterChange {
+                kind: ChangeKind::Initial,
+                from: None,
+                to: NodeId(1),
+                epoch: Epoch(1),
+                index: LogIndex(i),
+                term: Default::default(),
+                at: UnixMillis(0),
+                reason: String::new(),
+            }),
+        }
+    }
+
+    fn applied(pairs: &[(u64, u64)]) -> BTreeMap<NodeId, u64> {
+        pairs.iter().map(|&(n, a)| (NodeId(n), a)).collect()
+    }
+
+    #[test]
+    fn embargo_covers_the_suspect_and_peers_behind_the_newest_decision() {
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let me = NodeId(2);
+        let ids = |s: BTreeSet<NodeId>| s.into_iter().map(|n| n.0).collect::<Vec<_>>();
+        // Nothing decided yet: nobody is embargoed, even without reports.
+        assert!(embargo(me, &members, &authority(None, None), &applied(&[])).is_empty());
+        // Change at 10: n3 reported 12 (fine), n1 reported 9 (behind).
+        let a = authority(Some(10), None);
+        assert_eq!(
+            ids(embargo(me, &members, &a, &applied(&[(1, 9), (3, 12)]))),
+            [1]
+        );
+        // Never reported: embargoed.
+        assert_eq!(ids(embargo(me, &members, &a, &applied(&[(1, 10)]))), [3]);
+        // Suspicion of n1 at 20: n1 is embargoed whatever it applied; n3 behind 20 too.
+        let a = authority(Some(10), Some((1, 20)));
+        assert_eq!(
+            ids(embargo(me, &members, &a, &applied(&[(1, 25), (3, 19)]))),
+            [1, 3]
+        );
+    }
+
+    #[test]
+    fn suspect_clock_needs_a_quorum_and_counts_from_the_quorum() {
+        let mut t = RedisTimeline::new(0);
+        let a = authority(Some(10), Some((1, 20)));
+        t.observe(NodeId(2), &a, &applied(&[(3, 15)]), 1000);
+        // Only this node applied it: no quorum yet.
+        assert_eq!(t.suspect_embargo_ms(2, 1500), None);
+        t.observe(NodeId(2), &a, &applied(&[(3, 20)]), 1800);
+        assert_eq!(t.suspect_embargo_ms(2, 2000), Some(200));
+        // The old master reporting later does not move the time.
+        t.observe(NodeId(2), &a, &applied(&[(1, 30), (3, 20)]), 2500);
+        assert_eq!(t.suspect_embargo_ms(2, 3000), Some(1200));
+        // Cleared: no clock.
+        t.observe(NodeId(2), &authority(Some(10), None), &applied(&[]), 3100);
+        assert_eq!(t.suspect_embargo_ms(2, 3200), None);
+    }
+
+    #[test]
+    fn since_change_is_capped_by_uptime() {
+        let mut t = RedisTimeline::new(5000);
+        assert_eq!(t.since_change_ms(6000), None);
+        t.observe(NodeId(1), &authority(Some(10), None), &applied(&[]), 5001);
+        assert_eq!(t.since_change_ms(9001), Some(4000));
+        let mut t = RedisTimeline::new(5000);
+        // A change applied from the stored state at start counts from the start.
+        t.observe(NodeId(1), &authority(Some(10), None), &applied(&[]), 4000);
+        assert_eq!(t.since_change_ms(6000), Some(1000));
+    }
+}

@@ -1,0 +1,453 @@
+//! Local reconciliation: every agent drives *its own* Redis and HAProxy towards the committed
+//! Redis authority, one cycle at a time.
+//!
+//! A cycle ([`Reconciler::cycle`]) reads the local Redis (`INFO replication`, fenced or not),
+//! plans with the pure [`plan_local`], runs the actions, then reads the local HAProxy's Redis
+//! backend, plans with the pure HAProxy planner towards [`desired_backend`], and runs those.
+//! Both sides are admitted by an [`EpochFence`] keyed by the decision epoch (term and index of
+//! the committed change of master), so a cycle planned from an older state can never undo a
+//! newer decision. The same code runs against the real adapters in the agent and against the
+//! `Sim*` ones in the simulation.
+//!
+//! Rules:
+//! - Without a lease (this agent lost contact with a quorum) the local Redis is fenced if it is
+//!   a master and every Redis server of the local HAProxy goes to `maint`; nothing else.
+//! - With a lease: the committed master is promoted and unfenced, every other Redis follows it
+//!   (a master that is not the committed one is fenced *before* it is turned into a replica),
+//!   and HAProxy has the committed master `ready` and the others `maint`, cutting the sessions
+//!   of a server that leaves service.
+//! - In maintenance, roles are not changed (no promote, no follow); fencing, unfencing the
+//!   committed master, and routing still follow the committed state, so a switchover committed
+//!   during maintenance still takes effect through the switchover procedure.
+//!
+//! Caveats: the two services are planned one after the other, not atomically; a node whose
+//! Redis is promoted a few milliseconds after another node's HAProxy already routes to it
+//! answers those writes with `READONLY` errors (refused, never lost).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::actuator::haproxy::{self, AdminMode, Haproxy, HaproxyPlan, Sessions};
+use crate::actuator::redis::{plan_local, LocalRedis, RedisAction, RedisControl};
+use crate::actuator::{DecisionEpoch, EpochFence};
+use crate::cluster::RedisAuthority;
+use crate::ids::NodeId;
+use crate::probe::redis_info::RedisRole;
+
+/// What one cycle reconciles towards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The committed Redis authority.
+    pub authority: RedisAuthority,
+    /// Whether maintenance mode is on.
+    pub maintenance: bool,
+    /// Whether this agent holds its lease.
+    pub has_lease: bool,
+}
+
+impl Target {
+    /// The epoch of the decision this target implements.
+    pub fn epoch(&self) -> DecisionEpoch {
+        self.authority
+            .last_change
+            .as_ref()
+            .map(|c| DecisionEpoch {
+                term: c.term,
+                index: c.index,
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The HAProxy side of a reconciler.
+pub struct HaproxyTarget {
+    /// The local HAProxy.
+    pub haproxy: Arc<dyn Haproxy>,
+    /// Backend routing to Redis.
+    pub backend: String,
+    /// Server name of each node's Redis in that backend.
+    pub servers: BTreeMap<NodeId, String>,
+    /// Write the server-state file after a change.
+    pub save_state: bool,
+}
+
+/// The outcome of one cycle, for logs, status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CycleReport {
+    /// Local Redis role after the cycle, when it answered.
+    pub redis_role: Option<String>,
+    /// Whether the local Redis is fenced after the cycle, when it answered.
+    pub redis_fenced: Option<bool>,
+    /// Redis actions run this cycle.
+    pub redis_actions: Vec<String>,
+    /// HAProxy actions run this cycle.
+    pub haproxy_actions: Vec<String>,
+    /// HAProxy verdict (what it would take to converge), when HAProxy is managed.
+    pub haproxy_verdict: Option<String>,
+    /// Errors of this cycle (the next cycle retries).
+    pub redis_error: Option<String>,
+    /// HAProxy error of this cycle.
+    pub haproxy_error: Option<String>,
+    /// Whether a fence action ran this cycle.
+    pub fenced_now: bool,
+}
+
+/// The desired admin state of the Redis backend: the committed master `ready`, the others
+/// `maint`; everything `maint` without a lease. `None` when there is nothing to route to yet
+/// (no master recorded).
+pub fn desired_backend(
+    target: &Target,
+    servers: &BTreeMap<NodeId, String>,
+) -> Option<BTreeMap<String, AdminMode>> {
+    let master = target.authority.master;
+    if target.has_lease && master.is_none() {
+        return None;
+    }
+    Some(
+        servers
+            .iter()
+            .map(|(&node, name)| {
+                let ready = target.has_lease && Some(node) == master;
+                (
+                    name.clone(),
+                    if ready {
+                        AdminMode::Ready
+                    } else {
+                        AdminMode::Maint
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Keeps the maintenance-safe subset of a local Redis plan: fencing always; unfencing only of
+/// the committed master; no role change.
+pub fn maintenance_filter(
+    actions: Vec<RedisAction>,
+    me: NodeId,
+    target: &Target,
+    role: Option<RedisRole>,
+) -> Vec<RedisAction> {
+    let committed_master_here =
+        target.authority.master == Some(me) && role == Some(RedisRole::Master);
+    actions
+        .into_iter()
+        .filter(|a| match a {
+            RedisAction::Fence => true,
+            RedisAction::Unfence => committed_master_here,
+            RedisAction::Promote | RedisAction::Follow(_) => false,
+        })
+        .collect()
+}
+
+/// Drives one node's Redis and HAProxy.
+pub struct Reconciler {
+    me: NodeId,
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    redis: Arc<dyn RedisControl>,
+    haproxy: Option<HaproxyTarget>,
+    redis_fence: EpochFence,
+    haproxy_fence: EpochFence,
+}
+
+impl Reconciler {
+    /// A reconciler for node `me`, with every member's Redis address.
+    pub fn new(
+        me: NodeId,
+        addrs: BTreeMap<NodeId, SocketAddr>,
+        redis: Arc<dyn RedisControl>,
+        haproxy: Option<HaproxyTarget>,
+    ) -> Self {
+        Reconciler {
+            me,
+            addrs,
+            redis,
+            haproxy,
+            redis_fence: EpochFence::new(),
+            haproxy_fence: EpochFence::new(),
+        }
+    }
+
+    /// The newest decision epoch executed on Redis and on HAProxy.
+    pub fn executed(&self) -> (Option<DecisionEpoch>, Option<DecisionEpoch>) {
+        (self.redis_fence.newest(), self.haproxy_fence.newest())
+    }
+
+    /// Runs one cycle towards `target`. Never panics; errors end up in the report and the
+    /// next cycle retries.
+    pub async fn cycle(&mut self, target: &Target) -> CycleReport {
+        let mut report = CycleReport::default();
+        let epoch = target.epoch();
+        self.redis_side(target, epoch, &mut report).await;
+        self.haproxy_side(target, epoch, &mut report).await;
+        report
+    }
+
+    async fn redis_side(&mut self, target: &Target, epoch: DecisionEpoch, r: &mut CycleReport) {
+        let info = match self.redis.info().await {
+            Ok(i) => i,
+            Err(e) => {
+                r.redis_error = Some(e.to_string());
+                return;
+            }
+        };
+        let fenced = match self.redis.is_fenced().await {
+            Ok(f) => f,
+            Err(e) => {
+                r.redis_error = Some(e.to_string());
+                return;
+            }
+        };
+        let mut actions = plan_local(&LocalRedis {
+            me: self.me,
+            authority: &target.authority,
+            addrs: &self.addrs,
+            info: Some(&info),
+            fenced: Some(fenced),
+            has_lease: target.has_lease,
+        });
+        if target.maintenance {
+            actions = maintenance_filter(actions, self.me, target, info.role);
+        }
+        let mut role = info.role;
+        let mut now_fenced = fenced;
+        for a in actions {
+            if let Err(stale) = self.redis_fence.admit(epoch) {
+                r.redis_error = Some(stale.to_string());
+                break;
+            }
+            match self.redis.apply(&a, target.authority.epoch).await {
+                Ok(()) => {
+                    match &a {
+                        RedisAction::Promote => role = Some(RedisRole::Master),
+                        RedisAction::Follow(_) => role = Some(RedisRole::Replica),
+                        RedisAction::Fence => {
+                            now_fenced = true;
+                            r.fenced_now = true;
+                        }
+                        RedisAction::Unfence => now_fenced = false,
+                    }
+                    r.redis_actions.push(action_name(&a));
+                }
+                Err(e) => {
+                    r.redis_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        r.redis_role = role.map(|x| x.as_str().to_string());
+        r.redis_fenced = Some(now_fenced);
+    }
+
+    async fn haproxy_side(&mut self, target: &Target, epoch: DecisionEpoch, r: &mut CycleReport) {
+        let Some(h) = &self.haproxy else {
+            return;
+        };
+        let Some(desired) = desired_backend(target, &h.servers) else {
+            r.haproxy_verdict = Some("haproxy: no Redis master recorded yet".into());
+            return;
+        };
+        let rows = match h.haproxy.show_servers_state(Some(&h.backend)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                r.haproxy_error = Some(e.to_string());
+                return;
+            }
+        };
+        let plan: HaproxyPlan = haproxy::plan(
+            &h.backend,
+            &desired,
+            &rows,
+            epoch,
+            Sessions::ShutdownOnLeave,
+        );
+        r.haproxy_verdict = Some(plan.verdict());
+        if plan.actions.is_empty() {
+            return;
+        }
+        match haproxy::apply(h.haproxy.as_ref(), &mut self.haproxy_fence, &plan.actions).await {
+            Ok(_) => {
+                r.haproxy_actions = plan.actions.iter().map(|a| a.command()).collect();
+                if h.save_state {
+                    if let Err(e) = h.haproxy.save_server_state().await {
+                        r.haproxy_error = Some(format!("saving the server-state file: {e}"));
+                    }
+                }
+            }
+            Err(e) => r.haproxy_error = Some(e.to_string()),
+        }
+    }
+}
+
+fn action_name(a: &RedisAction) -> String {
+    match a {
+        RedisAction::Promote => "promote".into(),
+        RedisAction::Follow(addr) => format!("follow {addr}"),
+        RedisAction::Fence => "fence".into(),
+        RedisAction::Unfence => "unfence".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::haproxy::SimHaproxy;
+    use crate::actuator::redis::SimRedis;
+    use crate::cluster::{ChangeKind, MasterChange};
+    use crate::ids::{Epoch, LogIndex, Term, UnixMillis};
+    use crate::probe::redis_info::RedisInfo;
+    use std::time::Duration;
+
+    fn authority(master: u64, epoch: u64, index: u64) -> RedisAuthority {
+        RedisAuthority {
+            master: Some(NodeId(master)),
+            epoch: Epoch(epoch),
+            suspect: None,
+            last_change: Some(MasterChange {
+                kind: ChangeKind::Automatic,
+                from: None,
+                to: NodeId(master),
+                epoch: Epoch(epoch),
+                index: LogIndex(index),
+                term: Term(1),
+                at: UnixMillis(0),
+                reason: String::new(),
+            }),
+        }
+    }
+
+    fn setup(me: u64, role: RedisRole) -> (Reconciler, SimRedis, SimHaproxy) {
+        let addrs: BTreeMap<NodeId, SocketAddr> = (1..=3)
+            .map(|i| (NodeId(i), SocketAddr::from(([10, 0, 0, i as u8], 6379))))
+            .collect();
+        let redis = SimRedis::new(RedisInfo {
+            role: Some(role),
+            ..RedisInfo::default()
+        });
+        let h = SimHaproxy::new(Duration::from_secs(1));
+        let mut servers = BTreeMap::new();
+        for i in 1..=3u64 {
+            h.add_server("be_redis", &format!("redis{i}"), 6379, i != 1);
+            servers.insert(NodeId(i), format!("redis{i}"));
+        }
+        let rec = Reconciler::new(
+            NodeId(me),
+            addrs,
+            Arc::new(redis.clone()),
+            Some(HaproxyTarget {
+                haproxy: Arc::new(h.clone()),
+                backend: "be_redis".into(),
+                servers,
+                save_state: false,
+            }),
+        );
+        (rec, redis, h)
+    }
+
+    fn modes(h: &SimHaproxy) -> Vec<AdminMode> {
+        let rows = futures::executor::block_on(h.show_servers_state(Some("be_redis")));
+        rows.iter()
+            .flatten()
+            .map(|r| r.admin_state.mode())
+            .collect()
+    }
+
+    #[test]
+    fn failover_converges_and_a_second_cycle_does_nothing() {
+        let (mut rec, redis, h) = setup(2, RedisRole::Replica);
+        let t = Target {
+            authority: authority(2, 2, 40),
+            maintenance: false,
+            has_lease: true,
+        };
+        let r = futures::executor::block_on(rec.cycle(&t));
+        assert_eq!(r.redis_actions, ["promote"], "{r:?}");
+        assert_eq!(
+            r.haproxy_actions,
+            [
+                "set server be_redis/redis1 state maint",
+                "shutdown sessions server be_redis/redis1",
+                "set server be_redis/redis2 state ready"
+            ]
+        );
+        assert_eq!(redis.snapshot().info.role, Some(RedisRole::Master));
+        assert_eq!(
+            modes(&h),
+            [AdminMode::Maint, AdminMode::Ready, AdminMode::Maint]
+        );
+        let again = futures::executor::block_on(rec.cycle(&t));
+        assert!(
+            again.redis_actions.is_empty() && again.haproxy_actions.is_empty(),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn lost_lease_fences_and_takes_everything_out_of_service() {
+        let (mut rec, redis, h) = setup(1, RedisRole::Master);
+        redis.with(|s| s.fenced = false);
+        let t = Target {
+            authority: authority(1, 1, 10),
+            maintenance: false,
+            has_lease: false,
+        };
+        let r = futures::executor::block_on(rec.cycle(&t));
+        assert_eq!(r.redis_actions, ["fence"]);
+        assert!(r.fenced_now);
+        assert!(redis.snapshot().fenced);
+        assert_eq!(modes(&h), [AdminMode::Maint; 3]);
+        // Lease back: unfenced and routed again.
+        let back = Target {
+            has_lease: true,
+            ..t
+        };
+        let r = futures::executor::block_on(rec.cycle(&back));
+        assert_eq!(r.redis_actions, ["unfence"]);
+        assert_eq!(
+            modes(&h),
+            [AdminMode::Ready, AdminMode::Maint, AdminMode::Maint]
+        );
+    }
+
+    #[test]
+    fn stale_targets_are_refused() {
+        let (mut rec, redis, _h) = setup(3, RedisRole::Replica);
+        let newer = Target {
+            authority: authority(2, 3, 50),
+            maintenance: false,
+            has_lease: true,
+        };
+        futures::executor::block_on(rec.cycle(&newer));
+        let older = Target {
+            authority: authority(1, 2, 40),
+            ..newer
+        };
+        let r = futures::executor::block_on(rec.cycle(&older));
+        assert!(
+            r.redis_error
+                .as_deref()
+                .is_some_and(|e| e.contains("refused")),
+            "{r:?}"
+        );
+        assert!(r.haproxy_error.is_some(), "{r:?}");
+        let log = redis.snapshot().log;
+        assert!(log.iter().all(|(_, e)| *e == Epoch(3)), "{log:?}");
+    }
+
+    #[test]
+    fn maintenance_changes_no_role() {
+        let (mut rec, redis, _h) = setup(2, RedisRole::Replica);
+        let t = Target {
+            authority: authority(2, 2, 40),
+            maintenance: true,
+            has_lease: true,
+        };
+        let r = futures::executor::block_on(rec.cycle(&t));
+        assert!(r.redis_actions.is_empty(), "{r:?}");
+        assert_eq!(redis.snapshot().info.role, Some(RedisRole::Replica));
+    }
+}
