@@ -115,6 +115,25 @@ pub struct StatusBody {
     /// Probed services per node (the node's own view first; every observer in `seen_by`).
     #[serde(default)]
     pub nodes: BTreeMap<NodeId, Vec<ServiceStatus>>,
+    /// Redis failover: the committed authority, the leader's decision, this node's lease and
+    /// reconciliation. Absent when Redis is not managed.
+    #[serde(default)]
+    pub redis: Option<RedisStatus>,
+}
+
+/// The Redis part of status.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RedisStatus {
+    /// Who is master at which epoch, the suspicion if any, and the last change.
+    pub authority: crate::cluster::RedisAuthority,
+    /// The leader's latest verdict (null on followers: ask the leader).
+    pub verdict: Option<String>,
+    /// The candidate ranking of the leader's latest decision, when it considered a failover.
+    pub candidates: Vec<crate::decide::redis::Candidate>,
+    /// Peers whose lease this node does not renew (suspected, or behind the newest decision).
+    pub lease_embargo: Vec<NodeId>,
+    /// This node's lease and local reconciliation.
+    pub local: crate::node::LocalRedisView,
 }
 
 /// One probed service instance as shown in status.
@@ -244,6 +263,17 @@ pub fn status_body(h: &Handles) -> StatusBody {
             .lock()
             .map(|health| nodes_view(&health, h.liveness.mono_ms()))
             .unwrap_or_default(),
+        redis: core.redis.as_ref().map(|r| RedisStatus {
+            authority: core.cluster.redis.clone(),
+            verdict: r.plan.as_ref().map(|p| p.verdict.clone()),
+            candidates: r
+                .plan
+                .as_ref()
+                .map(|p| p.candidates.clone())
+                .unwrap_or_default(),
+            lease_embargo: r.embargo.clone(),
+            local: r.local.lock().map(|l| l.clone()).unwrap_or_default(),
+        }),
     }
 }
 

@@ -489,6 +489,7 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
             }
         }
     }
+    render_redis(&mut out, s, others);
     if let Some(h) = s.history.front() {
         let _ = writeln!(
             out,
@@ -497,6 +498,89 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
         );
     }
     out
+}
+
+/// The Redis section: authority, the leader's decision and ranking, and every reachable
+/// node's lease and local reconciliation.
+fn render_redis(out: &mut String, s: &StatusBody, others: &[Option<Option<StatusBody>>]) {
+    use std::fmt::Write as _;
+    let Some(r) = &s.redis else {
+        return;
+    };
+    let a = &r.authority;
+    let master = a
+        .master
+        .map_or_else(|| "none".to_string(), |m| m.to_string());
+    let _ = write!(out, "\nredis: master {master}  epoch {}", a.epoch);
+    if let Some(c) = &a.last_change {
+        let _ = write!(
+            out,
+            "  (last change: {} at index {})",
+            c.kind.as_str(),
+            c.index
+        );
+    }
+    let _ = writeln!(out);
+    if let Some(sus) = &a.suspect {
+        let _ = writeln!(out, "  suspected: {} ({})", sus.node, sus.reason);
+    }
+    // The decision is the leader's: use its status when this node is not the leader.
+    let mut views: Vec<&StatusBody> = vec![s];
+    views.extend(others.iter().filter_map(|o| o.as_ref()?.as_ref()));
+    let leader_view = views
+        .iter()
+        .find(|v| v.leader_id == Some(v.node_id))
+        .and_then(|v| v.redis.as_ref().map(|r| (v.node_id, r)));
+    match leader_view {
+        Some((id, lr)) => {
+            let verdict = lr.verdict.as_deref().unwrap_or("-");
+            let _ = writeln!(out, "  decision (leader {id}): {verdict}");
+            for c in &lr.candidates {
+                let rank = c.rank.map_or_else(|| "-".to_string(), |r| format!("#{r}"));
+                let _ = writeln!(out, "    {rank:<3} {} {}", c.node, c.reason);
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  decision: no leader reachable");
+        }
+    }
+    let mut nodes: Vec<&StatusBody> = views.clone();
+    nodes.sort_by_key(|v| v.node_id);
+    nodes.dedup_by_key(|v| v.node_id);
+    for v in nodes {
+        let Some(vr) = &v.redis else { continue };
+        let l = &vr.local;
+        let lease = if l.lease_valid {
+            format!("lease {:.1}s", l.lease_remaining_ms as f64 / 1000.0)
+        } else {
+            "NO LEASE".to_string()
+        };
+        let local = match (&l.waiting, &l.last_cycle) {
+            (Some(w), _) => format!("waiting: {w}"),
+            (None, Some(c)) => {
+                let mut t = format!(
+                    "redis {} {}",
+                    c.redis_role.as_deref().unwrap_or("?"),
+                    match c.redis_fenced {
+                        Some(true) => "FENCED",
+                        Some(false) => "writable",
+                        None => "?",
+                    }
+                );
+                if let Some(e) = &c.redis_error {
+                    t.push_str(&format!(" (error: {e})"));
+                }
+                if let Some(e) = &c.haproxy_error {
+                    t.push_str(&format!("; haproxy error: {e}"));
+                } else if let Some(h) = &c.haproxy_verdict {
+                    t.push_str(&format!("; {h}"));
+                }
+                t
+            }
+            (None, None) => "no cycle yet".to_string(),
+        };
+        let _ = writeln!(out, "  {:<4} {:<11} {local}", v.node_id.to_string(), lease);
+    }
 }
 
 async fn maintenance(

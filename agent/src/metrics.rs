@@ -68,6 +68,22 @@ pub struct Metrics {
     pub reports_rejected: IntCounter,
     /// Probe results dropped because the event loop was behind.
     pub probe_results_dropped: IntCounter,
+    /// Committed Redis master in this node's view: 1 for the master, 0 for the others.
+    pub redis_committed_master: IntGaugeVec,
+    /// Committed Redis epoch in this node's view.
+    pub redis_epoch: IntGauge,
+    /// Committed changes of Redis master applied here, by kind.
+    pub redis_failovers: IntCounterVec,
+    /// Leader only: seconds from a majority seeing the master down to the change committed.
+    pub redis_failover_duration: HistogramVec,
+    /// Times this agent fenced its local Redis.
+    pub redis_fence_events: IntCounter,
+    /// 1 while this agent holds its lease.
+    pub lease_valid: IntGauge,
+    /// Failed reconciliation cycles, by side (`redis`, `haproxy`).
+    pub reconcile_errors: IntCounterVec,
+    /// Actions run by the reconciler, by side.
+    pub reconcile_actions: IntCounterVec,
 }
 
 impl Metrics {
@@ -139,6 +155,15 @@ impl Metrics {
             &["service"],
         )?;
         reg(Box::new(probe_duration.clone()))?;
+        let redis_failover_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "triad_redis_failover_duration_seconds",
+                "Leader: time from a majority seeing the Redis master down to the change committed.",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0]),
+            &["kind"],
+        )?;
+        reg(Box::new(redis_failover_duration.clone()))?;
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -250,6 +275,39 @@ impl Metrics {
             probe_results_dropped: counter(
                 "triad_probe_results_dropped_total",
                 "Probe results dropped because the event loop was behind.",
+            )?,
+            redis_committed_master: gauge_vec(
+                "triad_redis_committed_master",
+                "1 for the committed Redis master in this node's view, 0 for the other nodes.",
+                &["node"],
+            )?,
+            redis_epoch: int_gauge(
+                "triad_redis_epoch",
+                "Committed Redis epoch in this node's view.",
+            )?,
+            redis_failovers: counter_vec(
+                "triad_redis_master_changes_total",
+                "Committed changes of Redis master applied here, by kind.",
+                &["kind"],
+            )?,
+            redis_failover_duration,
+            redis_fence_events: counter(
+                "triad_redis_fence_events_total",
+                "Times this agent fenced its local Redis.",
+            )?,
+            lease_valid: int_gauge(
+                "triad_lease_valid",
+                "1 while this agent holds its lease (renewed by a quorum).",
+            )?,
+            reconcile_errors: counter_vec(
+                "triad_reconcile_errors_total",
+                "Failed reconciliation cycles, by side (redis, haproxy).",
+                &["side"],
+            )?,
+            reconcile_actions: counter_vec(
+                "triad_reconcile_actions_total",
+                "Actions run by the local reconciler, by side (redis, haproxy).",
+                &["side"],
             )?,
             registry,
         })

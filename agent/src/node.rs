@@ -23,10 +23,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use serde::{Deserialize, Serialize};
+
+use crate::actuator::haproxy::HaproxySocket;
+use crate::actuator::redis::RedisServer;
 use crate::api;
-use crate::cluster::{ClusterState, Command, EntryMeta, Maintenance, MemberInfo, Outcome};
+use crate::cluster::{
+    ChangeKind, ClusterState, Command, EntryMeta, Maintenance, MemberInfo, Outcome, RedisAuthority,
+};
 use crate::codec::{self, Proposal, ProposalId};
 use crate::config::{self, Validated};
+use crate::decide::redis::{FailoverSettings, RedisInputs, RedisPlan};
+use crate::decide::timeline::{embargo, RedisTimeline};
 use crate::decide::{self, View};
 use crate::health::HealthStore;
 use crate::ids::{LogIndex, NodeId, UnixMillis};
@@ -38,6 +46,7 @@ use crate::raft::transport::{Inbound, Transport, TransportConfig};
 use crate::raft::{
     CommittedEntry, CoreConfig, Output, RaftError, RaftNode, RaftStatus, RaftStore, Role,
 };
+use crate::reconcile::{CycleReport, HaproxyTarget, Reconciler, Target};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +207,34 @@ pub struct CoreStatus {
     pub storage_loaded: bool,
     /// Every agent's latest observations as known here (written only by the event loop).
     pub health: Arc<std::sync::Mutex<HealthStore>>,
+    /// Redis failover state, when Redis is managed.
+    pub redis: Option<RedisCoreView>,
+}
+
+/// The Redis side of the published status.
+#[derive(Clone, Debug)]
+pub struct RedisCoreView {
+    /// The leader's latest decision (absent on followers).
+    pub plan: Option<RedisPlan>,
+    /// Peers whose lease this node does not renew.
+    pub embargo: Vec<NodeId>,
+    /// The local reconciler's view (lease, last cycle), written by its task.
+    pub local: Arc<std::sync::Mutex<LocalRedisView>>,
+}
+
+/// What the local reconciler last did, shown in status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LocalRedisView {
+    /// Whether this agent holds its lease.
+    pub lease_valid: bool,
+    /// Milliseconds of lease left.
+    pub lease_remaining_ms: u64,
+    /// Reconciliation cycles run since start.
+    pub cycles: u64,
+    /// The last cycle that ran, if any.
+    pub last_cycle: Option<CycleReport>,
+    /// Why cycles are not running, when they are not (start-up grace, no target yet).
+    pub waiting: Option<String>,
 }
 
 /// Liveness of the event loop, shared with the API.
@@ -326,6 +363,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         verdict: "starting".into(),
         storage_loaded: true,
         health: health_shared.clone(),
+        redis: None,
     }));
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(256);
     let liveness = Arc::new(Liveness::new(tick * 3));
@@ -353,6 +391,38 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         move |n: NodeId| ids.contains(&n)
     };
     let proposal_timeout = cfg.config.api.proposal_timeout;
+    let member_ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
+    let quorum = member_ids.len() / 2 + 1;
+    let fo = cfg.config.failover.clone();
+    let settings = FailoverSettings {
+        freshness_ms: fo.freshness.as_millis() as u64,
+        lease_ms: fo.lease.as_millis() as u64,
+        clock_margin_ms: fo.clock_margin.as_millis() as u64,
+        hold_down_ms: fo.hold_down.as_millis() as u64,
+        max_lag_bytes: i64::try_from(fo.max_lag_bytes).unwrap_or(i64::MAX),
+        link_stale_after_s: fo.link_stale_after.as_secs() as i64,
+    };
+    let redis_local = Arc::new(std::sync::Mutex::new(LocalRedisView {
+        waiting: Some("starting".into()),
+        ..LocalRedisView::default()
+    }));
+    let (target_tx, target_rx) = watch::channel::<Option<Target>>(None);
+    let redis_managed = cfg.config.redis.is_some();
+    if redis_managed {
+        spawn_reconciler(
+            &cfg,
+            transport.clone(),
+            target_rx,
+            redis_local.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?;
+    }
+    let mut timeline = RedisTimeline::new(liveness.mono_ms());
+    let mut redis_plan: Option<RedisPlan> = None;
+    let mut redis_embargo: Vec<NodeId> = Vec::new();
+    let mut seen_epoch = sm.state.redis.epoch;
+    let mut down_since: Option<Instant> = None;
     let cfg = Arc::new(cfg);
     let api_task = api::serve(
         Handles {
@@ -375,7 +445,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let mut notified_ready = false;
     let mut seq: u64 = 0;
     let mut pending: BTreeMap<ProposalId, Pending> = BTreeMap::new();
-    let mut members_in_flight: Option<ProposalId> = None;
+    let mut in_flight: BTreeMap<&'static str, ProposalId> = BTreeMap::new();
     let mut last_leader: Option<NodeId> = None;
     let mut verdict = String::from("starting");
     let mut ticker = tokio::time::interval(tick);
@@ -459,6 +529,20 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     tracing::info!(index = %status.applied, "took snapshot and compacted the log");
                 }
                 cluster_arc = Arc::new(sm.state.clone());
+                if redis_managed {
+                    let target = Target {
+                        authority: sm.state.redis.clone(),
+                        maintenance: sm.state.maintenance.enabled,
+                        has_lease: false,
+                    };
+                    target_tx.send_if_modified(|cur| {
+                        let changed = cur.as_ref() != Some(&target);
+                        if changed {
+                            *cur = Some(target);
+                        }
+                        changed
+                    });
+                }
             }
             if status.leader != last_leader {
                 metrics.raft_leader_changes.inc();
@@ -475,23 +559,71 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     ingest(me, observe::as_received(&items), applied, liveness.mono_ms());
                 }
                 expire(&mut pending, now, proposal_timeout, status.leader, &metrics);
-                if let Some(id) = members_in_flight {
-                    if !pending.contains_key(&id) {
-                        members_in_flight = None;
-                    }
+                in_flight.retain(|_, id| pending.contains_key(id));
+                let mono = liveness.mono_ms();
+                let authority = &sm.state.redis;
+                if authority.epoch != seen_epoch {
+                    seen_epoch = authority.epoch;
+                    local.mark_dirty();
+                    on_master_change(authority, &member_ids, &metrics, &mut down_since);
                 }
+                let is_leader = status.role == Role::Leader;
+                let (seen, ages, applied_by) = match health_shared.lock() {
+                    Ok(h) if redis_managed => (
+                        if is_leader { h.all(mono) } else { Vec::new() },
+                        h.report_ages(mono),
+                        h.applied(),
+                    ),
+                    _ => Default::default(),
+                };
+                if redis_managed {
+                    timeline.observe(me, authority, &applied_by, mono);
+                    let e = embargo(me, &member_ids, authority, &applied_by);
+                    redis_embargo = e.iter().copied().collect();
+                    transport.set_embargo(e);
+                }
+                let redis_inputs = (redis_managed && is_leader).then(|| RedisInputs {
+                    members: &member_ids,
+                    authority,
+                    seen: &seen,
+                    report_age_ms: &ages,
+                    since_change_ms: timeline.since_change_ms(mono),
+                    suspect_embargo_ms: timeline.suspect_embargo_ms(quorum, mono),
+                    maintenance: sm.state.maintenance.enabled,
+                    in_flight: in_flight.contains_key("redis"),
+                    settings,
+                });
                 let plan = decide::decide(&View {
                     me,
-                    is_leader: status.role == Role::Leader,
+                    is_leader,
                     cluster: &sm.state,
                     configured: &configured,
-                    members_in_flight: members_in_flight.is_some(),
+                    members_in_flight: in_flight.contains_key("members"),
+                    redis: redis_inputs,
                 });
-                if plan.verdict != verdict {
-                    tracing::info!(verdict = %plan.verdict, "decision");
-                    verdict = plan.verdict;
+                if let Some(rp) = &plan.redis {
+                    if !rp.candidates.is_empty() {
+                        down_since.get_or_insert(now);
+                    } else if rp.verdict.starts_with("no action") {
+                        down_since = None;
+                    }
                 }
+                redis_plan = plan.redis;
+                let mut next_verdict = plan.verdict;
                 for command in plan.proposals {
+                    let automatic = matches!(
+                        command,
+                        Command::SetRedisMaster { kind: ChangeKind::Automatic, .. }
+                            | Command::SuspectRedisMaster { .. }
+                    );
+                    if automatic && !fo.automatic {
+                        next_verdict = format!("automatic failover off ([failover] automatic = false): would {next_verdict}");
+                        continue;
+                    }
+                    let key = match command {
+                        Command::RegisterMembers { .. } => "members",
+                        _ => "redis",
+                    };
                     seq += 1;
                     let id = ProposalId { node: me, seq };
                     let data = codec::encode_entry(&Proposal {
@@ -507,8 +639,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                                 deadline: now + proposal_timeout,
                             },
                         );
-                        members_in_flight = Some(id);
+                        in_flight.insert(key, id);
                     }
+                }
+                if next_verdict != verdict {
+                    tracing::info!(verdict = %next_verdict, "decision");
+                    verdict = next_verdict;
                 }
                 if let Some(period) = watchdog {
                     if now.duration_since(last_watchdog) >= period / 4 {
@@ -530,9 +666,14 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 tracing::info!(leader = ?status.leader.map(|l| l.to_string()), "ready");
             }
             status_tx.send_if_modified(|cur| {
+                let redis_changed = cur.redis.as_ref().is_some_and(|r| {
+                    r.plan != redis_plan || r.embargo != redis_embargo
+                });
                 let changed = cur.raft != status
                     || !Arc::ptr_eq(&cur.cluster, &cluster_arc)
-                    || cur.verdict != verdict;
+                    || cur.verdict != verdict
+                    || redis_changed
+                    || (redis_managed && cur.redis.is_none());
                 if changed {
                     *cur = Arc::new(CoreStatus {
                         raft: status,
@@ -540,6 +681,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         verdict: verdict.clone(),
                         storage_loaded: true,
                         health: health_shared.clone(),
+                        redis: redis_managed.then(|| RedisCoreView {
+                            plan: redis_plan.clone(),
+                            embargo: redis_embargo.clone(),
+                            local: redis_local.clone(),
+                        }),
                     });
                 }
                 changed
@@ -568,6 +714,177 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         tracing::info!("agent stopped");
     }
     result
+}
+
+/// Metrics and logs for a newly applied change of Redis master.
+fn on_master_change(
+    authority: &RedisAuthority,
+    members: &[NodeId],
+    metrics: &Metrics,
+    down_since: &mut Option<Instant>,
+) {
+    metrics.redis_epoch.set(authority.epoch.0 as i64);
+    for m in members {
+        metrics
+            .redis_committed_master
+            .with_label_values(&[&m.to_string()])
+            .set(i64::from(authority.master == Some(*m)));
+    }
+    let Some(c) = &authority.last_change else {
+        return;
+    };
+    metrics
+        .redis_failovers
+        .with_label_values(&[c.kind.as_str()])
+        .inc();
+    if let Some(since) = down_since.take() {
+        if c.kind == ChangeKind::Automatic {
+            metrics
+                .redis_failover_duration
+                .with_label_values(&[c.kind.as_str()])
+                .observe(since.elapsed().as_secs_f64());
+        }
+    }
+    tracing::warn!(master = %c.to, from = ?c.from.map(|f| f.to_string()), epoch = %c.epoch,
+        kind = c.kind.as_str(), index = %c.index, reason = %c.reason, "redis master changed");
+}
+
+/// Starts the local reconciler task: every `reconcile_interval` (and at once on a new
+/// target) it checks the lease and runs one [`Reconciler::cycle`].
+fn spawn_reconciler(
+    cfg: &Validated,
+    transport: Transport,
+    mut targets: watch::Receiver<Option<Target>>,
+    view: Arc<std::sync::Mutex<LocalRedisView>>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let me = cfg.node_id();
+    let c = &cfg.config;
+    let Some(r) = &c.redis else {
+        return Ok(());
+    };
+    let fo = c.failover.clone();
+    let addrs: BTreeMap<NodeId, std::net::SocketAddr> = cfg
+        .members
+        .iter()
+        .filter_map(|m| Some((m.id, m.redis_addr?)))
+        .collect();
+    let Some(&local) = addrs.get(&me) else {
+        return Ok(());
+    };
+    let password = r
+        .password_file
+        .as_deref()
+        .map(|p| config::read_secret(p, "redis.password_file"))
+        .transpose()?;
+    let redis = Arc::new(RedisServer::new(
+        local,
+        r.username.clone(),
+        password,
+        fo.action_timeout,
+        fo.redis_min_replicas_to_write,
+    ));
+    let haproxy = c.haproxy.as_ref().map(|h| {
+        let mut sock = HaproxySocket::new(&h.admin_socket, fo.action_timeout);
+        if let Some(f) = &h.state_file {
+            sock = sock.with_state_file(f);
+        }
+        HaproxyTarget {
+            haproxy: Arc::new(sock),
+            backend: h.redis_backend.clone(),
+            servers: cfg
+                .members
+                .iter()
+                .map(|m| (m.id, h.redis_server(m.id)))
+                .collect(),
+            save_state: h.state_file.is_some(),
+        }
+    });
+    let mut rec = Reconciler::new(me, addrs, redis, haproxy);
+    let quorum = cfg.members.len() / 2 + 1;
+    let ping = c.raft.tick_interval * c.raft.heartbeat_ticks as u32;
+    let grace = ping * 2;
+    let started = Instant::now();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(fo.reconcile_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_errors: (Option<String>, Option<String>) = (None, None);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+                r = targets.changed() => if r.is_err() { break },
+            }
+            let lease = transport.lease(fo.lease, quorum - 1);
+            metrics.lease_valid.set(i64::from(lease.valid));
+            let target = targets.borrow().clone();
+            let set_view = |f: &mut dyn FnMut(&mut LocalRedisView)| {
+                if let Ok(mut v) = view.lock() {
+                    v.lease_valid = lease.valid;
+                    v.lease_remaining_ms = lease.remaining.as_millis() as u64;
+                    f(&mut v);
+                }
+            };
+            let Some(mut target) = target else {
+                set_view(&mut |v| v.waiting = Some("no committed state applied yet".into()));
+                continue;
+            };
+            if !lease.valid && started.elapsed() < grace {
+                // Just started: the first pongs are on their way; do not fence on no news.
+                set_view(&mut |v| {
+                    v.waiting = Some("start-up: waiting for the first lease grants".into())
+                });
+                continue;
+            }
+            target.has_lease = lease.valid;
+            let report = rec.cycle(&target).await;
+            if report.fenced_now {
+                metrics.redis_fence_events.inc();
+                tracing::warn!(lease = lease.valid, epoch = %target.authority.epoch,
+                    "fenced the local Redis (writes refused)");
+            }
+            if !report.redis_actions.is_empty() {
+                metrics
+                    .reconcile_actions
+                    .with_label_values(&["redis"])
+                    .inc_by(report.redis_actions.len() as u64);
+                tracing::info!(actions = ?report.redis_actions, epoch = %target.authority.epoch,
+                    lease = lease.valid, "reconciled the local Redis");
+            }
+            if !report.haproxy_actions.is_empty() {
+                metrics
+                    .reconcile_actions
+                    .with_label_values(&["haproxy"])
+                    .inc_by(report.haproxy_actions.len() as u64);
+                tracing::info!(actions = ?report.haproxy_actions, epoch = %target.authority.epoch,
+                    lease = lease.valid, "reconciled the local HAProxy");
+            }
+            for (side, err, last) in [
+                ("redis", &report.redis_error, &mut last_errors.0),
+                ("haproxy", &report.haproxy_error, &mut last_errors.1),
+            ] {
+                if err.is_some() {
+                    metrics.reconcile_errors.with_label_values(&[side]).inc();
+                }
+                if err != last {
+                    match err {
+                        Some(e) => {
+                            tracing::warn!(side, error = %e, "reconciliation failed; retrying")
+                        }
+                        None => tracing::info!(side, "reconciliation works again"),
+                    }
+                    last.clone_from(err);
+                }
+            }
+            set_view(&mut |v| {
+                v.cycles += 1;
+                v.waiting = None;
+                v.last_cycle = Some(report.clone());
+            });
+        }
+    });
+    Ok(())
 }
 
 fn step(raft: &mut RaftNode, metrics: &Metrics, from: NodeId, bytes: &[u8]) {

@@ -51,15 +51,13 @@ impl LocalObservations {
             return;
         };
         let before = tracker.current().map(|o| o.status);
-        let before_last = tracker
-            .current()
-            .map(|o| (o.last.status, o.last.failure, o.last.error.clone()));
+        let before_last = tracker.current().map(verdict_key);
         let latency_us = ev.latency.as_micros() as u64;
         let o = tracker.record(&ev.id, ev.result, latency_us, ev.at);
         *at = Some(ev.at_instant);
         // Report at once only what changes a verdict (status, failure kind, reason); details
         // such as offsets ride along with the periodic report.
-        if before_last != Some((o.last.status, o.last.failure, o.last.error.clone())) {
+        if before_last.as_ref() != Some(&verdict_key(o)) {
             self.dirty = true;
         }
         if before != Some(o.status) {
@@ -77,6 +75,12 @@ impl LocalObservations {
             }
         }
         record_metrics(o, ev.latency, metrics);
+    }
+
+    /// Asks for a report as soon as the minimum gap allows (for example after this node
+    /// applied a new Redis decision, so that peers learn its applied index quickly).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
     }
 
     /// Whether a report is due now.
@@ -103,6 +107,32 @@ impl LocalObservations {
             })
             .collect()
     }
+}
+
+/// What a report must carry at once when it changes: status, failure kind and reason, plus
+/// the details a failover decision reads (a Redis role and its replication link).
+type VerdictKey = (
+    Status,
+    Option<crate::probe::FailureKind>,
+    Option<String>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+);
+
+fn verdict_key(o: &Observation) -> VerdictKey {
+    let d = &o.last.details;
+    let (role, link) = if o.id.service == Service::Redis {
+        (d.get("role").cloned(), d.get("master_link_up").cloned())
+    } else {
+        (None, None)
+    };
+    (
+        o.last.status,
+        o.last.failure,
+        o.last.error.clone(),
+        role,
+        link,
+    )
 }
 
 /// The report as this node stores its own view.

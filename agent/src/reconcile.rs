@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::actuator::haproxy::{self, AdminMode, Haproxy, HaproxyPlan, Sessions};
 use crate::actuator::redis::{plan_local, LocalRedis, RedisAction, RedisControl};
@@ -75,7 +75,7 @@ pub struct HaproxyTarget {
 }
 
 /// The outcome of one cycle, for logs, status and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleReport {
     /// Local Redis role after the cycle, when it answered.
     pub redis_role: Option<String>,

@@ -31,6 +31,8 @@ pub struct View<'a> {
     pub configured: &'a BTreeMap<NodeId, MemberInfo>,
     /// Whether a membership registration proposed earlier is still in flight.
     pub members_in_flight: bool,
+    /// The Redis decision's inputs, when Redis is managed.
+    pub redis: Option<redis::RedisInputs<'a>>,
 }
 
 /// What to do this cycle.
@@ -40,6 +42,8 @@ pub struct Plan {
     pub verdict: String,
     /// Commands to propose.
     pub proposals: Vec<Command>,
+    /// The Redis decision, when it was taken this cycle.
+    pub redis: Option<redis::RedisPlan>,
 }
 
 /// Decides.
@@ -48,6 +52,7 @@ pub fn decide(view: &View<'_>) -> Plan {
         return Plan {
             verdict: format!("no action: {} is not the leader", view.me),
             proposals: vec![],
+            redis: None,
         };
     }
     if view.cluster.members != *view.configured {
@@ -55,6 +60,7 @@ pub fn decide(view: &View<'_>) -> Plan {
             return Plan {
                 verdict: "waiting: membership registration in flight".into(),
                 proposals: vec![],
+                redis: None,
             };
         }
         return Plan {
@@ -66,6 +72,15 @@ pub fn decide(view: &View<'_>) -> Plan {
             proposals: vec![Command::RegisterMembers {
                 members: view.configured.clone(),
             }],
+            redis: None,
+        };
+    }
+    if let Some(inputs) = &view.redis {
+        let plan = redis::decide(inputs);
+        return Plan {
+            verdict: plan.verdict.clone(),
+            proposals: plan.proposals.clone(),
+            redis: Some(plan),
         };
     }
     let maintenance = if view.cluster.maintenance.enabled {
@@ -79,6 +94,7 @@ pub fn decide(view: &View<'_>) -> Plan {
             view.cluster.members.len()
         ),
         proposals: vec![],
+        redis: None,
     }
 }
 
@@ -167,6 +183,7 @@ mod tests {
                 cluster: &cluster,
                 configured: &configured,
                 members_in_flight: in_flight,
+                redis: None,
             });
             assert_eq!(plan.verdict, verdict);
             assert_eq!(!plan.proposals.is_empty(), proposes, "{verdict}");

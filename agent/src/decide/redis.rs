@@ -6,7 +6,9 @@
 //! durations the wiring measures on its own monotonic clock.
 //!
 //! # Detection
-//! - Each agent's probes turn single checks into a subjective verdict (rise/fall).
+//! - Each agent's probes turn single checks into a subjective verdict (rise/fall). A refused
+//!   connection counts as down at once (no process listens: strong evidence); a timeout only
+//!   after `fall` consecutive failures (weak evidence: a busy or paused server).
 //! - The master is *objectively down* only when a majority of agents with fresh reports see it
 //!   down (`down` or `unreachable`), and the replicas confirm it: no live replica reports its
 //!   link to the master up (orchestrator's holistic rule). A link counts as lost when
@@ -45,7 +47,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ChangeKind, Command, RedisAuthority};
 use crate::health::Seen;
@@ -94,7 +96,7 @@ pub struct RedisInputs<'a> {
 }
 
 /// A candidate for promotion and why it is or is not eligible.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
     /// The node.
     pub node: NodeId,
@@ -160,6 +162,11 @@ impl RedisInputs<'_> {
     }
 }
 
+/// Whether a view counts as "down": after rise/fall, or refused on the last check.
+fn sees_down(s: &Seen) -> bool {
+    !s.observation.status.is_up() || s.observation.last.failure == Some(FailureKind::Refused)
+}
+
 fn int(s: &Seen, key: &str) -> Option<i64> {
     s.observation.last.details.get(key).and_then(|v| v.as_i64())
 }
@@ -183,10 +190,9 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
         ));
     }
     let views = i.views_of(master);
-    let down: Vec<&&Seen> = views
-        .iter()
-        .filter(|s| !s.observation.status.is_up())
-        .collect();
+    // Down after rise/fall, or refused on the last check: nothing listens, which a timeout
+    // does not prove, so a refusal counts at once.
+    let down: Vec<&&Seen> = views.iter().filter(|s| sees_down(s)).collect();
     let refused = down
         .iter()
         .filter(|s| s.observation.last.failure == Some(FailureKind::Refused))
@@ -251,7 +257,7 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
         }
     }
     let own = i.own_view(master);
-    let fast = i.is_fresh(master) && own.is_some_and(|s| !s.observation.status.is_up());
+    let fast = i.is_fresh(master) && own.is_some_and(sees_down);
     let candidates = rank(i, master);
     let best = candidates.iter().find(|c| c.rank == Some(1)).cloned();
     if !fast {

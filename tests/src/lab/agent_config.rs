@@ -61,6 +61,19 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "[redis]");
     let _ = writeln!(out);
+    // Failover at its defaults; HAProxy's Redis backend driven by the agent.
+    let _ = writeln!(out, "[failover]");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[haproxy]");
+    let _ = writeln!(
+        out,
+        "admin_socket = {:?}",
+        p(&lab.haproxy_admin_socket(node))
+    );
+    let _ = writeln!(out, "state_file = {:?}", p(&lab.haproxy_server_state(node)));
+    let _ = writeln!(out, "redis_backend = \"be_redis\"");
+    let _ = writeln!(out, "redis_server_prefix = \"redis\"");
+    let _ = writeln!(out);
     let _ = writeln!(out, "[mariadb]");
     let _ = writeln!(out, "user = {:?}", MONITOR_USER);
     let _ = writeln!(out, "password_file = {:?}", p(&lab.monitor_password_file()));

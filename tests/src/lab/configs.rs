@@ -4,7 +4,9 @@
 //! them say why. Defaults that matter (and bit us):
 //! - MariaDB: `wsrep_auto_increment_control=OFF`, or Galera rewrites the fixed increment 3 and
 //!   the per-node offsets; no `user=` under `[client]` (it breaks rsync/mariabackup SST).
-//! - Redis: `repl-diskless-sync-delay 0` (the default 5 s delays every replica's first link).
+//! - Redis: `repl-diskless-sync-delay 0` (the default 5 s delays every replica's first link);
+//!   `repl-ping-replica-period 1`, so that a replica's `master_last_io_seconds_ago` stays below
+//!   the agent's `failover.link_stale_after` (3 s) on an idle master.
 //! - PHP-FPM: `user = www-data` (root workers refuse to start, and `php-fpm -t` does not
 //!   notice).
 //! - HAProxy 2.6: `no option keep-conn` in the `fcgi-app` (idle kept connections each pin a
@@ -118,7 +120,8 @@ pub fn redis_conf(lab: &LabSpec, n: u64) -> String {
          dir {dir}\n\
          save \"\"\n\
          appendonly no\n\
-         repl-diskless-sync-delay 0\n",
+         repl-diskless-sync-delay 0\n\
+         repl-ping-replica-period 1\n",
         ip = lab.node_ip(n),
         dir = dir.display(),
         log = lab.redis_log(n).display(),
