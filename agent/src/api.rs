@@ -189,6 +189,7 @@ pub fn router(h: Handles) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/maintenance", post(maintenance))
+        .route("/v1/redis/switchover", post(redis_switchover))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Arc::new(h))
@@ -443,6 +444,193 @@ async fn maintenance(State(h): State<Arc<Handles>>, headers: HeaderMap, body: Bo
         by: format!("api@{}", h.config.node_id()),
     };
     propose(&h, command).await
+}
+
+/// Body of `POST /v1/redis/switchover` (an empty body is `{}`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverRequest {
+    /// The target node id; absent: the best-ranked replica.
+    #[serde(default)]
+    to: Option<NodeId>,
+}
+
+/// Clears the busy flag when the switchover ends, however it ends.
+struct Busy(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn redis_switchover(
+    State(h): State<Arc<Handles>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use crate::switchover::{self, SwitchoverError, SwitchoverSpec};
+    if let Err(resp) = authorize(&h, &headers) {
+        return *resp;
+    }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let req: SwitchoverRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SwitchoverRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid JSON body: {e}; expected {{}} or {{\"to\": NODE_ID}}"),
+                )
+            }
+        }
+    };
+    let cfg = &h.config.config;
+    let Some(rcfg) = &cfg.redis else {
+        return error(
+            StatusCode::CONFLICT,
+            "Redis is not managed by this agent ([redis] is not configured)",
+        );
+    };
+    let core = h.status.borrow().clone();
+    let authority = core.cluster.redis.clone();
+    let Some(from) = authority.master else {
+        return error(
+            StatusCode::CONFLICT,
+            "no Redis master is recorded yet; wait until the agents have recorded one",
+        );
+    };
+    let addr_of = |n: NodeId| h.config.members.iter().find(|m| m.id == n)?.redis_addr;
+    let to = match req.to {
+        Some(t) if t == from => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("{t} is already the Redis master"),
+            )
+        }
+        Some(t) if addr_of(t).is_none() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{t} is not a member with a Redis address (peers[].redis_addr)"),
+            )
+        }
+        Some(t) => t,
+        None => {
+            let now = h.liveness.mono_ms();
+            let (seen, ages) = match core.health.lock() {
+                Ok(hs) => (hs.all(now), hs.report_ages(now)),
+                Err(_) => Default::default(),
+            };
+            let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+            let ranked = crate::decide::redis::candidates(&crate::decide::redis::RedisInputs {
+                members: &members,
+                authority: &authority,
+                seen: &seen,
+                report_age_ms: &ages,
+                since_change_ms: None,
+                suspect_embargo_ms: None,
+                maintenance: false,
+                in_flight: false,
+                settings: cfg.failover.settings(),
+            });
+            match ranked.iter().find(|c| c.rank == Some(1)) {
+                Some(c) => c.node,
+                None => {
+                    let why: Vec<String> = ranked
+                        .iter()
+                        .map(|c| format!("{} {}", c.node, c.reason))
+                        .collect();
+                    return error(
+                        StatusCode::CONFLICT,
+                        format!("no eligible replica to switch over to: {}", why.join("; ")),
+                    );
+                }
+            }
+        }
+    };
+    let (Some(from_addr), Some(to_addr)) = (addr_of(from), addr_of(to)) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!("{from} or {to} has no Redis address in peers[].redis_addr"),
+        );
+    };
+    if h.switchover_busy
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return error(
+            StatusCode::CONFLICT,
+            "a switchover is already running through this agent; wait for it to finish",
+        );
+    }
+    let _busy = Busy(h.switchover_busy.clone());
+    let password = match rcfg
+        .password_file
+        .as_deref()
+        .map(|p| crate::config::read_secret(p, "redis.password_file"))
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let fo = &cfg.failover;
+    let server = |addr| {
+        crate::actuator::redis::RedisServer::new(
+            addr,
+            rcfg.username.clone(),
+            password.clone(),
+            fo.action_timeout,
+            fo.redis_min_replicas_to_write,
+        )
+    };
+    let (master, target) = (server(from_addr), server(to_addr));
+    let catch_up = std::time::Duration::from_secs(2);
+    let demote_wait = std::time::Duration::from_secs(2);
+    let commit_wait = cfg.api.proposal_timeout;
+    let spec = SwitchoverSpec {
+        from,
+        to,
+        epoch: authority.epoch,
+        from_addr,
+        pause: catch_up + commit_wait + demote_wait + std::time::Duration::from_secs(1),
+        catch_up,
+        demote_wait,
+        by: format!("api@{}", h.config.node_id()),
+    };
+    let requests = h.requests.clone();
+    let propose = |command: Command| async move {
+        let (tx, rx) = oneshot::channel();
+        requests
+            .send(Request::Propose { command, reply: tx })
+            .await
+            .map_err(|_| "agent is shutting down".to_string())?;
+        match rx.await {
+            Ok(Ok(a)) => match a.outcome {
+                crate::cluster::Outcome::Rejected(why) => Err(format!("rejected: {why}")),
+                _ => Ok(a.index),
+            },
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("agent is shutting down".to_string()),
+        }
+    };
+    match switchover::run(&spec, &master, &target, propose).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => {
+            let code = match &e {
+                SwitchoverError::Precondition(_) | SwitchoverError::CatchUp { .. } => {
+                    StatusCode::CONFLICT
+                }
+                SwitchoverError::Redis(_) => StatusCode::BAD_GATEWAY,
+                SwitchoverError::Commit(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            tracing::warn!(%from, %to, error = %e, "switchover failed");
+            error(code, e.to_string())
+        }
+    }
 }
 
 async fn propose(h: &Handles, command: Command) -> Response {

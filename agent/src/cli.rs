@@ -80,6 +80,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Planned switchover: pause writes on the master, wait for the target to catch up,
+    /// commit the change, resume. No acknowledged write is lost.
+    Switchover {
+        /// What to switch over (`redis`).
+        service: SwitchService,
+        /// Target node id (default: the best-ranked replica).
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+        /// File with the API bearer token (default: the config's api.token_file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SwitchService {
+    /// The Redis master.
+    Redis,
 }
 
 #[derive(clap::Args, Debug)]
@@ -147,6 +170,13 @@ pub fn main() -> ExitCode {
             )
             .await
         }),
+        Cmd::Switchover {
+            service: SwitchService::Redis,
+            to,
+            target,
+            token_file,
+            json,
+        } => client(async move { switchover(&target, to, token_file, json).await }),
     }
 }
 
@@ -563,7 +593,7 @@ fn render_redis(out: &mut String, s: &StatusBody, others: &[Option<Option<Status
                     c.redis_role.as_deref().unwrap_or("?"),
                     match c.redis_fenced {
                         Some(true) => "FENCED",
-                        Some(false) => "writable",
+                        Some(false) => "not fenced",
                         None => "?",
                     }
                 );
@@ -583,14 +613,7 @@ fn render_redis(out: &mut String, s: &StatusBody, others: &[Option<Option<Status
     }
 }
 
-async fn maintenance(
-    target: &Target,
-    enabled: bool,
-    reason: &str,
-    token_file: Option<PathBuf>,
-    json: bool,
-) -> Result<(), Failure> {
-    let base = base_url(target);
+fn token_for(target: &Target, token_file: Option<PathBuf>) -> Result<String, Failure> {
     let token_path = match token_file {
         Some(p) => p,
         None => config_file(target)
@@ -604,15 +627,28 @@ async fn maintenance(
                 ),
             })?,
     };
-    let token = config::read_token(&token_path).map_err(|e| Failure {
+    config::read_token(&token_path).map_err(|e| Failure {
         code: EXIT_USAGE,
         message: e.to_string(),
-    })?;
-    let url = format!("{base}/v1/maintenance");
+    })
+}
+
+/// POSTs `body` with the token; prints the raw answer with `--json`; fails on non-2xx.
+async fn post_json(
+    target: &Target,
+    path: &str,
+    token_file: Option<PathBuf>,
+    body: serde_json::Value,
+    timeout: Duration,
+    json: bool,
+) -> Result<serde_json::Value, Failure> {
+    let token = token_for(target, token_file)?;
+    let url = format!("{}{path}", base_url(target));
     let resp = http()?
         .post(&url)
         .bearer_auth(token)
-        .json(&serde_json::json!({ "enabled": enabled, "reason": reason }))
+        .timeout(timeout)
+        .json(&body)
         .send()
         .await
         .map_err(|e| unreachable(&url, &e))?;
@@ -631,6 +667,64 @@ async fn maintenance(
             message: format!("{url} refused ({code}): {msg}"),
         });
     }
+    Ok(body)
+}
+
+async fn switchover(
+    target: &Target,
+    to: Option<u64>,
+    token_file: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let body = match to {
+        Some(t) => serde_json::json!({ "to": t }),
+        None => serde_json::json!({}),
+    };
+    if !json {
+        eprintln!(
+            "switching the Redis master over{} (writes pause for the duration) ...",
+            to.map(|t| format!(" to n{t}")).unwrap_or_default()
+        );
+    }
+    let r = post_json(
+        target,
+        "/v1/redis/switchover",
+        token_file,
+        body,
+        Duration::from_secs(30),
+        json,
+    )
+    .await?;
+    if !json {
+        if let Some(steps) = r["steps"].as_array() {
+            for s in steps.iter().filter_map(|s| s.as_str()) {
+                println!("  {s}");
+            }
+        }
+        println!(
+            "redis master is now n{} at epoch {} (writes paused {} ms)",
+            r["to"], r["epoch"], r["paused_ms"]
+        );
+    }
+    Ok(())
+}
+
+async fn maintenance(
+    target: &Target,
+    enabled: bool,
+    reason: &str,
+    token_file: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let body = post_json(
+        target,
+        "/v1/maintenance",
+        token_file,
+        serde_json::json!({ "enabled": enabled, "reason": reason }),
+        Duration::from_secs(30),
+        json,
+    )
+    .await?;
     if !json {
         println!(
             "maintenance {} (applied at index {}, {})",

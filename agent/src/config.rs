@@ -403,6 +403,20 @@ pub struct FailoverSection {
     pub redis_min_replicas_to_write: u32,
 }
 
+impl FailoverSection {
+    /// The decision's tunables.
+    pub fn settings(&self) -> crate::decide::redis::FailoverSettings {
+        crate::decide::redis::FailoverSettings {
+            freshness_ms: self.freshness.as_millis() as u64,
+            lease_ms: self.lease.as_millis() as u64,
+            clock_margin_ms: self.clock_margin.as_millis() as u64,
+            hold_down_ms: self.hold_down.as_millis() as u64,
+            max_lag_bytes: i64::try_from(self.max_lag_bytes).unwrap_or(i64::MAX),
+            link_stale_after_s: self.link_stale_after.as_secs() as i64,
+        }
+    }
+}
+
 impl Default for FailoverSection {
     fn default() -> Self {
         FailoverSection {

@@ -24,3 +24,4 @@ pub mod observe;
 pub mod probe;
 pub mod raft;
 pub mod reconcile;
+pub mod switchover;

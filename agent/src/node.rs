@@ -16,7 +16,7 @@
 //! is not durable; systemd restarts it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use crate::cluster::{
 };
 use crate::codec::{self, Proposal, ProposalId};
 use crate::config::{self, Validated};
-use crate::decide::redis::{FailoverSettings, RedisInputs, RedisPlan};
+use crate::decide::redis::{RedisInputs, RedisPlan};
 use crate::decide::timeline::{embargo, RedisTimeline};
 use crate::decide::{self, View};
 use crate::health::HealthStore;
@@ -291,6 +291,8 @@ pub struct Handles {
     pub liveness: Arc<Liveness>,
     /// Bearer token for mutating endpoints, if configured.
     pub token: Option<Arc<str>>,
+    /// Set while a switchover runs through this agent (one at a time).
+    pub switchover_busy: Arc<AtomicBool>,
 }
 
 struct Pending {
@@ -394,14 +396,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let member_ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
     let quorum = member_ids.len() / 2 + 1;
     let fo = cfg.config.failover.clone();
-    let settings = FailoverSettings {
-        freshness_ms: fo.freshness.as_millis() as u64,
-        lease_ms: fo.lease.as_millis() as u64,
-        clock_margin_ms: fo.clock_margin.as_millis() as u64,
-        hold_down_ms: fo.hold_down.as_millis() as u64,
-        max_lag_bytes: i64::try_from(fo.max_lag_bytes).unwrap_or(i64::MAX),
-        link_stale_after_s: fo.link_stale_after.as_secs() as i64,
-    };
+    let settings = fo.settings();
     let redis_local = Arc::new(std::sync::Mutex::new(LocalRedisView {
         waiting: Some("starting".into()),
         ..LocalRedisView::default()
@@ -422,6 +417,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let mut redis_plan: Option<RedisPlan> = None;
     let mut redis_embargo: Vec<NodeId> = Vec::new();
     let mut seen_epoch = sm.state.redis.epoch;
+    let mut seen_decision = (None, None);
     let mut down_since: Option<Instant> = None;
     let cfg = Arc::new(cfg);
     let api_task = api::serve(
@@ -433,6 +429,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             metrics: metrics.clone(),
             liveness: liveness.clone(),
             token,
+            switchover_busy: Arc::new(AtomicBool::new(false)),
         },
         shutdown.clone(),
     )
@@ -562,9 +559,18 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 in_flight.retain(|_, id| pending.contains_key(id));
                 let mono = liveness.mono_ms();
                 let authority = &sm.state.redis;
+                let decision_index = (
+                    authority.last_change.as_ref().map(|c| c.index),
+                    authority.suspect.as_ref().map(|c| c.index),
+                );
+                if decision_index != seen_decision {
+                    // Peers lift their lease embargo on this node once its report shows that
+                    // it applied the newest decision: report at once.
+                    seen_decision = decision_index;
+                    local.mark_dirty();
+                }
                 if authority.epoch != seen_epoch {
                     seen_epoch = authority.epoch;
-                    local.mark_dirty();
                     on_master_change(authority, &member_ids, &metrics, &mut down_since);
                 }
                 let is_leader = status.role == Role::Leader;
@@ -643,7 +649,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     }
                 }
                 if next_verdict != verdict {
-                    tracing::info!(verdict = %next_verdict, "decision");
+                    // Log a new verdict, not a new countdown ("lease runs out in 2.9s").
+                    let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
+                    if shape(&next_verdict) != shape(&verdict) {
+                        tracing::info!(verdict = %next_verdict, "decision");
+                    }
                     verdict = next_verdict;
                 }
                 if let Some(period) = watchdog {

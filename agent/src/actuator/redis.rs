@@ -127,6 +127,11 @@ pub trait RedisControl: Send + Sync + 'static {
     fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>>;
     /// Reads the server's replication state (`INFO replication`).
     fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>>;
+    /// `CLIENT PAUSE ms WRITE`: holds every client write (not reads, not replication) for at
+    /// most `ms`; used by a planned switchover.
+    fn pause_writes(&self, ms: u64) -> BoxFuture<'_, Result<(), RedisActionError>>;
+    /// `CLIENT UNPAUSE`.
+    fn unpause(&self) -> BoxFuture<'_, Result<(), RedisActionError>>;
 }
 
 /// The real server, over a fresh connection per call.
@@ -233,6 +238,19 @@ impl RedisServer {
         Ok(crate::probe::redis_info::parse_info(&text))
     }
 
+    async fn simple(&self, args: &[String]) -> Result<(), RedisActionError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd(&args[0]);
+        for a in &args[1..] {
+            cmd.arg(a);
+        }
+        let _: redis::Value = cmd
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(format!("{}: {e}", args.join(" "))))?;
+        Ok(())
+    }
+
     async fn bounded<T>(
         &self,
         what: &str,
@@ -281,6 +299,18 @@ impl RedisControl for RedisServer {
     fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>> {
         Box::pin(self.bounded("INFO", self.read_info()))
     }
+    fn pause_writes(&self, ms: u64) -> BoxFuture<'_, Result<(), RedisActionError>> {
+        Box::pin(async move {
+            let args = ["CLIENT", "PAUSE", &ms.to_string(), "WRITE"].map(String::from);
+            self.bounded("CLIENT PAUSE", self.simple(&args)).await
+        })
+    }
+    fn unpause(&self) -> BoxFuture<'_, Result<(), RedisActionError>> {
+        Box::pin(async move {
+            let args = ["CLIENT", "UNPAUSE"].map(String::from);
+            self.bounded("CLIENT UNPAUSE", self.simple(&args)).await
+        })
+    }
 }
 
 /// A simulated Redis for tests and the simulator.
@@ -298,6 +328,8 @@ pub struct SimRedisState {
     pub fenced: bool,
     /// Whether it answers at all.
     pub down: bool,
+    /// Whether client writes are paused.
+    pub paused: bool,
     /// Actions applied, in order, with their epochs.
     pub log: Vec<(RedisAction, Epoch)>,
 }
@@ -388,6 +420,31 @@ impl RedisControl for SimRedis {
                 Ok(r.info)
             }
         })
+    }
+    fn pause_writes(&self, _ms: u64) -> BoxFuture<'_, Result<(), RedisActionError>> {
+        let r = self.set_paused(true);
+        Box::pin(async move { r })
+    }
+    fn unpause(&self) -> BoxFuture<'_, Result<(), RedisActionError>> {
+        let r = self.set_paused(false);
+        Box::pin(async move { r })
+    }
+}
+
+impl SimRedis {
+    fn set_paused(&self, paused: bool) -> Result<(), RedisActionError> {
+        let refused = || RedisActionError {
+            addr: "sim".into(),
+            message: "connection refused".into(),
+        };
+        self.with(|s| {
+            if s.down {
+                return Err(refused());
+            }
+            s.paused = paused;
+            Ok(())
+        })
+        .unwrap_or_else(|| Err(refused()))
     }
 }
 

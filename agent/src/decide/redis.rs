@@ -340,6 +340,12 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
     }
 }
 
+/// The candidate ranking for replacing the committed master (empty without one); used by the
+/// planned switchover to pick a target when the operator names none.
+pub fn candidates(i: &RedisInputs<'_>) -> Vec<Candidate> {
+    i.authority.master.map(|m| rank(i, m)).unwrap_or_default()
+}
+
 /// A live replica that still reports an up-to-date link to `master`, if any.
 fn replica_with_link_up(i: &RedisInputs<'_>, master: NodeId) -> Option<NodeId> {
     i.members

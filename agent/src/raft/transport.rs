@@ -260,8 +260,13 @@ impl Transport {
     pub fn set_embargo(&self, peers: std::collections::BTreeSet<NodeId>) {
         if let Ok(mut e) = self.shared.embargo.lock() {
             if *e != peers {
-                tracing::warn!(peers = ?peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                    "lease renewal withheld from suspected peers");
+                let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+                if peers.is_empty() {
+                    tracing::info!("lease renewal resumed for every peer");
+                } else {
+                    tracing::warn!(peers = ?list,
+                        "lease renewal withheld (peer suspected or behind the newest decision)");
+                }
                 *e = peers;
             }
         }
