@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actuator::haproxy::{self, AdminMode, Haproxy, HaproxyPlan, Sessions};
+use crate::actuator::haproxy::{self, AdminMode, Haproxy, HaproxyPlan, Policy, Sessions};
 use crate::actuator::redis::{plan_local, LocalRedis, RedisAction, RedisControl};
 use crate::actuator::{DecisionEpoch, EpochFence};
 use crate::cluster::RedisAuthority;
@@ -263,7 +263,10 @@ impl Reconciler {
             &desired,
             &rows,
             epoch,
-            Sessions::ShutdownOnLeave,
+            Policy {
+                sessions: Sessions::ShutdownOnLeave,
+                force_up_on_enter: true,
+            },
         );
         r.haproxy_verdict = Some(plan.verdict());
         if plan.actions.is_empty() {

@@ -7,7 +7,8 @@
 //!
 //! Script lines:
 //! - `members N`; `settings key=value ...` (freshness, lease, margin, hold_down, max_lag,
-//!   link_stale); `authority master=nX epoch=E [suspect]`; `since_change MS`; `embargo MS`;
+//!   link_stale); `authority master=nX epoch=E [suspect]`; `since_change MS [kind=K]` (the
+//!   last change, `automatic` unless K is `switchover` or `initial`); `embargo MS`;
 //!   `maintenance`; `in_flight`;
 //! - `agent nX age=MS`: age of that agent's latest report;
 //! - `see OBSERVER SUBJECT STATUS [failure=K] [role=R] [link=up|down] [io=S] [offset=N]
@@ -16,10 +17,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use triad::cluster::{Command, RedisAuthority, Suspect};
+use triad::cluster::{ChangeKind, Command, MasterChange, RedisAuthority, Suspect};
 use triad::decide::redis::{decide, FailoverSettings, RedisInputs};
 use triad::health::Seen;
-use triad::ids::{Epoch, LogIndex, NodeId, UnixMillis};
+use triad::ids::{Epoch, LogIndex, NodeId, Term, UnixMillis};
 use triad::probe::{CheckResult, FailureKind, Observation, ProbeId, Service, Status};
 
 fn node(s: &str) -> NodeId {
@@ -96,7 +97,22 @@ fn run(script: &str) -> String {
                     });
                 }
             }
-            "since_change" => since_change = Some(parts[1].parse().expect("ms")),
+            "since_change" => {
+                since_change = Some(parts[1].parse().expect("ms"));
+                let kind = args.get("kind").map_or("automatic", String::as_str);
+                authority.last_change = Some(MasterChange {
+                    kind: ChangeKind::parse(kind).expect("kind"),
+                    from: None,
+                    to: authority
+                        .master
+                        .expect("since_change needs authority first"),
+                    epoch: authority.epoch,
+                    index: LogIndex(5),
+                    term: Term(1),
+                    at: UnixMillis(0),
+                    reason: "test".into(),
+                });
+            }
             "embargo" => embargo = Some(parts[1].parse().expect("ms")),
             "maintenance" => maintenance = true,
             "in_flight" => in_flight = true,

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use triad::actuator::haproxy::{
-    apply, plan, AdminMode, AdminState, ErrorKind, Haproxy, HaproxyError, HaproxySocket, ServerRow,
-    Sessions, SimHaproxy,
+    apply, plan, AdminMode, AdminState, ErrorKind, Haproxy, HaproxyError, HaproxyOp, HaproxySocket,
+    Policy, ServerRow, Sessions, SimHaproxy,
 };
 use triad::actuator::{DecisionEpoch, EpochFence};
 
@@ -174,6 +174,30 @@ fn contract(name: &str, b: &mut dyn Backend) {
     );
     assert!(plan("web", &web, &web_rows(), epoch, Sessions::Keep).is_converged());
 
+    // A server entering service whose checks have not passed (it was out of service): with
+    // `force_up_on_enter` the planner forces it up, so it serves at once.
+    let checked = BTreeMap::from([("c1".to_string(), Ready)]);
+    let c_rows = || {
+        rt.block_on(h.show_servers_state(Some("checked")))
+            .expect("checked")
+    };
+    let force = Policy {
+        sessions: Sessions::Keep,
+        force_up_on_enter: true,
+    };
+    let p = plan("checked", &checked, &c_rows(), epoch, force);
+    let ops: Vec<HaproxyOp> = p.actions.iter().map(|a| a.op).collect();
+    assert_eq!(
+        ops,
+        [HaproxyOp::SetState(Ready), HaproxyOp::ForceHealthUp],
+        "{name}: {p:?}"
+    );
+    rt.block_on(apply(h.as_ref(), &mut fence, &p.actions))
+        .expect("c1 ready and up");
+    let c1 = c_rows().remove(0);
+    assert!(c1.is_ready() && c1.op_state.is_up(), "{name}: {c1:?}");
+    assert!(plan("checked", &checked, &c_rows(), epoch, force).is_converged());
+
     // Sessions: maint leaves them, shutdown sessions cuts them.
     b.open_session("r2");
     assert!(b.session_alive(), "{name}: session not established");
@@ -195,7 +219,7 @@ fn contract(name: &str, b: &mut dyn Backend) {
 
     // The saved state, not the live one, survives a reload.
     let saved = rt.block_on(h.save_server_state()).expect("save state");
-    assert_eq!(saved, 4, "{name}");
+    assert_eq!(saved, 5, "{name}");
     rt.block_on(h.set_server_state("redis", "r3", Maint))
         .expect("r3 maint");
     let pid = rt.block_on(h.show_info()).expect("info").pid;
@@ -301,6 +325,7 @@ fn sim_haproxy_meets_the_contract() {
         sim.add_server("redis", s, 6379 + i as u16, false);
     }
     sim.add_server("web", "w1", 8080, true);
+    sim.add_server("checked", "c1", 8081, true);
     contract("sim", &mut Sim { sim, session: None });
 }
 
@@ -366,10 +391,12 @@ impl RealHaproxy {
              frontend fe\n    bind 127.0.0.1:{frontend}\n    default_backend redis\n\
              backend redis\n    server r1 127.0.0.1:{}\n    server r2 127.0.0.1:{}\n    \
              server r3 127.0.0.1:{}\n\
-             backend web\n    server w1 127.0.0.1:{} disabled\n",
+             backend web\n    server w1 127.0.0.1:{} disabled\n\
+             backend checked\n    server c1 127.0.0.1:{} check inter 60s rise 1 fall 1 disabled\n",
             ports[0],
             ports[1],
             ports[2],
+            free_port(),
             free_port(),
         );
         let cfg_path = dir.path().join("haproxy.cfg");

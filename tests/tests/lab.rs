@@ -66,7 +66,24 @@ fn restore(lab: &Lab) -> Result<()> {
             }
         }
     }
+    redis_master_back_on_n1(lab)?;
     lab.wait_healthy(RECOVER)
+}
+
+/// Every test starts with the Redis master on n1: after a failover test, a planned switchover
+/// (through the agents, as an operator would) moves it back.
+fn redis_master_back_on_n1(lab: &Lab) -> Result<()> {
+    let master = lab.wait_for("the agents to name a Redis master", RECOVER, || {
+        lab.redis_master().map_err(|e| format!("{e:#}"))
+    })?;
+    if master == 1 {
+        return Ok(());
+    }
+    // n1 may still be resyncing as a replica: retry until it is a linked replica.
+    lab.wait_for("a switchover back to n1", RECOVER, || {
+        lab.switchover_redis(2, 1).map_err(|e| format!("{e:#}"))
+    })?;
+    Ok(())
 }
 
 /// Restores the lab when a fault test ends early (failure or panic).
@@ -733,6 +750,325 @@ fn exec_runs_inside_the_node_namespace(lab: &Lab) -> Result<()> {
 
 /// Tears the lab down and checks that nothing of it is left: none of its processes, no mount
 /// under the state directory, no namespace, no bridge; and that commands then say "not up".
+// ----- Redis failover ----------------------------------------------------------------------
+
+/// Lease of the lab agents (`[failover] lease` at its default).
+const LEASE: Duration = Duration::from_secs(2);
+
+/// The Redis servers node `n`'s HAProxy routes to (in service: not in maintenance).
+fn redis_routing(lab: &Lab, n: u64) -> Result<Vec<String>> {
+    Ok(lab
+        .haproxy_servers(n)?
+        .into_iter()
+        .filter(|s| s.backend == "be_redis" && !s.is_maint())
+        .map(|s| s.server)
+        .collect())
+}
+
+/// Waits until a write through every node's HAProxy is acknowledged, and returns when the
+/// last node first succeeded.
+fn writes_through_every_haproxy(lab: &Lab, key: &str, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    for n in lab.spec().nodes() {
+        lab.wait_for(
+            &format!("a write through n{n}'s HAProxy"),
+            timeout.saturating_sub(start.elapsed()),
+            || {
+                let r = lab
+                    .redis_via_haproxy(
+                        n,
+                        &["SET", &format!("{key}:n{n}"), "1"],
+                        Duration::from_secs(3),
+                    )
+                    .map_err(|e| format!("{e:#}"))?;
+                if r == "OK" {
+                    Ok(())
+                } else {
+                    Err(r)
+                }
+            },
+        )?;
+    }
+    Ok(start.elapsed())
+}
+
+fn committed_master_other_than(lab: &Lab, old: u64) -> Result<u64> {
+    lab.wait_for(
+        "the agents to commit a new master",
+        Duration::from_secs(20),
+        || match lab.redis_master() {
+            Ok(m) if m != old => Ok(m),
+            Ok(m) => Err(format!("still n{m}")),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    )
+}
+
+fn replica_of(lab: &Lab, n: u64, master: u64, timeout: Duration) -> Result<()> {
+    let want = lab.spec().node_ip(master).to_string();
+    lab.wait_for(
+        &format!("n{n} to be a linked replica of n{master}"),
+        timeout,
+        || match lab.redis_role(n) {
+            Ok(r)
+                if r.role != "master"
+                    && r.master.as_deref().is_some_and(|m| m.starts_with(&want))
+                    && r.link.as_deref() == Some("up") =>
+            {
+                Ok(())
+            }
+            Ok(r) => Err(r.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    )
+}
+
+fn kill9_redis_master_fails_over_and_every_haproxy_follows(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    // A write acknowledged and replicated before the failure survives it.
+    let r = lab.redis_via_haproxy(2, &["SET", "triad:before", "kept"], Duration::from_secs(3))?;
+    ensure!(r == "OK", "write before the failure: {r}");
+    for n in [2, 3] {
+        lab.wait_for(
+            &format!("n{n} to have the key"),
+            Duration::from_secs(5),
+            || match lab.redis_from(n, n, &["GET", "triad:before"], Duration::from_secs(3)) {
+                Ok(v) if v.trim() == "kept" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )?;
+    }
+    lab.kill(1, Service::Redis, Signal::Kill)?;
+    let took = writes_through_every_haproxy(lab, "triad:after-kill", Duration::from_secs(20))?;
+    let new = committed_master_other_than(lab, 1)?;
+    let role = lab.redis_role(new)?;
+    ensure!(role.role == "master", "committed master n{new} is {role}");
+    let kept = lab.redis_from(new, new, &["GET", "triad:before"], Duration::from_secs(3))?;
+    ensure!(
+        kept.trim() == "kept",
+        "the acknowledged write is gone: {kept:?}"
+    );
+    for n in lab.spec().nodes() {
+        let routed = redis_routing(lab, n)?;
+        ensure!(
+            routed == [format!("redis{new}")],
+            "n{n}'s HAProxy routes Redis to {routed:?}, not only to redis{new}"
+        );
+    }
+    let status = lab.agent_status(new)?;
+    let change = status
+        .redis
+        .and_then(|r| r.authority.last_change)
+        .ok_or_else(|| anyhow!("no change recorded"))?;
+    ensure!(
+        change.kind == triad::cluster::ChangeKind::Automatic && change.reason.contains("refused"),
+        "audit: {change:?}"
+    );
+    // The old master returns (empty: the lab runs without persistence) and becomes a replica
+    // of the new one; its own HAProxy never routes to it.
+    lab.start(1, Service::Redis)?;
+    replica_of(lab, 1, new, Duration::from_secs(20))?;
+    ensure!(
+        redis_routing(lab, 1)? == [format!("redis{new}")],
+        "n1's HAProxy routes to its own Redis again"
+    );
+    eprintln!(
+        "redis kill -9: writes through every HAProxy after {took:?} (poll {:?})",
+        lab::LAB_POLL
+    );
+    Ok(())
+}
+
+fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    lab.partition(1, None, false)?;
+    let cut = Instant::now();
+    // The cut-off master refuses writes from a client on its own node once its lease is gone.
+    let fenced = lab.wait_for("n1's Redis to refuse writes", LEASE * 4, || {
+        let r = lab
+            .redis_from(1, 1, &["SET", "triad:island", "x"], Duration::from_secs(2))
+            .map_err(|e| format!("{e:#}"))?;
+        if r.contains("NOREPLICAS") {
+            Ok(cut.elapsed())
+        } else {
+            Err(format!("still writable: {}", r.trim()))
+        }
+    })?;
+    ensure!(
+        fenced <= LEASE + Duration::from_secs(1) + lab::LAB_POLL * 2,
+        "n1 fenced only {fenced:?} after the cut (lease {LEASE:?} + 1 s)"
+    );
+    lab.wait_for(
+        "n1's HAProxy to route no Redis",
+        Duration::from_secs(5),
+        || match redis_routing(lab, 1) {
+            Ok(r) if r.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    // The majority promotes once the lease has surely run out.
+    let new = lab.wait_for(
+        "n2/n3 to commit a new master",
+        Duration::from_secs(30),
+        || match lab.agent_status(2) {
+            Ok(s) => match s.redis.and_then(|r| r.authority.master) {
+                Some(m) if m.get() != 1 => Ok(m.get()),
+                other => Err(format!("master {other:?}")),
+            },
+            Err(e) => Err(format!("{e:#}")),
+        },
+    )?;
+    let promoted = cut.elapsed();
+    ensure!(
+        promoted > LEASE,
+        "promoted {promoted:?} after the cut, before the lease ran out"
+    );
+    for n in [2, 3] {
+        lab.wait_for(
+            &format!("a write through n{n}'s HAProxy"),
+            Duration::from_secs(10),
+            || match lab.redis_via_haproxy(
+                n,
+                &["SET", "triad:majority", "1"],
+                Duration::from_secs(3),
+            ) {
+                Ok(r) if r == "OK" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )?;
+    }
+    // Still fenced on the island: never two writable masters.
+    let r = lab.redis_from(1, 1, &["SET", "triad:island", "x"], Duration::from_secs(2))?;
+    ensure!(
+        r.contains("NOREPLICAS"),
+        "the island accepts writes again: {r}"
+    );
+    lab.heal()?;
+    replica_of(lab, 1, new, Duration::from_secs(30))?;
+    lab.wait_for(
+        "n1's HAProxy to route to the new master",
+        Duration::from_secs(10),
+        || match redis_routing(lab, 1) {
+            Ok(r) if r == [format!("redis{new}")] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    eprintln!("redis partition: n1 fenced after {fenced:?}, n{new} committed after {promoted:?}");
+    Ok(())
+}
+
+fn no_redis_promotion_without_an_agent_quorum(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    lab.kill(1, Service::Agent, Signal::Kill)?;
+    lab.kill(2, Service::Agent, Signal::Kill)?;
+    lab.kill(1, Service::Redis, Signal::Kill)?;
+    // Longer than detection + lease + margin: the lone agent must not act.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        for n in [2, 3] {
+            let r = lab.redis_role(n)?;
+            ensure!(
+                r.role != "master",
+                "n{n} was promoted without a quorum: {r}"
+            );
+        }
+        std::thread::sleep(lab::LAB_POLL);
+    }
+    let s = lab.agent_status(3)?;
+    let r = s.redis.ok_or_else(|| anyhow!("no redis status on n3"))?;
+    ensure!(
+        r.authority.master.map(|m| m.get()) == Some(1),
+        "authority changed: {:?}",
+        r.authority
+    );
+    ensure!(!r.local.lease_valid, "n3 holds a lease without a quorum");
+    ensure!(
+        redis_routing(lab, 3)?.is_empty(),
+        "n3's HAProxy still routes Redis without a lease"
+    );
+    // Quorum back: the agents fail over (n1's Redis is still dead), then n1 follows.
+    lab.start(1, Service::Agent)?;
+    lab.start(2, Service::Agent)?;
+    let new = committed_master_other_than(lab, 1)?;
+    writes_through_every_haproxy(lab, "triad:quorum-back", Duration::from_secs(20))?;
+    lab.start(1, Service::Redis)?;
+    replica_of(lab, 1, new, Duration::from_secs(20))?;
+    Ok(())
+}
+
+fn switchover_under_write_load_loses_no_acknowledged_write(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    let key = "triad:switchover:log";
+    lab.redis_from(1, 1, &["DEL", key], Duration::from_secs(3))?;
+    // One client on n3 appends 1..N through its HAProxy, one process per write, and prints
+    // each reply: an integer is an acknowledged write.
+    let script = format!(
+        "for i in $(seq 1 1500); do r=$(redis-cli -h 127.0.0.1 -p {} RPUSH {key} $i 2>&1); \
+         echo \"$i $r\"; done",
+        lab::spec::HAPROXY_REDIS_PORT
+    );
+    let (out, report) = std::thread::scope(|sc| {
+        let writer = sc.spawn(|| lab.exec(3, "bash", &["-c", &script], Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_secs(1));
+        let report = lab.switchover_redis(3, 2);
+        (writer.join(), report)
+    });
+    let out = out.map_err(|_| anyhow!("writer thread panicked"))??;
+    let report = report?;
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for line in out.stdout.lines() {
+        let Some((i, reply)) = line.split_once(' ') else {
+            continue;
+        };
+        if reply.trim().parse::<u64>().is_ok() {
+            acked.push(i.to_string());
+        } else {
+            failed += 1;
+        }
+    }
+    let new = lab.redis_master()?;
+    ensure!(
+        new == 2,
+        "switchover to n2 ended with n{new} as master: {report}"
+    );
+    let stored = lab.redis_from(2, 2, &["LRANGE", key, "0", "-1"], Duration::from_secs(5))?;
+    let stored: std::collections::BTreeSet<&str> = stored.lines().map(str::trim).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|i| !stored.contains(i.as_str()))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    ensure!(
+        acked.len() > 1000,
+        "only {} of 1500 writes acknowledged ({failed} failed)",
+        acked.len()
+    );
+    eprintln!(
+        "switchover under load: {} acknowledged, {failed} refused, 0 lost; paused {} ms",
+        acked.len(),
+        report["paused_ms"]
+    );
+    Ok(())
+}
+
 fn teardown_and_check(lab: Lab) -> Result<()> {
     let spec = lab.spec().clone();
     let procs = down::lab_processes(&spec);
@@ -1084,7 +1420,7 @@ const HEALTHY: [(&str, TestFn); 8] = [
     ),
 ];
 
-const FAULTS: [(&str, TestFn); 11] = [
+const FAULTS: [(&str, TestFn); 15] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
@@ -1128,6 +1464,22 @@ const FAULTS: [(&str, TestFn); 11] = [
     (
         "partition_hangs_the_mount_without_delaying_other_probes",
         partition_hangs_the_mount_without_delaying_other_probes,
+    ),
+    (
+        "kill9_redis_master_fails_over_and_every_haproxy_follows",
+        kill9_redis_master_fails_over_and_every_haproxy_follows,
+    ),
+    (
+        "partition_of_the_redis_master_fences_it_and_the_majority_promotes",
+        partition_of_the_redis_master_fences_it_and_the_majority_promotes,
+    ),
+    (
+        "no_redis_promotion_without_an_agent_quorum",
+        no_redis_promotion_without_an_agent_quorum,
+    ),
+    (
+        "switchover_under_write_load_loses_no_acknowledged_write",
+        switchover_under_write_load_loses_no_acknowledged_write,
     ),
 ];
 

@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EpochFence, StaleEpoch};
 
-pub use planner::{plan, HaproxyAction, HaproxyOp, HaproxyPlan, Sessions};
+pub use planner::{plan, HaproxyAction, HaproxyOp, HaproxyPlan, Policy, Sessions};
 pub use servers_state::{
     parse_servers_state, parse_show_info, render_servers_state, AdminMode, AdminState, HaproxyInfo,
     OpState, ParseError, ServerRow,
@@ -246,6 +246,13 @@ pub trait Haproxy: Send + Sync + 'static {
         server: &'a str,
     ) -> BoxFuture<'a, Result<(), HaproxyError>>;
 
+    /// `set server BACKEND/SERVER health up`: marks it as passing its checks now.
+    fn force_health_up<'a>(
+        &'a self,
+        backend: &'a str,
+        server: &'a str,
+    ) -> BoxFuture<'a, Result<(), HaproxyError>>;
+
     /// `show info`: reachability, worker pid and uptime.
     fn show_info(&self) -> BoxFuture<'_, Result<HaproxyInfo, HaproxyError>>;
 
@@ -269,6 +276,7 @@ pub async fn apply(
                 HaproxyOp::ShutdownSessions => {
                     haproxy.shutdown_sessions(&a.backend, &a.server).await
                 }
+                HaproxyOp::ForceHealthUp => haproxy.force_health_up(&a.backend, &a.server).await,
             },
         };
         match outcome {

@@ -35,8 +35,9 @@
 //! is part of the plan and shown in the status API.
 //!
 //! # Anti-flapping and operator control
-//! After a change of master, no automatic failover for `hold_down` unless a majority of fresh
-//! reports carry strong evidence (connection refused) that the new master is dead. In
+//! After an automatic failover, no new automatic failover for `hold_down` unless a majority of
+//! fresh reports carry strong evidence (connection refused) that the new master is dead. A
+//! planned switchover does not arm the hold-down: the operator chose that master. In
 //! maintenance nothing is proposed (fencing still applies on every agent).
 //!
 //! Invariants: a proposal always names `epoch = committed + 1`, so a decision taken on a stale
@@ -246,7 +247,14 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
         format!("{master} unreachable from {}/{n} agents", down.len())
     };
     let strong = refused >= quorum;
-    if let Some(age) = i.since_change_ms {
+    // Hold-down guards against flapping between automatic failovers; a planned switchover or
+    // the initial recording is not a failover and arms nothing.
+    let after_failover = i
+        .authority
+        .last_change
+        .as_ref()
+        .is_none_or(|c| c.kind == ChangeKind::Automatic);
+    if let Some(age) = i.since_change_ms.filter(|_| after_failover) {
         if age < i.settings.hold_down_ms && !strong {
             return plan(format!(
                 "held: {evidence}, but the last change of master was {:.1}s ago (hold-down \
@@ -267,8 +275,13 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
             (None, _) => {
                 return RedisPlan {
                     verdict: format!(
-                        "suspect {master}: {evidence}, its agent silent; promoting only after \
-                         its lease has run out ({:.1}s)",
+                        "suspect {master}: {evidence}, {}; promoting only after its lease has \
+                         run out ({:.1}s)",
+                        if i.is_fresh(master) {
+                            "while its own agent still sees it up"
+                        } else {
+                            "its agent silent"
+                        },
                         wait as f64 / 1000.0
                     ),
                     proposals: vec![Command::SuspectRedisMaster {

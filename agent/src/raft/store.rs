@@ -119,8 +119,24 @@ fn encode<M: PbMessage>(what: &str, m: &M) -> Result<Vec<u8>, StoreError> {
 
 impl RaftStore {
     /// Opens (or creates) `raft.redb` in `dir`.
+    ///
+    /// A database still locked by another process is retried for up to five seconds: after a
+    /// crash or `SIGKILL` the previous instance's threads may still be releasing the file
+    /// lock when systemd (or an operator) starts the next one. A second agent that keeps
+    /// running on the same directory still gets the error.
     pub fn open_dir(dir: &Path, voters: &[u64]) -> Result<Self, StoreError> {
-        let db = db_err!(Database::create(dir.join("raft.redb")))?;
+        let path = dir.join("raft.redb");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match Database::create(&path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break db_err!(other)?,
+            }
+        };
         Self::open(db, voters)
     }
 

@@ -319,6 +319,48 @@ impl Lab {
         query::redis_from(&self.spec, from, to, args, timeout)
     }
 
+    /// `redis-cli ARGS` inside node `n` through its HAProxy; the reply as text (error replies
+    /// included).
+    pub fn redis_via_haproxy(&self, n: u64, args: &[&str], timeout: Duration) -> Result<String> {
+        query::redis_via_haproxy(&self.spec, n, args, timeout)
+    }
+
+    /// The committed Redis master (node number) as the first answering agent sees it.
+    pub fn redis_master(&self) -> Result<u64> {
+        let mut why = Vec::new();
+        for n in self.spec.nodes() {
+            match self.agent_status(n) {
+                Ok(s) => match s.redis.and_then(|r| r.authority.master) {
+                    Some(m) => return Ok(m.get()),
+                    None => why.push(format!("n{n}: no master recorded")),
+                },
+                Err(e) => why.push(format!("n{n}: {e:#}")),
+            }
+        }
+        bail!("no agent names a Redis master: {}", why.join("; "))
+    }
+
+    /// Planned Redis switchover to node `to`, asked through node `via`'s agent with the
+    /// `triad switchover` CLI. Returns the agent's JSON report.
+    pub fn switchover_redis(&self, via: u64, to: u64) -> Result<serde_json::Value> {
+        let out = std::process::Command::new(&self.spec.triad_bin)
+            .args(["switchover", "redis", "--json", "--to", &to.to_string()])
+            .arg("--api")
+            .arg(format!("http://{}", self.spec.api_addr(via)))
+            .arg("--token-file")
+            .arg(self.spec.token_file())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            bail!(
+                "triad switchover redis --to {to} via n{via} failed ({}): {text} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
     /// Redis replication view of node `n`.
     pub fn redis_role(&self, n: u64) -> Result<RedisRole> {
         query::redis_role(&self.spec, n, query::QUERY_TIMEOUT)

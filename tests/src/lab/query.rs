@@ -154,6 +154,26 @@ pub fn redis_from(
     Ok(text)
 }
 
+/// Runs `redis-cli ARGS` from inside node `n` against its HAProxy's Redis frontend
+/// (127.0.0.1). Returns the CLI's output as is (an error reply such as `NOREPLICAS ...` or
+/// `READONLY ...` is output, not an `Err`); fails only when the CLI itself fails.
+pub fn redis_via_haproxy(
+    lab: &LabSpec,
+    n: u64,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String> {
+    let mut cmd = in_netns(&lab.netns(n), "redis-cli");
+    cmd.arg("-h")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(super::spec::HAPROXY_REDIS_PORT.to_string())
+        .args(args);
+    let out = run_ok(&mut cmd, None, timeout)
+        .with_context(|| format!("redis-cli {} (n{n} HAProxy)", args.join(" ")))?;
+    Ok(out.replace('\r', "").trim().to_string())
+}
+
 /// Runs `redis-cli ARGS` against node `n`'s Redis from inside node `n`.
 pub fn redis(lab: &LabSpec, n: u64, args: &[&str], timeout: Duration) -> Result<String> {
     redis_from(lab, n, n, args, timeout)

@@ -21,6 +21,30 @@ pub enum Sessions {
     ShutdownOnLeave,
 }
 
+/// How a plan moves servers: what happens to sessions of a server that leaves service, and
+/// whether a server entering service is forced up at once instead of waiting for its next
+/// health check. A bare [`Sessions`] converts into a policy without forcing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Sessions of a server that leaves service.
+    pub sessions: Sessions,
+    /// `set server B/S health up` right after a server whose checks do not currently pass
+    /// (it was out of service, so HAProxy did not check it) is set `ready`. Used when the
+    /// caller has just verified the server itself (the committed Redis master): otherwise the
+    /// first connections wait in HAProxy's queue for up to `inter` x `rise`. Checks keep
+    /// running and take it down again if it does not answer.
+    pub force_up_on_enter: bool,
+}
+
+impl From<Sessions> for Policy {
+    fn from(sessions: Sessions) -> Self {
+        Policy {
+            sessions,
+            force_up_on_enter: false,
+        }
+    }
+}
+
 /// One change to one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +53,8 @@ pub enum HaproxyOp {
     SetState(AdminMode),
     /// `shutdown sessions server B/S`.
     ShutdownSessions,
+    /// `set server B/S health up`.
+    ForceHealthUp,
 }
 
 /// An action on one server, stamped with the decision it implements.
@@ -53,6 +79,9 @@ impl HaproxyAction {
             }
             HaproxyOp::ShutdownSessions => {
                 format!("shutdown sessions server {}/{}", self.backend, self.server)
+            }
+            HaproxyOp::ForceHealthUp => {
+                format!("set server {}/{} health up", self.backend, self.server)
             }
         }
     }
@@ -96,6 +125,7 @@ impl HaproxyPlan {
                 .map(|a| match a.op {
                     HaproxyOp::SetState(m) => format!("{} {m}", a.server),
                     HaproxyOp::ShutdownSessions => format!("{} shutdown-sessions", a.server),
+                    HaproxyOp::ForceHealthUp => format!("{} health-up", a.server),
                 })
                 .collect();
             parts.push(list.join(", "));
@@ -126,8 +156,10 @@ pub fn plan(
     desired: &BTreeMap<String, AdminMode>,
     rows: &[ServerRow],
     epoch: DecisionEpoch,
-    sessions: Sessions,
+    policy: impl Into<Policy>,
 ) -> HaproxyPlan {
+    let policy = policy.into();
+    let sessions = policy.sessions;
     let current: BTreeMap<&str, &ServerRow> = rows
         .iter()
         .filter(|r| r.backend == backend)
@@ -158,6 +190,9 @@ pub fn plan(
             }
             out.actions
                 .push(action(server, HaproxyOp::SetState(target)));
+            if target == AdminMode::Ready && policy.force_up_on_enter && !row.op_state.is_up() {
+                out.actions.push(action(server, HaproxyOp::ForceHealthUp));
+            }
             let leaves = target.rank() < row.admin_state.mode().rank();
             if leaves && sessions == Sessions::ShutdownOnLeave {
                 out.actions

@@ -333,6 +333,26 @@ impl Haproxy for SimHaproxy {
         })
     }
 
+    fn force_health_up<'a>(
+        &'a self,
+        backend: &'a str,
+        server: &'a str,
+    ) -> BoxFuture<'a, Result<(), HaproxyError>> {
+        Box::pin(async move {
+            check_name("backend", backend)?;
+            check_name("server", server)?;
+            let command = format!("set server {backend}/{server} health up");
+            // The sim has no health checks: a server in service is always up.
+            self.call(command.clone(), move |inner| {
+                inner
+                    .lookup(backend, server)
+                    .map(|_| ())
+                    .map_err(|m| refused(&command, m))
+            })
+            .await
+        })
+    }
+
     fn show_info(&self) -> BoxFuture<'_, Result<HaproxyInfo, HaproxyError>> {
         Box::pin(self.call("show info".into(), |inner| {
             Ok(HaproxyInfo {

@@ -161,6 +161,13 @@ impl HaproxySocket {
             .await
     }
 
+    async fn force_health_up_impl(&self, backend: &str, server: &str) -> Result<(), HaproxyError> {
+        check_name("backend", backend)?;
+        check_name("server", server)?;
+        self.command_empty(&format!("set server {backend}/{server} health up"))
+            .await
+    }
+
     async fn show_info_impl(&self) -> Result<HaproxyInfo, HaproxyError> {
         let command = "show info";
         let text = self.command(command).await?;
@@ -243,6 +250,14 @@ impl Haproxy for HaproxySocket {
         server: &'a str,
     ) -> BoxFuture<'a, Result<(), HaproxyError>> {
         Box::pin(self.shutdown_sessions_impl(backend, server))
+    }
+
+    fn force_health_up<'a>(
+        &'a self,
+        backend: &'a str,
+        server: &'a str,
+    ) -> BoxFuture<'a, Result<(), HaproxyError>> {
+        Box::pin(self.force_health_up_impl(backend, server))
     }
 
     fn show_info(&self) -> BoxFuture<'_, Result<HaproxyInfo, HaproxyError>> {
