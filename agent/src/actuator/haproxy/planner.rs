@@ -235,6 +235,7 @@ mod tests {
             .map(|a| match a.op {
                 HaproxyOp::SetState(m) => format!("{}:{m}", a.server),
                 HaproxyOp::ShutdownSessions => format!("{}:shutdown", a.server),
+                HaproxyOp::ForceHealthUp => format!("{}:health-up", a.server),
             })
             .collect::<Vec<_>>()
             .join(" ")
