@@ -746,10 +746,6 @@ fn exec_runs_inside_the_node_namespace(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-// ----- teardown -----------------------------------------------------------------------------
-
-/// Tears the lab down and checks that nothing of it is left: none of its processes, no mount
-/// under the state directory, no namespace, no bridge; and that commands then say "not up".
 // ----- Redis failover ----------------------------------------------------------------------
 
 /// Lease of the lab agents (`[failover] lease` at its default).
@@ -1069,6 +1065,10 @@ fn switchover_under_write_load_loses_no_acknowledged_write(lab: &Lab) -> Result<
     Ok(())
 }
 
+// ----- teardown -----------------------------------------------------------------------------
+
+/// Tears the lab down and checks that nothing of it is left: none of its processes, no mount
+/// under the state directory, no namespace, no bridge; and that commands then say "not up".
 fn teardown_and_check(lab: Lab) -> Result<()> {
     let spec = lab.spec().clone();
     let procs = down::lab_processes(&spec);
