@@ -593,7 +593,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     authority,
                     seen: &seen,
                     report_age_ms: &ages,
-                    since_change_ms: timeline.since_change_ms(mono),
+                    since_change_ms: timeline.since_change_ms(
+                        mono,
+                        authority.last_change.as_ref().and_then(|c| {
+                            u64::try_from(now_millis().0.saturating_sub(c.at.0)).ok()
+                        }),
+                    ),
                     suspect_embargo_ms: timeline.suspect_embargo_ms(quorum, mono),
                     maintenance: sm.state.maintenance.enabled,
                     in_flight: in_flight.contains_key("redis"),

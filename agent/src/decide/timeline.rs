@@ -16,9 +16,13 @@
 //!   comes back therefore gets no lease (and cannot unfence) until it has applied who the
 //!   master is now.
 //!
-//! Caveats: a freshly started agent counts its start as the last change ([`since_change_ms`]
-//! is at most its uptime), which re-arms the hold-down once after a restart; this errs towards
-//! not failing over.
+//! A change already committed when the agent started has no time on this node's monotonic
+//! clock; [`since_change_ms`] then uses the wall-clock age of the change (the proposer's
+//! clock against this one), which only the hold-down (anti-flapping, not safety) reads.
+//!
+//! Caveats: that wall-clock age is off by the clock skew between the two VMs (NTP keeps it in
+//! milliseconds); without it (unknown), the uptime is used, which errs towards not failing
+//! over.
 //!
 //! [`since_change_ms`]: RedisTimeline::since_change_ms
 
@@ -31,7 +35,10 @@ use crate::ids::{Epoch, LogIndex, NodeId};
 #[derive(Clone, Debug)]
 pub struct RedisTimeline {
     started_ms: u64,
-    change: Option<(Epoch, u64)>,
+    observed: bool,
+    /// Epoch of the last change, when this node learnt it, and whether it was already
+    /// committed when the agent started.
+    change: Option<(Epoch, u64, bool)>,
     suspect: Option<SuspectClock>,
 }
 
@@ -47,6 +54,7 @@ impl RedisTimeline {
     pub fn new(started_ms: u64) -> Self {
         RedisTimeline {
             started_ms,
+            observed: false,
             change: None,
             suspect: None,
         }
@@ -61,10 +69,12 @@ impl RedisTimeline {
         peer_applied: &BTreeMap<NodeId, u64>,
         now_ms: u64,
     ) {
-        if authority.last_change.is_some() && self.change.is_none_or(|(e, _)| e != authority.epoch)
+        if authority.last_change.is_some()
+            && self.change.is_none_or(|(e, _, _)| e != authority.epoch)
         {
-            self.change = Some((authority.epoch, now_ms));
+            self.change = Some((authority.epoch, now_ms, !self.observed));
         }
+        self.observed = true;
         match &authority.suspect {
             None => self.suspect = None,
             Some(s) => {
@@ -86,10 +96,15 @@ impl RedisTimeline {
         }
     }
 
-    /// Time since this node applied the last change of master, capped by its uptime; `None`
-    /// when no change was ever committed.
-    pub fn since_change_ms(&self, now_ms: u64) -> Option<u64> {
-        let (_, at) = self.change?;
+    /// Time since this node applied the last change of master; `None` when no change was ever
+    /// committed. For a change committed before this agent started, `wall_age_ms` (this
+    /// node's wall clock minus the change's) when known, else the uptime.
+    pub fn since_change_ms(&self, now_ms: u64, wall_age_ms: Option<u64>) -> Option<u64> {
+        let (_, at, before_start) = self.change?;
+        let uptime = now_ms.saturating_sub(self.started_ms);
+        if before_start {
+            return Some(wall_age_ms.unwrap_or(uptime).max(uptime));
+        }
         Some(now_ms.saturating_sub(at.max(self.started_ms)))
     }
 
@@ -204,14 +219,19 @@ mod tests {
     }
 
     #[test]
-    fn since_change_is_capped_by_uptime() {
+    fn since_change_counts_on_this_clock_or_from_the_wall_clock_after_a_restart() {
         let mut t = RedisTimeline::new(5000);
-        assert_eq!(t.since_change_ms(6000), None);
+        assert_eq!(t.since_change_ms(6000, None), None);
+        // Nothing committed at start; a change applied later counts on the monotonic clock.
+        t.observe(NodeId(1), &authority(None, None), &applied(&[]), 5000);
         t.observe(NodeId(1), &authority(Some(10), None), &applied(&[]), 5001);
-        assert_eq!(t.since_change_ms(9001), Some(4000));
+        assert_eq!(t.since_change_ms(9001, Some(99_999)), Some(4000));
+        // A change already committed at start: its wall-clock age, at least the uptime.
         let mut t = RedisTimeline::new(5000);
-        // A change applied from the stored state at start counts from the start.
-        t.observe(NodeId(1), &authority(Some(10), None), &applied(&[]), 4000);
-        assert_eq!(t.since_change_ms(6000), Some(1000));
+        t.observe(NodeId(1), &authority(Some(10), None), &applied(&[]), 5000);
+        assert_eq!(t.since_change_ms(6000, Some(60_000)), Some(60_000));
+        assert_eq!(t.since_change_ms(6000, None), Some(1000));
+        // A skewed clock saying "in the future" does not shorten it below the uptime.
+        assert_eq!(t.since_change_ms(6000, Some(0)), Some(1000));
     }
 }

@@ -170,7 +170,9 @@ pub fn phpfpm_conf(lab: &LabSpec, n: u64, secrets: &Secrets) -> String {
     )
 }
 
-/// `haproxy.cfg` of node `n`: Redis to the master only, MySQL to one writer (others backup),
+/// `haproxy.cfg` of node `n`: Redis to the master only (a short connect timeout and
+/// `option redispatch 1`, so a connection that hits the dead master is retried on the new one
+/// after 300 ms instead of three times one second), MySQL to one writer (others backup),
 /// web to the local PHP-FPM pool (the other two as backup), admin socket and state file.
 pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
     let mut redis = String::new();
@@ -218,6 +220,8 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
          \x20   bind 127.0.0.1:{HAPROXY_REDIS_PORT}\n\
          \x20   default_backend be_redis\n\
          backend be_redis\n\
+         \x20   timeout connect 300ms\n\
+         \x20   option redispatch 1\n\
          {redis}\
          frontend fe_mysql\n\
          \x20   bind 127.0.0.1:{HAPROXY_MYSQL_PORT}\n\
