@@ -109,6 +109,10 @@ fn parse_attempts(text: &str, ok: impl Fn(&str) -> bool) -> Vec<Attempt> {
         .collect()
 }
 
+/// When the fault started and when it was in place (ns since the epoch), and every node's
+/// attempts.
+type Observed = ((u128, u128), Vec<Vec<Attempt>>);
+
 /// Runs one client per node while `fault` runs; returns each node's attempts.
 fn with_clients(
     lab: &Lab,
@@ -116,7 +120,7 @@ fn with_clients(
     command: &str,
     ok: impl Fn(&str) -> bool + Sync,
     fault: impl FnOnce() -> Result<(u128, u128)>,
-) -> Result<((u128, u128), Vec<Vec<Attempt>>)> {
+) -> Result<Observed> {
     std::thread::scope(|sc| {
         let handles: Vec<_> = lab
             .spec()
