@@ -115,7 +115,8 @@ pub async fn connect(
         .await
 }
 
-fn judge(info: RedisInfo) -> CheckResult {
+/// Turns one `INFO` answer into a check result (shared with the simulation).
+pub fn judge(info: RedisInfo) -> CheckResult {
     let details = serde_json::to_value(&info).unwrap_or_default();
     match info.role {
         None => CheckResult::down(details, "INFO did not report a role"),

@@ -86,10 +86,14 @@ pub fn destroy(lab: &LabSpec) -> Vec<String> {
                 problems.push(format!("netns {ns}: {e:#}"));
             }
         }
+        // The kernel removes a deleted namespace's veth pair asynchronously: it may vanish
+        // between the check and the delete, which is not a problem.
         let veth = lab.veth(n);
         if link_exists(&veth) {
             if let Err(e) = ip(&["link", "del", &veth]) {
-                problems.push(format!("link {veth}: {e:#}"));
+                if link_exists(&veth) {
+                    problems.push(format!("link {veth}: {e:#}"));
+                }
             }
         }
     }

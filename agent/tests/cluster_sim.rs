@@ -1,0 +1,1176 @@
+//! Deterministic whole-cluster simulation: three agents with their Redis and HAProxy, in one
+//! process, on a simulated network and clock, driven by one seeded RNG.
+//!
+//! What runs is production code: [`RaftNode`] (raft-rs plus redb on a shared in-memory
+//! backend), [`StateMachine`], the rise/fall [`Tracker`], the Redis probe's [`judge`], the
+//! [`HealthStore`], the decision [`decide::decide`], the [`RedisTimeline`] and lease
+//! [`embargo`], [`lease_from_grants`], and the [`Reconciler`] over [`SimRedis`] and
+//! [`SimHaproxy`]. Only the adapters differ: probes read the simulated world instead of a
+//! socket; reports, pings and Raft messages travel over the simulated network as values.
+//!
+//! The world: Redis `nX` at 10.0.0.X:6379; a replica copies its master's offset while the
+//! master is up and reachable; a master gains offset every step while it accepts writes
+//! (up, not fenced, and at least `min-replicas-to-write` = 1 replicas linked: the recommended
+//! production setting, see README). A restarted Redis keeps its role (as after `CONFIG
+//! REWRITE`).
+//!
+//! Faults from the seed: symmetric and one-way cuts, isolation of a node, message loss, delay
+//! and reordering, crash and restart of one agent or all three (memory lost, the store kept),
+//! Redis crash, hang and restart, slow probes (a probe round skipped), and a wall-clock jump on
+//! one node (it shifts only that node's wall clock, which only display and the hold-down age
+//! read).
+//!
+//! Checked after every step:
+//! - Raft: at most one leader per term; every node applies the same entry at the same index;
+//! - at most one writable Redis master reachable through any HAProxy;
+//! - no Redis action older than one already executed on that server (stale epoch);
+//! - no action but fencing by an agent without its lease.
+//!
+//! Checked at the end, after faults stop: a leader within 3 election timeouts, and every
+//! HAProxy, Redis role and fence matching the committed master within 2 reconciliation periods
+//! of the authority settling.
+//!
+//! `TRIAD_SIM_SEEDS=N` (default 60 here; `TRIAD_SIM_MINUTES=M`, default 10 simulated minutes
+//! per seed), `TRIAD_SIM_SEED=S` replays one seed. A failure prints the seed, the invariant and
+//! the last events.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use triad::actuator::haproxy::{AdminMode, Haproxy, SimHaproxy};
+use triad::actuator::redis::{RedisAction, SimRedis};
+use triad::cluster::{ClusterState, Command, MemberInfo};
+use triad::codec::{self, Proposal, ProposalId};
+use triad::decide::redis::{FailoverSettings, RedisInputs};
+use triad::decide::timeline::{embargo, RedisTimeline};
+use triad::decide::{self, View};
+use triad::health::{HealthStore, Received};
+use triad::ids::{Epoch, NodeId, UnixMillis};
+use triad::node::StateMachine;
+use triad::probe::redis::judge;
+use triad::probe::redis_info::{RedisInfo, RedisRole};
+use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds, Tracker};
+use triad::raft::transport::lease_from_grants;
+use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
+use triad::reconcile::{HaproxyTarget, Reconciler, Target};
+
+const N: u64 = 3;
+const STEP_MS: u64 = 50;
+const ELECTION_TICKS: usize = 10;
+const HEARTBEAT_TICKS: usize = 2;
+const PROBE_EVERY: u64 = 6;
+const REPORT_MIN_MS: u64 = 100;
+const REPORT_MAX_MS: u64 = 1000;
+const PING_EVERY: u64 = 3;
+const RECONCILE_EVERY: u64 = 5;
+const PROPOSAL_TIMEOUT_MS: u64 = 5000;
+const SNAPSHOT_EVERY: u64 = 50;
+const SETTINGS: FailoverSettings = FailoverSettings {
+    freshness_ms: 3000,
+    lease_ms: 2000,
+    clock_margin_ms: 1000,
+    hold_down_ms: 30_000,
+    max_lag_bytes: 1 << 20,
+    link_stale_after_s: 3,
+};
+const GRACE_MS: u64 = 2 * PING_EVERY * STEP_MS;
+const REPL_TIMEOUT_MS: u64 = 60_000;
+
+/// Bugs the checker must catch (proves the invariants are not vacuous).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Plant {
+    None,
+    /// The wiring tells the decision that the old master's lease has long run out as soon as
+    /// it is suspected (skips the silent-path wait).
+    SkipLeaseWait,
+    /// Agents reconcile as if they always held their lease (a cut-off master never fences).
+    IgnoreLease,
+}
+
+enum Msg {
+    Raft(Vec<u8>),
+    Report { obs: Vec<Received>, applied: u64 },
+    Ping { sent_ms: u64 },
+    Pong { sent_ms: u64 },
+}
+
+struct InFlight {
+    at: u64,
+    from: u64,
+    to: u64,
+    msg: Msg,
+}
+
+struct Agent {
+    raft: RaftNode,
+    sm: StateMachine,
+    health: HealthStore,
+    trackers: BTreeMap<u64, Tracker>,
+    keys: BTreeMap<u64, (bool, Option<FailureKind>, Option<String>, Option<String>)>,
+    timeline: RedisTimeline,
+    rec: Reconciler,
+    grants: BTreeMap<NodeId, u64>,
+    started_ms: u64,
+    pending: BTreeMap<ProposalId, u64>,
+    in_flight: BTreeMap<&'static str, ProposalId>,
+    last_report_ms: Option<u64>,
+    dirty: bool,
+}
+
+struct RedisWorld {
+    server: SimRedis,
+    hung: bool,
+    last_io_ms: u64,
+}
+
+struct Sim {
+    seed: u64,
+    plant: Plant,
+    rng: StdRng,
+    now: u64,
+    step_no: u64,
+    backends: Vec<SharedMemBackend>,
+    agents: Vec<Option<Agent>>,
+    seqs: Vec<u64>,
+    redis: Vec<RedisWorld>,
+    haproxy: Vec<SimHaproxy>,
+    wall_skew: Vec<i64>,
+    net: Vec<InFlight>,
+    blocked: BTreeSet<(u64, u64)>,
+    loss_pct: u32,
+    slow_probes: Vec<bool>,
+    leaders: BTreeMap<u64, NodeId>,
+    committed: BTreeMap<u64, (u64, u64)>,
+    executed: Vec<usize>,
+    newest_epoch: Vec<Epoch>,
+    trace: Trace,
+    faults: u64,
+    failovers: BTreeSet<u64>,
+}
+
+fn ip(n: u64) -> String {
+    format!("10.0.0.{n}")
+}
+
+fn addr(n: u64) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n as u8], 6379))
+}
+
+fn hash(data: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+fn members() -> Vec<NodeId> {
+    (1..=N).map(NodeId).collect()
+}
+
+fn configured() -> BTreeMap<NodeId, MemberInfo> {
+    (1..=N)
+        .map(|i| {
+            (
+                NodeId(i),
+                MemberInfo {
+                    raft_addr: format!("10.0.0.{i}:7200"),
+                    api_addr: format!("10.0.0.{i}:7100"),
+                },
+            )
+        })
+        .collect()
+}
+
+impl Sim {
+    fn new(seed: u64, plant: Plant) -> Self {
+        let redis = (1..=N)
+            .map(|i| {
+                let info = if i == 1 {
+                    RedisInfo {
+                        role: Some(RedisRole::Master),
+                        master_repl_offset: Some(0),
+                        ..RedisInfo::default()
+                    }
+                } else {
+                    RedisInfo {
+                        role: Some(RedisRole::Replica),
+                        master_host: Some(ip(1)),
+                        master_port: Some(6379),
+                        master_link_up: Some(true),
+                        master_last_io_seconds_ago: Some(0),
+                        slave_repl_offset: Some(0),
+                        slave_priority: Some(100),
+                        ..RedisInfo::default()
+                    }
+                };
+                RedisWorld {
+                    server: SimRedis::new(info),
+                    hung: false,
+                    last_io_ms: 0,
+                }
+            })
+            .collect();
+        let haproxy = (1..=N)
+            .map(|_| {
+                let h = SimHaproxy::new(Duration::from_millis(500));
+                for s in 1..=N {
+                    h.add_server("be_redis", &format!("redis{s}"), 6379, s != 1);
+                }
+                h
+            })
+            .collect();
+        let mut sim = Sim {
+            seed,
+            plant,
+            rng: StdRng::seed_from_u64(seed),
+            now: 0,
+            step_no: 0,
+            backends: (0..N).map(|_| SharedMemBackend::new()).collect(),
+            agents: (0..N).map(|_| None).collect(),
+            seqs: vec![0; N as usize],
+            redis,
+            haproxy,
+            wall_skew: vec![0; N as usize],
+            net: Vec::new(),
+            blocked: BTreeSet::new(),
+            loss_pct: 0,
+            slow_probes: vec![false; N as usize],
+            leaders: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            executed: vec![0; N as usize],
+            newest_epoch: vec![Epoch(0); N as usize],
+            trace: Trace::default(),
+            faults: 0,
+            failovers: BTreeSet::new(),
+        };
+        for i in 0..N as usize {
+            sim.start(i)
+                .unwrap_or_else(|e| panic!("seed {seed}: start: {e}"));
+        }
+        sim
+    }
+
+    fn log(&self, event: String) {
+        self.trace.push(format!("t={}ms {event}", self.now));
+    }
+
+    fn fail(&self, invariant: &str) -> String {
+        report(self.seed, invariant, &self.trace)
+    }
+
+    fn start(&mut self, i: usize) -> Result<(), String> {
+        let id = NodeId(i as u64 + 1);
+        let voters: Vec<u64> = (1..=N).collect();
+        let store =
+            RaftStore::open_mem(self.backends[i].clone(), &voters).map_err(|e| e.to_string())?;
+        let raft = RaftNode::new(
+            &CoreConfig {
+                id,
+                election_ticks: ELECTION_TICKS,
+                heartbeat_ticks: HEARTBEAT_TICKS,
+                timeout_seed: Some(self.rng.gen()),
+            },
+            store,
+        )
+        .map_err(|e| e.to_string())?;
+        let sm = StateMachine::restore(raft.snapshot_data().as_ref().map(|s| s.data.as_slice()))
+            .map_err(|e| e.to_string())?;
+        let addrs = (1..=N).map(|n| (NodeId(n), addr(n))).collect();
+        let rec = Reconciler::new(
+            id,
+            addrs,
+            Arc::new(self.redis[i].server.clone()),
+            Some(HaproxyTarget {
+                haproxy: Arc::new(self.haproxy[i].clone()),
+                backend: "be_redis".into(),
+                servers: (1..=N)
+                    .map(|n| (NodeId(n), format!("redis{n}")))
+                    .collect(),
+                save_state: false,
+            }),
+        );
+        let th = Thresholds { rise: 2, fall: 2 };
+        self.agents[i] = Some(Agent {
+            raft,
+            sm,
+            health: HealthStore::default(),
+            trackers: (1..=N).map(|n| (n, Tracker::new(th))).collect(),
+            keys: BTreeMap::new(),
+            timeline: RedisTimeline::new(self.now),
+            rec,
+            grants: BTreeMap::new(),
+            started_ms: self.now,
+            pending: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            last_report_ms: None,
+            dirty: false,
+        });
+        Ok(())
+    }
+
+    fn reachable(&self, a: u64, b: u64) -> bool {
+        a == b || !self.blocked.contains(&(a, b))
+    }
+
+    fn send(&mut self, from: u64, to: u64, msg: Msg) {
+        let delay = self.rng.gen_range(1..=3) * STEP_MS / 2;
+        self.net.push(InFlight {
+            at: self.now + delay,
+            from,
+            to,
+            msg,
+        });
+    }
+
+    // ----- faults ------------------------------------------------------------------------
+
+    fn inject_faults(&mut self) {
+        let r = self.rng.gen_range(0..2000);
+        let pick = |rng: &mut StdRng| rng.gen_range(1..=N);
+        match r {
+            0..=3 => {
+                let a = pick(&mut self.rng);
+                for b in (1..=N).filter(|&b| b != a) {
+                    self.blocked.insert((a, b));
+                    self.blocked.insert((b, a));
+                }
+                self.faults += 1;
+                self.log(format!("isolate n{a}"));
+            }
+            4..=6 => {
+                let a = pick(&mut self.rng);
+                let b = a % N + 1;
+                self.blocked.insert((a, b));
+                self.faults += 1;
+                self.log(format!("cut one-way n{a}->n{b}"));
+            }
+            7..=14 => {
+                if !self.blocked.is_empty() {
+                    self.blocked.clear();
+                    self.log("heal links".into());
+                }
+            }
+            15..=16 => {
+                let i = self.rng.gen_range(0..N as usize);
+                if self.agents[i].take().is_some() {
+                    self.faults += 1;
+                    self.log(format!("crash agent n{}", i + 1));
+                }
+            }
+            17 => {
+                for i in 0..N as usize {
+                    self.agents[i] = None;
+                }
+                self.faults += 1;
+                self.log("crash all agents".into());
+            }
+            18..=30 => {
+                let down: Vec<usize> = (0..N as usize)
+                    .filter(|&i| self.agents[i].is_none())
+                    .collect();
+                if let Some(&i) = down.choose(&mut self.rng) {
+                    self.restart(i);
+                }
+            }
+            31..=33 => {
+                self.loss_pct = [0, 5, 20, 50][self.rng.gen_range(0..4)];
+                self.faults += 1;
+                let l = self.loss_pct;
+                self.log(format!("loss {l}%"));
+            }
+            34..=36 => {
+                let n = pick(&mut self.rng);
+                self.redis[n as usize - 1].server.with(|s| s.down = true);
+                self.faults += 1;
+                self.log(format!("crash redis n{n}"));
+            }
+            37 => {
+                let n = pick(&mut self.rng);
+                self.redis[n as usize - 1].hung = true;
+                self.faults += 1;
+                self.log(format!("hang redis n{n}"));
+            }
+            38..=50 => {
+                for n in 1..=N {
+                    let w = &mut self.redis[n as usize - 1];
+                    let was = w.server.with(|s| std::mem::replace(&mut s.down, false));
+                    if was == Some(true) || w.hung {
+                        w.hung = false;
+                        self.log(format!("restart redis n{n}"));
+                    }
+                }
+            }
+            51..=53 => {
+                let i = self.rng.gen_range(0..N as usize);
+                self.slow_probes[i] = !self.slow_probes[i];
+                self.faults += 1;
+                self.log(format!("slow probes n{} {}", i + 1, self.slow_probes[i]));
+            }
+            54 => {
+                let i = self.rng.gen_range(0..N as usize);
+                self.wall_skew[i] += self.rng.gen_range(-120_000..120_000);
+                self.faults += 1;
+                self.log(format!("wall clock jump n{} to {}ms", i + 1, self.wall_skew[i]));
+            }
+            _ => {}
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        if let Err(e) = self.start(i) {
+            panic!("{}", self.fail(&format!("restart of n{} failed: {e}", i + 1)));
+        }
+        self.log(format!("restart agent n{}", i + 1));
+    }
+
+    fn heal_all(&mut self) {
+        self.blocked.clear();
+        self.loss_pct = 0;
+        self.slow_probes = vec![false; N as usize];
+        for i in 0..N as usize {
+            if self.agents[i].is_none() {
+                self.restart(i);
+            }
+            let w = &mut self.redis[i];
+            w.hung = false;
+            w.server.with(|s| s.down = false);
+        }
+        self.log("faults stop".into());
+    }
+
+    // ----- the world -----------------------------------------------------------------------
+
+    fn redis_up(&self, n: u64) -> bool {
+        let w = &self.redis[n as usize - 1];
+        !w.hung && !w.server.snapshot().down
+    }
+
+    /// Whether Redis `n` accepts a write now (and from where: any client that reaches it).
+    fn accepts_writes(&self, n: u64) -> bool {
+        let s = self.redis[n as usize - 1].server.snapshot();
+        if s.down || self.redis[n as usize - 1].hung || s.fenced {
+            return false;
+        }
+        s.info.role == Some(RedisRole::Master) && self.linked_replicas(n) >= 1
+    }
+
+    fn linked_replicas(&self, m: u64) -> usize {
+        (1..=N)
+            .filter(|&r| r != m)
+            .filter(|&r| {
+                let s = self.redis[r as usize - 1].server.snapshot();
+                !s.down
+                    && s.info.role == Some(RedisRole::Replica)
+                    && s.info.master_host.as_deref() == Some(&ip(m))
+                    && s.info.master_link_up == Some(true)
+                    && s.info.master_last_io_seconds_ago.unwrap_or(99) <= 10
+            })
+            .count()
+    }
+
+    fn replicate(&mut self) {
+        let masters: Vec<(u64, i64, bool)> = (1..=N)
+            .map(|m| {
+                let s = self.redis[m as usize - 1].server.snapshot();
+                (
+                    m,
+                    s.info.master_repl_offset.unwrap_or(0),
+                    !s.down && s.info.role == Some(RedisRole::Master),
+                )
+            })
+            .collect();
+        for r in 1..=N {
+            let now = self.now;
+            let snapshot = self.redis[r as usize - 1].server.snapshot();
+            if snapshot.down || snapshot.info.role != Some(RedisRole::Replica) {
+                continue;
+            }
+            let target = masters
+                .iter()
+                .find(|(m, _, _)| snapshot.info.master_host.as_deref() == Some(&ip(*m)))
+                .copied();
+            let feeding = target.filter(|&(m, _, is_master)| {
+                is_master && self.redis_up(m) && self.reachable(r, m) && self.reachable(m, r)
+            });
+            let dead = target.is_some_and(|(m, _, _)| {
+                self.redis[m as usize - 1].server.snapshot().down && self.reachable(r, m)
+            });
+            let w = &mut self.redis[r as usize - 1];
+            if feeding.is_some() {
+                w.last_io_ms = now;
+            }
+            let io_age = (now.saturating_sub(w.last_io_ms) / 1000) as i64;
+            w.server.with(|s| {
+                if let Some((_, off, _)) = feeding {
+                    s.info.slave_repl_offset = Some(off);
+                    s.info.master_link_up = Some(true);
+                } else {
+                    // A dead master closes the link at once; a cut one times out.
+                    s.info.master_link_up =
+                        Some(!dead && now.saturating_sub(w.last_io_ms) < REPL_TIMEOUT_MS);
+                }
+                s.info.master_last_io_seconds_ago = Some(io_age);
+                s.info.master_repl_offset = None;
+            });
+        }
+        for m in 1..=N {
+            if self.accepts_writes(m) {
+                self.redis[m as usize - 1].server.with(|s| {
+                    s.info.master_repl_offset = Some(s.info.master_repl_offset.unwrap_or(0) + 10);
+                    s.info.slave_repl_offset = None;
+                });
+            }
+        }
+    }
+
+    fn probe(&self, observer: u64, subject: u64) -> CheckResult {
+        let w = &self.redis[subject as usize - 1];
+        if !self.reachable(observer, subject) || !self.reachable(subject, observer) || w.hung {
+            return CheckResult::unreachable(FailureKind::Timeout, "timed out");
+        }
+        let s = w.server.snapshot();
+        if s.down {
+            return CheckResult::unreachable(FailureKind::Refused, "connection refused");
+        }
+        judge(s.info)
+    }
+
+    // ----- one step ------------------------------------------------------------------------
+
+    fn step(&mut self, faulty: bool) -> Result<(), String> {
+        self.now += STEP_MS;
+        self.step_no += 1;
+        if faulty {
+            self.inject_faults();
+        }
+        self.replicate();
+        for i in 0..N as usize {
+            let skip = faulty && self.rng.gen_range(0..100) < 3;
+            if let (Some(a), false) = (self.agents[i].as_mut(), skip) {
+                a.raft.tick();
+            }
+        }
+        self.deliver();
+        for i in 0..N as usize {
+            self.drain_ready(i)?;
+        }
+        self.check_leaders()?;
+        for i in 0..N as usize {
+            self.agent_work(i)?;
+        }
+        self.check_writable()
+    }
+
+    fn deliver(&mut self) {
+        let (mut due, later): (Vec<_>, Vec<_>) =
+            self.net.drain(..).partition(|m| m.at <= self.now);
+        self.net = later;
+        due.shuffle(&mut self.rng);
+        for m in due {
+            if !self.reachable(m.from, m.to) || self.rng.gen_range(0..100) < self.loss_pct {
+                continue;
+            }
+            let to = m.to as usize - 1;
+            let now = self.now;
+            let Some(a) = self.agents[to].as_mut() else {
+                continue;
+            };
+            match m.msg {
+                Msg::Raft(bytes) => {
+                    let _ = a.raft.step(NodeId(m.from), &bytes);
+                }
+                Msg::Report { obs, applied } => {
+                    a.health.ingest(NodeId(m.from), obs, applied, now);
+                }
+                Msg::Ping { sent_ms } => {
+                    let withheld = embargo(
+                        NodeId(m.to),
+                        &members(),
+                        &a.sm.state.redis,
+                        &a.health.applied(),
+                    );
+                    if !withheld.contains(&NodeId(m.from)) {
+                        self.send(m.to, m.from, Msg::Pong { sent_ms });
+                    }
+                }
+                Msg::Pong { sent_ms } => {
+                    let g = a.grants.entry(NodeId(m.from)).or_insert(0);
+                    *g = (*g).max(sent_ms);
+                }
+            }
+        }
+    }
+
+    fn drain_ready(&mut self, i: usize) -> Result<(), String> {
+        let id = NodeId(i as u64 + 1);
+        loop {
+            let Some(a) = self.agents[i].as_mut() else {
+                return Ok(());
+            };
+            let out = a
+                .raft
+                .process_ready()
+                .map_err(|e| format!("{id}: process_ready: {e}"))?;
+            if out.is_empty() {
+                return Ok(());
+            }
+            if let Some(snap) = &out.snapshot {
+                a.sm.install(&snap.data)
+                    .map_err(|e| format!("{id}: bad snapshot: {e}"))?;
+            }
+            let mut applied = Vec::new();
+            for e in &out.committed {
+                let r = a.sm.apply(e);
+                if let Some(p) = r.proposal {
+                    a.pending.remove(&p);
+                }
+                applied.push((e.index.0, e.term.0, hash(&e.data)));
+            }
+            let idx = a.sm.state.applied;
+            if idx.0 >= a.raft.snapshot_index().0 + SNAPSHOT_EVERY {
+                let data = codec::encode_state(&a.sm.state);
+                a.raft
+                    .compact(idx, data)
+                    .map_err(|e| format!("{id}: compact: {e}"))?;
+            }
+            let msgs: Vec<_> = out.messages.into_iter().map(|m| (m.to, m.bytes)).collect();
+            for (index, term, h) in applied {
+                match self.committed.get(&index) {
+                    Some(&(t, hh)) if (t, hh) != (term, h) => {
+                        return Err(self.fail(&format!(
+                            "log matching: {id} applied index {index} term {term}, another \
+                             node applied term {t} there"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.committed.insert(index, (term, h));
+                    }
+                }
+            }
+            for (to, bytes) in msgs {
+                self.send(id.get(), to.get(), Msg::Raft(bytes));
+            }
+        }
+    }
+
+    fn check_leaders(&mut self) -> Result<(), String> {
+        for (i, a) in self.agents.iter().enumerate() {
+            let Some(a) = a else { continue };
+            let st = a.raft.status();
+            if st.role != Role::Leader {
+                continue;
+            }
+            let id = NodeId(i as u64 + 1);
+            match self.leaders.get(&st.term.0) {
+                Some(&other) if other != id => {
+                    return Err(self.fail(&format!(
+                        "election safety: {id} and {other} both leader in term {}",
+                        st.term
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(st.term.0, id);
+                    self.log(format!("{id} leader of term {}", st.term));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes, reports, pings, the decision and reconciliation of agent `i`.
+    fn agent_work(&mut self, i: usize) -> Result<(), String> {
+        let me = i as u64 + 1;
+        let now = self.now;
+        if self.agents[i].is_none() {
+            return Ok(());
+        }
+        // Probes (a slow node skips rounds).
+        if (self.step_no + i as u64) % PROBE_EVERY == 0
+            && !(self.slow_probes[i] && self.rng.gen_range(0..2) == 0)
+        {
+            let results: Vec<(u64, CheckResult)> =
+                (1..=N).map(|s| (s, self.probe(me, s))).collect();
+            let a = self.agents[i].as_mut().ok_or("vanished")?;
+            for (subject, result) in results {
+                let id = ProbeId {
+                    subject: NodeId(subject),
+                    service: Service::Redis,
+                    target: String::new(),
+                };
+                let Some(t) = a.trackers.get_mut(&subject) else {
+                    continue;
+                };
+                let o = t.record(&id, result, 100, UnixMillis(now as i64));
+                let d = &o.last.details;
+                let key = (
+                    o.status.is_up(),
+                    o.last.failure,
+                    d.get("role").map(|v| v.to_string()),
+                    d.get("master_link_up").map(|v| v.to_string()),
+                );
+                if a.keys.get(&subject) != Some(&key) {
+                    a.dirty = true;
+                    a.keys.insert(subject, key);
+                }
+            }
+        }
+        // Reports.
+        let report = {
+            let a = self.agents[i].as_mut().ok_or("vanished")?;
+            let due = match a.last_report_ms {
+                None => a.dirty,
+                Some(l) => {
+                    (a.dirty && now - l >= REPORT_MIN_MS) || now - l >= REPORT_MAX_MS
+                }
+            };
+            if due {
+                a.dirty = false;
+                a.last_report_ms = Some(now);
+                let obs: Vec<Received> = a
+                    .trackers
+                    .values()
+                    .filter_map(|t| t.current().cloned())
+                    .map(|o| Received {
+                        observation: o,
+                        age_at_receipt_ms: 0,
+                    })
+                    .collect();
+                let applied = a.sm.state.applied.0;
+                a.health
+                    .ingest(NodeId(me), obs.clone(), applied, now);
+                Some((obs, applied))
+            } else {
+                None
+            }
+        };
+        if let Some((obs, applied)) = report {
+            for to in (1..=N).filter(|&t| t != me) {
+                self.send(
+                    me,
+                    to,
+                    Msg::Report {
+                        obs: obs.clone(),
+                        applied,
+                    },
+                );
+            }
+        }
+        // Pings.
+        if (self.step_no + i as u64) % PING_EVERY == 0 {
+            for to in (1..=N).filter(|&t| t != me) {
+                self.send(me, to, Msg::Ping { sent_ms: now });
+            }
+        }
+        self.decide_and_propose(i)?;
+        if (self.step_no + i as u64) % RECONCILE_EVERY == 0 {
+            self.reconcile(i)?;
+        }
+        Ok(())
+    }
+
+    fn decide_and_propose(&mut self, i: usize) -> Result<(), String> {
+        let me = NodeId(i as u64 + 1);
+        let now = self.now;
+        let wall = now as i64 + self.wall_skew[i];
+        let plant = self.plant;
+        let a = self.agents[i].as_mut().ok_or("vanished")?;
+        let applied_by = a.health.applied();
+        let authority = a.sm.state.redis.clone();
+        a.timeline.observe(me, &authority, &applied_by, now);
+        a.pending.retain(|_, deadline| *deadline > now);
+        let pending = a.pending.clone();
+        a.in_flight.retain(|_, id| pending.contains_key(id));
+        let is_leader = a.raft.status().role == Role::Leader;
+        if !is_leader {
+            return Ok(());
+        }
+        let seen = a.health.all(now);
+        let ages = a.health.report_ages(now);
+        let wall_age = authority
+            .last_change
+            .as_ref()
+            .and_then(|c| u64::try_from(wall - c.at.0).ok());
+        let mut suspect_embargo_ms = a.timeline.suspect_embargo_ms(N as usize / 2 + 1, now);
+        if plant == Plant::SkipLeaseWait && authority.suspect.is_some() {
+            suspect_embargo_ms = Some(u64::MAX / 2);
+        }
+        let plan = decide::decide(&View {
+            me,
+            is_leader,
+            cluster: &a.sm.state,
+            configured: &configured(),
+            members_in_flight: a.in_flight.contains_key("members"),
+            redis: Some(RedisInputs {
+                members: &members(),
+                authority: &authority,
+                seen: &seen,
+                report_age_ms: &ages,
+                since_change_ms: a.timeline.since_change_ms(now, wall_age),
+                suspect_embargo_ms,
+                maintenance: a.sm.state.maintenance.enabled,
+                in_flight: a.in_flight.contains_key("redis"),
+                settings: SETTINGS,
+            }),
+        });
+        let mut proposed = Vec::new();
+        for command in plan.proposals {
+            self.seqs[i] += 1;
+            let id = ProposalId {
+                node: me,
+                seq: self.seqs[i],
+            };
+            let key = match command {
+                Command::RegisterMembers { .. } => "members",
+                _ => "redis",
+            };
+            proposed.push(format!("{command:?}").chars().take(90).collect::<String>());
+            let data = codec::encode_entry(&Proposal {
+                id,
+                at: UnixMillis(wall),
+                command,
+            });
+            if a.raft.propose(data).is_ok() {
+                a.pending.insert(id, now + PROPOSAL_TIMEOUT_MS);
+                a.in_flight.insert(key, id);
+            }
+        }
+        for p in proposed {
+            self.log(format!("{me} proposes {p}"));
+        }
+        self.drain_ready(i)
+    }
+
+    fn reconcile(&mut self, i: usize) -> Result<(), String> {
+        let me = NodeId(i as u64 + 1);
+        let now = self.now;
+        let plant = self.plant;
+        let a = self.agents[i].as_mut().ok_or("vanished")?;
+        let grants: Vec<u64> = a.grants.values().map(|ms| ms * 1000).collect();
+        let lease = lease_from_grants(
+            &grants,
+            now * 1000,
+            Duration::from_millis(SETTINGS.lease_ms),
+            N as usize / 2,
+        );
+        if !lease.valid && now - a.started_ms < GRACE_MS {
+            return Ok(());
+        }
+        let has_lease = lease.valid || plant == Plant::IgnoreLease;
+        let state: &ClusterState = &a.sm.state;
+        let target = Target {
+            authority: state.redis.clone(),
+            maintenance: state.maintenance.enabled,
+            has_lease,
+        };
+        let report = futures::executor::block_on(a.rec.cycle(&target));
+        if !lease.valid {
+            if let Some(x) = report.redis_actions.iter().find(|x| *x != "fence") {
+                return Err(self.fail(&format!(
+                    "quorum: {me} ran `{x}` on its Redis without a lease"
+                )));
+            }
+        }
+        if !report.redis_actions.is_empty() || !report.haproxy_actions.is_empty() {
+            self.log(format!(
+                "{me} reconciled epoch {} lease {}: redis {:?} haproxy {:?}",
+                target.authority.epoch,
+                lease.valid,
+                report.redis_actions,
+                report.haproxy_actions
+            ));
+        }
+        // Stale epochs: every action on this Redis, in order, never goes back in epoch.
+        let log = self.redis[i].server.snapshot().log;
+        for (action, epoch) in &log[self.executed[i]..] {
+            if *epoch < self.newest_epoch[i] {
+                return Err(self.fail(&format!(
+                    "stale epoch: {action:?} at epoch {epoch} on n{} after epoch {} was executed",
+                    i + 1,
+                    self.newest_epoch[i]
+                )));
+            }
+            self.newest_epoch[i] = *epoch;
+            if matches!(action, RedisAction::Promote) {
+                self.failovers.insert(epoch.0);
+            }
+        }
+        self.executed[i] = log.len();
+        Ok(())
+    }
+
+    /// Servers each HAProxy routes to right now: ready, reachable, and accepting writes.
+    fn writable_through(&self, h: u64) -> Vec<u64> {
+        let rows = futures::executor::block_on(
+            self.haproxy[h as usize - 1].show_servers_state(Some("be_redis")),
+        )
+        .unwrap_or_default();
+        rows.iter()
+            .filter(|r| r.admin_state.mode() == AdminMode::Ready)
+            .filter_map(|r| r.server.strip_prefix("redis")?.parse::<u64>().ok())
+            .filter(|&s| self.reachable(h, s) && self.reachable(s, h) && self.accepts_writes(s))
+            .collect()
+    }
+
+    fn check_writable(&self) -> Result<(), String> {
+        let mut all = BTreeSet::new();
+        let mut by = Vec::new();
+        for h in 1..=N {
+            let w = self.writable_through(h);
+            by.push(format!("n{h}->{w:?}"));
+            all.extend(w);
+        }
+        if all.len() > 1 {
+            return Err(self.fail(&format!(
+                "two writable masters through HAProxy: {all:?} ({})",
+                by.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn converged(&self) -> Result<(), String> {
+        let a = self.agents[0].as_ref().ok_or("n1 down")?;
+        let m = a.sm.state.redis.master.ok_or("no master committed")?.get();
+        for n in 1..=N {
+            let s = self.redis[n as usize - 1].server.snapshot();
+            if n == m {
+                if s.info.role != Some(RedisRole::Master) || s.fenced {
+                    return Err(format!("n{n} should be the writable master: {:?}", s.info.role));
+                }
+            } else if s.info.role != Some(RedisRole::Replica)
+                || s.info.master_host.as_deref() != Some(&ip(m))
+            {
+                return Err(format!("n{n} does not follow n{m}"));
+            }
+            let rows = futures::executor::block_on(
+                self.haproxy[n as usize - 1].show_servers_state(Some("be_redis")),
+            )
+            .unwrap_or_default();
+            let ready: Vec<String> = rows
+                .iter()
+                .filter(|r| r.admin_state.mode() == AdminMode::Ready)
+                .map(|r| r.server.clone())
+                .collect();
+            if ready != [format!("redis{m}")] {
+                return Err(format!("n{n}'s HAProxy routes to {ready:?}, not redis{m}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn agreed_leader(&self) -> Option<NodeId> {
+        let mut seen = BTreeSet::new();
+        for a in &self.agents {
+            let st = a.as_ref()?.raft.status();
+            seen.insert((st.leader?, st.term));
+        }
+        (seen.len() == 1)
+            .then(|| seen.into_iter().next().map(|(l, _)| l))
+            .flatten()
+    }
+
+    fn authority_key(&self) -> Option<(Option<NodeId>, Epoch, bool)> {
+        let a = self.agents[0].as_ref()?;
+        let r = &a.sm.state.redis;
+        Some((r.master, r.epoch, r.suspect.is_some()))
+    }
+
+    fn run(mut self, steps: u64) -> Result<Stats, String> {
+        let quiet = (steps / 5).max(2400);
+        for _ in 0..steps.saturating_sub(quiet) {
+            self.step(true)?;
+        }
+        self.heal_all();
+        let healed = self.now;
+        let mut leader_at = None;
+        let mut settled_at = self.now;
+        let mut last_key = self.authority_key();
+        let mut converged_at = None;
+        for _ in 0..quiet {
+            self.step(false)?;
+            if leader_at.is_none() && self.agreed_leader().is_some() {
+                leader_at = Some(self.now - healed);
+            }
+            let key = self.authority_key();
+            if key != last_key {
+                last_key = key;
+                settled_at = self.now;
+                converged_at = None;
+            }
+            match (self.converged(), converged_at) {
+                (Ok(()), None) => converged_at = Some(self.now),
+                (Err(_), Some(_)) => converged_at = None,
+                _ => {}
+            }
+        }
+        let limit = 3 * 2 * ELECTION_TICKS as u64 * STEP_MS;
+        match leader_at {
+            Some(t) if t <= limit => {}
+            Some(t) => return Err(self.fail(&format!("liveness: leader after {t}ms > {limit}ms"))),
+            None => return Err(self.fail("liveness: no agreed leader after faults stopped")),
+        }
+        if let Err(e) = self.converged() {
+            return Err(self.fail(&format!("liveness: not converged at the end: {e}")));
+        }
+        let took = converged_at.map_or(u64::MAX, |c| c.saturating_sub(settled_at));
+        let periods = 2 * RECONCILE_EVERY * STEP_MS + 2 * REPORT_MAX_MS;
+        if took > periods {
+            return Err(self.fail(&format!(
+                "liveness: converged {took}ms after the authority settled (limit {periods}ms)"
+            )));
+        }
+        Ok(Stats {
+            faults: self.faults,
+            terms: self.leaders.len() as u64,
+            failovers: self.failovers.len() as u64,
+        })
+    }
+}
+
+/// The last events of a run, shared with the caller so a panic still prints them.
+#[derive(Clone, Default)]
+struct Trace(Arc<Mutex<VecDeque<String>>>);
+
+impl Trace {
+    fn push(&self, line: String) {
+        if let Ok(mut t) = self.0.lock() {
+            if t.len() >= 60 {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+    fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn report(seed: u64, invariant: &str, trace: &Trace) -> String {
+    format!(
+        "seed {seed}: {invariant}\nreplay: TRIAD_SIM_SEED={seed} cargo test -p triad --test \
+         cluster_sim\nlast events:\n  {}",
+        trace.lines().join("\n  ")
+    )
+}
+
+struct Stats {
+    faults: u64,
+    terms: u64,
+    failovers: u64,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn steps() -> u64 {
+    env_u64("TRIAD_SIM_MINUTES").unwrap_or(10) * 60_000 / STEP_MS
+}
+
+fn run_seed(seed: u64, plant: Plant, steps: u64) -> Result<Stats, String> {
+    let sim = Sim::new(seed, plant);
+    let trace = sim.trace.clone();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run(steps))) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(report(seed, &format!("panic: {msg}"), &trace))
+        }
+    }
+}
+
+#[test]
+fn cluster_is_safe_and_live_under_faults() {
+    let seeds: Vec<u64> = match env_u64("TRIAD_SIM_SEED") {
+        Some(s) => vec![s],
+        None => (1..=env_u64("TRIAD_SIM_SEEDS").unwrap_or(60)).collect(),
+    };
+    let steps = steps();
+    let started = std::time::Instant::now();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let chunks: Vec<Vec<u64>> = (0..threads)
+        .map(|t| seeds.iter().copied().skip(t).step_by(threads).collect())
+        .collect();
+    let results: Vec<Result<Vec<Stats>, String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                sc.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|s| run_seed(s, Plant::None, steps))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
+    });
+    let mut stats = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => stats.extend(s),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = stats.len().max(1) as f64;
+    eprintln!(
+        "cluster sim: {} seeds x {} simulated minutes in {secs:.1}s ({:.2} seeds/s); per seed \
+         {:.1} faults, {:.1} terms, {:.1} failovers",
+        stats.len(),
+        steps * STEP_MS / 60_000,
+        stats.len() as f64 / secs,
+        stats.iter().map(|s| s.faults).sum::<u64>() as f64 / n,
+        stats.iter().map(|s| s.terms).sum::<u64>() as f64 / n,
+        stats.iter().map(|s| s.failovers).sum::<u64>() as f64 / n,
+    );
+}
+
+#[test]
+fn same_seed_same_run() {
+    let a = Sim::new(7, Plant::None);
+    let b = Sim::new(7, Plant::None);
+    let ta = a.trace.clone();
+    let tb = b.trace.clone();
+    let _ = a.run(4000);
+    let _ = b.run(4000);
+    assert_eq!(ta.lines(), tb.lines());
+}
+
+fn catches(plant: Plant, needle: &str) {
+    for seed in 1..=40 {
+        if let Err(e) = run_seed(seed, plant, 6000) {
+            assert!(e.contains(needle), "{plant:?} caught, but as: {e}");
+            eprintln!("{plant:?} caught at seed {seed}");
+            return;
+        }
+    }
+    panic!("{plant:?} was not caught within 40 seeds");
+}
+
+#[test]
+fn checker_catches_a_promotion_that_skips_the_lease_wait() {
+    catches(Plant::SkipLeaseWait, "two writable masters");
+}
+
+#[test]
+fn checker_catches_a_cut_off_master_that_ignores_its_lease() {
+    catches(Plant::IgnoreLease, "");
+}
