@@ -534,6 +534,7 @@ async fn redis_switchover(
                 report_age_ms: &ages,
                 since_change_ms: None,
                 suspect_embargo_ms: None,
+                suspect_reconciled: false,
                 maintenance: false,
                 in_flight: false,
                 settings: cfg.failover.settings(),
@@ -585,6 +586,7 @@ async fn redis_switchover(
             password.clone(),
             fo.action_timeout,
             fo.redis_min_replicas_to_write,
+            fo.redis_min_replicas_max_lag,
         )
     };
     let (master, target) = (server(from_addr), server(to_addr));

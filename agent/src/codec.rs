@@ -332,9 +332,11 @@ pub const MAX_REPORT_OBSERVATIONS: usize = 256;
 pub fn encode_report(
     items: &[(crate::probe::Observation, u64)],
     applied_index: u64,
+    reconciled_index: u64,
 ) -> pb::HealthReport {
     pb::HealthReport {
         applied_index,
+        reconciled_index,
         observations: items
             .iter()
             .map(|(o, age_ms)| pb::ProbeObservation {
@@ -385,6 +387,8 @@ pub struct DecodedReport {
     pub observations: Vec<crate::health::Received>,
     /// The sender's applied Raft index.
     pub applied_index: u64,
+    /// The newest Redis decision the sender's reconciler carried out.
+    pub reconciled_index: u64,
 }
 
 /// Decodes and validates a peer's health report. `is_member` says whether a node id belongs
@@ -394,6 +398,7 @@ pub fn decode_report(
     is_member: impl Fn(NodeId) -> bool,
 ) -> Result<DecodedReport, CodecError> {
     let applied_index = report.applied_index;
+    let reconciled_index = report.reconciled_index;
     use crate::probe::{CheckResult, Observation, ProbeId, Service, Status};
     let bad = |field: &'static str, problem: String| CodecError::Field { field, problem };
     if report.observations.len() > MAX_REPORT_OBSERVATIONS {
@@ -477,6 +482,7 @@ pub fn decode_report(
     Ok(DecodedReport {
         observations: out,
         applied_index,
+        reconciled_index,
     })
 }
 
@@ -506,9 +512,10 @@ mod report_tests {
         let mut healthy = sample();
         healthy.status = Status::Healthy;
         healthy.last = CheckResult::healthy(serde_json::json!({"role": "master"}));
-        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)], 99);
+        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)], 99, 42);
         let back = decode_report(pb, |n| n.get() <= 3).expect("decodes");
         assert_eq!(back.applied_index, 99);
+        assert_eq!(back.reconciled_index, 42);
         let back = back.observations;
         assert_eq!(back[0].observation, sample());
         assert_eq!(back[0].age_at_receipt_ms, 40);
@@ -532,7 +539,7 @@ mod report_tests {
             ),
         ];
         for (mutate, want) in cases {
-            let mut pb = encode_report(&[(sample(), 1)], 1);
+            let mut pb = encode_report(&[(sample(), 1)], 1, 1);
             mutate(&mut pb.observations[0]);
             let err = decode_report(pb, |n| n.get() <= 3)
                 .expect_err(want)
@@ -542,6 +549,7 @@ mod report_tests {
         let many = pb::HealthReport {
             observations: vec![pb::ProbeObservation::default(); MAX_REPORT_OBSERVATIONS + 1],
             applied_index: 0,
+            reconciled_index: 0,
         };
         assert!(decode_report(many, |_| true).is_err());
     }

@@ -397,10 +397,25 @@ pub struct FailoverSection {
     /// Deadline of one Redis or HAProxy command sent by the reconciler. Default `500ms`.
     #[serde(default = "default_action_timeout", with = "humantime_serde")]
     pub action_timeout: Duration,
-    /// The `min-replicas-to-write` value Triad restores when it unfences a Redis (fencing sets
-    /// it to 1000). Default 0.
-    #[serde(default)]
+    /// The `min-replicas-to-write` value Triad keeps on every Redis when not fenced (fencing
+    /// sets it to 1000). Default 1: a master that no replica acknowledged for
+    /// `redis_min_replicas_max_lag` refuses writes by itself, which fences a cut-off master even
+    /// when its agent is dead. 0 turns that off (then a cut-off master whose agent is down keeps
+    /// accepting writes from clients on its own node).
+    #[serde(default = "default_min_replicas")]
     pub redis_min_replicas_to_write: u32,
+    /// The `min-replicas-max-lag` Triad keeps with it, whole seconds. Default `2s`; at most
+    /// `lease` when `redis_min_replicas_to_write` is above 0 (the silent path waits `lease +
+    /// clock_margin`, which must cover this Redis-side fence too).
+    #[serde(default = "default_min_replicas_max_lag", with = "humantime_serde")]
+    pub redis_min_replicas_max_lag: Duration,
+}
+
+fn default_min_replicas() -> u32 {
+    1
+}
+fn default_min_replicas_max_lag() -> Duration {
+    Duration::from_secs(2)
 }
 
 impl FailoverSection {
@@ -429,7 +444,8 @@ impl Default for FailoverSection {
             link_stale_after: default_link_stale_after(),
             reconcile_interval: default_reconcile_interval(),
             action_timeout: default_action_timeout(),
-            redis_min_replicas_to_write: 0,
+            redis_min_replicas_to_write: default_min_replicas(),
+            redis_min_replicas_max_lag: default_min_replicas_max_lag(),
         }
     }
 }
@@ -957,6 +973,24 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
                 "{:?} is too short: it must exceed 1s and twice the Redis probe interval ({:?})",
                 f.freshness,
                 probe * 2
+            ),
+        ));
+    }
+    let lag = f.redis_min_replicas_max_lag;
+    if lag < one_s || lag.subsec_nanos() != 0 {
+        return Err(invalid(
+            "failover.redis_min_replicas_max_lag",
+            "must be a whole number of seconds, at least 1s (Redis counts whole seconds)".into(),
+        ));
+    }
+    if f.redis_min_replicas_to_write > 0 && lag > f.lease {
+        return Err(invalid(
+            "failover.redis_min_replicas_max_lag",
+            format!(
+                "{lag:?} is longer than failover.lease ({:?}): a cut-off master whose agent is \
+                 dead would still accept writes when the majority promotes another; lower it, \
+                 or set redis_min_replicas_to_write = 0 to give up that protection",
+                f.lease
             ),
         ));
     }

@@ -33,6 +33,7 @@ struct Report {
     received_at_ms: u64,
     observations: Vec<Received>,
     applied_index: u64,
+    reconciled_index: u64,
 }
 
 /// The latest report of every observer. Pure.
@@ -67,8 +68,25 @@ impl HealthStore {
                 received_at_ms: now_ms,
                 observations,
                 applied_index,
+                reconciled_index: 0,
             },
         );
+    }
+
+    /// Records the newest Redis decision `observer`'s reconciler carried out, as its latest
+    /// report said (call right after [`HealthStore::ingest`]).
+    pub fn set_reconciled(&mut self, observer: NodeId, index: u64) {
+        if let Some(r) = self.reports.get_mut(&observer) {
+            r.reconciled_index = index;
+        }
+    }
+
+    /// The reconciled index every observer last reported, by observer.
+    pub fn reconciled(&self) -> BTreeMap<NodeId, u64> {
+        self.reports
+            .iter()
+            .map(|(&o, r)| (o, r.reconciled_index))
+            .collect()
     }
 
     /// Age of every observer's latest report, by observer.

@@ -235,6 +235,10 @@ pub struct LocalRedisView {
     pub last_cycle: Option<CycleReport>,
     /// Why cycles are not running, when they are not (start-up grace, no target yet).
     pub waiting: Option<String>,
+    /// The log index of the newest Redis decision carried out on the local Redis (reported to
+    /// the peers).
+    #[serde(default)]
+    pub reconciled_index: u64,
 }
 
 /// Liveness of the event loop, shared with the API.
@@ -372,9 +376,14 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     liveness.beat();
     let probes = probe::build::from_config(&cfg)?;
     let mut local = LocalObservations::new(probes.iter().map(|p| (p.id().clone(), p.timing())));
-    let ingest = |observer: NodeId, items: Vec<crate::health::Received>, applied: u64, now: u64| {
+    let ingest = |observer: NodeId,
+                  items: Vec<crate::health::Received>,
+                  applied: u64,
+                  reconciled: u64,
+                  now: u64| {
         if let Ok(mut h) = health_shared.lock() {
             h.ingest(observer, items, applied, now);
+            h.set_reconciled(observer, reconciled);
         }
     };
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
@@ -418,6 +427,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let mut redis_embargo: Vec<NodeId> = Vec::new();
     let mut seen_epoch = sm.state.redis.epoch;
     let mut seen_decision = (None, None);
+    let mut last_reconciled = 0u64;
     let mut down_since: Option<Instant> = None;
     let cfg = Arc::new(cfg);
     let api_task = api::serve(
@@ -464,7 +474,8 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         Inbound::Report { from, report } => {
                             match codec::decode_report(report, &is_member) {
                                 Ok(r) => {
-                                    ingest(from, r.observations, r.applied_index, liveness.mono_ms());
+                                    ingest(from, r.observations, r.applied_index,
+                                        r.reconciled_index, liveness.mono_ms());
                                 }
                                 Err(err) => {
                                     metrics.reports_rejected.inc();
@@ -531,6 +542,8 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         authority: sm.state.redis.clone(),
                         maintenance: sm.state.maintenance.enabled,
                         has_lease: false,
+                        lease_granted_at_ms: None,
+                        now_ms: 0,
                     };
                     target_tx.send_if_modified(|cur| {
                         let changed = cur.as_ref() != Some(&target);
@@ -549,11 +562,18 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             }
             if ticked {
                 let now = Instant::now();
+                let reconciled = redis_local.lock().map_or(0, |v| v.reconciled_index);
+                if reconciled != last_reconciled {
+                    // The leader's fast path waits for this: report it at once.
+                    last_reconciled = reconciled;
+                    local.mark_dirty();
+                }
                 if local.report_due(now) {
                     let items = local.take_report(now);
                     let applied = sm.state.applied.0;
-                    transport.broadcast_report(&codec::encode_report(&items, applied));
-                    ingest(me, observe::as_received(&items), applied, liveness.mono_ms());
+                    transport.broadcast_report(&codec::encode_report(&items, applied, reconciled));
+                    ingest(me, observe::as_received(&items), applied, reconciled,
+                        liveness.mono_ms());
                 }
                 expire(&mut pending, now, proposal_timeout, status.leader, &metrics);
                 in_flight.retain(|_, id| pending.contains_key(id));
@@ -574,19 +594,25 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     on_master_change(authority, &member_ids, &metrics, &mut down_since);
                 }
                 let is_leader = status.role == Role::Leader;
-                let (seen, ages, applied_by) = match health_shared.lock() {
+                let (seen, ages, applied_by, reconciled_by) = match health_shared.lock() {
                     Ok(h) if redis_managed => (
                         if is_leader { h.all(mono) } else { Vec::new() },
                         h.report_ages(mono),
                         h.applied(),
+                        h.reconciled(),
                     ),
                     _ => Default::default(),
                 };
+                let suspect_reconciled = authority.suspect.as_ref().is_some_and(|s| {
+                    reconciled_by.get(&s.node).is_some_and(|&r| r >= s.index.0)
+                });
                 if redis_managed {
                     timeline.observe(me, authority, &applied_by, mono);
                     let e = embargo(me, &member_ids, authority, &applied_by);
                     redis_embargo = e.iter().copied().collect();
                     transport.set_embargo(e);
+                } else {
+                    transport.set_embargo(Default::default());
                 }
                 let redis_inputs = (redis_managed && is_leader).then(|| RedisInputs {
                     members: &member_ids,
@@ -600,6 +626,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         }),
                     ),
                     suspect_embargo_ms: timeline.suspect_embargo_ms(quorum, mono),
+                    suspect_reconciled,
                     maintenance: sm.state.maintenance.enabled,
                     in_flight: in_flight.contains_key("redis"),
                     settings,
@@ -799,6 +826,7 @@ fn spawn_reconciler(
         password,
         fo.action_timeout,
         fo.redis_min_replicas_to_write,
+        fo.redis_min_replicas_max_lag,
     ));
     let haproxy = c.haproxy.as_ref().map(|h| {
         let mut sock = HaproxySocket::new(&h.admin_socket, fo.action_timeout);
@@ -852,7 +880,13 @@ fn spawn_reconciler(
                 });
                 continue;
             }
+            let now_ms = started.elapsed().as_millis() as u64;
             target.has_lease = lease.valid;
+            target.now_ms = now_ms;
+            target.lease_granted_at_ms = lease.valid.then(|| {
+                (now_ms + lease.remaining.as_millis() as u64)
+                    .saturating_sub(fo.lease.as_millis() as u64)
+            });
             let report = rec.cycle(&target).await;
             if report.fenced_now {
                 metrics.redis_fence_events.inc();
@@ -896,6 +930,9 @@ fn spawn_reconciler(
                 v.cycles += 1;
                 v.waiting = None;
                 v.last_cycle = Some(report.clone());
+                if report.redis_settled {
+                    v.reconciled_index = v.reconciled_index.max(target.decision_index().0);
+                }
             });
         }
     });

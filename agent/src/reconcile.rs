@@ -16,6 +16,21 @@
 //!   (a master that is not the committed one is fenced *before* it is turned into a replica),
 //!   and HAProxy has the committed master `ready` and the others `maint`, cutting the sessions
 //!   of a server that leaves service.
+//! - The local Redis, when first seen, back after an outage, or restarted (its `run_id`
+//!   changed), is not trusted until a lease grant issued *after* that moment: until then it is
+//!   handled as without a lease (fenced if master, no role change) and the local HAProxy does
+//!   not route to it. A restarted old master may come back as master before this agent has
+//!   applied who the master is now; peers grant no lease to an agent behind the newest
+//!   decision, so the fresh grant proves that this agent's view is current. While it is
+//!   unreachable, the local HAProxy does not route to it either; the other servers follow the
+//!   committed state as usual.
+//! - Redis should boot fenced (`min-replicas-to-write 1000` in redis.conf): a restarted server
+//!   then refuses writes until its agent has looked at it, which closes the gap between the
+//!   restart and the next cycle (and covers an agent that is down).
+//! - A suspected master (committed `SuspectRedisMaster`) leaves every HAProxy, and its own
+//!   agent handles its Redis as without a lease (fenced). Once done (or the Redis is
+//!   unreachable), the agent reports the suspicion as carried out (`reconciled_index`): the
+//!   leader's fast path promotes only then.
 //! - In maintenance, roles are not changed (no promote, no follow); fencing, unfencing the
 //!   committed master, and routing still follow the committed state, so a switchover committed
 //!   during maintenance still takes effect through the switchover procedure.
@@ -31,11 +46,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::actuator::haproxy::{self, AdminMode, Haproxy, HaproxyPlan, Policy, Sessions};
-use crate::actuator::redis::{plan_local, LocalRedis, RedisAction, RedisControl};
+use crate::actuator::redis::{plan_local, LocalRedis, RedisAction, RedisActionError, RedisControl};
 use crate::actuator::{DecisionEpoch, EpochFence};
 use crate::cluster::RedisAuthority;
 use crate::ids::NodeId;
-use crate::probe::redis_info::RedisRole;
+use crate::probe::redis_info::{RedisInfo, RedisRole};
 
 /// What one cycle reconciles towards.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,9 +61,28 @@ pub struct Target {
     pub maintenance: bool,
     /// Whether this agent holds its lease.
     pub has_lease: bool,
+    /// When the peer grant that keeps the lease alive was issued (its ping's send time), on
+    /// the caller's monotonic clock in milliseconds; `None` without a lease.
+    pub lease_granted_at_ms: Option<u64>,
+    /// The caller's monotonic clock now, in milliseconds.
+    pub now_ms: u64,
 }
 
 impl Target {
+    /// The log index of the newest Redis decision in the target (change of master or
+    /// suspicion).
+    pub fn decision_index(&self) -> crate::ids::LogIndex {
+        let a = &self.authority;
+        [
+            a.last_change.as_ref().map(|c| c.index),
+            a.suspect.as_ref().map(|s| s.index),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default()
+    }
+
     /// The epoch of the decision this target implements.
     pub fn epoch(&self) -> DecisionEpoch {
         self.authority
@@ -93,14 +127,33 @@ pub struct CycleReport {
     pub haproxy_error: Option<String>,
     /// Whether a fence action ran this cycle.
     pub fenced_now: bool,
+    /// Whether the local Redis was not trusted this cycle (unreachable or restarted, and no
+    /// lease grant since): the cycle ran as without a lease.
+    #[serde(default)]
+    pub untrusted: bool,
+    /// Whether the local Redis is as the target wants it: every planned action ran, or it is
+    /// unreachable (a server that comes back boots fenced and is not trusted until a fresh
+    /// lease grant). The agent then reports the target's decision as carried out.
+    #[serde(default)]
+    pub redis_settled: bool,
 }
 
 /// The desired admin state of the Redis backend: the committed master `ready`, the others
-/// `maint`; everything `maint` without a lease. `None` when there is nothing to route to yet
+/// `maint`; everything `maint` without a lease or while the master is suspected. `None` when there is nothing to route to yet
 /// (no master recorded).
 pub fn desired_backend(
     target: &Target,
     servers: &BTreeMap<NodeId, String>,
+) -> Option<BTreeMap<String, AdminMode>> {
+    desired_backend_excluding(target, servers, None)
+}
+
+/// [`desired_backend`], with `down` (the local server, when this agent cannot reach it) kept
+/// out of service.
+fn desired_backend_excluding(
+    target: &Target,
+    servers: &BTreeMap<NodeId, String>,
+    down: Option<NodeId>,
 ) -> Option<BTreeMap<String, AdminMode>> {
     let master = target.authority.master;
     if target.has_lease && master.is_none() {
@@ -110,7 +163,13 @@ pub fn desired_backend(
         servers
             .iter()
             .map(|(&node, name)| {
-                let ready = target.has_lease && Some(node) == master;
+                let suspected = target
+                    .authority
+                    .suspect
+                    .as_ref()
+                    .is_some_and(|s| s.node == node);
+                let ready =
+                    target.has_lease && Some(node) == master && down != Some(node) && !suspected;
                 (
                     name.clone(),
                     if ready {
@@ -152,6 +211,14 @@ pub struct Reconciler {
     haproxy: Option<HaproxyTarget>,
     redis_fence: EpochFence,
     haproxy_fence: EpochFence,
+    /// `run_id` of the local Redis when last read.
+    run_id: Option<String>,
+    /// Whether the local Redis was read successfully at least once.
+    seen: bool,
+    /// Whether the last read of the local Redis failed.
+    down: bool,
+    /// Since when the local Redis is not trusted (first seen, back, or restarted).
+    untrusted_since: Option<u64>,
 }
 
 impl Reconciler {
@@ -169,6 +236,10 @@ impl Reconciler {
             haproxy,
             redis_fence: EpochFence::new(),
             haproxy_fence: EpochFence::new(),
+            run_id: None,
+            seen: false,
+            down: false,
+            untrusted_since: None,
         }
     }
 
@@ -182,13 +253,59 @@ impl Reconciler {
     pub async fn cycle(&mut self, target: &Target) -> CycleReport {
         let mut report = CycleReport::default();
         let epoch = target.epoch();
-        self.redis_side(target, epoch, &mut report).await;
-        self.haproxy_side(target, epoch, &mut report).await;
+        let info = self.redis.info().await;
+        let reachable = info.is_ok();
+        match &info {
+            Ok(i) => {
+                // First sight, back after an outage, or restarted in between: from now on it
+                // needs a lease grant issued after this moment.
+                let restarted = i.run_id.is_some() && i.run_id != self.run_id;
+                if !self.seen || self.down || restarted {
+                    self.untrusted_since = Some(target.now_ms);
+                }
+                self.seen = true;
+                self.down = false;
+                self.run_id.clone_from(&i.run_id);
+            }
+            Err(_) => self.down = true,
+        }
+        if let (Some(since), Some(granted)) = (self.untrusted_since, target.lease_granted_at_ms) {
+            if reachable && target.has_lease && granted > since {
+                self.untrusted_since = None;
+            }
+        }
+        let mut redis_target = target.clone();
+        if self.untrusted_since.is_some() {
+            redis_target.has_lease = false;
+            report.untrusted = true;
+        }
+        // Suspected by the cluster: this node's Redis must not take writes (as without a lease).
+        if target
+            .authority
+            .suspect
+            .as_ref()
+            .is_some_and(|s| s.node == self.me)
+        {
+            redis_target.has_lease = false;
+        }
+        self.redis_side(&redis_target, epoch, info, &mut report)
+            .await;
+        // The local server leaves the local HAProxy while it is down or not yet trusted; the
+        // others follow the committed state and the lease as usual.
+        let local_out = (!reachable || self.untrusted_since.is_some()).then_some(self.me);
+        self.haproxy_side(target, epoch, local_out, &mut report)
+            .await;
         report
     }
 
-    async fn redis_side(&mut self, target: &Target, epoch: DecisionEpoch, r: &mut CycleReport) {
-        let info = match self.redis.info().await {
+    async fn redis_side(
+        &mut self,
+        target: &Target,
+        epoch: DecisionEpoch,
+        info: Result<RedisInfo, RedisActionError>,
+        r: &mut CycleReport,
+    ) {
+        let info = match info {
             Ok(i) => i,
             Err(e) => {
                 r.redis_error = Some(e.to_string());
@@ -243,11 +360,17 @@ impl Reconciler {
         r.redis_fenced = Some(now_fenced);
     }
 
-    async fn haproxy_side(&mut self, target: &Target, epoch: DecisionEpoch, r: &mut CycleReport) {
+    async fn haproxy_side(
+        &mut self,
+        target: &Target,
+        epoch: DecisionEpoch,
+        down: Option<NodeId>,
+        r: &mut CycleReport,
+    ) {
         let Some(h) = &self.haproxy else {
             return;
         };
-        let Some(desired) = desired_backend(target, &h.servers) else {
+        let Some(desired) = desired_backend_excluding(target, &h.servers, down) else {
             r.haproxy_verdict = Some("haproxy: no Redis master recorded yet".into());
             return;
         };
@@ -337,7 +460,7 @@ mod tests {
             h.add_server("be_redis", &format!("redis{i}"), 6379, i != 1);
             servers.insert(NodeId(i), format!("redis{i}"));
         }
-        let rec = Reconciler::new(
+        let mut rec = Reconciler::new(
             NodeId(me),
             addrs,
             Arc::new(redis.clone()),
@@ -348,6 +471,9 @@ mod tests {
                 save_state: false,
             }),
         );
+        // As if an earlier cycle had seen the local Redis and a fresh grant had come since
+        // (first sight is tested on its own).
+        rec.seen = true;
         (rec, redis, h)
     }
 
@@ -366,6 +492,8 @@ mod tests {
             authority: authority(2, 2, 40),
             maintenance: false,
             has_lease: true,
+            lease_granted_at_ms: Some(10),
+            now_ms: 20,
         };
         let r = futures::executor::block_on(rec.cycle(&t));
         assert_eq!(r.redis_actions, ["promote"], "{r:?}");
@@ -374,7 +502,8 @@ mod tests {
             [
                 "set server be_redis/redis1 state maint",
                 "shutdown sessions server be_redis/redis1",
-                "set server be_redis/redis2 state ready"
+                "set server be_redis/redis2 state ready",
+                "set server be_redis/redis2 health up"
             ]
         );
         assert_eq!(redis.snapshot().info.role, Some(RedisRole::Master));
@@ -397,6 +526,8 @@ mod tests {
             authority: authority(1, 1, 10),
             maintenance: false,
             has_lease: false,
+            lease_granted_at_ms: None,
+            now_ms: 20,
         };
         let r = futures::executor::block_on(rec.cycle(&t));
         assert_eq!(r.redis_actions, ["fence"]);
@@ -406,6 +537,8 @@ mod tests {
         // Lease back: unfenced and routed again.
         let back = Target {
             has_lease: true,
+            lease_granted_at_ms: Some(30),
+            now_ms: 40,
             ..t
         };
         let r = futures::executor::block_on(rec.cycle(&back));
@@ -423,6 +556,8 @@ mod tests {
             authority: authority(2, 3, 50),
             maintenance: false,
             has_lease: true,
+            lease_granted_at_ms: Some(10),
+            now_ms: 20,
         };
         futures::executor::block_on(rec.cycle(&newer));
         let older = Target {
@@ -442,12 +577,53 @@ mod tests {
     }
 
     #[test]
+    fn restarted_local_redis_is_untrusted_until_a_fresh_grant() {
+        let (mut rec, redis, h) = setup(1, RedisRole::Master);
+        rec.seen = false;
+        redis.with(|s| s.info.run_id = Some("a".into()));
+        let t = |granted: u64, now: u64| Target {
+            authority: authority(1, 1, 10),
+            maintenance: false,
+            has_lease: true,
+            lease_granted_at_ms: Some(granted),
+            now_ms: now,
+        };
+        // First sight: needs a grant issued after it.
+        let r = futures::executor::block_on(rec.cycle(&t(10, 20)));
+        assert!(r.untrusted, "{r:?}");
+        let r = futures::executor::block_on(rec.cycle(&t(21, 25)));
+        assert!(!r.untrusted, "{r:?}");
+        // Restarted (new run_id) between two cycles: the grant from before does not count.
+        redis.with(|s| s.info.run_id = Some("b".into()));
+        let r = futures::executor::block_on(rec.cycle(&t(15, 30)));
+        assert!(r.untrusted && r.fenced_now, "{r:?}");
+        assert_eq!(modes(&h), [AdminMode::Maint; 3]);
+        // A grant issued after the restart was seen: trusted again, unfenced and routed.
+        let r = futures::executor::block_on(rec.cycle(&t(35, 40)));
+        assert!(!r.untrusted, "{r:?}");
+        assert_eq!(r.redis_actions, ["unfence"]);
+        assert_eq!(
+            modes(&h),
+            [AdminMode::Ready, AdminMode::Maint, AdminMode::Maint]
+        );
+        // Unreachable: the local server leaves the local HAProxy at once, every cycle the same
+        // (no flapping while it stays down).
+        redis.with(|s| s.down = true);
+        for now in [50, 60, 70] {
+            futures::executor::block_on(rec.cycle(&t(now - 5, now)));
+            assert_eq!(modes(&h), [AdminMode::Maint; 3]);
+        }
+    }
+
+    #[test]
     fn maintenance_changes_no_role() {
         let (mut rec, redis, _h) = setup(2, RedisRole::Replica);
         let t = Target {
             authority: authority(2, 2, 40),
             maintenance: true,
             has_lease: true,
+            lease_granted_at_ms: Some(10),
+            now_ms: 20,
         };
         let r = futures::executor::block_on(rec.cycle(&t));
         assert!(r.redis_actions.is_empty(), "{r:?}");

@@ -9,10 +9,11 @@
 //! socket; reports, pings and Raft messages travel over the simulated network as values.
 //!
 //! The world: Redis `nX` at 10.0.0.X:6379; a replica copies its master's offset while the
-//! master is up and reachable; a master gains offset every step while it accepts writes
-//! (up, not fenced, and at least `min-replicas-to-write` = 1 replicas linked: the recommended
-//! production setting, see README). A restarted Redis keeps its role (as after `CONFIG
-//! REWRITE`).
+//! master is up and reachable; a master gains offset every step while it accepts writes:
+//! up, not fenced, and at least one replica acknowledged within 2 s (`min-replicas-to-write 1`,
+//! `min-replicas-max-lag 2`, which Triad keeps on every Redis by default). A restarted Redis
+//! keeps its role and boots fenced (`min-replicas-to-write 1000` in its config file, as the
+//! README recommends).
 //!
 //! Faults from the seed: symmetric and one-way cuts, isolation of a node, message loss, delay
 //! and reordering, crash and restart of one agent or all three (memory lost, the store kept),
@@ -80,6 +81,9 @@ const SETTINGS: FailoverSettings = FailoverSettings {
 };
 const GRACE_MS: u64 = 2 * PING_EVERY * STEP_MS;
 const REPL_TIMEOUT_MS: u64 = 60_000;
+/// `min-replicas-max-lag` as Triad keeps it (`failover.redis_min_replicas_max_lag`, 2 s): how
+/// long a master counts a replica that stopped acknowledging.
+const MIN_REPLICAS_MAX_LAG_MS: u64 = 2_000;
 
 /// Bugs the checker must catch (proves the invariants are not vacuous).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -90,13 +94,25 @@ enum Plant {
     SkipLeaseWait,
     /// Agents reconcile as if they always held their lease (a cut-off master never fences).
     IgnoreLease,
+    /// Not a bug: the world of [`Plant::SkipLeaseWait`] (no Redis-side guard, replicas that call
+    /// their link lost after a second) with correct code, so that the lease wait alone keeps
+    /// the cut-off master from writing once a new one exists.
+    Unguarded,
 }
 
 enum Msg {
     Raft(Vec<u8>),
-    Report { obs: Vec<Received>, applied: u64 },
-    Ping { sent_ms: u64 },
-    Pong { sent_ms: u64 },
+    Report {
+        obs: Vec<Received>,
+        applied: u64,
+        reconciled: u64,
+    },
+    Ping {
+        sent_ms: u64,
+    },
+    Pong {
+        sent_ms: u64,
+    },
 }
 
 struct InFlight {
@@ -120,17 +136,30 @@ struct Agent {
     in_flight: BTreeMap<&'static str, ProposalId>,
     last_report_ms: Option<u64>,
     dirty: bool,
+    /// Newest Redis decision carried out locally (reported to peers).
+    reconciled: u64,
+    /// Peers whose pings go unanswered, as last computed by the agent's loop (all of them
+    /// until the first computation, as in the transport).
+    embargo: BTreeSet<NodeId>,
+    /// The target the last cycle ran for (a new one runs a cycle at once, as the agent's
+    /// reconciler task wakes on a new target).
+    last_target: Option<(Option<NodeId>, Epoch, Option<u64>, bool)>,
 }
 
 struct RedisWorld {
     server: SimRedis,
     hung: bool,
     last_io_ms: u64,
+    /// As this server (when master) last heard each replica acknowledge, by replica.
+    last_ack_ms: BTreeMap<u64, u64>,
 }
 
 struct Sim {
     seed: u64,
     plant: Plant,
+    settings: FailoverSettings,
+    /// Whether masters refuse writes without a replica acknowledgement (the Redis-side guard).
+    guard: bool,
     rng: StdRng,
     now: u64,
     step_no: u64,
@@ -194,11 +223,13 @@ impl Sim {
                     RedisInfo {
                         role: Some(RedisRole::Master),
                         master_repl_offset: Some(0),
+                        run_id: Some(format!("n{i}-0")),
                         ..RedisInfo::default()
                     }
                 } else {
                     RedisInfo {
                         role: Some(RedisRole::Replica),
+                        run_id: Some(format!("n{i}-0")),
                         master_host: Some(ip(1)),
                         master_port: Some(6379),
                         master_link_up: Some(true),
@@ -212,6 +243,7 @@ impl Sim {
                     server: SimRedis::new(info),
                     hung: false,
                     last_io_ms: 0,
+                    last_ack_ms: BTreeMap::new(),
                 }
             })
             .collect();
@@ -224,9 +256,18 @@ impl Sim {
                 h
             })
             .collect();
+        // The planted skip of the lease wait is only observable when nothing else keeps the
+        // cut-off master from writing meanwhile: no Redis-side guard, and replicas that call
+        // their link lost after one second.
+        let skip = matches!(plant, Plant::SkipLeaseWait | Plant::Unguarded);
         let mut sim = Sim {
             seed,
             plant,
+            settings: FailoverSettings {
+                link_stale_after_s: if skip { 0 } else { SETTINGS.link_stale_after_s },
+                ..SETTINGS
+            },
+            guard: !skip,
             rng: StdRng::seed_from_u64(seed),
             now: 0,
             step_no: 0,
@@ -288,9 +329,7 @@ impl Sim {
             Some(HaproxyTarget {
                 haproxy: Arc::new(self.haproxy[i].clone()),
                 backend: "be_redis".into(),
-                servers: (1..=N)
-                    .map(|n| (NodeId(n), format!("redis{n}")))
-                    .collect(),
+                servers: (1..=N).map(|n| (NodeId(n), format!("redis{n}"))).collect(),
                 save_state: false,
             }),
         );
@@ -309,6 +348,9 @@ impl Sim {
             in_flight: BTreeMap::new(),
             last_report_ms: None,
             dirty: false,
+            reconciled: 0,
+            last_target: None,
+            embargo: members().into_iter().filter(|&m| m != id).collect(),
         });
         Ok(())
     }
@@ -397,12 +439,7 @@ impl Sim {
             }
             38..=50 => {
                 for n in 1..=N {
-                    let w = &mut self.redis[n as usize - 1];
-                    let was = w.server.with(|s| std::mem::replace(&mut s.down, false));
-                    if was == Some(true) || w.hung {
-                        w.hung = false;
-                        self.log(format!("restart redis n{n}"));
-                    }
+                    self.restart_redis(n);
                 }
             }
             51..=53 => {
@@ -415,7 +452,11 @@ impl Sim {
                 let i = self.rng.gen_range(0..N as usize);
                 self.wall_skew[i] += self.rng.gen_range(-120_000..120_000);
                 self.faults += 1;
-                self.log(format!("wall clock jump n{} to {}ms", i + 1, self.wall_skew[i]));
+                self.log(format!(
+                    "wall clock jump n{} to {}ms",
+                    i + 1,
+                    self.wall_skew[i]
+                ));
             }
             _ => {}
         }
@@ -423,9 +464,31 @@ impl Sim {
 
     fn restart(&mut self, i: usize) {
         if let Err(e) = self.start(i) {
-            panic!("{}", self.fail(&format!("restart of n{} failed: {e}", i + 1)));
+            panic!(
+                "{}",
+                self.fail(&format!("restart of n{} failed: {e}", i + 1))
+            );
         }
         self.log(format!("restart agent n{}", i + 1));
+    }
+
+    /// Restarts a crashed Redis (new `run_id`, same role) or resumes a hung one.
+    fn restart_redis(&mut self, n: u64) {
+        let now = self.now;
+        let w = &mut self.redis[n as usize - 1];
+        let crashed = w.server.with(|s| {
+            let was = std::mem::replace(&mut s.down, false);
+            if was {
+                // A new process: new run_id, same role, fenced from its config file.
+                s.info.run_id = Some(format!("n{n}-{now}"));
+                s.fenced = true;
+            }
+            was
+        });
+        if crashed == Some(true) || w.hung {
+            w.hung = false;
+            self.log(format!("restart redis n{n}"));
+        }
     }
 
     fn heal_all(&mut self) {
@@ -436,9 +499,7 @@ impl Sim {
             if self.agents[i].is_none() {
                 self.restart(i);
             }
-            let w = &mut self.redis[i];
-            w.hung = false;
-            w.server.with(|s| s.down = false);
+            self.restart_redis(i as u64 + 1);
         }
         self.log("faults stop".into());
     }
@@ -456,20 +517,17 @@ impl Sim {
         if s.down || self.redis[n as usize - 1].hung || s.fenced {
             return false;
         }
-        s.info.role == Some(RedisRole::Master) && self.linked_replicas(n) >= 1
+        s.info.role == Some(RedisRole::Master) && (!self.guard || self.linked_replicas(n) >= 1)
     }
 
+    /// Replicas the master `m` counts for `min-replicas-to-write`: those that acknowledged
+    /// within `min-replicas-max-lag`, as the master itself sees it (it does not know whether a
+    /// cut-off replica has moved to another master meanwhile).
     fn linked_replicas(&self, m: u64) -> usize {
-        (1..=N)
-            .filter(|&r| r != m)
-            .filter(|&r| {
-                let s = self.redis[r as usize - 1].server.snapshot();
-                !s.down
-                    && s.info.role == Some(RedisRole::Replica)
-                    && s.info.master_host.as_deref() == Some(&ip(m))
-                    && s.info.master_link_up == Some(true)
-                    && s.info.master_last_io_seconds_ago.unwrap_or(99) <= 10
-            })
+        let w = &self.redis[m as usize - 1];
+        w.last_ack_ms
+            .iter()
+            .filter(|(&r, &at)| r != m && self.now.saturating_sub(at) <= MIN_REPLICAS_MAX_LAG_MS)
             .count()
     }
 
@@ -490,6 +548,8 @@ impl Sim {
             if snapshot.down || snapshot.info.role != Some(RedisRole::Replica) {
                 continue;
             }
+            // A replica keeps no replicas of its own (Redis drops them when demoted).
+            self.redis[r as usize - 1].last_ack_ms.clear();
             let target = masters
                 .iter()
                 .find(|(m, _, _)| snapshot.info.master_host.as_deref() == Some(&ip(*m)))
@@ -500,6 +560,9 @@ impl Sim {
             let dead = target.is_some_and(|(m, _, _)| {
                 self.redis[m as usize - 1].server.snapshot().down && self.reachable(r, m)
             });
+            if let Some((m, _, _)) = feeding {
+                self.redis[m as usize - 1].last_ack_ms.insert(r, now);
+            }
             let w = &mut self.redis[r as usize - 1];
             if feeding.is_some() {
                 w.last_io_ms = now;
@@ -567,8 +630,7 @@ impl Sim {
     }
 
     fn deliver(&mut self) {
-        let (mut due, later): (Vec<_>, Vec<_>) =
-            self.net.drain(..).partition(|m| m.at <= self.now);
+        let (mut due, later): (Vec<_>, Vec<_>) = self.net.drain(..).partition(|m| m.at <= self.now);
         self.net = later;
         due.shuffle(&mut self.rng);
         for m in due {
@@ -584,17 +646,16 @@ impl Sim {
                 Msg::Raft(bytes) => {
                     let _ = a.raft.step(NodeId(m.from), &bytes);
                 }
-                Msg::Report { obs, applied } => {
+                Msg::Report {
+                    obs,
+                    applied,
+                    reconciled,
+                } => {
                     a.health.ingest(NodeId(m.from), obs, applied, now);
+                    a.health.set_reconciled(NodeId(m.from), reconciled);
                 }
                 Msg::Ping { sent_ms } => {
-                    let withheld = embargo(
-                        NodeId(m.to),
-                        &members(),
-                        &a.sm.state.redis,
-                        &a.health.applied(),
-                    );
-                    if !withheld.contains(&NodeId(m.from)) {
+                    if !a.embargo.contains(&NodeId(m.from)) {
                         self.send(m.to, m.from, Msg::Pong { sent_ms });
                     }
                 }
@@ -726,9 +787,7 @@ impl Sim {
             let a = self.agents[i].as_mut().ok_or("vanished")?;
             let due = match a.last_report_ms {
                 None => a.dirty,
-                Some(l) => {
-                    (a.dirty && now - l >= REPORT_MIN_MS) || now - l >= REPORT_MAX_MS
-                }
+                Some(l) => (a.dirty && now - l >= REPORT_MIN_MS) || now - l >= REPORT_MAX_MS,
             };
             if due {
                 a.dirty = false;
@@ -743,14 +802,14 @@ impl Sim {
                     })
                     .collect();
                 let applied = a.sm.state.applied.0;
-                a.health
-                    .ingest(NodeId(me), obs.clone(), applied, now);
-                Some((obs, applied))
+                a.health.ingest(NodeId(me), obs.clone(), applied, now);
+                a.health.set_reconciled(NodeId(me), a.reconciled);
+                Some((obs, applied, a.reconciled))
             } else {
                 None
             }
         };
-        if let Some((obs, applied)) = report {
+        if let Some((obs, applied, reconciled)) = report {
             for to in (1..=N).filter(|&t| t != me) {
                 self.send(
                     me,
@@ -758,6 +817,7 @@ impl Sim {
                     Msg::Report {
                         obs: obs.clone(),
                         applied,
+                        reconciled,
                     },
                 );
             }
@@ -769,7 +829,17 @@ impl Sim {
             }
         }
         self.decide_and_propose(i)?;
-        if (self.step_no + i as u64) % RECONCILE_EVERY == 0 {
+        let changed = self.agents[i].as_ref().is_some_and(|a| {
+            let r = &a.sm.state.redis;
+            let key = (
+                r.master,
+                r.epoch,
+                r.suspect.as_ref().map(|x| x.index.0),
+                a.sm.state.maintenance.enabled,
+            );
+            a.last_target != Some(key)
+        });
+        if changed || (self.step_no + i as u64) % RECONCILE_EVERY == 0 {
             self.reconcile(i)?;
         }
         Ok(())
@@ -780,10 +850,12 @@ impl Sim {
         let now = self.now;
         let wall = now as i64 + self.wall_skew[i];
         let plant = self.plant;
+        let settings = self.settings;
         let a = self.agents[i].as_mut().ok_or("vanished")?;
         let applied_by = a.health.applied();
         let authority = a.sm.state.redis.clone();
         a.timeline.observe(me, &authority, &applied_by, now);
+        a.embargo = embargo(me, &members(), &authority, &applied_by);
         a.pending.retain(|_, deadline| *deadline > now);
         let pending = a.pending.clone();
         a.in_flight.retain(|_, id| pending.contains_key(id));
@@ -797,6 +869,11 @@ impl Sim {
             .last_change
             .as_ref()
             .and_then(|c| u64::try_from(wall - c.at.0).ok());
+        let reconciled_by = a.health.reconciled();
+        let suspect_reconciled = authority
+            .suspect
+            .as_ref()
+            .is_some_and(|s| reconciled_by.get(&s.node).is_some_and(|&r| r >= s.index.0));
         let mut suspect_embargo_ms = a.timeline.suspect_embargo_ms(N as usize / 2 + 1, now);
         if plant == Plant::SkipLeaseWait && authority.suspect.is_some() {
             suspect_embargo_ms = Some(u64::MAX / 2);
@@ -814,9 +891,10 @@ impl Sim {
                 report_age_ms: &ages,
                 since_change_ms: a.timeline.since_change_ms(now, wall_age),
                 suspect_embargo_ms,
+                suspect_reconciled,
                 maintenance: a.sm.state.maintenance.enabled,
                 in_flight: a.in_flight.contains_key("redis"),
-                settings: SETTINGS,
+                settings,
             }),
         });
         let mut proposed = Vec::new();
@@ -868,8 +946,22 @@ impl Sim {
             authority: state.redis.clone(),
             maintenance: state.maintenance.enabled,
             has_lease,
+            lease_granted_at_ms: lease.valid.then(|| {
+                (now + lease.remaining.as_millis() as u64).saturating_sub(SETTINGS.lease_ms)
+            }),
+            now_ms: now,
         };
         let report = futures::executor::block_on(a.rec.cycle(&target));
+        a.last_target = Some((
+            state.redis.master,
+            state.redis.epoch,
+            state.redis.suspect.as_ref().map(|x| x.index.0),
+            state.maintenance.enabled,
+        ));
+        if report.redis_settled && target.decision_index().0 > a.reconciled {
+            a.reconciled = target.decision_index().0;
+            a.dirty = true;
+        }
         if !lease.valid {
             if let Some(x) = report.redis_actions.iter().find(|x| *x != "fence") {
                 return Err(self.fail(&format!(
@@ -879,9 +971,10 @@ impl Sim {
         }
         if !report.redis_actions.is_empty() || !report.haproxy_actions.is_empty() {
             self.log(format!(
-                "{me} reconciled epoch {} lease {}: redis {:?} haproxy {:?}",
+                "{me} reconciled epoch {} lease {} untrusted {}: redis {:?} haproxy {:?}",
                 target.authority.epoch,
                 lease.valid,
+                report.untrusted,
                 report.redis_actions,
                 report.haproxy_actions
             ));
@@ -942,7 +1035,10 @@ impl Sim {
             let s = self.redis[n as usize - 1].server.snapshot();
             if n == m {
                 if s.info.role != Some(RedisRole::Master) || s.fenced {
-                    return Err(format!("n{n} should be the writable master: {:?}", s.info.role));
+                    return Err(format!(
+                        "n{n} should be the writable master: {:?}",
+                        s.info.role
+                    ));
                 }
             } else if s.info.role != Some(RedisRole::Replica)
                 || s.info.master_host.as_deref() != Some(&ip(m))
@@ -1101,7 +1197,9 @@ fn cluster_is_safe_and_live_under_faults() {
     };
     let steps = steps();
     let started = std::time::Instant::now();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
     let chunks: Vec<Vec<u64>> = (0..threads)
         .map(|t| seeds.iter().copied().skip(t).step_by(threads).collect())
         .collect();
@@ -1166,11 +1264,20 @@ fn catches(plant: Plant, needle: &str) {
 }
 
 #[test]
+fn lease_wait_alone_keeps_one_writable_master() {
+    for seed in 1..=40 {
+        if let Err(e) = run_seed(seed, Plant::Unguarded, 6000) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
 fn checker_catches_a_promotion_that_skips_the_lease_wait() {
     catches(Plant::SkipLeaseWait, "two writable masters");
 }
 
 #[test]
 fn checker_catches_a_cut_off_master_that_ignores_its_lease() {
-    catches(Plant::IgnoreLease, "");
+    catches(Plant::IgnoreLease, "without a lease");
 }

@@ -9,7 +9,8 @@
 //! - `members N`; `settings key=value ...` (freshness, lease, margin, hold_down, max_lag,
 //!   link_stale); `authority master=nX epoch=E [suspect]`; `since_change MS [kind=K]` (the
 //!   last change, `automatic` unless K is `switchover` or `initial`); `embargo MS`;
-//!   `maintenance`; `in_flight`;
+//!   `maintenance`; `in_flight`; `suspect_reconciled` (the suspect's agent reported the
+//!   suspicion carried out);
 //! - `agent nX age=MS`: age of that agent's latest report;
 //! - `see OBSERVER SUBJECT STATUS [failure=K] [role=R] [link=up|down] [io=S] [offset=N]
 //!   [prio=N] [age=MS] [error=WORD]`: one observation of SUBJECT's Redis by OBSERVER.
@@ -54,6 +55,7 @@ fn run(script: &str) -> String {
     let mut seen = vec![];
     let (mut since_change, mut embargo, mut maintenance, mut in_flight) =
         (None, None, false, false);
+    let mut suspect_reconciled = false;
     for line in script.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -115,6 +117,7 @@ fn run(script: &str) -> String {
             }
             "embargo" => embargo = Some(parts[1].parse().expect("ms")),
             "maintenance" => maintenance = true,
+            "suspect_reconciled" => suspect_reconciled = true,
             "in_flight" => in_flight = true,
             "agent" => {
                 ages.insert(node(parts[1]), num("age").expect("age="));
@@ -184,6 +187,7 @@ fn run(script: &str) -> String {
         report_age_ms: &ages,
         since_change_ms: since_change,
         suspect_embargo_ms: embargo,
+        suspect_reconciled,
         maintenance,
         in_flight,
         settings,

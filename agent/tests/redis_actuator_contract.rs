@@ -70,7 +70,16 @@ fn real_redis_promote_follow_fence() {
     let rt = rt();
     let a = RealRedis::start(bin.clone(), None);
     let b = RealRedis::start(bin, Some(a.port));
-    let ctl = |port| RedisServer::new(addr(port), None, None, Duration::from_secs(1), 0);
+    let ctl = |port| {
+        RedisServer::new(
+            addr(port),
+            None,
+            None,
+            Duration::from_secs(1),
+            0,
+            Duration::from_secs(10),
+        )
+    };
 
     // Fence the master: writes refused at once; unfence: accepted again.
     assert_eq!(write(a.port), "OK");
@@ -99,6 +108,23 @@ fn real_redis_promote_follow_fence() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(write(a.port).contains("READONLY"), "{}", write(a.port));
+    assert_eq!(write(b.port), "OK");
+
+    // The configured write guard (min-replicas-to-write 1, max-lag 2): a server still at
+    // Redis's defaults counts as not set up (`is_fenced`), and `Unfence` sets both values.
+    let guarded = RedisServer::new(
+        addr(b.port),
+        None,
+        None,
+        Duration::from_secs(1),
+        1,
+        Duration::from_secs(2),
+    );
+    assert!(rt.block_on(guarded.is_fenced()).expect("read"));
+    rt.block_on(guarded.apply(&RedisAction::Unfence, Epoch(2)))
+        .expect("set up the guard");
+    assert!(!rt.block_on(guarded.is_fenced()).expect("read"));
+    // b has a linked replica (a), so the guard lets writes through.
     assert_eq!(write(b.port), "OK");
 
     // A stopped server: a clear error naming it.

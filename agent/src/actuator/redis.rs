@@ -125,7 +125,7 @@ pub trait RedisControl: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), RedisActionError>>;
     /// Reads whether writes are currently fenced.
     fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>>;
-    /// Reads the server's replication state (`INFO replication`).
+    /// Reads the server's replication state and `run_id` (`INFO`).
     fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>>;
     /// `CLIENT PAUSE ms WRITE`: holds every client write (not reads, not replication) for at
     /// most `ms`; used by a planned switchover.
@@ -142,6 +142,8 @@ pub struct RedisServer {
     timeout: Duration,
     /// `min-replicas-to-write` when not fenced.
     normal_min_replicas: u32,
+    /// `min-replicas-max-lag` (seconds) kept with it.
+    normal_max_lag: u64,
 }
 
 impl RedisServer {
@@ -152,6 +154,7 @@ impl RedisServer {
         password: Option<String>,
         timeout: Duration,
         normal_min_replicas: u32,
+        normal_max_lag: Duration,
     ) -> Self {
         RedisServer {
             addr,
@@ -159,6 +162,7 @@ impl RedisServer {
             password,
             timeout,
             normal_min_replicas,
+            normal_max_lag: normal_max_lag.as_secs(),
         }
     }
 
@@ -204,7 +208,9 @@ impl RedisServer {
                 let mut cmd = redis::cmd("CONFIG");
                 cmd.arg("SET")
                     .arg("min-replicas-to-write")
-                    .arg(self.normal_min_replicas);
+                    .arg(self.normal_min_replicas)
+                    .arg("min-replicas-max-lag")
+                    .arg(self.normal_max_lag);
                 cmd
             }
         };
@@ -230,8 +236,9 @@ impl RedisServer {
 
     async fn read_info(&self) -> Result<RedisInfo, RedisActionError> {
         let mut c = self.conn().await?;
+        // The default sections: `replication`, and `server` for the run_id that tells a
+        // restarted server from the one seen before.
         let text: String = redis::cmd("INFO")
-            .arg("replication")
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(format!("INFO: {e}")))?;
@@ -263,16 +270,29 @@ impl RedisServer {
             })
     }
 
+    /// Whether the write guard differs from the configured unfenced one: fenced (1000), or not
+    /// yet set up (another `min-replicas-to-write` or `min-replicas-max-lag`). Either way an
+    /// `Unfence` is what brings it to the configured guard.
     async fn fenced(&self) -> Result<bool, RedisActionError> {
         let mut c = self.conn().await?;
         let v: Vec<String> = redis::cmd("CONFIG")
             .arg("GET")
-            .arg("min-replicas-to-write")
+            .arg("min-replicas-*")
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(format!("CONFIG GET: {e}")))?;
-        let n: u32 = v.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Ok(n >= FENCE_MIN_REPLICAS)
+        let get = |k: &str| -> u64 {
+            v.chunks(2)
+                .find(|kv| kv.first().map(String::as_str) == Some(k))
+                .and_then(|kv| kv.get(1))
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0)
+        };
+        let to_write = get("min-replicas-to-write");
+        let lag = get("min-replicas-max-lag");
+        Ok(to_write >= u64::from(FENCE_MIN_REPLICAS)
+            || to_write != u64::from(self.normal_min_replicas)
+            || (self.normal_min_replicas > 0 && lag != self.normal_max_lag))
     }
 }
 

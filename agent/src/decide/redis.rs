@@ -16,16 +16,24 @@
 //!   Down as seen from one node only is reported in the verdict and not acted on.
 //!
 //! # Two paths
+//! Both start by committing `SuspectRedisMaster`: every HAProxy takes the master out of
+//! service, every agent that applied it stops renewing the suspect's lease (its pongs stop),
+//! and the suspect's own agent fences its Redis (as without a lease).
 //! - **Fast path**: the master's own agent is alive (fresh report) and sees its local Redis
-//!   down. The process is dead or not serving on its own node; nothing can write to it, so a
-//!   replica is promoted at once.
+//!   down. Once that agent reports the suspicion carried out (`reconciled_index`: its Redis
+//!   fenced, or unreachable and then not trusted until a lease grant it can no longer get), a
+//!   replica is promoted: one round trip after the suspicion, no lease wait. Promoting on the
+//!   evidence alone would not be safe: the dead master can restart, as master, between the
+//!   decision and the commit, and its agent would still route to it.
 //! - **Silent path**: the master's agent is silent (no fresh report: partition, VM down). The
-//!   old master might still be writable by clients on its side. First `SuspectRedisMaster` is
-//!   committed; every agent that applies it stops renewing the suspect's lease (its pongs stop).
-//!   An agent whose lease runs out fences its own Redis (writes refused) and routes nothing to
-//!   it. The leader promotes only after a quorum is known to have applied the suspicion for
-//!   `lease + clock_margin` ([`RedisInputs::suspect_embargo_ms`]), so the old master is fenced
-//!   before a new one exists.
+//!   old master might still be writable by clients on its side. An agent whose lease runs out
+//!   fences its own Redis and routes nothing to it; an agent that is itself dead cannot fence,
+//!   then Redis fences itself: Triad keeps `min-replicas-to-write 1` with
+//!   `min-replicas-max-lag` at most the lease on every server, so a master no replica
+//!   acknowledged for that long refuses writes. The leader promotes only after a quorum is
+//!   known to have applied the suspicion for `lease + clock_margin`
+//!   ([`RedisInputs::suspect_embargo_ms`]), so the old master is fenced before a new one
+//!   exists.
 //!
 //! # Candidates
 //! Each other node's Redis, as its own agent sees it: excluded when its agent is not fresh,
@@ -88,6 +96,9 @@ pub struct RedisInputs<'a> {
     pub since_change_ms: Option<u64>,
     /// Time since a quorum is known to have applied the current suspicion (silent path).
     pub suspect_embargo_ms: Option<u64>,
+    /// Whether the suspected master's own agent reported the suspicion as carried out (its
+    /// Redis fenced or unreachable): the fast path.
+    pub suspect_reconciled: bool,
     /// Whether maintenance mode is on.
     pub maintenance: bool,
     /// Whether an earlier Redis proposal is still in flight.
@@ -268,52 +279,58 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
     let fast = i.is_fresh(master) && own.is_some_and(sees_down);
     let candidates = rank(i, master);
     let best = candidates.iter().find(|c| c.rank == Some(1)).cloned();
-    if !fast {
-        // Silent path: suspicion first, then wait for the lease.
-        let wait = i.settings.lease_ms + i.settings.clock_margin_ms;
-        match (&i.authority.suspect, i.suspect_embargo_ms) {
-            (None, _) => {
-                return RedisPlan {
-                    verdict: format!(
-                        "suspect {master}: {evidence}, {}; promoting only after its lease has \
-                         run out ({:.1}s)",
-                        if i.is_fresh(master) {
-                            "while its own agent still sees it up"
-                        } else {
-                            "its agent silent"
-                        },
-                        wait as f64 / 1000.0
-                    ),
-                    proposals: vec![Command::SuspectRedisMaster {
-                        node: master,
-                        epoch,
-                        reason: evidence,
-                    }],
-                    candidates,
-                };
-            }
-            (Some(_), None) => {
-                return RedisPlan {
-                    verdict: format!(
-                        "waiting: {master} suspected; waiting for a quorum to apply it"
-                    ),
-                    proposals: vec![],
-                    candidates,
-                };
-            }
-            (Some(_), Some(t)) if t < wait => {
-                return RedisPlan {
-                    verdict: format!(
-                        "waiting: {evidence}; its lease runs out in {:.1}s",
-                        (wait - t) as f64 / 1000.0
-                    ),
-                    proposals: vec![],
-                    candidates,
-                };
-            }
-            (Some(_), Some(_)) => {}
+    // Both paths commit the suspicion first: every HAProxy takes the master out of service,
+    // its peers stop renewing its lease, and its own agent fences it.
+    let wait = i.settings.lease_ms + i.settings.clock_margin_ms;
+    let fenced_by_agent = match (&i.authority.suspect, i.suspect_embargo_ms) {
+        (None, _) => {
+            let how = if fast {
+                "its own agent sees it down; promoting once that agent has fenced it".to_string()
+            } else {
+                format!(
+                    "{}; promoting only after its lease has run out ({:.1}s)",
+                    if i.is_fresh(master) {
+                        "while its own agent still sees it up"
+                    } else {
+                        "its agent silent"
+                    },
+                    wait as f64 / 1000.0
+                )
+            };
+            return RedisPlan {
+                verdict: format!("suspect {master}: {evidence}, {how}"),
+                proposals: vec![Command::SuspectRedisMaster {
+                    node: master,
+                    epoch,
+                    reason: evidence,
+                }],
+                candidates,
+            };
         }
-    }
+        (Some(_), _) if i.suspect_reconciled => true,
+        (Some(_), None) => {
+            return RedisPlan {
+                verdict: format!(
+                    "waiting: {master} suspected; waiting for its agent to fence it or a \
+                     quorum to apply the suspicion"
+                ),
+                proposals: vec![],
+                candidates,
+            };
+        }
+        (Some(_), Some(t)) if t < wait => {
+            return RedisPlan {
+                verdict: format!(
+                    "waiting: {evidence}; its agent has not confirmed the fence, its lease runs \
+                     out in {:.1}s",
+                    (wait - t) as f64 / 1000.0
+                ),
+                proposals: vec![],
+                candidates,
+            };
+        }
+        (Some(_), Some(_)) => false,
+    };
     let Some(best) = best else {
         let reasons: Vec<String> = candidates
             .iter()
@@ -329,7 +346,9 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
         };
     };
     let mut verdict = format!("promote {} (epoch {}): {evidence}", best.node, epoch.next());
-    if !fast {
+    if fenced_by_agent {
+        let _ = write!(verdict, ", fenced by its agent");
+    } else {
         let _ = write!(verdict, ", lease expired");
     }
     let ranked: Vec<String> = candidates

@@ -188,7 +188,12 @@ impl Transport {
         }
         let transport = Transport {
             senders: Arc::new(senders),
-            shared: Arc::new(Shared::default()),
+            // Until the event loop has applied the stored log and computed the embargo, no peer
+            // gets a lease grant: this node cannot yet tell whether a peer is behind.
+            shared: Arc::new(Shared {
+                embargo: Mutex::new(cfg.peers.keys().copied().filter(|&p| p != cfg.me).collect()),
+                ..Shared::default()
+            }),
             metrics,
             epoch: Instant::now(),
             reachable_window: cfg.reachable_window,

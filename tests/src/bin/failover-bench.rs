@@ -217,6 +217,7 @@ fn kill_runs(
     runs: usize,
     master: &dyn Fn() -> Result<u64>,
     epoch: &dyn Fn() -> Result<u64>,
+    after_restart: &dyn Fn(u64) -> Result<()>,
 ) -> Result<(Vec<Duration>, usize)> {
     let mut times = Vec::new();
     let mut spurious = 0;
@@ -256,6 +257,7 @@ fn kill_runs(
         );
         times.push(worst);
         lab.start(m, Service::Redis)?;
+        after_restart(m)?;
         let new = master()?;
         wait_replicas_linked(lab, new)?;
     }
@@ -263,6 +265,24 @@ fn kill_runs(
 }
 
 // ----- Sentinel ----------------------------------------------------------------------------
+
+/// `min-replicas-to-write 0` on node `n`'s Redis (no write guard, as a plain Sentinel setup).
+fn unfence(lab: &Lab, n: u64) -> Result<()> {
+    lab.wait_for(
+        &format!("n{n}'s Redis to answer"),
+        Duration::from_secs(10),
+        || {
+            lab.redis_from(
+                n,
+                n,
+                &["CONFIG", "SET", "min-replicas-to-write", "0"],
+                Duration::from_secs(2),
+            )
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+        },
+    )
+}
 
 fn sentinel_conf(lab: &LabSpec, n: u64, master: u64) -> String {
     format!(
@@ -399,7 +419,11 @@ fn sentinel_phase(lab: &Lab, runs: usize) -> Result<(Vec<Duration>, usize)> {
     for n in spec.nodes() {
         lab.kill(n, Service::Agent, Signal::Term)?;
     }
-    // Redis as the agents left it: unfenced, the master where Triad had it.
+    // Redis as the agents left it, without Triad's write guard (the lab's redis.conf boots
+    // every server fenced for Triad to unfence; Sentinel does not know about it).
+    for n in spec.nodes() {
+        unfence(lab, n)?;
+    }
     let mut sentinels = Vec::new();
     let result = (|| -> Result<(Vec<Duration>, usize)> {
         for (i, n) in spec.nodes().into_iter().enumerate() {
@@ -440,9 +464,14 @@ fn sentinel_phase(lab: &Lab, runs: usize) -> Result<(Vec<Duration>, usize)> {
                 }
             },
         )?;
-        kill_runs(lab, "sentinel", runs, &|| sentinel_master(lab), &|| {
-            sentinel_epoch(lab)
-        })
+        kill_runs(
+            lab,
+            "sentinel",
+            runs,
+            &|| sentinel_master(lab),
+            &|| sentinel_epoch(lab),
+            &|n| unfence(lab, n),
+        )
     })();
     for id in &sentinels {
         let _ = id.signal(Signal::Term);
@@ -528,10 +557,14 @@ fn run() -> Result<()> {
     let args = parse_args()?;
     let lab =
         Lab::attach(LabSpec::new(triad_bin()?)).context("the lab must be up: tests/lab up")?;
-    let (triad, triad_spurious) =
-        kill_runs(&lab, "triad", args.runs, &|| lab.redis_master(), &|| {
-            triad_epoch(&lab)
-        })?;
+    let (triad, triad_spurious) = kill_runs(
+        &lab,
+        "triad",
+        args.runs,
+        &|| lab.redis_master(),
+        &|| triad_epoch(&lab),
+        &|_| Ok(()),
+    )?;
     let (t50, t99, _) = summary("triad kill -9", &triad);
     println!("triad spurious second failovers: {triad_spurious}");
     let verdict = |ok: bool| if ok { "ok" } else { "MISS" };

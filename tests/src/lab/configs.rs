@@ -6,7 +6,9 @@
 //!   the per-node offsets; no `user=` under `[client]` (it breaks rsync/mariabackup SST).
 //! - Redis: `repl-diskless-sync-delay 0` (the default 5 s delays every replica's first link);
 //!   `repl-ping-replica-period 1`, so that a replica's `master_last_io_seconds_ago` stays below
-//!   the agent's `failover.link_stale_after` (3 s) on an idle master.
+//!   the agent's `failover.link_stale_after` (3 s) on an idle master; `min-replicas-to-write
+//!   1000`: every Redis boots fenced and its agent unfences it once it knows who the master is
+//!   (the recommended production setting).
 //! - PHP-FPM: `user = www-data` (root workers refuse to start, and `php-fpm -t` does not
 //!   notice).
 //! - HAProxy 2.6: `no option keep-conn` in the `fcgi-app` (idle kept connections each pin a
@@ -121,7 +123,8 @@ pub fn redis_conf(lab: &LabSpec, n: u64) -> String {
          save \"\"\n\
          appendonly no\n\
          repl-diskless-sync-delay 0\n\
-         repl-ping-replica-period 1\n",
+         repl-ping-replica-period 1\n\
+         min-replicas-to-write 1000\n",
         ip = lab.node_ip(n),
         dir = dir.display(),
         log = lab.redis_log(n).display(),
