@@ -122,12 +122,15 @@ struct InFlight {
     msg: Msg,
 }
 
+/// What makes an agent report at once when it changes: up or not, failure kind, role, link.
+type VerdictKey = (bool, Option<FailureKind>, Option<String>, Option<String>);
+
 struct Agent {
     raft: RaftNode,
     sm: StateMachine,
     health: HealthStore,
     trackers: BTreeMap<u64, Tracker>,
-    keys: BTreeMap<u64, (bool, Option<FailureKind>, Option<String>, Option<String>)>,
+    keys: BTreeMap<u64, VerdictKey>,
     timeline: RedisTimeline,
     rec: Reconciler,
     grants: BTreeMap<NodeId, u64>,
@@ -391,11 +394,9 @@ impl Sim {
                 self.faults += 1;
                 self.log(format!("cut one-way n{a}->n{b}"));
             }
-            7..=14 => {
-                if !self.blocked.is_empty() {
-                    self.blocked.clear();
-                    self.log("heal links".into());
-                }
+            7..=14 if !self.blocked.is_empty() => {
+                self.blocked.clear();
+                self.log("heal links".into());
             }
             15..=16 => {
                 let i = self.rng.gen_range(0..N as usize);
@@ -753,7 +754,7 @@ impl Sim {
             return Ok(());
         }
         // Probes (a slow node skips rounds).
-        if (self.step_no + i as u64) % PROBE_EVERY == 0
+        if (self.step_no + i as u64).is_multiple_of(PROBE_EVERY)
             && !(self.slow_probes[i] && self.rng.gen_range(0..2) == 0)
         {
             let results: Vec<(u64, CheckResult)> =
@@ -823,7 +824,7 @@ impl Sim {
             }
         }
         // Pings.
-        if (self.step_no + i as u64) % PING_EVERY == 0 {
+        if (self.step_no + i as u64).is_multiple_of(PING_EVERY) {
             for to in (1..=N).filter(|&t| t != me) {
                 self.send(me, to, Msg::Ping { sent_ms: now });
             }
@@ -839,7 +840,7 @@ impl Sim {
             );
             a.last_target != Some(key)
         });
-        if changed || (self.step_no + i as u64) % RECONCILE_EVERY == 0 {
+        if changed || (self.step_no + i as u64).is_multiple_of(RECONCILE_EVERY) {
             self.reconcile(i)?;
         }
         Ok(())
