@@ -1130,6 +1130,43 @@ tick_interval = "20ms"
                 "tick_interval = \"soon\"",
                 &["tick_interval"],
             ),
+            (
+                "[raft]",
+                "[failover]\nclock_margin = \"200ms\"\n[raft]",
+                &[
+                    "failover.clock_margin",
+                    "timing invariant",
+                    "cut-off master",
+                ],
+            ),
+            (
+                "[raft]",
+                "[failover]\nlease = \"800ms\"\n[raft]",
+                &["failover.lease", "too short"],
+            ),
+            (
+                "[raft]",
+                "[failover]\nredis_min_replicas_max_lag = \"5s\"\n[raft]",
+                &[
+                    "failover.redis_min_replicas_max_lag",
+                    "longer than failover.lease",
+                ],
+            ),
+            (
+                "[raft]",
+                "[failover]\nlink_stale_after = \"1500ms\"\n[raft]",
+                &["failover.link_stale_after", "whole number of seconds"],
+            ),
+            (
+                "[raft]",
+                "[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n[raft]",
+                &["haproxy", "needs [redis]"],
+            ),
+            (
+                "[raft]",
+                "[haproxy]\nadmin_socket = \"admin.sock\"\n[raft]",
+                &["haproxy.admin_socket", "absolute"],
+            ),
         ];
         for (from, to, wants) in cases {
             assert!(GOOD.contains(from), "case pattern {from:?} not in GOOD");

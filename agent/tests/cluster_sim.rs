@@ -12,8 +12,8 @@
 //! master is up and reachable; a master gains offset every step while it accepts writes:
 //! up, not fenced, and at least one replica acknowledged within 2 s (`min-replicas-to-write 1`,
 //! `min-replicas-max-lag 2`, which Triad keeps on every Redis by default). A restarted Redis
-//! keeps its role and boots fenced (`min-replicas-to-write 1000` in its config file, as the
-//! README recommends).
+//! boots from its config file as the README recommends: a fenced master (`min-replicas-to-write
+//! 1000`, no `replicaof`), its data kept, until its agent gives it its role.
 //!
 //! Faults from the seed: symmetric and one-way cuts, isolation of a node, message loss, delay
 //! and reordering, crash and restart of one agent or all three (memory lost, the store kept),
@@ -480,12 +480,23 @@ impl Sim {
         let crashed = w.server.with(|s| {
             let was = std::mem::replace(&mut s.down, false);
             if was {
-                // A new process: new run_id, same role, fenced from its config file.
+                // A new process, from its config file: no `replicaof` and
+                // `min-replicas-to-write 1000`, so a fenced master with no replicas until its
+                // agent points it at the committed master (data kept: persistence).
                 s.info.run_id = Some(format!("n{n}-{now}"));
                 s.fenced = true;
+                s.info.role = Some(RedisRole::Master);
+                s.info.master_host = None;
+                s.info.master_port = None;
+                s.info.master_link_up = None;
+                s.info.master_repl_offset = s.info.slave_repl_offset.or(s.info.master_repl_offset);
+                s.info.slave_repl_offset = None;
             }
             was
         });
+        if crashed == Some(true) {
+            w.last_ack_ms.clear();
+        }
         if crashed == Some(true) || w.hung {
             w.hung = false;
             self.log(format!("restart redis n{n}"));

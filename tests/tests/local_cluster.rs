@@ -521,6 +521,37 @@ fn api_rejects_bad_requests() {
         huge_unauthenticated.body
     );
 
+    // Switchover: the token first, then the body, then whether Redis is managed at all (these
+    // loopback agents run no Redis): each refusal names the problem.
+    let sw = cluster
+        .post(n, "/v1/redis/switchover", None, b"{}")
+        .expect("POST");
+    assert_eq!(sw.status, 401, "{}", sw.body);
+    let sw = cluster
+        .post(n, "/v1/redis/switchover", Some(&token), br#"{"to": "two"}"#)
+        .expect("POST");
+    assert_eq!(sw.status, 400, "{}", sw.body);
+    assert!(error_of(&sw).contains("invalid JSON body"), "{}", sw.body);
+    let sw = cluster
+        .post(
+            n,
+            "/v1/redis/switchover",
+            Some(&token),
+            br#"{"to": 2, "now": true}"#,
+        )
+        .expect("POST");
+    assert_eq!(sw.status, 400, "{}", sw.body);
+    assert!(error_of(&sw).contains("unknown field"), "{}", sw.body);
+    let sw = cluster
+        .post(n, "/v1/redis/switchover", Some(&token), b"")
+        .expect("POST");
+    assert_eq!(sw.status, 409, "{}", sw.body);
+    assert!(
+        error_of(&sw).contains("[redis] is not configured"),
+        "{}",
+        sw.body
+    );
+
     // Nothing above changed the state.
     let s = cluster.status(n).expect("status");
     assert!(

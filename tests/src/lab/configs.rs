@@ -107,10 +107,10 @@ pub fn bootstrap_sql(lab: &LabSpec, secrets: &Secrets) -> String {
     )
 }
 
-/// `redis.conf` of node `n`: node 1 is the master, the others replicate it.
+/// `redis.conf` of node `n` (the same for every node; `up` makes n2 and n3 replicas of n1).
 pub fn redis_conf(lab: &LabSpec, n: u64) -> String {
     let dir = lab.redis_dir(n);
-    let mut out = format!(
+    let out = format!(
         "bind {ip}\n\
          port {REDIS_PORT}\n\
          protected-mode no\n\
@@ -130,9 +130,10 @@ pub fn redis_conf(lab: &LabSpec, n: u64) -> String {
         log = lab.redis_log(n).display(),
         socket = lab.redis_socket(n).display(),
     );
-    if n != 1 {
-        let _ = writeln!(out, "replicaof {} {REDIS_PORT}", lab.node_ip(1));
-    }
+    // No `replicaof`: a restarted server comes back as a fenced master and its agent gives it
+    // its role (a restarted replica must not re-attach to a stale master). `up` sets the first
+    // topology once, as an installer would.
+    let _ = n;
     out
 }
 
@@ -326,7 +327,8 @@ mod tests {
     fn only_replicas_replicate() {
         let spec = LabSpec::new("/bin/true");
         assert!(!redis_conf(&spec, 1).contains("replicaof"));
-        assert!(redis_conf(&spec, 3).contains("replicaof 10.77.0.11 6379\n"));
+        assert!(!redis_conf(&spec, 3).contains("replicaof"));
+        assert!(redis_conf(&spec, 3).contains("min-replicas-to-write 1000\n"));
         assert!(redis_conf(&spec, 2).contains("repl-diskless-sync-delay 0\n"));
     }
 

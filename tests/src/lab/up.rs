@@ -27,7 +27,7 @@ use super::error::require_root;
 use super::process::{run_ok, ProcId};
 use super::query::{self, QUERY_TIMEOUT};
 use super::services::{self, MariadbStart};
-use super::spec::{LabSpec, Service, GLUSTER_DIRS, GLUSTER_VOLUME};
+use super::spec::{LabSpec, Service, GLUSTER_DIRS, GLUSTER_VOLUME, REDIS_PORT};
 use super::state::{LabLock, LabState, Phase};
 use super::{agents_leader, health_problems, Progress};
 use crate::poll_until;
@@ -407,6 +407,21 @@ fn redis_php_haproxy_up(lab: &LabSpec, progress: &Progress, record: &Record<'_>)
     for n in lab.nodes() {
         let id = services::start_redis(lab, n, Duration::from_secs(15))?;
         record(n, Service::Redis, id)?;
+    }
+    // The first topology, once (redis.conf has no `replicaof`; afterwards the agents decide).
+    for n in [2, 3] {
+        query::redis_from(
+            lab,
+            n,
+            n,
+            &[
+                "REPLICAOF",
+                &lab.node_ip(1).to_string(),
+                &REDIS_PORT.to_string(),
+            ],
+            Duration::from_secs(5),
+        )
+        .with_context(|| format!("making n{n}'s Redis a replica of n1"))?;
     }
     for n in [2, 3] {
         services::wait_redis_linked(lab, n, Duration::from_secs(20))?;
