@@ -31,7 +31,7 @@
 //! HAProxy, Redis role and fence matching the committed master within 2 reconciliation periods
 //! of the authority settling.
 //!
-//! `TRIAD_SIM_SEEDS=N` (default 60 here; `TRIAD_SIM_MINUTES=M`, default 10 simulated minutes
+//! `TRIAD_SIM_SEEDS=N` (default 1000; `TRIAD_SIM_MINUTES=M`, default 10 simulated minutes
 //! per seed), `TRIAD_SIM_SEED=S` replays one seed. A failure prints the seed, the invariant and
 //! the last events.
 
@@ -95,8 +95,10 @@ enum Plant {
     /// Agents reconcile as if they always held their lease (a cut-off master never fences).
     IgnoreLease,
     /// Not a bug: the world of [`Plant::SkipLeaseWait`] (no Redis-side guard, replicas that call
-    /// their link lost after a second) with correct code, so that the lease wait alone keeps
-    /// the cut-off master from writing once a new one exists.
+    /// their link lost after a second, agents that do not crash) with correct code, so that the
+    /// lease wait alone keeps the cut-off master from writing once a new one exists. (A dead
+    /// agent cannot fence: without the Redis-side guard its master stays writable through its
+    /// own stale HAProxy; that is why the guard is on by default.)
     Unguarded,
 }
 
@@ -163,6 +165,8 @@ struct Sim {
     settings: FailoverSettings,
     /// Whether masters refuse writes without a replica acknowledgement (the Redis-side guard).
     guard: bool,
+    /// Whether agents crash (fault draws).
+    agent_crashes: bool,
     rng: StdRng,
     now: u64,
     step_no: u64,
@@ -271,6 +275,7 @@ impl Sim {
                 ..SETTINGS
             },
             guard: !skip,
+            agent_crashes: !skip,
             rng: StdRng::seed_from_u64(seed),
             now: 0,
             step_no: 0,
@@ -398,14 +403,14 @@ impl Sim {
                 self.blocked.clear();
                 self.log("heal links".into());
             }
-            15..=16 => {
+            15..=16 if self.agent_crashes => {
                 let i = self.rng.gen_range(0..N as usize);
                 if self.agents[i].take().is_some() {
                     self.faults += 1;
                     self.log(format!("crash agent n{}", i + 1));
                 }
             }
-            17 => {
+            17 if self.agent_crashes => {
                 for i in 0..N as usize {
                     self.agents[i] = None;
                 }
@@ -1002,7 +1007,7 @@ impl Sim {
                 )));
             }
             self.newest_epoch[i] = *epoch;
-            if matches!(action, RedisAction::Promote) {
+            if matches!(action, RedisAction::Promote) && epoch.0 > 1 {
                 self.failovers.insert(epoch.0);
             }
         }
@@ -1205,7 +1210,7 @@ fn run_seed(seed: u64, plant: Plant, steps: u64) -> Result<Stats, String> {
 fn cluster_is_safe_and_live_under_faults() {
     let seeds: Vec<u64> = match env_u64("TRIAD_SIM_SEED") {
         Some(s) => vec![s],
-        None => (1..=env_u64("TRIAD_SIM_SEEDS").unwrap_or(60)).collect(),
+        None => (1..=env_u64("TRIAD_SIM_SEEDS").unwrap_or(1000)).collect(),
     };
     let steps = steps();
     let started = std::time::Instant::now();

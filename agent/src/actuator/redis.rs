@@ -57,7 +57,8 @@ pub struct LocalRedis<'a> {
 
 /// Plans the actions that bring the local Redis to the committed state. Pure; empty when
 /// converged. Order matters: fencing comes first, a promotion unfences only after the role
-/// changed.
+/// changed. While the master is suspected, the other nodes' Redis detach from it (fenced
+/// `REPLICAOF NO ONE`) until the promotion says whom to follow.
 pub fn plan_local(l: &LocalRedis<'_>) -> Vec<RedisAction> {
     let Some(info) = l.info else {
         return vec![];
@@ -74,6 +75,20 @@ pub fn plan_local(l: &LocalRedis<'_>) -> Vec<RedisAction> {
     let Some(master) = l.authority.master else {
         return out;
     };
+    if let Some(suspect) = l.authority.suspect.as_ref().filter(|s| s.node == master) {
+        if suspect.node != l.me {
+            // Detach from a suspected master, fenced: once no replica acknowledges it, the
+            // suspect refuses writes by itself (`min-replicas-max-lag`), even if it resumes
+            // from a hang while its own agent is dead.
+            if l.fenced != Some(true) {
+                out.push(RedisAction::Fence);
+            }
+            if !is_master {
+                out.push(RedisAction::Promote);
+            }
+            return out;
+        }
+    }
     if master == l.me {
         if !is_master {
             out.push(RedisAction::Promote);
@@ -561,6 +576,33 @@ mod tests {
             // Nothing committed yet: leave it alone.
             (1, None, master(), Some(false), true, vec![]),
         ];
+        let suspected = |me: u64, info: RedisInfo, fenced: Option<bool>| {
+            let authority = RedisAuthority {
+                master: Some(NodeId(1)),
+                suspect: Some(crate::cluster::Suspect {
+                    node: NodeId(1),
+                    epoch: Epoch(0),
+                    index: crate::ids::LogIndex(9),
+                    reason: String::new(),
+                }),
+                ..RedisAuthority::default()
+            };
+            let a = addrs();
+            plan_local(&LocalRedis {
+                me: NodeId(me),
+                authority: &authority,
+                addrs: &a,
+                info: Some(&info),
+                fenced,
+                has_lease: true,
+            })
+        };
+        // A replica of the suspect detaches, fenced; once detached, nothing more.
+        assert_eq!(
+            suspected(2, replica_of(1), Some(false)),
+            [RedisAction::Fence, RedisAction::Promote]
+        );
+        assert!(suspected(2, master(), Some(true)).is_empty());
         for (me, m, info, fenced, lease, want) in cases {
             let authority = RedisAuthority {
                 master: m.map(NodeId),
