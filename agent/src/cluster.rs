@@ -184,6 +184,9 @@ pub enum Command {
         kind: ChangeKind,
         /// The decision's verdict.
         reason: String,
+        /// Automatic only: the log index of the suspicion the decision relied on. The change
+        /// applies only while that suspicion is still in force (not cleared or replaced).
+        suspect: Option<LogIndex>,
     },
     /// Suspect the master `node` at `epoch` (silent path): peers stop renewing its lease.
     SuspectRedisMaster {
@@ -303,7 +306,8 @@ impl ClusterState {
                 epoch,
                 kind,
                 reason,
-            } => self.set_redis_master(meta, *node, *epoch, *kind, reason),
+                suspect,
+            } => self.set_redis_master(meta, *node, *epoch, *kind, reason, *suspect),
             Command::SuspectRedisMaster {
                 node,
                 epoch,
@@ -364,8 +368,10 @@ impl ClusterState {
         epoch: Epoch,
         kind: ChangeKind,
         reason: &str,
+        suspect: Option<LogIndex>,
     ) -> Outcome {
         let r = &self.redis;
+        let in_force = r.suspect.as_ref().map(|s| s.index);
         let refusal = if epoch != r.epoch.next() {
             Some(format!(
                 "{} master {node} at epoch {epoch} rejected: current epoch is {} (stale decision)",
@@ -383,6 +389,12 @@ impl ClusterState {
             Some(format!(
                 "{} to {node} rejected: no master recorded yet",
                 kind.as_str()
+            ))
+        } else if kind == ChangeKind::Automatic && (suspect.is_none() || suspect != in_force) {
+            Some(format!(
+                "automatic master {node} rejected: it relied on the suspicion at index {}, \
+                 which is no longer in force (stale decision)",
+                suspect.map_or_else(|| "none".to_string(), |i| i.to_string())
             ))
         } else if kind != ChangeKind::Initial && r.master == Some(node) {
             Some(format!(
@@ -549,6 +561,7 @@ mod tests {
             epoch: Epoch(epoch),
             kind,
             reason: "test".into(),
+            suspect: (kind == ChangeKind::Automatic).then_some(LogIndex(7)),
         }
     }
 
@@ -597,6 +610,16 @@ mod tests {
                     reason: "again".into(),
                 },
                 "unchanged",
+            ),
+            (
+                Command::SetRedisMaster {
+                    node: NodeId(2),
+                    epoch: Epoch(2),
+                    kind: ChangeKind::Automatic,
+                    reason: "relied on an older suspicion".into(),
+                    suspect: Some(LogIndex(3)),
+                },
+                "rejected: no longer in force",
             ),
             (set_master(2, 2, ChangeKind::Automatic), "changed"),
             (

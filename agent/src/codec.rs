@@ -72,11 +72,13 @@ pub fn encode_entry(p: &Proposal) -> Vec<u8> {
             epoch,
             kind,
             reason,
+            suspect,
         } => pb::command::Kind::SetRedisMaster(pb::SetRedisMaster {
             node: node.get(),
             epoch: epoch.0,
             kind: kind.as_str().to_string(),
             reason: reason.clone(),
+            suspect_index: suspect.map_or(0, |i| i.0),
         }),
         Command::SuspectRedisMaster {
             node,
@@ -177,6 +179,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
                 problem: format!("unknown kind `{}`", m.kind),
             })?,
             reason: m.reason,
+            suspect: (m.suspect_index != 0).then_some(crate::ids::LogIndex(m.suspect_index)),
         },
         pb::command::Kind::SuspectRedisMaster(m) => Command::SuspectRedisMaster {
             node: node_id(m.node, "command.suspect_redis_master.node")?,
@@ -266,6 +269,7 @@ mod tests {
                 epoch: Epoch(8),
                 kind: ChangeKind::Automatic,
                 reason: "promote n2".into(),
+                suspect: Some(crate::ids::LogIndex(41)),
             },
             Command::SuspectRedisMaster {
                 node: NodeId(1),

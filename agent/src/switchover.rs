@@ -212,6 +212,7 @@ where
         node: spec.to,
         epoch,
         kind: ChangeKind::Switchover,
+        suspect: None,
         reason: format!(
             "switchover asked by {}: {} caught up at offset {reached}",
             spec.by, spec.to

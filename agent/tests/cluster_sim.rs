@@ -143,6 +143,8 @@ struct Agent {
     dirty: bool,
     /// Newest Redis decision carried out locally (reported to peers).
     reconciled: u64,
+    /// The applied Redis authority last traced.
+    applied_key: Option<(Option<NodeId>, Epoch, Option<u64>)>,
     /// Peers whose pings go unanswered, as last computed by the agent's loop (all of them
     /// until the first computation, as in the transport).
     embargo: BTreeSet<NodeId>,
@@ -357,6 +359,7 @@ impl Sim {
             last_report_ms: None,
             dirty: false,
             reconciled: 0,
+            applied_key: None,
             last_target: None,
             embargo: members().into_iter().filter(|&m| m != id).collect(),
         });
@@ -717,6 +720,19 @@ impl Sim {
                     .map_err(|e| format!("{id}: compact: {e}"))?;
             }
             let msgs: Vec<_> = out.messages.into_iter().map(|m| (m.to, m.bytes)).collect();
+            let r = &a.sm.state.redis;
+            let key = (r.master, r.epoch, r.suspect.as_ref().map(|x| x.index.0));
+            if !applied.is_empty() && a.applied_key != Some(key) {
+                a.applied_key = Some(key);
+                self.trace.push(format!(
+                    "t={}ms {id} applied master {:?} epoch {} suspect {:?} (index {})",
+                    self.now,
+                    key.0.map(|m| m.get()),
+                    key.1,
+                    key.2,
+                    applied.last().map_or(0, |x| x.0)
+                ));
+            }
             for (index, term, h) in applied {
                 match self.committed.get(&index) {
                     Some(&(t, hh)) if (t, hh) != (term, h) => {
@@ -1154,7 +1170,7 @@ struct Trace(Arc<Mutex<VecDeque<String>>>);
 impl Trace {
     fn push(&self, line: String) {
         if let Ok(mut t) = self.0.lock() {
-            if t.len() >= 60 {
+            if t.len() >= 120 {
                 t.pop_front();
             }
             t.push_back(line);
@@ -1256,6 +1272,31 @@ fn cluster_is_safe_and_live_under_faults() {
         stats.iter().map(|s| s.terms).sum::<u64>() as f64 / n,
         stats.iter().map(|s| s.failovers).sum::<u64>() as f64 / n,
     );
+}
+
+/// Seeds that found real bugs while the failover was built (each fixed since): they run on
+/// every test run whatever `TRIAD_SIM_SEEDS` says.
+/// - 51: the fast path promoted while the dead master restarted and was unfenced by its own
+///   agent, which had not applied the decision yet (now: suspicion first, confirmed by the
+///   suspect's agent; a returning Redis is untrusted until a fresh lease grant).
+/// - 55: a restarted replica re-attached to a stale master whose agent was dead (now: Redis
+///   boots as a fenced master and gets its role from its agent).
+/// - 344: a hung master resumed while its agent was dead and its replicas still acknowledged
+///   it (now: replicas detach from a suspected master).
+/// - 738: the leader promoted on a suspicion that a commit it had not applied yet had just
+///   cleared (now: an automatic promotion names its suspicion and is rejected without it).
+/// - lease-only world, 28: a restarted agent granted leases before replaying its log (now: the
+///   transport embargoes every peer until the first embargo is computed).
+#[test]
+fn regression_seeds() {
+    for seed in [51, 55, 344, 738] {
+        if let Err(e) = run_seed(seed, Plant::None, steps()) {
+            panic!("{e}");
+        }
+    }
+    if let Err(e) = run_seed(28, Plant::Unguarded, 6000) {
+        panic!("{e}");
+    }
 }
 
 #[test]

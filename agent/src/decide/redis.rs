@@ -48,8 +48,10 @@
 //! planned switchover does not arm the hold-down: the operator chose that master. In
 //! maintenance nothing is proposed (fencing still applies on every agent).
 //!
-//! Invariants: a proposal always names `epoch = committed + 1`, so a decision taken on a stale
-//! view cannot apply; nothing is proposed while an earlier proposal is in flight.
+//! Invariants: a proposal always names `epoch = committed + 1`, and an automatic promotion
+//! names the suspicion it relied on, so a decision taken on a stale view (a cleared or replaced
+//! suspicion, an older epoch) is rejected when it applies; nothing is proposed while an
+//! earlier proposal is in flight.
 //!
 //! Caveats: sizes other than three members work arithmetically but are only tested with three.
 
@@ -366,6 +368,7 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
             epoch: epoch.next(),
             kind: ChangeKind::Automatic,
             reason: verdict.clone(),
+            suspect: i.authority.suspect.as_ref().map(|s| s.index),
         }],
         verdict,
         candidates,
@@ -493,6 +496,7 @@ fn initial(i: &RedisInputs<'_>) -> RedisPlan {
                 epoch: i.authority.epoch.next(),
                 kind: ChangeKind::Initial,
                 reason: format!("only server reporting role master ({reporting} reporting)"),
+                suspect: None,
             }],
             candidates: vec![],
         },
