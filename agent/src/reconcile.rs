@@ -290,6 +290,7 @@ impl Reconciler {
         }
         self.redis_side(&redis_target, epoch, info, &mut report)
             .await;
+        report.redis_settled = !reachable || report.redis_error.is_none();
         // The local server leaves the local HAProxy while it is down or not yet trusted; the
         // others follow the committed state and the lease as usual.
         let local_out = (!reachable || self.untrusted_since.is_some()).then_some(self.me);
@@ -497,6 +498,7 @@ mod tests {
         };
         let r = futures::executor::block_on(rec.cycle(&t));
         assert_eq!(r.redis_actions, ["promote"], "{r:?}");
+        assert!(r.redis_settled, "{r:?}");
         assert_eq!(
             r.haproxy_actions,
             [
@@ -607,10 +609,12 @@ mod tests {
             [AdminMode::Ready, AdminMode::Maint, AdminMode::Maint]
         );
         // Unreachable: the local server leaves the local HAProxy at once, every cycle the same
-        // (no flapping while it stays down).
+        // (no flapping while it stays down); a server that is down counts as settled (it boots
+        // fenced and is untrusted when it returns).
         redis.with(|s| s.down = true);
         for now in [50, 60, 70] {
-            futures::executor::block_on(rec.cycle(&t(now - 5, now)));
+            let r = futures::executor::block_on(rec.cycle(&t(now - 5, now)));
+            assert!(r.redis_settled, "{r:?}");
             assert_eq!(modes(&h), [AdminMode::Maint; 3]);
         }
     }

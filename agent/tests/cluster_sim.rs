@@ -189,6 +189,8 @@ struct Sim {
     trace: Trace,
     faults: u64,
     failovers: BTreeSet<u64>,
+    fast_promotions: u64,
+    silent_promotions: u64,
 }
 
 fn ip(n: u64) -> String {
@@ -298,6 +300,8 @@ impl Sim {
             trace: Trace::default(),
             faults: 0,
             failovers: BTreeSet::new(),
+            fast_promotions: 0,
+            silent_promotions: 0,
         };
         for i in 0..N as usize {
             sim.start(i)
@@ -941,7 +945,15 @@ impl Sim {
                 Command::RegisterMembers { .. } => "members",
                 _ => "redis",
             };
-            proposed.push(format!("{command:?}").chars().take(90).collect::<String>());
+            let text = format!("{command:?}");
+            if matches!(command, Command::SetRedisMaster { .. }) {
+                if text.contains("fenced by its agent") {
+                    self.fast_promotions += 1;
+                } else if text.contains("lease expired") {
+                    self.silent_promotions += 1;
+                }
+            }
+            proposed.push(text.chars().take(90).collect::<String>());
             let data = codec::encode_entry(&Proposal {
                 id,
                 at: UnixMillis(wall),
@@ -1159,6 +1171,8 @@ impl Sim {
             faults: self.faults,
             terms: self.leaders.len() as u64,
             failovers: self.failovers.len() as u64,
+            fast: self.fast_promotions,
+            silent: self.silent_promotions,
         })
     }
 }
@@ -1196,6 +1210,10 @@ struct Stats {
     faults: u64,
     terms: u64,
     failovers: u64,
+    /// Promotions proposed on the fast path (the suspect's agent confirmed the fence).
+    fast: u64,
+    /// Promotions proposed on the silent path (lease expired).
+    silent: u64,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1262,9 +1280,12 @@ fn cluster_is_safe_and_live_under_faults() {
     }
     let secs = started.elapsed().as_secs_f64();
     let n = stats.len().max(1) as f64;
+    let fast: u64 = stats.iter().map(|s| s.fast).sum();
+    let silent: u64 = stats.iter().map(|s| s.silent).sum();
     eprintln!(
         "cluster sim: {} seeds x {} simulated minutes in {secs:.1}s ({:.2} seeds/s); per seed \
-         {:.1} faults, {:.1} terms, {:.1} failovers",
+         {:.1} faults, {:.1} terms, {:.1} failovers; promotions proposed: {fast} fast path, \
+         {silent} silent path",
         stats.len(),
         steps * STEP_MS / 60_000,
         stats.len() as f64 / secs,
@@ -1272,6 +1293,13 @@ fn cluster_is_safe_and_live_under_faults() {
         stats.iter().map(|s| s.terms).sum::<u64>() as f64 / n,
         stats.iter().map(|s| s.failovers).sum::<u64>() as f64 / n,
     );
+    // Both paths must actually run, or the invariants above say little about one of them.
+    if stats.len() >= 20 {
+        assert!(
+            fast > 0 && silent > 0,
+            "a failover path never ran: {fast} fast, {silent} silent promotions"
+        );
+    }
 }
 
 /// Seeds that found real bugs while the failover was built (each fixed since): they run on
