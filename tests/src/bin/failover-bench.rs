@@ -177,6 +177,27 @@ fn summary(name: &str, times: &[Duration]) -> (Duration, Duration, Duration) {
     (p50, p99, max)
 }
 
+/// The Redis master once every agent names the same one at the same epoch (an agent that was
+/// just cut off may still answer with its old view).
+fn agreed_master(lab: &Lab) -> Result<u64> {
+    lab.wait_for(
+        "the agents to agree on the Redis master",
+        Duration::from_secs(30),
+        || {
+            let mut seen = BTreeSet::new();
+            for n in lab.spec().nodes() {
+                let s = lab.agent_status(n).map_err(|e| format!("{e:#}"))?;
+                let a = s.redis.ok_or("no redis status")?.authority;
+                seen.insert((a.master.map(|m| m.get()), a.epoch.0));
+            }
+            match seen.iter().next() {
+                Some(&(Some(m), _)) if seen.len() == 1 => Ok(m),
+                _ => Err(format!("views differ: {seen:?}")),
+            }
+        },
+    )
+}
+
 fn triad_epoch(lab: &Lab) -> Result<u64> {
     for n in lab.spec().nodes() {
         if let Ok(s) = lab.agent_status(n) {
@@ -492,7 +513,7 @@ fn partition_runs(lab: &Lab, runs: usize) -> Result<(Vec<Duration>, usize, usize
     for run in 1..=runs {
         // A planned switchover first: it leaves no hold-down armed (an automatic failover of
         // an earlier run would rightly hold a silent-path failover for `hold_down`).
-        let before = lab.redis_master()?;
+        let before = agreed_master(lab)?;
         wait_replicas_linked(lab, before)?;
         let to = if before == 3 { 1 } else { before + 1 };
         lab.wait_for(
@@ -526,7 +547,7 @@ fn partition_runs(lab: &Lab, runs: usize) -> Result<(Vec<Duration>, usize, usize
             .min()
             .context("no majority node ever wrote again")?;
         lab.heal()?;
-        let new = lab.redis_master()?;
+        let new = agreed_master(lab)?;
         wait_replicas_linked(lab, new)?;
         let stored = lab.redis_from(
             new,
@@ -561,7 +582,7 @@ fn run() -> Result<()> {
         &lab,
         "triad",
         args.runs,
-        &|| lab.redis_master(),
+        &|| agreed_master(&lab),
         &|| triad_epoch(&lab),
         &|_| Ok(()),
     )?;
