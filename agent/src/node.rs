@@ -376,11 +376,16 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     liveness.beat();
     let probes = probe::build::from_config(&cfg)?;
     let mut local = LocalObservations::new(probes.iter().map(|p| (p.id().clone(), p.timing())));
+    // The leader decides on every tick that follows news (a report, an applied entry) and
+    // every 4th tick otherwise (waits and countdowns), not on every tick.
+    let decision_due = std::cell::Cell::new(true);
+    let mut decide_ticks: u64 = 0;
     let ingest = |observer: NodeId,
                   items: Vec<crate::health::Received>,
                   applied: u64,
                   reconciled: u64,
                   now: u64| {
+        decision_due.set(true);
         if let Ok(mut h) = health_shared.lock() {
             h.ingest(observer, items, applied, now);
             h.set_reconciled(observer, reconciled);
@@ -531,6 +536,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             }
             let status = raft.status();
             if applied_any {
+                decision_due.set(true);
                 if status.applied.0 >= raft.snapshot_index().0 + rcfg.snapshot_entries {
                     raft.compact(status.applied, codec::encode_state(&sm.state))?;
                     metrics.raft_snapshots.inc();
@@ -594,9 +600,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     on_master_change(authority, &member_ids, &metrics, &mut down_since);
                 }
                 let is_leader = status.role == Role::Leader;
+                decide_ticks += 1;
+                let decide_now = !is_leader || decision_due.replace(false) || decide_ticks.is_multiple_of(4);
                 let (seen, ages, applied_by, reconciled_by) = match health_shared.lock() {
                     Ok(h) if redis_managed => (
-                        if is_leader { h.all(mono) } else { Vec::new() },
+                        if is_leader && decide_now { h.all(mono) } else { Vec::new() },
                         h.report_ages(mono),
                         h.applied(),
                         h.reconciled(),
@@ -614,79 +622,81 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 } else {
                     transport.set_embargo(Default::default());
                 }
-                let redis_inputs = (redis_managed && is_leader).then(|| RedisInputs {
-                    members: &member_ids,
-                    authority,
-                    seen: &seen,
-                    report_age_ms: &ages,
-                    since_change_ms: timeline.since_change_ms(
-                        mono,
-                        authority.last_change.as_ref().and_then(|c| {
-                            u64::try_from(now_millis().0.saturating_sub(c.at.0)).ok()
-                        }),
-                    ),
-                    suspect_embargo_ms: timeline.suspect_embargo_ms(quorum, mono),
-                    suspect_reconciled,
-                    maintenance: sm.state.maintenance.enabled,
-                    in_flight: in_flight.contains_key("redis"),
-                    settings,
-                });
-                let plan = decide::decide(&View {
-                    me,
-                    is_leader,
-                    cluster: &sm.state,
-                    configured: &configured,
-                    members_in_flight: in_flight.contains_key("members"),
-                    redis: redis_inputs,
-                });
-                if let Some(rp) = &plan.redis {
-                    if !rp.candidates.is_empty() {
-                        down_since.get_or_insert(now);
-                    } else if rp.verdict.starts_with("no action") {
-                        down_since = None;
-                    }
-                }
-                redis_plan = plan.redis;
-                let mut next_verdict = plan.verdict;
-                for command in plan.proposals {
-                    let automatic = matches!(
-                        command,
-                        Command::SetRedisMaster { kind: ChangeKind::Automatic, .. }
-                            | Command::SuspectRedisMaster { .. }
-                    );
-                    if automatic && !fo.automatic {
-                        next_verdict = format!("automatic failover off ([failover] automatic = false): would {next_verdict}");
-                        continue;
-                    }
-                    let key = match command {
-                        Command::RegisterMembers { .. } => "members",
-                        _ => "redis",
-                    };
-                    seq += 1;
-                    let id = ProposalId { node: me, seq };
-                    let data = codec::encode_entry(&Proposal {
-                        id,
-                        at: now_millis(),
-                        command,
+                if decide_now {
+                    let redis_inputs = (redis_managed && is_leader).then(|| RedisInputs {
+                        members: &member_ids,
+                        authority,
+                        seen: &seen,
+                        report_age_ms: &ages,
+                        since_change_ms: timeline.since_change_ms(
+                            mono,
+                            authority.last_change.as_ref().and_then(|c| {
+                                u64::try_from(now_millis().0.saturating_sub(c.at.0)).ok()
+                            }),
+                        ),
+                        suspect_embargo_ms: timeline.suspect_embargo_ms(quorum, mono),
+                        suspect_reconciled,
+                        maintenance: sm.state.maintenance.enabled,
+                        in_flight: in_flight.contains_key("redis"),
+                        settings,
                     });
-                    if raft.propose(data).is_ok() {
-                        pending.insert(
-                            id,
-                            Pending {
-                                reply: None,
-                                deadline: now + proposal_timeout,
-                            },
+                    let plan = decide::decide(&View {
+                        me,
+                        is_leader,
+                        cluster: &sm.state,
+                        configured: &configured,
+                        members_in_flight: in_flight.contains_key("members"),
+                        redis: redis_inputs,
+                    });
+                    if let Some(rp) = &plan.redis {
+                        if !rp.candidates.is_empty() {
+                            down_since.get_or_insert(now);
+                        } else if rp.verdict.starts_with("no action") {
+                            down_since = None;
+                        }
+                    }
+                    redis_plan = plan.redis;
+                    let mut next_verdict = plan.verdict;
+                    for command in plan.proposals {
+                        let automatic = matches!(
+                            command,
+                            Command::SetRedisMaster { kind: ChangeKind::Automatic, .. }
+                                | Command::SuspectRedisMaster { .. }
                         );
-                        in_flight.insert(key, id);
+                        if automatic && !fo.automatic {
+                            next_verdict = format!("automatic failover off ([failover] automatic = false): would {next_verdict}");
+                            continue;
+                        }
+                        let key = match command {
+                            Command::RegisterMembers { .. } => "members",
+                            _ => "redis",
+                        };
+                        seq += 1;
+                        let id = ProposalId { node: me, seq };
+                        let data = codec::encode_entry(&Proposal {
+                            id,
+                            at: now_millis(),
+                            command,
+                        });
+                        if raft.propose(data).is_ok() {
+                            pending.insert(
+                                id,
+                                Pending {
+                                    reply: None,
+                                    deadline: now + proposal_timeout,
+                                },
+                            );
+                            in_flight.insert(key, id);
+                        }
                     }
-                }
-                if next_verdict != verdict {
-                    // Log a new verdict, not a new countdown ("lease runs out in 2.9s").
-                    let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
-                    if shape(&next_verdict) != shape(&verdict) {
-                        tracing::info!(verdict = %next_verdict, "decision");
+                    if next_verdict != verdict {
+                        // Log a new verdict, not a new countdown ("lease runs out in 2.9s").
+                        let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
+                        if shape(&next_verdict) != shape(&verdict) {
+                            tracing::info!(verdict = %next_verdict, "decision");
+                        }
+                        verdict = next_verdict;
                     }
-                    verdict = next_verdict;
                 }
                 if let Some(period) = watchdog {
                     if now.duration_since(last_watchdog) >= period / 4 {
@@ -853,15 +863,26 @@ fn spawn_reconciler(
         let mut interval = tokio::time::interval(fo.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_errors: (Option<String>, Option<String>) = (None, None);
+        // A quiet, converged node runs a full cycle (three reads) once a second; a new target,
+        // a lease that came or went, or a cycle that still had work or trouble runs it at once
+        // or on the next tick.
+        let mut last_run: Option<(Option<Target>, bool)> = None;
+        let mut quiet = false;
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
+                _ = interval.tick() => { ticks += 1; }
                 r = targets.changed() => if r.is_err() { break },
             }
             let lease = transport.lease(fo.lease, quorum - 1);
             metrics.lease_valid.set(i64::from(lease.valid));
             let target = targets.borrow().clone();
+            let key = (target.clone(), lease.valid);
+            if quiet && last_run.as_ref() == Some(&key) && !ticks.is_multiple_of(4) {
+                continue;
+            }
+            last_run = Some(key);
             let set_view = |f: &mut dyn FnMut(&mut LocalRedisView)| {
                 if let Ok(mut v) = view.lock() {
                     v.lease_valid = lease.valid;
@@ -888,6 +909,11 @@ fn spawn_reconciler(
                     .saturating_sub(fo.lease.as_millis() as u64)
             });
             let report = rec.cycle(&target).await;
+            quiet = report.redis_actions.is_empty()
+                && report.haproxy_actions.is_empty()
+                && report.redis_error.is_none()
+                && report.haproxy_error.is_none()
+                && !report.untrusted;
             if report.fenced_now {
                 metrics.redis_fence_events.inc();
                 tracing::warn!(lease = lease.valid, epoch = %target.authority.epoch,
