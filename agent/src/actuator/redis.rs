@@ -400,10 +400,7 @@ impl RedisControl for SimRedis {
         let r = self
             .with(|s| {
                 if s.down {
-                    return Err(RedisActionError {
-                        addr: "sim".into(),
-                        message: "connection refused".into(),
-                    });
+                    return Err(sim_error("connection refused"));
                 }
                 match action {
                     RedisAction::Promote => {
@@ -422,39 +419,16 @@ impl RedisControl for SimRedis {
                 s.log.push((action.clone(), epoch));
                 Ok(())
             })
-            .unwrap_or_else(|| {
-                Err(RedisActionError {
-                    addr: "sim".into(),
-                    message: "state poisoned".into(),
-                })
-            });
+            .unwrap_or_else(|| Err(sim_error("state poisoned")));
         Box::pin(async move { r })
     }
     fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>> {
-        let r = self.snapshot();
-        Box::pin(async move {
-            if r.down {
-                Err(RedisActionError {
-                    addr: "sim".into(),
-                    message: "connection refused".into(),
-                })
-            } else {
-                Ok(r.fenced)
-            }
-        })
+        let r = self.read(|s| s.fenced);
+        Box::pin(async move { r })
     }
     fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>> {
-        let r = self.snapshot();
-        Box::pin(async move {
-            if r.down {
-                Err(RedisActionError {
-                    addr: "sim".into(),
-                    message: "connection refused".into(),
-                })
-            } else {
-                Ok(r.info)
-            }
-        })
+        let r = self.read(|s| s.info.clone());
+        Box::pin(async move { r })
     }
     fn pause_writes(&self, _ms: u64) -> BoxFuture<'_, Result<(), RedisActionError>> {
         let r = self.set_paused(true);
@@ -466,20 +440,33 @@ impl RedisControl for SimRedis {
     }
 }
 
+fn sim_error(message: &str) -> RedisActionError {
+    RedisActionError {
+        addr: "sim".into(),
+        message: message.into(),
+    }
+}
+
 impl SimRedis {
+    /// Reads the state as a client would: refused while the server is down.
+    fn read<T>(&self, f: impl FnOnce(&SimRedisState) -> T) -> Result<T, RedisActionError> {
+        let s = self.snapshot();
+        if s.down {
+            Err(sim_error("connection refused"))
+        } else {
+            Ok(f(&s))
+        }
+    }
+
     fn set_paused(&self, paused: bool) -> Result<(), RedisActionError> {
-        let refused = || RedisActionError {
-            addr: "sim".into(),
-            message: "connection refused".into(),
-        };
         self.with(|s| {
             if s.down {
-                return Err(refused());
+                return Err(sim_error("connection refused"));
             }
             s.paused = paused;
             Ok(())
         })
-        .unwrap_or_else(|| Err(refused()))
+        .unwrap_or_else(|| Err(sim_error("state poisoned")))
     }
 }
 
