@@ -28,9 +28,11 @@
 //!   then refuses writes until its agent has looked at it, which closes the gap between the
 //!   restart and the next cycle (and covers an agent that is down).
 //! - A suspected master (committed `SuspectRedisMaster`) leaves every HAProxy, and its own
-//!   agent handles its Redis as without a lease (fenced). Once done (or the Redis is
-//!   unreachable), the agent reports the suspicion as carried out (`reconciled_index`): the
-//!   leader's fast path promotes only then.
+//!   agent handles its Redis as without a lease (fenced). Once done (or the Redis refuses
+//!   connections: no process), the agent reports the suspicion as carried out
+//!   (`reconciled_index`): the leader's fast path promotes only then. A Redis that does not
+//!   answer at all (hung, SIGSTOP) is never reported as carried out: it could resume unfenced,
+//!   so the leader waits for the silent path (lease plus clock margin).
 //! - In maintenance, roles are not changed (no promote, no follow); fencing, unfencing the
 //!   committed master, and routing still follow the committed state, so a switchover committed
 //!   during maintenance still takes effect through the switchover procedure.
@@ -131,9 +133,11 @@ pub struct CycleReport {
     /// lease grant since): the cycle ran as without a lease.
     #[serde(default)]
     pub untrusted: bool,
-    /// Whether the local Redis is as the target wants it: every planned action ran, or it is
-    /// unreachable (a server that comes back boots fenced and is not trusted until a fresh
-    /// lease grant). The agent then reports the target's decision as carried out.
+    /// Whether the local Redis is as the target wants it: every planned action ran, or it
+    /// refused the connection (no process: a server that comes back boots fenced and is not
+    /// trusted until a fresh lease grant). A server that does not answer (hung, stopped) is
+    /// *not* settled: it may resume unfenced. The agent then reports the target's decision as
+    /// carried out, which the leader's fast path waits for.
     #[serde(default)]
     pub redis_settled: bool,
 }
@@ -255,6 +259,11 @@ impl Reconciler {
         let epoch = target.epoch();
         let info = self.redis.info().await;
         let reachable = info.is_ok();
+        // Proof that the local Redis takes no writes without an answer from it: the connection
+        // was refused, so no process listens (a restarted one boots fenced and is not trusted
+        // until a fresh lease grant). A timeout proves nothing: a stopped or busy server
+        // answers later, unfenced, with whatever state it had.
+        let refused = info.as_ref().err().is_some_and(|e| e.refused);
         match &info {
             Ok(i) => {
                 // First sight, back after an outage, or restarted in between: from now on it
@@ -290,7 +299,7 @@ impl Reconciler {
         }
         self.redis_side(&redis_target, epoch, info, &mut report)
             .await;
-        report.redis_settled = !reachable || report.redis_error.is_none();
+        report.redis_settled = refused || report.redis_error.is_none();
         // The local server leaves the local HAProxy while it is down or not yet trusted; the
         // others follow the committed state and the lease as usual.
         let local_out = (!reachable || self.untrusted_since.is_some()).then_some(self.me);
@@ -617,6 +626,44 @@ mod tests {
             assert!(r.redis_settled, "{r:?}");
             assert_eq!(modes(&h), [AdminMode::Maint; 3]);
         }
+    }
+
+    /// A stopped (SIGSTOP) master that is suspected cannot be fenced: its agent must not report
+    /// the suspicion as carried out, or the fast path promotes while it may resume unfenced.
+    /// A refused connection (no process) is proof and counts.
+    #[test]
+    fn a_hung_local_redis_is_not_settled_but_a_dead_one_is() {
+        let (mut rec, redis, _h) = setup(1, RedisRole::Master);
+        redis.with(|s| s.fenced = false);
+        let mut a = authority(1, 1, 10);
+        a.suspect = Some(crate::cluster::Suspect {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            index: LogIndex(12),
+            reason: String::new(),
+        });
+        let t = Target {
+            authority: a,
+            maintenance: false,
+            has_lease: true,
+            lease_granted_at_ms: Some(10),
+            now_ms: 20,
+        };
+        redis.with(|s| s.hung = true);
+        let r = futures::executor::block_on(rec.cycle(&t));
+        assert!(!r.redis_settled, "a hung master counted as fenced: {r:?}");
+        assert!(!redis.snapshot().fenced);
+        // It resumes: the agent fences it, and only now is the suspicion carried out.
+        redis.with(|s| s.hung = false);
+        let r = futures::executor::block_on(rec.cycle(&Target {
+            now_ms: 30,
+            ..t.clone()
+        }));
+        assert!(redis.snapshot().fenced, "{r:?}");
+        // Dead (refused): nothing listens, which is proof.
+        redis.with(|s| s.down = true);
+        let r = futures::executor::block_on(rec.cycle(&Target { now_ms: 40, ..t }));
+        assert!(r.redis_settled, "{r:?}");
     }
 
     #[test]

@@ -128,6 +128,10 @@ pub struct RedisActionError {
     pub addr: String,
     /// What went wrong.
     pub message: String,
+    /// Whether the connection was refused: nothing listens, so (for the local server) the
+    /// process is dead. This is proof that it takes no writes; a timeout is not (a stopped or
+    /// busy server answers later, with whatever state it had).
+    pub refused: bool,
 }
 
 /// Commands the actuator sends to a Redis server.
@@ -185,6 +189,7 @@ impl RedisServer {
         RedisActionError {
             addr: self.addr.to_string(),
             message: message.into(),
+            refused: false,
         }
     }
 
@@ -196,7 +201,10 @@ impl RedisServer {
             self.timeout,
         )
         .await
-        .map_err(|e| self.err(e.to_string()))
+        .map_err(|e| RedisActionError {
+            refused: e.is_connection_refusal(),
+            ..self.err(e.to_string())
+        })
     }
 
     async fn run(&self, action: &RedisAction) -> Result<(), RedisActionError> {
@@ -361,8 +369,11 @@ pub struct SimRedisState {
     pub info: RedisInfo,
     /// Whether writes are fenced.
     pub fenced: bool,
-    /// Whether it answers at all.
+    /// Whether the process is gone: connections are refused.
     pub down: bool,
+    /// Whether the process is stopped (SIGSTOP) or hung: connections are accepted by the
+    /// kernel but nothing answers, so every request times out and changes nothing.
+    pub hung: bool,
     /// Whether client writes are paused.
     pub paused: bool,
     /// Actions applied, in order, with their epochs.
@@ -399,8 +410,8 @@ impl RedisControl for SimRedis {
     ) -> BoxFuture<'a, Result<(), RedisActionError>> {
         let r = self
             .with(|s| {
-                if s.down {
-                    return Err(sim_error("connection refused"));
+                if let Some(e) = sim_unavailable(s) {
+                    return Err(e);
                 }
                 match action {
                     RedisAction::Promote => {
@@ -444,6 +455,21 @@ fn sim_error(message: &str) -> RedisActionError {
     RedisActionError {
         addr: "sim".into(),
         message: message.into(),
+        refused: false,
+    }
+}
+
+/// The error a client gets from a simulated server that is down or hung, if it is.
+fn sim_unavailable(s: &SimRedisState) -> Option<RedisActionError> {
+    if s.down {
+        Some(RedisActionError {
+            refused: true,
+            ..sim_error("connection refused")
+        })
+    } else if s.hung {
+        Some(sim_error("no answer within the timeout"))
+    } else {
+        None
     }
 }
 
@@ -451,17 +477,16 @@ impl SimRedis {
     /// Reads the state as a client would: refused while the server is down.
     fn read<T>(&self, f: impl FnOnce(&SimRedisState) -> T) -> Result<T, RedisActionError> {
         let s = self.snapshot();
-        if s.down {
-            Err(sim_error("connection refused"))
-        } else {
-            Ok(f(&s))
+        match sim_unavailable(&s) {
+            Some(e) => Err(e),
+            None => Ok(f(&s)),
         }
     }
 
     fn set_paused(&self, paused: bool) -> Result<(), RedisActionError> {
         self.with(|s| {
-            if s.down {
-                return Err(sim_error("connection refused"));
+            if let Some(e) = sim_unavailable(s) {
+                return Err(e);
             }
             s.paused = paused;
             Ok(())
