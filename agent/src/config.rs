@@ -95,17 +95,17 @@ pub struct PeerConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeDefaults {
-    /// Time between two checks. Default `1s`.
+    /// Time between two checks. `10ms` to `1h`. Default `1s`.
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
     /// A check not finished within this is cut and counts as a timeout. Must be below the
     /// interval. Default `800ms`.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
-    /// Consecutive successes before a failed service counts as up again. Default 2.
+    /// Consecutive successes before a failed service counts as up again. 1 to 100. Default 2.
     #[serde(default)]
     pub rise: Option<u32>,
-    /// Consecutive failures before a serving service counts as failed. Default 2.
+    /// Consecutive failures before a serving service counts as failed. 1 to 100. Default 2.
     #[serde(default)]
     pub fall: Option<u32>,
 }
@@ -286,7 +286,7 @@ pub struct ApiSection {
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// How long a mutating request waits for its command to be committed and applied on this
-    /// node before answering 503. Default `5s`.
+    /// node before answering 503. Above zero, at most `1h`. Default `5s`.
     #[serde(default = "default_proposal_timeout", with = "humantime_serde")]
     pub proposal_timeout: Duration,
 }
@@ -296,21 +296,26 @@ pub struct ApiSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSection {
-    /// Period of one Raft tick. Default `50ms`.
+    /// Period of one Raft tick. `1ms` to `10s` (the election timeout and the ping interval are
+    /// multiples of it). Default `50ms`.
     #[serde(default = "default_tick", with = "humantime_serde")]
     pub tick_interval: Duration,
     /// Ticks without a leader's heartbeat before a follower campaigns. Must exceed
-    /// `heartbeat_ticks`. Default 10.
+    /// `heartbeat_ticks`; at most 1000. Default 10.
     #[serde(default = "default_election_ticks")]
     pub election_ticks: usize,
-    /// Ticks between the leader's heartbeats. At least 1. Default 2.
+    /// Ticks between the leader's heartbeats, and between two lease pings to each peer
+    /// (`tick_interval * heartbeat_ticks`, the ping interval). 1 to 100. Default 2.
     #[serde(default = "default_heartbeat_ticks")]
     pub heartbeat_ticks: usize,
     /// Take a snapshot of the cluster state and compact the log once this many entries were
-    /// applied since the last snapshot. At least 1. Default 1000.
+    /// applied since the last snapshot. 1 to 10 000 000 (the log between two snapshots is held
+    /// in memory). Default 1000.
     #[serde(default = "default_snapshot_entries")]
     pub snapshot_entries: u64,
-    /// Largest peer frame accepted, in bytes; a larger one closes the connection. Default 8 MiB.
+    /// Largest peer frame accepted, in bytes; a larger one closes the connection. 64 KiB to
+    /// 1 GiB (a snapshot must fit in one frame; a peer may make this node allocate that much).
+    /// Default 8 MiB.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
 }
@@ -368,19 +373,20 @@ pub struct FailoverSection {
     pub automatic: bool,
     /// A peer report older than this does not count, and its agent counts as silent.
     /// Default `3s`; at least twice the Redis probe interval and above 1 s (the longest gap
-    /// between two reports).
+    /// between two reports); at most `1h`.
     #[serde(default = "default_freshness", with = "humantime_serde")]
     pub freshness: Duration,
     /// How long an agent's lease lasts after the last ping a peer answered. An agent without
     /// a lease fences its local Redis master and takes every Redis server of its HAProxy out
-    /// of service. Default `2s`; at least three ping intervals and above 1 s.
+    /// of service. Default `2s`; at least three ping intervals and above 1 s; at most `1h`.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: Duration,
-    /// Extra wait on the silent path, on top of `lease`; see the timing invariant. Default `1s`.
+    /// Extra wait on the silent path, on top of `lease`; see the timing invariant. At most `1h`.
+    /// Default `1s`.
     #[serde(default = "default_clock_margin", with = "humantime_serde")]
     pub clock_margin: Duration,
     /// After a change of master, no new automatic failover for this long unless a majority
-    /// reports refused connections from the new master. Default `30s`.
+    /// reports refused connections from the new master. At most `24h`. Default `30s`.
     #[serde(default = "default_hold_down", with = "humantime_serde")]
     pub hold_down: Duration,
     /// A replica lagging the best candidate by more bytes is not promoted. Default 1 MiB.
@@ -388,13 +394,14 @@ pub struct FailoverSection {
     pub max_lag_bytes: u64,
     /// A replica that received nothing from its master for this long counts as having lost
     /// its link. Must exceed Redis's `repl-ping-replica-period` (10 s by default: lower that
-    /// to 1 s on the servers). Default `3s`, whole seconds.
+    /// to 1 s on the servers). Default `3s`, whole seconds, `1s` to `1h`.
     #[serde(default = "default_link_stale_after", with = "humantime_serde")]
     pub link_stale_after: Duration,
-    /// Period of the local reconciliation of Redis and HAProxy. Default `250ms`.
+    /// Period of the local reconciliation of Redis and HAProxy. `10ms` to `60s`. Default `250ms`.
     #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
     pub reconcile_interval: Duration,
-    /// Deadline of one Redis or HAProxy command sent by the reconciler. Default `500ms`.
+    /// Deadline of one Redis or HAProxy command sent by the reconciler. `10ms` to `60s`.
+    /// Default `500ms`.
     #[serde(default = "default_action_timeout", with = "humantime_serde")]
     pub action_timeout: Duration,
     /// The `min-replicas-to-write` value Triad keeps on every Redis when not fenced (fencing
@@ -404,8 +411,8 @@ pub struct FailoverSection {
     /// accepting writes from clients on its own node).
     #[serde(default = "default_min_replicas")]
     pub redis_min_replicas_to_write: u32,
-    /// The `min-replicas-max-lag` Triad keeps with it, whole seconds. Default `2s`; at most
-    /// `lease` when `redis_min_replicas_to_write` is above 0 (the silent path waits `lease +
+    /// The `min-replicas-max-lag` Triad keeps with it, whole seconds, `1s` to `1h`. Default
+    /// `2s`; at most `lease` when `redis_min_replicas_to_write` is above 0 (the silent path waits `lease +
     /// clock_margin`, which must cover this Redis-side fence too).
     #[serde(default = "default_min_replicas_max_lag", with = "humantime_serde")]
     pub redis_min_replicas_max_lag: Duration,
@@ -422,14 +429,19 @@ impl FailoverSection {
     /// The decision's tunables.
     pub fn settings(&self) -> crate::decide::redis::FailoverSettings {
         crate::decide::redis::FailoverSettings {
-            freshness_ms: self.freshness.as_millis() as u64,
-            lease_ms: self.lease.as_millis() as u64,
-            clock_margin_ms: self.clock_margin.as_millis() as u64,
-            hold_down_ms: self.hold_down.as_millis() as u64,
+            freshness_ms: millis(self.freshness),
+            lease_ms: millis(self.lease),
+            clock_margin_ms: millis(self.clock_margin),
+            hold_down_ms: millis(self.hold_down),
             max_lag_bytes: i64::try_from(self.max_lag_bytes).unwrap_or(i64::MAX),
-            link_stale_after_s: self.link_stale_after.as_secs() as i64,
+            link_stale_after_s: i64::try_from(self.link_stale_after.as_secs()).unwrap_or(i64::MAX),
         }
     }
+}
+
+/// Milliseconds, saturating (validation bounds every timer far below `u64::MAX` ms).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for FailoverSection {
@@ -743,13 +755,39 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
             "must be greater than zero".into(),
         ));
     }
+    in_range(
+        path,
+        "api.proposal_timeout",
+        config.api.proposal_timeout,
+        Duration::from_millis(1),
+        MAX_PROPOSAL_TIMEOUT,
+        "a request waits that long; the deadline is computed from the current instant",
+    )?;
     let raft = &config.raft;
-    if raft.tick_interval < Duration::from_millis(1) {
-        return Err(invalid("raft.tick_interval", "must be at least 1ms".into()));
-    }
-    if raft.heartbeat_ticks == 0 {
-        return Err(invalid("raft.heartbeat_ticks", "must be at least 1".into()));
-    }
+    in_range(
+        path,
+        "raft.tick_interval",
+        raft.tick_interval,
+        MIN_TICK_INTERVAL,
+        MAX_TICK_INTERVAL,
+        "the election timeout and the ping interval are multiples of it",
+    )?;
+    in_range(
+        path,
+        "raft.heartbeat_ticks",
+        raft.heartbeat_ticks,
+        1,
+        MAX_HEARTBEAT_TICKS,
+        "the ping interval is tick_interval * heartbeat_ticks, and 0 would make it zero",
+    )?;
+    in_range(
+        path,
+        "raft.election_ticks",
+        raft.election_ticks,
+        2,
+        MAX_ELECTION_TICKS,
+        "the election timeout is tick_interval * election_ticks",
+    )?;
     if raft.election_ticks <= raft.heartbeat_ticks {
         return Err(invalid(
             "raft.election_ticks",
@@ -759,18 +797,22 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
             ),
         ));
     }
-    if raft.snapshot_entries == 0 {
-        return Err(invalid(
-            "raft.snapshot_entries",
-            "must be at least 1".into(),
-        ));
-    }
-    if raft.max_frame_bytes < 64 * 1024 {
-        return Err(invalid(
-            "raft.max_frame_bytes",
-            "must be at least 65536".into(),
-        ));
-    }
+    in_range(
+        path,
+        "raft.snapshot_entries",
+        raft.snapshot_entries,
+        1,
+        MAX_SNAPSHOT_ENTRIES,
+        "the log between two snapshots is held in memory",
+    )?;
+    in_range(
+        path,
+        "raft.max_frame_bytes",
+        raft.max_frame_bytes,
+        MIN_MAX_FRAME_BYTES,
+        MAX_MAX_FRAME_BYTES,
+        "a snapshot must fit in one frame, and a peer may make this node allocate that much",
+    )?;
     validate_probes(path, &config, me)?;
     validate_failover(path, &config)?;
     Ok(Validated {
@@ -780,6 +822,73 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
         raft_listen,
         members,
     })
+}
+
+// Bounds of the numeric keys, documented on each field. They keep every duration and count
+// the agent derives from them (`tick_interval * heartbeat_ticks`, `Instant::now() + timeout`,
+// milliseconds as `u64`, sums in the timing invariant) far from overflow and truncation, and
+// every interval above zero.
+const MAX_PROPOSAL_TIMEOUT: Duration = Duration::from_secs(3600);
+const MIN_TICK_INTERVAL: Duration = Duration::from_millis(1);
+const MAX_TICK_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_HEARTBEAT_TICKS: usize = 100;
+const MAX_ELECTION_TICKS: usize = 1000;
+const MAX_SNAPSHOT_ENTRIES: u64 = 10_000_000;
+const MIN_MAX_FRAME_BYTES: usize = 64 * 1024;
+const MAX_MAX_FRAME_BYTES: usize = 1024 * 1024 * 1024;
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(3600);
+const MAX_RISE_FALL: u32 = 100;
+const MAX_FAILOVER_TIMER: Duration = Duration::from_secs(3600);
+const MAX_HOLD_DOWN: Duration = Duration::from_secs(24 * 3600);
+const MIN_RECONCILE: Duration = Duration::from_millis(10);
+const MAX_RECONCILE: Duration = Duration::from_secs(60);
+
+/// A bounded config value, shown as an operator writes it.
+trait Bounded: PartialOrd + Copy {
+    fn show(self) -> String;
+}
+
+impl Bounded for Duration {
+    fn show(self) -> String {
+        humantime::format_duration(self).to_string()
+    }
+}
+
+macro_rules! bounded_int {
+    ($($t:ty),*) => {$(
+        impl Bounded for $t {
+            fn show(self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+bounded_int!(u32, u64, usize);
+
+/// `value` must lie in `min..=max`; else an error naming `key`, the value, the allowed range
+/// and `why` the bound exists.
+fn in_range<T: Bounded>(
+    path: &Path,
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+    why: &str,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            message: format!(
+                "{} is out of range (allowed {} to {}): {why}",
+                value.show(),
+                min.show(),
+                max.show()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), ConfigError> {
@@ -794,12 +903,20 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
         .position(|p| p.id == me.id)
         .unwrap_or_default();
     let timing = |key: &str, r: ProbeTiming| -> Result<(), ConfigError> {
-        if r.interval < Duration::from_millis(10) {
+        if r.interval < MIN_PROBE_INTERVAL {
             return Err(invalid(
                 &format!("{key}.interval"),
                 "must be at least 10ms".into(),
             ));
         }
+        in_range(
+            path,
+            &format!("{key}.interval"),
+            r.interval,
+            MIN_PROBE_INTERVAL,
+            MAX_PROBE_INTERVAL,
+            "probes start staggered by fractions of it, and failover waits on it",
+        )?;
         if r.timeout.is_zero() || r.timeout >= r.interval {
             return Err(invalid(
                 &format!("{key}.timeout"),
@@ -809,11 +926,16 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
                 ),
             ));
         }
-        if r.rise == 0 || r.fall == 0 {
-            return Err(invalid(
-                &format!("{key}.rise"),
-                "rise and fall must be at least 1".into(),
-            ));
+        for (name, n) in [("rise", r.rise), ("fall", r.fall)] {
+            in_range(
+                path,
+                &format!("{key}.{name}"),
+                n,
+                1,
+                MAX_RISE_FALL,
+                "consecutive checks before a change of status counts; rise and fall must be at \
+                 least 1",
+            )?;
         }
         Ok(())
     };
@@ -924,32 +1046,108 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
         message,
     };
     let f = &config.failover;
-    let ping = config.raft.tick_interval * config.raft.heartbeat_ticks as u32;
+    // Every timer is bounded first, so that the arithmetic below (and the agent's, which turns
+    // them into milliseconds and adds them) stays far from overflow.
     let one_s = Duration::from_secs(1);
-    if f.lease <= one_s || f.lease < ping * 3 {
+    for (key, value, min, max, why) in [
+        (
+            "failover.freshness",
+            f.freshness,
+            // The lower bound (above 1s and a few intervals) is checked below.
+            Duration::ZERO,
+            MAX_FAILOVER_TIMER,
+            "reports this old still count",
+        ),
+        (
+            "failover.lease",
+            f.lease,
+            // The lower bound (above 1s and a few intervals) is checked below.
+            Duration::ZERO,
+            MAX_FAILOVER_TIMER,
+            "a cut-off agent keeps serving that long",
+        ),
+        (
+            "failover.clock_margin",
+            f.clock_margin,
+            Duration::ZERO,
+            MAX_FAILOVER_TIMER,
+            "the silent path waits lease + clock_margin",
+        ),
+        (
+            "failover.hold_down",
+            f.hold_down,
+            Duration::ZERO,
+            MAX_HOLD_DOWN,
+            "no automatic failover for that long after a change",
+        ),
+        (
+            "failover.link_stale_after",
+            f.link_stale_after,
+            one_s,
+            MAX_FAILOVER_TIMER,
+            "a replica's link counts as lost after that long",
+        ),
+        (
+            "failover.redis_min_replicas_max_lag",
+            f.redis_min_replicas_max_lag,
+            one_s,
+            MAX_FAILOVER_TIMER,
+            "Redis takes it in whole seconds as an int",
+        ),
+    ] {
+        in_range(path, key, value, min, max, why)?;
+    }
+    for (key, value) in [
+        ("failover.reconcile_interval", f.reconcile_interval),
+        ("failover.action_timeout", f.action_timeout),
+    ] {
+        in_range(
+            path,
+            key,
+            value,
+            MIN_RECONCILE,
+            MAX_RECONCILE,
+            "the old master's agent fences it within reconcile_interval + action_timeout",
+        )?;
+    }
+    // Bounded by validate's [raft] checks; checked all the same.
+    let ping = u32::try_from(config.raft.heartbeat_ticks)
+        .ok()
+        .and_then(|n| config.raft.tick_interval.checked_mul(n))
+        .ok_or_else(|| {
+            invalid(
+                "raft.heartbeat_ticks",
+                "raft.tick_interval * raft.heartbeat_ticks (the ping interval) overflows".into(),
+            )
+        })?;
+    let three_pings = ping.checked_mul(3).ok_or_else(|| {
+        invalid(
+            "failover.lease",
+            format!("three ping intervals ({ping:?} each) overflow"),
+        )
+    })?;
+    if f.lease <= one_s || f.lease < three_pings {
         return Err(invalid(
             "failover.lease",
             format!(
                 "{:?} is too short: it must exceed 1s (the longest gap between two reports) and \
-                 three ping intervals ({:?})",
+                 three ping intervals ({three_pings:?})",
                 f.lease,
-                ping * 3
             ),
         ));
     }
-    if f.action_timeout < Duration::from_millis(10) {
-        return Err(invalid(
-            "failover.action_timeout",
-            "must be at least 10ms".into(),
-        ));
-    }
-    if f.reconcile_interval < Duration::from_millis(10) {
-        return Err(invalid(
-            "failover.reconcile_interval",
-            "must be at least 10ms".into(),
-        ));
-    }
-    let needed = f.reconcile_interval + f.action_timeout + ping * 2;
+    let needed = ping
+        .checked_mul(2)
+        .and_then(|p| p.checked_add(f.reconcile_interval))
+        .and_then(|p| p.checked_add(f.action_timeout))
+        .ok_or_else(|| {
+            invalid(
+                "failover.clock_margin",
+                "failover.reconcile_interval + failover.action_timeout + two ping intervals \
+                 (raft.tick_interval * raft.heartbeat_ticks) overflows"
+                    .into(),
+            )
+        })?;
     if f.clock_margin < needed {
         return Err(invalid(
             "failover.clock_margin",
@@ -966,13 +1164,19 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
         .as_ref()
         .map(|r| r.effective_timing(&config.probes).interval)
         .unwrap_or(one_s);
-    if f.freshness <= one_s || f.freshness < probe * 2 {
+    let two_probes = probe.checked_mul(2).ok_or_else(|| {
+        invalid(
+            "redis.timing.interval",
+            format!("twice the Redis probe interval ({probe:?}) overflows"),
+        )
+    })?;
+    if f.freshness <= one_s || f.freshness < two_probes {
         return Err(invalid(
             "failover.freshness",
             format!(
-                "{:?} is too short: it must exceed 1s and twice the Redis probe interval ({:?})",
+                "{:?} is too short: it must exceed 1s and twice the Redis probe interval \
+                 ({two_probes:?})",
                 f.freshness,
-                probe * 2
             ),
         ));
     }
@@ -1290,6 +1494,133 @@ mounts = ["/mnt/shop"]
                 assert!(err.contains(want), "error {err:?} lacks {want:?}");
             }
         }
+    }
+
+    /// Absurd numbers (zero, huge, or truncated by a later `as u32`) are config errors naming
+    /// the key and the allowed range, never a panic and never accepted. Each case runs under
+    /// `catch_unwind` so that one report lists every case that panicked or slipped through.
+    #[test]
+    fn absurd_numbers_are_rejected_naming_the_key() {
+        let good = with_probes(GOOD);
+        // Just below u64::MAX seconds: any doubling or sum overflows a Duration.
+        let huge = "\"10000000000000000000s\"";
+        let max = "\"18446744073709551615s\"";
+        let raft = |kv: &str| ("[raft]\n", format!("[raft]\n{kv}\n"));
+        let section = |name: &str, kv: &str| ("[raft]\n", format!("[{name}]\n{kv}\n[raft]\n"));
+        let cases: Vec<((&str, String), &str)> = vec![
+            (
+                (
+                    "tick_interval = \"20ms\"",
+                    format!("tick_interval = {huge}"),
+                ),
+                "raft.tick_interval",
+            ),
+            (
+                ("tick_interval = \"20ms\"", "tick_interval = \"11s\"".into()),
+                "raft.tick_interval",
+            ),
+            (
+                raft("heartbeat_ticks = 4294967296\nelection_ticks = 4294967297"),
+                "raft.heartbeat_ticks",
+            ),
+            (
+                raft("heartbeat_ticks = 101\nelection_ticks = 1000"),
+                "raft.heartbeat_ticks",
+            ),
+            (
+                raft("election_ticks = 9223372036854775807"),
+                "raft.election_ticks",
+            ),
+            (raft("election_ticks = 1001"), "raft.election_ticks"),
+            (
+                raft("snapshot_entries = 9223372036854775807"),
+                "raft.snapshot_entries",
+            ),
+            (
+                raft("max_frame_bytes = 9223372036854775807"),
+                "raft.max_frame_bytes",
+            ),
+            (
+                (
+                    "listen = \"127.0.0.1:7102\"",
+                    format!("listen = \"127.0.0.1:7102\"\nproposal_timeout = {huge}"),
+                ),
+                "api.proposal_timeout",
+            ),
+            (
+                section("probes", &format!("interval = {huge}")),
+                "probes.interval",
+            ),
+            (section("probes", "rise = 4294967295"), "probes.rise"),
+            (section("probes", "fall = 1000"), "probes.fall"),
+            (
+                ("interval = \"250ms\"", format!("interval = {huge}")),
+                "redis.timing.interval",
+            ),
+            (
+                section("failover", &format!("lease = {huge}")),
+                "failover.lease",
+            ),
+            (
+                section("failover", &format!("clock_margin = {max}")),
+                "failover.clock_margin",
+            ),
+            (
+                section("failover", &format!("hold_down = {huge}")),
+                "failover.hold_down",
+            ),
+            (
+                section("failover", &format!("freshness = {huge}")),
+                "failover.freshness",
+            ),
+            (
+                section("failover", &format!("reconcile_interval = {huge}")),
+                "failover.reconcile_interval",
+            ),
+            (
+                section("failover", "reconcile_interval = \"61s\""),
+                "failover.reconcile_interval",
+            ),
+            (
+                section("failover", &format!("action_timeout = {max}")),
+                "failover.action_timeout",
+            ),
+            (
+                section("failover", &format!("link_stale_after = {huge}")),
+                "failover.link_stale_after",
+            ),
+            (
+                section(
+                    "failover",
+                    &format!(
+                        "redis_min_replicas_to_write = 0\nredis_min_replicas_max_lag = {huge}"
+                    ),
+                ),
+                "failover.redis_min_replicas_max_lag",
+            ),
+        ];
+        let mut bad = vec![];
+        for ((from, to), key) in &cases {
+            assert!(good.contains(from), "case pattern {from:?} not in config");
+            let text = good.replacen(from, to, 1);
+            let outcome = std::panic::catch_unwind(|| check(&text).map(|_| ()));
+            match outcome {
+                Err(_) => bad.push(format!("{key}: panicked on {to:?}")),
+                Ok(Ok(())) => bad.push(format!("{key}: accepted {to:?}")),
+                Ok(Err(e)) => {
+                    let e = e.to_string();
+                    if !e.contains(&format!("{key}: ")) || !e.contains("allowed") {
+                        bad.push(format!("{key}: wrong error for {to:?}: {e}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} cases failed:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
     }
 
     #[test]

@@ -390,6 +390,61 @@ fn check_config_rejects_bad_configs_with_exit_64() {
     }
 }
 
+/// (d) Absurd numbers in a config make `triad check-config` exit 64 naming the key: never a
+/// panic (exit 101) from overflowing duration arithmetic, and never "valid" for a value that
+/// the agent would truncate (`heartbeat_ticks as u32` giving a zero ping interval).
+#[test]
+fn check_config_rejects_absurd_numbers_with_exit_64() {
+    let bin = triad_bin().expect("triad binary");
+    let dir = tempfile::tempdir().expect("tempdir");
+    type Edit = fn(String) -> String;
+    let cases: &[(&str, Edit, &str)] = &[
+        (
+            "tick_interval overflowing the ping arithmetic",
+            |t| {
+                t.replace(
+                    "tick_interval = \"50ms\"",
+                    "tick_interval = \"10000000000000000000s\"",
+                )
+            },
+            "raft.tick_interval",
+        ),
+        (
+            "heartbeat_ticks truncated to 0 by `as u32`",
+            |t| {
+                t.replace("election_ticks = 10", "election_ticks = 4294967297")
+                    .replace("heartbeat_ticks = 2", "heartbeat_ticks = 4294967296")
+            },
+            "raft.heartbeat_ticks",
+        ),
+        (
+            "lease too long to count in milliseconds",
+            |t| t + "\n[failover]\nlease = \"10000000000000000000s\"\n",
+            "failover.lease",
+        ),
+    ];
+    for (i, (what, edit, key)) in cases.iter().enumerate() {
+        let case_dir = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case_dir).expect("case dir");
+        let path = write_config(&case_dir, 2, edit).expect("write bad config");
+        let out = triad_command(&bin)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("run check-config");
+        assert_eq!(out.status.code(), Some(64), "{what}: {}", describe(&out));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("{key}: ")),
+            "{what}: stderr lacks {key}: {err}"
+        );
+        assert!(
+            err.contains("allowed"),
+            "{what}: stderr lacks the range: {err}"
+        );
+    }
+}
+
 /// (d) The CLI exits 69 when the API cannot be reached.
 #[test]
 fn status_against_unreachable_api_exits_69() {

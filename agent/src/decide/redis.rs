@@ -37,8 +37,9 @@
 //!
 //! # Candidates
 //! Each other node's Redis, as its own agent sees it: excluded when its agent is not fresh,
-//! when it is not up, when its `replica-priority` is 0, or when it lags the best candidate by
-//! more than `max_lag_bytes`; the rest rank by priority (lower first, as in Redis), then
+//! when it is not up, when its `replica-priority` is 0, when its replication offset is unknown
+//! or negative (a bug or a hostile report: offsets count bytes from 0), or when it lags the best
+//! candidate by more than `max_lag_bytes` (computed with saturating arithmetic); the rest rank by priority (lower first, as in Redis), then
 //! replication offset (higher first), then node id. The ranking with every candidate's reason
 //! is part of the plan and shown in the status API.
 //!
@@ -283,7 +284,10 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
     let best = candidates.iter().find(|c| c.rank == Some(1)).cloned();
     // Both paths commit the suspicion first: every HAProxy takes the master out of service,
     // its peers stop renewing its lease, and its own agent fences it.
-    let wait = i.settings.lease_ms + i.settings.clock_margin_ms;
+    let wait = i
+        .settings
+        .lease_ms
+        .saturating_add(i.settings.clock_margin_ms);
     let fenced_by_agent = match (&i.authority.suspect, i.suspect_embargo_ms) {
         (None, _) => {
             let how = if fast {
@@ -420,8 +424,13 @@ fn rank(i: &RedisInputs<'_>, master: NodeId) -> Vec<Candidate> {
                     .to_string())
             )),
             Some(_) if priority == Some(0) => Some("excluded: replica-priority 0".into()),
-            Some(_) if offset.is_none() => Some("excluded: offset unknown".into()),
-            Some(_) => None,
+            Some(_) => match offset {
+                None => Some("excluded: offset unknown".into()),
+                // Redis offsets count bytes from 0: a negative one is a bug or a hostile
+                // report, and neither ranks it lowest nor takes part in the lag arithmetic.
+                Some(o) if o < 0 => Some(format!("excluded: invalid offset {o} (negative)")),
+                Some(_) => None,
+            },
         };
         out.push(Candidate {
             node,
@@ -438,10 +447,11 @@ fn rank(i: &RedisInputs<'_>, master: NodeId) -> Vec<Candidate> {
         .max();
     for c in out.iter_mut().filter(|c| c.reason.is_empty()) {
         if let (Some(best), Some(o)) = (best_offset, c.offset) {
-            if best - o > i.settings.max_lag_bytes {
+            // Both are non-negative here, so this cannot overflow; saturate all the same.
+            let lag = best.saturating_sub(o);
+            if lag > i.settings.max_lag_bytes {
                 c.reason = format!(
-                    "excluded: lags {} bytes behind the best replica (limit {})",
-                    best - o,
+                    "excluded: lags {lag} bytes behind the best replica (limit {})",
                     i.settings.max_lag_bytes
                 );
             }
@@ -457,7 +467,7 @@ fn rank(i: &RedisInputs<'_>, master: NodeId) -> Vec<Candidate> {
             .then(a.node.cmp(&b.node))
     });
     for (k, c) in eligible.into_iter().enumerate() {
-        c.rank = Some(k as u32 + 1);
+        c.rank = Some(u32::try_from(k).unwrap_or(u32::MAX).saturating_add(1));
         c.reason = format!(
             "offset {} priority {}",
             c.offset.unwrap_or_default(),
