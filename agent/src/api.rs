@@ -601,6 +601,7 @@ async fn redis_switchover(
         pause: catch_up + commit_wait + demote_wait + std::time::Duration::from_secs(1),
         catch_up,
         demote_wait,
+        outcome_wait: commit_wait,
         by: format!("api@{}", h.config.node_id()),
     };
     let requests = h.requests.clone();
@@ -609,17 +610,26 @@ async fn redis_switchover(
         requests
             .send(Request::Propose { command, reply: tx })
             .await
-            .map_err(|_| "agent is shutting down".to_string())?;
+            .map_err(|_| {
+                // Never reached the event loop: provably not proposed.
+                ProposeError::Refused("agent is shutting down; the change was not proposed".into())
+            })?;
         match rx.await {
             Ok(Ok(a)) => match a.outcome {
-                crate::cluster::Outcome::Rejected(why) => Err(format!("rejected: {why}")),
+                // Applied and refused by the state machine: it changed nothing.
+                crate::cluster::Outcome::Rejected(why) => {
+                    Err(ProposeError::Refused(format!("rejected: {why}")))
+                }
                 _ => Ok(a.index),
             },
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("agent is shutting down".to_string()),
+            Ok(Err(e)) => Err(e),
+            // The loop dropped the request: it may have been proposed.
+            Err(_) => Err(ProposeError::Stopping),
         }
     };
-    match switchover::run(&spec, &master, &target, propose).await {
+    let status = h.status.clone();
+    let committed = move || status.borrow().cluster.redis.clone();
+    match switchover::run(&spec, &master, &target, propose, committed).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => {
             let code = match &e {
@@ -628,9 +638,20 @@ async fn redis_switchover(
                 }
                 SwitchoverError::Redis(_) => StatusCode::BAD_GATEWAY,
                 SwitchoverError::Commit(_) => StatusCode::SERVICE_UNAVAILABLE,
+                // Past the pause and not cleanly finished: the body says where the old
+                // master stands, with every step.
+                SwitchoverError::OutcomeUnknown { .. } => StatusCode::GATEWAY_TIMEOUT,
+                SwitchoverError::Superseded { .. } => StatusCode::CONFLICT,
+                SwitchoverError::FenceFailed { .. } => StatusCode::BAD_GATEWAY,
             };
             tracing::warn!(%from, %to, error = %e, "switchover failed");
-            error(code, e.to_string())
+            let steps = e.steps();
+            if steps.is_empty() {
+                error(code, e.to_string())
+            } else {
+                let body = serde_json::json!({ "error": e.to_string(), "steps": steps });
+                (code, Json(body)).into_response()
+            }
         }
     }
 }

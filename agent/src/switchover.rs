@@ -1,29 +1,48 @@
 //! Planned Redis switchover: move the master to another node without losing an acknowledged
 //! write. Runs in the agent that received `POST /v1/redis/switchover` (an adapter: it talks to
-//! the two Redis servers and proposes one command).
+//! the two Redis servers, proposes one command and reads the Redis authority as applied on
+//! this node).
 //!
-//! Steps:
+//! Steps (each reported with its time since the start):
 //! 1. Check: a master is committed, the target is another member whose Redis is a replica of
 //!    the master with its link up.
 //! 2. `CLIENT PAUSE WRITE` on the master, bounded by `pause`: clients' writes wait, nothing
-//!    new is acknowledged from here on.
+//!    new is acknowledged from here on. Every later wait re-issues the pause before half of it
+//!    is left, so it holds for as long as the switchover needs it, and still ends by itself
+//!    within `pause` if this agent dies.
 //! 3. Wait until the target's replication offset reaches the master's (bounded by
 //!    `catch_up`); on timeout, unpause and fail: nothing changed.
-//! 4. Commit `SetRedisMaster { to, epoch + 1, Switchover }`. On failure, unpause: nothing
-//!    changed (or, when the commit only timed out, the agents converge on whatever committed).
+//! 4. Commit `SetRedisMaster { to, epoch + 1, Switchover }`.
+//!    - No leader, refused by Raft, or applied and rejected (the epoch moved): the change is
+//!      provably not in effect; unpause and fail: nothing changed.
+//!    - Timed out, or the agent stopped with it pending: in doubt, the entry may still commit.
+//!      Writes stay paused while the committed authority is polled (bounded by
+//!      `outcome_wait`). The committed epoch reaching ours settles it: with our target it
+//!      applied (go on with step 5); with another master, ours can no longer commit (the
+//!      old master is fenced as in step 5 and writes resume unless the old master itself was
+//!      committed again): fail, "another change committed first". Still below ours after
+//!      `outcome_wait`: fence the old master (step 5), lift the pause only once it is fenced,
+//!      and fail with "outcome unknown": its agent reconciles it to whatever commits (it
+//!      unfences it if it stays the committed master).
 //! 5. Fence the old master (`min-replicas-to-write`), so that even if its agent is slow, the
-//!    writes held by the pause are refused once the pause ends. Its own agent then turns it
-//!    into a replica of the target (and cuts its clients), the target's agent promotes it, and
-//!    every HAProxy moves to the target.
+//!    writes held by the pause are refused once the pause ends. A failed fence is retried,
+//!    with the pause held, until it succeeds or the old master's agent made it a replica
+//!    (bounded by `demote_wait`); if neither, fail without lifting the pause, saying how long
+//!    it still holds. Its own agent then turns it into a replica of the target (and cuts its
+//!    clients), the target's agent promotes it, and every HAProxy moves to the target.
 //! 6. Wait (bounded by `demote_wait`) until the old master is a replica, then unpause it.
 //!
 //! Every write acknowledged before step 2 is on the target by step 3; every write held by the
 //! pause fails (fenced or `READONLY`) and is never acknowledged; clients reconnect through
-//! HAProxy to the new master.
+//! HAProxy to the new master. Writes resume on the old master unfenced only when the change is
+//! known not to be in effect.
 //!
 //! Caveats: one switchover at a time per agent is enforced by the API; two operators asking two
 //! agents at once race on the epoch compare-and-set, and the loser's command is rejected (its
-//! pause is lifted).
+//! pause is lifted). When the old master can be neither fenced nor reached, nothing here can
+//! stop it taking writes once its last pause ends: the error says when, and only its agent
+//! (which fences a master that is not the committed one) closes that window. After "outcome
+//! unknown", the old master stays fenced until its agent sees what committed.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -31,8 +50,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::actuator::redis::{RedisAction, RedisControl};
-use crate::cluster::{ChangeKind, Command};
+use crate::cluster::{ChangeKind, Command, RedisAuthority};
 use crate::ids::{Epoch, LogIndex, NodeId};
+use crate::node::ProposeError;
 use crate::probe::redis_info::RedisRole;
 
 /// What to do.
@@ -46,12 +66,14 @@ pub struct SwitchoverSpec {
     pub epoch: Epoch,
     /// Address of the master as replicas name it (`host`, `port`).
     pub from_addr: std::net::SocketAddr,
-    /// Longest write pause.
+    /// Bound of each `CLIENT PAUSE WRITE` (re-issued while the switchover still needs it).
     pub pause: Duration,
     /// Longest wait for the target to catch up.
     pub catch_up: Duration,
     /// Longest wait for the old master to become a replica.
     pub demote_wait: Duration,
+    /// Longest wait for the outcome of a commit that timed out (it may still commit).
+    pub outcome_wait: Duration,
     /// Who asked (for the audit history).
     pub by: String,
 }
@@ -101,9 +123,84 @@ pub enum SwitchoverError {
         /// The wait.
         after: Duration,
     },
-    /// The change was not committed; the pause was lifted.
-    #[error("the change was not committed: {0}; writes resumed on the old master")]
+    /// The change provably did not commit (no leader, refused, or applied and rejected); the
+    /// pause was lifted; nothing changed.
+    #[error(
+        "the change was not committed: {0}; writes resumed on the old master, nothing changed"
+    )]
     Commit(String),
+    /// The commit timed out and, after `outcome_wait`, it was still unknown whether it will
+    /// commit: the old master was fenced (or, failing that, left paused) rather than resumed.
+    #[error(
+        "outcome unknown: the change making {to} master at epoch {epoch} was not applied here \
+         within {after:?} and may still commit ({why}); old master {from}: {old_master}"
+    )]
+    OutcomeUnknown {
+        /// The old master.
+        from: NodeId,
+        /// The target.
+        to: NodeId,
+        /// The epoch of the change.
+        epoch: Epoch,
+        /// The wait for the outcome.
+        after: Duration,
+        /// Why the commit was in doubt.
+        why: String,
+        /// What became of the old master.
+        old_master: String,
+        /// The steps, with their times.
+        steps: Vec<String>,
+    },
+    /// Another change of master committed first; this one can no longer commit.
+    #[error(
+        "another change committed first: {master} is master at epoch {epoch}; this \
+         switchover's change cannot commit; old master {from}: {old_master}"
+    )]
+    Superseded {
+        /// The old master.
+        from: NodeId,
+        /// The committed master.
+        master: String,
+        /// The committed epoch.
+        epoch: Epoch,
+        /// What became of the old master.
+        old_master: String,
+        /// The steps, with their times.
+        steps: Vec<String>,
+    },
+    /// The change committed, but the old master could be neither fenced nor seen as a replica
+    /// in time; its writes were left paused (not lifted).
+    #[error(
+        "committed: {to} is master at epoch {epoch} (index {index}), but old master {from} \
+         {old_master}"
+    )]
+    FenceFailed {
+        /// The old master.
+        from: NodeId,
+        /// The new master.
+        to: NodeId,
+        /// The new epoch.
+        epoch: Epoch,
+        /// Log index of the committed change.
+        index: LogIndex,
+        /// What became of the old master.
+        old_master: String,
+        /// The steps, with their times.
+        steps: Vec<String>,
+    },
+}
+
+impl SwitchoverError {
+    /// The steps taken, with their times, when the switchover got past the pause and did not
+    /// finish cleanly (empty otherwise).
+    pub fn steps(&self) -> &[String] {
+        match self {
+            SwitchoverError::OutcomeUnknown { steps, .. }
+            | SwitchoverError::Superseded { steps, .. }
+            | SwitchoverError::FenceFailed { steps, .. } => steps,
+            _ => &[],
+        }
+    }
 }
 
 struct Clock {
@@ -123,16 +220,19 @@ impl Clock {
     }
 }
 
-/// Runs a switchover; `propose` commits a command and answers its log index or why not.
-pub async fn run<P, F>(
+/// Runs a switchover; `propose` commits a command and answers its log index once applied
+/// here, or why not; `committed` reads the Redis authority as applied on this node.
+pub async fn run<P, F, C>(
     spec: &SwitchoverSpec,
     master: &dyn RedisControl,
     target: &dyn RedisControl,
     propose: P,
+    committed: C,
 ) -> Result<SwitchoverReport, SwitchoverError>
 where
     P: FnOnce(Command) -> F,
-    F: Future<Output = Result<LogIndex, String>>,
+    F: Future<Output = Result<LogIndex, ProposeError>>,
+    C: Fn() -> RedisAuthority,
 {
     let mut clock = Clock {
         start: Instant::now(),
@@ -206,7 +306,13 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     clock.step(format!("{} caught up: offset {reached} >= {want}", spec.to));
-    // 4. Commit.
+    // 4. Commit, holding the writes for as long as the proposal is pending.
+    let mut hold = Hold {
+        master,
+        ms: pause_ms,
+        until: paused_at + spec.pause,
+        renew_failed: false,
+    };
     let epoch = spec.epoch.next();
     let command = Command::SetRedisMaster {
         node: spec.to,
@@ -218,27 +324,126 @@ where
             spec.by, spec.to
         ),
     };
-    let index = match propose(command).await {
-        Ok(i) => i,
-        Err(e) => {
-            resume("commit failed").await;
-            return Err(SwitchoverError::Commit(e));
+    let answer = {
+        let mut pending = std::pin::pin!(propose(command));
+        loop {
+            tokio::select! {
+                a = &mut pending => break a,
+                () = tokio::time::sleep(POLL) => hold.keep(&mut clock).await,
+            }
         }
     };
-    clock.step(format!(
-        "committed: {} is master at epoch {epoch} (index {index})",
-        spec.to
-    ));
-    // 5. Fence the old master, whatever its agent does next.
-    if let Err(e) = master.apply(&RedisAction::Fence, epoch).await {
-        clock.step(format!(
-            "could not fence {} ({e}); its agent will",
-            spec.from
-        ));
-    } else {
-        clock.step(format!("fenced {}", spec.from));
+    let index = match answer {
+        Ok(index) => {
+            clock.step(format!(
+                "committed: {} is master at epoch {epoch} (index {index})",
+                spec.to
+            ));
+            index
+        }
+        Err(e @ (ProposeError::NoLeader | ProposeError::Refused(_))) => {
+            // Provably not in the log (or applied and refused): nothing changed.
+            resume("commit failed").await;
+            return Err(SwitchoverError::Commit(e.to_string()));
+        }
+        Err(e @ (ProposeError::Timeout { .. } | ProposeError::Stopping)) => {
+            // In doubt: the entry may still commit. Resuming writes now could let the old
+            // master acknowledge writes that the change then discards.
+            clock.step(format!(
+                "commit not confirmed ({e}); writes on {} stay paused until the outcome is \
+                 known (at most {:?})",
+                spec.from, spec.outcome_wait
+            ));
+            match settle(spec, epoch, &committed, &mut hold, &mut clock).await {
+                Settled::Ours(index) => {
+                    clock.step(format!(
+                        "applied after all: {} is master at epoch {epoch} (index {index})",
+                        spec.to
+                    ));
+                    index
+                }
+                Settled::Other(a) if a.master == Some(spec.from) => {
+                    resume("old master committed again").await;
+                    clock.step(format!(
+                        "epoch {} committed with {} still master: this change cannot commit; \
+                         writes resumed",
+                        a.epoch, spec.from
+                    ));
+                    return Err(SwitchoverError::Superseded {
+                        from: spec.from,
+                        master: fmt_master(a.master),
+                        epoch: a.epoch,
+                        old_master: "is the committed master; writes resumed".into(),
+                        steps: clock.steps,
+                    });
+                }
+                Settled::Other(a) => {
+                    clock.step(format!(
+                        "epoch {} committed with {} as master: this change cannot commit",
+                        a.epoch,
+                        fmt_master(a.master)
+                    ));
+                    let old_master = match retire(spec, &mut hold, &mut clock).await {
+                        Ok(done) => {
+                            resume("old master superseded").await;
+                            format!("{done}; writes resumed (refused there); its agent follows the committed master")
+                        }
+                        Err(e) => hold.stuck(&e, spec.demote_wait),
+                    };
+                    clock.step(format!("{}: {old_master}", spec.from));
+                    return Err(SwitchoverError::Superseded {
+                        from: spec.from,
+                        master: fmt_master(a.master),
+                        epoch: a.epoch,
+                        old_master,
+                        steps: clock.steps,
+                    });
+                }
+                Settled::Unknown => {
+                    clock.step(format!(
+                        "outcome still unknown after {:?}; fencing {}",
+                        spec.outcome_wait, spec.from
+                    ));
+                    let old_master = match retire(spec, &mut hold, &mut clock).await {
+                        Ok(done) => {
+                            resume("outcome unknown, old master fenced").await;
+                            format!(
+                                "{done} (writes refused, never acknowledged); writes resumed \
+                                 (refused there); its agent will reconcile it to whatever commits"
+                            )
+                        }
+                        Err(e) => hold.stuck(&e, spec.demote_wait),
+                    };
+                    clock.step(format!("{}: {old_master}", spec.from));
+                    return Err(SwitchoverError::OutcomeUnknown {
+                        from: spec.from,
+                        to: spec.to,
+                        epoch,
+                        after: spec.outcome_wait,
+                        why: e.to_string(),
+                        old_master,
+                        steps: clock.steps,
+                    });
+                }
+            }
+        }
+    };
+    // 5. Fence the old master, whatever its agent does next; hold its writes until it is
+    //    fenced or a replica.
+    if let Err(e) = retire(spec, &mut hold, &mut clock).await {
+        let old_master = hold.stuck(&e, spec.demote_wait);
+        clock.step(format!("{}: {old_master}", spec.from));
+        return Err(SwitchoverError::FenceFailed {
+            from: spec.from,
+            to: spec.to,
+            epoch,
+            index,
+            old_master,
+            steps: clock.steps,
+        });
     }
-    // 6. Wait for the old master's agent to make it a replica, then lift the pause.
+    // 6. Wait for the old master's agent to make it a replica, then lift the pause (the old
+    //    master refuses writes either way: fenced, or `READONLY`).
     let deadline = Instant::now() + spec.demote_wait;
     let mut demoted = false;
     while Instant::now() < deadline {
@@ -248,7 +453,7 @@ where
                 break;
             }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(POLL).await;
     }
     resume("done").await;
     let paused_ms = paused_at.elapsed().as_millis() as u64;
@@ -275,6 +480,145 @@ where
     })
 }
 
+/// How often the waits poll (and the pause is checked for renewal).
+const POLL: Duration = Duration::from_millis(10);
+
+fn fmt_master(m: Option<NodeId>) -> String {
+    m.map_or_else(|| "nobody".into(), |n| n.to_string())
+}
+
+/// The old master's writes, held by a bounded `CLIENT PAUSE WRITE` that is re-issued before
+/// it lapses (each renewal is bounded too: if this agent dies, the pause still ends).
+struct Hold<'a> {
+    master: &'a dyn RedisControl,
+    ms: u64,
+    until: Instant,
+    renew_failed: bool,
+}
+
+impl Hold<'_> {
+    /// Renews the pause once less than half of it is left.
+    async fn keep(&mut self, clock: &mut Clock) {
+        let now = Instant::now();
+        if self.until.saturating_duration_since(now) > Duration::from_millis(self.ms / 2) {
+            return;
+        }
+        match self.master.pause_writes(self.ms).await {
+            Ok(()) => {
+                self.until = now + Duration::from_millis(self.ms);
+                if std::mem::take(&mut self.renew_failed) {
+                    clock.step(format!("pause renewed ({} ms)", self.ms));
+                }
+            }
+            Err(e) => {
+                if !self.renew_failed {
+                    clock.step(format!(
+                        "could not renew the pause ({e}); the last one ends in {} ms",
+                        self.until.saturating_duration_since(now).as_millis()
+                    ));
+                }
+                self.renew_failed = true;
+            }
+        }
+    }
+
+    /// The old master's state when it could be neither fenced nor seen as a replica.
+    fn stuck(&self, error: &str, after: Duration) -> String {
+        format!(
+            "could not be fenced ({error}) and is not a replica after {after:?}; writes stay \
+             paused on it for at most {} ms more (not lifted), then it takes writes again \
+             unless its agent fences or demotes it first",
+            self.until
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+        )
+    }
+}
+
+/// The outcome of a commit in doubt, as applied on this node.
+enum Settled {
+    /// Our change applied, at this index.
+    Ours(LogIndex),
+    /// Another change took the epoch: ours can no longer commit.
+    Other(RedisAuthority),
+    /// Neither within `outcome_wait`.
+    Unknown,
+}
+
+/// Waits (bounded by `outcome_wait`, holding the pause) until the committed epoch reaches
+/// ours: the change is applied at `epoch` only once the committed epoch is `epoch - 1`, so
+/// from then on its fate is decided.
+async fn settle(
+    spec: &SwitchoverSpec,
+    epoch: Epoch,
+    committed: &impl Fn() -> RedisAuthority,
+    hold: &mut Hold<'_>,
+    clock: &mut Clock,
+) -> Settled {
+    let deadline = Instant::now() + spec.outcome_wait;
+    loop {
+        let a = committed();
+        if a.epoch == epoch && a.master == Some(spec.to) {
+            let index = a.last_change.as_ref().map_or(LogIndex(0), |c| c.index);
+            return Settled::Ours(index);
+        }
+        if a.epoch >= epoch {
+            return Settled::Other(a);
+        }
+        if Instant::now() >= deadline {
+            return Settled::Unknown;
+        }
+        hold.keep(clock).await;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Fences the old master, retrying while holding its writes, until that succeeds or its agent
+/// made it a replica (bounded by `demote_wait`); answers which, or the last error.
+async fn retire(
+    spec: &SwitchoverSpec,
+    hold: &mut Hold<'_>,
+    clock: &mut Clock,
+) -> Result<&'static str, String> {
+    let deadline = Instant::now() + spec.demote_wait;
+    let mut failures = 0u32;
+    loop {
+        let e = match hold
+            .master
+            .apply(&RedisAction::Fence, spec.epoch.next())
+            .await
+        {
+            Ok(()) => {
+                clock.step(format!("fenced {}", spec.from));
+                return Ok("fenced");
+            }
+            Err(e) => e.to_string(),
+        };
+        failures += 1;
+        if failures == 1 {
+            clock.step(format!(
+                "could not fence {} ({e}); retrying with its writes paused",
+                spec.from
+            ));
+        }
+        if let Ok(i) = hold.master.info().await {
+            if i.role == Some(RedisRole::Replica) {
+                clock.step(format!(
+                    "{} is a replica (its agent demoted it) after {failures} failed fence attempts",
+                    spec.from
+                ));
+                return Ok("a replica");
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(from = %spec.from, failures, error = %e, "switchover: old master neither fenced nor demoted");
+            return Err(e);
+        }
+        hold.keep(clock).await;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +634,7 @@ mod tests {
             pause: Duration::from_secs(2),
             catch_up: Duration::from_millis(50),
             demote_wait: Duration::from_millis(50),
+            outcome_wait: Duration::from_millis(200),
             by: "test".into(),
         }
     }
@@ -311,6 +656,15 @@ mod tests {
         (master, target)
     }
 
+    /// The committed authority before the switchover: n1 master at epoch 4.
+    fn before() -> RedisAuthority {
+        RedisAuthority {
+            master: Some(NodeId(1)),
+            epoch: Epoch(4),
+            ..RedisAuthority::default()
+        }
+    }
+
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -322,10 +676,16 @@ mod tests {
     fn caught_up_target_is_committed_and_old_master_fenced_and_unpaused() {
         let (master, target) = servers(100);
         let mut proposed = None;
-        let r = rt().block_on(run(&spec(), &master, &target, |c| {
-            proposed = Some(c);
-            async { Ok(LogIndex(42)) }
-        }));
+        let r = rt().block_on(run(
+            &spec(),
+            &master,
+            &target,
+            |c| {
+                proposed = Some(c);
+                async { Ok(LogIndex(42)) }
+            },
+            before,
+        ));
         let r = r.expect("switchover");
         assert_eq!(
             (r.to, r.epoch, r.index),
@@ -350,10 +710,16 @@ mod tests {
     fn lagging_target_changes_nothing_and_resumes_writes() {
         let (master, target) = servers(90);
         let mut called = false;
-        let r = rt().block_on(run(&spec(), &master, &target, |_| {
-            called = true;
-            async { Ok(LogIndex(1)) }
-        }));
+        let r = rt().block_on(run(
+            &spec(),
+            &master,
+            &target,
+            |_| {
+                called = true;
+                async { Ok(LogIndex(1)) }
+            },
+            before,
+        ));
         let e = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             e.contains("reached offset 90") && e.contains("at 100"),
@@ -367,9 +733,13 @@ mod tests {
     #[test]
     fn failed_commit_resumes_writes() {
         let (master, target) = servers(100);
-        let r = rt().block_on(run(&spec(), &master, &target, |_| async {
-            Err("no leader".to_string())
-        }));
+        let r = rt().block_on(run(
+            &spec(),
+            &master,
+            &target,
+            |_| async { Err(ProposeError::NoLeader) },
+            before,
+        ));
         assert!(matches!(r, Err(SwitchoverError::Commit(_))));
         assert!(!master.snapshot().paused);
     }
@@ -378,10 +748,330 @@ mod tests {
     fn target_not_following_is_refused_before_any_pause() {
         let (master, target) = servers(100);
         target.with(|s| s.info.master_link_up = Some(false));
-        let r = rt().block_on(run(&spec(), &master, &target, |_| async {
-            Ok(LogIndex(1))
-        }));
+        let r = rt().block_on(run(
+            &spec(),
+            &master,
+            &target,
+            |_| async { Ok(LogIndex(1)) },
+            before,
+        ));
         assert!(matches!(r, Err(SwitchoverError::Precondition(_))));
         assert!(master.snapshot().log.is_empty());
+    }
+
+    /// The old master as its clients see it: wraps a [`SimRedis`], keeps the pause's deadline
+    /// (the sim's `paused` flag has none), can fail `Fence`, can be demoted by its "agent" at
+    /// a given time, and records every moment it could have acknowledged a write that the
+    /// switchover then loses (a master, not fenced, with no pause in force).
+    struct OldMaster {
+        sim: SimRedis,
+        start: Instant,
+        s: std::sync::Mutex<Watch>,
+    }
+
+    #[derive(Default)]
+    struct Watch {
+        /// Pause in force until then (`None`: never paused, or unpaused).
+        pause_until: Option<Instant>,
+        /// Whether writes were paused at least once (before that, writes are legitimate).
+        paused_once: bool,
+        /// `Fence` attempts still to fail.
+        fence_failures: u32,
+        /// When its agent turns it into a replica.
+        demote_at: Option<Duration>,
+        /// Calls, with their time since the start.
+        calls: Vec<(Duration, &'static str)>,
+        /// When it could have acknowledged a write the switchover then lost.
+        writable: Vec<String>,
+    }
+
+    impl OldMaster {
+        fn new(sim: SimRedis, fence_failures: u32, demote_at: Option<Duration>) -> Self {
+            OldMaster {
+                sim,
+                start: Instant::now(),
+                s: std::sync::Mutex::new(Watch {
+                    fence_failures,
+                    demote_at,
+                    ..Watch::default()
+                }),
+            }
+        }
+
+        /// Records the call after checking the state it found.
+        fn call(&self, what: &'static str) {
+            let now = Instant::now();
+            let t = now - self.start;
+            let st = self.sim.snapshot();
+            if let Ok(mut w) = self.s.lock() {
+                let paused = w.pause_until.is_some_and(|u| now < u);
+                if w.paused_once && st.info.role == Some(RedisRole::Master) && !st.fenced && !paused
+                {
+                    let line = format!("{t:?}: writable master (unfenced, not paused) at {what}");
+                    w.writable.push(line);
+                }
+                if w.demote_at.is_some_and(|d| t >= d) {
+                    self.sim.with(|s| s.info.role = Some(RedisRole::Replica));
+                }
+                w.calls.push((t, what));
+            }
+        }
+
+        fn watch<R>(&self, f: impl FnOnce(&mut Watch) -> R) -> R {
+            let mut w = self.s.lock().expect("watch");
+            f(&mut w)
+        }
+
+        fn first(&self, what: &str) -> Option<Duration> {
+            self.watch(|w| w.calls.iter().find(|c| c.1 == what).map(|c| c.0))
+        }
+    }
+
+    impl RedisControl for OldMaster {
+        fn apply<'a>(
+            &'a self,
+            action: &'a RedisAction,
+            epoch: Epoch,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::actuator::redis::RedisActionError>>
+        {
+            self.call(if matches!(action, RedisAction::Fence) {
+                "fence"
+            } else {
+                "apply"
+            });
+            if matches!(action, RedisAction::Fence)
+                && self.watch(|w| {
+                    let fail = w.fence_failures > 0;
+                    w.fence_failures = w.fence_failures.saturating_sub(1);
+                    fail
+                })
+            {
+                return Box::pin(async {
+                    Err(crate::actuator::redis::RedisActionError {
+                        addr: "old master".into(),
+                        message: "CONFIG SET timed out".into(),
+                    })
+                });
+            }
+            self.sim.apply(action, epoch)
+        }
+        fn is_fenced(
+            &self,
+        ) -> futures::future::BoxFuture<'_, Result<bool, crate::actuator::redis::RedisActionError>>
+        {
+            self.call("is_fenced");
+            self.sim.is_fenced()
+        }
+        fn info(
+            &self,
+        ) -> futures::future::BoxFuture<
+            '_,
+            Result<RedisInfo, crate::actuator::redis::RedisActionError>,
+        > {
+            self.call("info");
+            self.sim.info()
+        }
+        fn pause_writes(
+            &self,
+            ms: u64,
+        ) -> futures::future::BoxFuture<'_, Result<(), crate::actuator::redis::RedisActionError>>
+        {
+            self.call("pause");
+            self.watch(|w| {
+                w.pause_until = Some(Instant::now() + Duration::from_millis(ms));
+                w.paused_once = true;
+            });
+            self.sim.pause_writes(ms)
+        }
+        fn unpause(
+            &self,
+        ) -> futures::future::BoxFuture<'_, Result<(), crate::actuator::redis::RedisActionError>>
+        {
+            self.call("unpause");
+            self.watch(|w| w.pause_until = None);
+            self.sim.unpause()
+        }
+    }
+
+    /// A short pause, so that holding writes longer than it needs renewing (renewed once
+    /// half of it is left: 50 ms of slack for a slow test machine).
+    fn short_pause() -> SwitchoverSpec {
+        SwitchoverSpec {
+            pause: Duration::from_millis(100),
+            ..spec()
+        }
+    }
+
+    fn timed_out() -> ProposeError {
+        ProposeError::Timeout {
+            after: Duration::from_millis(5),
+            leader: "n3".into(),
+        }
+    }
+
+    /// The authority once our change applied: n2 master at epoch 5, index 42.
+    fn after_switchover() -> RedisAuthority {
+        RedisAuthority {
+            master: Some(NodeId(2)),
+            epoch: Epoch(5),
+            suspect: None,
+            last_change: Some(crate::cluster::MasterChange {
+                kind: ChangeKind::Switchover,
+                from: Some(NodeId(1)),
+                to: NodeId(2),
+                epoch: Epoch(5),
+                index: LogIndex(42),
+                term: crate::ids::Term(3),
+                at: crate::ids::UnixMillis(0),
+                reason: "switchover".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn commit_that_times_out_then_applies_keeps_writes_held_and_completes() {
+        let (sim, target) = servers(100);
+        let master = OldMaster::new(sim, 0, None);
+        let t0 = Instant::now();
+        let applies_after = Duration::from_millis(250);
+        let committed = move || {
+            if t0.elapsed() < applies_after {
+                before()
+            } else {
+                after_switchover()
+            }
+        };
+        let spec = SwitchoverSpec {
+            outcome_wait: Duration::from_secs(2),
+            ..short_pause()
+        };
+        let r = rt().block_on(run(
+            &spec,
+            &master,
+            &target,
+            |_| async { Err(timed_out()) },
+            committed,
+        ));
+        let writable = master.watch(|w| w.writable.clone());
+        assert!(writable.is_empty(), "{writable:?}");
+        let unpaused = master.first("unpause");
+        let fenced = master.first("fence");
+        assert!(
+            unpaused.is_some_and(|u| u >= applies_after && fenced.is_some_and(|f| f <= u)),
+            "writes resumed at {unpaused:?}, fenced at {fenced:?}, applied at {applies_after:?}"
+        );
+        let r = r.expect("the change applied after the timeout: the switchover completes");
+        assert_eq!(
+            (r.to, r.epoch, r.index),
+            (NodeId(2), Epoch(5), LogIndex(42))
+        );
+        assert!(
+            r.steps.iter().any(|s| s.contains("may still commit")),
+            "{:?}",
+            r.steps
+        );
+        let m = master.sim.snapshot();
+        assert!(m.fenced && !m.paused, "{m:?}");
+    }
+
+    #[test]
+    fn commit_that_times_out_and_never_applies_leaves_old_master_fenced() {
+        let (sim, target) = servers(100);
+        let master = OldMaster::new(sim, 0, None);
+        let spec = SwitchoverSpec {
+            outcome_wait: Duration::from_millis(250),
+            ..short_pause()
+        };
+        let r = rt().block_on(run(
+            &spec,
+            &master,
+            &target,
+            |_| async { Err(timed_out()) },
+            before,
+        ));
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("outcome unknown") && e.contains("fenced"), "{e}");
+        // Held, then fenced: never open to a write the pending change would lose.
+        master.call("end");
+        let writable = master.watch(|w| w.writable.clone());
+        assert!(writable.is_empty(), "{writable:?}");
+        assert!(master.sim.snapshot().fenced);
+        assert!(
+            master
+                .first("unpause")
+                .is_none_or(|u| master.first("fence").is_some_and(|f| f <= u)),
+            "{:?}",
+            master.watch(|w| w.calls.clone())
+        );
+    }
+
+    #[test]
+    fn failed_fence_never_resumes_writes_on_an_unfenced_master() {
+        // (fence failures, the old master's agent demotes it at, the switchover succeeds)
+        let cases = [
+            (2, None, true),
+            (u32::MAX, Some(Duration::from_millis(200)), true),
+            (u32::MAX, None, false),
+        ];
+        for (failures, demote_at, ok) in cases {
+            let (sim, target) = servers(100);
+            let master = OldMaster::new(sim, failures, demote_at);
+            let spec = SwitchoverSpec {
+                demote_wait: Duration::from_millis(350),
+                ..short_pause()
+            };
+            let r = rt().block_on(run(
+                &spec,
+                &master,
+                &target,
+                |_| async { Ok(LogIndex(42)) },
+                after_switchover,
+            ));
+            let case = format!("{failures} fence failures, demoted at {demote_at:?}");
+            master.call("end");
+            let writable = master.watch(|w| w.writable.clone());
+            assert!(writable.is_empty(), "{case}: {writable:?}");
+            match r {
+                Ok(r) => {
+                    assert!(ok, "{case}: {:?}", r.steps);
+                    assert!(!master.sim.snapshot().paused, "{case}");
+                }
+                Err(e) => {
+                    assert!(!ok, "{case}: {e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("could not be fenced") && e.contains("paused"),
+                        "{case}: {e}"
+                    );
+                    // Still held at the end: never unpaused.
+                    assert!(master.first("unpause").is_none(), "{case}");
+                    assert!(master.sim.snapshot().paused, "{case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn another_master_committed_first_fences_the_old_master() {
+        let (sim, target) = servers(100);
+        let master = OldMaster::new(sim, 0, None);
+        let other = || RedisAuthority {
+            master: Some(NodeId(3)),
+            epoch: Epoch(5),
+            ..RedisAuthority::default()
+        };
+        let r = rt().block_on(run(
+            &short_pause(),
+            &master,
+            &target,
+            |_| async { Err(timed_out()) },
+            other,
+        ));
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("n3") && e.contains("epoch 5"), "{e}");
+        master.call("end");
+        let writable = master.watch(|w| w.writable.clone());
+        assert!(writable.is_empty(), "{writable:?}");
+        assert!(master.sim.snapshot().fenced);
     }
 }

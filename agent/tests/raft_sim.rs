@@ -369,28 +369,23 @@ impl Sim {
     }
 
     fn check_leaders(&mut self) -> Result<(), String> {
-        for node in &self.nodes {
-            let Some(live) = &node.live else { continue };
-            let st = live.raft.status();
-            if st.role == Role::Leader {
-                match self.leaders.get(&st.term.0) {
-                    Some(&other) if other != node.id => {
-                        return Err(self.fail(&format!(
-                            "election safety: {} and {other} both leader in term {}",
-                            node.id, st.term
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.leaders.insert(st.term.0, node.id);
-                        let (id, term) = (node.id, st.term);
-                        self.log(format!("{id} leader of term {term}"));
-                        return Ok(());
-                    }
+        let claims: Vec<(u64, NodeId)> = self
+            .nodes
+            .iter()
+            .filter_map(|node| {
+                let st = node.live.as_ref()?.raft.status();
+                (st.role == Role::Leader).then_some((st.term.0, node.id))
+            })
+            .collect();
+        match record_leaders(&mut self.leaders, &claims) {
+            Ok(new) => {
+                for (term, id) in new {
+                    self.log(format!("{id} leader of term {term}"));
                 }
+                Ok(())
             }
+            Err(violation) => Err(self.fail(&violation)),
         }
-        Ok(())
     }
 
     fn run(mut self) -> Result<Stats, String> {
@@ -459,6 +454,31 @@ impl Sim {
             .then(|| seen.into_iter().next().map(|(l, _)| l))
             .flatten()
     }
+}
+
+/// Election safety over one step's leadership claims (`(term, node)` pairs): records each
+/// term's first leader in `leaders` and answers the newly recorded ones, or the violation when
+/// a term has two leaders (recorded before, or both claiming in this step).
+fn record_leaders(
+    leaders: &mut BTreeMap<u64, NodeId>,
+    claims: &[(u64, NodeId)],
+) -> Result<Vec<(u64, NodeId)>, String> {
+    let mut new = Vec::new();
+    for &(term, node) in claims {
+        match leaders.get(&term) {
+            Some(&other) if other != node => {
+                return Err(format!(
+                    "election safety: {node} and {other} both leader in term {term}"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                leaders.insert(term, node);
+                new.push((term, node));
+            }
+        }
+    }
+    Ok(new)
 }
 
 /// The last events of a run, shared with the caller so a panic inside raft-rs still prints
@@ -590,9 +610,70 @@ fn checker_catches_planted_forgotten_vote() {
     if let Err(r) = run_seed(seed, Plant::None, true) {
         panic!("seed {seed} fails without the planted bug too:\n{r}");
     }
-    assert!(report.contains("seed "), "{report}");
+    // A node voting twice in a term lets two nodes win it: the checker must name exactly
+    // that, not some unrelated failure (every report names its seed).
+    assert!(
+        report.contains(&format!("seed {seed} "))
+            && report.contains("invariant: election safety: ")
+            && report.contains("both leader in term "),
+        "the planted forgotten vote must trip election safety, got:\n{report}"
+    );
     eprintln!(
         "planted bug caught as expected:\n{}",
         report.lines().next().unwrap_or("")
     );
+}
+
+/// Every claim of a step is checked, including those after a newly recorded leader.
+#[test]
+fn election_safety_checks_every_claim_of_a_step() {
+    let n = NodeId;
+    // (already recorded, this step's claims, expected violation or newly recorded terms)
+    type Case = (
+        Vec<(u64, NodeId)>,
+        Vec<(u64, NodeId)>,
+        Result<Vec<u64>, &'static str>,
+    );
+    let table: Vec<Case> = vec![
+        (vec![], vec![], Ok(vec![])),
+        (vec![], vec![(1, n(1))], Ok(vec![1])),
+        (vec![(1, n(1))], vec![(1, n(1))], Ok(vec![])),
+        (
+            vec![(1, n(1))],
+            vec![(1, n(2))],
+            Err("n2 and n1 both leader in term 1"),
+        ),
+        // Two nodes claim the same new term in one step.
+        (
+            vec![],
+            vec![(5, n(1)), (5, n(2))],
+            Err("n2 and n1 both leader in term 5"),
+        ),
+        // A new leader is recorded first, then a node claims an old term twice.
+        (
+            vec![(3, n(3))],
+            vec![(4, n(1)), (3, n(2))],
+            Err("n2 and n3 both leader in term 3"),
+        ),
+        // Two new terms in one step are both recorded.
+        (vec![], vec![(6, n(1)), (7, n(2))], Ok(vec![6, 7])),
+    ];
+    for (before, claims, want) in table {
+        let mut leaders: BTreeMap<u64, NodeId> = before.iter().copied().collect();
+        let got = record_leaders(&mut leaders, &claims);
+        match (&got, &want) {
+            (Ok(new), Ok(terms)) => {
+                let got_terms: Vec<u64> = new.iter().map(|(t, _)| *t).collect();
+                assert_eq!(&got_terms, terms, "{before:?} then {claims:?}");
+                for &(t, node) in &claims {
+                    assert_eq!(leaders.get(&t), Some(&node), "{before:?} then {claims:?}");
+                }
+            }
+            (Err(e), Err(words)) => assert!(
+                e.starts_with("election safety: ") && e.contains(words),
+                "{before:?} then {claims:?}: {e}"
+            ),
+            _ => panic!("{before:?} then {claims:?}: got {got:?}, want {want:?}"),
+        }
+    }
 }
