@@ -238,6 +238,13 @@ pub fn decode_state(bytes: &[u8]) -> Result<ClusterState, CodecError> {
     serde_json::from_value(doc.state).map_err(|e| CodecError::Snapshot(e.to_string()))
 }
 
+/// Whether `bytes` decode as snapshot data of a format this agent reads: the raft core's
+/// [`SnapshotValidator`](crate::raft::SnapshotValidator), so a snapshot it cannot install is
+/// refused before it is stored.
+pub fn validate_state(bytes: &[u8]) -> Result<(), String> {
+    decode_state(bytes).map(|_| ()).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

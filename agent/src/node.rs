@@ -321,6 +321,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             election_ticks: rcfg.election_ticks,
             heartbeat_ticks: rcfg.heartbeat_ticks,
             timeout_seed: None,
+            snapshot_validator: codec::validate_state,
         },
         store,
     )?;

@@ -345,6 +345,7 @@ impl Sim {
                 election_ticks: ELECTION_TICKS,
                 heartbeat_ticks: HEARTBEAT_TICKS,
                 timeout_seed: Some(self.rng.gen()),
+                snapshot_validator: codec::validate_state,
             },
             store,
         )

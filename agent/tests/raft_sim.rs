@@ -150,6 +150,7 @@ impl Sim {
                 election_ticks: ELECTION_TICKS,
                 heartbeat_ticks: HEARTBEAT_TICKS,
                 timeout_seed: Some(timeout_seed),
+                snapshot_validator: codec::validate_state,
             },
             store,
         )

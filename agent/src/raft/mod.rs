@@ -16,18 +16,31 @@
 //! Proposals on a follower are forwarded to the leader by raft-rs itself; with no known leader
 //! they are refused with [`RaftError::NoLeader`].
 //!
-//! Caveats: membership is fixed (no conf changes yet). raft-rs trusts its peers: a peer that
-//! sends well-formed but Byzantine messages can make it panic. Peers are therefore accepted only
-//! after a handshake naming a configured id; authenticating them (mTLS) is security-wave work.
+//! Peer input: raft-rs trusts its peers and panics on messages no correct raft-rs of the same
+//! version would send. [`RaftNode::step`] therefore checks every message first ([`validate`]):
+//! term and index bounds, heartbeat commits within the local log, contiguous appends, append
+//! responses within the leader's log, and snapshots whose conf state is the fixed voter set and
+//! whose data the owner's [`SnapshotValidator`] accepts, so nothing invalid is ever persisted.
+//! A refused message is [`RaftError::BadMessage`]; Raft tolerates the loss. Nothing a peer sends
+//! can panic the node or leave a store it cannot restart from (the hostile-peer tests in
+//! `tests.rs` check this).
+//!
+//! Caveats: membership is fixed (no conf changes yet). Raft does not tolerate Byzantine peers:
+//! a peer sending well-formed, plausible but false messages (a fake leader's entries, a commit
+//! it cannot justify) can still mislead it. Peers are accepted only after a handshake naming a
+//! configured id; authenticating them (mTLS) keeps strangers out, the checks keep a buggy or
+//! newer peer from crashing this one.
 
 pub mod store;
 pub mod transport;
+pub mod validate;
 
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use serde::Serialize;
 
 pub use store::{RaftStore, SharedMemBackend, StoreError};
+pub use validate::SnapshotValidator;
 
 use crate::ids::{LogIndex, NodeId, Term};
 
@@ -87,6 +100,9 @@ pub struct CoreConfig {
     /// When set, election timeouts are drawn from this seed instead of the thread RNG, so a
     /// simulation replays exactly. Production leaves it `None`.
     pub timeout_seed: Option<u64>,
+    /// Decides whether snapshot data from a peer is a state the owner can install. A snapshot
+    /// it refuses is never stepped, so never persisted.
+    pub snapshot_validator: SnapshotValidator,
 }
 
 /// SplitMix64: a tiny, well-known PRNG, enough to draw election timeouts reproducibly.
@@ -179,6 +195,9 @@ pub struct RaftNode {
     election_ticks: usize,
     jitter: Option<SplitMix>,
     snapshots_sent: Vec<u64>,
+    /// The fixed voter set, sorted.
+    voters: Vec<u64>,
+    snapshot_validator: SnapshotValidator,
 }
 
 impl RaftNode {
@@ -187,6 +206,12 @@ impl RaftNode {
     /// plus those.
     pub fn new(cfg: &CoreConfig, store: RaftStore) -> Result<Self, RaftError> {
         let applied = store.snapshot_index();
+        let mut voters = store
+            .initial_state()
+            .map_err(|e| RaftError::Raft(e.to_string()))?
+            .conf_state
+            .voters;
+        voters.sort_unstable();
         let raft_cfg = Config {
             id: cfg.id.get(),
             election_tick: cfg.election_ticks,
@@ -213,6 +238,8 @@ impl RaftNode {
             election_ticks: cfg.election_ticks,
             jitter: cfg.timeout_seed.map(SplitMix),
             snapshots_sent: Vec::new(),
+            voters,
+            snapshot_validator: cfg.snapshot_validator,
         };
         node.reseed_timeout();
         Ok(node)
@@ -263,6 +290,16 @@ impl RaftNode {
         }
         if raft::raw_node::is_local_msg(msg.get_msg_type()) {
             return Err(bad(format!("local message type {:?}", msg.get_msg_type())));
+        }
+        let local = validate::Local {
+            id: self.id.get(),
+            term: self.raw.raft.term,
+            last_index: self.raw.raft.raft_log.last_index(),
+            voters: &self.voters,
+            snapshot_validator: self.snapshot_validator,
+        };
+        if let Err(reason) = validate::check(&msg, &local) {
+            return Err(bad(format!("invalid {:?}: {reason}", msg.get_msg_type())));
         }
         let result = self
             .raw
@@ -391,3 +428,6 @@ fn collect_committed(entries: Vec<Entry>, out: &mut Vec<CommittedEntry>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
