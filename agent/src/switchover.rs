@@ -850,6 +850,7 @@ mod tests {
                     Err(crate::actuator::redis::RedisActionError {
                         addr: "old master".into(),
                         message: "CONFIG SET timed out".into(),
+                        refused: false,
                     })
                 });
             }
