@@ -416,7 +416,13 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         waiting: Some("starting".into()),
         ..LocalRedisView::default()
     }));
-    let (target_tx, target_rx) = watch::channel::<Option<Target>>(None);
+    // The reconciler starts from the restored state at once. Waiting for the first applied
+    // entry would leave it idle for good when the snapshot sits exactly at the applied index
+    // of a quiet cluster (nothing is replayed, nothing new commits): it would never fence,
+    // route, or make its Redis follow the master. Acting on a restored, possibly stale state is
+    // safe: without a lease it only fences, peers grant no lease to an agent whose reports
+    // show it behind the newest decision, and the local Redis is untrusted until a fresh grant.
+    let (target_tx, target_rx) = watch::channel::<Option<Target>>(Some(redis_target(&sm.state)));
     let redis_managed = cfg.config.redis.is_some();
     if redis_managed {
         spawn_reconciler(
@@ -545,13 +551,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 }
                 cluster_arc = Arc::new(sm.state.clone());
                 if redis_managed {
-                    let target = Target {
-                        authority: sm.state.redis.clone(),
-                        maintenance: sm.state.maintenance.enabled,
-                        has_lease: false,
-                        lease_granted_at_ms: None,
-                        now_ms: 0,
-                    };
+                    let target = redis_target(&sm.state);
                     target_tx.send_if_modified(|cur| {
                         let changed = cur.as_ref() != Some(&target);
                         if changed {
@@ -767,6 +767,18 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         tracing::info!("agent stopped");
     }
     result
+}
+
+/// What the local reconciler drives towards, from the applied state (the lease and the clock
+/// are filled in by the reconciler task).
+fn redis_target(state: &ClusterState) -> Target {
+    Target {
+        authority: state.redis.clone(),
+        maintenance: state.maintenance.enabled,
+        has_lease: false,
+        lease_granted_at_ms: None,
+        now_ms: 0,
+    }
 }
 
 /// Metrics and logs for a newly applied change of Redis master.

@@ -807,3 +807,106 @@ fn sigterm_stops_a_node_cleanly_and_it_rejoins() {
         "restart of a running node must fail"
     );
 }
+
+/// Review finding: the reconciler's target was published only after an entry applied. A
+/// follower restarted with its snapshot exactly at its applied index replays nothing, and in a
+/// quiet cluster nothing new commits: its reconciler waited ("no committed state applied yet")
+/// for good, and never fenced, routed, or made its Redis follow the master.
+/// Here every applied entry is snapshotted (`snapshot_entries = 1`) and `[redis]` names ports
+/// where nothing listens: no Redis server is needed to see whether the reconciler runs (its
+/// cycles report the refused connection), and with no Redis to record, nothing new commits.
+#[test]
+fn restarted_follower_reconciles_from_its_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut builder = LocalCluster::builder();
+    for n in NODES {
+        let config = write_config(dir.path(), n, |t| {
+            let mut t = t.replace(
+                "heartbeat_ticks = 2\n",
+                "heartbeat_ticks = 2\nsnapshot_entries = 1\n",
+            );
+            for p in NODES {
+                t = t.replacen(
+                    &format!("api_addr = \"127.0.0.1:710{p}\"\n"),
+                    &format!(
+                        "api_addr = \"127.0.0.1:710{p}\"\nredis_addr = \"127.0.0.1:{}\"\n",
+                        16390 + p
+                    ),
+                    1,
+                );
+            }
+            t + "\n[redis]\ncross_check = false\n"
+        })
+        .expect("config");
+        builder = builder.config(n, &config);
+    }
+    let mut cluster = builder.start().expect("start the local cluster");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .expect("leader");
+    let n = others(leader.id)[0];
+    // A few entries, so that there is a snapshot; then let every node apply them.
+    for on in [true, false] {
+        let r = cluster
+            .post_maintenance(leader.id, on, "snapshot test")
+            .expect("POST maintenance");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Quiet: the follower applied everything, its snapshot sits at its applied index, and
+    // nothing new commits for half a second.
+    let sample = |c: &LocalCluster| -> std::result::Result<u64, String> {
+        let commit = c.caught_up(n, &NODES)?;
+        let me = c.status(n).map_err(|e| format!("{e:#}"))?;
+        if me.snapshot_index.0 == me.applied_index.0 && me.applied_index.0 == commit {
+            Ok(commit)
+        } else {
+            Err(format!(
+                "snapshot {} applied {} commit {commit}",
+                me.snapshot_index.0, me.applied_index.0
+            ))
+        }
+    };
+    let applied = wait_for(
+        "n{n} to snapshot at its applied index, quietly",
+        SETTLE,
+        || {
+            let before = sample(&cluster)?;
+            std::thread::sleep(Duration::from_millis(500));
+            match sample(&cluster)? {
+                after if after == before => Ok(after),
+                after => Err(format!("index moved from {before} to {after}")),
+            }
+        },
+    )
+    .expect("quiet");
+    let cycles = |c: &LocalCluster| -> std::result::Result<(u64, String), String> {
+        let body = c.get(n, "/v1/status").map_err(|e| format!("{e:#}"))?.body;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let local = &v["redis"]["local"];
+        Ok((
+            local["cycles"].as_u64().unwrap_or(0),
+            local["waiting"].as_str().unwrap_or("").to_string(),
+        ))
+    };
+    wait_for("n{n}'s reconciler to run", SETTLE, || {
+        match cycles(&cluster)? {
+            (c, _) if c > 0 => Ok(()),
+            (_, w) => Err(format!("waiting: {w}")),
+        }
+    })
+    .expect("reconciler runs before the restart");
+    let status = cluster.stop(n).expect("SIGTERM");
+    assert!(status.success(), "n{n} exited with {status}");
+    cluster.restart(n).expect("restart");
+    wait_for("the restarted follower to reconcile", SETTLE, || {
+        let me = cluster.status(n).map_err(|e| format!("{e:#}"))?;
+        if me.applied_index.0 < applied {
+            return Err(format!("applied {} < {applied}", me.applied_index.0));
+        }
+        match cycles(&cluster)? {
+            (c, _) if c > 0 => Ok(()),
+            (_, w) => Err(format!("no reconciliation cycle yet, waiting: {w}")),
+        }
+    })
+    .expect("the restarted follower reconciles from its snapshot");
+}
