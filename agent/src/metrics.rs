@@ -74,7 +74,8 @@ pub struct Metrics {
     pub redis_epoch: IntGauge,
     /// Committed changes of Redis master applied here, by kind.
     pub redis_failovers: IntCounterVec,
-    /// Leader only: seconds from a majority seeing the master down to the change committed.
+    /// Leader only: seconds from the old master's first failed check (estimated from the reports)
+    /// to the automatic change of master applied here.
     pub redis_failover_duration: HistogramVec,
     /// Times this agent fenced its local Redis.
     pub redis_fence_events: IntCounter,
@@ -158,7 +159,9 @@ impl Metrics {
         let redis_failover_duration = HistogramVec::new(
             HistogramOpts::new(
                 "triad_redis_failover_duration_seconds",
-                "Leader: time from a majority seeing the Redis master down to the change committed.",
+                "Leader: time from the old Redis master's first failed check (estimated from \
+                 the reports: their age plus the probe interval per failed check) to the \
+                 automatic change of master applied on the leader.",
             )
             .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0]),
             &["kind"],

@@ -33,7 +33,7 @@ use crate::cluster::{
 };
 use crate::codec::{self, Proposal, ProposalId};
 use crate::config::{self, Validated};
-use crate::decide::redis::{RedisInputs, RedisPlan};
+use crate::decide::redis::{first_failure_age_ms, RedisInputs, RedisPlan};
 use crate::decide::timeline::{embargo, RedisTimeline};
 use crate::decide::{self, View};
 use crate::health::HealthStore;
@@ -412,6 +412,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let quorum = member_ids.len() / 2 + 1;
     let fo = cfg.config.failover.clone();
     let settings = fo.settings();
+    let redis_probe_interval_ms = cfg.config.redis.as_ref().map_or(0, |r| {
+        u64::try_from(r.effective_timing(&cfg.config.probes).interval.as_millis()).unwrap_or(0)
+    });
     let redis_local = Arc::new(std::sync::Mutex::new(LocalRedisView {
         waiting: Some("starting".into()),
         ..LocalRedisView::default()
@@ -651,7 +654,15 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     });
                     if let Some(rp) = &plan.redis {
                         if !rp.candidates.is_empty() {
-                            down_since.get_or_insert(now);
+                            // Measured from the old master's first failed check (as the
+                            // reports tell it), not from this decision.
+                            down_since.get_or_insert_with(|| {
+                                let age = sm.state.redis.master.and_then(|m| {
+                                    first_failure_age_ms(&seen, m, redis_probe_interval_ms)
+                                });
+                                age.and_then(|a| now.checked_sub(Duration::from_millis(a)))
+                                    .unwrap_or(now)
+                            });
                         } else if rp.verdict.starts_with("no action") {
                             down_since = None;
                         }

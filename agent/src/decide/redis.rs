@@ -385,6 +385,24 @@ pub fn candidates(i: &RedisInputs<'_>) -> Vec<Candidate> {
     i.authority.master.map(|m| rank(i, m)).unwrap_or_default()
 }
 
+/// How long ago, at the earliest, an observer's checks of `subject`'s Redis started failing,
+/// as far as the reports tell: the report's age plus one probe `interval_ms` for every failed
+/// check before the last one. `None` when no view of it is failing. An estimate within one
+/// probe interval; used to measure a failover from the failure rather than from the decision.
+pub fn first_failure_age_ms(seen: &[Seen], subject: NodeId, interval_ms: u64) -> Option<u64> {
+    seen.iter()
+        .filter(|s| {
+            s.observation.id.service == Service::Redis
+                && s.observation.id.subject == subject
+                && s.observation.failures > 0
+        })
+        .map(|s| {
+            let earlier = u64::from(s.observation.failures - 1).saturating_mul(interval_ms);
+            s.age_ms.saturating_add(earlier)
+        })
+        .max()
+}
+
 /// A live replica that still reports an up-to-date link to `master`, if any.
 fn replica_with_link_up(i: &RedisInputs<'_>, master: NodeId) -> Option<NodeId> {
     i.members
@@ -525,5 +543,54 @@ fn initial(i: &RedisInputs<'_>) -> RedisPlan {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UnixMillis;
+    use crate::probe::{CheckResult, FailureKind, Observation, ProbeId, Status};
+
+    fn view(observer: u64, subject: u64, failures: u32, age_ms: u64) -> Seen {
+        Seen {
+            observer: NodeId(observer),
+            observation: Observation {
+                id: ProbeId {
+                    subject: NodeId(subject),
+                    service: Service::Redis,
+                    target: String::new(),
+                },
+                status: if failures > 0 {
+                    Status::Unreachable
+                } else {
+                    Status::Healthy
+                },
+                last: CheckResult::unreachable(FailureKind::Timeout, "timed out"),
+                failures,
+                successes: 0,
+                latency_us: 0,
+                observed_at: UnixMillis(0),
+            },
+            age_ms,
+        }
+    }
+
+    /// The failover duration metric starts at the first failed check, not at the decision.
+    #[test]
+    fn first_failure_is_the_oldest_failing_check_of_the_subject() {
+        let seen = [
+            view(1, 1, 3, 100), // two checks of 300 ms before the last one, 100 ms ago
+            view(2, 1, 1, 400),
+            view(3, 1, 0, 10),   // healthy: does not count
+            view(2, 2, 9, 9000), // another subject
+        ];
+        assert_eq!(first_failure_age_ms(&seen, NodeId(1), 300), Some(700));
+        assert_eq!(first_failure_age_ms(&seen, NodeId(3), 300), None);
+        let absurd = [view(1, 1, u32::MAX, u64::MAX)];
+        assert_eq!(
+            first_failure_age_ms(&absurd, NodeId(1), 300),
+            Some(u64::MAX)
+        );
     }
 }
