@@ -358,12 +358,21 @@ fn default_max_frame_bytes() -> usize {
 ///
 /// Timing invariant (checked at load): the silent path promotes a replica only
 /// `lease + clock_margin` after a quorum applied the suspicion of the old master; the old
-/// master's agent must have fenced it by then. Its lease ends at most `lease` after the last
-/// grant, and it fences within one `reconcile_interval` plus one `action_timeout` (plus the
-/// start-up grace of two ping intervals when the agent itself just started), so
-/// `clock_margin >= reconcile_interval + action_timeout + 2 * raft.tick_interval *
-/// raft.heartbeat_ticks` must hold. Clock *rate* drift between VMs is far below 1 % and is
-/// covered by the rest of the margin.
+/// master's agent must have taken it out of its HAProxy and fenced it by then. The arithmetic:
+/// - its lease ends at most `lease` after the last grant (`L`);
+/// - each side of a reconciliation cycle (all its Redis commands, all its HAProxy commands)
+///   is cut at `action_timeout`, so a cycle takes at most `2 * action_timeout`; the agent
+///   counts its lease as lapsed once less than that is left, so a cycle that starts with the
+///   lease ends by `L`;
+/// - the next cycle starts within `reconcile_interval` of the previous start, or at once when
+///   that one overran, so by `L + max(reconcile_interval, 2 * action_timeout) - 2 *
+///   action_timeout`; it runs without the lease: HAProxy out of service first, then the fence,
+///   each within `action_timeout`: done by `L + max(reconcile_interval, 2 * action_timeout)`;
+/// - an agent that just started waits up to two ping intervals for its first grants.
+///
+/// Hence `clock_margin >= max(reconcile_interval, 2 * action_timeout) + 2 *
+/// raft.tick_interval * raft.heartbeat_ticks`. Clock *rate* drift between VMs is far below
+/// 1 % and is covered by the rest of the margin.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverSection {
@@ -400,8 +409,9 @@ pub struct FailoverSection {
     /// Period of the local reconciliation of Redis and HAProxy. `10ms` to `60s`. Default `250ms`.
     #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
     pub reconcile_interval: Duration,
-    /// Deadline of one Redis or HAProxy command sent by the reconciler. `10ms` to `60s`.
-    /// Default `500ms`.
+    /// Deadline of each side of one reconciliation cycle: all its Redis commands together, and
+    /// all its HAProxy commands together (so of every single command too). `10ms` to `60s`.
+    /// Default `300ms`; see the timing invariant.
     #[serde(default = "default_action_timeout", with = "humantime_serde")]
     pub action_timeout: Duration,
     /// The `min-replicas-to-write` value Triad keeps on every Redis when not fenced (fencing
@@ -484,7 +494,7 @@ fn default_reconcile_interval() -> Duration {
     Duration::from_millis(250)
 }
 fn default_action_timeout() -> Duration {
-    Duration::from_millis(500)
+    Duration::from_millis(300)
 }
 
 /// `[haproxy]`: the local HAProxy's admin socket and the Redis backend Triad drives.
@@ -1107,7 +1117,7 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
             value,
             MIN_RECONCILE,
             MAX_RECONCILE,
-            "the old master's agent fences it within reconcile_interval + action_timeout",
+            "the old master's agent fences it within max(reconcile_interval, 2 * action_timeout)",
         )?;
     }
     // Bounded by validate's [raft] checks; checked all the same.
@@ -1136,15 +1146,18 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let needed = ping
+    // The worst case from a lapsed lease to HAProxy out of service and Redis fenced (see
+    // FailoverSection's timing invariant).
+    let needed = f
+        .action_timeout
         .checked_mul(2)
-        .and_then(|p| p.checked_add(f.reconcile_interval))
-        .and_then(|p| p.checked_add(f.action_timeout))
+        .map(|cycle| cycle.max(f.reconcile_interval))
+        .and_then(|fenced| fenced.checked_add(ping.checked_mul(2)?))
         .ok_or_else(|| {
             invalid(
                 "failover.clock_margin",
-                "failover.reconcile_interval + failover.action_timeout + two ping intervals \
-                 (raft.tick_interval * raft.heartbeat_ticks) overflows"
+                "max(failover.reconcile_interval, 2 * failover.action_timeout) + two ping \
+                 intervals (raft.tick_interval * raft.heartbeat_ticks) overflows"
                     .into(),
             )
         })?;
@@ -1152,9 +1165,11 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
         return Err(invalid(
             "failover.clock_margin",
             format!(
-                "{:?} breaks the timing invariant: it must cover reconcile_interval + \
-                 action_timeout + two ping intervals ({needed:?}), or a cut-off master could \
-                 still accept writes when the majority promotes another",
+                "{:?} breaks the timing invariant: it must cover max(reconcile_interval, 2 * \
+                 action_timeout) + two ping intervals ({needed:?}), the longest a cut-off agent \
+                 takes to stop routing to its Redis and fence it after its lease lapsed; \
+                 otherwise a cut-off master could still accept writes when the majority \
+                 promotes another. Raise clock_margin or lower action_timeout",
                 f.clock_margin
             ),
         ));
@@ -1347,6 +1362,20 @@ tick_interval = "20ms"
                 "[raft]",
                 "[failover]\nlease = \"800ms\"\n[raft]",
                 &["failover.lease", "too short"],
+            ),
+            // The old check summed reconcile_interval + action_timeout + two pings (950ms
+            // here) and accepted this; a cycle of two sides takes up to 2 * action_timeout,
+            // so the worst case is max(250ms, 1s) + 200ms.
+            (
+                "tick_interval = \"20ms\"",
+                "tick_interval = \"50ms\"\nheartbeat_ticks = 2\n[failover]\n\
+                 clock_margin = \"1s\"\nreconcile_interval = \"250ms\"\n\
+                 action_timeout = \"500ms\"\n",
+                &[
+                    "failover.clock_margin",
+                    "max(reconcile_interval, 2 * action_timeout)",
+                    "1.2s",
+                ],
             ),
             (
                 "[raft]",

@@ -46,7 +46,7 @@ use crate::raft::transport::{Inbound, Transport, TransportConfig};
 use crate::raft::{
     CommittedEntry, CoreConfig, Output, RaftError, RaftNode, RaftStatus, RaftStore, Role,
 };
-use crate::reconcile::{CycleReport, HaproxyTarget, Reconciler, Target};
+use crate::reconcile::{usable_lease, CycleReport, HaproxyTarget, Reconciler, Target};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -878,7 +878,13 @@ fn spawn_reconciler(
             save_state: h.state_file.is_some(),
         }
     });
-    let mut rec = Reconciler::new(me, addrs, redis, haproxy);
+    // Each side of a cycle (Redis, HAProxy) shares one `action_timeout`; with the lease
+    // counted as lapsed once less than a full cycle of it is left, a cut-off agent has taken
+    // HAProxy out of service and fenced its Redis within max(reconcile_interval,
+    // 2 * action_timeout) of its lease running out (the config check's arithmetic).
+    let timer: crate::reconcile::Timer = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
+    let mut rec =
+        Reconciler::new(me, addrs, redis, haproxy).with_deadline(fo.action_timeout, timer);
     let quorum = cfg.members.len() / 2 + 1;
     let ping = c.raft.tick_interval * c.raft.heartbeat_ticks as u32;
     let grace = ping * 2;
@@ -899,7 +905,8 @@ fn spawn_reconciler(
                 _ = interval.tick() => { ticks += 1; }
                 r = targets.changed() => if r.is_err() { break },
             }
-            let lease = transport.lease(fo.lease, quorum - 1);
+            let mut lease = transport.lease(fo.lease, quorum - 1);
+            lease.valid = usable_lease(lease.valid, lease.remaining, fo.action_timeout);
             metrics.lease_valid.set(i64::from(lease.valid));
             let target = targets.borrow().clone();
             let key = (target.clone(), lease.valid);

@@ -42,8 +42,12 @@
 //! answers those writes with `READONLY` errors (refused, never lost).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
 
@@ -223,6 +227,39 @@ pub struct Reconciler {
     down: bool,
     /// Since when the local Redis is not trusted (first seen, back, or restarted).
     untrusted_since: Option<u64>,
+    /// The deadline of each side of a cycle, and the timer that measures it.
+    deadline: Option<(Duration, Timer)>,
+}
+
+/// Sleeps for the given time: how the reconciler measures its deadlines without naming a
+/// runtime (the agent passes tokio's sleep).
+pub type Timer = Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Runs `work` to completion, or until the deadline passes; whether it completed.
+async fn within(deadline: &Option<(Duration, Timer)>, work: impl Future<Output = ()>) -> bool {
+    let Some((d, timer)) = deadline else {
+        work.await;
+        return true;
+    };
+    let sleep = timer(*d);
+    futures::pin_mut!(work);
+    matches!(
+        futures::future::select(work, sleep).await,
+        futures::future::Either::Left(_)
+    )
+}
+
+fn cut(side: &str, deadline: &Option<(Duration, Timer)>) -> String {
+    let d = deadline.as_ref().map(|(d, _)| *d).unwrap_or_default();
+    format!("{side} side of the cycle cut at its deadline ({d:?}); retrying next cycle")
+}
+
+/// Whether a lease can be acted on: valid, with at least one full cycle (two sides, each
+/// bounded by `side_deadline`) left, so that a cycle that starts with the lease finishes
+/// before the lease runs out. A cycle that starts later runs as without a lease: it takes
+/// HAProxy out of service first and fences.
+pub fn usable_lease(valid: bool, remaining: Duration, side_deadline: Duration) -> bool {
+    valid && remaining > side_deadline.saturating_mul(2)
 }
 
 impl Reconciler {
@@ -244,6 +281,7 @@ impl Reconciler {
             seen: false,
             down: false,
             untrusted_since: None,
+            deadline: None,
         }
     }
 
@@ -252,11 +290,78 @@ impl Reconciler {
         (self.redis_fence.newest(), self.haproxy_fence.newest())
     }
 
+    /// Bounds each side of a cycle (all Redis commands of a cycle together, all HAProxy
+    /// commands together) by `deadline`, timed by `timer` (the agent passes tokio's sleep; a
+    /// side cut at its deadline is reported as an error and retried next cycle). Without it
+    /// (tests, the simulation, whose adapters answer at once) sides are not cut.
+    pub fn with_deadline(mut self, deadline: Duration, timer: Timer) -> Self {
+        self.deadline = Some((deadline, timer));
+        self
+    }
+
     /// Runs one cycle towards `target`. Never panics; errors end up in the report and the
     /// next cycle retries.
+    ///
+    /// Order: when this node must stop serving (no lease, or its own Redis is suspected), the
+    /// HAProxy side runs first: taking servers out of service does not depend on what the
+    /// local Redis answers, and a hung local Redis must not delay it. Otherwise the Redis side
+    /// runs first, so that a promotion is done before the local HAProxy routes to it.
     pub async fn cycle(&mut self, target: &Target) -> CycleReport {
         let mut report = CycleReport::default();
         let epoch = target.epoch();
+        let suspected_self = target
+            .authority
+            .suspect
+            .as_ref()
+            .is_some_and(|s| s.node == self.me);
+        let stop_serving = !target.has_lease || suspected_self;
+        let deadline = self.deadline.clone();
+        if stop_serving {
+            let done = within(
+                &deadline,
+                self.haproxy_side(target, epoch, Some(self.me), &mut report),
+            )
+            .await;
+            if !done {
+                report.haproxy_error = Some(cut("HAProxy", &deadline));
+            }
+        }
+        let mut local_out = None;
+        let done = within(
+            &deadline,
+            self.local_redis(target, epoch, suspected_self, &mut local_out, &mut report),
+        )
+        .await;
+        if !done {
+            // No answer in time: as unreachable (and untrusted once it answers again).
+            self.down = true;
+            report.redis_error = Some(cut("Redis", &deadline));
+            report.redis_settled = false;
+            local_out = Some(self.me);
+        }
+        if !stop_serving {
+            let done = within(
+                &deadline,
+                self.haproxy_side(target, epoch, local_out, &mut report),
+            )
+            .await;
+            if !done {
+                report.haproxy_error = Some(cut("HAProxy", &deadline));
+            }
+        }
+        report
+    }
+
+    /// The Redis side of a cycle: read the local Redis, decide whether it is trusted, run the
+    /// local plan. Sets `local_out` when the local server must stay out of the local HAProxy.
+    async fn local_redis(
+        &mut self,
+        target: &Target,
+        epoch: DecisionEpoch,
+        suspected_self: bool,
+        local_out: &mut Option<NodeId>,
+        report: &mut CycleReport,
+    ) {
         let info = self.redis.info().await;
         let reachable = info.is_ok();
         // Proof that the local Redis takes no writes without an answer from it: the connection
@@ -289,23 +394,14 @@ impl Reconciler {
             report.untrusted = true;
         }
         // Suspected by the cluster: this node's Redis must not take writes (as without a lease).
-        if target
-            .authority
-            .suspect
-            .as_ref()
-            .is_some_and(|s| s.node == self.me)
-        {
+        if suspected_self {
             redis_target.has_lease = false;
         }
-        self.redis_side(&redis_target, epoch, info, &mut report)
-            .await;
-        report.redis_settled = refused || report.redis_error.is_none();
         // The local server leaves the local HAProxy while it is down or not yet trusted; the
         // others follow the committed state and the lease as usual.
-        let local_out = (!reachable || self.untrusted_since.is_some()).then_some(self.me);
-        self.haproxy_side(target, epoch, local_out, &mut report)
-            .await;
-        report
+        *local_out = (!reachable || self.untrusted_since.is_some()).then_some(self.me);
+        self.redis_side(&redis_target, epoch, info, report).await;
+        report.redis_settled = refused || report.redis_error.is_none();
     }
 
     async fn redis_side(
@@ -664,6 +760,77 @@ mod tests {
         redis.with(|s| s.down = true);
         let r = futures::executor::block_on(rec.cycle(&Target { now_ms: 40, ..t }));
         assert!(r.redis_settled, "{r:?}");
+    }
+
+    /// A Redis that never answers (the real adapter's commands each wait `action_timeout`).
+    struct Silent;
+
+    impl RedisControl for Silent {
+        fn apply<'a>(
+            &'a self,
+            _: &'a RedisAction,
+            _: Epoch,
+        ) -> BoxFuture<'a, Result<(), RedisActionError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn is_fenced(&self) -> BoxFuture<'_, Result<bool, RedisActionError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn info(&self) -> BoxFuture<'_, Result<RedisInfo, RedisActionError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn pause_writes(&self, _: u64) -> BoxFuture<'_, Result<(), RedisActionError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn unpause(&self) -> BoxFuture<'_, Result<(), RedisActionError>> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    /// Review finding: the cycle read the local Redis (INFO, CONFIG GET, then the fence, each
+    /// with its own timeout) before it touched HAProxy, so after a lost lease a hung Redis
+    /// delayed taking HAProxy out of service by several timeouts. Now, without a lease, HAProxy
+    /// goes first, and each side is cut at its deadline.
+    #[test]
+    fn without_a_lease_haproxy_goes_first_and_a_silent_redis_is_cut_at_the_deadline() {
+        let (rec, _redis, h) = setup(1, RedisRole::Master);
+        let haproxy = rec.haproxy;
+        // The deadline "passes" as soon as a side waits at all: a side that can finish at
+        // once does, a side waiting on the silent Redis is cut.
+        let timer: Timer = Arc::new(|_| Box::pin(futures::future::ready(())));
+        let mut rec = Reconciler::new(NodeId(1), rec.addrs, Arc::new(Silent), haproxy)
+            .with_deadline(Duration::from_millis(300), timer);
+        rec.seen = true;
+        let t = Target {
+            authority: authority(1, 1, 10),
+            maintenance: false,
+            has_lease: false,
+            lease_granted_at_ms: None,
+            now_ms: 20,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(futures::executor::block_on(rec.cycle(&t)));
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the cycle ends at its deadline");
+        assert_eq!(modes(&h), [AdminMode::Maint; 3], "{r:?}");
+        assert!(
+            r.redis_error
+                .as_deref()
+                .is_some_and(|e| e.contains("deadline")),
+            "{r:?}"
+        );
+        assert!(!r.redis_settled, "{r:?}");
+    }
+
+    #[test]
+    fn a_lease_with_less_than_a_cycle_left_is_not_acted_on() {
+        let side = Duration::from_millis(300);
+        assert!(usable_lease(true, Duration::from_millis(601), side));
+        assert!(!usable_lease(true, Duration::from_millis(600), side));
+        assert!(!usable_lease(false, Duration::from_secs(2), side));
     }
 
     #[test]
