@@ -6,6 +6,12 @@
 //! - `GET /live`: 200 while the event loop ran within 3 tick intervals, else 503.
 //! - `GET /ready`: 200 once storage is loaded and a leader is known, else 503.
 //! - `GET /metrics`: Prometheus text format.
+//! - `GET /redis/master`: 200 when this node's Redis may take writes (committed master, not
+//!   suspected, this agent holds a usable lease, and a recent cycle found the local Redis a
+//!   trusted, unfenced master), else 503 with the reason. Every HAProxy's Redis backend checks
+//!   each server against its own agent with it (`option httpchk`, `check port` of the API):
+//!   a server whose agent says no, is dead or is cut off leaves every HAProxy, also those
+//!   whose own agent is dead. Unauthenticated, like `/live`: it reveals one bit.
 //! - `POST /v1/maintenance` `{"enabled": bool, "reason": "..."}`: commits through Raft and
 //!   answers once applied on this node.
 //!
@@ -187,6 +193,7 @@ pub fn router(h: Handles) -> Router {
         .route("/v1/status", get(status))
         .route("/live", get(live))
         .route("/ready", get(ready))
+        .route("/redis/master", get(redis_master))
         .route("/metrics", get(metrics))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/redis/switchover", post(redis_switchover))
@@ -329,6 +336,49 @@ async fn ready(State(h): State<Arc<Handles>>) -> Response {
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no leader known yet",
+        ),
+    }
+}
+
+async fn redis_master(State(h): State<Arc<Handles>>) -> Response {
+    let core = h.status.borrow().clone();
+    let c = &h.config.config;
+    let Some(redis) = &core.redis else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[redis] is not configured on this agent",
+        );
+    };
+    let (view, at) = match redis.local.lock() {
+        Ok(v) => (v.last_cycle.clone(), v.last_cycle_at),
+        Err(_) => (None, None),
+    };
+    // The lease as of now, not as of the last cycle.
+    let quorum = h.config.members.len() / 2 + 1;
+    let lease = h.transport.lease(c.failover.lease, quorum - 1);
+    let lease_valid =
+        crate::reconcile::usable_lease(lease.valid, lease.remaining, c.failover.action_timeout);
+    // A quiet reconciler runs a full cycle every 4th period; allow one cycle's deadlines more.
+    let fresh_for = c.failover.reconcile_interval.saturating_mul(4)
+        + c.failover.action_timeout.saturating_mul(2);
+    let recent = at.filter(|t| t.elapsed() <= fresh_for).and(view);
+    let stale = at.is_some() && recent.is_none();
+    match crate::reconcile::serving_master(
+        h.config.node_id(),
+        &core.cluster.redis,
+        lease_valid,
+        recent.as_ref(),
+    ) {
+        Ok(()) => (StatusCode::OK, "master\n").into_response(),
+        Err(why) if stale => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not serving: the last reconciliation cycle is older than {fresh_for:?} ({why})"
+            ),
+        ),
+        Err(why) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not serving: {why}"),
         ),
     }
 }

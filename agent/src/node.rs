@@ -239,6 +239,10 @@ pub struct LocalRedisView {
     /// the peers).
     #[serde(default)]
     pub reconciled_index: u64,
+    /// When the last cycle ended (this process's monotonic clock); HAProxy's check of the
+    /// local Redis trusts only a recent cycle.
+    #[serde(skip)]
+    pub last_cycle_at: Option<Instant>,
 }
 
 /// Liveness of the event loop, shared with the API.
@@ -987,6 +991,7 @@ fn spawn_reconciler(
                 v.cycles += 1;
                 v.waiting = None;
                 v.last_cycle = Some(report.clone());
+                v.last_cycle_at = Some(Instant::now());
                 if report.redis_settled {
                     v.reconciled_index = v.reconciled_index.max(target.decision_index().0);
                 }

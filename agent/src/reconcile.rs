@@ -254,6 +254,59 @@ fn cut(side: &str, deadline: &Option<(Duration, Timer)>) -> String {
     format!("{side} side of the cycle cut at its deadline ({d:?}); retrying next cycle")
 }
 
+/// Whether this node's Redis may take writes, as its own agent answers HAProxy's check of it
+/// (`GET /redis/master`): it is the committed master and not suspected, this agent holds a
+/// usable lease, and its latest cycle found the local Redis a trusted, unfenced master. `Err`
+/// says why not.
+///
+/// Every HAProxy checks every Redis server against *that server's* agent, so a server leaves
+/// every HAProxy, those of dead or lagging agents included, as soon as its own agent says no
+/// (or is dead, or cut off): a resumed old master is never routed to by an HAProxy that its
+/// agent cannot reach. The silent path's wait covers the check period (see the README).
+pub fn serving_master(
+    me: NodeId,
+    authority: &RedisAuthority,
+    lease_valid: bool,
+    last: Option<&CycleReport>,
+) -> Result<(), String> {
+    if authority.master != Some(me) {
+        return Err(match authority.master {
+            Some(m) => format!(
+                "not the committed master ({m} is, epoch {})",
+                authority.epoch
+            ),
+            None => "no Redis master committed yet".into(),
+        });
+    }
+    if authority.suspect.as_ref().is_some_and(|s| s.node == me) {
+        return Err("suspected by the cluster: failing over".into());
+    }
+    if !lease_valid {
+        return Err("no lease: this agent lost contact with a quorum".into());
+    }
+    let Some(r) = last else {
+        return Err("no reconciliation cycle yet".into());
+    };
+    if r.untrusted {
+        return Err("local Redis not trusted yet (waiting for a fresh lease grant)".into());
+    }
+    match (r.redis_role.as_deref(), r.redis_fenced) {
+        (Some("master"), Some(false)) if r.redis_error.is_none() => Ok(()),
+        _ => Err(match &r.redis_error {
+            Some(e) => format!("local Redis: {e}"),
+            None => format!(
+                "local Redis is {} and {}",
+                r.redis_role.as_deref().unwrap_or("of unknown role"),
+                match r.redis_fenced {
+                    Some(true) => "fenced",
+                    Some(false) => "not fenced",
+                    None => "of unknown fence",
+                }
+            ),
+        }),
+    }
+}
+
 /// Whether a lease can be acted on: valid, with at least one full cycle (two sides, each
 /// bounded by `side_deadline`) left, so that a cycle that starts with the lease finishes
 /// before the lease runs out. A cycle that starts later runs as without a lease: it takes
@@ -831,6 +884,65 @@ mod tests {
         assert!(usable_lease(true, Duration::from_millis(601), side));
         assert!(!usable_lease(true, Duration::from_millis(600), side));
         assert!(!usable_lease(false, Duration::from_secs(2), side));
+    }
+
+    /// Golden table for the answer to HAProxy's check of the local Redis.
+    #[test]
+    fn serving_master_table() {
+        let ok = CycleReport {
+            redis_role: Some("master".into()),
+            redis_fenced: Some(false),
+            ..CycleReport::default()
+        };
+        let fenced = CycleReport {
+            redis_fenced: Some(true),
+            ..ok.clone()
+        };
+        let untrusted = CycleReport {
+            untrusted: true,
+            ..ok.clone()
+        };
+        let failed = CycleReport {
+            redis_error: Some("no answer".into()),
+            ..ok.clone()
+        };
+        let mut suspected = authority(1, 1, 10);
+        suspected.suspect = Some(crate::cluster::Suspect {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            index: LogIndex(12),
+            reason: String::new(),
+        });
+        let a1 = authority(1, 1, 10);
+        let a2 = authority(2, 2, 20);
+        let cases: [(
+            &RedisAuthority,
+            bool,
+            Option<&CycleReport>,
+            Result<(), &str>,
+        ); 8] = [
+            (&a1, true, Some(&ok), Ok(())),
+            (
+                &a2,
+                true,
+                Some(&ok),
+                Err("not the committed master (n2 is, epoch 2)"),
+            ),
+            (&suspected, true, Some(&ok), Err("suspected")),
+            (&a1, false, Some(&ok), Err("no lease")),
+            (&a1, true, None, Err("no reconciliation cycle yet")),
+            (&a1, true, Some(&untrusted), Err("not trusted")),
+            (&a1, true, Some(&fenced), Err("master and fenced")),
+            (&a1, true, Some(&failed), Err("local Redis: no answer")),
+        ];
+        for (i, (a, lease, last, want)) in cases.into_iter().enumerate() {
+            let got = serving_master(NodeId(1), a, lease, last);
+            match (want, &got) {
+                (Ok(()), Ok(())) => {}
+                (Err(w), Err(g)) if g.contains(w) => {}
+                _ => panic!("case {i}: want {want:?}, got {got:?}"),
+            }
+        }
     }
 
     #[test]

@@ -58,7 +58,9 @@ use triad::probe::redis_info::{RedisInfo, RedisRole};
 use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds, Tracker};
 use triad::raft::transport::lease_from_grants;
 use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
-use triad::reconcile::{usable_lease, HaproxyTarget, Reconciler, Target};
+use triad::reconcile::{
+    serving_master, usable_lease, CycleReport, HaproxyTarget, Reconciler, Target,
+};
 
 const N: u64 = 3;
 const STEP_MS: u64 = 50;
@@ -80,6 +82,10 @@ const SETTINGS: FailoverSettings = FailoverSettings {
     link_stale_after_s: 3,
 };
 const GRACE_MS: u64 = 2 * PING_EVERY * STEP_MS;
+/// Every HAProxy checks each Redis server against that server's agent (`GET /redis/master`)
+/// every `CHECK_EVERY` steps (`inter 300ms fall 1 rise 1`); a check of an agent it cannot
+/// reach fails only when it times out, one period later (`timeout check 300ms`).
+const CHECK_EVERY: u64 = 6;
 /// `failover.action_timeout` (each side of a cycle); the simulated adapters answer at once,
 /// so it only shortens the usable lease, as in the agent.
 const ACTION_TIMEOUT: Duration = Duration::from_millis(300);
@@ -156,6 +162,10 @@ struct Agent {
     /// Peers whose pings go unanswered, as last computed by the agent's loop (all of them
     /// until the first computation, as in the transport).
     embargo: BTreeSet<NodeId>,
+    /// Whether its lease was usable at its last cycle, and that cycle's report: what it answers
+    /// to HAProxy's check of its Redis (`GET /redis/master`).
+    lease_valid: bool,
+    last_report: Option<CycleReport>,
     /// The target the last cycle ran for (a new one runs a cycle at once, as the agent's
     /// reconciler task wakes on a new target).
     last_target: Option<(Option<NodeId>, Epoch, Option<u64>, bool)>,
@@ -192,6 +202,10 @@ struct Sim {
     wall_skew: Vec<i64>,
     net: Vec<InFlight>,
     blocked: BTreeSet<(u64, u64)>,
+    /// Each HAProxy's check verdict on each Redis server, by (HAProxy node, server node).
+    check_up: BTreeMap<(u64, u64), bool>,
+    /// Checks of an unreachable agent, timing out: (HAProxy, server) -> step it fails at.
+    check_timeouts: BTreeMap<(u64, u64), u64>,
     /// Links that drop Raft messages only (reports and pings pass): a lagging agent.
     raft_cut: BTreeSet<(u64, u64)>,
     loss_pct: u32,
@@ -308,6 +322,8 @@ impl Sim {
             wall_skew: vec![0; N as usize],
             net: Vec::new(),
             blocked: BTreeSet::new(),
+            check_up: BTreeMap::new(),
+            check_timeouts: BTreeMap::new(),
             raft_cut: BTreeSet::new(),
             loss_pct: 0,
             slow_probes: vec![false; N as usize],
@@ -385,6 +401,8 @@ impl Sim {
             reconciled: 0,
             applied_key: None,
             last_target: None,
+            lease_valid: false,
+            last_report: None,
             embargo: members().into_iter().filter(|&m| m != id).collect(),
         });
         Ok(())
@@ -699,6 +717,7 @@ impl Sim {
         for i in 0..N as usize {
             self.agent_work(i)?;
         }
+        self.haproxy_checks();
         self.check_writable()
     }
 
@@ -1055,6 +1074,8 @@ impl Sim {
             now_ms: now,
         };
         let report = futures::executor::block_on(a.rec.cycle(&target));
+        a.lease_valid = has_lease;
+        a.last_report = Some(report.clone());
         a.last_target = Some((
             state.redis.master,
             state.redis.epoch,
@@ -1064,6 +1085,18 @@ impl Sim {
         if report.redis_settled && target.decision_index().0 > a.reconciled {
             a.reconciled = target.decision_index().0;
             a.dirty = true;
+        }
+        // `set server ... health up` marks the server up until HAProxy's next check says
+        // otherwise.
+        for action in &report.haproxy_actions {
+            if let Some(n) = action
+                .strip_prefix("set server be_redis/redis")
+                .and_then(|rest| rest.strip_suffix(" health up"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                self.check_up.insert((me.get(), n), true);
+                self.check_timeouts.remove(&(me.get(), n));
+            }
         }
         if !lease.valid {
             if let Some(x) = report.redis_actions.iter().find(|x| *x != "fence") {
@@ -1101,7 +1134,43 @@ impl Sim {
         Ok(())
     }
 
-    /// Servers each HAProxy routes to right now: ready, reachable, and accepting writes.
+    /// HAProxy's own checks of every Redis server against that server's agent.
+    fn haproxy_checks(&mut self) {
+        for h in 1..=N {
+            for s in 1..=N {
+                if let Some(&at) = self.check_timeouts.get(&(h, s)) {
+                    if self.step_no >= at {
+                        self.check_timeouts.remove(&(h, s));
+                        self.check_up.insert((h, s), false);
+                    }
+                }
+                if !(self.step_no + h).is_multiple_of(CHECK_EVERY) {
+                    continue;
+                }
+                if !(self.reachable(h, s) && self.reachable(s, h)) {
+                    self.check_timeouts
+                        .entry((h, s))
+                        .or_insert(self.step_no + CHECK_EVERY);
+                    continue;
+                }
+                self.check_timeouts.remove(&(h, s));
+                // A dead agent refuses the connection: down at once.
+                let up = self.agents[s as usize - 1].as_ref().is_some_and(|a| {
+                    serving_master(
+                        NodeId(s),
+                        &a.sm.state.redis,
+                        a.lease_valid,
+                        a.last_report.as_ref(),
+                    )
+                    .is_ok()
+                });
+                self.check_up.insert((h, s), up);
+            }
+        }
+    }
+
+    /// Servers each HAProxy routes to right now: ready, up by its check, reachable, and
+    /// accepting writes.
     fn writable_through(&self, h: u64) -> Vec<u64> {
         let rows = futures::executor::block_on(
             self.haproxy[h as usize - 1].show_servers_state(Some("be_redis")),
@@ -1110,6 +1179,7 @@ impl Sim {
         rows.iter()
             .filter(|r| r.admin_state.mode() == AdminMode::Ready)
             .filter_map(|r| r.server.strip_prefix("redis")?.parse::<u64>().ok())
+            .filter(|&s| self.check_up.get(&(h, s)).copied().unwrap_or(false))
             .filter(|&s| self.reachable(h, s) && self.reachable(s, h) && self.accepts_writes(s))
             .collect()
     }
@@ -1171,6 +1241,13 @@ impl Sim {
                 .collect();
             if ready != [format!("redis{m}")] {
                 return Err(format!("n{n}'s HAProxy routes to {ready:?}, not redis{m}"));
+            }
+            // And writes go through: the check against n{m}'s agent passes, the guard is met.
+            let writable = self.writable_through(n);
+            if writable != [m] {
+                return Err(format!(
+                    "n{n}'s HAProxy takes writes on {writable:?}, not on n{m}"
+                ));
             }
         }
         Ok(())
@@ -1571,6 +1648,38 @@ fn scenario_a_hung_master_is_not_counted_as_fenced() {
             if sim.fast_promotions + sim.silent_promotions == promoted_before {
                 return Err(sim.fail("scenario: no promotion was proposed"));
             }
+            Ok(())
+        });
+    }
+}
+
+/// Review finding: X's Redis hangs and Y is promoted; Z's agent is dead, so Z's Redis still
+/// follows X and Z's HAProxy still routes to X. When X resumes, Z's acknowledgements keep it
+/// writable and it takes writes through Z's HAProxy, which are lost. No agent can reach Z's
+/// HAProxy; what stops it is HAProxy's own check of each server against that server's agent
+/// (`GET /redis/master`): X's agent answers no from the moment it applied the suspicion or
+/// lost its lease, so every HAProxy, Z's included, has X down before Y is promoted.
+#[test]
+fn scenario_a_resumed_master_behind_a_dead_agents_haproxy() {
+    for seed in 1..=5 {
+        scenario("hung master, dead third agent", seed, |sim| {
+            let x = sim.settle()?;
+            let leader = sim.leader().unwrap_or(x);
+            let z = (1..=N)
+                .filter(|&n| n != x && n != leader)
+                .max()
+                .ok_or("no third node")?;
+            sim.agents[z as usize - 1] = None;
+            sim.log(format!("scenario: crash agent n{z}"));
+            sim.hang_redis(x);
+            sim.until(600, "a promotion", |s| {
+                (1..=N)
+                    .filter(|&n| n != z)
+                    .any(|n| s.applied(n).is_some_and(|(m, _)| m.is_some_and(|m| m != x)))
+            })?;
+            sim.quiet(4)?;
+            sim.restart_redis(x);
+            sim.quiet(200)?;
             Ok(())
         });
     }

@@ -19,8 +19,8 @@
 use std::fmt::Write as _;
 
 use super::spec::{
-    LabSpec, HAPROXY_CHECK_USER, HAPROXY_MYSQL_PORT, HAPROXY_REDIS_PORT, HAPROXY_WEB_PORT,
-    MONITOR_USER, MYSQL_PORT, PHPFPM_PORT, REDIS_PORT, SHOP_DB, SHOP_USER,
+    LabSpec, AGENT_API_PORT, HAPROXY_CHECK_USER, HAPROXY_MYSQL_PORT, HAPROXY_REDIS_PORT,
+    HAPROXY_WEB_PORT, MONITOR_USER, MYSQL_PORT, PHPFPM_PORT, REDIS_PORT, SHOP_DB, SHOP_USER,
 };
 
 /// The lab's generated passwords.
@@ -186,7 +186,8 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
         let disabled = if p == 1 { "" } else { " disabled" };
         let _ = writeln!(
             redis,
-            "    server redis{p} {ip}:{REDIS_PORT} check inter 1s fall 2 rise 1{disabled}"
+            "    server redis{p} {ip}:{REDIS_PORT} check port {AGENT_API_PORT} inter 300ms \
+             fall 1 rise 1{disabled}"
         );
         let backup = if p == 1 { "" } else { " backup" };
         let _ = writeln!(
@@ -226,6 +227,13 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
          backend be_redis\n\
          \x20   timeout connect 300ms\n\
          \x20   option redispatch 1\n\
+         \x20   # Each server is checked against its own agent: up only while that agent says\n\
+         \x20   # its Redis may take writes, so a server whose agent says no, is dead or is cut\n\
+         \x20   # off leaves this HAProxy even when the local agent is dead.\n\
+         \x20   option httpchk\n\
+         \x20   http-check send meth GET uri /redis/master\n\
+         \x20   http-check expect status 200\n\
+         \x20   timeout check 300ms\n\
          {redis}\
          frontend fe_mysql\n\
          \x20   bind 127.0.0.1:{HAPROXY_MYSQL_PORT}\n\
@@ -304,8 +312,12 @@ mod tests {
     #[test]
     fn haproxy_routes_redis_to_node1_and_keeps_fcgi_connections_closed() {
         let cfg = haproxy_cfg(&LabSpec::new("/bin/true"), 2);
-        assert!(cfg.contains("server redis1 10.77.0.11:6379 check inter 1s fall 2 rise 1\n"));
-        assert!(cfg.contains("server redis2 10.77.0.12:6379 check inter 1s fall 2 rise 1 disabled"));
+        assert!(cfg
+            .contains("server redis1 10.77.0.11:6379 check port 7100 inter 300ms fall 1 rise 1\n"));
+        assert!(cfg.contains(
+            "server redis2 10.77.0.12:6379 check port 7100 inter 300ms fall 1 rise 1 disabled"
+        ));
+        assert!(cfg.contains("http-check send meth GET uri /redis/master\n"));
         assert!(cfg.contains("server db3 10.77.0.13:3306 check inter 2s fall 2 rise 1 backup"));
         assert!(cfg.contains("    no option keep-conn\n"));
         // The local pool is the active one.
