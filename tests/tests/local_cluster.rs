@@ -909,4 +909,15 @@ fn restarted_follower_reconciles_from_its_snapshot() {
         }
     })
     .expect("the restarted follower reconciles from its snapshot");
+    // HAProxy's check of each Redis server asks that server's agent: with no master recorded,
+    // every agent says no, and says why.
+    for m in NODES {
+        let r = cluster.get(m, "/redis/master").expect("GET /redis/master");
+        assert_eq!(r.status, 503, "n{m}: {}", r.body);
+        assert!(
+            r.body.contains("no Redis master committed yet"),
+            "n{m}: {}",
+            r.body
+        );
+    }
 }
