@@ -1001,10 +1001,16 @@ fn spawn_reconciler(
     Ok(())
 }
 
-fn step(raft: &mut RaftNode, metrics: &Metrics, from: NodeId, bytes: &[u8]) {
+/// Steps one peer message; a refused one is logged and counted in
+/// `triad_raft_messages_rejected_total` by reason: `decode` (not a raft-rs message), `invalid`
+/// (refused by the checks of `raft::validate`), `refused` (by raft-rs itself), `mismatch`
+/// (sender, addressee or a local message type that does not fit this node).
+pub(crate) fn step(raft: &mut RaftNode, metrics: &Metrics, from: NodeId, bytes: &[u8]) {
     if let Err(err) = raft.step(from, bytes) {
         let reason = match &err {
             RaftError::BadMessage { reason, .. } if reason.starts_with("not a raft") => "decode",
+            // `RaftNode::step` words every validation refusal "invalid <type>: <why>".
+            RaftError::BadMessage { reason, .. } if reason.starts_with("invalid ") => "invalid",
             RaftError::BadMessage { reason, .. } if reason.starts_with("refused") => "refused",
             _ => "mismatch",
         };

@@ -878,10 +878,40 @@ fn kill9_redis_master_fails_over_and_every_haproxy_follows(lab: &Lab) -> Result<
     Ok(())
 }
 
+/// `CONFIG GET min-replicas-to-write` of node `n`'s Redis, asked from inside node `n`.
+fn redis_min_replicas_to_write(lab: &Lab, n: u64) -> Result<u32> {
+    let out = lab.redis_from(
+        n,
+        n,
+        &["CONFIG", "GET", "min-replicas-to-write"],
+        Duration::from_secs(2),
+    )?;
+    // Without a terminal, redis-cli prints the key and the value on two lines.
+    let mut lines = out.lines().map(str::trim);
+    match (lines.next(), lines.next()) {
+        (Some("min-replicas-to-write"), Some(v)) => v
+            .parse()
+            .with_context(|| format!("n{n}: min-replicas-to-write {v:?}")),
+        _ => bail!("n{n}: unexpected CONFIG GET reply {out:?}"),
+    }
+}
+
 fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) -> Result<()> {
     ensure!(
         lab.redis_master()? == 1,
         "the lab should start with the master on n1"
+    );
+    // The lab's agents run `[failover]` at its defaults. Redis's own guard
+    // (`min-replicas-to-write 1` with `min-replicas-max-lag`) also answers NOREPLICAS once no
+    // replica acknowledges, even when the agent does nothing; only the agent sets the fence
+    // value. Before the cut n1 carries the guard, not the fence.
+    let fo = triad::config::FailoverSection::default();
+    let fence = triad::actuator::redis::FENCE_MIN_REPLICAS;
+    let guard = redis_min_replicas_to_write(lab, 1)?;
+    ensure!(
+        guard == fo.redis_min_replicas_to_write,
+        "n1 before the cut: min-replicas-to-write {guard}, expected the guard {}",
+        fo.redis_min_replicas_to_write
     );
     lab.partition(1, None, false)?;
     let cut = Instant::now();
@@ -899,6 +929,23 @@ fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) 
     ensure!(
         fenced <= LEASE + Duration::from_secs(1) + lab::LAB_POLL * 2,
         "n1 fenced only {fenced:?} after the cut (lease {LEASE:?} + 1 s)"
+    );
+    // The agent's own fence, apart from the guard: its lease lapses at most `lease` after the
+    // cut, and it fences within the clock margin (which covers a reconcile cycle and one
+    // command deadline); one more reconcile cycle and two polls for the observation itself.
+    let bound = fo.lease + fo.clock_margin + fo.reconcile_interval + lab::LAB_POLL * 2;
+    let agent_fenced = lab.wait_for(
+        "n1's agent to fence its Redis (min-replicas-to-write at the fence value)",
+        bound.saturating_sub(cut.elapsed()).max(lab::LAB_POLL),
+        || match redis_min_replicas_to_write(lab, 1) {
+            Ok(v) if v == fence => Ok(cut.elapsed()),
+            Ok(v) => Err(format!("min-replicas-to-write {v}, not {fence}")),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    )?;
+    ensure!(
+        agent_fenced <= bound,
+        "n1's agent fenced only {agent_fenced:?} after the cut (bound {bound:?})"
     );
     lab.wait_for(
         "n1's HAProxy to route no Redis",
@@ -945,6 +992,11 @@ fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) 
         r.contains("NOREPLICAS"),
         "the island accepts writes again: {r}"
     );
+    let v = redis_min_replicas_to_write(lab, 1)?;
+    ensure!(
+        v == fence,
+        "n1's agent lifted its fence while cut off: min-replicas-to-write {v}"
+    );
     lab.heal()?;
     replica_of(lab, 1, new, Duration::from_secs(30))?;
     lab.wait_for(
@@ -955,7 +1007,10 @@ fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) 
             other => Err(format!("{other:?}")),
         },
     )?;
-    eprintln!("redis partition: n1 fenced after {fenced:?}, n{new} committed after {promoted:?}");
+    eprintln!(
+        "redis partition: n1 refused writes after {fenced:?}, its agent fenced after \
+         {agent_fenced:?}, n{new} committed after {promoted:?}"
+    );
     Ok(())
 }
 

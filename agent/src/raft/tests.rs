@@ -846,3 +846,5 @@ fn a_refused_snapshot_leaves_a_store_that_restarts() {
     assert!(net.commits(3), "{:?}", net.failures);
     assert!(net.failures.is_empty(), "{:?}", net.failures);
 }
+
+mod over_tcp;
