@@ -915,12 +915,14 @@ mod tests {
         });
         let a1 = authority(1, 1, 10);
         let a2 = authority(2, 2, 20);
-        let cases: [(
-            &RedisAuthority,
+        /// Authority, lease usable, last cycle, expected answer.
+        type Case<'a> = (
+            &'a RedisAuthority,
             bool,
-            Option<&CycleReport>,
-            Result<(), &str>,
-        ); 8] = [
+            Option<&'a CycleReport>,
+            Result<(), &'a str>,
+        );
+        let cases: [Case; 8] = [
             (&a1, true, Some(&ok), Ok(())),
             (
                 &a2,
