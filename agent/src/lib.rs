@@ -7,7 +7,8 @@
 //!   [`metrics`], [`codec`] (encodings at the edge), [`config`];
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
 //!   through the [`actuator`] traits);
-//! - wiring: [`node`] (the one event loop); [`cli`] (the `triad` command).
+//! - wiring: [`driver`] (the clock-free core the agent and the simulation both step),
+//!   [`node`] (the tokio shell around it: the one event loop); [`cli`] (the `triad` command).
 
 pub mod actuator;
 pub mod api;
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod decide;
+pub mod driver;
 pub mod health;
 pub mod ids;
 pub mod metrics;

@@ -28,24 +28,19 @@ use serde::{Deserialize, Serialize};
 use crate::actuator::haproxy::HaproxySocket;
 use crate::actuator::redis::RedisServer;
 use crate::api;
-use crate::cluster::{
-    ChangeKind, ClusterState, Command, EntryMeta, Maintenance, MemberInfo, Outcome, RedisAuthority,
-};
-use crate::codec::{self, Proposal, ProposalId};
+use crate::cluster::{ClusterState, Command, MemberInfo};
+use crate::codec::{self, ProposalId};
 use crate::config::{self, Validated};
-use crate::decide::redis::{first_failure_age_ms, RedisInputs, RedisPlan};
-use crate::decide::timeline::{embargo, RedisTimeline};
-use crate::decide::{self, View};
+use crate::decide::redis::RedisPlan;
+use crate::driver::{Clock, Driver, DriverConfig, Plant};
 use crate::health::HealthStore;
-use crate::ids::{LogIndex, NodeId, UnixMillis};
+use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::observe::{self, LocalObservations};
 use crate::probe;
 use crate::probe::runner::now_millis;
 use crate::raft::transport::{Inbound, Transport, TransportConfig};
-use crate::raft::{
-    CommittedEntry, CoreConfig, Output, RaftError, RaftNode, RaftStatus, RaftStore, Role,
-};
+use crate::raft::{CoreConfig, RaftError, RaftNode, RaftStatus, RaftStore, Role};
 use crate::reconcile::{usable_lease, CycleReport, HaproxyTarget, Reconciler, Target};
 
 /// Errors that stop the agent.
@@ -80,107 +75,12 @@ pub enum NodeError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The driver failed (storage, or a snapshot that cannot be read).
+    #[error(transparent)]
+    Driver(#[from] crate::driver::DriverError),
 }
 
-/// The replicated state machine as the node applies it: the cluster state plus decoding.
-#[derive(Debug, Default, Clone)]
-pub struct StateMachine {
-    /// The cluster state.
-    pub state: ClusterState,
-}
-
-/// What applying one entry did, for answering its proposer.
-#[derive(Clone, Debug)]
-pub struct AppliedEntry {
-    /// The entry's index.
-    pub index: LogIndex,
-    /// Who proposed it, when it carried a command.
-    pub proposal: Option<ProposalId>,
-    /// What it did.
-    pub outcome: Outcome,
-}
-
-impl StateMachine {
-    /// Restores from snapshot data (or starts empty).
-    pub fn restore(data: Option<&[u8]>) -> Result<Self, codec::CodecError> {
-        Ok(StateMachine {
-            state: match data {
-                Some(d) => codec::decode_state(d)?,
-                None => ClusterState::default(),
-            },
-        })
-    }
-
-    /// Replaces the state with an installed snapshot.
-    pub fn install(&mut self, data: &[u8]) -> Result<(), codec::CodecError> {
-        self.state = codec::decode_state(data)?;
-        Ok(())
-    }
-
-    /// Applies one committed entry. Deterministic; never panics.
-    pub fn apply(&mut self, entry: &CommittedEntry) -> AppliedEntry {
-        let mut meta = EntryMeta {
-            term: entry.term,
-            index: entry.index,
-            at: UnixMillis(0),
-        };
-        if entry.data.is_empty() {
-            return AppliedEntry {
-                index: entry.index,
-                proposal: None,
-                outcome: self.state.apply_empty(meta),
-            };
-        }
-        match codec::decode_entry(&entry.data) {
-            Ok(p) => {
-                meta.at = p.at;
-                AppliedEntry {
-                    index: entry.index,
-                    proposal: Some(p.id),
-                    outcome: self.state.apply(meta, &p.command),
-                }
-            }
-            Err(err) => AppliedEntry {
-                index: entry.index,
-                proposal: None,
-                outcome: self.state.apply_invalid(meta, &err.to_string()),
-            },
-        }
-    }
-}
-
-/// The result of a committed proposal.
-#[derive(Clone, Debug)]
-pub struct Applied {
-    /// Index at which it applied.
-    pub index: LogIndex,
-    /// What it did.
-    pub outcome: Outcome,
-    /// The maintenance flag after it applied.
-    pub maintenance: Maintenance,
-}
-
-/// Why a proposal did not commit.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum ProposeError {
-    /// No leader known.
-    #[error("no leader known; retry once the cluster has elected one")]
-    NoLeader,
-    /// Not applied here within the timeout.
-    #[error("not committed within {after:?} (leader: {leader}); it may still commit later")]
-    Timeout {
-        /// The wait.
-        after: Duration,
-        /// Leader known at timeout, or `unknown`.
-        leader: String,
-    },
-    /// The agent is shutting down.
-    #[error("agent is shutting down")]
-    Stopping,
-    /// Raft refused it.
-    #[error("{0}")]
-    Refused(String),
-}
+pub use crate::driver::{Applied, AppliedEntry, ProposeError, StateMachine};
 
 /// A request from the API to the event loop.
 #[derive(Debug)]
@@ -303,10 +203,7 @@ pub struct Handles {
     pub switchover_busy: Arc<AtomicBool>,
 }
 
-struct Pending {
-    reply: Option<oneshot::Sender<Result<Applied, ProposeError>>>,
-    deadline: Instant,
-}
+type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
 /// Runs the agent until `shutdown` is cancelled or a fatal error occurs.
 pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), NodeError> {
@@ -319,7 +216,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let voters: Vec<u64> = cfg.members.iter().map(|m| m.id.get()).collect();
     let store = RaftStore::open_dir(&data_dir, &voters)?;
     let rcfg = cfg.config.raft.clone();
-    let mut raft = RaftNode::new(
+    let raft = RaftNode::new(
         &CoreConfig {
             id: me,
             election_ticks: rcfg.election_ticks,
@@ -329,7 +226,6 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         },
         store,
     )?;
-    let mut sm = StateMachine::restore(raft.snapshot_data().as_ref().map(|s| s.data.as_slice()))?;
     let metrics = Metrics::new(&me.to_string())?;
     let token = match &cfg.config.api.token_file {
         Some(f) => Some(Arc::<str>::from(config::read_token(f)?)),
@@ -366,36 +262,48 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             )
         })
         .collect();
-    let mut cluster_arc = Arc::new(sm.state.clone());
-    let health_shared = Arc::new(std::sync::Mutex::new(HealthStore::default()));
+    let liveness = Arc::new(Liveness::new(tick * 3));
+    liveness.beat();
+    let clock = || Clock {
+        mono_ms: liveness.mono_ms(),
+        wall: now_millis(),
+    };
+    let redis_managed = cfg.config.redis.is_some();
+    let proposal_timeout = cfg.config.api.proposal_timeout;
+    let mut member_ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
+    member_ids.sort();
+    let fo = cfg.config.failover.clone();
+    let mut driver = Driver::new(
+        raft,
+        DriverConfig {
+            me,
+            members: member_ids,
+            configured,
+            settings: fo.settings(),
+            automatic: fo.automatic,
+            redis_managed,
+            snapshot_entries: rcfg.snapshot_entries,
+            proposal_timeout_ms: u64::try_from(proposal_timeout.as_millis()).unwrap_or(u64::MAX),
+            redis_probe_interval_ms: cfg.config.redis.as_ref().map_or(0, |r| {
+                u64::try_from(r.effective_timing(&cfg.config.probes).interval.as_millis())
+                    .unwrap_or(0)
+            }),
+            plant: Plant::None,
+        },
+        metrics.clone(),
+        clock(),
+    )?;
     let (status_tx, status_rx) = watch::channel(Arc::new(CoreStatus {
-        raft: raft.status(),
-        cluster: cluster_arc.clone(),
-        verdict: "starting".into(),
+        raft: driver.raft_status(),
+        cluster: driver.cluster().clone(),
+        verdict: driver.verdict().to_string(),
         storage_loaded: true,
-        health: health_shared.clone(),
+        health: driver.health().clone(),
         redis: None,
     }));
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(256);
-    let liveness = Arc::new(Liveness::new(tick * 3));
-    liveness.beat();
     let probes = probe::build::from_config(&cfg)?;
     let mut local = LocalObservations::new(probes.iter().map(|p| (p.id().clone(), p.timing())));
-    // The leader decides on every tick that follows news (a report, an applied entry) and
-    // every 4th tick otherwise (waits and countdowns), not on every tick.
-    let decision_due = std::cell::Cell::new(true);
-    let mut decide_ticks: u64 = 0;
-    let ingest = |observer: NodeId,
-                  items: Vec<crate::health::Received>,
-                  applied: u64,
-                  reconciled: u64,
-                  now: u64| {
-        decision_due.set(true);
-        if let Ok(mut h) = health_shared.lock() {
-            h.ingest(observer, items, applied, now);
-            h.set_reconciled(observer, reconciled);
-        }
-    };
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
     let probe_count = probes.len();
     {
@@ -411,26 +319,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
         move |n: NodeId| ids.contains(&n)
     };
-    let proposal_timeout = cfg.config.api.proposal_timeout;
-    let member_ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
-    let quorum = member_ids.len() / 2 + 1;
-    let fo = cfg.config.failover.clone();
-    let settings = fo.settings();
-    let redis_probe_interval_ms = cfg.config.redis.as_ref().map_or(0, |r| {
-        u64::try_from(r.effective_timing(&cfg.config.probes).interval.as_millis()).unwrap_or(0)
-    });
     let redis_local = Arc::new(std::sync::Mutex::new(LocalRedisView {
         waiting: Some("starting".into()),
         ..LocalRedisView::default()
     }));
-    // The reconciler starts from the restored state at once. Waiting for the first applied
-    // entry would leave it idle for good when the snapshot sits exactly at the applied index
-    // of a quiet cluster (nothing is replayed, nothing new commits): it would never fence,
-    // route, or make its Redis follow the master. Acting on a restored, possibly stale state is
-    // safe: without a lease it only fences, peers grant no lease to an agent whose reports
-    // show it behind the newest decision, and the local Redis is untrusted until a fresh grant.
-    let (target_tx, target_rx) = watch::channel::<Option<Target>>(Some(redis_target(&sm.state)));
-    let redis_managed = cfg.config.redis.is_some();
+    // The driver publishes the target from the restored state at once (see `driver`).
+    let (target_tx, target_rx) = watch::channel::<Option<Target>>(driver.target().cloned());
     if redis_managed {
         spawn_reconciler(
             &cfg,
@@ -441,13 +335,6 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             shutdown.clone(),
         )?;
     }
-    let mut timeline = RedisTimeline::new(liveness.mono_ms());
-    let mut redis_plan: Option<RedisPlan> = None;
-    let mut redis_embargo: Vec<NodeId> = Vec::new();
-    let mut seen_epoch = sm.state.redis.epoch;
-    let mut seen_decision = (None, None);
-    let mut last_reconciled = 0u64;
-    let mut down_since: Option<Instant> = None;
     let cfg = Arc::new(cfg);
     let api_task = api::serve(
         Handles {
@@ -464,16 +351,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     )
     .await?;
     tracing::info!(node = %me, raft = %cfg.raft_listen, api = %cfg.api_listen,
-        applied = %sm.state.applied, probes = probe_count, "agent started");
+        applied = %driver.state().applied, probes = probe_count, "agent started");
 
     let watchdog = sd_notify::watchdog_enabled();
     let mut last_watchdog = Instant::now();
     let mut notified_ready = false;
-    let mut seq: u64 = 0;
-    let mut pending: BTreeMap<ProposalId, Pending> = BTreeMap::new();
-    let mut in_flight: BTreeMap<&'static str, ProposalId> = BTreeMap::new();
-    let mut last_leader: Option<NodeId> = None;
-    let mut verdict = String::from("starting");
+    let mut waiters: BTreeMap<ProposalId, Reply> = BTreeMap::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -484,18 +367,16 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
-                    raft.tick();
+                    driver.raft_tick();
                     ticked = true;
                 }
                 Some(msg) = inbound_rx.recv() => {
                     let mut handle = |m: Inbound| match m {
-                        Inbound::Raft { from, bytes } => step(&mut raft, &metrics, from, &bytes),
+                        Inbound::Raft { from, bytes } => driver.step_peer(from, &bytes),
                         Inbound::Report { from, report } => {
                             match codec::decode_report(report, &is_member) {
-                                Ok(r) => {
-                                    ingest(from, r.observations, r.applied_index,
-                                        r.reconciled_index, liveness.mono_ms());
-                                }
+                                Ok(r) => driver.ingest(from, r.observations, r.applied_index,
+                                    r.reconciled_index, clock()),
                                 Err(err) => {
                                     metrics.reports_rejected.inc();
                                     tracing::warn!(peer = %from, %err, "health report rejected");
@@ -516,204 +397,42 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     local.record(ev, &metrics);
                 }
                 Some(req) = req_rx.recv() => match req {
-                    Request::Propose { command, reply } => {
-                        seq += 1;
-                        let id = ProposalId { node: me, seq };
-                        let data = codec::encode_entry(&Proposal { id, at: now_millis(), command });
-                        match raft.propose(data) {
-                            Ok(()) => {
-                                pending.insert(id, Pending {
-                                    reply: Some(reply),
-                                    deadline: Instant::now() + proposal_timeout,
-                                });
-                            }
-                            Err(RaftError::NoLeader) => {
-                                metrics.proposals.with_label_values(&["no_leader"]).inc();
-                                let _ = reply.send(Err(ProposeError::NoLeader));
-                            }
-                            Err(e) => {
-                                metrics.proposals.with_label_values(&["error"]).inc();
-                                let _ = reply.send(Err(ProposeError::Refused(e.to_string())));
-                            }
+                    Request::Propose { command, reply } => match driver.propose(command, clock()) {
+                        Ok(id) => {
+                            waiters.insert(id, reply);
                         }
-                    }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    },
                 },
             }
             liveness.beat();
-            let mut applied_any = false;
-            loop {
-                let out = raft.process_ready()?;
-                if out.is_empty() {
-                    break;
-                }
-                applied_any |= handle_output(&mut sm, &transport, &metrics, &mut pending, out)?;
-            }
-            let status = raft.status();
-            if applied_any {
-                decision_due.set(true);
-                if status.applied.0 >= raft.snapshot_index().0 + rcfg.snapshot_entries {
-                    raft.compact(status.applied, codec::encode_state(&sm.state))?;
-                    metrics.raft_snapshots.inc();
-                    tracing::info!(index = %status.applied, "took snapshot and compacted the log");
-                }
-                cluster_arc = Arc::new(sm.state.clone());
-                if redis_managed {
-                    let target = redis_target(&sm.state);
-                    target_tx.send_if_modified(|cur| {
-                        let changed = cur.as_ref() != Some(&target);
-                        if changed {
-                            *cur = Some(target);
-                        }
-                        changed
-                    });
-                }
-            }
-            if status.leader != last_leader {
-                metrics.raft_leader_changes.inc();
-                tracing::info!(leader = ?status.leader.map(|l| l.to_string()), term = %status.term,
-                    role = %status.role, "leader changed");
-                last_leader = status.leader;
-            }
+            driver.process()?;
             if ticked {
                 let now = Instant::now();
                 let reconciled = redis_local.lock().map_or(0, |v| v.reconciled_index);
-                if reconciled != last_reconciled {
-                    // The leader's fast path waits for this: report it at once.
-                    last_reconciled = reconciled;
+                driver.set_reconciled(reconciled);
+                if driver.take_report_request() {
                     local.mark_dirty();
                 }
                 if local.report_due(now) {
                     let items = local.take_report(now);
-                    let applied = sm.state.applied.0;
+                    let applied = driver.state().applied.0;
                     transport.broadcast_report(&codec::encode_report(&items, applied, reconciled));
-                    ingest(me, observe::as_received(&items), applied, reconciled,
-                        liveness.mono_ms());
+                    driver.ingest(
+                        me,
+                        observe::as_received(&items),
+                        applied,
+                        reconciled,
+                        clock(),
+                    );
                 }
-                expire(&mut pending, now, proposal_timeout, status.leader, &metrics);
-                in_flight.retain(|_, id| pending.contains_key(id));
-                let mono = liveness.mono_ms();
-                let authority = &sm.state.redis;
-                let decision_index = (
-                    authority.last_change.as_ref().map(|c| c.index),
-                    authority.suspect.as_ref().map(|c| c.index),
-                );
-                if decision_index != seen_decision {
-                    // Peers lift their lease embargo on this node once its report shows that
-                    // it applied the newest decision: report at once.
-                    seen_decision = decision_index;
+                driver.on_tick(clock())?;
+                if driver.take_report_request() {
                     local.mark_dirty();
                 }
-                if authority.epoch != seen_epoch {
-                    seen_epoch = authority.epoch;
-                    on_master_change(authority, &member_ids, &metrics, &mut down_since);
-                }
-                let is_leader = status.role == Role::Leader;
-                decide_ticks += 1;
-                let decide_now = !is_leader || decision_due.replace(false) || decide_ticks.is_multiple_of(4);
-                let (seen, ages, applied_by, reconciled_by) = match health_shared.lock() {
-                    Ok(h) if redis_managed => (
-                        if is_leader && decide_now { h.all(mono) } else { Vec::new() },
-                        h.report_ages(mono),
-                        h.applied(),
-                        h.reconciled(),
-                    ),
-                    _ => Default::default(),
-                };
-                let suspect_reconciled = authority.suspect.as_ref().is_some_and(|s| {
-                    reconciled_by.get(&s.node).is_some_and(|&r| r >= s.index.0)
-                });
-                if redis_managed {
-                    timeline.observe(me, authority, &applied_by, mono);
-                    let e = embargo(me, &member_ids, authority, &applied_by);
-                    redis_embargo = e.iter().copied().collect();
-                    transport.set_embargo(e);
-                } else {
-                    transport.set_embargo(Default::default());
-                }
-                if decide_now {
-                    let redis_inputs = (redis_managed && is_leader).then(|| RedisInputs {
-                        members: &member_ids,
-                        authority,
-                        seen: &seen,
-                        report_age_ms: &ages,
-                        since_change_ms: timeline.since_change_ms(
-                            mono,
-                            authority.last_change.as_ref().and_then(|c| {
-                                u64::try_from(now_millis().0.saturating_sub(c.at.0)).ok()
-                            }),
-                        ),
-                        suspect_embargo_ms: timeline.suspect_embargo_ms(quorum, mono),
-                        suspect_reconciled,
-                        maintenance: sm.state.maintenance.enabled,
-                        in_flight: in_flight.contains_key("redis"),
-                        settings,
-                    });
-                    let plan = decide::decide(&View {
-                        me,
-                        is_leader,
-                        cluster: &sm.state,
-                        configured: &configured,
-                        members_in_flight: in_flight.contains_key("members"),
-                        redis: redis_inputs,
-                    });
-                    if let Some(rp) = &plan.redis {
-                        if !rp.candidates.is_empty() {
-                            // Measured from the old master's first failed check (as the
-                            // reports tell it), not from this decision.
-                            down_since.get_or_insert_with(|| {
-                                let age = sm.state.redis.master.and_then(|m| {
-                                    first_failure_age_ms(&seen, m, redis_probe_interval_ms)
-                                });
-                                age.and_then(|a| now.checked_sub(Duration::from_millis(a)))
-                                    .unwrap_or(now)
-                            });
-                        } else if rp.verdict.starts_with("no action") {
-                            down_since = None;
-                        }
-                    }
-                    redis_plan = plan.redis;
-                    let mut next_verdict = plan.verdict;
-                    for command in plan.proposals {
-                        let automatic = matches!(
-                            command,
-                            Command::SetRedisMaster { kind: ChangeKind::Automatic, .. }
-                                | Command::SuspectRedisMaster { .. }
-                        );
-                        if automatic && !fo.automatic {
-                            next_verdict = format!("automatic failover off ([failover] automatic = false): would {next_verdict}");
-                            continue;
-                        }
-                        let key = match command {
-                            Command::RegisterMembers { .. } => "members",
-                            _ => "redis",
-                        };
-                        seq += 1;
-                        let id = ProposalId { node: me, seq };
-                        let data = codec::encode_entry(&Proposal {
-                            id,
-                            at: now_millis(),
-                            command,
-                        });
-                        if raft.propose(data).is_ok() {
-                            pending.insert(
-                                id,
-                                Pending {
-                                    reply: None,
-                                    deadline: now + proposal_timeout,
-                                },
-                            );
-                            in_flight.insert(key, id);
-                        }
-                    }
-                    if next_verdict != verdict {
-                        // Log a new verdict, not a new countdown ("lease runs out in 2.9s").
-                        let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
-                        if shape(&next_verdict) != shape(&verdict) {
-                            tracing::info!(verdict = %next_verdict, "decision");
-                        }
-                        verdict = next_verdict;
-                    }
-                }
+                transport.set_embargo(driver.embargo().clone());
                 if let Some(period) = watchdog {
                     if now.duration_since(last_watchdog) >= period / 4 {
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -722,6 +441,26 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 }
                 metrics.loop_last_run.set(now_millis().0 as f64 / 1000.0);
             }
+            let out = driver.take_outputs();
+            for (to, bytes) in out.messages {
+                transport.send_raft(to, bytes);
+            }
+            for (id, answer) in out.answers {
+                if let Some(reply) = waiters.remove(&id) {
+                    let _ = reply.send(answer);
+                }
+            }
+            if redis_managed {
+                let target = driver.target().cloned();
+                target_tx.send_if_modified(|cur| {
+                    let changed = *cur != target;
+                    if changed {
+                        *cur = target;
+                    }
+                    changed
+                });
+            }
+            let status = driver.raft_status();
             metrics.raft_term.set(status.term.0 as i64);
             metrics
                 .raft_is_leader
@@ -733,24 +472,27 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                 tracing::info!(leader = ?status.leader.map(|l| l.to_string()), "ready");
             }
+            let redis_plan = driver.redis_plan();
+            let redis_embargo: Vec<NodeId> = driver.embargo().iter().copied().collect();
             status_tx.send_if_modified(|cur| {
-                let redis_changed = cur.redis.as_ref().is_some_and(|r| {
-                    r.plan != redis_plan || r.embargo != redis_embargo
-                });
+                let redis_changed = cur
+                    .redis
+                    .as_ref()
+                    .is_some_and(|r| r.plan.as_ref() != redis_plan || r.embargo != redis_embargo);
                 let changed = cur.raft != status
-                    || !Arc::ptr_eq(&cur.cluster, &cluster_arc)
-                    || cur.verdict != verdict
+                    || !Arc::ptr_eq(&cur.cluster, driver.cluster())
+                    || cur.verdict != driver.verdict()
                     || redis_changed
                     || (redis_managed && cur.redis.is_none());
                 if changed {
                     *cur = Arc::new(CoreStatus {
                         raft: status,
-                        cluster: cluster_arc.clone(),
-                        verdict: verdict.clone(),
+                        cluster: driver.cluster().clone(),
+                        verdict: driver.verdict().to_string(),
                         storage_loaded: true,
-                        health: health_shared.clone(),
+                        health: driver.health().clone(),
                         redis: redis_managed.then(|| RedisCoreView {
-                            plan: redis_plan.clone(),
+                            plan: redis_plan.cloned(),
                             embargo: redis_embargo.clone(),
                             local: redis_local.clone(),
                         }),
@@ -763,10 +505,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     }
     .await;
 
-    for (_, p) in std::mem::take(&mut pending) {
-        if let Some(reply) = p.reply {
-            let _ = reply.send(Err(ProposeError::Stopping));
-        }
+    driver.drain_pending();
+    for (_, reply) in std::mem::take(&mut waiters) {
+        let _ = reply.send(Err(ProposeError::Stopping));
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
@@ -783,52 +524,6 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     }
     result
 }
-
-/// What the local reconciler drives towards, from the applied state (the lease and the clock
-/// are filled in by the reconciler task).
-fn redis_target(state: &ClusterState) -> Target {
-    Target {
-        authority: state.redis.clone(),
-        maintenance: state.maintenance.enabled,
-        has_lease: false,
-        lease_granted_at_ms: None,
-        now_ms: 0,
-    }
-}
-
-/// Metrics and logs for a newly applied change of Redis master.
-fn on_master_change(
-    authority: &RedisAuthority,
-    members: &[NodeId],
-    metrics: &Metrics,
-    down_since: &mut Option<Instant>,
-) {
-    metrics.redis_epoch.set(authority.epoch.0 as i64);
-    for m in members {
-        metrics
-            .redis_committed_master
-            .with_label_values(&[&m.to_string()])
-            .set(i64::from(authority.master == Some(*m)));
-    }
-    let Some(c) = &authority.last_change else {
-        return;
-    };
-    metrics
-        .redis_failovers
-        .with_label_values(&[c.kind.as_str()])
-        .inc();
-    if let Some(since) = down_since.take() {
-        if c.kind == ChangeKind::Automatic {
-            metrics
-                .redis_failover_duration
-                .with_label_values(&[c.kind.as_str()])
-                .observe(since.elapsed().as_secs_f64());
-        }
-    }
-    tracing::warn!(master = %c.to, from = ?c.from.map(|f| f.to_string()), epoch = %c.epoch,
-        kind = c.kind.as_str(), index = %c.index, reason = %c.reason, "redis master changed");
-}
-
 /// Starts the local reconciler task: every `reconcile_interval` (and at once on a new
 /// target) it checks the lease and runs one [`Reconciler::cycle`].
 fn spawn_reconciler(
@@ -999,85 +694,4 @@ fn spawn_reconciler(
         }
     });
     Ok(())
-}
-
-/// Steps one peer message; a refused one is logged and counted in
-/// `triad_raft_messages_rejected_total` by reason: `decode` (not a raft-rs message), `invalid`
-/// (refused by the checks of `raft::validate`), `refused` (by raft-rs itself), `mismatch`
-/// (sender, addressee or a local message type that does not fit this node).
-pub(crate) fn step(raft: &mut RaftNode, metrics: &Metrics, from: NodeId, bytes: &[u8]) {
-    if let Err(err) = raft.step(from, bytes) {
-        let reason = match &err {
-            RaftError::BadMessage { reason, .. } if reason.starts_with("not a raft") => "decode",
-            // `RaftNode::step` words every validation refusal "invalid <type>: <why>".
-            RaftError::BadMessage { reason, .. } if reason.starts_with("invalid ") => "invalid",
-            RaftError::BadMessage { reason, .. } if reason.starts_with("refused") => "refused",
-            _ => "mismatch",
-        };
-        metrics
-            .raft_messages_rejected
-            .with_label_values(&[reason])
-            .inc();
-        tracing::warn!(%err, "peer message rejected");
-    }
-}
-
-fn handle_output(
-    sm: &mut StateMachine,
-    transport: &Transport,
-    metrics: &Metrics,
-    pending: &mut BTreeMap<ProposalId, Pending>,
-    out: Output,
-) -> Result<bool, NodeError> {
-    let mut applied_any = false;
-    if let Some(snap) = &out.snapshot {
-        sm.install(&snap.data)?;
-        tracing::info!(index = %snap.index, "installed snapshot from leader");
-        applied_any = true;
-    }
-    for entry in &out.committed {
-        let applied = sm.apply(entry);
-        applied_any = true;
-        if let Some(id) = applied.proposal {
-            if let Some(p) = pending.remove(&id) {
-                metrics.proposals.with_label_values(&["committed"]).inc();
-                if let Some(reply) = p.reply {
-                    let _ = reply.send(Ok(Applied {
-                        index: applied.index,
-                        outcome: applied.outcome,
-                        maintenance: sm.state.maintenance.clone(),
-                    }));
-                }
-            }
-        }
-    }
-    for m in out.messages {
-        transport.send_raft(m.to, m.bytes);
-    }
-    Ok(applied_any)
-}
-
-fn expire(
-    pending: &mut BTreeMap<ProposalId, Pending>,
-    now: Instant,
-    after: Duration,
-    leader: Option<NodeId>,
-    metrics: &Metrics,
-) {
-    let expired: Vec<ProposalId> = pending
-        .iter()
-        .filter(|(_, p)| p.deadline <= now)
-        .map(|(id, _)| *id)
-        .collect();
-    for id in expired {
-        if let Some(p) = pending.remove(&id) {
-            metrics.proposals.with_label_values(&["timeout"]).inc();
-            if let Some(reply) = p.reply {
-                let _ = reply.send(Err(ProposeError::Timeout {
-                    after,
-                    leader: leader.map_or_else(|| "unknown".into(), |l| l.to_string()),
-                }));
-            }
-        }
-    }
 }

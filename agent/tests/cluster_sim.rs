@@ -1,12 +1,17 @@
 //! Deterministic whole-cluster simulation: three agents with their Redis and HAProxy, in one
 //! process, on a simulated network and clock, driven by one seeded RNG.
 //!
-//! What runs is production code: [`RaftNode`] (raft-rs plus redb on a shared in-memory
-//! backend), [`StateMachine`], the rise/fall [`Tracker`], the Redis probe's [`judge`], the
-//! [`HealthStore`], the decision [`decide::decide`], the [`RedisTimeline`] and lease
-//! [`embargo`], [`lease_from_grants`], and the [`Reconciler`] over [`SimRedis`] and
-//! [`SimHaproxy`]. Only the adapters differ: probes read the simulated world instead of a
-//! socket; reports, pings and Raft messages travel over the simulated network as values.
+//! What runs is production code: each agent is the agent's own clock-free [`Driver`] (the
+//! wiring `node.rs` runs under tokio: Raft ticks and steps over redb on a shared in-memory
+//! backend, applying entries, snapshots, health ingest, the Redis timeline and embargo, the
+//! leader's decision with its pacing and `failover.automatic` gate, proposals in flight, the
+//! reconcile target), plus the rise/fall [`Tracker`], the Redis probe's [`judge`],
+//! [`lease_from_grants`], and the [`Reconciler`] over [`SimRedis`] and [`SimHaproxy`]. Only the
+//! adapters differ: probes read the simulated world instead of a socket; reports, pings and
+//! Raft messages travel over the simulated network as values; the clock is the simulated one.
+//!
+//! Still copied from `node.rs` (to move behind the driver next): report pacing, and the
+//! reconciler task's lease check, start-up grace and cycle pacing.
 //!
 //! The world: Redis `nX` at 10.0.0.X:6379; a replica copies its master's offset while the
 //! master is up and reachable; a master gains offset every step while it accepts writes:
@@ -51,14 +56,13 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use triad::actuator::haproxy::{AdminMode, Haproxy, SimHaproxy};
 use triad::actuator::redis::{RedisAction, SimRedis};
-use triad::cluster::{ClusterState, Command, MemberInfo};
-use triad::codec::{self, Proposal, ProposalId};
-use triad::decide::redis::{FailoverSettings, RedisInputs};
-use triad::decide::timeline::{embargo, RedisTimeline};
-use triad::decide::{self, View};
-use triad::health::{HealthStore, Received};
+use triad::cluster::{Command, MemberInfo};
+use triad::codec;
+use triad::decide::redis::FailoverSettings;
+use triad::driver::{Clock, Driver, DriverConfig, Plant as DriverPlant};
+use triad::health::Received;
 use triad::ids::{Epoch, NodeId, UnixMillis};
-use triad::node::StateMachine;
+use triad::metrics::Metrics;
 use triad::probe::redis::judge;
 use triad::probe::redis_info::{RedisInfo, RedisRole};
 use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds, Tracker};
@@ -109,11 +113,14 @@ const GOOD_REPLICAS_REFRESH_MS: u64 = 1_000;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Plant {
     None,
-    /// The wiring tells the decision that the old master's lease has long run out as soon as
-    /// it is suspected (skips the silent-path wait).
+    /// The driver tells the decision that the old master's lease has long run out as soon as
+    /// it is suspected (skips the silent-path wait; planted in the driver, not here).
     SkipLeaseWait,
     /// Agents reconcile as if they always held their lease (a cut-off master never fences).
     IgnoreLease,
+    /// The driver publishes the reconcile target only after an entry is applied (planted in
+    /// the driver, not here).
+    TargetOnlyAfterApply,
     /// Not a bug: the world of [`Plant::SkipLeaseWait`] (no Redis-side guard, replicas that call
     /// their link lost after a second, agents that do not crash) with correct code, so that the
     /// lease wait alone keeps the cut-off master from writing once a new one exists. (A dead
@@ -148,26 +155,19 @@ struct InFlight {
 type VerdictKey = (bool, Option<FailureKind>, Option<String>, Option<String>);
 
 struct Agent {
-    raft: RaftNode,
-    sm: StateMachine,
-    health: HealthStore,
+    /// The agent's own clock-free core: Raft, the state machine, health, the decision.
+    d: Driver,
     trackers: BTreeMap<u64, Tracker>,
     keys: BTreeMap<u64, VerdictKey>,
-    timeline: RedisTimeline,
     rec: Reconciler,
     grants: BTreeMap<NodeId, u64>,
     started_ms: u64,
-    pending: BTreeMap<ProposalId, u64>,
-    in_flight: BTreeMap<&'static str, ProposalId>,
     last_report_ms: Option<u64>,
     dirty: bool,
     /// Newest Redis decision carried out locally (reported to peers).
     reconciled: u64,
     /// The applied Redis authority last traced.
     applied_key: Option<(Option<NodeId>, Epoch, Option<u64>)>,
-    /// Peers whose pings go unanswered, as last computed by the agent's loop (all of them
-    /// until the first computation, as in the transport).
-    embargo: BTreeSet<NodeId>,
     /// Whether its lease was usable at its last cycle, and that cycle's report: what it answers
     /// to HAProxy's check of its Redis (`GET /redis/master`).
     lease_valid: bool,
@@ -202,7 +202,10 @@ struct Sim {
     step_no: u64,
     backends: Vec<SharedMemBackend>,
     agents: Vec<Option<Agent>>,
-    seqs: Vec<u64>,
+    /// `raft.snapshot_entries` of agents started from now on.
+    snapshot_entries: u64,
+    /// The bug planted in the agents' driver, if any.
+    driver_plant: DriverPlant,
     redis: Vec<RedisWorld>,
     haproxy: Vec<SimHaproxy>,
     wall_skew: Vec<i64>,
@@ -322,7 +325,12 @@ impl Sim {
             step_no: 0,
             backends: (0..N).map(|_| SharedMemBackend::new()).collect(),
             agents: (0..N).map(|_| None).collect(),
-            seqs: vec![0; N as usize],
+            snapshot_entries: SNAPSHOT_EVERY,
+            driver_plant: match plant {
+                Plant::SkipLeaseWait => DriverPlant::SkipLeaseWait,
+                Plant::TargetOnlyAfterApply => DriverPlant::TargetOnlyAfterApply,
+                _ => DriverPlant::None,
+            },
             redis,
             haproxy,
             wall_skew: vec![0; N as usize],
@@ -375,8 +383,24 @@ impl Sim {
             store,
         )
         .map_err(|e| e.to_string())?;
-        let sm = StateMachine::restore(raft.snapshot_data().as_ref().map(|s| s.data.as_slice()))
-            .map_err(|e| e.to_string())?;
+        let d = Driver::new(
+            raft,
+            DriverConfig {
+                me: id,
+                members: members(),
+                configured: configured(),
+                settings: self.settings,
+                automatic: true,
+                redis_managed: true,
+                snapshot_entries: self.snapshot_entries,
+                proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,
+                redis_probe_interval_ms: PROBE_EVERY * STEP_MS,
+                plant: self.driver_plant,
+            },
+            Metrics::new(&id.to_string()).map_err(|e| e.to_string())?,
+            self.clock(i),
+        )
+        .map_err(|e| e.to_string())?;
         let addrs = (1..=N).map(|n| (NodeId(n), addr(n))).collect();
         let rec = Reconciler::new(
             id,
@@ -391,17 +415,12 @@ impl Sim {
         );
         let th = Thresholds { rise: 2, fall: 2 };
         self.agents[i] = Some(Agent {
-            raft,
-            sm,
-            health: HealthStore::default(),
+            d,
             trackers: (1..=N).map(|n| (n, Tracker::new(th))).collect(),
             keys: BTreeMap::new(),
-            timeline: RedisTimeline::new(self.now),
             rec,
             grants: BTreeMap::new(),
             started_ms: self.now,
-            pending: BTreeMap::new(),
-            in_flight: BTreeMap::new(),
             last_report_ms: None,
             dirty: false,
             reconciled: 0,
@@ -409,9 +428,16 @@ impl Sim {
             last_target: None,
             lease_valid: false,
             last_report: None,
-            embargo: members().into_iter().filter(|&m| m != id).collect(),
         });
         Ok(())
+    }
+
+    /// Agent `i`'s clock: the simulated time, its wall clock shifted by its skew.
+    fn clock(&self, i: usize) -> Clock {
+        Clock {
+            mono_ms: self.now,
+            wall: UnixMillis(self.now as i64 + self.wall_skew[i]),
+        }
     }
 
     fn reachable(&self, a: u64, b: u64) -> bool {
@@ -712,7 +738,7 @@ impl Sim {
         for i in 0..N as usize {
             let skip = faulty && self.rng.gen_range(0..100) < 3;
             if let (Some(a), false) = (self.agents[i].as_mut(), skip) {
-                a.raft.tick();
+                a.d.raft_tick();
             }
         }
         self.deliver();
@@ -739,24 +765,19 @@ impl Sim {
                 continue;
             }
             let to = m.to as usize - 1;
-            let now = self.now;
+            let clock = self.clock(to);
             let Some(a) = self.agents[to].as_mut() else {
                 continue;
             };
             match m.msg {
-                Msg::Raft(bytes) => {
-                    let _ = a.raft.step(NodeId(m.from), &bytes);
-                }
+                Msg::Raft(bytes) => a.d.step_peer(NodeId(m.from), &bytes),
                 Msg::Report {
                     obs,
                     applied,
                     reconciled,
-                } => {
-                    a.health.ingest(NodeId(m.from), obs, applied, now);
-                    a.health.set_reconciled(NodeId(m.from), reconciled);
-                }
+                } => a.d.ingest(NodeId(m.from), obs, applied, reconciled, clock),
                 Msg::Ping { sent_ms } => {
-                    if !a.embargo.contains(&NodeId(m.from)) {
+                    if !a.d.embargo().contains(&NodeId(m.from)) {
                         self.send(m.to, m.from, Msg::Pong { sent_ms });
                     }
                 }
@@ -768,81 +789,84 @@ impl Sim {
         }
     }
 
+    /// Drains agent `i`'s driver (Raft's ready state, applies) and routes what it produced.
     fn drain_ready(&mut self, i: usize) -> Result<(), String> {
         let id = NodeId(i as u64 + 1);
-        loop {
-            let Some(a) = self.agents[i].as_mut() else {
-                return Ok(());
-            };
-            let out = a
-                .raft
-                .process_ready()
-                .map_err(|e| format!("{id}: process_ready: {e}"))?;
-            if out.is_empty() {
-                return Ok(());
-            }
-            if let Some(snap) = &out.snapshot {
-                a.sm.install(&snap.data)
-                    .map_err(|e| format!("{id}: bad snapshot: {e}"))?;
-            }
-            let mut applied = Vec::new();
-            for e in &out.committed {
-                let r = a.sm.apply(e);
-                if let Some(p) = r.proposal {
-                    a.pending.remove(&p);
-                }
-                applied.push((e.index.0, e.term.0, hash(&e.data)));
-            }
-            let idx = a.sm.state.applied;
-            if idx.0 >= a.raft.snapshot_index().0 + SNAPSHOT_EVERY {
-                let data = codec::encode_state(&a.sm.state);
-                a.raft
-                    .compact(idx, data)
-                    .map_err(|e| format!("{id}: compact: {e}"))?;
-            }
-            let msgs: Vec<_> = out.messages.into_iter().map(|m| (m.to, m.bytes)).collect();
-            let r = &a.sm.state.redis;
-            if let Some(m) = r.master {
-                if self.committed_master.is_none_or(|(e, _)| e < r.epoch) {
-                    self.committed_master = Some((r.epoch, m.get()));
-                }
-            }
-            let key = (r.master, r.epoch, r.suspect.as_ref().map(|x| x.index.0));
-            if !applied.is_empty() && a.applied_key != Some(key) {
-                a.applied_key = Some(key);
-                self.trace.push(format!(
-                    "t={}ms {id} applied master {:?} epoch {} suspect {:?} (index {})",
-                    self.now,
-                    key.0.map(|m| m.get()),
-                    key.1,
-                    key.2,
-                    applied.last().map_or(0, |x| x.0)
-                ));
-            }
-            for (index, term, h) in applied {
-                match self.committed.get(&index) {
-                    Some(&(t, hh)) if (t, hh) != (term, h) => {
-                        return Err(self.fail(&format!(
-                            "log matching: {id} applied index {index} term {term}, another \
-                             node applied term {t} there"
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.committed.insert(index, (term, h));
-                    }
-                }
-            }
-            for (to, bytes) in msgs {
-                self.send(id.get(), to.get(), Msg::Raft(bytes));
+        let Some(a) = self.agents[i].as_mut() else {
+            return Ok(());
+        };
+        a.d.process().map_err(|e| format!("{id}: {e}"))?;
+        self.route_outputs(i)
+    }
+
+    /// Sends agent `i`'s Raft messages, checks log matching on what it applied, and traces
+    /// what its decision proposed.
+    fn route_outputs(&mut self, i: usize) -> Result<(), String> {
+        let id = NodeId(i as u64 + 1);
+        let Some(a) = self.agents[i].as_mut() else {
+            return Ok(());
+        };
+        let out = a.d.take_outputs();
+        if out.report_now {
+            a.dirty = true;
+        }
+        let r = &a.d.state().redis;
+        if let Some(m) = r.master {
+            if self.committed_master.is_none_or(|(e, _)| e < r.epoch) {
+                self.committed_master = Some((r.epoch, m.get()));
             }
         }
+        let key = (r.master, r.epoch, r.suspect.as_ref().map(|x| x.index.0));
+        if !out.committed.is_empty() && a.applied_key != Some(key) {
+            a.applied_key = Some(key);
+            self.trace.push(format!(
+                "t={}ms {id} applied master {:?} epoch {} suspect {:?} (index {})",
+                self.now,
+                key.0.map(|m| m.get()),
+                key.1,
+                key.2,
+                out.committed.last().map_or(0, |e| e.index.0)
+            ));
+        }
+        for e in &out.committed {
+            let (index, term, h) = (e.index.0, e.term.0, hash(&e.data));
+            match self.committed.get(&index) {
+                Some(&(t, hh)) if (t, hh) != (term, h) => {
+                    return Err(self.fail(&format!(
+                        "log matching: {id} applied index {index} term {term}, another \
+                         node applied term {t} there"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    self.committed.insert(index, (term, h));
+                }
+            }
+        }
+        for command in &out.proposed {
+            let text = format!("{command:?}");
+            if matches!(command, Command::SetRedisMaster { .. }) {
+                if text.contains("fenced by its agent") {
+                    self.fast_promotions += 1;
+                } else if text.contains("lease expired") {
+                    self.silent_promotions += 1;
+                }
+            }
+            self.log(format!(
+                "{id} proposes {}",
+                text.chars().take(90).collect::<String>()
+            ));
+        }
+        for (to, bytes) in out.messages {
+            self.send(id.get(), to.get(), Msg::Raft(bytes));
+        }
+        Ok(())
     }
 
     fn check_leaders(&mut self) -> Result<(), String> {
         for (i, a) in self.agents.iter().enumerate() {
             let Some(a) = a else { continue };
-            let st = a.raft.status();
+            let st = a.d.raft_status();
             if st.role != Role::Leader {
                 continue;
             }
@@ -901,9 +925,15 @@ impl Sim {
                 }
             }
         }
-        // Reports.
+        // Reports (the driver asks for one at once when the reconciler carried out a decision
+        // or a new decision applied).
+        let clock = self.clock(i);
         let report = {
             let a = self.agents[i].as_mut().ok_or("vanished")?;
+            a.d.set_reconciled(a.reconciled);
+            if a.d.take_report_request() {
+                a.dirty = true;
+            }
             let due = match a.last_report_ms {
                 None => a.dirty,
                 Some(l) => (a.dirty && now - l >= REPORT_MIN_MS) || now - l >= REPORT_MAX_MS,
@@ -920,9 +950,8 @@ impl Sim {
                         age_at_receipt_ms: 0,
                     })
                     .collect();
-                let applied = a.sm.state.applied.0;
-                a.health.ingest(NodeId(me), obs.clone(), applied, now);
-                a.health.set_reconciled(NodeId(me), a.reconciled);
+                let applied = a.d.state().applied.0;
+                a.d.ingest(NodeId(me), obs.clone(), applied, a.reconciled, clock);
                 Some((obs, applied, a.reconciled))
             } else {
                 None
@@ -949,14 +978,15 @@ impl Sim {
         }
         self.decide_and_propose(i)?;
         let changed = self.agents[i].as_ref().is_some_and(|a| {
-            let r = &a.sm.state.redis;
-            let key = (
-                r.master,
-                r.epoch,
-                r.suspect.as_ref().map(|x| x.index.0),
-                a.sm.state.maintenance.enabled,
-            );
-            a.last_target != Some(key)
+            a.d.target().is_some_and(|t| {
+                let key = (
+                    t.authority.master,
+                    t.authority.epoch,
+                    t.authority.suspect.as_ref().map(|x| x.index.0),
+                    t.maintenance,
+                );
+                a.last_target != Some(key)
+            })
         });
         if changed || (self.step_no + i as u64).is_multiple_of(RECONCILE_EVERY) {
             self.reconcile(i)?;
@@ -964,92 +994,14 @@ impl Sim {
         Ok(())
     }
 
+    /// The driver's periodic work (expiry, timeline, embargo, the leader's decision), as the
+    /// agent's loop runs it on every tick.
     fn decide_and_propose(&mut self, i: usize) -> Result<(), String> {
         let me = NodeId(i as u64 + 1);
-        let now = self.now;
-        let wall = now as i64 + self.wall_skew[i];
-        let plant = self.plant;
-        let settings = self.settings;
+        let clock = self.clock(i);
         let a = self.agents[i].as_mut().ok_or("vanished")?;
-        let applied_by = a.health.applied();
-        let authority = a.sm.state.redis.clone();
-        a.timeline.observe(me, &authority, &applied_by, now);
-        a.embargo = embargo(me, &members(), &authority, &applied_by);
-        a.pending.retain(|_, deadline| *deadline > now);
-        let pending = a.pending.clone();
-        a.in_flight.retain(|_, id| pending.contains_key(id));
-        let is_leader = a.raft.status().role == Role::Leader;
-        if !is_leader {
-            return Ok(());
-        }
-        let seen = a.health.all(now);
-        let ages = a.health.report_ages(now);
-        let wall_age = authority
-            .last_change
-            .as_ref()
-            .and_then(|c| u64::try_from(wall - c.at.0).ok());
-        let reconciled_by = a.health.reconciled();
-        let suspect_reconciled = authority
-            .suspect
-            .as_ref()
-            .is_some_and(|s| reconciled_by.get(&s.node).is_some_and(|&r| r >= s.index.0));
-        let mut suspect_embargo_ms = a.timeline.suspect_embargo_ms(N as usize / 2 + 1, now);
-        if plant == Plant::SkipLeaseWait && authority.suspect.is_some() {
-            suspect_embargo_ms = Some(u64::MAX / 2);
-        }
-        let plan = decide::decide(&View {
-            me,
-            is_leader,
-            cluster: &a.sm.state,
-            configured: &configured(),
-            members_in_flight: a.in_flight.contains_key("members"),
-            redis: Some(RedisInputs {
-                members: &members(),
-                authority: &authority,
-                seen: &seen,
-                report_age_ms: &ages,
-                since_change_ms: a.timeline.since_change_ms(now, wall_age),
-                suspect_embargo_ms,
-                suspect_reconciled,
-                maintenance: a.sm.state.maintenance.enabled,
-                in_flight: a.in_flight.contains_key("redis"),
-                settings,
-            }),
-        });
-        let mut proposed = Vec::new();
-        for command in plan.proposals {
-            self.seqs[i] += 1;
-            let id = ProposalId {
-                node: me,
-                seq: self.seqs[i],
-            };
-            let key = match command {
-                Command::RegisterMembers { .. } => "members",
-                _ => "redis",
-            };
-            let text = format!("{command:?}");
-            if matches!(command, Command::SetRedisMaster { .. }) {
-                if text.contains("fenced by its agent") {
-                    self.fast_promotions += 1;
-                } else if text.contains("lease expired") {
-                    self.silent_promotions += 1;
-                }
-            }
-            proposed.push(text.chars().take(90).collect::<String>());
-            let data = codec::encode_entry(&Proposal {
-                id,
-                at: UnixMillis(wall),
-                command,
-            });
-            if a.raft.propose(data).is_ok() {
-                a.pending.insert(id, now + PROPOSAL_TIMEOUT_MS);
-                a.in_flight.insert(key, id);
-            }
-        }
-        for p in proposed {
-            self.log(format!("{me} proposes {p}"));
-        }
-        self.drain_ready(i)
+        a.d.on_tick(clock).map_err(|e| format!("{me}: {e}"))?;
+        self.route_outputs(i)
     }
 
     fn reconcile(&mut self, i: usize) -> Result<(), String> {
@@ -1069,28 +1021,29 @@ impl Sim {
             return Ok(());
         }
         let has_lease = lease.valid || plant == Plant::IgnoreLease;
-        let state: &ClusterState = &a.sm.state;
+        // As the agent's reconciler task: no target published, no cycle.
+        let Some(published) = a.d.target() else {
+            return Ok(());
+        };
         let target = Target {
-            authority: state.redis.clone(),
-            maintenance: state.maintenance.enabled,
             has_lease,
             lease_granted_at_ms: lease.valid.then(|| {
                 (now + lease.remaining.as_millis() as u64).saturating_sub(SETTINGS.lease_ms)
             }),
             now_ms: now,
+            ..published.clone()
         };
         let report = futures::executor::block_on(a.rec.cycle(&target));
         a.lease_valid = has_lease;
         a.last_report = Some(report.clone());
         a.last_target = Some((
-            state.redis.master,
-            state.redis.epoch,
-            state.redis.suspect.as_ref().map(|x| x.index.0),
-            state.maintenance.enabled,
+            target.authority.master,
+            target.authority.epoch,
+            target.authority.suspect.as_ref().map(|x| x.index.0),
+            target.maintenance,
         ));
         if report.redis_settled && target.decision_index().0 > a.reconciled {
             a.reconciled = target.decision_index().0;
-            a.dirty = true;
         }
         // `set server ... health up` marks the server up until HAProxy's next check says
         // otherwise.
@@ -1164,7 +1117,7 @@ impl Sim {
                 let up = self.agents[s as usize - 1].as_ref().is_some_and(|a| {
                     serving_master(
                         NodeId(s),
-                        &a.sm.state.redis,
+                        &a.d.state().redis,
                         a.lease_valid,
                         a.last_report.as_ref(),
                     )
@@ -1221,7 +1174,7 @@ impl Sim {
 
     fn converged(&self) -> Result<(), String> {
         let a = self.agents[0].as_ref().ok_or("n1 down")?;
-        let m = a.sm.state.redis.master.ok_or("no master committed")?.get();
+        let m = a.d.state().redis.master.ok_or("no master committed")?.get();
         for n in 1..=N {
             let s = self.redis[n as usize - 1].server.snapshot();
             if n == m {
@@ -1262,7 +1215,7 @@ impl Sim {
     fn agreed_leader(&self) -> Option<NodeId> {
         let mut seen = BTreeSet::new();
         for a in &self.agents {
-            let st = a.as_ref()?.raft.status();
+            let st = a.as_ref()?.d.raft_status();
             seen.insert((st.leader?, st.term));
         }
         (seen.len() == 1)
@@ -1272,7 +1225,7 @@ impl Sim {
 
     fn authority_key(&self) -> Option<(Option<NodeId>, Epoch, bool)> {
         let a = self.agents[0].as_ref()?;
-        let r = &a.sm.state.redis;
+        let r = &a.d.state().redis;
         Some((r.master, r.epoch, r.suspect.is_some()))
     }
 
@@ -1542,13 +1495,13 @@ impl Sim {
         (1..=N).find(|&n| {
             self.agents[n as usize - 1]
                 .as_ref()
-                .is_some_and(|a| a.raft.status().role == Role::Leader)
+                .is_some_and(|a| a.d.raft_status().role == Role::Leader)
         })
     }
 
     /// The Redis master and epoch as agent `n` applied them.
     fn applied(&self, n: u64) -> Option<(Option<u64>, Epoch)> {
-        let r = &self.agents[n as usize - 1].as_ref()?.sm.state.redis;
+        let r = &self.agents[n as usize - 1].as_ref()?.d.state().redis;
         Some((r.master.map(NodeId::get), r.epoch))
     }
 
@@ -1704,7 +1657,7 @@ impl Sim {
 
     /// The node agent `n` holds suspected, as it applied it.
     fn suspected(&self, n: u64) -> Option<u64> {
-        let r = &self.agents[n as usize - 1].as_ref()?.sm.state.redis;
+        let r = &self.agents[n as usize - 1].as_ref()?.d.state().redis;
         r.suspect.as_ref().map(|s| s.node.get())
     }
 
@@ -2007,23 +1960,17 @@ fn scenario_a_promotion_relying_on_a_cleared_suspicion_is_rejected() {
                 s.step_no + 1 >= at
             })?;
             let l = sim.leader().ok_or("no leader")?;
-            let now = sim.now;
+            let clock = sim.clock(l as usize - 1);
             let a = sim.agents[l as usize - 1].as_mut().ok_or("leader down")?;
-            let r = a.sm.state.redis.clone();
+            let r = a.d.state().redis.clone();
             let suspect = r.suspect.as_ref().ok_or("no suspicion in force")?;
-            let data = codec::encode_entry(&Proposal {
-                id: ProposalId {
-                    node: NodeId(l),
-                    seq: u64::MAX / 2,
-                },
-                at: UnixMillis(now as i64),
-                command: Command::ClearRedisSuspect {
-                    node: suspect.node,
-                    epoch: r.epoch,
-                    reason: "scenario: cleared by a commit the leader has not applied".into(),
-                },
-            });
-            a.raft.propose(data).map_err(|e| format!("propose: {e}"))?;
+            let command = Command::ClearRedisSuspect {
+                node: suspect.node,
+                epoch: r.epoch,
+                reason: "scenario: cleared by a commit the leader has not applied".into(),
+            };
+            a.d.propose(command, clock)
+                .map_err(|e| format!("propose: {e}"))?;
             sim.log(format!(
                 "scenario: n{l} appends a clearing of the suspicion"
             ));
@@ -2034,9 +1981,9 @@ fn scenario_a_promotion_relying_on_a_cleared_suspicion_is_rejected() {
             sim.until(100, "the promotion applied or rejected everywhere", |s| {
                 (1..=N).all(|n| {
                     s.agents[n as usize - 1].as_ref().is_some_and(|a| {
-                        a.sm.state.redis.epoch != r.epoch
-                            || a.sm
-                                .state
+                        a.d.state().redis.epoch != r.epoch
+                            || a.d
+                                .state()
                                 .history
                                 .iter()
                                 .any(|h| h.details.contains("no longer in force"))
@@ -2050,5 +1997,77 @@ fn scenario_a_promotion_relying_on_a_cleared_suspicion_is_rejected() {
             }
             Ok(())
         });
+    }
+}
+
+/// Review item: a restarted agent could sit idle for good. With a snapshot taken at every
+/// applied entry, a follower that restarts in a quiet cluster restores everything from its
+/// snapshot and replays nothing, and nothing new commits. Its reconciler must still act on the
+/// restored state: here its Redis restarted meanwhile (a fenced master with no `replicaof`, as
+/// from its config file) and must follow the committed master again.
+fn restarted_follower_reconciles_from_its_snapshot(sim: &mut Sim) -> Result<(), String> {
+    sim.snapshot_entries = 1;
+    for i in 0..N as usize {
+        sim.restart(i);
+    }
+    let x = sim.settle()?;
+    let l = sim.leader().ok_or("no leader")?;
+    let z = (1..=N)
+        .find(|&n| n != x && n != l)
+        .ok_or("no follower replica")?;
+    sim.quiet(40)?;
+    sim.kill_agent(z);
+    sim.crash_redis(z);
+    sim.quiet(10)?;
+    sim.restart_redis(z);
+    sim.quiet(10)?;
+    if sim.follows(z, x) {
+        return Err(sim.fail("scenario: the restarted Redis already follows the master"));
+    }
+    sim.restart(z as usize - 1);
+    {
+        let a = sim.agents[z as usize - 1].as_ref().ok_or("agent down")?;
+        let (snap, applied) = (a.d.snapshot_index(), a.d.state().applied);
+        if snap != applied || applied.0 == 0 {
+            return Err(sim.fail(&format!(
+                "scenario: n{z} restored snapshot {snap} but applied {applied}: it would replay"
+            )));
+        }
+    }
+    let committed = sim.committed.len();
+    sim.until(
+        200,
+        "the restarted follower's Redis following the master",
+        |s| s.follows(z, x),
+    )?;
+    if sim.committed.len() != committed {
+        return Err(sim.fail("scenario: an entry committed (the cluster was not quiet)"));
+    }
+    Ok(())
+}
+
+#[test]
+fn scenario_a_restarted_follower_reconciles_from_its_snapshot() {
+    for seed in 1..=5 {
+        scenario(
+            "restarted follower, snapshot at its applied index, quiet cluster",
+            seed,
+            restarted_follower_reconciles_from_its_snapshot,
+        );
+    }
+}
+
+/// The same scenario with the bug planted in the agent's driver (not in the simulation): the
+/// target is published only after an entry is applied. The simulation must see the restarted
+/// follower stay idle, which proves it runs the production wiring.
+#[test]
+fn checker_catches_a_driver_that_publishes_no_target_at_start() {
+    let mut sim = Sim::new(1, Plant::TargetOnlyAfterApply);
+    match restarted_follower_reconciles_from_its_snapshot(&mut sim) {
+        Ok(()) => panic!("the planted driver bug (no target at start) was not caught"),
+        Err(e) => assert!(
+            e.contains("the restarted follower's Redis following the master did not happen"),
+            "caught, but as: {e}"
+        ),
     }
 }

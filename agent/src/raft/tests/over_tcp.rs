@@ -1,6 +1,6 @@
 //! The hostile-peer checks over real connections: three [`RaftNode`]s on in-memory stores,
 //! each behind its own [`Transport`] on a 127.0.0.1 ephemeral port and driven like the agent's
-//! event loop (ticks, inbound messages stepped through the agent's `node::step`, which counts
+//! event loop (ticks, inbound messages stepped through the agent's `driver::step`, which counts
 //! refusals in its [`Metrics`], outputs sent through the transport).
 //!
 //! A fake peer connects to a node's Raft port, passes the `Hello` handshake under a configured
@@ -32,7 +32,7 @@ const CLUSTER: &str = "over-tcp";
 const TICK: Duration = Duration::from_millis(10);
 /// Bound on anything the cluster should do (elect, commit, count a frame).
 const WITHIN: Duration = Duration::from_secs(10);
-/// The rejection labels of `node::step`.
+/// The rejection labels of `driver::step`.
 const LABELS: [&str; 4] = ["invalid", "decode", "refused", "mismatch"];
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,7 +96,7 @@ async fn drive(
             _ = tick.tick() => lock(&raft).tick(),
             m = inbound.recv() => match m {
                 Some(Inbound::Raft { from, bytes }) => {
-                    crate::node::step(&mut lock(&raft), &metrics, from, &bytes);
+                    crate::driver::step(&mut lock(&raft), &metrics, from, &bytes);
                 }
                 Some(Inbound::Report { .. }) => {}
                 None => return,
