@@ -41,7 +41,7 @@ use crate::probe;
 use crate::probe::runner::now_millis;
 use crate::raft::transport::{Inbound, Transport, TransportConfig};
 use crate::raft::{CoreConfig, RaftError, RaftNode, RaftStatus, RaftStore, Role};
-use crate::reconcile::{usable_lease, CycleReport, HaproxyTarget, Reconciler, Target};
+use crate::reconcile::{CycleReport, HaproxyTarget, Pace, Pacer, Reconciler, Target};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -586,67 +586,44 @@ fn spawn_reconciler(
         Reconciler::new(me, addrs, redis, haproxy).with_deadline(fo.action_timeout, timer);
     let quorum = cfg.members.len() / 2 + 1;
     let ping = c.raft.tick_interval * c.raft.heartbeat_ticks as u32;
-    let grace = ping * 2;
     let started = Instant::now();
+    let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut pacer = Pacer::new(fo.lease, ping * 2, fo.action_timeout, now_ms());
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(fo.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_errors: (Option<String>, Option<String>) = (None, None);
-        // A quiet, converged node runs a full cycle (three reads) once a second; a new target,
-        // a lease that came or went, or a cycle that still had work or trouble runs it at once
-        // or on the next tick.
-        let mut last_run: Option<(Option<Target>, bool)> = None;
-        let mut quiet = false;
-        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = interval.tick() => { ticks += 1; }
+                _ = interval.tick() => pacer.tick(),
                 r = targets.changed() => if r.is_err() { break },
             }
-            let mut lease = transport.lease(fo.lease, quorum - 1);
-            lease.valid = usable_lease(lease.valid, lease.remaining, fo.action_timeout);
-            metrics.lease_valid.set(i64::from(lease.valid));
+            let lease = transport.lease(fo.lease, quorum - 1);
             let target = targets.borrow().clone();
-            let key = (target.clone(), lease.valid);
-            if quiet && last_run.as_ref() == Some(&key) && !ticks.is_multiple_of(4) {
-                continue;
-            }
-            last_run = Some(key);
+            let pace = pacer.next(target.as_ref(), lease.valid, lease.remaining, now_ms());
+            let valid = pacer.lease_valid();
+            metrics.lease_valid.set(i64::from(valid));
             let set_view = |f: &mut dyn FnMut(&mut LocalRedisView)| {
                 if let Ok(mut v) = view.lock() {
-                    v.lease_valid = lease.valid;
+                    v.lease_valid = valid;
                     v.lease_remaining_ms = lease.remaining.as_millis() as u64;
                     f(&mut v);
                 }
             };
-            let Some(mut target) = target else {
-                set_view(&mut |v| v.waiting = Some("no committed state applied yet".into()));
-                continue;
+            let target = match pace {
+                Pace::Skip => continue,
+                Pace::Wait(why) => {
+                    set_view(&mut |v| v.waiting = Some(why.into()));
+                    continue;
+                }
+                Pace::Run(target) => target,
             };
-            if !lease.valid && started.elapsed() < grace {
-                // Just started: the first pongs are on their way; do not fence on no news.
-                set_view(&mut |v| {
-                    v.waiting = Some("start-up: waiting for the first lease grants".into())
-                });
-                continue;
-            }
-            let now_ms = started.elapsed().as_millis() as u64;
-            target.has_lease = lease.valid;
-            target.now_ms = now_ms;
-            target.lease_granted_at_ms = lease.valid.then(|| {
-                (now_ms + lease.remaining.as_millis() as u64)
-                    .saturating_sub(fo.lease.as_millis() as u64)
-            });
             let report = rec.cycle(&target).await;
-            quiet = report.redis_actions.is_empty()
-                && report.haproxy_actions.is_empty()
-                && report.redis_error.is_none()
-                && report.haproxy_error.is_none()
-                && !report.untrusted;
+            let reconciled = pacer.done(&target, &report);
             if report.fenced_now {
                 metrics.redis_fence_events.inc();
-                tracing::warn!(lease = lease.valid, epoch = %target.authority.epoch,
+                tracing::warn!(lease = valid, epoch = %target.authority.epoch,
                     "fenced the local Redis (writes refused)");
             }
             if !report.redis_actions.is_empty() {
@@ -655,7 +632,7 @@ fn spawn_reconciler(
                     .with_label_values(&["redis"])
                     .inc_by(report.redis_actions.len() as u64);
                 tracing::info!(actions = ?report.redis_actions, epoch = %target.authority.epoch,
-                    lease = lease.valid, "reconciled the local Redis");
+                    lease = valid, "reconciled the local Redis");
             }
             if !report.haproxy_actions.is_empty() {
                 metrics
@@ -663,7 +640,7 @@ fn spawn_reconciler(
                     .with_label_values(&["haproxy"])
                     .inc_by(report.haproxy_actions.len() as u64);
                 tracing::info!(actions = ?report.haproxy_actions, epoch = %target.authority.epoch,
-                    lease = lease.valid, "reconciled the local HAProxy");
+                    lease = valid, "reconciled the local HAProxy");
             }
             for (side, err, last) in [
                 ("redis", &report.redis_error, &mut last_errors.0),
@@ -687,9 +664,7 @@ fn spawn_reconciler(
                 v.waiting = None;
                 v.last_cycle = Some(report.clone());
                 v.last_cycle_at = Some(Instant::now());
-                if report.redis_settled {
-                    v.reconciled_index = v.reconciled_index.max(target.decision_index().0);
-                }
+                v.reconciled_index = reconciled;
             });
         }
     });

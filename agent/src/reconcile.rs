@@ -577,6 +577,122 @@ fn action_name(a: &RedisAction) -> String {
     }
 }
 
+/// The pacing of the local reconciler, clock-free: when a cycle runs, with which lease, and
+/// what it carried out. The agent's reconciler task and the simulation both use it, so the
+/// simulation paces cycles exactly as the agent does.
+///
+/// - A wake-up is an interval tick ([`Pacer::tick`]) or a new target.
+/// - A quiet, converged reconciler (its last cycle did nothing and saw no trouble) with the
+///   same target and lease validity runs a full cycle only every 4th tick (three reads a
+///   second at a 250 ms interval); anything new runs one at once.
+/// - No target: wait. Just started without a lease: wait for the first grants (`grace`), so
+///   that an agent does not fence on no news.
+/// - The lease counts only when usable ([`usable_lease`]).
+#[derive(Debug)]
+pub struct Pacer {
+    lease_ms: u64,
+    grace_ms: u64,
+    side_deadline: Duration,
+    started_ms: u64,
+    ticks: u64,
+    last_run: Option<(Option<Target>, bool)>,
+    quiet: bool,
+    lease_valid: bool,
+    reconciled: u64,
+}
+
+/// What the reconciler does on a wake-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Nothing new since a quiet cycle: skip this wake-up.
+    Skip,
+    /// Do not run a cycle yet, for this reason (shown in status).
+    Wait(&'static str),
+    /// Run a cycle towards this target (lease and time filled in).
+    Run(Target),
+}
+
+impl Pacer {
+    /// A pacer for an agent started at `started_ms` (the base of every `now_ms` given later),
+    /// with the lease duration, the start-up grace and the per-side cycle deadline.
+    pub fn new(lease: Duration, grace: Duration, side_deadline: Duration, started_ms: u64) -> Self {
+        Pacer {
+            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            side_deadline,
+            started_ms,
+            ticks: 0,
+            last_run: None,
+            quiet: false,
+            lease_valid: false,
+            reconciled: 0,
+        }
+    }
+
+    /// An interval tick.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+    }
+
+    /// Decides this wake-up, given the published target, the lease as granted, and the time.
+    pub fn next(
+        &mut self,
+        target: Option<&Target>,
+        valid: bool,
+        remaining: Duration,
+        now_ms: u64,
+    ) -> Pace {
+        let valid = usable_lease(valid, remaining, self.side_deadline);
+        self.lease_valid = valid;
+        let key = (target.cloned(), valid);
+        if self.quiet && self.last_run.as_ref() == Some(&key) && !self.ticks.is_multiple_of(4) {
+            return Pace::Skip;
+        }
+        self.last_run = Some(key);
+        let Some(target) = target else {
+            return Pace::Wait("no committed state applied yet");
+        };
+        if !valid && now_ms.saturating_sub(self.started_ms) < self.grace_ms {
+            return Pace::Wait("start-up: waiting for the first lease grants");
+        }
+        let remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+        Pace::Run(Target {
+            has_lease: valid,
+            now_ms,
+            lease_granted_at_ms: valid.then(|| {
+                now_ms
+                    .saturating_add(remaining_ms)
+                    .saturating_sub(self.lease_ms)
+            }),
+            ..target.clone()
+        })
+    }
+
+    /// Records a finished cycle; returns the newest decision carried out on the local Redis
+    /// (reported to the peers: the leader's fast path waits for it).
+    pub fn done(&mut self, target: &Target, report: &CycleReport) -> u64 {
+        self.quiet = report.redis_actions.is_empty()
+            && report.haproxy_actions.is_empty()
+            && report.redis_error.is_none()
+            && report.haproxy_error.is_none()
+            && !report.untrusted;
+        if report.redis_settled {
+            self.reconciled = self.reconciled.max(target.decision_index().0);
+        }
+        self.reconciled
+    }
+
+    /// Whether the lease was usable at the last wake-up.
+    pub fn lease_valid(&self) -> bool {
+        self.lease_valid
+    }
+
+    /// The newest decision carried out on the local Redis.
+    pub fn reconciled(&self) -> u64 {
+        self.reconciled
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,6 +1000,83 @@ mod tests {
         assert!(usable_lease(true, Duration::from_millis(601), side));
         assert!(!usable_lease(true, Duration::from_millis(600), side));
         assert!(!usable_lease(false, Duration::from_secs(2), side));
+    }
+
+    /// The reconciler's pacing, as a script: each step is a wake-up (an interval tick or not),
+    /// the published target, the lease as granted, the time, and what the pacer must answer.
+    #[test]
+    fn pacer_script() {
+        let t1 = Target {
+            authority: authority(1, 1, 10),
+            maintenance: false,
+            has_lease: false,
+            lease_granted_at_ms: None,
+            now_ms: 0,
+        };
+        let t2 = Target {
+            authority: authority(2, 2, 20),
+            ..t1.clone()
+        };
+        let quiet = CycleReport {
+            redis_settled: true,
+            ..CycleReport::default()
+        };
+        let busy = CycleReport {
+            redis_actions: vec!["fence".into()],
+            ..CycleReport::default()
+        };
+        let ms = Duration::from_millis;
+        // Lease 2 s, grace 600 ms, 300 ms per side: a lease counts with more than 600 ms left.
+        let mut p = Pacer::new(ms(2000), ms(600), ms(300), 1000);
+        type Step<'a> = (bool, Option<&'a Target>, bool, u64, u64, &'a str);
+        #[rustfmt::skip]
+        let script: &[Step] = &[
+            // (tick, target, lease valid, remaining ms, now ms, expected)
+            (true, None, false, 0, 1000, "wait: no committed state applied yet"),
+            (true, Some(&t1), false, 0, 1200, "wait: start-up: waiting for the first lease grants"),
+            (true, Some(&t1), true, 1900, 1400, "run: lease true granted 1300"),
+            // Past the grace, no lease: run (it fences).
+            (true, Some(&t1), false, 0, 1700, "run: lease false granted -"),
+            // A lease with too little left is no lease.
+            (true, Some(&t1), true, 600, 1800, "run: lease false granted -"),
+        ];
+        let run = |p: &mut Pacer, script: &[Step], report: &CycleReport| {
+            for &(tick, target, valid, remaining, now, want) in script {
+                if tick {
+                    p.tick();
+                }
+                let got = match p.next(target, valid, ms(remaining), now) {
+                    Pace::Skip => "skip".to_string(),
+                    Pace::Wait(why) => format!("wait: {why}"),
+                    Pace::Run(t) => {
+                        p.done(&t, report);
+                        format!(
+                            "run: lease {} granted {}",
+                            t.has_lease,
+                            t.lease_granted_at_ms.map_or("-".into(), |g| g.to_string())
+                        )
+                    }
+                };
+                assert_eq!(got, want, "at {now} ms");
+            }
+        };
+        run(&mut p, script, &busy);
+        // Quiet and unchanged: a full cycle only on every 4th tick (tick 6 runs: the lease
+        // came back; 7 skips; 8 runs; 9 skips).
+        #[rustfmt::skip]
+        let settled: &[Step] = &[
+            (true, Some(&t1), true, 1900, 2000, "run: lease true granted 1900"),
+            (true, Some(&t1), true, 1900, 2250, "skip"),
+            (true, Some(&t1), true, 1900, 2500, "run: lease true granted 2400"),
+            (true, Some(&t1), true, 1900, 2750, "skip"),
+            // A new target runs at once, without a tick.
+            (false, Some(&t2), true, 1900, 2800, "run: lease true granted 2700"),
+            (true, Some(&t2), true, 1900, 3000, "skip"),
+            // The lease gone: the next tick runs, though not a 4th one.
+            (true, Some(&t2), false, 0, 3250, "run: lease false granted -"),
+        ];
+        run(&mut p, settled, &quiet);
+        assert_eq!(p.reconciled(), 20, "the settled decision index is reported");
     }
 
     /// Golden table for the answer to HAProxy's check of the local Redis.

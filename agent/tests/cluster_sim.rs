@@ -10,8 +10,9 @@
 //! adapters differ: probes read the simulated world instead of a socket; reports, pings and
 //! Raft messages travel over the simulated network as values; the clock is the simulated one.
 //!
-//! Still copied from `node.rs` (to move behind the driver next): report pacing, and the
-//! reconciler task's lease check, start-up grace and cycle pacing.
+//! The reconciler task's pacing (start-up grace, the usable-lease rule, slower cycles when
+//! settled) is the agent's own [`Pacer`]. Still modelled here rather than shared: report
+//! pacing (`observe` reads the process clock).
 //!
 //! The world: Redis `nX` at 10.0.0.X:6379; a replica copies its master's offset while the
 //! master is up and reachable; a master gains offset every step while it accepts writes:
@@ -69,7 +70,7 @@ use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds, Track
 use triad::raft::transport::lease_from_grants;
 use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
 use triad::reconcile::{
-    serving_master, usable_lease, CycleReport, HaproxyTarget, Reconciler, Target,
+    serving_master, CycleReport, HaproxyTarget, Pace, Pacer, Reconciler, Target,
 };
 
 const N: u64 = 3;
@@ -161,7 +162,6 @@ struct Agent {
     keys: BTreeMap<u64, VerdictKey>,
     rec: Reconciler,
     grants: BTreeMap<NodeId, u64>,
-    started_ms: u64,
     last_report_ms: Option<u64>,
     dirty: bool,
     /// Newest Redis decision carried out locally (reported to peers).
@@ -172,9 +172,11 @@ struct Agent {
     /// to HAProxy's check of its Redis (`GET /redis/master`).
     lease_valid: bool,
     last_report: Option<CycleReport>,
-    /// The target the last cycle ran for (a new one runs a cycle at once, as the agent's
+    /// The target the reconciler last saw (a new one wakes it at once, as the agent's
     /// reconciler task wakes on a new target).
-    last_target: Option<(Option<NodeId>, Epoch, Option<u64>, bool)>,
+    last_target: Option<Target>,
+    /// The reconciler's pacing, the agent's own.
+    pacer: Pacer,
 }
 
 struct RedisWorld {
@@ -420,12 +422,17 @@ impl Sim {
             keys: BTreeMap::new(),
             rec,
             grants: BTreeMap::new(),
-            started_ms: self.now,
             last_report_ms: None,
             dirty: false,
             reconciled: 0,
             applied_key: None,
             last_target: None,
+            pacer: Pacer::new(
+                Duration::from_millis(SETTINGS.lease_ms),
+                Duration::from_millis(GRACE_MS),
+                ACTION_TIMEOUT,
+                self.now,
+            ),
             lease_valid: false,
             last_report: None,
         });
@@ -977,18 +984,17 @@ impl Sim {
             }
         }
         self.decide_and_propose(i)?;
-        let changed = self.agents[i].as_ref().is_some_and(|a| {
-            a.d.target().is_some_and(|t| {
-                let key = (
-                    t.authority.master,
-                    t.authority.epoch,
-                    t.authority.suspect.as_ref().map(|x| x.index.0),
-                    t.maintenance,
-                );
-                a.last_target != Some(key)
-            })
-        });
-        if changed || (self.step_no + i as u64).is_multiple_of(RECONCILE_EVERY) {
+        // The reconciler task wakes on its interval and on a new target (a watch channel).
+        let tick = (self.step_no + i as u64).is_multiple_of(RECONCILE_EVERY);
+        let changed = self.agents[i]
+            .as_ref()
+            .is_some_and(|a| a.d.target() != a.last_target.as_ref());
+        if tick {
+            if let Some(a) = self.agents[i].as_mut() {
+                a.pacer.tick();
+            }
+        }
+        if changed || tick {
             self.reconcile(i)?;
         }
         Ok(())
@@ -1010,41 +1016,29 @@ impl Sim {
         let plant = self.plant;
         let a = self.agents[i].as_mut().ok_or("vanished")?;
         let grants: Vec<u64> = a.grants.values().map(|ms| ms * 1000).collect();
-        let mut lease = lease_from_grants(
+        let lease = lease_from_grants(
             &grants,
             now * 1000,
             Duration::from_millis(SETTINGS.lease_ms),
             N as usize / 2,
         );
-        lease.valid = usable_lease(lease.valid, lease.remaining, ACTION_TIMEOUT);
-        if !lease.valid && now - a.started_ms < GRACE_MS {
-            return Ok(());
+        // As the agent's reconciler task: the same pacing, the same lease rule.
+        a.last_target = a.d.target().cloned();
+        let pace = a
+            .pacer
+            .next(a.d.target(), lease.valid, lease.remaining, now);
+        let valid = a.pacer.lease_valid();
+        let mut target = match pace {
+            Pace::Skip | Pace::Wait(_) => return Ok(()),
+            Pace::Run(t) => t,
+        };
+        if plant == Plant::IgnoreLease {
+            target.has_lease = true;
         }
-        let has_lease = lease.valid || plant == Plant::IgnoreLease;
-        // As the agent's reconciler task: no target published, no cycle.
-        let Some(published) = a.d.target() else {
-            return Ok(());
-        };
-        let target = Target {
-            has_lease,
-            lease_granted_at_ms: lease.valid.then(|| {
-                (now + lease.remaining.as_millis() as u64).saturating_sub(SETTINGS.lease_ms)
-            }),
-            now_ms: now,
-            ..published.clone()
-        };
         let report = futures::executor::block_on(a.rec.cycle(&target));
-        a.lease_valid = has_lease;
+        a.lease_valid = target.has_lease;
         a.last_report = Some(report.clone());
-        a.last_target = Some((
-            target.authority.master,
-            target.authority.epoch,
-            target.authority.suspect.as_ref().map(|x| x.index.0),
-            target.maintenance,
-        ));
-        if report.redis_settled && target.decision_index().0 > a.reconciled {
-            a.reconciled = target.decision_index().0;
-        }
+        a.reconciled = a.pacer.done(&target, &report);
         // `set server ... health up` marks the server up until HAProxy's next check says
         // otherwise.
         for action in &report.haproxy_actions {
@@ -1057,7 +1051,7 @@ impl Sim {
                 self.check_timeouts.remove(&(me.get(), n));
             }
         }
-        if !lease.valid {
+        if !valid {
             if let Some(x) = report.redis_actions.iter().find(|x| *x != "fence") {
                 return Err(self.fail(&format!(
                     "quorum: {me} ran `{x}` on its Redis without a lease"
@@ -1068,7 +1062,7 @@ impl Sim {
             self.log(format!(
                 "{me} reconciled epoch {} lease {} untrusted {}: redis {:?} haproxy {:?}",
                 target.authority.epoch,
-                lease.valid,
+                valid,
                 report.untrusted,
                 report.redis_actions,
                 report.haproxy_actions
