@@ -8,6 +8,9 @@
 //! its timeout; after resuming, up again. Without the binaries (outside CI) the real cases are
 //! skipped with a printed reason; in CI (`CI` set) a missing binary fails the test.
 
+// Drives real processes on real time; see agent/.clippy.toml.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use std::net::TcpListener;

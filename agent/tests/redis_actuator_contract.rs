@@ -2,6 +2,9 @@
 //! promote, follow, fence (writes refused with NOREPLICAS), unfence, and a clear error when the
 //! server is down. A missing redis-server fails in CI and is skipped elsewhere with a reason.
 
+// Drives real processes on real time; see agent/.clippy.toml.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use std::net::SocketAddr;

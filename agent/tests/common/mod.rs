@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests that start real servers on loopback.
+
+// Drives real processes on real time; see agent/.clippy.toml.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 use std::net::TcpListener;

@@ -10,6 +10,9 @@
 //! once as `invalid` and leave leader and term alone, and after the random batch the cluster
 //! still agrees on a leader and commits on all three nodes.
 
+// Reads the clock (test over real sockets and timers); see agent/.clippy.toml.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
