@@ -41,10 +41,11 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{AuditEntry, Command, Maintenance, MemberInfo};
+use crate::driver::ProposeError;
 use crate::health::HealthStore;
 use crate::ids::{LogIndex, NodeId, Term, UnixMillis};
-use crate::node::{Handles, ProposeError, Request};
 use crate::probe::{summarize, FailureKind, Status};
+use crate::status::{Handles, Request};
 
 /// Errors starting the API.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +140,7 @@ pub struct RedisStatus {
     /// Peers whose lease this node does not renew (suspected, or behind the newest decision).
     pub lease_embargo: Vec<NodeId>,
     /// This node's lease and local reconciliation.
-    pub local: crate::node::LocalRedisView,
+    pub local: crate::status::LocalRedisView,
 }
 
 /// One probed service instance as shown in status.

@@ -341,7 +341,7 @@ pub const MAX_REPORT_OBSERVATIONS: usize = 256;
 
 /// Encodes observations with their current ages as a health report.
 pub fn encode_report(
-    items: &[(crate::probe::Observation, u64)],
+    items: &[(crate::observation::Observation, u64)],
     applied_index: u64,
     reconciled_index: u64,
 ) -> pb::HealthReport {
@@ -377,8 +377,8 @@ pub fn encode_report(
     }
 }
 
-fn parse_failure(s: &str) -> Option<crate::probe::FailureKind> {
-    use crate::probe::FailureKind as F;
+fn parse_failure(s: &str) -> Option<crate::observation::FailureKind> {
+    use crate::observation::FailureKind as F;
     [
         F::Refused,
         F::Timeout,
@@ -410,7 +410,7 @@ pub fn decode_report(
 ) -> Result<DecodedReport, CodecError> {
     let applied_index = report.applied_index;
     let reconciled_index = report.reconciled_index;
-    use crate::probe::{CheckResult, Observation, ProbeId, Service, Status};
+    use crate::observation::{CheckResult, Observation, ProbeId, Service, Status};
     let bad = |field: &'static str, problem: String| CodecError::Field { field, problem };
     if report.observations.len() > MAX_REPORT_OBSERVATIONS {
         return Err(bad(
@@ -500,7 +500,7 @@ pub fn decode_report(
 #[cfg(test)]
 mod report_tests {
     use super::*;
-    use crate::probe::{CheckResult, FailureKind, Observation, ProbeId, Service, Status};
+    use crate::observation::{CheckResult, FailureKind, Observation, ProbeId, Service, Status};
 
     fn sample() -> Observation {
         Observation {

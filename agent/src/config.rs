@@ -1230,8 +1230,15 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
             ("haproxy.redis_backend", &h.redis_backend),
             ("haproxy.redis_server_prefix", &h.redis_server_prefix),
         ] {
-            crate::actuator::haproxy::check_name("name", name)
-                .map_err(|e| invalid(key, e.to_string()))?;
+            if !is_haproxy_name(name) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{name:?} is not a HAProxy name: use only letters, digits, '-', '_', '.' \
+                         and ':'"
+                    ),
+                ));
+            }
         }
         if config.redis.is_none() {
             return Err(invalid(
@@ -1269,6 +1276,17 @@ pub fn read_secret(path: &Path, key: &str) -> Result<String, ConfigError> {
         });
     }
     Ok(secret.to_string())
+}
+
+/// Whether `name` is a valid HAProxy backend or server name: letters, digits, `-`, `_`, `.`
+/// and `:` only, as HAProxy itself requires. Anything else could split or inject admin-socket
+/// commands (`;`, spaces, newlines, `/`), so config validation and the HAProxy actuator both
+/// refuse it.
+pub fn is_haproxy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -1399,6 +1417,16 @@ tick_interval = "20ms"
                 "[raft]",
                 "[haproxy]\nadmin_socket = \"admin.sock\"\n[raft]",
                 &["haproxy.admin_socket", "absolute"],
+            ),
+            (
+                "[raft]",
+                "[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n\
+                 redis_backend = \"be_redis;disable server x\"\n[raft]",
+                &[
+                    "haproxy.redis_backend",
+                    "not a HAProxy name",
+                    "letters, digits",
+                ],
             ),
         ];
         for (from, to, wants) in cases {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ids::NodeId;
-use crate::probe::{Observation, ProbeId, Status};
+use crate::observation::{Observation, ProbeId, Status};
 
 /// An observation as received, with its age at receipt.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,12 +175,12 @@ pub struct InstanceView {
 mod tests {
     use super::*;
     use crate::ids::UnixMillis;
-    use crate::probe::{CheckResult, Service};
+    use crate::observation::{CheckResult, Service};
 
     fn obs(subject: u64, service: Service, status: Status) -> Received {
         let last = match status {
             Status::Healthy => CheckResult::healthy(serde_json::Value::Null),
-            _ => CheckResult::unreachable(crate::probe::FailureKind::Refused, "x"),
+            _ => CheckResult::unreachable(crate::observation::FailureKind::Refused, "x"),
         };
         Received {
             observation: Observation {

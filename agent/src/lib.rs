@@ -2,7 +2,8 @@
 //!
 //! Module map (see README "Architecture"):
 //! - pure core: [`cluster`] (replicated state machine), [`decide`] (decision policy),
-//!   [`ids`] (newtypes);
+//!   [`health`] (reports), [`observation`] (what probes observe, as values), [`ids`]
+//!   (newtypes);
 //! - adapters: [`raft`] (raft-rs driver, redb storage, peer transport), [`api`] (HTTP),
 //!   [`metrics`], [`codec`] (encodings at the edge), [`config`];
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
@@ -22,8 +23,10 @@ pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod node;
+pub mod observation;
 pub mod observe;
 pub mod probe;
 pub mod raft;
 pub mod reconcile;
+pub mod status;
 pub mod switchover;

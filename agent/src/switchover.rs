@@ -54,8 +54,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::actuator::redis::{RedisAction, RedisControl};
 use crate::cluster::{ChangeKind, Command, RedisAuthority};
+use crate::driver::ProposeError;
 use crate::ids::{Epoch, LogIndex, NodeId};
-use crate::node::ProposeError;
 use crate::probe::redis_info::RedisRole;
 
 /// What to do.

@@ -207,11 +207,7 @@ impl HaproxyError {
 /// Rejects names that could split or inject CLI commands (`;`, spaces, newlines, `/`).
 /// HAProxy itself accepts only letters, digits, `-`, `_`, `.` and `:` in these names.
 pub fn check_name(what: &'static str, name: &str) -> Result<(), HaproxyError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok {
+    if crate::config::is_haproxy_name(name) {
         Ok(())
     } else {
         Err(HaproxyError::BadName {

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{ChangeKind, Command, RedisAuthority};
 use crate::health::Seen;
 use crate::ids::NodeId;
-use crate::probe::{FailureKind, Service};
+use crate::observation::{FailureKind, Service};
 
 /// Tunables of the decision (from `[failover]` in the config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -550,7 +550,7 @@ fn initial(i: &RedisInputs<'_>) -> RedisPlan {
 mod tests {
     use super::*;
     use crate::ids::UnixMillis;
-    use crate::probe::{CheckResult, FailureKind, Observation, ProbeId, Status};
+    use crate::observation::{CheckResult, FailureKind, Observation, ProbeId, Status};
 
     fn view(observer: u64, subject: u64, failures: u32, age_ms: u64) -> Seen {
         Seen {

@@ -1,0 +1,150 @@
+//! The seam between the event loop and the HTTP API: what the loop publishes ([`CoreStatus`]),
+//! what it accepts ([`Request`]), its liveness, and the [`Handles`] the API gets at start.
+//! Neither side imports the other: `node` fills these in, `api` reads them.
+//!
+//! Caveat: [`Liveness`] reads the process's monotonic clock (an adapter concern; the driver
+//! gets its time from the shell as a value).
+
+// Reads the clock (loop liveness); see agent/.clippy.toml.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cluster::{ClusterState, Command};
+use crate::config::Validated;
+use crate::decide::redis::RedisPlan;
+use crate::driver::{Applied, ProposeError};
+use crate::health::HealthStore;
+use crate::ids::NodeId;
+use crate::metrics::Metrics;
+use crate::raft::transport::Transport;
+use crate::raft::RaftStatus;
+use crate::reconcile::CycleReport;
+
+/// A request from the API to the event loop.
+#[derive(Debug)]
+pub enum Request {
+    /// Propose a command and answer once it applied here.
+    Propose {
+        /// The command.
+        command: Command,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<Applied, ProposeError>>,
+    },
+}
+
+/// What the event loop publishes after each cycle for the API.
+#[derive(Clone, Debug)]
+pub struct CoreStatus {
+    /// Raft's view.
+    pub raft: RaftStatus,
+    /// The applied cluster state.
+    pub cluster: Arc<ClusterState>,
+    /// The last decision's verdict.
+    pub verdict: String,
+    /// Whether storage was loaded (always true once published by the loop).
+    pub storage_loaded: bool,
+    /// Every agent's latest observations as known here (written only by the event loop).
+    pub health: Arc<std::sync::Mutex<HealthStore>>,
+    /// Redis failover state, when Redis is managed.
+    pub redis: Option<RedisCoreView>,
+}
+
+/// The Redis side of the published status.
+#[derive(Clone, Debug)]
+pub struct RedisCoreView {
+    /// The leader's latest decision (absent on followers).
+    pub plan: Option<RedisPlan>,
+    /// Peers whose lease this node does not renew.
+    pub embargo: Vec<NodeId>,
+    /// The local reconciler's view (lease, last cycle), written by its task.
+    pub local: Arc<std::sync::Mutex<LocalRedisView>>,
+}
+
+/// What the local reconciler last did, shown in status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LocalRedisView {
+    /// Whether this agent holds its lease.
+    pub lease_valid: bool,
+    /// Milliseconds of lease left.
+    pub lease_remaining_ms: u64,
+    /// Reconciliation cycles run since start.
+    pub cycles: u64,
+    /// The last cycle that ran, if any.
+    pub last_cycle: Option<CycleReport>,
+    /// Why cycles are not running, when they are not (start-up grace, no target yet).
+    pub waiting: Option<String>,
+    /// The log index of the newest Redis decision carried out on the local Redis (reported to
+    /// the peers).
+    #[serde(default)]
+    pub reconciled_index: u64,
+    /// When the last cycle ended (this process's monotonic clock); HAProxy's check of the
+    /// local Redis trusts only a recent cycle.
+    #[serde(skip)]
+    pub last_cycle_at: Option<Instant>,
+}
+
+/// Liveness of the event loop, shared with the API.
+#[derive(Debug)]
+pub struct Liveness {
+    start: Instant,
+    last_ms: AtomicU64,
+    /// The loop must run at least this often to count as live.
+    pub max_gap: Duration,
+}
+
+impl Liveness {
+    /// Starts counting now.
+    pub(crate) fn new(max_gap: Duration) -> Self {
+        Liveness {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            max_gap,
+        }
+    }
+    /// The loop ran now.
+    pub(crate) fn beat(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    /// Time since the loop last ran.
+    pub fn since_last(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+    /// Whether the loop ran within `max_gap`.
+    pub fn is_live(&self) -> bool {
+        self.since_last() <= self.max_gap
+    }
+
+    /// Milliseconds of this process's monotonic clock (the time base of [`HealthStore`]).
+    pub fn mono_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// Everything the API needs, handed over once at start.
+#[derive(Clone)]
+pub struct Handles {
+    /// This node's validated config.
+    pub config: Arc<Validated>,
+    /// Latest published status.
+    pub status: watch::Receiver<Arc<CoreStatus>>,
+    /// Requests into the loop.
+    pub requests: mpsc::Sender<Request>,
+    /// Peer connectivity.
+    pub transport: Transport,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Loop liveness.
+    pub liveness: Arc<Liveness>,
+    /// Bearer token for mutating endpoints, if configured.
+    pub token: Option<Arc<str>>,
+    /// Set while a switchover runs through this agent (one at a time).
+    pub switchover_busy: Arc<AtomicBool>,
+}
