@@ -35,6 +35,7 @@ use crate::config::{self, Validated};
 use crate::driver::{Clock, Driver, DriverConfig, Plant};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
+use crate::observation::Thresholds;
 use crate::observe::{self, LocalObservations};
 use crate::probe;
 use crate::probe::runner::now_millis;
@@ -183,7 +184,16 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     }));
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(256);
     let probes = probe::build::from_config(&cfg)?;
-    let mut local = LocalObservations::new(probes.iter().map(|p| (p.id().clone(), p.timing())));
+    let mut local = LocalObservations::new(probes.iter().map(|p| {
+        let t = p.timing();
+        (
+            p.id().clone(),
+            Thresholds {
+                rise: t.rise,
+                fall: t.fall,
+            },
+        )
+    }));
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
     let probe_count = probes.len();
     {
@@ -274,7 +284,8 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     }
                 }
                 Some(ev) = probe_rx.recv() => {
-                    local.record(ev, &metrics);
+                    let at_ms = liveness.ms_at(ev.at_instant);
+                    local.record(&ev.id, ev.result, ev.latency, ev.at, at_ms, &metrics);
                 }
                 Some(req) = req_rx.recv() => match req {
                     Request::Propose { command, reply } => match driver.propose(command, clock()) {
@@ -296,8 +307,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 if driver.take_report_request() {
                     local.mark_dirty();
                 }
-                if local.report_due(now) {
-                    let items = local.take_report(now);
+                let mono = liveness.mono_ms();
+                if local.report_due(mono) {
+                    let items = local.take_report(mono);
                     let applied = driver.state().applied.0;
                     transport.broadcast_report(&codec::encode_report(&items, applied, reconciled));
                     driver.ingest(

@@ -4,60 +4,63 @@
 //! A report goes out at most every [`MIN_REPORT_GAP`] when a status, failure kind or reason
 //! changed, and at least every [`MAX_REPORT_GAP`] regardless (carrying fresh details such as
 //! offsets), so peers can tell a silent agent from a quiet one.
-
-// Reads the clock (adapter: paces reports on the process clock); see agent/.clippy.toml.
-#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+//!
+//! Clock-free: times come in as milliseconds of the caller's monotonic clock, so the agent and
+//! the whole-cluster simulation pace reports with this same code.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::config::ProbeTiming;
 use crate::health::Received;
+use crate::ids::UnixMillis;
 use crate::metrics::Metrics;
-use crate::probe::runner::ProbeEvent;
-use crate::probe::{Observation, ProbeId, Service, Status, Thresholds, Tracker};
+use crate::observation::{CheckResult, Observation, ProbeId, Service, Status, Thresholds, Tracker};
 
-/// Shortest gap between two reports.
-pub const MIN_REPORT_GAP: Duration = Duration::from_millis(100);
-/// Longest gap between two reports.
-pub const MAX_REPORT_GAP: Duration = Duration::from_secs(1);
+/// Shortest gap between two reports, in milliseconds.
+pub const MIN_REPORT_GAP: u64 = 100;
+/// Longest gap between two reports, in milliseconds.
+pub const MAX_REPORT_GAP: u64 = 1000;
 
 /// Trackers and report timing of the local probes.
 pub struct LocalObservations {
-    trackers: BTreeMap<ProbeId, (Tracker, Option<Instant>)>,
+    /// Each probe's tracker and when (monotonic ms) its last result came.
+    trackers: BTreeMap<ProbeId, (Tracker, Option<u64>)>,
     dirty: bool,
-    last_report: Option<Instant>,
+    last_report: Option<u64>,
 }
 
 impl LocalObservations {
-    /// Trackers for the given probes.
-    pub fn new(probes: impl IntoIterator<Item = (ProbeId, ProbeTiming)>) -> Self {
+    /// Trackers for the given probes, with their rise/fall thresholds.
+    pub fn new(probes: impl IntoIterator<Item = (ProbeId, Thresholds)>) -> Self {
         LocalObservations {
             trackers: probes
                 .into_iter()
-                .map(|(id, t)| {
-                    let th = Thresholds {
-                        rise: t.rise,
-                        fall: t.fall,
-                    };
-                    (id, (Tracker::new(th), None))
-                })
+                .map(|(id, th)| (id, (Tracker::new(th), None)))
                 .collect(),
             dirty: false,
             last_report: None,
         }
     }
 
-    /// Records one check result; logs status changes and updates metrics.
-    pub fn record(&mut self, ev: ProbeEvent, metrics: &Metrics) {
-        let Some((tracker, at)) = self.trackers.get_mut(&ev.id) else {
+    /// Records one check result of probe `id`, taken at `at` (wall clock, display only) and
+    /// `at_ms` (monotonic, for ages); logs status changes and updates metrics.
+    pub fn record(
+        &mut self,
+        id: &ProbeId,
+        result: CheckResult,
+        latency: Duration,
+        at: UnixMillis,
+        at_ms: u64,
+        metrics: &Metrics,
+    ) {
+        let Some((tracker, seen)) = self.trackers.get_mut(id) else {
             return;
         };
         let before = tracker.current().map(|o| o.status);
         let before_last = tracker.current().map(verdict_key);
-        let latency_us = ev.latency.as_micros() as u64;
-        let o = tracker.record(&ev.id, ev.result, latency_us, ev.at);
-        *at = Some(ev.at_instant);
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let o = tracker.record(id, result, latency_us, at);
+        *seen = Some(at_ms);
         // Report at once only what changes a verdict (status, failure kind, reason); details
         // such as offsets ride along with the periodic report.
         if before_last.as_ref() != Some(&verdict_key(o)) {
@@ -77,7 +80,7 @@ impl LocalObservations {
                 }
             }
         }
-        record_metrics(o, ev.latency, metrics);
+        record_metrics(o, latency, metrics);
     }
 
     /// Asks for a report as soon as the minimum gap allows (for example after this node
@@ -86,26 +89,26 @@ impl LocalObservations {
         self.dirty = true;
     }
 
-    /// Whether a report is due now.
-    pub fn report_due(&self, now: Instant) -> bool {
+    /// Whether a report is due at `now_ms`.
+    pub fn report_due(&self, now_ms: u64) -> bool {
         match self.last_report {
             None => self.dirty,
             Some(last) => {
-                let gap = now.duration_since(last);
+                let gap = now_ms.saturating_sub(last);
                 (self.dirty && gap >= MIN_REPORT_GAP) || gap >= MAX_REPORT_GAP
             }
         }
     }
 
     /// Current observations with their ages, and marks a report as sent.
-    pub fn take_report(&mut self, now: Instant) -> Vec<(Observation, u64)> {
+    pub fn take_report(&mut self, now_ms: u64) -> Vec<(Observation, u64)> {
         self.dirty = false;
-        self.last_report = Some(now);
+        self.last_report = Some(now_ms);
         self.trackers
             .values()
             .filter_map(|(t, at)| {
                 let o = t.current()?;
-                let age = at.map_or(0, |a| now.duration_since(a).as_millis() as u64);
+                let age = at.map_or(0, |a| now_ms.saturating_sub(a));
                 Some((o.clone(), age))
             })
             .collect()
@@ -116,7 +119,7 @@ impl LocalObservations {
 /// the details a failover decision reads (a Redis role and its replication link).
 type VerdictKey = (
     Status,
-    Option<crate::probe::FailureKind>,
+    Option<crate::observation::FailureKind>,
     Option<String>,
     Option<serde_json::Value>,
     Option<serde_json::Value>,

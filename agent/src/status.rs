@@ -122,6 +122,11 @@ impl Liveness {
         self.since_last() <= self.max_gap
     }
 
+    /// `at` in milliseconds of the same clock as [`Liveness::mono_ms`].
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Milliseconds of this process's monotonic clock (the time base of [`HealthStore`]).
     pub fn mono_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64

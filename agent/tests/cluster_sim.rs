@@ -5,14 +5,12 @@
 //! wiring `node.rs` runs under tokio: Raft ticks and steps over redb on a shared in-memory
 //! backend, applying entries, snapshots, health ingest, the Redis timeline and embargo, the
 //! leader's decision with its pacing and `failover.automatic` gate, proposals in flight, the
-//! reconcile target), plus the rise/fall [`Tracker`], the Redis probe's [`judge`],
-//! [`lease_from_grants`], and the [`Reconciler`] over [`SimRedis`] and [`SimHaproxy`]. Only the
-//! adapters differ: probes read the simulated world instead of a socket; reports, pings and
-//! Raft messages travel over the simulated network as values; the clock is the simulated one.
-//!
-//! The reconciler task's pacing (start-up grace, the usable-lease rule, slower cycles when
-//! settled) is the agent's own [`Pacer`]. Still modelled here rather than shared: report
-//! pacing (`observe` reads the process clock).
+//! reconcile target), its [`LocalObservations`] (rise/fall trackers and report pacing), its
+//! reconciler [`Pacer`] (start-up grace, the usable-lease rule, slower cycles when settled),
+//! the Redis probe's [`judge`], [`lease_from_grants`], and the [`Reconciler`] over
+//! [`SimRedis`] and [`SimHaproxy`]. Only the adapters differ: probes read the simulated world
+//! instead of a socket; reports, pings and Raft messages travel over the simulated network as
+//! values; the clock is the simulated one.
 //!
 //! The world: Redis `nX` at 10.0.0.X:6379; a replica copies its master's offset while the
 //! master is up and reachable; a master gains offset every step while it accepts writes:
@@ -64,9 +62,10 @@ use triad::driver::{Clock, Driver, DriverConfig, Plant as DriverPlant};
 use triad::health::Received;
 use triad::ids::{Epoch, NodeId, UnixMillis};
 use triad::metrics::Metrics;
+use triad::observe::{self, LocalObservations};
 use triad::probe::redis::judge;
 use triad::probe::redis_info::{RedisInfo, RedisRole};
-use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds, Tracker};
+use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds};
 use triad::raft::transport::lease_from_grants;
 use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
 use triad::reconcile::{
@@ -78,8 +77,6 @@ const STEP_MS: u64 = 50;
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
 const PROBE_EVERY: u64 = 6;
-const REPORT_MIN_MS: u64 = 100;
-const REPORT_MAX_MS: u64 = 1000;
 const PING_EVERY: u64 = 3;
 const RECONCILE_EVERY: u64 = 5;
 const PROPOSAL_TIMEOUT_MS: u64 = 5000;
@@ -152,18 +149,15 @@ struct InFlight {
     msg: Msg,
 }
 
-/// What makes an agent report at once when it changes: up or not, failure kind, role, link.
-type VerdictKey = (bool, Option<FailureKind>, Option<String>, Option<String>);
-
 struct Agent {
     /// The agent's own clock-free core: Raft, the state machine, health, the decision.
     d: Driver,
-    trackers: BTreeMap<u64, Tracker>,
-    keys: BTreeMap<u64, VerdictKey>,
+    /// The agent's own trackers and report pacing.
+    local: LocalObservations,
+    /// The agent's metrics (the driver's and the trackers').
+    metrics: Metrics,
     rec: Reconciler,
     grants: BTreeMap<NodeId, u64>,
-    last_report_ms: Option<u64>,
-    dirty: bool,
     /// Newest Redis decision carried out locally (reported to peers).
     reconciled: u64,
     /// The applied Redis authority last traced.
@@ -385,6 +379,7 @@ impl Sim {
             store,
         )
         .map_err(|e| e.to_string())?;
+        let metrics = Metrics::new(&id.to_string()).map_err(|e| e.to_string())?;
         let d = Driver::new(
             raft,
             DriverConfig {
@@ -399,7 +394,7 @@ impl Sim {
                 redis_probe_interval_ms: PROBE_EVERY * STEP_MS,
                 plant: self.driver_plant,
             },
-            Metrics::new(&id.to_string()).map_err(|e| e.to_string())?,
+            metrics.clone(),
             self.clock(i),
         )
         .map_err(|e| e.to_string())?;
@@ -418,12 +413,17 @@ impl Sim {
         let th = Thresholds { rise: 2, fall: 2 };
         self.agents[i] = Some(Agent {
             d,
-            trackers: (1..=N).map(|n| (n, Tracker::new(th))).collect(),
-            keys: BTreeMap::new(),
+            local: LocalObservations::new((1..=N).map(|n| {
+                let id = ProbeId {
+                    subject: NodeId(n),
+                    service: Service::Redis,
+                    target: String::new(),
+                };
+                (id, th)
+            })),
+            metrics,
             rec,
             grants: BTreeMap::new(),
-            last_report_ms: None,
-            dirty: false,
             reconciled: 0,
             applied_key: None,
             last_target: None,
@@ -815,7 +815,7 @@ impl Sim {
         };
         let out = a.d.take_outputs();
         if out.report_now {
-            a.dirty = true;
+            a.local.mark_dirty();
         }
         let r = &a.d.state().redis;
         if let Some(m) = r.master {
@@ -915,48 +915,22 @@ impl Sim {
                     service: Service::Redis,
                     target: String::new(),
                 };
-                let Some(t) = a.trackers.get_mut(&subject) else {
-                    continue;
-                };
-                let o = t.record(&id, result, 100, UnixMillis(now as i64));
-                let d = &o.last.details;
-                let key = (
-                    o.status.is_up(),
-                    o.last.failure,
-                    d.get("role").map(|v| v.to_string()),
-                    d.get("master_link_up").map(|v| v.to_string()),
-                );
-                if a.keys.get(&subject) != Some(&key) {
-                    a.dirty = true;
-                    a.keys.insert(subject, key);
-                }
+                let at = UnixMillis(now as i64);
+                a.local
+                    .record(&id, result, Duration::from_micros(100), at, now, &a.metrics);
             }
         }
-        // Reports (the driver asks for one at once when the reconciler carried out a decision
-        // or a new decision applied).
+        // Reports, paced by the agent's own `LocalObservations` (the driver asks for one at
+        // once when the reconciler carried out a decision or a new decision applied).
         let clock = self.clock(i);
         let report = {
             let a = self.agents[i].as_mut().ok_or("vanished")?;
             a.d.set_reconciled(a.reconciled);
             if a.d.take_report_request() {
-                a.dirty = true;
+                a.local.mark_dirty();
             }
-            let due = match a.last_report_ms {
-                None => a.dirty,
-                Some(l) => (a.dirty && now - l >= REPORT_MIN_MS) || now - l >= REPORT_MAX_MS,
-            };
-            if due {
-                a.dirty = false;
-                a.last_report_ms = Some(now);
-                let obs: Vec<Received> = a
-                    .trackers
-                    .values()
-                    .filter_map(|t| t.current().cloned())
-                    .map(|o| Received {
-                        observation: o,
-                        age_at_receipt_ms: 0,
-                    })
-                    .collect();
+            if a.local.report_due(now) {
+                let obs = observe::as_received(&a.local.take_report(now));
                 let applied = a.d.state().applied.0;
                 a.d.ingest(NodeId(me), obs.clone(), applied, a.reconciled, clock);
                 Some((obs, applied, a.reconciled))
@@ -1261,7 +1235,7 @@ impl Sim {
             return Err(self.fail(&format!("liveness: not converged at the end: {e}")));
         }
         let took = converged_at.map_or(u64::MAX, |c| c.saturating_sub(settled_at));
-        let periods = 2 * RECONCILE_EVERY * STEP_MS + 2 * REPORT_MAX_MS;
+        let periods = 2 * RECONCILE_EVERY * STEP_MS + 2 * observe::MAX_REPORT_GAP;
         if took > periods {
             return Err(self.fail(&format!(
                 "liveness: converged {took}ms after the authority settled (limit {periods}ms)"
