@@ -12,7 +12,8 @@
 //!   one already executed: a slow reconciliation cycle working from a stale snapshot can never
 //!   undo a newer decision.
 //! - Each technology sits behind a trait with a real implementation and a `Sim*` one, and both
-//!   pass one contract suite (`agent/tests/haproxy_contract.rs`).
+//!   pass one contract suite (`agent/tests/haproxy_contract.rs`,
+//!   `agent/tests/service_contract.rs` for [`service::ServiceControl`]).
 //! - Errors say what to do and classify the cause: the service is down (socket missing or
 //!   connection refused), did not answer in time, or refused the command (with its own text).
 //!
@@ -27,6 +28,7 @@
 
 pub mod haproxy;
 pub mod redis;
+pub mod service;
 
 use std::fmt;
 

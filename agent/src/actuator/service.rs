@@ -1,0 +1,655 @@
+//! Service control: start, stop, restart and the state of a named local service (mariadb,
+//! redis, php-fpm, glusterd), behind one trait with three implementations that pass one
+//! contract suite (`agent/tests/service_contract.rs`):
+//! - [`Systemd`] (production): `systemctl` on the unit. Galera's start modes use what Debian's
+//!   `mariadb.service` provides: a rejoin sets `_WSREP_START_POSITION` in the manager's
+//!   environment before `systemctl start` (the unit's `ExecStart` passes it as
+//!   `--wsrep_start_position`, which is what `galera_recovery` does in `ExecStartPre`), and a
+//!   bootstrap runs `galera_new_cluster` (which starts the unit with `--wsrep-new-cluster`).
+//! - [`Process`] (the lab): a configured argv per service, started in its own process group
+//!   so that it outlives its agent, tracked by a pidfile. A start finds a running process by
+//!   its pidfile first and never starts a second one.
+//! - [`SimServices`] (simulation and tests): in memory.
+//!
+//! Every call is idempotent: starting a running service or stopping a stopped one succeeds
+//! and does nothing. Errors name the service and what failed.
+//!
+//! Caveats: not wired to a controller yet (Galera rejoin, PHP-FPM remediation and backups
+//! will drive it). [`Process`] signals with `kill(1)` and reads liveness from `/proc`, so it is
+//! Linux-only; it cannot tell a recycled pid from its daemon (the pidfile is removed on stop).
+
+// Reads the clock (adapter: stop deadlines); see agent/.clippy.toml.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// How to start a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum StartMode {
+    /// A plain start.
+    Normal,
+    /// Galera: rejoin the running cluster from a recovered position (`uuid:seqno`), so that
+    /// the donor can send an incremental state transfer (IST) instead of a full copy.
+    GaleraRejoin {
+        /// The recovered position, `uuid:seqno`.
+        position: String,
+    },
+    /// Galera: bootstrap a new cluster from this node (`--wsrep-new-cluster`).
+    GaleraBootstrap,
+}
+
+/// The state of a service as its controller sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ServiceState {
+    /// Running, with its main pid when known.
+    Running {
+        /// The main process id.
+        pid: Option<u32>,
+    },
+    /// Starting or stopping.
+    Changing,
+    /// Not running.
+    Stopped,
+    /// Not running after a failure, with the manager's reason.
+    Failed {
+        /// Why, as the service manager says it.
+        reason: String,
+    },
+}
+
+impl ServiceState {
+    /// Whether the service is running.
+    pub fn is_running(&self) -> bool {
+        matches!(self, ServiceState::Running { .. })
+    }
+}
+
+/// Why a service operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The service is not configured here.
+    #[error("service {0:?} is not configured for control on this node (see [services])")]
+    Unknown(String),
+    /// The start mode does not apply to this service or implementation.
+    #[error("service {service:?}: start mode {mode:?} is not supported: {why}")]
+    Mode {
+        /// The service.
+        service: String,
+        /// The mode asked for.
+        mode: StartMode,
+        /// Why not.
+        why: String,
+    },
+    /// A command failed or could not run.
+    #[error("service {service:?}: {what} failed: {detail}")]
+    Command {
+        /// The service.
+        service: String,
+        /// What was attempted.
+        what: String,
+        /// Output or OS error.
+        detail: String,
+    },
+    /// The service did not reach the wanted state in time.
+    #[error("service {service:?} did not {what} within {after:?}")]
+    Timeout {
+        /// The service.
+        service: String,
+        /// What it did not do.
+        what: &'static str,
+        /// The wait.
+        after: Duration,
+    },
+}
+
+/// Start, stop, restart and state of local services. Every call is idempotent and bounded.
+pub trait ServiceControl: Send + Sync + 'static {
+    /// The state of `service`.
+    fn state<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, ServiceError>>;
+    /// Starts `service` in `mode`; a running service is left alone.
+    fn start<'a>(
+        &'a self,
+        service: &'a str,
+        mode: &'a StartMode,
+    ) -> BoxFuture<'a, Result<(), ServiceError>>;
+    /// Stops `service`; a stopped service is left alone.
+    fn stop<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>>;
+    /// Stops, then starts `service` in `mode`.
+    fn restart<'a>(
+        &'a self,
+        service: &'a str,
+        mode: &'a StartMode,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            self.stop(service).await?;
+            self.start(service, mode).await
+        })
+    }
+}
+
+// ----- systemd -------------------------------------------------------------------------------
+
+/// Production: `systemctl` on each service's unit (`[services]` maps names to units).
+#[derive(Clone, Debug)]
+pub struct Systemd {
+    units: BTreeMap<String, String>,
+    timeout: Duration,
+}
+
+impl Systemd {
+    /// Controls the given units (service name -> unit name); each command is cut at `timeout`.
+    pub fn new(units: BTreeMap<String, String>, timeout: Duration) -> Self {
+        Systemd { units, timeout }
+    }
+
+    fn unit(&self, service: &str) -> Result<&str, ServiceError> {
+        self.units
+            .get(service)
+            .map(String::as_str)
+            .ok_or_else(|| ServiceError::Unknown(service.to_string()))
+    }
+
+    async fn run(
+        &self,
+        service: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<String, ServiceError> {
+        let what = format!("{program} {}", args.join(" "));
+        let fail = |detail: String| ServiceError::Command {
+            service: service.to_string(),
+            what: what.clone(),
+            detail,
+        };
+        let out = tokio::time::timeout(
+            self.timeout,
+            tokio::process::Command::new(program)
+                .args(args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| ServiceError::Timeout {
+            service: service.to_string(),
+            what: "answer",
+            after: self.timeout,
+        })?
+        .map_err(|e| fail(e.to_string()))?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Parses `systemctl show -p ActiveState,SubState,MainPID,Result` output.
+pub fn parse_systemctl_show(text: &str) -> ServiceState {
+    let mut props = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            props.insert(k.trim(), v.trim());
+        }
+    }
+    let pid = props
+        .get("MainPID")
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|&p| p != 0);
+    match props.get("ActiveState").copied().unwrap_or("") {
+        "active" | "reloading" => ServiceState::Running { pid },
+        "activating" | "deactivating" => ServiceState::Changing,
+        "failed" => ServiceState::Failed {
+            reason: format!(
+                "{} ({})",
+                props.get("Result").copied().unwrap_or("unknown"),
+                props.get("SubState").copied().unwrap_or("?")
+            ),
+        },
+        _ => ServiceState::Stopped,
+    }
+}
+
+impl ServiceControl for Systemd {
+    fn state<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, ServiceError>> {
+        Box::pin(async move {
+            let unit = self.unit(service)?;
+            let out = self
+                .run(
+                    service,
+                    "systemctl",
+                    &["show", "-p", "ActiveState,SubState,MainPID,Result", unit],
+                )
+                .await?;
+            Ok(parse_systemctl_show(&out))
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        service: &'a str,
+        mode: &'a StartMode,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let unit = self.unit(service)?;
+            if self.state(service).await?.is_running() {
+                return Ok(());
+            }
+            match mode {
+                StartMode::Normal => {
+                    self.run(service, "systemctl", &["start", unit]).await?;
+                }
+                StartMode::GaleraRejoin { position } => {
+                    check_position(service, mode, position)?;
+                    let env = format!("_WSREP_START_POSITION=--wsrep_start_position={position}");
+                    self.run(service, "systemctl", &["set-environment", &env])
+                        .await?;
+                    let started = self.run(service, "systemctl", &["start", unit]).await;
+                    let _ = self
+                        .run(
+                            service,
+                            "systemctl",
+                            &["unset-environment", "_WSREP_START_POSITION"],
+                        )
+                        .await;
+                    started?;
+                }
+                StartMode::GaleraBootstrap => {
+                    self.run(service, "galera_new_cluster", &[]).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn stop<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let unit = self.unit(service)?;
+            self.run(service, "systemctl", &["stop", unit]).await?;
+            Ok(())
+        })
+    }
+}
+
+/// A recovered Galera position must look like `uuid:seqno` (it reaches a command line).
+fn check_position(service: &str, mode: &StartMode, position: &str) -> Result<(), ServiceError> {
+    let ok = position.split_once(':').is_some_and(|(uuid, seqno)| {
+        uuid.len() == 36
+            && uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            && seqno.parse::<i64>().is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Mode {
+            service: service.to_string(),
+            mode: mode.clone(),
+            why: format!("{position:?} is not a Galera position (uuid:seqno)"),
+        })
+    }
+}
+
+// ----- process (lab) -------------------------------------------------------------------------
+
+/// How the lab starts one service as a plain process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// The command line of a normal start (the process must stay in the foreground).
+    pub argv: Vec<String>,
+    /// Extra arguments of a Galera rejoin; `{position}` is replaced by the position.
+    #[serde(default)]
+    pub rejoin_args: Vec<String>,
+    /// Extra arguments of a Galera bootstrap (`--wsrep-new-cluster`).
+    #[serde(default)]
+    pub bootstrap_args: Vec<String>,
+    /// Where the pid is kept (written by Triad at start).
+    pub pidfile: PathBuf,
+    /// Where stdout and stderr go.
+    pub log: PathBuf,
+}
+
+/// The lab: each service is a process started from a configured argv, in its own process
+/// group (it outlives its agent), tracked by its pidfile.
+#[derive(Clone, Debug)]
+pub struct Process {
+    specs: BTreeMap<String, ProcessSpec>,
+    stop_timeout: Duration,
+}
+
+impl Process {
+    /// Controls the given services; a stop waits `stop_timeout` after SIGTERM, then kills.
+    pub fn new(specs: BTreeMap<String, ProcessSpec>, stop_timeout: Duration) -> Self {
+        Process {
+            specs,
+            stop_timeout,
+        }
+    }
+
+    fn spec(&self, service: &str) -> Result<&ProcessSpec, ServiceError> {
+        self.specs
+            .get(service)
+            .ok_or_else(|| ServiceError::Unknown(service.to_string()))
+    }
+
+    /// The live pid in the pidfile, if any.
+    fn live_pid(spec: &ProcessSpec) -> Option<u32> {
+        let pid = std::fs::read_to_string(&spec.pidfile)
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()?;
+        pid_alive(pid).then_some(pid)
+    }
+
+    async fn signal(service: &str, pid: u32, sig: &str) -> Result<(), ServiceError> {
+        let out = tokio::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .output()
+            .await
+            .map_err(|e| ServiceError::Command {
+                service: service.to_string(),
+                what: format!("kill {sig} {pid}"),
+                detail: e.to_string(),
+            })?;
+        // A process that exited meanwhile is fine.
+        if !out.status.success() && pid_alive(pid) {
+            return Err(ServiceError::Command {
+                service: service.to_string(),
+                what: format!("kill {sig} {pid}"),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `pid` runs and is not a zombie (Linux `/proc`).
+fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+impl ServiceControl for Process {
+    fn state<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, ServiceError>> {
+        Box::pin(async move {
+            let spec = self.spec(service)?;
+            Ok(match Self::live_pid(spec) {
+                Some(pid) => ServiceState::Running { pid: Some(pid) },
+                None => ServiceState::Stopped,
+            })
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        service: &'a str,
+        mode: &'a StartMode,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let spec = self.spec(service)?;
+            if Self::live_pid(spec).is_some() {
+                return Ok(());
+            }
+            let mut argv = spec.argv.clone();
+            match mode {
+                StartMode::Normal => {}
+                StartMode::GaleraRejoin { position } => {
+                    check_position(service, mode, position)?;
+                    argv.extend(
+                        spec.rejoin_args
+                            .iter()
+                            .map(|a| a.replace("{position}", position)),
+                    );
+                }
+                StartMode::GaleraBootstrap => argv.extend(spec.bootstrap_args.iter().cloned()),
+            }
+            let fail = |what: &str, detail: String| ServiceError::Command {
+                service: service.to_string(),
+                what: what.to_string(),
+                detail,
+            };
+            let (program, args) = argv
+                .split_first()
+                .ok_or_else(|| fail("start", "empty argv".into()))?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&spec.log)
+                .map_err(|e| fail("open log", format!("{}: {e}", spec.log.display())))?;
+            let err = log
+                .try_clone()
+                .map_err(|e| fail("open log", e.to_string()))?;
+            let child = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .process_group(0)
+                .kill_on_drop(false)
+                .spawn()
+                .map_err(|e| fail("start", format!("{program}: {e}")))?;
+            let pid = child
+                .id()
+                .ok_or_else(|| fail("start", "exited at once".into()))?;
+            std::fs::write(&spec.pidfile, format!("{pid}\n"))
+                .map_err(|e| fail("write pidfile", format!("{}: {e}", spec.pidfile.display())))?;
+            // The child is not waited on here: tokio reaps it when it exits.
+            drop(child);
+            Ok(())
+        })
+    }
+
+    fn stop<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let spec = self.spec(service)?;
+            let Some(pid) = Self::live_pid(spec) else {
+                let _ = std::fs::remove_file(&spec.pidfile);
+                return Ok(());
+            };
+            Self::signal(service, pid, "-TERM").await?;
+            let deadline = std::time::Instant::now() + self.stop_timeout;
+            while pid_alive(pid) {
+                if std::time::Instant::now() >= deadline {
+                    Self::signal(service, pid, "-KILL").await?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if pid_alive(pid) {
+                        return Err(ServiceError::Timeout {
+                            service: service.to_string(),
+                            what: "stop",
+                            after: self.stop_timeout,
+                        });
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = std::fs::remove_file(&spec.pidfile);
+            Ok(())
+        })
+    }
+}
+
+// ----- simulation ----------------------------------------------------------------------------
+
+/// In memory: each configured service is running or not; every start and stop is logged.
+#[derive(Clone, Debug, Default)]
+pub struct SimServices {
+    inner: Arc<Mutex<SimInner>>,
+}
+
+#[derive(Debug, Default)]
+struct SimInner {
+    running: BTreeMap<String, Option<u32>>,
+    next_pid: u32,
+    log: Vec<(String, String)>,
+}
+
+impl SimServices {
+    /// Services with these names, all stopped.
+    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
+        let sim = SimServices::default();
+        if let Ok(mut s) = sim.inner.lock() {
+            s.next_pid = 100;
+            for name in services {
+                s.running.insert(name.to_string(), None);
+            }
+        }
+        sim
+    }
+
+    /// What was done, in order: (service, operation).
+    pub fn log(&self) -> Vec<(String, String)> {
+        self.inner.lock().map(|s| s.log.clone()).unwrap_or_default()
+    }
+
+    /// A crash: the service stops without being asked.
+    pub fn crash(&self, service: &str) {
+        if let Ok(mut s) = self.inner.lock() {
+            if let Some(p) = s.running.get_mut(service) {
+                *p = None;
+            }
+        }
+    }
+
+    fn with<T>(
+        &self,
+        service: &str,
+        f: impl FnOnce(&mut SimInner) -> T,
+    ) -> Result<T, ServiceError> {
+        let mut s = self.inner.lock().map_err(|_| ServiceError::Command {
+            service: service.to_string(),
+            what: "simulated control".into(),
+            detail: "poisoned".into(),
+        })?;
+        if !s.running.contains_key(service) {
+            return Err(ServiceError::Unknown(service.to_string()));
+        }
+        Ok(f(&mut s))
+    }
+}
+
+impl ServiceControl for SimServices {
+    fn state<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, ServiceError>> {
+        Box::pin(async move {
+            self.with(service, |s| {
+                match s.running.get(service).copied().flatten() {
+                    Some(pid) => ServiceState::Running { pid: Some(pid) },
+                    None => ServiceState::Stopped,
+                }
+            })
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        service: &'a str,
+        mode: &'a StartMode,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            if let StartMode::GaleraRejoin { position } = mode {
+                check_position(service, mode, position)?;
+            }
+            self.with(service, |s| {
+                if s.running.get(service).copied().flatten().is_some() {
+                    return;
+                }
+                s.next_pid += 1;
+                let pid = s.next_pid;
+                s.running.insert(service.to_string(), Some(pid));
+                s.log.push((service.to_string(), format!("start {mode:?}")));
+            })
+        })
+    }
+
+    fn stop<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            self.with(service, |s| {
+                if s.running.get(service).copied().flatten().is_none() {
+                    return;
+                }
+                s.running.insert(service.to_string(), None);
+                s.log.push((service.to_string(), "stop".into()));
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded `systemctl show -p ActiveState,SubState,MainPID,Result` outputs.
+    #[test]
+    fn systemctl_show_outputs_parse() {
+        let cases: &[(&str, ServiceState)] = &[
+            (
+                "MainPID=4242\nResult=success\nActiveState=active\nSubState=running\n",
+                ServiceState::Running { pid: Some(4242) },
+            ),
+            (
+                "MainPID=0\nResult=success\nActiveState=inactive\nSubState=dead\n",
+                ServiceState::Stopped,
+            ),
+            (
+                "MainPID=0\nResult=exit-code\nActiveState=failed\nSubState=failed\n",
+                ServiceState::Failed {
+                    reason: "exit-code (failed)".into(),
+                },
+            ),
+            (
+                "MainPID=977\nResult=success\nActiveState=activating\nSubState=start\n",
+                ServiceState::Changing,
+            ),
+            (
+                "MainPID=977\nResult=success\nActiveState=deactivating\nSubState=stop-sigterm\n",
+                ServiceState::Changing,
+            ),
+            // A unit that does not exist: systemctl shows it inactive.
+            (
+                "MainPID=0\nResult=success\nActiveState=inactive\nSubState=dead\n",
+                ServiceState::Stopped,
+            ),
+            ("", ServiceState::Stopped),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&parse_systemctl_show(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn galera_positions_are_checked_before_they_reach_a_command_line() {
+        let mode = |p: &str| StartMode::GaleraRejoin { position: p.into() };
+        let ok = "6f0c2e64-1f0b-11ef-9c5b-0242ac120002:1234";
+        assert!(check_position("mariadb", &mode(ok), ok).is_ok());
+        for bad in [
+            "",
+            "1234",
+            "6f0c2e64-1f0b-11ef-9c5b-0242ac120002:",
+            "6f0c2e64-1f0b-11ef-9c5b-0242ac120002:12; rm -rf /",
+            "short:1",
+        ] {
+            let e = check_position("mariadb", &mode(bad), bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("not a Galera position"), "{bad:?}: {e}");
+        }
+    }
+}
