@@ -37,7 +37,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{AuditEntry, Command, Maintenance, MemberInfo};
@@ -45,7 +44,7 @@ use crate::driver::ProposeError;
 use crate::health::HealthStore;
 use crate::ids::{LogIndex, NodeId, Term, UnixMillis};
 use crate::probe::{summarize, FailureKind, Status};
-use crate::status::{Handles, Request};
+use crate::status::Handles;
 
 /// Errors starting the API.
 #[derive(Debug, thiserror::Error)]
@@ -620,27 +619,14 @@ async fn redis_switchover(
         );
     }
     let _busy = Busy(h.switchover_busy.clone());
-    let password = match rcfg
-        .password_file
-        .as_deref()
-        .map(|p| crate::config::read_secret(p, "redis.password_file"))
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
     let fo = &cfg.failover;
-    let server = |addr| {
-        crate::actuator::redis::RedisServer::new(
-            addr,
-            rcfg.username.clone(),
-            password.clone(),
-            fo.action_timeout,
-            fo.redis_min_replicas_to_write,
-            fo.redis_min_replicas_max_lag,
-        )
+    let server = |addr| crate::actuator::redis::RedisServer::from_config(addr, rcfg, fo);
+    let (master, target) = match (server(from_addr), server(to_addr)) {
+        (Ok(m), Ok(t)) => (m, t),
+        (Err(e), _) | (_, Err(e)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     };
-    let (master, target) = (server(from_addr), server(to_addr));
     let catch_up = std::time::Duration::from_secs(2);
     let demote_wait = std::time::Duration::from_secs(2);
     let commit_wait = cfg.api.proposal_timeout;
@@ -655,27 +641,18 @@ async fn redis_switchover(
         outcome_wait: commit_wait,
         by: format!("api@{}", h.config.node_id()),
     };
-    let requests = h.requests.clone();
-    let propose = |command: Command| async move {
-        let (tx, rx) = oneshot::channel();
-        requests
-            .send(Request::Propose { command, reply: tx })
-            .await
-            .map_err(|_| {
-                // Never reached the event loop: provably not proposed.
-                ProposeError::Refused("agent is shutting down; the change was not proposed".into())
-            })?;
-        match rx.await {
-            Ok(Ok(a)) => match a.outcome {
+    let handles = h.clone();
+    let propose = |command: Command| {
+        let handles = handles.clone();
+        async move {
+            let applied = handles.propose(command).await?;
+            match applied.outcome {
                 // Applied and refused by the state machine: it changed nothing.
                 crate::cluster::Outcome::Rejected(why) => {
                     Err(ProposeError::Refused(format!("rejected: {why}")))
                 }
-                _ => Ok(a.index),
-            },
-            Ok(Err(e)) => Err(e),
-            // The loop dropped the request: it may have been proposed.
-            Err(_) => Err(ProposeError::Stopping),
+                _ => Ok(applied.index),
+            }
         }
     };
     let status = h.status.clone();
@@ -708,16 +685,8 @@ async fn redis_switchover(
 }
 
 async fn propose(h: &Handles, command: Command) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if h.requests
-        .send(Request::Propose { command, reply: tx })
-        .await
-        .is_err()
-    {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
-    }
-    match rx.await {
-        Ok(Ok(applied)) => Json(serde_json::json!({
+    match h.propose(command).await {
+        Ok(applied) => Json(serde_json::json!({
             "applied_index": applied.index,
             "outcome": applied.outcome.name(),
             "rejected": match &applied.outcome {
@@ -727,7 +696,7 @@ async fn propose(h: &Handles, command: Command) -> Response {
             "maintenance": applied.maintenance,
         }))
         .into_response(),
-        Ok(Err(e @ (ProposeError::NoLeader | ProposeError::Timeout { .. }))) => {
+        Err(e @ (ProposeError::NoLeader | ProposeError::Timeout { .. })) => {
             let leader = h.status.borrow().raft.leader;
             let mut body = serde_json::json!({ "error": e.to_string(), "leader_id": leader });
             if let Some(l) = leader.and_then(|l| h.config.members.iter().find(|m| m.id == l)) {
@@ -735,7 +704,6 @@ async fn propose(h: &Handles, command: Command) -> Response {
             }
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

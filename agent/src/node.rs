@@ -440,19 +440,7 @@ fn spawn_reconciler(
     let Some(&local) = addrs.get(&me) else {
         return Ok(());
     };
-    let password = r
-        .password_file
-        .as_deref()
-        .map(|p| config::read_secret(p, "redis.password_file"))
-        .transpose()?;
-    let redis = Arc::new(RedisServer::new(
-        local,
-        r.username.clone(),
-        password,
-        fo.action_timeout,
-        fo.redis_min_replicas_to_write,
-        fo.redis_min_replicas_max_lag,
-    ));
+    let redis = Arc::new(RedisServer::from_config(local, r, &fo)?);
     let haproxy = c.haproxy.as_ref().map(|h| {
         let mut sock = HaproxySocket::new(&h.admin_socket, fo.action_timeout);
         if let Some(f) = &h.state_file {

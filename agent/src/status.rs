@@ -153,3 +153,19 @@ pub struct Handles {
     /// Set while a switchover runs through this agent (one at a time).
     pub switchover_busy: Arc<AtomicBool>,
 }
+
+impl Handles {
+    /// Proposes `command` through the event loop and waits until it applied on this node, or
+    /// failed. A request that never reached the loop was provably not proposed (`Refused`); a
+    /// loop that dropped it may have proposed it (`Stopping`).
+    pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Propose { command, reply: tx })
+            .await
+            .map_err(|_| {
+                ProposeError::Refused("agent is shutting down; the change was not proposed".into())
+            })?;
+        rx.await.unwrap_or(Err(ProposeError::Stopping))
+    }
+}

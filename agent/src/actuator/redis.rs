@@ -166,6 +166,28 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// The Redis server at `addr` as configured: `[redis]` credentials (the password file is
+    /// read now) and the `[failover]` action timeout and write guard.
+    pub fn from_config(
+        addr: SocketAddr,
+        redis: &crate::config::RedisSection,
+        failover: &crate::config::FailoverSection,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let password = redis
+            .password_file
+            .as_deref()
+            .map(|p| crate::config::read_secret(p, "redis.password_file"))
+            .transpose()?;
+        Ok(RedisServer::new(
+            addr,
+            redis.username.clone(),
+            password,
+            failover.action_timeout,
+            failover.redis_min_replicas_to_write,
+            failover.redis_min_replicas_max_lag,
+        ))
+    }
+
     /// A handle on the server at `addr`.
     pub fn new(
         addr: SocketAddr,
