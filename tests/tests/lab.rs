@@ -1659,7 +1659,24 @@ fn run_with_lab(args: &Arguments) -> Result<ExitCode> {
     let bin = triad_tests::triad_bin()?;
     let spec = LabSpec::new(bin);
     let reuse = std::env::var("TRIAD_LAB_REUSE").is_ok_and(|v| v == "1");
-    let traces = down::traces(&spec);
+    let mut traces = down::traces(&spec);
+    if !traces.is_empty() && !reuse && down::lab_processes(&spec).is_empty() {
+        // Remains of a run that was killed (or of a machine restart): namespaces, a bridge or a
+        // state file, but not one process of the lab runs. Nothing there can be in use, so
+        // clean it up rather than refuse; a lab with live daemons is still refused below.
+        eprintln!(
+            "lab tests: cleaning up the remains of a lab in which nothing runs ({})",
+            summary(&traces)
+        );
+        let report = down::down(&spec, &lab::Progress::stderr())?;
+        if !report.leftovers.is_empty() {
+            bail!(
+                "could not clean up the remains of an earlier lab: {}; run `tests/lab down`",
+                report.leftovers.join(", ")
+            );
+        }
+        traces = down::traces(&spec);
+    }
     let lab = if traces.is_empty() {
         catch_interrupts(spec.clone());
         let t = Instant::now();
