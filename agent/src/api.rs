@@ -271,7 +271,7 @@ pub fn status_body(h: &Handles) -> StatusBody {
             .lock()
             .map(|health| nodes_view(&health, h.liveness.mono_ms()))
             .unwrap_or_default(),
-        redis: core.redis.as_ref().map(|r| RedisStatus {
+        redis: core.services.redis.as_ref().map(|r| RedisStatus {
             authority: core.cluster.redis.clone(),
             verdict: r.plan.as_ref().map(|p| p.verdict.clone()),
             candidates: r
@@ -343,7 +343,7 @@ async fn ready(State(h): State<Arc<Handles>>) -> Response {
 async fn redis_master(State(h): State<Arc<Handles>>) -> Response {
     let core = h.status.borrow().clone();
     let c = &h.config.config;
-    let Some(redis) = &core.redis else {
+    let Some(redis) = &core.services.redis else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "[redis] is not configured on this agent",
@@ -363,7 +363,7 @@ async fn redis_master(State(h): State<Arc<Handles>>) -> Response {
         + c.failover.action_timeout.saturating_mul(2);
     let recent = at.filter(|t| t.elapsed() <= fresh_for).and(view);
     let stale = at.is_some() && recent.is_none();
-    match crate::reconcile::serving_master(
+    match crate::reconcile::redis::serving_master(
         h.config.node_id(),
         &core.cluster.redis,
         lease_valid,
@@ -505,21 +505,12 @@ struct SwitchoverRequest {
     to: Option<NodeId>,
 }
 
-/// Clears the busy flag when the switchover ends, however it ends.
-struct Busy(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 async fn redis_switchover(
     State(h): State<Arc<Handles>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    use crate::switchover::{self, SwitchoverError, SwitchoverSpec};
+    use crate::switchover::redis::{self, RequestError, SwitchoverError};
     if let Err(resp) = authorize(&h, &headers) {
         return *resp;
     }
@@ -540,126 +531,12 @@ async fn redis_switchover(
             }
         }
     };
-    let cfg = &h.config.config;
-    let Some(rcfg) = &cfg.redis else {
-        return error(
-            StatusCode::CONFLICT,
-            "Redis is not managed by this agent ([redis] is not configured)",
-        );
-    };
-    let core = h.status.borrow().clone();
-    let authority = core.cluster.redis.clone();
-    let Some(from) = authority.master else {
-        return error(
-            StatusCode::CONFLICT,
-            "no Redis master is recorded yet; wait until the agents have recorded one",
-        );
-    };
-    let addr_of = |n: NodeId| h.config.members.iter().find(|m| m.id == n)?.redis_addr;
-    let to = match req.to {
-        Some(t) if t == from => {
-            return error(
-                StatusCode::CONFLICT,
-                format!("{t} is already the Redis master"),
-            )
-        }
-        Some(t) if addr_of(t).is_none() => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{t} is not a member with a Redis address (peers[].redis_addr)"),
-            )
-        }
-        Some(t) => t,
-        None => {
-            let now = h.liveness.mono_ms();
-            let (seen, ages) = match core.health.lock() {
-                Ok(hs) => (hs.all(now), hs.report_ages(now)),
-                Err(_) => Default::default(),
-            };
-            let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
-            let ranked = crate::decide::redis::candidates(&crate::decide::redis::RedisInputs {
-                members: &members,
-                authority: &authority,
-                seen: &seen,
-                report_age_ms: &ages,
-                since_change_ms: None,
-                suspect_embargo_ms: None,
-                suspect_reconciled: false,
-                maintenance: false,
-                in_flight: false,
-                settings: cfg.failover.settings(),
-            });
-            match ranked.iter().find(|c| c.rank == Some(1)) {
-                Some(c) => c.node,
-                None => {
-                    let why: Vec<String> = ranked
-                        .iter()
-                        .map(|c| format!("{} {}", c.node, c.reason))
-                        .collect();
-                    return error(
-                        StatusCode::CONFLICT,
-                        format!("no eligible replica to switch over to: {}", why.join("; ")),
-                    );
-                }
-            }
-        }
-    };
-    let (Some(from_addr), Some(to_addr)) = (addr_of(from), addr_of(to)) else {
-        return error(
-            StatusCode::CONFLICT,
-            format!("{from} or {to} has no Redis address in peers[].redis_addr"),
-        );
-    };
-    if h.switchover_busy
-        .swap(true, std::sync::atomic::Ordering::SeqCst)
-    {
-        return error(
-            StatusCode::CONFLICT,
-            "a switchover is already running through this agent; wait for it to finish",
-        );
-    }
-    let _busy = Busy(h.switchover_busy.clone());
-    let fo = &cfg.failover;
-    let server = |addr| crate::actuator::redis::RedisServer::from_config(addr, rcfg, fo);
-    let (master, target) = match (server(from_addr), server(to_addr)) {
-        (Ok(m), Ok(t)) => (m, t),
-        (Err(e), _) | (_, Err(e)) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-    };
-    let catch_up = std::time::Duration::from_secs(2);
-    let demote_wait = std::time::Duration::from_secs(2);
-    let commit_wait = cfg.api.proposal_timeout;
-    let spec = SwitchoverSpec {
-        from,
-        to,
-        epoch: authority.epoch,
-        from_addr,
-        pause: catch_up + commit_wait + demote_wait + std::time::Duration::from_secs(1),
-        catch_up,
-        demote_wait,
-        outcome_wait: commit_wait,
-        by: format!("api@{}", h.config.node_id()),
-    };
-    let handles = h.clone();
-    let propose = |command: Command| {
-        let handles = handles.clone();
-        async move {
-            let applied = handles.propose(command).await?;
-            match applied.outcome {
-                // Applied and refused by the state machine: it changed nothing.
-                crate::cluster::Outcome::Rejected(why) => {
-                    Err(ProposeError::Refused(format!("rejected: {why}")))
-                }
-                _ => Ok(applied.index),
-            }
-        }
-    };
-    let status = h.status.clone();
-    let committed = move || status.borrow().cluster.redis.clone();
-    match switchover::run(&spec, &master, &target, propose, committed).await {
+    match redis::request(&h, req.to).await {
         Ok(report) => Json(report).into_response(),
-        Err(e) => {
+        Err(RequestError::BadRequest(why)) => error(StatusCode::BAD_REQUEST, why),
+        Err(RequestError::Conflict(why)) => error(StatusCode::CONFLICT, why),
+        Err(RequestError::Internal(why)) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
+        Err(RequestError::Failed(e)) => {
             let code = match &e {
                 SwitchoverError::Precondition(_) | SwitchoverError::CatchUp { .. } => {
                     StatusCode::CONFLICT
@@ -672,7 +549,6 @@ async fn redis_switchover(
                 SwitchoverError::Superseded { .. } => StatusCode::CONFLICT,
                 SwitchoverError::FenceFailed { .. } => StatusCode::BAD_GATEWAY,
             };
-            tracing::warn!(%from, %to, error = %e, "switchover failed");
             let steps = e.steps();
             if steps.is_empty() {
                 error(code, e.to_string())

@@ -51,10 +51,15 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Validate a configuration file: exit 0 when valid, 64 with the problem otherwise.
+    /// Validate a configuration file and explain what an agent with it will do: exit 0 when
+    /// valid, 64 with the problem otherwise.
     CheckConfig {
         /// Configuration file.
         file: PathBuf,
+        /// Print the explanation as one JSON object (`{"valid": false, "error": ...}` when
+        /// invalid, with the error on stderr too).
+        #[arg(long)]
+        json: bool,
     },
     /// Show the cluster as one agent sees it, with every member's own role.
     Status {
@@ -131,23 +136,7 @@ enum LogFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::CheckConfig { file } => match config::load(&file, None) {
-            Ok(v) => {
-                println!(
-                    "{}: valid (node {}, {} peers, api {}, raft {})",
-                    file.display(),
-                    v.node_id(),
-                    v.members.len(),
-                    v.api_listen,
-                    v.raft_listen
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_USAGE)
-            }
-        },
+        Cmd::CheckConfig { file, json } => check_config(&file, json),
         Cmd::Run {
             config,
             data_dir,
@@ -177,6 +166,43 @@ pub fn main() -> ExitCode {
             token_file,
             json,
         } => client(async move { switchover(&target, to, token_file, json).await }),
+    }
+}
+
+/// `triad check-config`: the summary line, then what the agent will do (indented), or the
+/// same as JSON.
+fn check_config(file: &Path, json: bool) -> ExitCode {
+    match config::load(file, None) {
+        Ok(v) => {
+            let explained = config::Explanation::of(&v);
+            if json {
+                match serde_json::to_string_pretty(&explained) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("{}: cannot encode the explanation: {e}", file.display());
+                        return ExitCode::from(EXIT_SOFTWARE);
+                    }
+                }
+            } else {
+                println!("{}", explained.summary());
+                for line in explained.lines() {
+                    println!("  {line}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            if json {
+                let body = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "valid": false,
+                    "error": e.to_string(),
+                });
+                println!("{body}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

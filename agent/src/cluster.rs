@@ -208,6 +208,62 @@ pub enum Command {
     },
 }
 
+/// The replicated authority a command changes. Each authority has its own proposals in flight
+/// (a slow Redis commit never holds back a membership change) and its own epoch fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authority {
+    /// The membership view.
+    Members,
+    /// The maintenance flag.
+    Maintenance,
+    /// The Redis master and its epoch.
+    Redis,
+}
+
+impl Authority {
+    /// Stable name (metric labels, status keys).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authority::Members => "members",
+            Authority::Maintenance => "maintenance",
+            Authority::Redis => "redis",
+        }
+    }
+}
+
+impl std::fmt::Display for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Command {
+    /// The authority this command changes.
+    pub fn authority(&self) -> Authority {
+        match self {
+            Command::SetMaintenance { .. } => Authority::Maintenance,
+            Command::RegisterMembers { .. } => Authority::Members,
+            Command::SetRedisMaster { .. }
+            | Command::SuspectRedisMaster { .. }
+            | Command::ClearRedisSuspect { .. } => Authority::Redis,
+        }
+    }
+
+    /// Whether this is an automatic failover step, which `[failover] automatic = false` holds
+    /// back (a suspicion or an automatic change of master). Withdrawing a suspicion, operator
+    /// commands and membership are never held back.
+    pub fn is_automatic_failover(&self) -> bool {
+        matches!(
+            self,
+            Command::SetRedisMaster {
+                kind: ChangeKind::Automatic,
+                ..
+            } | Command::SuspectRedisMaster { .. }
+        )
+    }
+}
+
 /// What applying a command did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -474,9 +530,90 @@ fn fmt_node(n: Option<NodeId>) -> String {
     n.map_or_else(|| "none".to_string(), |n| n.to_string())
 }
 
+/// Test fixtures shared by the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// Members 1..=`n` on loopback (Raft port 720N, API port 710N).
+    pub fn members(n: u64) -> BTreeMap<NodeId, MemberInfo> {
+        (1..=n)
+            .map(|i| {
+                (
+                    NodeId(i),
+                    MemberInfo {
+                        raft_addr: format!("127.0.0.1:720{i}"),
+                        api_addr: format!("127.0.0.1:710{i}"),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each command belongs to one authority, and only automatic failover steps are held back
+    /// by `[failover] automatic = false`.
+    #[test]
+    fn commands_know_their_authority_and_whether_they_are_automatic() {
+        let redis_master = |kind| Command::SetRedisMaster {
+            node: NodeId(2),
+            epoch: Epoch(2),
+            kind,
+            reason: String::new(),
+            suspect: None,
+        };
+        let cases = [
+            (
+                Command::SetMaintenance {
+                    enabled: true,
+                    reason: String::new(),
+                    by: String::new(),
+                },
+                Authority::Maintenance,
+                false,
+            ),
+            (
+                Command::RegisterMembers {
+                    members: BTreeMap::new(),
+                },
+                Authority::Members,
+                false,
+            ),
+            (redis_master(ChangeKind::Automatic), Authority::Redis, true),
+            (
+                redis_master(ChangeKind::Switchover),
+                Authority::Redis,
+                false,
+            ),
+            (redis_master(ChangeKind::Initial), Authority::Redis, false),
+            (
+                Command::SuspectRedisMaster {
+                    node: NodeId(1),
+                    epoch: Epoch(1),
+                    reason: String::new(),
+                },
+                Authority::Redis,
+                true,
+            ),
+            (
+                Command::ClearRedisSuspect {
+                    node: NodeId(1),
+                    epoch: Epoch(1),
+                    reason: String::new(),
+                },
+                Authority::Redis,
+                false,
+            ),
+        ];
+        for (command, authority, automatic) in cases {
+            assert_eq!(command.authority(), authority, "{command:?}");
+            assert_eq!(command.is_automatic_failover(), automatic, "{command:?}");
+        }
+    }
 
     fn meta(index: u64) -> EntryMeta {
         EntryMeta {
@@ -532,18 +669,9 @@ mod tests {
     #[test]
     fn register_members_records_once() {
         let mut s = ClusterState::default();
-        let members: BTreeMap<_, _> = (1..=3)
-            .map(|i| {
-                (
-                    NodeId(i),
-                    MemberInfo {
-                        raft_addr: format!("127.0.0.1:720{i}"),
-                        api_addr: format!("127.0.0.1:710{i}"),
-                    },
-                )
-            })
-            .collect();
-        let cmd = Command::RegisterMembers { members };
+        let cmd = Command::RegisterMembers {
+            members: fixtures::members(3),
+        };
         assert_eq!(s.apply(meta(1), &cmd), Outcome::Changed);
         assert_eq!(s.apply(meta(2), &cmd), Outcome::Unchanged);
         assert_eq!(s.members.len(), 3);

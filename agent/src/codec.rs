@@ -253,17 +253,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let members = (1..=3)
-            .map(|i| {
-                (
-                    NodeId(i),
-                    MemberInfo {
-                        raft_addr: format!("10.0.0.{i}:7200"),
-                        api_addr: format!("10.0.0.{i}:7100"),
-                    },
-                )
-            })
-            .collect();
+        let members = crate::cluster::fixtures::members(3);
         for command in [
             Command::SetMaintenance {
                 enabled: true,

@@ -6,10 +6,22 @@
 //! referenced files exist. Every error names the file, the key path and what is wrong, and
 //! `triad check-config` exits 64 (EX_USAGE) on any of them.
 //!
+//! Every service has one shape: a section says how Triad probes it (`[redis]`, `[mariadb]`,
+//! ...), `[[haproxy.backends]]` says which HAProxy backend follows which committed role, and
+//! `[services]` says how Triad starts and stops it. `triad check-config` prints what an agent
+//! with the file will do ([`Explanation`]).
+//!
 //! Caveats: membership is fixed by this file (no runtime membership change yet); a node whose
 //! stored Raft membership differs from the configured peers refuses to start.
 
-use std::collections::BTreeSet;
+mod explain;
+
+pub use explain::{
+    BackendPlan, ControlPlan, Explanation, FailoverMode, FailoverPlan, HaproxyPlan, ProbePlan,
+    TimingPlan,
+};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,10 +65,14 @@ pub struct Config {
     /// Redis failover and fencing (used when `[redis]` is configured).
     #[serde(default)]
     pub failover: FailoverSection,
-    /// The local HAProxy that Triad keeps routing to the committed Redis master (absent:
+    /// The local HAProxy and the backends Triad keeps routing to what was committed (absent:
     /// HAProxy is not managed).
     #[serde(default)]
     pub haproxy: Option<HaproxySection>,
+    /// How Triad starts, stops and restarts local services (default: systemd with Debian's
+    /// unit names).
+    #[serde(default)]
+    pub services: ServicesSection,
 }
 
 /// `[node]`: who this agent is and where it keeps its state.
@@ -497,7 +513,7 @@ fn default_action_timeout() -> Duration {
     Duration::from_millis(300)
 }
 
-/// `[haproxy]`: the local HAProxy's admin socket and the Redis backend Triad drives.
+/// `[haproxy]`: the local HAProxy's admin socket and the backends Triad drives.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HaproxySection {
@@ -507,26 +523,336 @@ pub struct HaproxySection {
     /// change, so that a reload keeps it. Absent: not written.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
-    /// The backend that routes to Redis. Default `be_redis`.
-    #[serde(default = "default_redis_backend")]
-    pub redis_backend: String,
-    /// Server names in that backend are this prefix followed by the node id (`redis1`).
-    /// Default `redis`.
-    #[serde(default = "default_redis_server_prefix")]
-    pub redis_server_prefix: String,
-}
-
-fn default_redis_backend() -> String {
-    "be_redis".into()
-}
-fn default_redis_server_prefix() -> String {
-    "redis".into()
+    /// `[[haproxy.backends]]`: the backends Triad keeps on a committed role. Omitted: with
+    /// `[redis]` configured, one `redis-master` backend named `be_redis` with servers
+    /// `redis<id>`; without `[redis]`, none. `backends = []` drives none. Names are unique and
+    /// each role has at most one backend. Validation fills in the default, so in a
+    /// [`Validated`] config this is always `Some`.
+    #[serde(
+        default,
+        deserialize_with = "deserialize_backends",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backends: Option<Vec<HaproxyBackend>>,
 }
 
 impl HaproxySection {
-    /// The server name of node `id`'s Redis.
-    pub fn redis_server(&self, id: NodeId) -> String {
-        format!("{}{}", self.redis_server_prefix, id.get())
+    /// The configured backends (none before validation filled in the default).
+    pub fn backends(&self) -> &[HaproxyBackend] {
+        self.backends.as_deref().unwrap_or_default()
+    }
+
+    /// The backend Triad keeps on `role`, if one is configured.
+    pub fn backend(&self, role: BackendRole) -> Option<&HaproxyBackend> {
+        self.backends().iter().find(|b| b.role == role)
+    }
+}
+
+/// `[[haproxy.backends]]`: one backend of haproxy.cfg and the role its servers follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HaproxyBackend {
+    /// The backend's name in haproxy.cfg (letters, digits, `-`, `_`, `.`, `:`).
+    pub name: String,
+    /// What Triad keeps the backend on: which of its servers are in service.
+    pub role: BackendRole,
+    /// Its servers are named this prefix followed by the node id (`redis` gives `redis1`,
+    /// `redis2`, `redis3`), one per cluster member.
+    pub server_prefix: String,
+}
+
+impl HaproxyBackend {
+    /// The name of node `id`'s server in this backend.
+    pub fn server(&self, id: NodeId) -> String {
+        format!("{}{}", self.server_prefix, id.get())
+    }
+
+    /// The backend used when `backends` is omitted and `[redis]` is configured: `be_redis`,
+    /// `redis-master`, servers `redis<id>`.
+    pub fn default_redis() -> HaproxyBackend {
+        HaproxyBackend {
+            name: "be_redis".into(),
+            role: BackendRole::RedisMaster,
+            server_prefix: "redis".into(),
+        }
+    }
+}
+
+/// What Triad keeps a HAProxy backend on. Each role is one variant; a role that follows a
+/// service needs that service's section (see [`BackendRole::needs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendRole {
+    /// Only the server of the committed Redis master is in service (`ready`); every other
+    /// server is in maintenance. Needs `[redis]`.
+    RedisMaster,
+}
+
+impl BackendRole {
+    /// Every role, in the order `check-config` lists them.
+    pub const ALL: &'static [BackendRole] = &[BackendRole::RedisMaster];
+
+    /// The name as written in the config (`redis-master`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendRole::RedisMaster => "redis-master",
+        }
+    }
+
+    /// Parses [`BackendRole::as_str`] names.
+    pub fn parse(s: &str) -> Option<BackendRole> {
+        BackendRole::ALL.iter().copied().find(|r| r.as_str() == s)
+    }
+
+    /// What the role keeps in service, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BackendRole::RedisMaster => "only the committed Redis master in service",
+        }
+    }
+
+    /// The section the role follows (`[redis]`), which must be configured.
+    pub fn needs(self) -> &'static str {
+        match self {
+            BackendRole::RedisMaster => "[redis]",
+        }
+    }
+
+    /// Whether `config` has the section the role follows.
+    fn is_served_by(self, config: &Config) -> bool {
+        match self {
+            BackendRole::RedisMaster => config.redis.is_some(),
+        }
+    }
+
+    fn known() -> String {
+        BackendRole::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl std::fmt::Display for BackendRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A backend as written: the role is read as text so that an unknown one is refused naming
+/// its key and the known roles, which serde's own message does not.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendAsWritten {
+    name: String,
+    role: String,
+    server_prefix: String,
+}
+
+fn deserialize_backends<'de, D>(d: D) -> Result<Option<Vec<HaproxyBackend>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let written = Vec::<BackendAsWritten>::deserialize(d)?;
+    let mut out = Vec::with_capacity(written.len());
+    for (i, b) in written.into_iter().enumerate() {
+        let role = BackendRole::parse(&b.role).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "haproxy.backends[{i}].role: unknown role {:?}; known roles: {}",
+                b.role,
+                BackendRole::known()
+            ))
+        })?;
+        out.push(HaproxyBackend {
+            name: b.name,
+            role,
+            server_prefix: b.server_prefix,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// A local service Triad can start, stop and restart through `[services]`. The names are
+/// those of the probes (`observation::Service`) where both exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    /// MariaDB with Galera.
+    Mariadb,
+    /// Redis.
+    Redis,
+    /// The PHP-FPM pool.
+    Phpfpm,
+    /// HAProxy.
+    Haproxy,
+    /// The GlusterFS daemon.
+    Glusterd,
+}
+
+impl ServiceName {
+    /// Every service, in the order `check-config` lists them.
+    pub const ALL: [ServiceName; 5] = [
+        ServiceName::Mariadb,
+        ServiceName::Redis,
+        ServiceName::Phpfpm,
+        ServiceName::Haproxy,
+        ServiceName::Glusterd,
+    ];
+
+    /// The name used in `[services]` keys and by the service control (`phpfpm`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Mariadb => "mariadb",
+            ServiceName::Redis => "redis",
+            ServiceName::Phpfpm => "phpfpm",
+            ServiceName::Haproxy => "haproxy",
+            ServiceName::Glusterd => "glusterd",
+        }
+    }
+
+    /// Parses [`ServiceName::as_str`] names.
+    pub fn parse(s: &str) -> Option<ServiceName> {
+        ServiceName::ALL.into_iter().find(|n| n.as_str() == s)
+    }
+
+    /// The systemd unit Debian 12 ships for it.
+    pub fn default_unit(self) -> &'static str {
+        match self {
+            ServiceName::Mariadb => "mariadb.service",
+            ServiceName::Redis => "redis-server.service",
+            ServiceName::Phpfpm => "php8.2-fpm.service",
+            ServiceName::Haproxy => "haproxy.service",
+            ServiceName::Glusterd => "glusterd.service",
+        }
+    }
+
+    fn known() -> String {
+        ServiceName::ALL
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How Triad controls local services (`services.control`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceControlKind {
+    /// `systemctl` on each service's unit (production).
+    #[default]
+    Systemd,
+    /// Each service is a process started from a configured argv and tracked by its pidfile
+    /// (a machine without systemd, such as the lab).
+    Process,
+    /// Triad starts and stops no service.
+    None,
+}
+
+impl ServiceControlKind {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceControlKind::Systemd => "systemd",
+            ServiceControlKind::Process => "process",
+            ServiceControlKind::None => "none",
+        }
+    }
+}
+
+/// `[services]`: how Triad starts, stops and restarts this node's services. Nothing in the
+/// agent acts on it yet; Galera rejoin and PHP-FPM remediation will.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesSection {
+    /// `systemd`, `process` or `none`. Default `systemd`.
+    #[serde(default)]
+    pub control: ServiceControlKind,
+    /// With `process`: how long a stop waits after SIGTERM before SIGKILL. With `systemd`:
+    /// the deadline of every `systemctl` command, a start included (raise it when a Galera
+    /// state transfer can take longer; systemd itself keeps going). `100ms` to `1h`. Default
+    /// `30s`.
+    #[serde(default = "default_stop_timeout", with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// `[services.units]` (only with `control = "systemd"`): service name -> unit, over the
+    /// Debian defaults `mariadb.service`, `redis-server.service`, `php8.2-fpm.service`,
+    /// `haproxy.service` and `glusterd.service`. Keys are `mariadb`, `redis`, `phpfpm`,
+    /// `haproxy` and `glusterd`.
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    /// `[services.process.NAME]` (only with `control = "process"`): how to run each service,
+    /// one table per service with the same keys as `[services.units]`. Required for every
+    /// service this node probes (`mariadb` with `[mariadb]`, `redis` with `[redis]`, `phpfpm`
+    /// with `[phpfpm]`); `haproxy` and `glusterd` are optional.
+    #[serde(default)]
+    pub process: BTreeMap<String, ProcessSpec>,
+}
+
+impl Default for ServicesSection {
+    fn default() -> Self {
+        ServicesSection {
+            control: ServiceControlKind::default(),
+            stop_timeout: default_stop_timeout(),
+            units: BTreeMap::new(),
+            process: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServicesSection {
+    /// Every service's systemd unit: the Debian defaults with `units` over them.
+    pub fn systemd_units(&self) -> BTreeMap<String, String> {
+        let mut units: BTreeMap<String, String> = ServiceName::ALL
+            .into_iter()
+            .map(|n| (n.as_str().to_string(), n.default_unit().to_string()))
+            .collect();
+        units.extend(self.units.iter().map(|(k, v)| (k.clone(), v.clone())));
+        units
+    }
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[services.process.NAME]`: how to run one service as a plain process (used by the
+/// `Process` service control).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// The command line of a normal start (the process must stay in the foreground). Not
+    /// empty; the program is an absolute path.
+    pub argv: Vec<String>,
+    /// Extra arguments of a Galera rejoin; `{position}` is replaced by the position.
+    #[serde(default)]
+    pub rejoin_args: Vec<String>,
+    /// Extra arguments of a Galera bootstrap (`--wsrep-new-cluster`).
+    #[serde(default)]
+    pub bootstrap_args: Vec<String>,
+    /// Where the pid is kept (written by Triad at start). Absolute, one per service.
+    pub pidfile: PathBuf,
+    /// Where stdout and stderr go. Absolute.
+    pub log: PathBuf,
+}
+
+impl Config {
+    /// The services this node runs and probes, which a service control must be able to
+    /// start: `mariadb` with `[mariadb]`, `redis` with `[redis]`, `phpfpm` with `[phpfpm]`.
+    pub fn managed_services(&self) -> Vec<ServiceName> {
+        [
+            (ServiceName::Mariadb, self.mariadb.is_some()),
+            (ServiceName::Redis, self.redis.is_some()),
+            (ServiceName::Phpfpm, self.phpfpm.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect()
     }
 }
 
@@ -653,16 +979,42 @@ pub fn load(path: &Path, data_dir_override: Option<&Path>) -> Result<Validated, 
     validate(path, config)
 }
 
+/// Keys an earlier version accepted, and what to write instead. The parser refuses them as
+/// unknown; the hint is added to its message.
+const RETIRED_KEYS: &[(&str, &str)] = &[
+    (
+        "redis_backend",
+        "[haproxy] redis_backend is gone: describe the backend in a [[haproxy.backends]] table \
+         with name = \"be_redis\", role = \"redis-master\" and server_prefix = \"redis\" (or \
+         leave [[haproxy.backends]] out: with [redis] configured that backend is the default)",
+    ),
+    (
+        "redis_server_prefix",
+        "[haproxy] redis_server_prefix is gone: write it as server_prefix in the \
+         [[haproxy.backends]] table of the role = \"redis-master\" backend",
+    ),
+];
+
 /// Parses TOML text into a [`Config`] without validating it.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    toml::from_str(text).map_err(|err| ConfigError::Parse {
-        file: path.to_path_buf(),
-        message: err.to_string().trim_end().to_string(),
+    toml::from_str(text).map_err(|err| {
+        let mut message = err.to_string().trim_end().to_string();
+        for (key, hint) in RETIRED_KEYS {
+            if message.contains(&format!("unknown field `{key}`")) {
+                message.push_str("\nhint: ");
+                message.push_str(hint);
+            }
+        }
+        ConfigError::Parse {
+            file: path.to_path_buf(),
+            message,
+        }
     })
 }
 
-/// Validates a parsed configuration; see the module docs for the rules.
-pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
+/// Validates a parsed configuration; see the module docs for the rules. Fills in the defaults
+/// that depend on other sections (`haproxy.backends`).
+pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         file: path.to_path_buf(),
         key: key.to_string(),
@@ -825,6 +1177,18 @@ pub fn validate(path: &Path, config: Config) -> Result<Validated, ConfigError> {
     )?;
     validate_probes(path, &config, me)?;
     validate_failover(path, &config)?;
+    let has_redis = config.redis.is_some();
+    if let Some(h) = &mut config.haproxy {
+        if h.backends.is_none() {
+            h.backends = Some(if has_redis {
+                vec![HaproxyBackend::default_redis()]
+            } else {
+                vec![]
+            });
+        }
+    }
+    validate_haproxy(path, &config)?;
+    validate_services(path, &config)?;
     Ok(Validated {
         file: path.to_path_buf(),
         config,
@@ -1219,20 +1583,33 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
             "must be a whole number of seconds, at least 1s (Redis reports whole seconds)".into(),
         ));
     }
-    if let Some(h) = &config.haproxy {
-        if !h.admin_socket.is_absolute() {
-            return Err(invalid(
-                "haproxy.admin_socket",
-                format!("{} must be an absolute path", h.admin_socket.display()),
-            ));
-        }
-        for (key, name) in [
-            ("haproxy.redis_backend", &h.redis_backend),
-            ("haproxy.redis_server_prefix", &h.redis_server_prefix),
-        ] {
+    Ok(())
+}
+
+/// `[haproxy]`, after the default backends were filled in.
+fn validate_haproxy(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let Some(h) = &config.haproxy else {
+        return Ok(());
+    };
+    if !h.admin_socket.is_absolute() {
+        return Err(invalid(
+            "haproxy.admin_socket",
+            format!("{} must be an absolute path", h.admin_socket.display()),
+        ));
+    }
+    let mut names = BTreeMap::new();
+    let mut roles = BTreeMap::new();
+    for (i, b) in h.backends().iter().enumerate() {
+        let key = format!("haproxy.backends[{i}]");
+        for (field, name) in [("name", &b.name), ("server_prefix", &b.server_prefix)] {
             if !is_haproxy_name(name) {
                 return Err(invalid(
-                    key,
+                    &format!("{key}.{field}"),
                     format!(
                         "{name:?} is not a HAProxy name: use only letters, digits, '-', '_', '.' \
                          and ':'"
@@ -1240,11 +1617,169 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
                 ));
             }
         }
-        if config.redis.is_none() {
+        if let Some(first) = names.insert(b.name.as_str(), i) {
             return Err(invalid(
-                "haproxy",
-                "needs [redis]: the Redis backend follows the committed Redis master".into(),
+                &format!("{key}.name"),
+                format!(
+                    "backend {:?} is already haproxy.backends[{first}]: give each backend one \
+                     table",
+                    b.name
+                ),
             ));
+        }
+        if let Some(first) = roles.insert(b.role, i) {
+            return Err(invalid(
+                &format!("{key}.role"),
+                format!(
+                    "role {} already has a backend (haproxy.backends[{first}]): Triad keeps at \
+                     most one backend per role; remove one of them",
+                    b.role
+                ),
+            ));
+        }
+        if !b.role.is_served_by(config) {
+            return Err(invalid(
+                &key,
+                format!(
+                    "the {} backend {:?} needs {}: add {} or remove this backend",
+                    b.role,
+                    b.name,
+                    b.role.needs(),
+                    b.role.needs()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+const MIN_STOP_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `[services]`: known names, units that `systemctl` cannot take for options, and with
+/// `control = "process"` a complete, absolute spec for every service this node probes.
+fn validate_services(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let s = &config.services;
+    in_range(
+        path,
+        "services.stop_timeout",
+        s.stop_timeout,
+        MIN_STOP_TIMEOUT,
+        MAX_STOP_TIMEOUT,
+        "a stop waits that long before it kills, and a systemctl command is cut at it",
+    )?;
+    let control = s.control.as_str();
+    for (table, map_keys, used_with) in [
+        (
+            "units",
+            s.units.keys().collect::<Vec<_>>(),
+            ServiceControlKind::Systemd,
+        ),
+        (
+            "process",
+            s.process.keys().collect(),
+            ServiceControlKind::Process,
+        ),
+    ] {
+        for name in map_keys {
+            let key = format!("services.{table}.{name}");
+            if ServiceName::parse(name).is_none() {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "unknown service {name:?}; known services: {}",
+                        ServiceName::known()
+                    ),
+                ));
+            }
+            if s.control != used_with {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "only used with services.control = \"{}\" (it is \"{control}\"): \
+                         remove [services.{table}] or set services.control = \"{}\"",
+                        used_with.as_str(),
+                        used_with.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    for (name, unit) in &s.units {
+        // The unit reaches systemctl's command line: no option, no glob, nothing but the
+        // characters systemd allows in unit names.
+        let ok = !unit.starts_with('-')
+            && !unit.is_empty()
+            && unit.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.' | b'@')
+            });
+        if !ok {
+            return Err(invalid(
+                &format!("services.units.{name}"),
+                format!(
+                    "{unit:?} is not a systemd unit name: use letters, digits, ':', '-', '_', \
+                     '.' and '@' (for example \"{}\")",
+                    ServiceName::parse(name).map_or("mariadb.service", ServiceName::default_unit)
+                ),
+            ));
+        }
+    }
+    if s.control == ServiceControlKind::Process {
+        for name in config.managed_services() {
+            if !s.process.contains_key(name.as_str()) {
+                return Err(invalid(
+                    &format!("services.process.{name}"),
+                    format!(
+                        "required with services.control = \"process\" because [{name}] is \
+                         configured: add a [services.process.{name}] table with argv, pidfile \
+                         and log, or use control = \"none\""
+                    ),
+                ));
+            }
+        }
+        let mut pidfiles = BTreeMap::new();
+        for (name, spec) in &s.process {
+            let key = format!("services.process.{name}");
+            match spec.argv.first() {
+                None => {
+                    return Err(invalid(
+                        &format!("{key}.argv"),
+                        "must not be empty: name the program and its arguments".into(),
+                    ))
+                }
+                Some(program) if !Path::new(program).is_absolute() => {
+                    return Err(invalid(
+                        &format!("{key}.argv[0]"),
+                        format!(
+                            "{program:?} must be an absolute path (the agent's PATH is not the \
+                             shell's)"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            for (field, p) in [("pidfile", &spec.pidfile), ("log", &spec.log)] {
+                if !p.is_absolute() {
+                    return Err(invalid(
+                        &format!("{key}.{field}"),
+                        format!("{} must be an absolute path", p.display()),
+                    ));
+                }
+            }
+            if let Some(other) = pidfiles.insert(&spec.pidfile, name) {
+                return Err(invalid(
+                    &format!("{key}.pidfile"),
+                    format!(
+                        "{} is also services.process.{other}.pidfile: give each service its own",
+                        spec.pidfile.display()
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -1408,25 +1943,23 @@ tick_interval = "20ms"
                 "[failover]\nlink_stale_after = \"1500ms\"\n[raft]",
                 &["failover.link_stale_after", "whole number of seconds"],
             ),
+            // HAProxy without [redis] is fine (see haproxy_backends_resolve); a backend that
+            // follows the Redis master is not.
             (
                 "[raft]",
-                "[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n[raft]",
-                &["haproxy", "needs [redis]"],
+                "[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n\
+                 [[haproxy.backends]]\nname = \"be_redis\"\nrole = \"redis-master\"\n\
+                 server_prefix = \"redis\"\n[raft]",
+                &[
+                    "haproxy.backends[0]: ",
+                    "needs [redis]",
+                    "add [redis] or remove this backend",
+                ],
             ),
             (
                 "[raft]",
                 "[haproxy]\nadmin_socket = \"admin.sock\"\n[raft]",
                 &["haproxy.admin_socket", "absolute"],
-            ),
-            (
-                "[raft]",
-                "[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n\
-                 redis_backend = \"be_redis;disable server x\"\n[raft]",
-                &[
-                    "haproxy.redis_backend",
-                    "not a HAProxy name",
-                    "letters, digits",
-                ],
             ),
         ];
         for (from, to, wants) in cases {
@@ -1680,6 +2213,464 @@ mounts = ["/mnt/shop"]
         );
     }
 
+    const HAPROXY: &str = "\n[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n";
+
+    fn backend(name: &str, role: &str, prefix: &str) -> String {
+        format!(
+            "[[haproxy.backends]]\nname = \"{name}\"\nrole = \"{role}\"\nserver_prefix = \
+             \"{prefix}\"\n"
+        )
+    }
+
+    /// With and without [redis], backends omitted, empty or written: the backends that result
+    /// (name, role, node 3's server).
+    #[test]
+    fn haproxy_backends_resolve() {
+        let with_redis = with_probes(GOOD);
+        let be = |name: &str| (name.to_string(), BackendRole::RedisMaster);
+        type Backends = Vec<(String, BackendRole)>;
+        let cases: Vec<(&str, String, Backends, Option<&str>)> = vec![
+            (
+                "omitted with [redis]: the default",
+                format!("{with_redis}{HAPROXY}"),
+                vec![be("be_redis")],
+                Some("redis3"),
+            ),
+            (
+                "omitted without [redis]: none",
+                format!("{GOOD}{HAPROXY}"),
+                vec![],
+                None,
+            ),
+            (
+                "explicitly empty with [redis]: none",
+                format!("{with_redis}{HAPROXY}backends = []\n"),
+                vec![],
+                None,
+            ),
+            (
+                "written",
+                format!(
+                    "{with_redis}{HAPROXY}{}",
+                    backend("be_cache", "redis-master", "cache-")
+                ),
+                vec![be("be_cache")],
+                Some("cache-3"),
+            ),
+        ];
+        for (what, text, want, server3) in cases {
+            let v = check(&text).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let h = v.config.haproxy.as_ref().expect("haproxy");
+            let got: Backends = h
+                .backends()
+                .iter()
+                .map(|b| (b.name.clone(), b.role))
+                .collect();
+            assert_eq!(got, want, "{what}");
+            assert_eq!(
+                h.backend(BackendRole::RedisMaster)
+                    .map(|b| b.server(NodeId(3)))
+                    .as_deref(),
+                server3,
+                "{what}"
+            );
+        }
+    }
+
+    /// Each bad `[haproxy]` (appended to a config with [redis]) and the words its error must
+    /// contain.
+    #[test]
+    fn bad_haproxy_backends_name_the_key_and_say_what_to_do() {
+        let good = format!("{}{HAPROXY}", with_probes(GOOD));
+        let redis = backend("be_redis", "redis-master", "redis");
+        let cases: Vec<(String, &[&str])> = vec![
+            (
+                backend("be_galera", "galera-writer", "db"),
+                &[
+                    "haproxy.backends[0].role",
+                    "unknown role \"galera-writer\"",
+                    "known roles: redis-master",
+                ],
+            ),
+            (
+                format!("{redis}{}", backend("be_redis", "redis-master", "r")),
+                &["haproxy.backends[1].name", "already haproxy.backends[0]"],
+            ),
+            (
+                format!("{redis}{}", backend("be_redis2", "redis-master", "r")),
+                &[
+                    "haproxy.backends[1].role",
+                    "redis-master already has a backend",
+                    "at most one backend per role",
+                ],
+            ),
+            (
+                backend("be_redis;disable server x", "redis-master", "redis"),
+                &[
+                    "haproxy.backends[0].name",
+                    "not a HAProxy name",
+                    "letters, digits",
+                ],
+            ),
+            (
+                backend("be_redis", "redis-master", "redis 1"),
+                &["haproxy.backends[0].server_prefix", "not a HAProxy name"],
+            ),
+            (
+                "[[haproxy.backends]]\nname = \"be_redis\"\nrole = \"redis-master\"\n".into(),
+                &["missing field `server_prefix`"],
+            ),
+            (
+                "redis_backend = \"be_redis\"\n".into(),
+                &[
+                    "unknown field `redis_backend`",
+                    "hint: ",
+                    "[[haproxy.backends]]",
+                    "role = \"redis-master\"",
+                ],
+            ),
+            (
+                "redis_server_prefix = \"redis\"\n".into(),
+                &[
+                    "unknown field `redis_server_prefix`",
+                    "server_prefix in the [[haproxy.backends]] table",
+                ],
+            ),
+        ];
+        for (add, wants) in cases {
+            let err = match check(&format!("{good}{add}")) {
+                Ok(_) => panic!("expected an error for {add:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.starts_with("test.toml: "), "{err}");
+            for want in wants {
+                assert!(err.contains(want), "error {err:?} lacks {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn backend_roles_round_trip_through_their_names() {
+        for &role in BackendRole::ALL {
+            assert_eq!(BackendRole::parse(role.as_str()), Some(role));
+            let json = serde_json::to_string(&role).expect("encode");
+            assert_eq!(
+                json,
+                format!("\"{}\"", role.as_str()),
+                "serde and as_str agree"
+            );
+        }
+        for name in ServiceName::ALL {
+            assert_eq!(ServiceName::parse(name.as_str()), Some(name));
+            let json = serde_json::to_string(&name).expect("encode");
+            assert_eq!(
+                json,
+                format!("\"{}\"", name.as_str()),
+                "serde and as_str agree"
+            );
+        }
+        // Where a probe and a service control name the same thing, they name it alike.
+        for (probe, control) in [
+            (crate::observation::Service::Mariadb, ServiceName::Mariadb),
+            (crate::observation::Service::Redis, ServiceName::Redis),
+            (crate::observation::Service::Phpfpm, ServiceName::Phpfpm),
+        ] {
+            assert_eq!(probe.as_str(), control.as_str());
+        }
+    }
+
+    const PROCESS: &str = r#"
+[services]
+control = "process"
+stop_timeout = "5s"
+[services.process.redis]
+argv = ["/usr/bin/redis-server", "/etc/redis/redis.conf"]
+pidfile = "/run/triad/redis.pid"
+log = "/var/log/triad/redis.log"
+[services.process.mariadb]
+argv = ["/usr/sbin/mariadbd"]
+rejoin_args = ["--wsrep_start_position={position}"]
+bootstrap_args = ["--wsrep-new-cluster"]
+pidfile = "/run/triad/mariadb.pid"
+log = "/var/log/triad/mariadb.log"
+[services.process.phpfpm]
+argv = ["/usr/sbin/php-fpm8.2", "--nodaemonize"]
+pidfile = "/run/triad/phpfpm.pid"
+log = "/var/log/triad/phpfpm.log"
+"#;
+
+    /// `[services]` as written and the control, stop timeout and units or specs that result.
+    #[test]
+    fn services_resolve() {
+        let v = check(GOOD).expect("omitted");
+        let s = &v.config.services;
+        assert_eq!(s.control, ServiceControlKind::Systemd);
+        assert_eq!(s.stop_timeout, Duration::from_secs(30));
+        let units = s.systemd_units();
+        assert_eq!(
+            units.values().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "glusterd.service",
+                "haproxy.service",
+                "mariadb.service",
+                "php8.2-fpm.service",
+                "redis-server.service"
+            ]
+        );
+        let v = check(&format!(
+            "{GOOD}[services]\n[services.units]\nredis = \"redis-server@shop.service\"\n"
+        ))
+        .expect("a unit overridden");
+        let units = v.config.services.systemd_units();
+        assert_eq!(units["redis"], "redis-server@shop.service");
+        assert_eq!(
+            units["mariadb"], "mariadb.service",
+            "the others keep their default"
+        );
+
+        let v = check(&format!("{}{PROCESS}", with_probes(GOOD))).expect("process");
+        let s = &v.config.services;
+        assert_eq!(s.control, ServiceControlKind::Process);
+        assert_eq!(s.stop_timeout, Duration::from_secs(5));
+        assert_eq!(s.process["mariadb"].bootstrap_args, ["--wsrep-new-cluster"]);
+        assert_eq!(
+            v.config.managed_services(),
+            [
+                ServiceName::Mariadb,
+                ServiceName::Redis,
+                ServiceName::Phpfpm
+            ]
+        );
+
+        let v = check(&format!(
+            "{}[services]\ncontrol = \"none\"\n",
+            with_probes(GOOD)
+        ))
+        .expect("none");
+        assert_eq!(v.config.services.control, ServiceControlKind::None);
+    }
+
+    const SYSTEMD: &str = r#"
+[services]
+control = "systemd"
+[services.units]
+redis = "redis-server.service"
+"#;
+
+    /// Each bad `[services]` (an edit of PROCESS or SYSTEMD after a config with every probe
+    /// section) and the words its error must contain.
+    #[test]
+    fn bad_services_name_the_key_and_say_what_to_do() {
+        let cases: &[(&str, &str, &str, &[&str])] = &[
+            (
+                PROCESS,
+                "[services.process.phpfpm]",
+                "[services.process.nginx]",
+                &[
+                    "services.process.nginx",
+                    "unknown service \"nginx\"",
+                    "known services: mariadb, redis, phpfpm, haproxy, glusterd",
+                ],
+            ),
+            (
+                PROCESS,
+                "argv = [\"/usr/sbin/php-fpm8.2\", \"--nodaemonize\"]",
+                "argv = []",
+                &["services.process.phpfpm.argv", "must not be empty"],
+            ),
+            (
+                PROCESS,
+                "argv = [\"/usr/sbin/php-fpm8.2\", \"--nodaemonize\"]",
+                "argv = [\"php-fpm8.2\"]",
+                &["services.process.phpfpm.argv[0]", "absolute path"],
+            ),
+            (
+                PROCESS,
+                "pidfile = \"/run/triad/phpfpm.pid\"",
+                "pidfile = \"phpfpm.pid\"",
+                &["services.process.phpfpm.pidfile", "absolute"],
+            ),
+            (
+                PROCESS,
+                "pidfile = \"/run/triad/phpfpm.pid\"",
+                "pidfile = \"/run/triad/redis.pid\"",
+                &[
+                    "services.process.redis.pidfile",
+                    "also services.process.phpfpm.pidfile",
+                    "its own",
+                ],
+            ),
+            (
+                PROCESS,
+                "log = \"/var/log/triad/phpfpm.log\"",
+                "log = \"phpfpm.log\"",
+                &["services.process.phpfpm.log", "absolute"],
+            ),
+            (
+                PROCESS,
+                "[services.process.phpfpm]",
+                "[services.process.haproxy]",
+                &[
+                    "services.process.phpfpm: ",
+                    "required with services.control = \"process\" because [phpfpm]",
+                    "add a [services.process.phpfpm] table",
+                ],
+            ),
+            (
+                PROCESS,
+                "control = \"process\"",
+                "control = \"systemd\"",
+                &[
+                    "services.process.mariadb",
+                    "only used with services.control = \"process\" (it is \"systemd\")",
+                    "remove [services.process] or set",
+                ],
+            ),
+            (
+                PROCESS,
+                "control = \"process\"",
+                "control = \"runit\"",
+                &["unknown variant `runit`", "systemd", "process", "none"],
+            ),
+            (
+                PROCESS,
+                "stop_timeout = \"5s\"",
+                "stop_timeout = \"2h\"",
+                &["services.stop_timeout", "allowed"],
+            ),
+            (
+                PROCESS,
+                "log = \"/var/log/triad/redis.log\"",
+                "log = \"/var/log/triad/redis.log\"\nuser = \"redis\"",
+                &["unknown field `user`"],
+            ),
+            (
+                SYSTEMD,
+                "control = \"systemd\"",
+                "control = \"none\"",
+                &[
+                    "services.units.redis",
+                    "only used with services.control = \"systemd\"",
+                ],
+            ),
+            (
+                SYSTEMD,
+                "redis = \"redis-server.service\"",
+                "redis = \"--now\"",
+                &[
+                    "services.units.redis",
+                    "not a systemd unit name",
+                    "for example \"redis-server.service\"",
+                ],
+            ),
+            (
+                SYSTEMD,
+                "redis = \"redis-server.service\"",
+                "redis = \"redis server\"",
+                &["services.units.redis", "not a systemd unit name"],
+            ),
+            (
+                SYSTEMD,
+                "redis = \"redis-server.service\"",
+                "nginx = \"nginx.service\"",
+                &["services.units.nginx", "unknown service"],
+            ),
+        ];
+        for (base, from, to, wants) in cases {
+            assert!(base.contains(from), "case pattern {from:?} not in config");
+            let text = format!("{}{}", with_probes(GOOD), base.replacen(from, to, 1));
+            let err = match check(&text) {
+                Ok(_) => panic!("expected an error for {to:?}"),
+                Err(e) => e.to_string(),
+            };
+            for want in *wants {
+                assert!(err.contains(want), "error {err:?} lacks {want:?}");
+            }
+        }
+    }
+
+    /// check-config's explanation of a full configuration, line by line, and of an empty one.
+    #[test]
+    fn explanation_says_what_the_agent_will_do() {
+        let full = format!(
+            "{}{HAPROXY}state_file = \"/var/lib/haproxy/server-state\"\n",
+            with_probes(GOOD)
+        );
+        let lines = Explanation::of(&check(&full).expect("valid")).lines();
+        let text = lines.join("\n");
+        for want in [
+            "cluster triad: members n1, n2, n3",
+            "probe redis: on n1, n2, n3 every 250ms (timeout 200ms, rise 2, fall 2)",
+            "probe mariadb: on n2 every 1s",
+            "probe phpfpm: unix:/run/php/fpm.sock on n2 every 1s",
+            "probe gluster: shop on n2 every 5s",
+            "probe gluster_mount: /mnt/shop on n2 every 1s",
+            "redis failover: automatic (hold-down 30s",
+            "haproxy: admin socket /run/haproxy/admin.sock, state saved to \
+             /var/lib/haproxy/server-state",
+            "haproxy backend be_redis (redis-master): only the committed Redis master in \
+             service (servers redis1..redis3)",
+            "service control: systemd (stop timeout 30s): glusterd = glusterd.service, ",
+            "mariadb = mariadb.service, phpfpm = php8.2-fpm.service, redis = \
+             redis-server.service; not acted on yet",
+            "raft timing: tick 20ms, election timeout 200ms to 400ms, ping every 40ms",
+            "failover timing: lease 2s, clock margin 1s, fencing bound 600ms",
+            "silent-path promotion 3s",
+        ] {
+            assert!(text.contains(want), "explanation lacks {want:?}:\n{text}");
+        }
+        // mariadb has no peer addresses here, so only this node's server is probed.
+        assert!(!text.contains("probe mariadb: on n1"), "{text}");
+
+        let text = Explanation::of(&check(GOOD).expect("valid"))
+            .lines()
+            .join("\n");
+        for want in [
+            "probes: none",
+            "redis failover: off (no [redis])",
+            "haproxy: not managed (no [haproxy])",
+        ] {
+            assert!(text.contains(want), "explanation lacks {want:?}:\n{text}");
+        }
+        assert!(!text.contains("failover timing"), "{text}");
+
+        let text = Explanation::of(
+            &check(&format!(
+                "{}[services]\ncontrol = \"none\"\n[failover]\nautomatic = false\n",
+                with_probes(GOOD)
+            ))
+            .expect("valid"),
+        )
+        .lines()
+        .join("\n");
+        assert!(text.contains("redis failover: manual"), "{text}");
+        assert!(text.contains("service control: none"), "{text}");
+    }
+
+    #[test]
+    fn explanation_as_json_carries_the_same_facts() {
+        let full = format!("{}{HAPROXY}", with_probes(GOOD));
+        let e = Explanation::of(&check(&full).expect("valid"));
+        let j = serde_json::to_value(&e).expect("encode");
+        assert_eq!(j["valid"], true);
+        assert_eq!(j["node"], 2);
+        assert_eq!(j["members"], serde_json::json!([1, 2, 3]));
+        assert_eq!(j["redis_failover"]["mode"], "automatic");
+        assert_eq!(j["haproxy"]["backends"][0]["name"], "be_redis");
+        assert_eq!(j["haproxy"]["backends"][0]["role"], "redis-master");
+        assert_eq!(
+            j["haproxy"]["backends"][0]["servers"],
+            serde_json::json!(["redis1", "redis2", "redis3"])
+        );
+        assert_eq!(j["service_control"]["kind"], "systemd");
+        assert_eq!(j["service_control"]["active"], false);
+        assert_eq!(j["timing"]["lease_ms"], 2000);
+        assert_eq!(j["timing"]["fencing_bound_ms"], 600);
+        assert_eq!(j["timing"]["silent_promotion_ms"], 3000);
+        assert_eq!(j["probes"][0]["service"], "redis");
+        assert_eq!(j["probes"][0]["interval_ms"], 250);
+    }
+
     #[test]
     fn shipped_example_config_is_valid() {
         let path = Path::new("systemd/triad.toml.example");
@@ -1689,6 +2680,12 @@ mounts = ["/mnt/shop"]
         config.api.token_file = None;
         let v = validate(path, config).expect("example validates");
         assert_eq!(v.members.len(), 3);
+        // The units it spells out are the defaults.
+        assert!(!v.config.services.units.is_empty());
+        for (name, unit) in &v.config.services.units {
+            let default = ServiceName::parse(name).map(ServiceName::default_unit);
+            assert_eq!(default, Some(unit.as_str()), "services.units.{name}");
+        }
     }
 
     #[test]

@@ -1,53 +1,60 @@
 //! The agent's clock-free core: everything between "an event arrived" and "these messages,
 //! proposals and reconcile targets go out", as one synchronous value stepped by inputs.
 //!
-//! [`Driver`] owns the Raft node, the state machine, the health store, the Redis timeline
-//! and embargo, the proposals in flight and the leader's decision. It is stepped by:
+//! [`Driver`] owns the Raft node, the state machine, the health store, one controller per
+//! managed service (`controller`: Redis today), the proposals in flight and the leader's
+//! decision. It is stepped by:
 //! - [`Driver::raft_tick`], [`Driver::step_peer`]: Raft's clock and a peer's Raft message;
 //! - [`Driver::ingest`]: a health report (a peer's, or this agent's own);
-//! - [`Driver::set_reconciled`]: what the local reconciler last carried out;
+//! - [`Driver::set_reconciled`]: what the local reconcilers last carried out;
 //! - [`Driver::propose`]: an operator's command;
-//! - [`Driver::on_tick`]: the periodic work (proposal expiry, the decision, the embargo);
+//! - [`Driver::on_tick`]: the periodic work (proposal expiry, every controller's observation
+//!   and lease embargo, the composed decision);
 //! - [`Driver::process`]: drain Raft's ready state, apply, compact, answer proposers.
 //!
 //! Time comes in as a [`Clock`] value: the driver reads no clock and does no I/O (its store
 //! is an adapter handed in inside the [`RaftNode`]). What goes out is collected in
-//! [`Outputs`] and taken by the shell with [`Driver::take_outputs`], plus the reconcile
-//! [`Target`] and embargo, which the shell reads after each event. `node.rs` runs the driver
-//! under tokio with the real transport and reconciler task; the whole-cluster simulation
-//! (`agent/tests/cluster_sim.rs`) runs the same driver on a simulated clock and network, so a
-//! bug in this wiring is a bug the simulation can see.
+//! [`Outputs`] and taken by the shell with [`Driver::take_outputs`], plus each service's
+//! reconcile target ([`Driver::target`]) and the lease embargo, which the shell reads after
+//! each event. `node.rs` runs the driver under tokio with the real transport and the local
+//! reconcilers (`local`); the whole-cluster simulation (`agent/tests/cluster_sim.rs`) runs the
+//! same driver on a simulated clock and network, so a bug in this wiring is a bug the
+//! simulation can see.
+//!
+//! The driver knows no service by name beyond constructing its controllers: proposals are
+//! keyed in flight by the [`Authority`] their command changes, the automatic-failover gate asks
+//! the command, and the lease embargo is the union of the controllers'.
 //!
 //! Caveats:
-//! - The reconciler target is published from the restored state at construction. Waiting for
-//!   the first applied entry would leave a restarted follower idle for good when its snapshot
-//!   sits exactly at the applied index of a quiet cluster (nothing is replayed, nothing new
-//!   commits). Acting on a restored, possibly stale state is safe: without a lease the
-//!   reconciler only fences, peers grant no lease to an agent whose reports show it behind the
-//!   newest decision, and the local Redis is untrusted until a fresh grant.
+//! - The reconcile targets are published from the restored state at construction. Waiting
+//!   for the first applied entry would leave a restarted follower idle for good when its
+//!   snapshot sits exactly at the applied index of a quiet cluster (nothing is replayed,
+//!   nothing new commits). Acting on a restored, possibly stale state is safe: without a lease
+//!   the reconciler only fences, peers grant no lease to an agent whose reports show it behind
+//!   the newest decision, and the local Redis is untrusted until a fresh grant.
 //! - The leader decides on every tick that follows news (a report, an applied entry) and on
 //!   every 4th tick otherwise (waits and countdowns).
 //! - [`Plant`] exists for the simulation's planted-bug tests only; production always runs
 //!   [`Plant::None`].
-//! - The reconciler task (lease, cycle pacing) is still in `node.rs` and copied by the
-//!   simulation; it moves behind this driver next.
+//! - The reconciler tasks' pacing is `reconcile::redis::Pacer`, shared with the simulation; their
+//!   tokio glue (timers, the lease source) is `local`, and the simulation has its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cluster::{
-    ChangeKind, ClusterState, Command, EntryMeta, Maintenance, MemberInfo, Outcome, RedisAuthority,
+    Authority, ClusterState, Command, EntryMeta, Maintenance, MemberInfo, Outcome,
 };
 use crate::codec::{self, Proposal, ProposalId};
-use crate::decide::redis::{first_failure_age_ms, FailoverSettings, RedisInputs, RedisPlan};
-use crate::decide::timeline::{embargo, RedisTimeline};
-use crate::decide::{self, View};
+pub use crate::controller::Clock;
+pub use crate::controller::Services;
+use crate::controller::{self, Context, Controller, Reports, ServiceTarget};
+use crate::decide::{self, ServicePlan, View};
 use crate::health::{HealthStore, Received};
 use crate::ids::{LogIndex, NodeId, UnixMillis};
 use crate::metrics::Metrics;
 use crate::raft::{CommittedEntry, RaftError, RaftNode, RaftStatus, Role};
-use crate::reconcile::Target;
 
 /// Errors that stop the driver (and with it the agent).
 #[derive(Debug, thiserror::Error)]
@@ -58,15 +65,6 @@ pub enum DriverError {
     /// A snapshot (stored, or installed from the leader) cannot be read.
     #[error("snapshot: {0}")]
     Snapshot(#[from] codec::CodecError),
-}
-
-/// The time, as the shell hands it in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock {
-    /// Milliseconds of the process's monotonic clock (the time base of [`HealthStore`]).
-    pub mono_ms: u64,
-    /// Wall-clock time (stamped on proposals; compared with committed change times).
-    pub wall: UnixMillis,
 }
 
 /// A bug the simulation plants in the driver to prove its invariants are not vacuous.
@@ -93,18 +91,14 @@ pub struct DriverConfig {
     pub members: Vec<NodeId>,
     /// Members as configured (addresses), for registration.
     pub configured: BTreeMap<NodeId, MemberInfo>,
-    /// The failover decision's tunables.
-    pub settings: FailoverSettings,
     /// `failover.automatic`: whether automatic suspicions and promotions are proposed.
     pub automatic: bool,
-    /// Whether Redis is managed here (`[redis]` configured).
-    pub redis_managed: bool,
+    /// The managed services and their controllers' settings.
+    pub services: Services,
     /// `raft.snapshot_entries`: applied entries between snapshots.
     pub snapshot_entries: u64,
     /// `api.proposal_timeout`, in milliseconds.
     pub proposal_timeout_ms: u64,
-    /// The Redis probe's interval, in milliseconds (dates a master's first failed check).
-    pub redis_probe_interval_ms: u64,
     /// A planted bug (simulation only).
     #[doc(hidden)]
     pub plant: Plant,
@@ -235,22 +229,19 @@ pub struct Driver {
     sm: StateMachine,
     metrics: Metrics,
     health: Arc<Mutex<HealthStore>>,
-    timeline: RedisTimeline,
+    /// The managed services, in a fixed order (see `controller`).
+    controllers: Vec<Box<dyn Controller>>,
     seq: u64,
     /// Proposals in flight: their deadlines (monotonic ms).
     pending: BTreeMap<ProposalId, u64>,
-    in_flight: BTreeMap<&'static str, ProposalId>,
+    /// The decision's proposals in flight, by the authority they change.
+    in_flight: BTreeMap<Authority, ProposalId>,
     decision_due: bool,
     decide_ticks: u64,
-    seen_epoch: crate::ids::Epoch,
-    seen_decision: (Option<LogIndex>, Option<LogIndex>),
     last_reconciled: u64,
-    /// When the committed master's failure began (monotonic ms), for the duration metric.
-    down_since_ms: Option<u64>,
     verdict: String,
-    redis_plan: Option<RedisPlan>,
     embargo: BTreeSet<NodeId>,
-    target: Option<Target>,
+    targets: BTreeMap<Authority, ServiceTarget>,
     cluster: Arc<ClusterState>,
     last_leader: Option<NodeId>,
     out: Outputs,
@@ -266,21 +257,18 @@ impl Driver {
         clock: Clock,
     ) -> Result<Self, DriverError> {
         let sm = StateMachine::restore(raft.snapshot_data().as_ref().map(|s| s.data.as_slice()))?;
-        let target = (cfg.plant != Plant::TargetOnlyAfterApply).then(|| redis_target(&sm.state));
-        // Until the first computation, no peer's lease is renewed (as in the transport).
-        let embargo = if cfg.redis_managed {
-            cfg.members
-                .iter()
-                .copied()
-                .filter(|&m| m != cfg.me)
-                .collect()
+        let controllers =
+            cfg.services
+                .controllers(cfg.me, &cfg.members, &sm.state, &metrics, clock.mono_ms);
+        let targets = if cfg.plant == Plant::TargetOnlyAfterApply {
+            BTreeMap::new()
         } else {
-            BTreeSet::new()
+            targets_of(&controllers, &sm.state)
         };
+        let embargo = union_embargo(&controllers);
         Ok(Driver {
-            seen_epoch: sm.state.redis.epoch,
             cluster: Arc::new(sm.state.clone()),
-            timeline: RedisTimeline::new(clock.mono_ms),
+            controllers,
             cfg,
             raft,
             sm,
@@ -291,13 +279,10 @@ impl Driver {
             in_flight: BTreeMap::new(),
             decision_due: true,
             decide_ticks: 0,
-            seen_decision: (None, None),
             last_reconciled: 0,
-            down_since_ms: None,
             verdict: "starting".into(),
-            redis_plan: None,
             embargo,
-            target,
+            targets,
             last_leader: None,
             out: Outputs::default(),
         })
@@ -435,9 +420,7 @@ impl Driver {
                 tracing::info!(index = %applied, "took snapshot and compacted the log");
             }
             self.cluster = Arc::new(self.sm.state.clone());
-            if self.cfg.redis_managed {
-                self.target = Some(redis_target(&self.sm.state));
-            }
+            self.targets = targets_of(&self.controllers, &self.sm.state);
         }
         let status = self.raft.status();
         if status.leader != self.last_leader {
@@ -449,135 +432,91 @@ impl Driver {
         Ok(())
     }
 
-    /// The periodic work: proposal expiry, the Redis timeline and embargo, the leader's
-    /// decision and its proposals. Ends with [`Driver::process`].
+    /// The periodic work: proposal expiry, every controller's observation and lease embargo,
+    /// the leader's decision and its proposals. Ends with [`Driver::process`].
     pub fn on_tick(&mut self, clock: Clock) -> Result<(), DriverError> {
         let mono = clock.mono_ms;
         let status = self.raft.status();
         self.expire(mono, status.leader);
         let pending = &self.pending;
         self.in_flight.retain(|_, id| pending.contains_key(id));
-        let authority = self.sm.state.redis.clone();
-        let decision_index = (
-            authority.last_change.as_ref().map(|c| c.index),
-            authority.suspect.as_ref().map(|c| c.index),
-        );
-        if decision_index != self.seen_decision {
-            // Peers lift their lease embargo on this node once its report shows that it
-            // applied the newest decision: report at once.
-            self.seen_decision = decision_index;
-            self.out.report_now = true;
-        }
-        if authority.epoch != self.seen_epoch {
-            self.seen_epoch = authority.epoch;
-            self.on_master_change(&authority, mono);
-        }
         let is_leader = status.role == Role::Leader;
         self.decide_ticks += 1;
         let due = std::mem::replace(&mut self.decision_due, false);
         let decide_now = !is_leader || due || self.decide_ticks.is_multiple_of(4);
-        let managed = self.cfg.redis_managed;
-        let (seen, ages, applied_by, reconciled_by) = match self.health.lock() {
-            Ok(h) if managed => (
-                if is_leader && decide_now {
+        let reports = match self.health.lock() {
+            Ok(h) if !self.controllers.is_empty() => Reports {
+                seen: if is_leader && decide_now {
                     h.all(mono)
                 } else {
                     Vec::new()
                 },
-                h.report_ages(mono),
-                h.applied(),
-                h.reconciled(),
-            ),
-            _ => Default::default(),
+                ages: h.report_ages(mono),
+                applied: h.applied(),
+                reconciled: h.reconciled(),
+            },
+            _ => Reports::default(),
         };
-        let suspect_reconciled = authority
-            .suspect
-            .as_ref()
-            .is_some_and(|s| reconciled_by.get(&s.node).is_some_and(|&r| r >= s.index.0));
-        if managed {
-            self.timeline
-                .observe(self.cfg.me, &authority, &applied_by, mono);
-            self.embargo = embargo(self.cfg.me, &self.cfg.members, &authority, &applied_by);
+        let in_flight: BTreeSet<Authority> = self.in_flight.keys().copied().collect();
+        let cx = Context {
+            me: self.cfg.me,
+            members: &self.cfg.members,
+            is_leader,
+            state: &self.sm.state,
+            reports: &reports,
+            in_flight: &in_flight,
+            clock,
+            skip_lease_wait: self.cfg.plant == Plant::SkipLeaseWait,
+        };
+        for c in &mut self.controllers {
+            if c.observe(&cx) {
+                self.out.report_now = true;
+            }
         }
-        if decide_now {
-            let quorum = self.cfg.members.len() / 2 + 1;
-            let mut suspect_embargo_ms = self.timeline.suspect_embargo_ms(quorum, mono);
-            if self.cfg.plant == Plant::SkipLeaseWait && authority.suspect.is_some() {
-                suspect_embargo_ms = Some(u64::MAX / 2);
-            }
-            let redis_inputs = (managed && is_leader).then(|| RedisInputs {
-                members: &self.cfg.members,
-                authority: &authority,
-                seen: &seen,
-                report_age_ms: &ages,
-                since_change_ms: self.timeline.since_change_ms(
-                    mono,
-                    authority
-                        .last_change
-                        .as_ref()
-                        .and_then(|c| u64::try_from(clock.wall.0.saturating_sub(c.at.0)).ok()),
-                ),
-                suspect_embargo_ms,
-                suspect_reconciled,
-                maintenance: self.sm.state.maintenance.enabled,
-                in_flight: self.in_flight.contains_key("redis"),
-                settings: self.cfg.settings,
-            });
-            let plan = decide::decide(&View {
-                me: self.cfg.me,
-                is_leader,
-                cluster: &self.sm.state,
-                configured: &self.cfg.configured,
-                members_in_flight: self.in_flight.contains_key("members"),
-                redis: redis_inputs,
-            });
-            if let Some(rp) = &plan.redis {
-                if !rp.candidates.is_empty() {
-                    // Measured from the old master's first failed check (as the reports tell
-                    // it), not from this decision.
-                    if self.down_since_ms.is_none() {
-                        let age = authority.master.and_then(|m| {
-                            first_failure_age_ms(&seen, m, self.cfg.redis_probe_interval_ms)
-                        });
-                        self.down_since_ms = Some(age.map_or(mono, |a| mono.saturating_sub(a)));
-                    }
-                } else if rp.verdict.starts_with("no action") {
-                    self.down_since_ms = None;
-                }
-            }
-            self.redis_plan = plan.redis;
-            let mut next_verdict = plan.verdict;
-            for command in plan.proposals {
-                let automatic = matches!(
-                    command,
-                    Command::SetRedisMaster {
-                        kind: ChangeKind::Automatic,
-                        ..
-                    } | Command::SuspectRedisMaster { .. }
+        self.embargo = union_embargo(&self.controllers);
+        if !decide_now {
+            return self.process();
+        }
+        let plan = decide::decide(&View {
+            me: self.cfg.me,
+            is_leader,
+            cluster: &self.sm.state,
+            configured: &self.cfg.configured,
+            members_in_flight: in_flight.contains(&Authority::Members),
+            services: self
+                .controllers
+                .iter()
+                .filter_map(|c| c.inputs(&cx))
+                .collect(),
+        });
+        for c in &mut self.controllers {
+            c.planned(plan.service(c.authority()), &cx);
+        }
+        let mut next_verdict = plan.verdict.clone();
+        let mut proposed = Vec::new();
+        for command in plan.all_proposals() {
+            if !controller::allowed(command, self.cfg.automatic) {
+                next_verdict = format!(
+                    "automatic failover off ([failover] automatic = false): would {next_verdict}"
                 );
-                if automatic && !self.cfg.automatic {
-                    next_verdict = format!(
-                        "automatic failover off ([failover] automatic = false): would {next_verdict}"
-                    );
-                    continue;
-                }
-                let key = match command {
-                    Command::RegisterMembers { .. } => "members",
-                    _ => "redis",
-                };
-                self.out.proposed.push(command.clone());
-                if let Ok(id) = self.propose_inner(command, clock) {
-                    self.in_flight.insert(key, id);
-                }
+                continue;
             }
-            if next_verdict != self.verdict {
-                // Log a new verdict, not a new countdown ("lease runs out in 2.9s").
-                let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
-                if shape(&next_verdict) != shape(&self.verdict) {
-                    tracing::info!(verdict = %next_verdict, "decision");
-                }
-                self.verdict = next_verdict;
+            proposed.push(command.clone());
+        }
+        for command in proposed {
+            let authority = command.authority();
+            self.out.proposed.push(command.clone());
+            if let Ok(id) = self.propose_inner(command, clock) {
+                self.in_flight.insert(authority, id);
             }
+        }
+        if next_verdict != self.verdict {
+            // Log a new verdict, not a new countdown ("lease runs out in 2.9s").
+            let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
+            if shape(&next_verdict) != shape(&self.verdict) {
+                tracing::info!(verdict = %next_verdict, "decision");
+            }
+            self.verdict = next_verdict;
         }
         self.process()
     }
@@ -602,35 +541,6 @@ impl Driver {
         }
     }
 
-    /// Metrics and logs for a newly applied change of Redis master.
-    fn on_master_change(&mut self, authority: &RedisAuthority, mono: u64) {
-        let metrics = &self.metrics;
-        metrics.redis_epoch.set(authority.epoch.0 as i64);
-        for m in &self.cfg.members {
-            metrics
-                .redis_committed_master
-                .with_label_values(&[&m.to_string()])
-                .set(i64::from(authority.master == Some(*m)));
-        }
-        let Some(c) = &authority.last_change else {
-            return;
-        };
-        metrics
-            .redis_failovers
-            .with_label_values(&[c.kind.as_str()])
-            .inc();
-        if let Some(since) = self.down_since_ms.take() {
-            if c.kind == ChangeKind::Automatic {
-                metrics
-                    .redis_failover_duration
-                    .with_label_values(&[c.kind.as_str()])
-                    .observe(mono.saturating_sub(since) as f64 / 1000.0);
-            }
-        }
-        tracing::warn!(master = %c.to, from = ?c.from.map(|f| f.to_string()), epoch = %c.epoch,
-            kind = c.kind.as_str(), index = %c.index, reason = %c.reason, "redis master changed");
-    }
-
     /// Whether a report at once was asked for since the last call (clears the request).
     pub fn take_report_request(&mut self) -> bool {
         std::mem::take(&mut self.out.report_now)
@@ -646,9 +556,10 @@ impl Driver {
         std::mem::take(&mut self.pending).into_keys().collect()
     }
 
-    /// What the local reconciler drives towards (absent only under a planted bug).
-    pub fn target(&self) -> Option<&Target> {
-        self.target.as_ref()
+    /// What the local reconciler of `authority` drives towards (absent when that service is
+    /// not managed here, and under a planted bug).
+    pub fn target(&self, authority: Authority) -> Option<&ServiceTarget> {
+        self.targets.get(&authority)
     }
 
     /// Peers whose lease this node does not renew (they are behind the newest decision).
@@ -676,9 +587,12 @@ impl Driver {
         &self.verdict
     }
 
-    /// The leader's latest Redis decision (absent on followers).
-    pub fn redis_plan(&self) -> Option<&RedisPlan> {
-        self.redis_plan.as_ref()
+    /// The leader's latest decision for `authority` (absent on followers).
+    pub fn plan(&self, authority: Authority) -> Option<&ServicePlan> {
+        self.controllers
+            .iter()
+            .find(|c| c.authority() == authority)
+            .and_then(|c| c.plan())
     }
 
     /// Every agent's latest observations as known here.
@@ -692,16 +606,20 @@ impl Driver {
     }
 }
 
-/// What the local reconciler drives towards, from the applied state (the lease and the clock
-/// are filled in by the reconciler task).
-fn redis_target(state: &ClusterState) -> Target {
-    Target {
-        authority: state.redis.clone(),
-        maintenance: state.maintenance.enabled,
-        has_lease: false,
-        lease_granted_at_ms: None,
-        now_ms: 0,
-    }
+/// Every controller's reconcile target for `state`.
+fn targets_of(
+    controllers: &[Box<dyn Controller>],
+    state: &ClusterState,
+) -> BTreeMap<Authority, ServiceTarget> {
+    controllers
+        .iter()
+        .filter_map(|c| Some((c.authority(), c.target(state)?)))
+        .collect()
+}
+
+/// The peers whose lease this node renews for no authority.
+fn union_embargo(controllers: &[Box<dyn Controller>]) -> BTreeSet<NodeId> {
+    controllers.iter().flat_map(|c| c.embargo()).collect()
 }
 
 /// Steps one peer message; a refused one is logged and counted in

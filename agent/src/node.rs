@@ -26,14 +26,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::actuator::haproxy::HaproxySocket;
-use crate::actuator::redis::RedisServer;
 use crate::api;
 use crate::cluster::MemberInfo;
 use crate::codec::{self, ProposalId};
 use crate::config::{self, Validated};
-use crate::driver::{Clock, Driver, DriverConfig, Plant};
+use crate::driver::{Clock, Driver, DriverConfig, Plant, Services};
 use crate::ids::NodeId;
+use crate::local::LocalReconcilers;
 use crate::metrics::Metrics;
 use crate::observation::Thresholds;
 use crate::observe::{self, LocalObservations};
@@ -41,7 +40,6 @@ use crate::probe;
 use crate::probe::runner::now_millis;
 use crate::raft::transport::{Inbound, Transport, TransportConfig};
 use crate::raft::{CoreConfig, RaftError, RaftNode, RaftStore, Role};
-use crate::reconcile::{HaproxyTarget, Pace, Pacer, Reconciler, Target};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +80,7 @@ pub enum NodeError {
 
 pub use crate::driver::{Applied, AppliedEntry, ProposeError, StateMachine};
 
-pub use crate::status::{CoreStatus, Handles, Liveness, LocalRedisView, RedisCoreView, Request};
+pub use crate::status::{CoreStatus, Handles, Liveness, Request, ServiceViews};
 
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
@@ -149,7 +147,6 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         mono_ms: liveness.mono_ms(),
         wall: now_millis(),
     };
-    let redis_managed = cfg.config.redis.is_some();
     let proposal_timeout = cfg.config.api.proposal_timeout;
     let mut member_ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
     member_ids.sort();
@@ -160,15 +157,10 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             me,
             members: member_ids,
             configured,
-            settings: fo.settings(),
             automatic: fo.automatic,
-            redis_managed,
+            services: Services::from_config(&cfg),
             snapshot_entries: rcfg.snapshot_entries,
             proposal_timeout_ms: u64::try_from(proposal_timeout.as_millis()).unwrap_or(u64::MAX),
-            redis_probe_interval_ms: cfg.config.redis.as_ref().map_or(0, |r| {
-                u64::try_from(r.effective_timing(&cfg.config.probes).interval.as_millis())
-                    .unwrap_or(0)
-            }),
             plant: Plant::None,
         },
         metrics.clone(),
@@ -180,7 +172,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         verdict: driver.verdict().to_string(),
         storage_loaded: true,
         health: driver.health().clone(),
-        redis: None,
+        services: ServiceViews::default(),
     }));
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(256);
     let probes = probe::build::from_config(&cfg)?;
@@ -209,22 +201,8 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
         move |n: NodeId| ids.contains(&n)
     };
-    let redis_local = Arc::new(std::sync::Mutex::new(LocalRedisView {
-        waiting: Some("starting".into()),
-        ..LocalRedisView::default()
-    }));
-    // The driver publishes the target from the restored state at once (see `driver`).
-    let (target_tx, target_rx) = watch::channel::<Option<Target>>(driver.target().cloned());
-    if redis_managed {
-        spawn_reconciler(
-            &cfg,
-            transport.clone(),
-            target_rx,
-            redis_local.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )?;
-    }
+    // The driver publishes its targets from the restored state at once (see `driver`).
+    let reconcilers = LocalReconcilers::spawn(&cfg, &driver, &transport, &metrics, &shutdown)?;
     let cfg = Arc::new(cfg);
     let api_task = api::serve(
         Handles {
@@ -302,7 +280,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             driver.process()?;
             if ticked {
                 let now = Instant::now();
-                let reconciled = redis_local.lock().map_or(0, |v| v.reconciled_index);
+                let reconciled = reconcilers.reconciled();
                 driver.set_reconciled(reconciled);
                 if driver.take_report_request() {
                     local.mark_dirty();
@@ -342,16 +320,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     let _ = reply.send(answer);
                 }
             }
-            if redis_managed {
-                let target = driver.target().cloned();
-                target_tx.send_if_modified(|cur| {
-                    let changed = *cur != target;
-                    if changed {
-                        *cur = target;
-                    }
-                    changed
-                });
-            }
+            reconcilers.publish(&driver);
             let status = driver.raft_status();
             metrics.raft_term.set(status.term.0 as i64);
             metrics
@@ -364,18 +333,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                 tracing::info!(leader = ?status.leader.map(|l| l.to_string()), "ready");
             }
-            let redis_plan = driver.redis_plan();
-            let redis_embargo: Vec<NodeId> = driver.embargo().iter().copied().collect();
+            let views = reconcilers.views(&driver);
             status_tx.send_if_modified(|cur| {
-                let redis_changed = cur
-                    .redis
-                    .as_ref()
-                    .is_some_and(|r| r.plan.as_ref() != redis_plan || r.embargo != redis_embargo);
                 let changed = cur.raft != status
                     || !Arc::ptr_eq(&cur.cluster, driver.cluster())
                     || cur.verdict != driver.verdict()
-                    || redis_changed
-                    || (redis_managed && cur.redis.is_none());
+                    || cur.services != views;
                 if changed {
                     *cur = Arc::new(CoreStatus {
                         raft: status,
@@ -383,11 +346,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         verdict: driver.verdict().to_string(),
                         storage_loaded: true,
                         health: driver.health().clone(),
-                        redis: redis_managed.then(|| RedisCoreView {
-                            plan: redis_plan.cloned(),
-                            embargo: redis_embargo.clone(),
-                            local: redis_local.clone(),
-                        }),
+                        services: views.clone(),
                     });
                 }
                 changed
@@ -415,138 +374,4 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         tracing::info!("agent stopped");
     }
     result
-}
-/// Starts the local reconciler task: every `reconcile_interval` (and at once on a new
-/// target) it checks the lease and runs one [`Reconciler::cycle`].
-fn spawn_reconciler(
-    cfg: &Validated,
-    transport: Transport,
-    mut targets: watch::Receiver<Option<Target>>,
-    view: Arc<std::sync::Mutex<LocalRedisView>>,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) -> Result<(), NodeError> {
-    let me = cfg.node_id();
-    let c = &cfg.config;
-    let Some(r) = &c.redis else {
-        return Ok(());
-    };
-    let fo = c.failover.clone();
-    let addrs: BTreeMap<NodeId, std::net::SocketAddr> = cfg
-        .members
-        .iter()
-        .filter_map(|m| Some((m.id, m.redis_addr?)))
-        .collect();
-    let Some(&local) = addrs.get(&me) else {
-        return Ok(());
-    };
-    let redis = Arc::new(RedisServer::from_config(local, r, &fo)?);
-    let haproxy = c.haproxy.as_ref().map(|h| {
-        let mut sock = HaproxySocket::new(&h.admin_socket, fo.action_timeout);
-        if let Some(f) = &h.state_file {
-            sock = sock.with_state_file(f);
-        }
-        HaproxyTarget {
-            haproxy: Arc::new(sock),
-            backend: h.redis_backend.clone(),
-            servers: cfg
-                .members
-                .iter()
-                .map(|m| (m.id, h.redis_server(m.id)))
-                .collect(),
-            save_state: h.state_file.is_some(),
-        }
-    });
-    // Each side of a cycle (Redis, HAProxy) shares one `action_timeout`; with the lease
-    // counted as lapsed once less than a full cycle of it is left, a cut-off agent has taken
-    // HAProxy out of service and fenced its Redis within max(reconcile_interval,
-    // 2 * action_timeout) of its lease running out (the config check's arithmetic).
-    let timer: crate::reconcile::Timer = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
-    let mut rec =
-        Reconciler::new(me, addrs, redis, haproxy).with_deadline(fo.action_timeout, timer);
-    let quorum = cfg.members.len() / 2 + 1;
-    let ping = c.raft.tick_interval * c.raft.heartbeat_ticks as u32;
-    let started = Instant::now();
-    let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut pacer = Pacer::new(fo.lease, ping * 2, fo.action_timeout, now_ms());
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(fo.reconcile_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_errors: (Option<String>, Option<String>) = (None, None);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => pacer.tick(),
-                r = targets.changed() => if r.is_err() { break },
-            }
-            let lease = transport.lease(fo.lease, quorum - 1);
-            let target = targets.borrow().clone();
-            let pace = pacer.next(target.as_ref(), lease.valid, lease.remaining, now_ms());
-            let valid = pacer.lease_valid();
-            metrics.lease_valid.set(i64::from(valid));
-            let set_view = |f: &mut dyn FnMut(&mut LocalRedisView)| {
-                if let Ok(mut v) = view.lock() {
-                    v.lease_valid = valid;
-                    v.lease_remaining_ms = lease.remaining.as_millis() as u64;
-                    f(&mut v);
-                }
-            };
-            let target = match pace {
-                Pace::Skip => continue,
-                Pace::Wait(why) => {
-                    set_view(&mut |v| v.waiting = Some(why.into()));
-                    continue;
-                }
-                Pace::Run(target) => target,
-            };
-            let report = rec.cycle(&target).await;
-            let reconciled = pacer.done(&target, &report);
-            if report.fenced_now {
-                metrics.redis_fence_events.inc();
-                tracing::warn!(lease = valid, epoch = %target.authority.epoch,
-                    "fenced the local Redis (writes refused)");
-            }
-            if !report.redis_actions.is_empty() {
-                metrics
-                    .reconcile_actions
-                    .with_label_values(&["redis"])
-                    .inc_by(report.redis_actions.len() as u64);
-                tracing::info!(actions = ?report.redis_actions, epoch = %target.authority.epoch,
-                    lease = valid, "reconciled the local Redis");
-            }
-            if !report.haproxy_actions.is_empty() {
-                metrics
-                    .reconcile_actions
-                    .with_label_values(&["haproxy"])
-                    .inc_by(report.haproxy_actions.len() as u64);
-                tracing::info!(actions = ?report.haproxy_actions, epoch = %target.authority.epoch,
-                    lease = valid, "reconciled the local HAProxy");
-            }
-            for (side, err, last) in [
-                ("redis", &report.redis_error, &mut last_errors.0),
-                ("haproxy", &report.haproxy_error, &mut last_errors.1),
-            ] {
-                if err.is_some() {
-                    metrics.reconcile_errors.with_label_values(&[side]).inc();
-                }
-                if err != last {
-                    match err {
-                        Some(e) => {
-                            tracing::warn!(side, error = %e, "reconciliation failed; retrying")
-                        }
-                        None => tracing::info!(side, "reconciliation works again"),
-                    }
-                    last.clone_from(err);
-                }
-            }
-            set_view(&mut |v| {
-                v.cycles += 1;
-                v.waiting = None;
-                v.last_cycle = Some(report.clone());
-                v.last_cycle_at = Some(Instant::now());
-                v.reconciled_index = reconciled;
-            });
-        }
-    });
-    Ok(())
 }

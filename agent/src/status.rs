@@ -24,7 +24,7 @@ use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::raft::transport::Transport;
 use crate::raft::RaftStatus;
-use crate::reconcile::CycleReport;
+use crate::reconcile::redis::CycleReport;
 
 /// A request from the API to the event loop.
 #[derive(Debug)]
@@ -51,11 +51,19 @@ pub struct CoreStatus {
     pub storage_loaded: bool,
     /// Every agent's latest observations as known here (written only by the event loop).
     pub health: Arc<std::sync::Mutex<HealthStore>>,
+    /// Each managed service's published view.
+    pub services: ServiceViews,
+}
+
+/// Each managed service's side of the published status (built by `local`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceViews {
     /// Redis failover state, when Redis is managed.
     pub redis: Option<RedisCoreView>,
 }
 
-/// The Redis side of the published status.
+/// The Redis side of the published status. Equal when the plan and embargo are and the local
+/// view is the same shared one (its contents change under the reconciler task).
 #[derive(Clone, Debug)]
 pub struct RedisCoreView {
     /// The leader's latest decision (absent on followers).
@@ -64,6 +72,14 @@ pub struct RedisCoreView {
     pub embargo: Vec<NodeId>,
     /// The local reconciler's view (lease, last cycle), written by its task.
     pub local: Arc<std::sync::Mutex<LocalRedisView>>,
+}
+
+impl PartialEq for RedisCoreView {
+    fn eq(&self, other: &Self) -> bool {
+        self.plan == other.plan
+            && self.embargo == other.embargo
+            && Arc::ptr_eq(&self.local, &other.local)
+    }
 }
 
 /// What the local reconciler last did, shown in status.

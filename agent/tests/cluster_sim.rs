@@ -7,7 +7,7 @@
 //! leader's decision with its pacing and `failover.automatic` gate, proposals in flight, the
 //! reconcile target), its [`LocalObservations`] (rise/fall trackers and report pacing), its
 //! reconciler [`Pacer`] (start-up grace, the usable-lease rule, slower cycles when settled),
-//! the Redis probe's [`judge`], [`lease_from_grants`], and the [`Reconciler`] over
+//! the Redis probe's [`judge`], [`lease_from_grants`], and the [`RedisReconciler`] over
 //! [`SimRedis`] and [`SimHaproxy`]. Only the adapters differ: probes read the simulated world
 //! instead of a socket; reports, pings and Raft messages travel over the simulated network as
 //! values; the clock is the simulated one.
@@ -45,9 +45,11 @@
 //! per seed), `TRIAD_SIM_SEED=S` replays one seed. A failure prints the seed, the invariant and
 //! the last events.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod simkit;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -55,8 +57,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use triad::actuator::haproxy::{AdminMode, Haproxy, SimHaproxy};
 use triad::actuator::redis::{RedisAction, SimRedis};
-use triad::cluster::{Command, MemberInfo};
+use triad::cluster::{Authority, Command, MemberInfo};
 use triad::codec;
+use triad::controller::{RedisSettings, Services};
 use triad::decide::redis::FailoverSettings;
 use triad::driver::{Clock, Driver, DriverConfig, Plant as DriverPlant};
 use triad::health::Received;
@@ -68,10 +71,14 @@ use triad::probe::redis_info::{RedisInfo, RedisRole};
 use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds};
 use triad::raft::transport::lease_from_grants;
 use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
-use triad::reconcile::{
-    serving_master, CycleReport, HaproxyTarget, Pace, Pacer, Reconciler, Target,
+use triad::reconcile::redis::{
+    serving_master, CycleReport, HaproxyTarget, Pace, Pacer, RedisReconciler, RedisTarget,
 };
 
+use simkit::{catch_panics, env_u64, hash, report, seeds, Elections, LogMatching, Trace};
+
+/// This test target, for the replay line of a failure report.
+const TEST: &str = "cluster_sim";
 const N: u64 = 3;
 const STEP_MS: u64 = 50;
 const ELECTION_TICKS: usize = 10;
@@ -156,7 +163,7 @@ struct Agent {
     local: LocalObservations,
     /// The agent's metrics (the driver's and the trackers').
     metrics: Metrics,
-    rec: Reconciler,
+    rec: RedisReconciler,
     grants: BTreeMap<NodeId, u64>,
     /// Newest Redis decision carried out locally (reported to peers).
     reconciled: u64,
@@ -168,7 +175,7 @@ struct Agent {
     last_report: Option<CycleReport>,
     /// The target the reconciler last saw (a new one wakes it at once, as the agent's
     /// reconciler task wakes on a new target).
-    last_target: Option<Target>,
+    last_target: Option<RedisTarget>,
     /// The reconciler's pacing, the agent's own.
     pacer: Pacer,
 }
@@ -215,8 +222,8 @@ struct Sim {
     raft_cut: BTreeSet<(u64, u64)>,
     loss_pct: u32,
     slow_probes: Vec<bool>,
-    leaders: BTreeMap<u64, NodeId>,
-    committed: BTreeMap<u64, (u64, u64)>,
+    elections: Elections,
+    log_matching: LogMatching,
     executed: Vec<usize>,
     newest_epoch: Vec<Epoch>,
     /// The newest Redis master any agent applied (so committed), with its epoch.
@@ -236,11 +243,9 @@ fn addr(n: u64) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, n as u8], 6379))
 }
 
-fn hash(data: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut h);
-    h.finish()
+/// The Redis reconcile target the driver publishes.
+fn redis_target(d: &Driver) -> Option<&RedisTarget> {
+    d.target(Authority::Redis).and_then(|t| t.as_redis())
 }
 
 fn members() -> Vec<NodeId> {
@@ -337,12 +342,12 @@ impl Sim {
             raft_cut: BTreeSet::new(),
             loss_pct: 0,
             slow_probes: vec![false; N as usize],
-            leaders: BTreeMap::new(),
-            committed: BTreeMap::new(),
+            elections: Elections::default(),
+            log_matching: LogMatching::default(),
             executed: vec![0; N as usize],
             newest_epoch: vec![Epoch(0); N as usize],
             committed_master: None,
-            trace: Trace::default(),
+            trace: Trace::new(120),
             faults: 0,
             failovers: BTreeSet::new(),
             fast_promotions: 0,
@@ -360,7 +365,7 @@ impl Sim {
     }
 
     fn fail(&self, invariant: &str) -> String {
-        report(self.seed, invariant, &self.trace)
+        report(TEST, self.seed, invariant, &self.trace)
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
@@ -386,12 +391,15 @@ impl Sim {
                 me: id,
                 members: members(),
                 configured: configured(),
-                settings: self.settings,
                 automatic: true,
-                redis_managed: true,
+                services: Services {
+                    redis: Some(RedisSettings {
+                        failover: self.settings,
+                        probe_interval_ms: PROBE_EVERY * STEP_MS,
+                    }),
+                },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,
-                redis_probe_interval_ms: PROBE_EVERY * STEP_MS,
                 plant: self.driver_plant,
             },
             metrics.clone(),
@@ -399,7 +407,7 @@ impl Sim {
         )
         .map_err(|e| e.to_string())?;
         let addrs = (1..=N).map(|n| (NodeId(n), addr(n))).collect();
-        let rec = Reconciler::new(
+        let rec = RedisReconciler::new(
             id,
             addrs,
             Arc::new(self.redis[i].server.clone()),
@@ -836,18 +844,11 @@ impl Sim {
             ));
         }
         for e in &out.committed {
-            let (index, term, h) = (e.index.0, e.term.0, hash(&e.data));
-            match self.committed.get(&index) {
-                Some(&(t, hh)) if (t, hh) != (term, h) => {
-                    return Err(self.fail(&format!(
-                        "log matching: {id} applied index {index} term {term}, another \
-                         node applied term {t} there"
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    self.committed.insert(index, (term, h));
-                }
+            if let Err(violation) = self
+                .log_matching
+                .check(id, e.index.0, e.term.0, hash(&e.data))
+            {
+                return Err(self.fail(&violation));
             }
         }
         for command in &out.proposed {
@@ -870,29 +871,26 @@ impl Sim {
         Ok(())
     }
 
+    /// Election safety over every leadership claim of this step.
     fn check_leaders(&mut self) -> Result<(), String> {
-        for (i, a) in self.agents.iter().enumerate() {
-            let Some(a) = a else { continue };
-            let st = a.d.raft_status();
-            if st.role != Role::Leader {
-                continue;
-            }
-            let id = NodeId(i as u64 + 1);
-            match self.leaders.get(&st.term.0) {
-                Some(&other) if other != id => {
-                    return Err(self.fail(&format!(
-                        "election safety: {id} and {other} both leader in term {}",
-                        st.term
-                    )))
+        let claims: Vec<(u64, NodeId)> = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let st = a.as_ref()?.d.raft_status();
+                (st.role == Role::Leader).then_some((st.term.0, NodeId(i as u64 + 1)))
+            })
+            .collect();
+        match self.elections.record(&claims) {
+            Ok(new) => {
+                for (term, id) in new {
+                    self.log(format!("{id} leader of term {term}"));
                 }
-                Some(_) => {}
-                None => {
-                    self.leaders.insert(st.term.0, id);
-                    self.log(format!("{id} leader of term {}", st.term));
-                }
+                Ok(())
             }
+            Err(violation) => Err(self.fail(&violation)),
         }
-        Ok(())
     }
 
     /// Probes, reports, pings, the decision and reconciliation of agent `i`.
@@ -962,7 +960,7 @@ impl Sim {
         let tick = (self.step_no + i as u64).is_multiple_of(RECONCILE_EVERY);
         let changed = self.agents[i]
             .as_ref()
-            .is_some_and(|a| a.d.target() != a.last_target.as_ref());
+            .is_some_and(|a| redis_target(&a.d) != a.last_target.as_ref());
         if tick {
             if let Some(a) = self.agents[i].as_mut() {
                 a.pacer.tick();
@@ -997,10 +995,10 @@ impl Sim {
             N as usize / 2,
         );
         // As the agent's reconciler task: the same pacing, the same lease rule.
-        a.last_target = a.d.target().cloned();
+        a.last_target = redis_target(&a.d).cloned();
         let pace = a
             .pacer
-            .next(a.d.target(), lease.valid, lease.remaining, now);
+            .next(redis_target(&a.d), lease.valid, lease.remaining, now);
         let valid = a.pacer.lease_valid();
         let mut target = match pace {
             Pace::Skip | Pace::Wait(_) => return Ok(()),
@@ -1243,41 +1241,12 @@ impl Sim {
         }
         Ok(Stats {
             faults: self.faults,
-            terms: self.leaders.len() as u64,
+            terms: self.elections.terms(),
             failovers: self.failovers.len() as u64,
             fast: self.fast_promotions,
             silent: self.silent_promotions,
         })
     }
-}
-
-/// The last events of a run, shared with the caller so a panic still prints them.
-#[derive(Clone, Default)]
-struct Trace(Arc<Mutex<VecDeque<String>>>);
-
-impl Trace {
-    fn push(&self, line: String) {
-        if let Ok(mut t) = self.0.lock() {
-            if t.len() >= 120 {
-                t.pop_front();
-            }
-            t.push_back(line);
-        }
-    }
-    fn lines(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-fn report(seed: u64, invariant: &str, trace: &Trace) -> String {
-    format!(
-        "seed {seed}: {invariant}\nreplay: TRIAD_SIM_SEED={seed} cargo test -p triad --test \
-         cluster_sim\nlast events:\n  {}",
-        trace.lines().join("\n  ")
-    )
 }
 
 struct Stats {
@@ -1290,10 +1259,6 @@ struct Stats {
     silent: u64,
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 fn steps() -> u64 {
     env_u64("TRIAD_SIM_MINUTES").unwrap_or(10) * 60_000 / STEP_MS
 }
@@ -1301,25 +1266,12 @@ fn steps() -> u64 {
 fn run_seed(seed: u64, plant: Plant, steps: u64) -> Result<Stats, String> {
     let sim = Sim::new(seed, plant);
     let trace = sim.trace.clone();
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run(steps))) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(report(seed, &format!("panic: {msg}"), &trace))
-        }
-    }
+    catch_panics(TEST, seed, &trace, || sim.run(steps))
 }
 
 #[test]
 fn cluster_is_safe_and_live_under_faults() {
-    let seeds: Vec<u64> = match env_u64("TRIAD_SIM_SEED") {
-        Some(s) => vec![s],
-        None => (1..=env_u64("TRIAD_SIM_SEEDS").unwrap_or(1000)).collect(),
-    };
+    let seeds = seeds(1000);
     let steps = steps();
     // The run's own wall time, printed as a figure; never an input of the simulation.
     #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -1501,17 +1453,7 @@ impl Sim {
 
 /// Runs a scenario on `seed`; a failure prints the seed, the invariant and the last events.
 fn scenario(name: &str, seed: u64, f: impl FnOnce(&mut Sim) -> Result<(), String>) {
-    let mut sim = Sim::new(seed, Plant::None);
-    let trace = sim.trace.clone();
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut sim))) {
-        Ok(Ok(())) => {
-            if std::env::var_os("TRIAD_SIM_TRACE").is_some() {
-                eprintln!("{}", report(seed, name, &trace));
-            }
-        }
-        Ok(Err(e)) => panic!("scenario '{name}': {e}"),
-        Err(_) => panic!("scenario '{name}': {}", report(seed, "panic", &trace)),
-    }
+    scenario_in(name, seed, Plant::None, f);
 }
 
 /// Review finding: a stopped (SIGSTOP) master was reported as fenced by its own agent (an
@@ -1680,11 +1622,11 @@ fn scenario_in(
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut sim))) {
         Ok(Ok(())) => {
             if std::env::var_os("TRIAD_SIM_TRACE").is_some() {
-                eprintln!("{}", report(seed, name, &trace));
+                eprintln!("{}", report(TEST, seed, name, &trace));
             }
         }
         Ok(Err(e)) => panic!("scenario '{name}': {e}"),
-        Err(_) => panic!("scenario '{name}': {}", report(seed, "panic", &trace)),
+        Err(_) => panic!("scenario '{name}': {}", report(TEST, seed, "panic", &trace)),
     }
 }
 
@@ -2004,13 +1946,13 @@ fn restarted_follower_reconciles_from_its_snapshot(sim: &mut Sim) -> Result<(), 
             )));
         }
     }
-    let committed = sim.committed.len();
+    let committed = sim.log_matching.last_index();
     sim.until(
         200,
         "the restarted follower's Redis following the master",
         |s| s.follows(z, x),
     )?;
-    if sim.committed.len() != committed {
+    if sim.log_matching.last_index() != committed {
         return Err(sim.fail("scenario: an entry committed (the cluster was not quiet)"));
     }
     Ok(())

@@ -13,6 +13,8 @@
 // Drives real processes on real time; see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,6 +29,8 @@ use triad::actuator::haproxy::{
     Policy, ServerRow, Sessions, SimHaproxy,
 };
 use triad::actuator::{DecisionEpoch, EpochFence};
+
+use common::{binary, free_port, signal_pid};
 
 const TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -332,32 +336,6 @@ fn sim_haproxy_meets_the_contract() {
     contract("sim", &mut Sim { sim, session: None });
 }
 
-/// Finds the binary, or explains why the real case is skipped (and fails in CI).
-fn binary(name: &str, candidates: &[&str]) -> Option<PathBuf> {
-    if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
-        return Some(p);
-    }
-    let msg = format!("{name} not installed: run tests/install-packages.sh as root");
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
-    eprintln!("SKIPPED real {name} contract: {msg}");
-    None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// `show info`'s Pid over a blocking connection (the harness waits without a runtime).
 fn worker_pid(sock: &Path) -> Option<u32> {
     let mut s = UnixStream::connect(sock).ok()?;
@@ -463,7 +441,7 @@ impl Backend for RealHaproxy {
     }
     fn reload(&mut self) {
         let master = self.master.as_ref().expect("running").id();
-        signal(master, "USR2");
+        signal_pid(master, "USR2");
         self.wait_worker(self.worker);
     }
     fn open_session(&mut self, server: &str) {
@@ -509,18 +487,18 @@ impl Backend for RealHaproxy {
         }
     }
     fn hang(&mut self) {
-        signal(self.worker.expect("worker"), "STOP");
+        signal_pid(self.worker.expect("worker"), "STOP");
     }
     fn resume(&mut self) {
-        signal(self.worker.expect("worker"), "CONT");
+        signal_pid(self.worker.expect("worker"), "CONT");
     }
     fn stop(&mut self) {
         if let Some(w) = self.worker {
-            signal(w, "CONT");
+            signal_pid(w, "CONT");
         }
         if let Some(mut master) = self.master.take() {
             // The master stops its workers on SIGTERM and exits once they are gone.
-            signal(master.id(), "TERM");
+            signal_pid(master.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = master.try_wait() {
@@ -531,7 +509,7 @@ impl Backend for RealHaproxy {
             let _ = master.kill();
             let _ = master.wait();
             if let Some(w) = self.worker {
-                signal(w, "KILL");
+                signal_pid(w, "KILL");
             }
         }
     }

@@ -17,10 +17,9 @@
 //! `TRIAD_SIM_SEEDS=N` runs N seeds (default 200), `TRIAD_SIM_SEED=S` replays one seed.
 //! A failure prints the seed, the invariant, and the last events.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+mod simkit;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -31,6 +30,10 @@ use triad::ids::{NodeId, UnixMillis};
 use triad::node::StateMachine;
 use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
 
+use simkit::{catch_panics, hash, report, seeds, Elections, LogMatching, Trace};
+
+/// This test target, for the replay line of a failure report.
+const TEST: &str = "raft_sim";
 const NODES: u64 = 3;
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
@@ -75,19 +78,13 @@ struct Sim {
     net: Vec<InFlight>,
     blocked: BTreeSet<(u64, u64)>,
     loss_pct: u32,
-    leaders: BTreeMap<u64, NodeId>,
-    committed: BTreeMap<u64, (u64, u64)>,
+    elections: Elections,
+    log_matching: LogMatching,
     acked: BTreeMap<ProposalId, u64>,
     trace: Trace,
     plant: Plant,
     heavy_crashes: bool,
     faults: u64,
-}
-
-fn hash(data: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    data.hash(&mut h);
-    h.finish()
 }
 
 impl Sim {
@@ -108,10 +105,10 @@ impl Sim {
             net: Vec::new(),
             blocked: BTreeSet::new(),
             loss_pct: 0,
-            leaders: BTreeMap::new(),
-            committed: BTreeMap::new(),
+            elections: Elections::default(),
+            log_matching: LogMatching::default(),
             acked: BTreeMap::new(),
-            trace: Trace::default(),
+            trace: Trace::new(80),
             heavy_crashes: plant != Plant::None,
             plant,
             faults: 0,
@@ -128,7 +125,7 @@ impl Sim {
     }
 
     fn fail(&self, invariant: &str) -> String {
-        report(self.seed, invariant, &self.trace)
+        report(TEST, self.seed, invariant, &self.trace)
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
@@ -339,17 +336,8 @@ impl Sim {
                     .map_err(|e| format!("{id}: compact: {e}"))?;
             }
             for (index, term, h, proposal) in applied {
-                match self.committed.get(&index) {
-                    Some(&(t, hh)) if (t, hh) != (term, h) => {
-                        return Err(self.fail(&format!(
-                            "log matching: {id} applied index {index} term {term}, \
-                             another node applied term {t} there"
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.committed.insert(index, (term, h));
-                    }
+                if let Err(violation) = self.log_matching.check(id, index, term, h) {
+                    return Err(self.fail(&violation));
                 }
                 if let Some(p) = proposal {
                     if p.node == id {
@@ -378,7 +366,7 @@ impl Sim {
                 (st.role == Role::Leader).then_some((st.term.0, node.id))
             })
             .collect();
-        match record_leaders(&mut self.leaders, &claims) {
+        match self.elections.record(&claims) {
             Ok(new) => {
                 for (term, id) in new {
                     self.log(format!("{id} leader of term {term}"));
@@ -441,7 +429,7 @@ impl Sim {
         Ok(Stats {
             faults: self.faults,
             acked: self.acked.len() as u64,
-            terms: self.leaders.len() as u64,
+            terms: self.elections.terms(),
         })
     }
 
@@ -457,82 +445,16 @@ impl Sim {
     }
 }
 
-/// Election safety over one step's leadership claims (`(term, node)` pairs): records each
-/// term's first leader in `leaders` and answers the newly recorded ones, or the violation when
-/// a term has two leaders (recorded before, or both claiming in this step).
-fn record_leaders(
-    leaders: &mut BTreeMap<u64, NodeId>,
-    claims: &[(u64, NodeId)],
-) -> Result<Vec<(u64, NodeId)>, String> {
-    let mut new = Vec::new();
-    for &(term, node) in claims {
-        match leaders.get(&term) {
-            Some(&other) if other != node => {
-                return Err(format!(
-                    "election safety: {node} and {other} both leader in term {term}"
-                ));
-            }
-            Some(_) => {}
-            None => {
-                leaders.insert(term, node);
-                new.push((term, node));
-            }
-        }
-    }
-    Ok(new)
-}
-
-/// The last events of a run, shared with the caller so a panic inside raft-rs still prints
-/// them.
-#[derive(Clone, Default)]
-struct Trace(Arc<Mutex<VecDeque<String>>>);
-
-impl Trace {
-    fn push(&self, line: String) {
-        if let Ok(mut t) = self.0.lock() {
-            if t.len() == 80 {
-                t.pop_front();
-            }
-            t.push_back(line);
-        }
-    }
-    fn lines(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-fn report(seed: u64, invariant: &str, trace: &Trace) -> String {
-    format!(
-        "simulation failed: seed {seed} (replay with TRIAD_SIM_SEED={seed}), invariant: \
-         {invariant}\nlast events:\n  {}",
-        trace.lines().join("\n  ")
-    )
-}
-
 /// Runs one seed; a panic anywhere (raft-rs asserts too) becomes a report with the seed.
 fn run_seed(seed: u64, plant: Plant, heavy_crashes: bool) -> Result<Stats, String> {
-    let trace = Trace::default();
+    let trace = Trace::new(80);
     let t = trace.clone();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+    catch_panics(TEST, seed, &trace, move || {
         let mut sim = Sim::new(seed, plant);
         sim.trace = t;
         sim.heavy_crashes = heavy_crashes;
         sim.run()
-    }));
-    match result {
-        Ok(r) => r,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(report(seed, &format!("panic: {msg}"), &trace))
-        }
-    }
+    })
 }
 
 struct Stats {
@@ -541,23 +463,12 @@ struct Stats {
     terms: u64,
 }
 
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("TRIAD_SIM_SEED") {
-        return vec![s.parse().expect("TRIAD_SIM_SEED must be an integer")];
-    }
-    let n: u64 = std::env::var("TRIAD_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    (1..=n).collect()
-}
-
 #[test]
 fn raft_is_safe_under_faults() {
     // The run's own wall time, printed as a figure; never an input of the simulation.
     #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
     let started = std::time::Instant::now();
-    let seeds = seeds();
+    let seeds = seeds(200);
     let (mut faults, mut acked, mut terms) = (0, 0, 0);
     for &seed in &seeds {
         match run_seed(seed, Plant::None, false) {
@@ -591,8 +502,8 @@ fn same_seed_same_run() {
         }
         (
             sim.trace.lines(),
-            sim.committed.clone(),
-            sim.leaders.clone(),
+            sim.log_matching.clone(),
+            sim.elections.clone(),
         )
     };
     assert_eq!(trace(7), trace(7), "a seed must replay exactly");
@@ -662,14 +573,18 @@ fn election_safety_checks_every_claim_of_a_step() {
         (vec![], vec![(6, n(1)), (7, n(2))], Ok(vec![6, 7])),
     ];
     for (before, claims, want) in table {
-        let mut leaders: BTreeMap<u64, NodeId> = before.iter().copied().collect();
-        let got = record_leaders(&mut leaders, &claims);
+        let mut elections = Elections::with(before.iter().copied());
+        let got = elections.record(&claims);
         match (&got, &want) {
             (Ok(new), Ok(terms)) => {
                 let got_terms: Vec<u64> = new.iter().map(|(t, _)| *t).collect();
                 assert_eq!(&got_terms, terms, "{before:?} then {claims:?}");
                 for &(t, node) in &claims {
-                    assert_eq!(leaders.get(&t), Some(&node), "{before:?} then {claims:?}");
+                    assert_eq!(
+                        elections.leader(t),
+                        Some(node),
+                        "{before:?} then {claims:?}"
+                    );
                 }
             }
             (Err(e), Err(words)) => assert!(

@@ -390,6 +390,99 @@ fn check_config_rejects_bad_configs_with_exit_64() {
     }
 }
 
+/// `triad check-config` explains what the agent will do (probes, failover, HAProxy backends,
+/// service control, timings) after the summary line, and `--json` prints the same as one
+/// object; an invalid file with `--json` still exits 64, with the error in the object too.
+#[test]
+fn check_config_explains_what_the_agent_will_do() {
+    let bin = triad_bin().expect("triad binary");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), 2, |mut t| {
+        for n in NODES {
+            t = t.replacen(
+                &format!("api_addr = \"{}\"\n", triad_tests::api_addr(n)),
+                &format!(
+                    "api_addr = \"{}\"\nredis_addr = \"127.0.0.1:{}\"\n",
+                    triad_tests::api_addr(n),
+                    6380 + n
+                ),
+                1,
+            );
+        }
+        t + "\n[redis]\n\n[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n\
+             [[haproxy.backends]]\nname = \"be_redis\"\nrole = \"redis-master\"\n\
+             server_prefix = \"redis\"\n\n[services]\ncontrol = \"none\"\n"
+    })
+    .expect("write config");
+    let out = triad_command(&bin)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    assert!(out.status.success(), "{}", describe(&out));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("valid (node n2, 3 peers"), "{shown}");
+    for want in [
+        "\n  probe redis: on n1, n2, n3 every 300ms",
+        "\n  redis failover: automatic",
+        "\n  haproxy backend be_redis (redis-master): only the committed Redis master in \
+         service (servers redis1..redis3)",
+        "\n  service control: none",
+        "\n  failover timing: lease 2s, clock margin 1s, fencing bound 600ms",
+    ] {
+        assert!(
+            shown.contains(want),
+            "check-config output lacks {want:?}:\n{shown}"
+        );
+    }
+
+    let out = triad_command(&bin)
+        .arg("check-config")
+        .arg("--json")
+        .arg(&path)
+        .output()
+        .expect("run check-config --json");
+    assert!(out.status.success(), "{}", describe(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(&out)));
+    assert_eq!(j["valid"], true, "{j}");
+    assert_eq!(j["node"], 2, "{j}");
+    assert_eq!(j["redis_failover"]["mode"], "automatic", "{j}");
+    assert_eq!(j["haproxy"]["backends"][0]["role"], "redis-master", "{j}");
+    assert_eq!(
+        j["haproxy"]["backends"][0]["servers"],
+        serde_json::json!(["redis1", "redis2", "redis3"]),
+        "{j}"
+    );
+    assert_eq!(j["service_control"]["kind"], "none", "{j}");
+    assert_eq!(j["timing"]["lease_ms"], 2000, "{j}");
+
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).expect("case dir");
+    let path = write_config(&bad, 2, |t| {
+        t + "\n[haproxy]\nadmin_socket = \"/run/haproxy/admin.sock\"\n\
+             redis_backend = \"be_redis\"\n"
+    })
+    .expect("write bad config");
+    let out = triad_command(&bin)
+        .arg("check-config")
+        .arg("--json")
+        .arg(&path)
+        .output()
+        .expect("run check-config --json");
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(&out)));
+    assert_eq!(j["valid"], false, "{j}");
+    let error = j["error"].as_str().unwrap_or_default();
+    assert!(error.contains("[[haproxy.backends]]"), "{j}");
+    assert!(
+        text(&out.stderr).contains("[[haproxy.backends]]"),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// (d) Absurd numbers in a config make `triad check-config` exit 64 naming the key: never a
 /// panic (exit 101) from overflowing duration arithmetic, and never "valid" for a value that
 /// the agent would truncate (`heartbeat_ticks as u32` giving a zero ping interval).

@@ -14,20 +14,25 @@
 //! Every call is idempotent: starting a running service or stopping a stopped one succeeds
 //! and does nothing. Errors name the service and what failed.
 //!
+//! [`service_control`] builds the implementation `[services]` configures.
+//!
 //! Caveats: not wired to a controller yet (Galera rejoin, PHP-FPM remediation and backups
 //! will drive it). [`Process`] signals with `kill(1)` and reads liveness from `/proc`, so it is
 //! Linux-only; it cannot tell a recycled pid from its daemon (the pidfile is removed on stop).
+//! A stop signals the whole process group that the pidfile's pid leads (the service's own
+//! children too), and so does a start after that pid died with children left behind.
 
 // Reads the clock (adapter: stop deadlines); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use crate::config::{ServiceControlKind, ServicesSection, Validated};
 
 /// How to start a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +137,40 @@ pub trait ServiceControl: Send + Sync + 'static {
             self.stop(service).await?;
             self.start(service, mode).await
         })
+    }
+}
+
+/// The service control `[services]` configures: [`Systemd`] over the configured units,
+/// [`Process`] over the configured specs, or `None` with `control = "none"`. The daemon does
+/// not call it yet; Galera rejoin (and later PHP-FPM remediation) will. It lives here rather
+/// than in `config` because `config` must not import the actuators.
+pub fn service_control(cfg: &Validated) -> Option<Arc<dyn ServiceControl>> {
+    Some(match Configured::from_section(&cfg.config.services)? {
+        Configured::Systemd(s) => Arc::new(s),
+        Configured::Process(p) => Arc::new(p),
+    })
+}
+
+/// The implementation before it is shared, so that tests can see which one was built.
+#[derive(Debug)]
+enum Configured {
+    Systemd(Systemd),
+    Process(Process),
+}
+
+impl Configured {
+    fn from_section(s: &ServicesSection) -> Option<Configured> {
+        match s.control {
+            ServiceControlKind::Systemd => Some(Configured::Systemd(Systemd::new(
+                s.systemd_units(),
+                s.stop_timeout,
+            ))),
+            ServiceControlKind::Process => Some(Configured::Process(Process::new(
+                s.process.clone(),
+                s.stop_timeout,
+            ))),
+            ServiceControlKind::None => None,
+        }
     }
 }
 
@@ -301,23 +340,9 @@ fn check_position(service: &str, mode: &StartMode, position: &str) -> Result<(),
 
 // ----- process (lab) -------------------------------------------------------------------------
 
-/// How the lab starts one service as a plain process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessSpec {
-    /// The command line of a normal start (the process must stay in the foreground).
-    pub argv: Vec<String>,
-    /// Extra arguments of a Galera rejoin; `{position}` is replaced by the position.
-    #[serde(default)]
-    pub rejoin_args: Vec<String>,
-    /// Extra arguments of a Galera bootstrap (`--wsrep-new-cluster`).
-    #[serde(default)]
-    pub bootstrap_args: Vec<String>,
-    /// Where the pid is kept (written by Triad at start).
-    pub pidfile: PathBuf,
-    /// Where stdout and stderr go.
-    pub log: PathBuf,
-}
+/// How the lab starts one service as a plain process (`[services.process.NAME]`; defined
+/// with the rest of the configuration).
+pub use crate::config::ProcessSpec;
 
 /// The lab: each service is a process started from a configured argv, in its own process
 /// group (it outlives its agent), tracked by its pidfile.
@@ -342,33 +367,83 @@ impl Process {
             .ok_or_else(|| ServiceError::Unknown(service.to_string()))
     }
 
-    /// The live pid in the pidfile, if any.
-    fn live_pid(spec: &ProcessSpec) -> Option<u32> {
-        let pid = std::fs::read_to_string(&spec.pidfile)
+    /// The pid in the pidfile, running or not.
+    fn recorded_pid(spec: &ProcessSpec) -> Option<u32> {
+        std::fs::read_to_string(&spec.pidfile)
             .ok()?
             .trim()
             .parse::<u32>()
-            .ok()?;
-        pid_alive(pid).then_some(pid)
+            .ok()
     }
 
+    /// The live pid in the pidfile, if any.
+    fn live_pid(spec: &ProcessSpec) -> Option<u32> {
+        Self::recorded_pid(spec).filter(|&pid| pid_alive(pid))
+    }
+
+    /// Signals what is left of the service started as `pid`: the process group it leads
+    /// (see `start`), and itself should it have left that group.
     async fn signal(service: &str, pid: u32, sig: &str) -> Result<(), ServiceError> {
+        let members = group_members(pid);
+        let mut targets = Vec::new();
+        if !members.is_empty() {
+            targets.push(format!("-{pid}"));
+        }
+        if pid_alive(pid) && !members.contains(&pid) {
+            targets.push(pid.to_string());
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let what = format!("kill {sig} -- {}", targets.join(" "));
         let out = tokio::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
+            .arg(sig)
+            .arg("--")
+            .args(&targets)
             .output()
             .await
             .map_err(|e| ServiceError::Command {
                 service: service.to_string(),
-                what: format!("kill {sig} {pid}"),
+                what: what.clone(),
                 detail: e.to_string(),
             })?;
-        // A process that exited meanwhile is fine.
-        if !out.status.success() && pid_alive(pid) {
+        // Processes that exited meanwhile are fine.
+        if !out.status.success() && remains(pid) {
             return Err(ServiceError::Command {
                 service: service.to_string(),
-                what: format!("kill {sig} {pid}"),
+                what,
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
+        }
+        Ok(())
+    }
+
+    /// Stops what is left of the service started as `pid`: SIGTERM, then SIGKILL after the
+    /// stop timeout.
+    async fn stop_pid(&self, service: &str, pid: u32) -> Result<(), ServiceError> {
+        if !remains(pid) {
+            return Ok(());
+        }
+        Self::signal(service, pid, "-TERM").await?;
+        let deadline = std::time::Instant::now() + self.stop_timeout;
+        while remains(pid) {
+            if std::time::Instant::now() >= deadline {
+                Self::signal(service, pid, "-KILL").await?;
+                // A killed process still takes a moment to go.
+                let killed = std::time::Instant::now() + Duration::from_secs(1);
+                while remains(pid) {
+                    if std::time::Instant::now() >= killed {
+                        return Err(ServiceError::Timeout {
+                            service: service.to_string(),
+                            what: "stop",
+                            after: self.stop_timeout,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
@@ -384,6 +459,36 @@ fn pid_alive(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// Whether anything is left of the service started as `pid`: itself, or a live member of the
+/// process group it leads (php-fpm's workers outlive a killed master and keep serving on the
+/// inherited socket).
+fn remains(pid: u32) -> bool {
+    pid_alive(pid) || !group_members(pid).is_empty()
+}
+
+/// The live (not zombie) processes of process group `pgid` (Linux `/proc`).
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name: state, ppid, pgrp.
+            let mut fields = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace())
+                .into_iter()
+                .flatten();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+            pgrp == Some(pgid) && state.is_some_and(|s| s != "Z" && s != "X")
+        })
+        .collect()
 }
 
 impl ServiceControl for Process {
@@ -406,6 +511,10 @@ impl ServiceControl for Process {
             let spec = self.spec(service)?;
             if Self::live_pid(spec).is_some() {
                 return Ok(());
+            }
+            // A main process that died may have left children that still hold its port.
+            if let Some(old) = Self::recorded_pid(spec) {
+                self.stop_pid(service, old).await?;
             }
             let mut argv = spec.argv.clone();
             match mode {
@@ -459,26 +568,8 @@ impl ServiceControl for Process {
     fn stop<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
             let spec = self.spec(service)?;
-            let Some(pid) = Self::live_pid(spec) else {
-                let _ = std::fs::remove_file(&spec.pidfile);
-                return Ok(());
-            };
-            Self::signal(service, pid, "-TERM").await?;
-            let deadline = std::time::Instant::now() + self.stop_timeout;
-            while pid_alive(pid) {
-                if std::time::Instant::now() >= deadline {
-                    Self::signal(service, pid, "-KILL").await?;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if pid_alive(pid) {
-                        return Err(ServiceError::Timeout {
-                            service: service.to_string(),
-                            what: "stop",
-                            after: self.stop_timeout,
-                        });
-                    }
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(pid) = Self::recorded_pid(spec) {
+                self.stop_pid(service, pid).await?;
             }
             let _ = std::fs::remove_file(&spec.pidfile);
             Ok(())
@@ -631,6 +722,68 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(&parse_systemctl_show(text), want, "{text:?}");
         }
+    }
+
+    fn services(text: &str) -> Validated {
+        let base = r#"
+[node]
+id = 1
+data_dir = "/tmp/x"
+[[peers]]
+id = 1
+raft_addr = "127.0.0.1:7201"
+api_addr = "127.0.0.1:7101"
+redis_addr = "127.0.0.1:6371"
+[api]
+listen = "127.0.0.1:7101"
+[redis]
+"#;
+        let path = std::path::Path::new("test.toml");
+        crate::config::parse(path, &format!("{base}{text}"))
+            .and_then(|c| crate::config::validate(path, c))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `[services]` builds the implementation it names, over the configured units or specs.
+    #[test]
+    fn service_control_builds_the_configured_kind() {
+        let v = services("");
+        match Configured::from_section(&v.config.services) {
+            Some(Configured::Systemd(s)) => {
+                assert_eq!(s.units["redis"], "redis-server.service");
+                assert_eq!(s.units["phpfpm"], "php8.2-fpm.service");
+                assert_eq!(s.timeout, Duration::from_secs(30));
+            }
+            other => panic!("default: expected systemd, got {other:?}"),
+        }
+        assert!(service_control(&v).is_some());
+
+        let v = services(
+            "[services]\ncontrol = \"process\"\nstop_timeout = \"2s\"\n\
+             [services.process.redis]\nargv = [\"/usr/bin/redis-server\"]\n\
+             pidfile = \"/run/triad/redis.pid\"\nlog = \"/var/log/triad/redis.log\"\n",
+        );
+        match Configured::from_section(&v.config.services) {
+            Some(Configured::Process(p)) => {
+                assert_eq!(p.specs.keys().collect::<Vec<_>>(), ["redis"]);
+                assert_eq!(p.specs["redis"].argv, ["/usr/bin/redis-server"]);
+                assert_eq!(p.stop_timeout, Duration::from_secs(2));
+            }
+            other => panic!("process: expected process, got {other:?}"),
+        }
+        let ctl = service_control(&v).expect("process control");
+        // Only the configured services are known to it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        assert!(matches!(
+            rt.block_on(ctl.state("mariadb")),
+            Err(ServiceError::Unknown(_))
+        ));
+
+        let v = services("[services]\ncontrol = \"none\"\n");
+        assert!(Configured::from_section(&v.config.services).is_none());
+        assert!(service_control(&v).is_none());
     }
 
     #[test]

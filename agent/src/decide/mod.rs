@@ -4,19 +4,84 @@
 //! needs comes in the view, and what should happen goes out as commands to propose plus a
 //! one-line human verdict that is logged and shown in the status API.
 //!
-//! Decisions: keep the replicated membership view equal to the leader's configured peers
-//! (here), and the Redis master ([`redis`]). Galera recovery and backups add modules here.
+//! The plan is composed: membership first (here), then every managed service's own decision
+//! module, each from its own inputs ([`ServiceInputs`]) to its own plan ([`ServicePlan`]).
+//! Today that is the Redis master ([`redis`]); Galera recovery and backups add a module and
+//! one variant in each enum. A service's decision never sees another service's inputs, and
+//! the composition only concatenates: no service can hold back another.
 //!
-//! Invariant: a command whose earlier proposal is still in flight is never proposed again
-//! (the view says so), so a slow commit cannot cause duplicate actions.
+//! Invariants:
+//! - Until the replicated membership equals the configured one, no service decides: each
+//!   decision counts quorums over the registered members.
+//! - A command whose earlier proposal for the same authority is still in flight is never
+//!   proposed again (each service's inputs say so), so a slow commit cannot cause duplicate
+//!   actions.
 
 pub mod redis;
 pub mod timeline;
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{ClusterState, Command, MemberInfo};
+use crate::cluster::{Authority, ClusterState, Command, MemberInfo};
 use crate::ids::NodeId;
+
+/// One managed service's decision inputs.
+#[derive(Debug)]
+pub enum ServiceInputs<'a> {
+    /// The Redis master.
+    Redis(redis::RedisInputs<'a>),
+}
+
+impl ServiceInputs<'_> {
+    /// The authority the decision proposes changes to.
+    pub fn authority(&self) -> Authority {
+        match self {
+            ServiceInputs::Redis(_) => Authority::Redis,
+        }
+    }
+}
+
+/// One managed service's decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServicePlan {
+    /// The Redis master.
+    Redis(redis::RedisPlan),
+}
+
+impl ServicePlan {
+    /// The authority the plan proposes changes to.
+    pub fn authority(&self) -> Authority {
+        match self {
+            ServicePlan::Redis(_) => Authority::Redis,
+        }
+    }
+
+    /// The plan's one-line verdict.
+    pub fn verdict(&self) -> &str {
+        match self {
+            ServicePlan::Redis(p) => &p.verdict,
+        }
+    }
+
+    /// The Redis plan, when this is one.
+    pub fn as_redis(&self) -> Option<&redis::RedisPlan> {
+        match self {
+            ServicePlan::Redis(p) => Some(p),
+        }
+    }
+
+    /// The commands the plan proposes.
+    pub fn proposals(&self) -> &[Command] {
+        match self {
+            ServicePlan::Redis(p) => &p.proposals,
+        }
+    }
+
+    /// Whether the plan wants nothing done.
+    pub fn is_no_action(&self) -> bool {
+        self.verdict().starts_with("no action")
+    }
+}
 
 /// Everything a decision may look at, built once per cycle.
 #[derive(Debug)]
@@ -31,70 +96,94 @@ pub struct View<'a> {
     pub configured: &'a BTreeMap<NodeId, MemberInfo>,
     /// Whether a membership registration proposed earlier is still in flight.
     pub members_in_flight: bool,
-    /// The Redis decision's inputs, when Redis is managed.
-    pub redis: Option<redis::RedisInputs<'a>>,
+    /// The managed services' inputs, in a fixed order.
+    pub services: Vec<ServiceInputs<'a>>,
 }
 
 /// What to do this cycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// One line for operators.
+    /// One line for operators: the membership verdict, or every service's verdict.
     pub verdict: String,
-    /// Commands to propose.
+    /// Commands to propose (membership only; each service's are in its plan).
     pub proposals: Vec<Command>,
-    /// The Redis decision, when it was taken this cycle.
-    pub redis: Option<redis::RedisPlan>,
+    /// Each service's decision, in the order of the view's inputs; empty while membership
+    /// is not settled.
+    pub services: Vec<ServicePlan>,
+}
+
+impl Plan {
+    /// Every command to propose: membership's, then each service's.
+    pub fn all_proposals(&self) -> impl Iterator<Item = &Command> {
+        self.proposals
+            .iter()
+            .chain(self.services.iter().flat_map(ServicePlan::proposals))
+    }
+
+    /// The plan of `authority`, when it decided this cycle.
+    pub fn service(&self, authority: Authority) -> Option<&ServicePlan> {
+        self.services.iter().find(|p| p.authority() == authority)
+    }
+}
+
+fn membership_only(verdict: String, proposals: Vec<Command>) -> Plan {
+    Plan {
+        verdict,
+        proposals,
+        services: vec![],
+    }
 }
 
 /// Decides.
 pub fn decide(view: &View<'_>) -> Plan {
     if !view.is_leader {
-        return Plan {
-            verdict: format!("no action: {} is not the leader", view.me),
-            proposals: vec![],
-            redis: None,
-        };
+        return membership_only(format!("no action: {} is not the leader", view.me), vec![]);
     }
     if view.cluster.members != *view.configured {
         if view.members_in_flight {
-            return Plan {
-                verdict: "waiting: membership registration in flight".into(),
-                proposals: vec![],
-                redis: None,
-            };
+            return membership_only("waiting: membership registration in flight".into(), vec![]);
         }
-        return Plan {
-            verdict: format!(
+        return membership_only(
+            format!(
                 "register membership: replicated view has {} members, configuration has {}",
                 view.cluster.members.len(),
                 view.configured.len()
             ),
-            proposals: vec![Command::RegisterMembers {
+            vec![Command::RegisterMembers {
                 members: view.configured.clone(),
             }],
-            redis: None,
-        };
+        );
     }
-    if let Some(inputs) = &view.redis {
-        let plan = redis::decide(inputs);
-        return Plan {
-            verdict: plan.verdict.clone(),
-            proposals: plan.proposals.clone(),
-            redis: Some(plan),
-        };
-    }
-    let maintenance = if view.cluster.maintenance.enabled {
-        format!(", maintenance on ({})", view.cluster.maintenance.reason)
-    } else {
-        String::new()
+    let services: Vec<ServicePlan> = view
+        .services
+        .iter()
+        .map(|inputs| match inputs {
+            ServiceInputs::Redis(i) => ServicePlan::Redis(redis::decide(i)),
+        })
+        .collect();
+    let verdict = match services.as_slice() {
+        [] => {
+            let maintenance = if view.cluster.maintenance.enabled {
+                format!(", maintenance on ({})", view.cluster.maintenance.reason)
+            } else {
+                String::new()
+            };
+            format!(
+                "no action: {} members registered{maintenance}",
+                view.cluster.members.len()
+            )
+        }
+        [only] => only.verdict().to_string(),
+        many => many
+            .iter()
+            .map(|p| format!("{}: {}", p.authority(), p.verdict()))
+            .collect::<Vec<_>>()
+            .join("; "),
     };
     Plan {
-        verdict: format!(
-            "no action: {} members registered{maintenance}",
-            view.cluster.members.len()
-        ),
+        verdict,
         proposals: vec![],
-        redis: None,
+        services,
     }
 }
 
@@ -102,19 +191,7 @@ pub fn decide(view: &View<'_>) -> Plan {
 mod tests {
     use super::*;
 
-    fn members(n: u64) -> BTreeMap<NodeId, MemberInfo> {
-        (1..=n)
-            .map(|i| {
-                (
-                    NodeId(i),
-                    MemberInfo {
-                        raft_addr: format!("127.0.0.1:720{i}"),
-                        api_addr: format!("127.0.0.1:710{i}"),
-                    },
-                )
-            })
-            .collect()
-    }
+    use crate::cluster::fixtures::members;
 
     /// Data-driven: (is_leader, registered members, in flight, maintenance) -> verdict, proposes?
     #[test]
@@ -183,10 +260,77 @@ mod tests {
                 cluster: &cluster,
                 configured: &configured,
                 members_in_flight: in_flight,
-                redis: None,
+                services: vec![],
             });
             assert_eq!(plan.verdict, verdict);
             assert_eq!(!plan.proposals.is_empty(), proposes, "{verdict}");
+        }
+    }
+
+    /// The composition: services decide only once membership is settled, a single service's
+    /// verdict is the plan's, and the plan carries each service's proposals.
+    #[test]
+    fn services_decide_only_after_membership_and_compose() {
+        use crate::cluster::RedisAuthority;
+        use crate::decide::redis::{self, FailoverSettings, RedisInputs};
+        let configured = members(3);
+        let ids: Vec<NodeId> = configured.keys().copied().collect();
+        let authority = RedisAuthority::default();
+        let ages = BTreeMap::new();
+        let settings = FailoverSettings {
+            freshness_ms: 3000,
+            lease_ms: 3000,
+            clock_margin_ms: 1000,
+            hold_down_ms: 30_000,
+            max_lag_bytes: 1 << 20,
+            link_stale_after_s: 5,
+        };
+        let inputs = || RedisInputs {
+            members: &ids,
+            authority: &authority,
+            seen: &[],
+            report_age_ms: &ages,
+            since_change_ms: None,
+            suspect_embargo_ms: None,
+            suspect_reconciled: false,
+            maintenance: false,
+            in_flight: false,
+            settings,
+        };
+        // (registered members, expected verdict prefix, services decided)
+        let cases = [
+            (2, "register membership", 0),
+            (3, &*redis::decide(&inputs()).verdict, 1),
+        ];
+        for (registered, verdict, decided) in cases {
+            let cluster = ClusterState {
+                members: members(registered),
+                ..ClusterState::default()
+            };
+            let plan = decide(&View {
+                me: NodeId(1),
+                is_leader: true,
+                cluster: &cluster,
+                configured: &configured,
+                members_in_flight: false,
+                services: vec![ServiceInputs::Redis(inputs())],
+            });
+            assert!(plan.verdict.starts_with(verdict), "{}", plan.verdict);
+            assert_eq!(plan.services.len(), decided, "{}", plan.verdict);
+            assert_eq!(
+                plan.service(Authority::Redis).is_some(),
+                decided == 1,
+                "{}",
+                plan.verdict
+            );
+            let all: Vec<&Command> = plan.all_proposals().collect();
+            let expected = plan.proposals.len()
+                + plan
+                    .services
+                    .iter()
+                    .map(|p| p.proposals().len())
+                    .sum::<usize>();
+            assert_eq!(all.len(), expected);
         }
     }
 }

@@ -31,10 +31,12 @@ pub fn signal(child: &Child, sig: &str) {
     signal_pid(child.id(), sig);
 }
 
+/// Sends `sig` to a process this test started (by pid; "no such process" is not an error).
 pub fn signal_pid(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
+        .stderr(Stdio::null())
         .status();
 }
 

@@ -71,8 +71,17 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
         p(&lab.haproxy_admin_socket(node))
     );
     let _ = writeln!(out, "state_file = {:?}", p(&lab.haproxy_server_state(node)));
-    let _ = writeln!(out, "redis_backend = \"be_redis\"");
-    let _ = writeln!(out, "redis_server_prefix = \"redis\"");
+    // Written out although it is the default with [redis], so the lab's haproxy.cfg
+    // (`be_redis`, servers `redis1..3`) and this stay visibly in step.
+    let _ = writeln!(out, "[[haproxy.backends]]");
+    let _ = writeln!(out, "name = \"be_redis\"");
+    let _ = writeln!(out, "role = \"redis-master\"");
+    let _ = writeln!(out, "server_prefix = \"redis\"");
+    let _ = writeln!(out);
+    // The lab starts and stops its own daemons (tests/src/lab/services.rs), in namespaces
+    // the agent does not control; an agent that started them too would race it.
+    let _ = writeln!(out, "[services]");
+    let _ = writeln!(out, "control = \"none\"");
     let _ = writeln!(out);
     let _ = writeln!(out, "[mariadb]");
     let _ = writeln!(out, "user = {:?}", MONITOR_USER);
@@ -125,7 +134,18 @@ mod tests {
     fn config_is_accepted_by_the_agent_parser() {
         let spec = LabSpec::new("/bin/true");
         let text = agent_config(&spec, 1);
-        triad::config::parse(std::path::Path::new("lab-node1.toml"), &text)
+        let config = triad::config::parse(std::path::Path::new("lab-node1.toml"), &text)
             .unwrap_or_else(|e| panic!("the agent rejects the lab config: {e}\n{text}"));
+        let haproxy = config.haproxy.as_ref().expect("[haproxy]");
+        let redis = haproxy
+            .backend(triad::config::BackendRole::RedisMaster)
+            .expect("a redis-master backend");
+        assert_eq!(redis.name, "be_redis");
+        assert_eq!(redis.server(triad::ids::NodeId(2)), "redis2");
+        assert_eq!(
+            config.services.control,
+            triad::config::ServiceControlKind::None,
+            "the lab runs its own daemons"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Planned Redis switchover: move the master to another node without losing an acknowledged
-//! write. Runs in the agent that received `POST /v1/redis/switchover` (an adapter: it talks to
-//! the two Redis servers, proposes one command and reads the Redis authority as applied on
-//! this node).
+//! write. Runs in the agent that received `POST /v1/redis/switchover` ([`request`]; the API
+//! only parses the request and maps the outcome to a status code). An adapter: it talks to the
+//! two Redis servers, proposes one command through the agent's event loop and reads the Redis
+//! authority as applied on this node.
 //!
 //! Steps (each reported with its time since the start):
 //! 1. Check: a master is committed, the target is another member whose Redis is a replica of
@@ -48,15 +49,19 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actuator::redis::{RedisAction, RedisControl};
-use crate::cluster::{ChangeKind, Command, RedisAuthority};
+use crate::actuator::redis::{RedisAction, RedisControl, RedisServer};
+use crate::cluster::{ChangeKind, Command, Outcome, RedisAuthority};
+use crate::decide::redis::{candidates, RedisInputs};
 use crate::driver::ProposeError;
 use crate::ids::{Epoch, LogIndex, NodeId};
 use crate::probe::redis_info::RedisRole;
+use crate::status::Handles;
 
 /// What to do.
 #[derive(Clone, Debug)]
@@ -620,6 +625,150 @@ async fn retire(
         hold.keep(clock).await;
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Clears the busy flag when the switchover ends, however it ends.
+struct Busy(Arc<AtomicBool>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Why a requested switchover did not start, or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request names something that does not exist (a node without a Redis address).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The cluster is not in a state that allows it (no master, no eligible replica, already
+    /// running); the text says what to wait for or change.
+    #[error("{0}")]
+    Conflict(String),
+    /// This agent could not build what it needs (a Redis password file it cannot read).
+    #[error("{0}")]
+    Internal(String),
+    /// It started and failed; see [`SwitchoverError`].
+    #[error(transparent)]
+    Failed(#[from] SwitchoverError),
+}
+
+/// Runs a Redis switchover asked of this agent (`POST /v1/redis/switchover`): to `to`, or to
+/// the best-ranked replica. Checks the request against the committed state, allows one at a
+/// time per agent, builds both servers from the config, and runs [`run`] with proposals made
+/// through this agent's event loop.
+pub async fn request(
+    h: &Arc<Handles>,
+    to: Option<NodeId>,
+) -> Result<SwitchoverReport, RequestError> {
+    use RequestError::{BadRequest, Conflict, Internal};
+    let cfg = &h.config.config;
+    let Some(rcfg) = &cfg.redis else {
+        return Err(Conflict(
+            "Redis is not managed by this agent ([redis] is not configured)".into(),
+        ));
+    };
+    let core = h.status.borrow().clone();
+    let authority = core.cluster.redis.clone();
+    let Some(from) = authority.master else {
+        return Err(Conflict(
+            "no Redis master is recorded yet; wait until the agents have recorded one".into(),
+        ));
+    };
+    let addr_of = |n: NodeId| h.config.members.iter().find(|m| m.id == n)?.redis_addr;
+    let to = match to {
+        Some(t) if t == from => return Err(Conflict(format!("{t} is already the Redis master"))),
+        Some(t) if addr_of(t).is_none() => {
+            return Err(BadRequest(format!(
+                "{t} is not a member with a Redis address (peers[].redis_addr)"
+            )))
+        }
+        Some(t) => t,
+        None => {
+            let now = h.liveness.mono_ms();
+            let (seen, ages) = match core.health.lock() {
+                Ok(hs) => (hs.all(now), hs.report_ages(now)),
+                Err(_) => Default::default(),
+            };
+            let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+            let ranked = candidates(&RedisInputs {
+                members: &members,
+                authority: &authority,
+                seen: &seen,
+                report_age_ms: &ages,
+                since_change_ms: None,
+                suspect_embargo_ms: None,
+                suspect_reconciled: false,
+                maintenance: false,
+                in_flight: false,
+                settings: cfg.failover.settings(),
+            });
+            match ranked.iter().find(|c| c.rank == Some(1)) {
+                Some(c) => c.node,
+                None => {
+                    let why: Vec<String> = ranked
+                        .iter()
+                        .map(|c| format!("{} {}", c.node, c.reason))
+                        .collect();
+                    return Err(Conflict(format!(
+                        "no eligible replica to switch over to: {}",
+                        why.join("; ")
+                    )));
+                }
+            }
+        }
+    };
+    let (Some(from_addr), Some(to_addr)) = (addr_of(from), addr_of(to)) else {
+        return Err(Conflict(format!(
+            "{from} or {to} has no Redis address in peers[].redis_addr"
+        )));
+    };
+    if h.switchover_busy.swap(true, Ordering::SeqCst) {
+        return Err(Conflict(
+            "a switchover is already running through this agent; wait for it to finish".into(),
+        ));
+    }
+    let _busy = Busy(h.switchover_busy.clone());
+    let fo = &cfg.failover;
+    let server = |addr| RedisServer::from_config(addr, rcfg, fo);
+    let (master, target) = match (server(from_addr), server(to_addr)) {
+        (Ok(m), Ok(t)) => (m, t),
+        (Err(e), _) | (_, Err(e)) => return Err(Internal(e.to_string())),
+    };
+    let catch_up = Duration::from_secs(2);
+    let demote_wait = Duration::from_secs(2);
+    let commit_wait = cfg.api.proposal_timeout;
+    let spec = SwitchoverSpec {
+        from,
+        to,
+        epoch: authority.epoch,
+        from_addr,
+        pause: catch_up + commit_wait + demote_wait + Duration::from_secs(1),
+        catch_up,
+        demote_wait,
+        outcome_wait: commit_wait,
+        by: format!("api@{}", h.config.node_id()),
+    };
+    let handles = h.clone();
+    let propose = |command: Command| {
+        let handles = handles.clone();
+        async move {
+            let applied = handles.propose(command).await?;
+            match applied.outcome {
+                // Applied and refused by the state machine: it changed nothing.
+                Outcome::Rejected(why) => Err(ProposeError::Refused(format!("rejected: {why}"))),
+                _ => Ok(applied.index),
+            }
+        }
+    };
+    let status = h.status.clone();
+    let committed = move || status.borrow().cluster.redis.clone();
+    let result = run(&spec, &master, &target, propose, committed).await;
+    if let Err(e) = &result {
+        tracing::warn!(%from, %to, error = %e, "switchover failed");
+    }
+    Ok(result?)
 }
 
 #[cfg(test)]

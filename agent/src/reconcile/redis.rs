@@ -1,7 +1,7 @@
-//! Local reconciliation: every agent drives *its own* Redis and HAProxy towards the committed
-//! Redis authority, one cycle at a time.
+//! The Redis reconciler: every agent drives *its own* Redis and the Redis backend of its own
+//! HAProxy towards the committed Redis authority, one cycle at a time.
 //!
-//! A cycle ([`Reconciler::cycle`]) reads the local Redis (`INFO replication`, fenced or not),
+//! A cycle ([`RedisReconciler::cycle`]) reads the local Redis (`INFO replication`, fenced or not),
 //! plans with the pure [`plan_local`], runs the actions, then reads the local HAProxy's Redis
 //! backend, plans with the pure HAProxy planner towards [`desired_backend`], and runs those.
 //! Both sides are admitted by an [`EpochFence`] keyed by the decision epoch (term and index of
@@ -42,12 +42,9 @@
 //! answers those writes with `READONLY` errors (refused, never lost).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use futures::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,9 +55,11 @@ use crate::cluster::RedisAuthority;
 use crate::ids::NodeId;
 use crate::probe::redis_info::{RedisInfo, RedisRole};
 
+use super::{usable_lease, within, Timer};
+
 /// What one cycle reconciles towards.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub struct RedisTarget {
     /// The committed Redis authority.
     pub authority: RedisAuthority,
     /// Whether maintenance mode is on.
@@ -74,7 +73,7 @@ pub struct Target {
     pub now_ms: u64,
 }
 
-impl Target {
+impl RedisTarget {
     /// The log index of the newest Redis decision in the target (change of master or
     /// suspicion).
     pub fn decision_index(&self) -> crate::ids::LogIndex {
@@ -150,7 +149,7 @@ pub struct CycleReport {
 /// `maint`; everything `maint` without a lease or while the master is suspected. `None` when there is nothing to route to yet
 /// (no master recorded).
 pub fn desired_backend(
-    target: &Target,
+    target: &RedisTarget,
     servers: &BTreeMap<NodeId, String>,
 ) -> Option<BTreeMap<String, AdminMode>> {
     desired_backend_excluding(target, servers, None)
@@ -159,7 +158,7 @@ pub fn desired_backend(
 /// [`desired_backend`], with `down` (the local server, when this agent cannot reach it) kept
 /// out of service.
 fn desired_backend_excluding(
-    target: &Target,
+    target: &RedisTarget,
     servers: &BTreeMap<NodeId, String>,
     down: Option<NodeId>,
 ) -> Option<BTreeMap<String, AdminMode>> {
@@ -196,7 +195,7 @@ fn desired_backend_excluding(
 pub fn maintenance_filter(
     actions: Vec<RedisAction>,
     me: NodeId,
-    target: &Target,
+    target: &RedisTarget,
     role: Option<RedisRole>,
 ) -> Vec<RedisAction> {
     let committed_master_here =
@@ -212,7 +211,7 @@ pub fn maintenance_filter(
 }
 
 /// Drives one node's Redis and HAProxy.
-pub struct Reconciler {
+pub struct RedisReconciler {
     me: NodeId,
     addrs: BTreeMap<NodeId, SocketAddr>,
     redis: Arc<dyn RedisControl>,
@@ -229,24 +228,6 @@ pub struct Reconciler {
     untrusted_since: Option<u64>,
     /// The deadline of each side of a cycle, and the timer that measures it.
     deadline: Option<(Duration, Timer)>,
-}
-
-/// Sleeps for the given time: how the reconciler measures its deadlines without naming a
-/// runtime (the agent passes tokio's sleep).
-pub type Timer = Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// Runs `work` to completion, or until the deadline passes; whether it completed.
-async fn within(deadline: &Option<(Duration, Timer)>, work: impl Future<Output = ()>) -> bool {
-    let Some((d, timer)) = deadline else {
-        work.await;
-        return true;
-    };
-    let sleep = timer(*d);
-    futures::pin_mut!(work);
-    matches!(
-        futures::future::select(work, sleep).await,
-        futures::future::Either::Left(_)
-    )
 }
 
 fn cut(side: &str, deadline: &Option<(Duration, Timer)>) -> String {
@@ -307,15 +288,7 @@ pub fn serving_master(
     }
 }
 
-/// Whether a lease can be acted on: valid, with at least one full cycle (two sides, each
-/// bounded by `side_deadline`) left, so that a cycle that starts with the lease finishes
-/// before the lease runs out. A cycle that starts later runs as without a lease: it takes
-/// HAProxy out of service first and fences.
-pub fn usable_lease(valid: bool, remaining: Duration, side_deadline: Duration) -> bool {
-    valid && remaining > side_deadline.saturating_mul(2)
-}
-
-impl Reconciler {
+impl RedisReconciler {
     /// A reconciler for node `me`, with every member's Redis address.
     pub fn new(
         me: NodeId,
@@ -323,7 +296,7 @@ impl Reconciler {
         redis: Arc<dyn RedisControl>,
         haproxy: Option<HaproxyTarget>,
     ) -> Self {
-        Reconciler {
+        RedisReconciler {
             me,
             addrs,
             redis,
@@ -359,7 +332,7 @@ impl Reconciler {
     /// HAProxy side runs first: taking servers out of service does not depend on what the
     /// local Redis answers, and a hung local Redis must not delay it. Otherwise the Redis side
     /// runs first, so that a promotion is done before the local HAProxy routes to it.
-    pub async fn cycle(&mut self, target: &Target) -> CycleReport {
+    pub async fn cycle(&mut self, target: &RedisTarget) -> CycleReport {
         let mut report = CycleReport::default();
         let epoch = target.epoch();
         let suspected_self = target
@@ -409,7 +382,7 @@ impl Reconciler {
     /// local plan. Sets `local_out` when the local server must stay out of the local HAProxy.
     async fn local_redis(
         &mut self,
-        target: &Target,
+        target: &RedisTarget,
         epoch: DecisionEpoch,
         suspected_self: bool,
         local_out: &mut Option<NodeId>,
@@ -459,7 +432,7 @@ impl Reconciler {
 
     async fn redis_side(
         &mut self,
-        target: &Target,
+        target: &RedisTarget,
         epoch: DecisionEpoch,
         info: Result<RedisInfo, RedisActionError>,
         r: &mut CycleReport,
@@ -521,7 +494,7 @@ impl Reconciler {
 
     async fn haproxy_side(
         &mut self,
-        target: &Target,
+        target: &RedisTarget,
         epoch: DecisionEpoch,
         down: Option<NodeId>,
         r: &mut CycleReport,
@@ -595,7 +568,7 @@ pub struct Pacer {
     side_deadline: Duration,
     started_ms: u64,
     ticks: u64,
-    last_run: Option<(Option<Target>, bool)>,
+    last_run: Option<(Option<RedisTarget>, bool)>,
     quiet: bool,
     lease_valid: bool,
     reconciled: u64,
@@ -609,7 +582,7 @@ pub enum Pace {
     /// Do not run a cycle yet, for this reason (shown in status).
     Wait(&'static str),
     /// Run a cycle towards this target (lease and time filled in).
-    Run(Target),
+    Run(RedisTarget),
 }
 
 impl Pacer {
@@ -637,7 +610,7 @@ impl Pacer {
     /// Decides this wake-up, given the published target, the lease as granted, and the time.
     pub fn next(
         &mut self,
-        target: Option<&Target>,
+        target: Option<&RedisTarget>,
         valid: bool,
         remaining: Duration,
         now_ms: u64,
@@ -656,7 +629,7 @@ impl Pacer {
             return Pace::Wait("start-up: waiting for the first lease grants");
         }
         let remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
-        Pace::Run(Target {
+        Pace::Run(RedisTarget {
             has_lease: valid,
             now_ms,
             lease_granted_at_ms: valid.then(|| {
@@ -670,7 +643,7 @@ impl Pacer {
 
     /// Records a finished cycle; returns the newest decision carried out on the local Redis
     /// (reported to the peers: the leader's fast path waits for it).
-    pub fn done(&mut self, target: &Target, report: &CycleReport) -> u64 {
+    pub fn done(&mut self, target: &RedisTarget, report: &CycleReport) -> u64 {
         self.quiet = report.redis_actions.is_empty()
             && report.haproxy_actions.is_empty()
             && report.redis_error.is_none()
@@ -701,6 +674,7 @@ mod tests {
     use crate::cluster::{ChangeKind, MasterChange};
     use crate::ids::{Epoch, LogIndex, Term, UnixMillis};
     use crate::probe::redis_info::RedisInfo;
+    use futures::future::BoxFuture;
     use std::time::Duration;
 
     fn authority(master: u64, epoch: u64, index: u64) -> RedisAuthority {
@@ -721,7 +695,7 @@ mod tests {
         }
     }
 
-    fn setup(me: u64, role: RedisRole) -> (Reconciler, SimRedis, SimHaproxy) {
+    fn setup(me: u64, role: RedisRole) -> (RedisReconciler, SimRedis, SimHaproxy) {
         let addrs: BTreeMap<NodeId, SocketAddr> = (1..=3)
             .map(|i| (NodeId(i), SocketAddr::from(([10, 0, 0, i as u8], 6379))))
             .collect();
@@ -735,7 +709,7 @@ mod tests {
             h.add_server("be_redis", &format!("redis{i}"), 6379, i != 1);
             servers.insert(NodeId(i), format!("redis{i}"));
         }
-        let mut rec = Reconciler::new(
+        let mut rec = RedisReconciler::new(
             NodeId(me),
             addrs,
             Arc::new(redis.clone()),
@@ -763,7 +737,7 @@ mod tests {
     #[test]
     fn failover_converges_and_a_second_cycle_does_nothing() {
         let (mut rec, redis, h) = setup(2, RedisRole::Replica);
-        let t = Target {
+        let t = RedisTarget {
             authority: authority(2, 2, 40),
             maintenance: false,
             has_lease: true,
@@ -798,7 +772,7 @@ mod tests {
     fn lost_lease_fences_and_takes_everything_out_of_service() {
         let (mut rec, redis, h) = setup(1, RedisRole::Master);
         redis.with(|s| s.fenced = false);
-        let t = Target {
+        let t = RedisTarget {
             authority: authority(1, 1, 10),
             maintenance: false,
             has_lease: false,
@@ -811,7 +785,7 @@ mod tests {
         assert!(redis.snapshot().fenced);
         assert_eq!(modes(&h), [AdminMode::Maint; 3]);
         // Lease back: unfenced and routed again.
-        let back = Target {
+        let back = RedisTarget {
             has_lease: true,
             lease_granted_at_ms: Some(30),
             now_ms: 40,
@@ -828,7 +802,7 @@ mod tests {
     #[test]
     fn stale_targets_are_refused() {
         let (mut rec, redis, _h) = setup(3, RedisRole::Replica);
-        let newer = Target {
+        let newer = RedisTarget {
             authority: authority(2, 3, 50),
             maintenance: false,
             has_lease: true,
@@ -836,7 +810,7 @@ mod tests {
             now_ms: 20,
         };
         futures::executor::block_on(rec.cycle(&newer));
-        let older = Target {
+        let older = RedisTarget {
             authority: authority(1, 2, 40),
             ..newer
         };
@@ -857,7 +831,7 @@ mod tests {
         let (mut rec, redis, h) = setup(1, RedisRole::Master);
         rec.seen = false;
         redis.with(|s| s.info.run_id = Some("a".into()));
-        let t = |granted: u64, now: u64| Target {
+        let t = |granted: u64, now: u64| RedisTarget {
             authority: authority(1, 1, 10),
             maintenance: false,
             has_lease: true,
@@ -907,7 +881,7 @@ mod tests {
             index: LogIndex(12),
             reason: String::new(),
         });
-        let t = Target {
+        let t = RedisTarget {
             authority: a,
             maintenance: false,
             has_lease: true,
@@ -920,14 +894,14 @@ mod tests {
         assert!(!redis.snapshot().fenced);
         // It resumes: the agent fences it, and only now is the suspicion carried out.
         redis.with(|s| s.hung = false);
-        let r = futures::executor::block_on(rec.cycle(&Target {
+        let r = futures::executor::block_on(rec.cycle(&RedisTarget {
             now_ms: 30,
             ..t.clone()
         }));
         assert!(redis.snapshot().fenced, "{r:?}");
         // Dead (refused): nothing listens, which is proof.
         redis.with(|s| s.down = true);
-        let r = futures::executor::block_on(rec.cycle(&Target { now_ms: 40, ..t }));
+        let r = futures::executor::block_on(rec.cycle(&RedisTarget { now_ms: 40, ..t }));
         assert!(r.redis_settled, "{r:?}");
     }
 
@@ -967,10 +941,10 @@ mod tests {
         // The deadline "passes" as soon as a side waits at all: a side that can finish at
         // once does, a side waiting on the silent Redis is cut.
         let timer: Timer = Arc::new(|_| Box::pin(futures::future::ready(())));
-        let mut rec = Reconciler::new(NodeId(1), rec.addrs, Arc::new(Silent), haproxy)
+        let mut rec = RedisReconciler::new(NodeId(1), rec.addrs, Arc::new(Silent), haproxy)
             .with_deadline(Duration::from_millis(300), timer);
         rec.seen = true;
-        let t = Target {
+        let t = RedisTarget {
             authority: authority(1, 1, 10),
             maintenance: false,
             has_lease: false,
@@ -1006,14 +980,14 @@ mod tests {
     /// the published target, the lease as granted, the time, and what the pacer must answer.
     #[test]
     fn pacer_script() {
-        let t1 = Target {
+        let t1 = RedisTarget {
             authority: authority(1, 1, 10),
             maintenance: false,
             has_lease: false,
             lease_granted_at_ms: None,
             now_ms: 0,
         };
-        let t2 = Target {
+        let t2 = RedisTarget {
             authority: authority(2, 2, 20),
             ..t1.clone()
         };
@@ -1028,7 +1002,7 @@ mod tests {
         let ms = Duration::from_millis;
         // Lease 2 s, grace 600 ms, 300 ms per side: a lease counts with more than 600 ms left.
         let mut p = Pacer::new(ms(2000), ms(600), ms(300), 1000);
-        type Step<'a> = (bool, Option<&'a Target>, bool, u64, u64, &'a str);
+        type Step<'a> = (bool, Option<&'a RedisTarget>, bool, u64, u64, &'a str);
         #[rustfmt::skip]
         let script: &[Step] = &[
             // (tick, target, lease valid, remaining ms, now ms, expected)
@@ -1143,7 +1117,7 @@ mod tests {
     #[test]
     fn maintenance_changes_no_role() {
         let (mut rec, redis, _h) = setup(2, RedisRole::Replica);
-        let t = Target {
+        let t = RedisTarget {
             authority: authority(2, 2, 40),
             maintenance: true,
             has_lease: true,

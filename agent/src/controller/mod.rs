@@ -1,0 +1,207 @@
+//! Per-service controllers: the one shape every managed service follows inside the driver.
+//!
+//! A managed service has
+//! 1. an **authority** in the replicated state ([`Authority`], a part of
+//!    [`ClusterState`]) that only committed commands change, each epoch-checked on apply;
+//! 2. a **pure decision** in `decide::<service>` from its inputs to its plan, composed with
+//!    the others by [`crate::decide::decide`];
+//! 3. a **controller** here ([`Controller`]): the clock-free state the decision needs between
+//!    cycles (when this node saw a change, when a quorum applied a suspicion), the inputs it
+//!    builds, what it does with the plan (metrics), its lease embargo, and the **target** it
+//!    publishes for the local reconciler;
+//! 4. a **local reconciler** (an adapter, `reconcile` for Redis) that drives this VM's
+//!    daemons to the target and reports what it carried out;
+//! 5. its **status** (the plan, in the API) and **metrics**.
+//!
+//! The [`Driver`](crate::driver::Driver) owns a list of controllers and steps them all the
+//! same way on every tick: [`Controller::observe`] (every node), then, on the leader when a
+//! decision is due, [`Controller::inputs`] → `decide` → [`Controller::planned`]. Proposals
+//! are keyed in flight by their command's [`Authority`], so one service's slow commit never
+//! holds back another's, and `[failover] automatic = false` holds back exactly the commands
+//! that say they are automatic ([`Command::is_automatic_failover`]).
+//!
+//! Adding a service (Galera, backups, the web tier) means: its authority and commands in
+//! `cluster`, its decision module and one [`ServiceInputs`]/[`ServicePlan`] variant in
+//! `decide`, a controller module here, one [`ServiceTarget`] variant, and its reconciler
+//! adapter. The event loop does not change.
+//!
+//! Pure: no I/O and no clock; time comes in as [`Clock`] values and observations as the
+//! [`Reports`] the driver extracted from the health store.
+//!
+//! Caveats:
+//! - The lease embargo is the union of every controller's: a peer behind the newest decision
+//!   of any authority gets no lease renewal from this node until it has applied it.
+//! - The reconciled index an agent reports is one number (the newest Redis decision carried
+//!   out); a second reconciled authority needs one per authority in the report.
+
+pub mod redis;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::{Authority, ClusterState, Command};
+use crate::config::Validated;
+use crate::decide::redis::FailoverSettings;
+use crate::decide::{ServiceInputs, ServicePlan};
+use crate::health::Seen;
+use crate::ids::{NodeId, UnixMillis};
+use crate::metrics::Metrics;
+use crate::reconcile::redis::RedisTarget;
+
+/// The time, as the shell hands it in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Milliseconds of the process's monotonic clock (the time base of [`crate::health::HealthStore`]).
+    pub mono_ms: u64,
+    /// Wall-clock time (stamped on proposals; compared with committed change times).
+    pub wall: UnixMillis,
+}
+
+/// What a local reconciler drives its daemons towards, as the controller publishes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceTarget {
+    /// The Redis master and maintenance (the reconciler task adds the lease and its clock).
+    Redis(RedisTarget),
+}
+
+impl ServiceTarget {
+    /// The Redis target, when this is one.
+    pub fn as_redis(&self) -> Option<&RedisTarget> {
+        match self {
+            ServiceTarget::Redis(t) => Some(t),
+        }
+    }
+}
+
+/// What the health store says this cycle, extracted once for every controller.
+#[derive(Debug, Default)]
+pub struct Reports {
+    /// Every observer's latest observations, aged; filled only when the leader decides.
+    pub seen: Vec<Seen>,
+    /// Age of each agent's latest report.
+    pub ages: BTreeMap<NodeId, u64>,
+    /// The applied index each agent last reported.
+    pub applied: BTreeMap<NodeId, u64>,
+    /// The reconciled index each agent last reported.
+    pub reconciled: BTreeMap<NodeId, u64>,
+}
+
+/// Everything a controller may look at in one driver cycle.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// This node.
+    pub me: NodeId,
+    /// The configured voters, sorted.
+    pub members: &'a [NodeId],
+    /// Whether this node is the Raft leader.
+    pub is_leader: bool,
+    /// The applied cluster state.
+    pub state: &'a ClusterState,
+    /// The health reports.
+    pub reports: &'a Reports,
+    /// Authorities with a proposal in flight.
+    pub in_flight: &'a BTreeSet<Authority>,
+    /// Now.
+    pub clock: Clock,
+    /// A planted bug (simulation only): tell the decision that a suspect's lease has long
+    /// run out.
+    #[doc(hidden)]
+    pub skip_lease_wait: bool,
+}
+
+impl Context<'_> {
+    /// Whether a proposal for `authority` is in flight.
+    pub fn in_flight(&self, authority: Authority) -> bool {
+        self.in_flight.contains(&authority)
+    }
+}
+
+/// One managed service inside the driver. See the module docs.
+pub trait Controller: Send {
+    /// The authority this controller decides for.
+    fn authority(&self) -> Authority;
+
+    /// Follows the applied state on every node, every tick (timelines, metrics of committed
+    /// changes). Returns true when this agent should report its health at once.
+    fn observe(&mut self, cx: &Context<'_>) -> bool;
+
+    /// Peers whose lease this node must not renew because of this authority.
+    fn embargo(&self) -> BTreeSet<NodeId> {
+        BTreeSet::new()
+    }
+
+    /// The decision's inputs; called on the leader when a decision is due.
+    fn inputs<'a>(&'a self, cx: &'a Context<'a>) -> Option<ServiceInputs<'a>>;
+
+    /// Takes note of the plan the decision made for this authority (metrics, status); `None`
+    /// when a decision was due but this authority got none (a follower, membership pending).
+    fn planned(&mut self, plan: Option<&ServicePlan>, cx: &Context<'_>);
+
+    /// The leader's latest plan (absent on followers and before the first decision).
+    fn plan(&self) -> Option<&ServicePlan>;
+
+    /// What the local reconciler should drive towards, from the applied state; `None` when
+    /// this node has nothing to reconcile for the service.
+    fn target(&self, state: &ClusterState) -> Option<ServiceTarget>;
+}
+
+/// Which services this agent manages, with each controller's settings (from the config).
+#[derive(Clone, Debug, Default)]
+pub struct Services {
+    /// Redis, when `[redis]` is configured.
+    pub redis: Option<RedisSettings>,
+}
+
+/// The Redis controller's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisSettings {
+    /// The failover decision's tunables (`[failover]`).
+    pub failover: FailoverSettings,
+    /// The Redis probe's interval in milliseconds (dates a master's first failed check).
+    pub probe_interval_ms: u64,
+}
+
+impl Services {
+    /// The services the configuration manages.
+    pub fn from_config(cfg: &Validated) -> Self {
+        let c = &cfg.config;
+        Services {
+            redis: c.redis.as_ref().map(|r| RedisSettings {
+                failover: c.failover.settings(),
+                probe_interval_ms: u64::try_from(
+                    r.effective_timing(&c.probes).interval.as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// One controller per managed service, in a fixed order, for an agent that started at
+    /// `started_ms` with `state` restored.
+    pub fn controllers(
+        &self,
+        me: NodeId,
+        members: &[NodeId],
+        state: &ClusterState,
+        metrics: &Metrics,
+        started_ms: u64,
+    ) -> Vec<Box<dyn Controller>> {
+        let mut out: Vec<Box<dyn Controller>> = Vec::new();
+        if let Some(r) = &self.redis {
+            out.push(Box::new(redis::RedisController::new(
+                me,
+                members,
+                state,
+                r.failover,
+                r.probe_interval_ms,
+                metrics.clone(),
+                started_ms,
+            )));
+        }
+        out
+    }
+}
+
+/// Whether `command` may be proposed with automatic failover set as configured.
+pub fn allowed(command: &Command, automatic: bool) -> bool {
+    automatic || !command.is_automatic_failover()
+}
