@@ -484,6 +484,105 @@ fn kill_redis_replica_then_start_relinks_it(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// The node's agent controls its services with `Process` (`[services] control = "process"`),
+/// which shares each daemon's pidfile with the lab. Both directions: the agent's control finds
+/// the lab's Redis and does not start a second one; a Redis the agent's control restarted is
+/// found by the lab (`status`) and adopted by `start`, never doubled. The agent does not
+/// restart services on its own yet, so the test drives the agent's configured `Process`
+/// itself, through `ip netns exec` so that the daemon lands in the node as the agent's would.
+fn agent_started_redis_is_found_by_its_pidfile_and_never_doubled(lab: &Lab) -> Result<()> {
+    use triad::actuator::service::{Process, ServiceControl, ServiceState, StartMode};
+    let n = 3;
+    let netns = lab.spec().netns(n);
+    let config = triad::config::load(&lab.spec().agent_config_path(n), None)
+        .map_err(|e| anyhow!("n{n}'s agent config: {e}"))?;
+    let services = &config.config.services;
+    let mut spec = services
+        .process
+        .get("redis")
+        .cloned()
+        .ok_or_else(|| anyhow!("n{n}'s agent config has no [services.process.redis]"))?;
+    spec.argv.splice(
+        0..0,
+        ["/usr/sbin/ip", "netns", "exec", netns.as_str()].map(String::from),
+    );
+    let control = Process::new(
+        std::iter::once(("redis".to_string(), spec)).collect(),
+        services.stop_timeout,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let redis_in_node = || -> Result<Vec<i32>> {
+        let ino = lab::process::netns_inode(&netns).ok_or_else(|| anyhow!("no netns {netns}"))?;
+        Ok(lab::process::pids_in_netns(ino)
+            .into_iter()
+            .filter(|&p| lab::process::comm(p) == "redis-server")
+            .collect())
+    };
+    // The lab's Redis, as the agent's control sees it: running, by the lab's pidfile.
+    let lab_pid = lab
+        .proc(n, Service::Redis)?
+        .ok_or_else(|| anyhow!("n{n} Redis is not running"))?
+        .pid;
+    let seen = rt.block_on(control.state("redis"))?;
+    ensure!(
+        seen == ServiceState::Running {
+            pid: Some(lab_pid as u32)
+        },
+        "the agent's control sees {seen:?}, not the lab's Redis (pid {lab_pid})"
+    );
+    rt.block_on(control.start("redis", &StartMode::Normal))?;
+    ensure!(
+        redis_in_node()? == [lab_pid],
+        "a start through the agent's control doubled Redis: {:?}",
+        redis_in_node()?
+    );
+    // Killed, and started again by the agent's control: the lab finds and adopts it.
+    lab.kill(n, Service::Redis, Signal::Kill)?;
+    rt.block_on(control.start("redis", &StartMode::Normal))?;
+    let ServiceState::Running {
+        pid: Some(agent_pid),
+    } = rt.block_on(control.state("redis"))?
+    else {
+        bail!("the agent's control did not start Redis");
+    };
+    ensure!(agent_pid as i32 != lab_pid, "the killed Redis still runs");
+    lab.wait_for(
+        "the agent-started Redis to answer",
+        Duration::from_secs(10),
+        || match lab.redis_from(2, n, &["ping"], Duration::from_secs(2)) {
+            Ok(t) if t.trim() == "PONG" => Ok(()),
+            Ok(t) => Err(t),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    )?;
+    let found = lab.proc(n, Service::Redis)?.map(|id| id.pid);
+    ensure!(
+        found == Some(agent_pid as i32),
+        "lab status does not find the agent-started Redis (pid {agent_pid}): {found:?}"
+    );
+    let said = lab.start(n, Service::Redis)?;
+    ensure!(
+        said.contains("found by its pidfile") && said.contains(&agent_pid.to_string()),
+        "start did not adopt the running Redis: {said}"
+    );
+    ensure!(
+        redis_in_node()? == [agent_pid as i32],
+        "start doubled Redis: {:?}",
+        redis_in_node()?
+    );
+    // Its agent makes it a replica again, as after any restart.
+    lab.wait_for("n3 replica linked", Duration::from_secs(20), || {
+        match lab.redis_role(n) {
+            Ok(r) if r.link.as_deref() == Some("up") => Ok(()),
+            Ok(r) => Err(r.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })?;
+    Ok(())
+}
+
 fn stop_and_cont_mariadb_evicts_and_readmits_the_node(lab: &Lab) -> Result<()> {
     lab.kill(2, Service::Mariadb, Signal::Stop)?;
     ensure!(
@@ -1475,10 +1574,14 @@ const HEALTHY: [(&str, TestFn); 8] = [
     ),
 ];
 
-const FAULTS: [(&str, TestFn); 15] = [
+const FAULTS: [(&str, TestFn); 16] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
+    ),
+    (
+        "agent_started_redis_is_found_by_its_pidfile_and_never_doubled",
+        agent_started_redis_is_found_by_its_pidfile_and_never_doubled,
     ),
     (
         "stop_and_cont_mariadb_evicts_and_readmits_the_node",

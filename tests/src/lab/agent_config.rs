@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use super::spec::{LabSpec, GLUSTER_VOLUME, MONITOR_USER};
+use super::spec::{LabSpec, Service, GLUSTER_VOLUME, MONITOR_USER};
 
 /// The TOML config of node `node`'s agent: API and Raft on the node's address, every lab
 /// node as a peer, data directory on the node's tmpfs, the lab's token file, and Raft timing
@@ -78,10 +78,43 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "role = \"redis-master\"");
     let _ = writeln!(out, "server_prefix = \"redis\"");
     let _ = writeln!(out);
-    // The lab starts and stops its own daemons (tests/src/lab/services.rs), in namespaces
-    // the agent does not control; an agent that started them too would race it.
+    // The agent runs inside the node's namespace, so a daemon it starts lands there too. It
+    // shares each daemon's pidfile with the lab (tests/src/lab/services.rs writes it at every
+    // launch): neither starts a second daemon while the other's runs.
     let _ = writeln!(out, "[services]");
-    let _ = writeln!(out, "control = \"none\"");
+    let _ = writeln!(out, "control = \"process\"");
+    let _ = writeln!(out, "stop_timeout = \"10s\"");
+    for svc in [Service::Mariadb, Service::Redis, Service::Phpfpm] {
+        let (Some((bin, _)), Some(pidfile)) =
+            (svc.agent_controlled(), lab.service_pidfile(node, svc))
+        else {
+            continue;
+        };
+        let args: Vec<String> = match svc {
+            Service::Mariadb => vec![format!(
+                "--defaults-file={}",
+                p(&lab.mysql_defaults_file(node))
+            )],
+            Service::Redis => vec![p(&lab.redis_conf(node))],
+            _ => vec!["-F".into(), "-y".into(), p(&lab.phpfpm_conf(node))],
+        };
+        let argv: Vec<String> = std::iter::once(bin.to_string())
+            .chain(args)
+            .map(|a| format!("{a:?}"))
+            .collect();
+        let _ = writeln!(out);
+        let _ = writeln!(out, "[services.process.{svc}]");
+        let _ = writeln!(out, "argv = [{}]", argv.join(", "));
+        if svc == Service::Mariadb {
+            let _ = writeln!(
+                out,
+                "rejoin_args = [\"--wsrep_start_position={{position}}\"]"
+            );
+            let _ = writeln!(out, "bootstrap_args = [\"--wsrep-new-cluster\"]");
+        }
+        let _ = writeln!(out, "pidfile = {:?}", p(&pidfile));
+        let _ = writeln!(out, "log = {:?}", p(&lab.launch_log(node, svc)));
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "[mariadb]");
     let _ = writeln!(out, "user = {:?}", MONITOR_USER);
@@ -144,8 +177,16 @@ mod tests {
         assert_eq!(redis.server(triad::ids::NodeId(2)), "redis2");
         assert_eq!(
             config.services.control,
-            triad::config::ServiceControlKind::None,
-            "the lab runs its own daemons"
+            triad::config::ServiceControlKind::Process,
+            "the agent shares the lab's pidfiles"
         );
+        // Validation (absolute paths, a spec per managed service) needs the lab's secrets on
+        // disk; `up` runs `triad check-config` on every generated file.
+        let redis = &config.services.process["redis"];
+        assert_eq!(
+            Some(redis.pidfile.clone()),
+            spec.service_pidfile(1, Service::Redis)
+        );
+        assert_eq!(redis.argv[0], "/usr/bin/redis-server");
     }
 }

@@ -8,6 +8,11 @@
 //! Each command updates the state file under the lab lock and returns one line saying what
 //! happened and how long it took.
 //!
+//! MariaDB, Redis and PHP-FPM share a pidfile with the node's agent
+//! ([`LabSpec::service_pidfile`]; the agent's `[services] control = "process"`): a daemon the
+//! agent restarted itself is found by it (`status`, `kill`), and `start` adopts it rather
+//! than start a second one on the same data directory.
+//!
 //! Caveat: `kill ... --signal STOP` on a service leaves it frozen until `--signal CONT`; `down`
 //! continues frozen daemons before stopping them.
 
@@ -46,7 +51,11 @@ pub fn service_proc(lab: &LabSpec, state: &LabState, n: u64, svc: Service) -> Op
     match svc {
         Service::Brick => brick_proc(lab, n),
         Service::Mount => mount_proc(lab, n),
-        _ => state.proc(n, svc),
+        // A daemon the node's agent restarted is not the recorded one: its pidfile names it.
+        _ => match state.proc(n, svc) {
+            Some(id) if id.is_alive() => Some(id),
+            recorded => services::service_by_pidfile(lab, n, svc).or(recorded),
+        },
     }
 }
 
@@ -118,6 +127,17 @@ pub fn start(lab: &LabSpec, n: u64, svc: Service, opts: StartOptions) -> Result<
     };
     if let Some(id) = service_proc(lab, &state, n, svc) {
         match id.liveness() {
+            Liveness::Running if state.proc(n, svc) != Some(id) => {
+                // Started outside the lab (by the node's agent): adopt it, never a second one
+                // on the same data directory.
+                state.set_proc(n, svc, id);
+                state.save(lab)?;
+                return Ok(format!(
+                    "{svc} on n{n} already runs (pid {}, started outside the lab and found by \
+                     its pidfile); not starting a second one",
+                    id.pid
+                ));
+            }
             Liveness::Running => return Ok(format!("{svc} on n{n} already runs (pid {})", id.pid)),
             Liveness::Stopped => bail!(
                 "{svc} on n{n} (pid {}) is stopped by SIGSTOP; continue it with \

@@ -205,6 +205,7 @@ pub fn start_mariadb(
         &lab.launch_log(n, Service::Mariadb),
         &[],
     )?;
+    write_service_pidfile(lab, n, Service::Mariadb, id)?;
     let what = format!("MariaDB on n{n} Synced and Primary");
     wait_serving(id, &what, &log, timeout, || {
         match galera_status(lab, n, Duration::from_secs(3)) {
@@ -234,6 +235,7 @@ pub fn start_redis(lab: &LabSpec, n: u64, timeout: Duration) -> Result<ProcId> {
         &lab.launch_log(n, Service::Redis),
         &[],
     )?;
+    write_service_pidfile(lab, n, Service::Redis, id)?;
     wait_serving(
         id,
         &format!("Redis on n{n} to answer PING"),
@@ -283,6 +285,7 @@ pub fn start_phpfpm(lab: &LabSpec, n: u64, timeout: Duration) -> Result<ProcId> 
         &lab.launch_log(n, Service::Phpfpm),
         &[],
     )?;
+    write_service_pidfile(lab, n, Service::Phpfpm, id)?;
     let addr = lab.phpfpm_addr(n);
     wait_serving(
         id,
@@ -601,6 +604,33 @@ fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+// ----- Daemons an agent may start -------------------------------------------------------------
+
+/// Records `id` in the pidfile node `n`'s agent reads for `svc` (see
+/// [`LabSpec::service_pidfile`]), so that the agent's service control finds the lab's daemon
+/// and never starts a second one.
+pub fn write_service_pidfile(lab: &LabSpec, n: u64, svc: Service, id: ProcId) -> Result<()> {
+    let Some(path) = lab.service_pidfile(n, svc) else {
+        return Ok(());
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&path, format!("{}\n", id.pid))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The daemon of `svc` on node `n` that its pidfile names, when one runs: alive, inside the
+/// node's network namespace, and running the service's binary. This is how the lab finds a
+/// daemon that the node's agent started (or restarted) itself.
+pub fn service_by_pidfile(lab: &LabSpec, n: u64, svc: Service) -> Option<ProcId> {
+    let (_, comm_name) = svc.agent_controlled()?;
+    let pid = read_pidfile(&lab.service_pidfile(n, svc)?)?;
+    let id = ProcId::capture(pid)?;
+    let ns = netns_inode(&lab.netns(n))?;
+    (netns_inode_of_pid(pid) == Some(ns) && process::comm(pid) == comm_name).then_some(id)
 }
 
 /// Starts `svc` on node `n` with the waits `start` uses (not for MariaDB, brick or mount,

@@ -104,6 +104,17 @@ impl Service {
         }
     }
 
+    /// The daemon's binary and its `/proc/PID/comm` name, for the services an agent may
+    /// start itself (`[services] control = "process"` in the agent config).
+    pub fn agent_controlled(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Service::Mariadb => Some(("/usr/sbin/mariadbd", "mariadbd")),
+            Service::Redis => Some(("/usr/bin/redis-server", "redis-server")),
+            Service::Phpfpm => Some(("/usr/sbin/php-fpm8.2", "php-fpm8.2")),
+            _ => None,
+        }
+    }
+
     /// Services whose main process the lab launches itself (the others are started by
     /// glusterd or daemonize themselves and are found through their pidfiles).
     pub fn is_launched(self) -> bool {
@@ -434,6 +445,14 @@ impl LabSpec {
     /// production the agent calls plain `gluster`.
     pub fn gluster_cli(&self, n: u64) -> PathBuf {
         self.gluster_dir(n).join("gluster-cli")
+    }
+
+    /// The pidfile of `svc` on node `n`, shared by the lab and the node's agent (its
+    /// `[services.process.*] pidfile`): whoever starts the daemon writes it, and neither
+    /// starts a second one while it names a live daemon. Only for [`Service::agent_controlled`].
+    pub fn service_pidfile(&self, n: u64, svc: Service) -> Option<PathBuf> {
+        svc.agent_controlled()
+            .map(|_| self.node_dir(n).join("run").join(format!("{svc}.pid")))
     }
 
     /// Node `n`'s glusterd pidfile, as seen from the host.
