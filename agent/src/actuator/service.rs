@@ -2,10 +2,10 @@
 //! redis, php-fpm, glusterd), behind one trait with three implementations that pass one
 //! contract suite (`agent/tests/service_contract.rs`):
 //! - [`Systemd`] (production): `systemctl` on the unit. Galera's start modes use what Debian's
-//!   `mariadb.service` provides: a rejoin sets `_WSREP_START_POSITION` in the manager's
-//!   environment before `systemctl start` (the unit's `ExecStart` passes it as
-//!   `--wsrep_start_position`, which is what `galera_recovery` does in `ExecStartPre`), and a
-//!   bootstrap runs `galera_new_cluster` (which starts the unit with `--wsrep-new-cluster`).
+//!   `mariadb.service` provides: its `ExecStart` runs `galera_recovery` and starts `mariadbd`
+//!   with the recovered `--wsrep_start_position`, so a rejoin is a plain `systemctl start`
+//!   (the unit recovers the same position from the same data the agent read); a bootstrap
+//!   runs `galera_new_cluster` (which starts the unit with `--wsrep-new-cluster`).
 //! - [`Process`] (the lab): a configured argv per service, started in its own process group
 //!   so that it outlives its agent, tracked by a pidfile. A start finds a running process by
 //!   its pidfile first and never starts a second one.
@@ -177,6 +177,22 @@ impl Configured {
 // ----- systemd -------------------------------------------------------------------------------
 
 /// Production: `systemctl` on each service's unit (`[services]` maps names to units).
+///
+/// What the units need:
+/// - `systemctl start` returns once the service runs: `Type=notify`, as Debian 12's
+///   `mariadb.service`, `redis-server.service` (`--supervised systemd`) and
+///   `php8.2-fpm.service` are; the state is read from `ActiveState`/`SubState`/`MainPID`.
+/// - MariaDB: Debian 12's `mariadb.service`, whose `ExecStart` runs `galera_recovery` and
+///   passes the recovered `--wsrep_start_position` itself (older units took it from
+///   `$_WSREP_START_POSITION`, set by `ExecStartPre`; this one does not read it), and
+///   `galera_new_cluster` on the `PATH` (a bootstrap).
+/// - A unit that restarts itself (`Restart=`) acts before the agent does. Debian ships
+///   `Restart=on-abnormal` for MariaDB (a crash restart also recovers its position, so it
+///   rejoins by IST as the agent would) and `Restart=always` for Redis: a restarted Redis boots
+///   fenced (`min-replicas-to-write 1000` in redis.conf) and its agent decides its role, so
+///   neither races a decision. The agent's own restarts are bounded and recorded.
+/// - The agent runs as root (or with a polkit rule for these units): `systemctl` refuses
+///   otherwise, and the error says so.
 #[derive(Clone, Debug)]
 pub struct Systemd {
     units: BTreeMap<String, String>,
@@ -289,19 +305,10 @@ impl ServiceControl for Systemd {
                     self.run(service, "systemctl", &["start", unit]).await?;
                 }
                 StartMode::GaleraRejoin { position } => {
+                    // The unit recovers the position itself (`galera_recovery` in its
+                    // `ExecStart`); the one asked for is checked, not passed.
                     check_position(service, mode, position)?;
-                    let env = format!("_WSREP_START_POSITION=--wsrep_start_position={position}");
-                    self.run(service, "systemctl", &["set-environment", &env])
-                        .await?;
-                    let started = self.run(service, "systemctl", &["start", unit]).await;
-                    let _ = self
-                        .run(
-                            service,
-                            "systemctl",
-                            &["unset-environment", "_WSREP_START_POSITION"],
-                        )
-                        .await;
-                    started?;
+                    self.run(service, "systemctl", &["start", unit]).await?;
                 }
                 StartMode::GaleraBootstrap => {
                     self.run(service, "galera_new_cluster", &[]).await?;
