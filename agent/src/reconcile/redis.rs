@@ -734,6 +734,50 @@ mod tests {
             .collect()
     }
 
+    /// The epoch fence is per authority: entries of other authorities (maintenance,
+    /// membership, later Galera) committed after the Redis decision leave the Redis target's
+    /// epoch where it was, so a Redis action is never refused as stale because of them.
+    #[test]
+    fn other_authorities_entries_do_not_move_the_redis_epoch() {
+        use crate::actuator::EpochFence;
+        use crate::cluster::{ClusterState, Command, EntryMeta};
+        let meta = |index: u64| EntryMeta {
+            term: Term(2),
+            index: LogIndex(index),
+            at: UnixMillis(0),
+        };
+        let mut state = ClusterState::default();
+        let change = Command::SetRedisMaster {
+            node: NodeId(2),
+            epoch: Epoch(1),
+            kind: ChangeKind::Initial,
+            reason: String::new(),
+            suspect: None,
+        };
+        state.apply(meta(5), &change);
+        let target = |s: &ClusterState| RedisTarget {
+            authority: s.redis.clone(),
+            maintenance: s.maintenance.enabled,
+            has_lease: true,
+            lease_granted_at_ms: Some(0),
+            now_ms: 0,
+        };
+        let before = target(&state).epoch();
+        assert_eq!(before, DecisionEpoch::new(2, 5));
+        let mut fence = EpochFence::new();
+        assert!(fence.admit(before).is_ok());
+        let maintenance = |enabled| Command::SetMaintenance {
+            enabled,
+            reason: "patching".into(),
+            by: "test".into(),
+        };
+        state.apply(meta(9), &maintenance(true));
+        state.apply(meta(10), &maintenance(false));
+        let after = target(&state).epoch();
+        assert_eq!(after, before, "a maintenance entry moved the Redis epoch");
+        assert!(fence.admit(after).is_ok());
+    }
+
     #[test]
     fn failover_converges_and_a_second_cycle_does_nothing() {
         let (mut rec, redis, h) = setup(2, RedisRole::Replica);
