@@ -45,6 +45,7 @@
 //! per seed), `TRIAD_SIM_SEED=S` replays one seed. A failure prints the seed, the invariant and
 //! the last events.
 
+mod scenarios;
 mod simkit;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -268,6 +269,17 @@ fn configured() -> BTreeMap<NodeId, MemberInfo> {
 
 impl Sim {
     fn new(seed: u64, plant: Plant) -> Self {
+        let driver_plant = match plant {
+            Plant::SkipLeaseWait => DriverPlant::SkipLeaseWait,
+            Plant::TargetOnlyAfterApply => DriverPlant::TargetOnlyAfterApply,
+            _ => DriverPlant::None,
+        };
+        Sim::with_driver_plant(seed, plant, driver_plant)
+    }
+
+    /// The world of `plant` with `driver_plant` planted in every agent's driver (the scenario
+    /// scripts plant a driver bug alone, in the production world).
+    fn with_driver_plant(seed: u64, plant: Plant, driver_plant: DriverPlant) -> Self {
         let redis = (1..=N)
             .map(|i| {
                 let info = if i == 1 {
@@ -327,11 +339,7 @@ impl Sim {
             backends: (0..N).map(|_| SharedMemBackend::new()).collect(),
             agents: (0..N).map(|_| None).collect(),
             snapshot_entries: SNAPSHOT_EVERY,
-            driver_plant: match plant {
-                Plant::SkipLeaseWait => DriverPlant::SkipLeaseWait,
-                Plant::TargetOnlyAfterApply => DriverPlant::TargetOnlyAfterApply,
-                _ => DriverPlant::None,
-            },
+            driver_plant,
             redis,
             haproxy,
             wall_skew: vec![0; N as usize],
@@ -1140,7 +1148,12 @@ impl Sim {
 
     fn converged(&self) -> Result<(), String> {
         let a = self.agents[0].as_ref().ok_or("n1 down")?;
-        let m = a.d.state().redis.master.ok_or("no master committed")?.get();
+        self.converged_on(a.d.state().redis.master)
+    }
+
+    /// Whether every Redis, fence and HAProxy matches the master `m` (as some agent applied it).
+    fn converged_on(&self, m: Option<NodeId>) -> Result<(), String> {
+        let m = m.ok_or("no master committed")?.get();
         for n in 1..=N {
             let s = self.redis[n as usize - 1].server.snapshot();
             if n == m {

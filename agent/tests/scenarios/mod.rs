@@ -1,0 +1,1026 @@
+//! Scenario scripts: multi-step stories of the whole cluster, written as text and checked
+//! against their recorded output (`agent/tests/golden/sim/*.txt`), in the style of toydb's
+//! goldenscripts. Each script drives the seeded [`Sim`] of this test target (three production
+//! drivers with their Redis and HAProxy), so what it records is what the agents do, step by
+//! step, with every invariant of the random runs checked after every step.
+//!
+//! A script is a list of blocks separated by blank lines. A block is one or more command
+//! lines (`#` lines are comments, kept as they are), then a `---` line, then the expected
+//! output up to the next blank line (`ok` when the commands print nothing). Run with
+//! `TRIAD_GOLDEN_UPDATE=1` to rewrite every expected output, then review the diff. A mismatch
+//! names the file and line of the block and shows a diff; a script error (unknown command, bad
+//! node, bad duration) names the file and line; a violated invariant fails the script with the
+//! simulation's report (seed, invariant, last events).
+//!
+//! Commands (nodes are `n1`..`n3`; durations `500ms`, `5s`, `1.5s`, `2m`, rounded up to
+//! whole 50 ms steps):
+//! - `cluster seed=S`: a new cluster on seed `S`: Redis n1 is master, n2 and n3 replicate
+//!   from it, every HAProxy routes to redis1, the agents start with empty logs.
+//! - `stabilize [within D]` (default 60s): steps until a leader exists and every Redis,
+//!   fence and HAProxy matches the committed master; prints when and what.
+//! - `status`: the Raft leader and term; the committed Redis master, epoch, suspicion and the
+//!   maintenance flag; the leader's last verdict; then one row per node: its agent (Raft role,
+//!   applied epoch, lease, network trouble), its Redis (role, fence, whether it takes
+//!   writes), its HAProxy (servers in `ready` state, which server takes writes through it) and
+//!   its agent's answer to HAProxy's check (`GET /redis/master`).
+//! - `run D`: steps for `D` without injecting anything.
+//! - `until COND [within D]` (default 10s): steps until `COND` holds (checked before each
+//!   step); prints when it held, or that it did not (a result to record, not an error). Conditions: `leader`,
+//!   `converged` (as in `stabilize`), `master-moved` (the committed master differs from the
+//!   one when the command started), `master=nX`, `suspect=nX`, `no-suspect`, `nX-follows-nY`
+//!   (Redis nX is configured to replicate from nY), `nX-fenced`, `nX-sees-master=nY` (agent nX
+//!   applied nY as master), `writes-to=nX` (writes go to nX through the HAProxy of every node
+//!   whose agent runs and that is not isolated, and to nothing else through any HAProxy),
+//!   `writes-to-master` (the same, for the committed master).
+//! - Redis: `kill-redis nX` (SIGKILL: connections refused), `hang-redis nX` (SIGSTOP: nothing
+//!   answers), `resume-redis nX` (SIGCONT), `start-redis nX` (a killed one boots from its
+//!   config: a fenced master until its agent gives it its role), `restart-redis nX` (kill
+//!   and start at once).
+//! - Agents: `kill-agent nX` (memory lost, Raft store kept), `start-agent nX`,
+//!   `restart-agent nX`.
+//! - Network: `isolate nX` (agent and Redis cut off from both others, both ways), `lag nX`
+//!   (agent nX receives no Raft messages; reports and pings pass), `heal` (both undone).
+//! - `maintenance on|off [REASON...]`: proposed on the leader as the API would; steps until it
+//!   applied there (at most 5s).
+//!
+//! `run`, `until`, `stabilize` and `maintenance` also print every decision committed while
+//! they ran, from the audit history (`+0.4s committed ...`). Every printed time counts from
+//! the start of the block (so `kill-redis n1` then `until writes-to-master` prints the time
+//! from the kill until writes work again); times are simulated, deterministic for a seed, and
+//! rounded to 0.1 s. Replication offsets in verdicts are masked (`offset *`): any change of
+//! timing moves them, and the ranking order already shows what they decided.
+//!
+//! Each script has its `#[test]` (`scripts!` below; a test fails when a file has none). Two
+//! more run scripts with a bug planted, to prove the recorded stories catch what matters: a
+//! driver that skips the silent path's lease wait (the output differs; no invariant breaks in
+//! that world) and agents that ignore their lease (the invariant stops the script).
+//!
+//! Caveats: the language covers the faults the scripts need, not every fault of the random
+//! runs (no message loss, one-way cuts, slow probes or clock jumps); switchover runs in the API
+//! adapter, outside the simulation, and has no command.
+
+use std::path::{Path, PathBuf};
+
+use triad::actuator::haproxy::{AdminMode, Haproxy};
+use triad::cluster::Command;
+use triad::driver::Plant as DriverPlant;
+use triad::ids::NodeId;
+use triad::probe::redis_info::RedisRole;
+use triad::raft::Role;
+
+use super::{serving_master, Agent, Plant, Sim, N, STEP_MS, TEST};
+use crate::simkit::report;
+
+/// Where the scripts live.
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sim")
+}
+
+/// One block: its input lines (commands and comments, verbatim, with line numbers) and the
+/// expected output (`None` when the block has no `---` yet).
+struct Block {
+    input: Vec<(usize, String)>,
+    expected: Option<Vec<String>>,
+}
+
+impl Block {
+    fn commands(&self) -> impl Iterator<Item = &(usize, String)> {
+        self.input.iter().filter(|(_, l)| !l.starts_with('#'))
+    }
+}
+
+fn parse(path: &str, text: &str) -> Result<Vec<Block>, String> {
+    let mut blocks = Vec::new();
+    let mut cur = Block {
+        input: Vec::new(),
+        expected: None,
+    };
+    for (i, line) in text.lines().enumerate() {
+        let no = i + 1;
+        let line = line.trim_end();
+        if line.is_empty() {
+            if !cur.input.is_empty() {
+                blocks.push(std::mem::replace(
+                    &mut cur,
+                    Block {
+                        input: Vec::new(),
+                        expected: None,
+                    },
+                ));
+            }
+        } else if let Some(out) = cur.expected.as_mut() {
+            out.push(line.to_string());
+        } else if line == "---" {
+            if cur.commands().next().is_none() {
+                return Err(format!("{path}:{no}: `---` without a command above it"));
+            }
+            cur.expected = Some(Vec::new());
+        } else {
+            cur.input.push((no, line.trim().to_string()));
+        }
+    }
+    if !cur.input.is_empty() {
+        blocks.push(cur);
+    }
+    Ok(blocks)
+}
+
+/// The script with `outputs` (one per block) as its expected outputs.
+fn render(blocks: &[Block], outputs: &[Vec<String>]) -> String {
+    let mut parts = Vec::new();
+    for (b, out) in blocks.iter().zip(outputs) {
+        let mut s: Vec<String> = b.input.iter().map(|(_, l)| l.clone()).collect();
+        if b.commands().next().is_some() {
+            s.push("---".into());
+            if out.is_empty() {
+                s.push("ok".into());
+            } else {
+                s.extend(out.iter().cloned());
+            }
+        }
+        parts.push(s.join("\n"));
+    }
+    parts.join("\n\n") + "\n"
+}
+
+/// A line diff of `expected` against `got` (`-` expected only, `+` got only), by longest
+/// common subsequence.
+fn diff(expected: &[String], got: &[String]) -> String {
+    let (n, m) = (expected.len(), got.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if expected[i] == got[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < n || j < m {
+        if i < n && j < m && expected[i] == got[j] {
+            out += &format!("    {}\n", expected[i]);
+            i += 1;
+            j += 1;
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out += &format!("  - {}\n", expected[i]);
+            i += 1;
+        } else {
+            out += &format!("  + {}\n", got[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Bugs planted in the simulated world and in every agent's driver, to prove the scripts
+/// catch them ([`NO_BUG`] otherwise).
+type Plants = (Plant, DriverPlant);
+
+const NO_BUG: Plants = (Plant::None, DriverPlant::None);
+
+/// Runs the script `text` (named `path` in messages) with `plants`. Answers the script with
+/// its actual outputs and the mismatches; an error when a command fails (the script stops
+/// there).
+fn run_text(path: &str, text: &str, plants: Plants) -> Result<(String, Vec<String>), String> {
+    let blocks = parse(path, text)?;
+    let mut runner = Runner {
+        sim: None,
+        plants,
+        printed: 0,
+        block_start: 0,
+    };
+    let mut outputs = Vec::new();
+    let mut mismatches = Vec::new();
+    for b in &blocks {
+        let mut out = Vec::new();
+        runner.block_start = runner.sim.as_ref().map_or(0, |s| s.now);
+        for (no, cmd) in b.commands() {
+            runner
+                .exec_guarded(cmd, &mut out)
+                .map_err(|e| format!("{path}:{no}: `{cmd}`: {}", without_replay(&e)))?;
+        }
+        if let (Some((no, _)), Some(expected)) = (b.commands().next(), b.expected.as_ref()) {
+            let got = if out.is_empty() {
+                vec!["ok".to_string()]
+            } else {
+                out.clone()
+            };
+            if &got != expected {
+                let cmds: Vec<&str> = b.commands().map(|(_, c)| c.as_str()).collect();
+                mismatches.push(format!(
+                    "{path}:{no}: output of `{}` differs (- expected, + got):\n{}",
+                    cmds.join("; "),
+                    diff(expected, &got)
+                ));
+            }
+        } else if let Some((no, _)) = b.commands().next() {
+            mismatches.push(format!("{path}:{no}: no expected output (`---`) yet"));
+        }
+        outputs.push(out);
+    }
+    Ok((render(&blocks, &outputs), mismatches))
+}
+
+/// A simulation report without its replay hint, which names the random test: a script
+/// replays by running it again.
+fn without_replay(report: &str) -> String {
+    match report.find(" (replay: ") {
+        Some(i) => match report[i..].find("), ") {
+            Some(j) => format!("{}{}", &report[..i], &report[i + j + 1..]),
+            None => report.to_string(),
+        },
+        None => report.to_string(),
+    }
+}
+
+/// Runs the script file `name` (in `tests/golden/sim/`); with `TRIAD_GOLDEN_UPDATE` set (and
+/// no plant) rewrites its expected outputs instead of comparing them.
+fn check_file(name: &str, plants: Plants) -> Result<(), String> {
+    let file = dir().join(name);
+    let path = format!("agent/tests/golden/sim/{name}");
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{path}: {e}"))?;
+    let (rendered, mismatches) = run_text(&path, &text, plants)?;
+    if std::env::var_os("TRIAD_GOLDEN_UPDATE").is_some() && plants == NO_BUG {
+        if rendered != text {
+            std::fs::write(&file, rendered).map_err(|e| format!("{path}: {e}"))?;
+        }
+        return Ok(());
+    }
+    if mismatches.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n(if the new behaviour is intended: rerun with TRIAD_GOLDEN_UPDATE=1 and review \
+             the diff of {path})",
+            mismatches.join("\n")
+        ))
+    }
+}
+
+fn check(name: &str) {
+    if let Err(e) = check_file(name, NO_BUG) {
+        panic!("{e}");
+    }
+}
+
+struct Runner {
+    sim: Option<Sim>,
+    plants: Plants,
+    /// The newest log index whose audit line was printed.
+    printed: u64,
+    /// When the current block started (simulated ms): printed times count from there.
+    block_start: u64,
+}
+
+/// A script condition (`until`).
+#[derive(Clone, Copy, Debug)]
+enum Cond {
+    Leader,
+    Converged,
+    MasterMoved,
+    Master(u64),
+    Suspect(u64),
+    NoSuspect,
+    Follows(u64, u64),
+    Fenced(u64),
+    SeesMaster(u64, u64),
+    WritesTo(u64),
+    WritesToMaster,
+}
+
+fn node(s: &str) -> Result<u64, String> {
+    s.strip_prefix('n')
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| (1..=N).contains(n))
+        .ok_or_else(|| format!("bad node `{s}` (n1..n{N})"))
+}
+
+/// A duration as a number of simulation steps (rounded up).
+fn steps(s: &str) -> Result<u64, String> {
+    let bad = || format!("bad duration `{s}` (500ms, 5s, 1.5s, 2m)");
+    let (num, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        return Err(bad());
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(bad());
+    }
+    let ms = (v * unit_ms).round() as u64;
+    Ok(ms.div_ceil(STEP_MS))
+}
+
+/// `[within D]` at the end of `args`, or `default`.
+fn within(args: &[&str], default: &str) -> Result<u64, String> {
+    match args {
+        [] => steps(default),
+        ["within", d] => steps(d),
+        _ => Err(format!(
+            "expected `within DURATION`, got `{}`",
+            args.join(" ")
+        )),
+    }
+}
+
+fn cond(s: &str) -> Result<Cond, String> {
+    let c = match s {
+        "leader" => Cond::Leader,
+        "converged" => Cond::Converged,
+        "master-moved" => Cond::MasterMoved,
+        "no-suspect" => Cond::NoSuspect,
+        "writes-to-master" => Cond::WritesToMaster,
+        _ => {
+            if let Some(n) = s.strip_prefix("master=") {
+                Cond::Master(node(n)?)
+            } else if let Some(n) = s.strip_prefix("suspect=") {
+                Cond::Suspect(node(n)?)
+            } else if let Some(n) = s.strip_prefix("writes-to=") {
+                Cond::WritesTo(node(n)?)
+            } else if let Some((a, b)) = s.split_once("-follows-") {
+                Cond::Follows(node(a)?, node(b)?)
+            } else if let Some((a, b)) = s.split_once("-sees-master=") {
+                Cond::SeesMaster(node(a)?, node(b)?)
+            } else if let Some(a) = s.strip_suffix("-fenced") {
+                Cond::Fenced(node(a)?)
+            } else {
+                return Err(format!(
+                    "unknown condition `{s}` (leader, converged, master-moved, master=nX, \
+                     suspect=nX, no-suspect, nX-follows-nY, nX-fenced, nX-sees-master=nY, \
+                     writes-to=nX, writes-to-master)"
+                ));
+            }
+        }
+    };
+    Ok(c)
+}
+
+/// Simulated milliseconds as seconds, rounded to 0.1 s.
+fn secs(ms: u64) -> String {
+    let tenths = (ms + 50) / 100;
+    format!("{}.{}s", tenths / 10, tenths % 10)
+}
+
+/// `text` with every replication offset masked (`offset 1234` -> `offset *`).
+fn mask_offsets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("offset ") {
+        let (head, tail) = rest.split_at(i + "offset ".len());
+        out += head;
+        let tail_digits = tail.strip_prefix('-').unwrap_or(tail);
+        let n = tail_digits.len()
+            - tail_digits
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .len();
+        if n > 0 {
+            out.push('*');
+            rest = &tail_digits[n..];
+        } else {
+            rest = tail;
+        }
+    }
+    out + rest
+}
+
+/// Lines padded into columns (no trailing spaces).
+fn table(rows: &[Vec<String>]) -> Vec<String> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect()
+}
+
+impl Sim {
+    /// The live agent that applied the most (ties: the lowest node): what is committed.
+    fn newest(&self) -> Option<&Agent> {
+        (1..=N)
+            .rev()
+            .filter_map(|n| self.agents[n as usize - 1].as_ref())
+            .max_by_key(|a| a.d.state().applied.0)
+    }
+
+    /// The committed Redis master, as the newest agent applied it.
+    fn committed(&self) -> Option<u64> {
+        self.newest()?.d.state().redis.master.map(NodeId::get)
+    }
+
+    /// The leader of the highest term among the agents that claim leadership.
+    fn current_leader(&self) -> Option<(u64, u64)> {
+        (1..=N)
+            .filter_map(|n| {
+                let st = self.agents[n as usize - 1].as_ref()?.d.raft_status();
+                (st.role == Role::Leader).then_some((st.term.0, n))
+            })
+            .max()
+            .map(|(t, n)| (n, t))
+    }
+
+    /// Whether writes go to `m` through the HAProxy of every node whose agent runs and that is
+    /// not isolated, and to no other server through any HAProxy. (A node whose agent is dead or
+    /// that is cut off keeps its HAProxy as it was: the status table shows it.)
+    fn writes_only_to(&self, m: u64) -> bool {
+        (1..=N).all(|h| {
+            let w = self.writable_through(h);
+            let counted = self.agents[h as usize - 1].is_some() && !self.is_isolated(h);
+            w.iter().all(|&x| x == m) && (!counted || w == [m])
+        })
+    }
+
+    /// Whether node `n` is cut off from every other node (one way or both).
+    fn is_isolated(&self, n: u64) -> bool {
+        self.cut_links(n) == N as usize - 1
+    }
+
+    /// How many other nodes node `n` is cut off from (one way or both).
+    fn cut_links(&self, n: u64) -> usize {
+        (1..=N)
+            .filter(|&o| o != n)
+            .filter(|&o| self.blocked.contains(&(n, o)) || self.blocked.contains(&(o, n)))
+            .count()
+    }
+
+    /// Servers in `ready` state on node `h`'s HAProxy.
+    fn ready_servers(&self, h: u64) -> Vec<String> {
+        futures::executor::block_on(
+            self.haproxy[h as usize - 1].show_servers_state(Some("be_redis")),
+        )
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.admin_state.mode() == AdminMode::Ready)
+        .map(|r| r.server)
+        .collect()
+    }
+
+    fn holds(&self, c: Cond, start_master: Option<u64>) -> bool {
+        match c {
+            Cond::Leader => self.current_leader().is_some(),
+            Cond::Converged => {
+                self.current_leader().is_some()
+                    && self
+                        .newest()
+                        .is_some_and(|a| self.converged_on(a.d.state().redis.master).is_ok())
+            }
+            Cond::MasterMoved => self.committed() != start_master,
+            Cond::Master(m) => self.committed() == Some(m),
+            Cond::Suspect(m) => self.newest().is_some_and(|a| {
+                a.d.state()
+                    .redis
+                    .suspect
+                    .as_ref()
+                    .is_some_and(|s| s.node.get() == m)
+            }),
+            Cond::NoSuspect => self
+                .newest()
+                .is_some_and(|a| a.d.state().redis.suspect.is_none()),
+            Cond::Follows(r, m) => self.follows(r, m),
+            Cond::Fenced(n) => self.redis_state(n).1,
+            Cond::SeesMaster(n, m) => self.applied(n).is_some_and(|(x, _)| x == Some(m)),
+            Cond::WritesTo(m) => self.writes_only_to(m),
+            Cond::WritesToMaster => self.committed().is_some_and(|m| self.writes_only_to(m)),
+        }
+    }
+
+    /// The status table (see the module docs).
+    fn status_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let claims: Vec<String> = (1..=N)
+            .filter_map(|n| {
+                let st = self.agents[n as usize - 1].as_ref()?.d.raft_status();
+                (st.role == Role::Leader).then_some((n, st.term.0))
+            })
+            .filter(|&c| Some(c) != self.current_leader())
+            .map(|(n, t)| format!("n{n} still claims term {t}"))
+            .collect();
+        let leader = self.current_leader();
+        out.push(match leader {
+            Some((n, t)) if claims.is_empty() => format!("raft: leader n{n}, term {t}"),
+            Some((n, t)) => format!("raft: leader n{n}, term {t} ({})", claims.join(", ")),
+            None => "raft: no leader".into(),
+        });
+        match self.newest() {
+            Some(a) => {
+                let st = a.d.state();
+                let r = &st.redis;
+                let master = r.master.map_or("none".into(), |m| m.to_string());
+                let suspect = r
+                    .suspect
+                    .as_ref()
+                    .map_or("no suspicion".into(), |s| format!("{} suspected", s.node));
+                let maint = if st.maintenance.enabled {
+                    format!("maintenance on ({})", st.maintenance.reason)
+                } else {
+                    "maintenance off".into()
+                };
+                out.push(format!(
+                    "redis: master {master}, epoch {}, {suspect}; {maint}",
+                    r.epoch
+                ));
+            }
+            None => out.push("redis: no agent running".into()),
+        }
+        let verdict = leader
+            .and_then(|(n, _)| self.agents[n as usize - 1].as_ref())
+            .map(|a| mask_offsets(a.d.verdict()));
+        out.push(match (leader, verdict) {
+            (Some((n, _)), Some(v)) => format!("verdict (n{n}): {v}"),
+            _ => "verdict: none (no leader)".into(),
+        });
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "agent".into(),
+            "redis".into(),
+            "haproxy".into(),
+            "/redis/master".into(),
+        ]];
+        for n in 1..=N {
+            rows.push(vec![
+                format!("n{n}"),
+                self.agent_cell(n),
+                self.redis_cell(n),
+                self.haproxy_cell(n),
+                self.check_cell(n),
+            ]);
+        }
+        out.extend(table(&rows));
+        out
+    }
+
+    fn agent_cell(&self, n: u64) -> String {
+        let Some(a) = self.agents[n as usize - 1].as_ref() else {
+            return "dead".into();
+        };
+        let st = a.d.raft_status();
+        let mut s = format!(
+            "{}, epoch {}, {}",
+            st.role,
+            a.d.state().redis.epoch,
+            if a.lease_valid { "lease" } else { "no lease" }
+        );
+        let cut = self.cut_links(n);
+        if cut == N as usize - 1 {
+            s += ", isolated";
+        } else if cut > 0 {
+            s += ", partly cut";
+        }
+        if self.raft_cut.iter().any(|&(_, to)| to == n) {
+            s += ", lagging";
+        }
+        s
+    }
+
+    fn redis_cell(&self, n: u64) -> String {
+        let s = self.redis[n as usize - 1].server.snapshot();
+        if s.down {
+            return "down".into();
+        }
+        let cell = match s.info.role {
+            Some(RedisRole::Master) if s.hung => "master".to_string(),
+            Some(RedisRole::Master) if s.fenced => "master, fenced".to_string(),
+            Some(RedisRole::Master) if self.accepts_writes(n) => "master, writable".to_string(),
+            Some(RedisRole::Master) => "master, no replica acknowledges".to_string(),
+            Some(RedisRole::Replica) => {
+                let of = s
+                    .info
+                    .master_host
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("10.0.0."))
+                    .map_or("?".to_string(), |m| format!("n{m}"));
+                let link = if s.info.master_link_up == Some(true) {
+                    "up"
+                } else {
+                    "down"
+                };
+                if s.hung {
+                    format!("replica of {of}")
+                } else {
+                    format!("replica of {of}, link {link}")
+                }
+            }
+            None => "unknown role".into(),
+        };
+        if s.hung {
+            format!("hung ({cell})")
+        } else {
+            cell
+        }
+    }
+
+    fn haproxy_cell(&self, h: u64) -> String {
+        let ready = self.ready_servers(h);
+        let ready = if ready.is_empty() {
+            "none".to_string()
+        } else {
+            ready.join("+")
+        };
+        match self.writable_through(h).as_slice() {
+            [] => format!("{ready}, no writes"),
+            w => {
+                let w: Vec<String> = w.iter().map(|m| format!("n{m}")).collect();
+                format!("{ready}, writes to {}", w.join("+"))
+            }
+        }
+    }
+
+    fn check_cell(&self, n: u64) -> String {
+        let Some(a) = self.agents[n as usize - 1].as_ref() else {
+            return "refused (agent dead)".into();
+        };
+        match serving_master(
+            NodeId(n),
+            &a.d.state().redis,
+            a.lease_valid,
+            a.last_report.as_ref(),
+        ) {
+            Ok(()) => "200".into(),
+            Err(why) => format!("503 {why}"),
+        }
+    }
+}
+
+impl Runner {
+    fn sim(&mut self) -> Result<&mut Sim, String> {
+        self.sim
+            .as_mut()
+            .ok_or_else(|| "no cluster yet (start with `cluster seed=N`)".to_string())
+    }
+
+    /// Runs one command; a panic (raft-rs asserts, a failed restart) becomes an error with the
+    /// simulation's report.
+    fn exec_guarded(&mut self, cmd: &str, out: &mut Vec<String>) -> Result<(), String> {
+        let trace = self.sim.as_ref().map(|s| (s.seed, s.trace.clone()));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.exec(cmd, out)));
+        let r = r.unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(match trace {
+                Some((seed, t)) => report(TEST, seed, &format!("panic: {msg}"), &t),
+                None => format!("panic: {msg}"),
+            })
+        });
+        r?;
+        // The invariants are checked after every step; this also covers a command that changed
+        // the world without stepping.
+        match self.sim.as_ref() {
+            Some(sim) => sim.check_writable(),
+            None => Ok(()),
+        }
+    }
+
+    fn exec(&mut self, cmd: &str, out: &mut Vec<String>) -> Result<(), String> {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let (name, args) = words.split_first().ok_or("empty command")?;
+        let one_node = || match args {
+            [n] => node(n),
+            _ => Err(format!("`{name}` takes one node, like `{name} n1`")),
+        };
+        match *name {
+            "cluster" => {
+                let seed = match args {
+                    [s] => s
+                        .strip_prefix("seed=")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| format!("bad argument `{s}` (seed=N)"))?,
+                    _ => return Err("usage: cluster seed=N".into()),
+                };
+                self.sim = Some(Sim::with_driver_plant(seed, self.plants.0, self.plants.1));
+                self.printed = 0;
+                self.block_start = 0;
+            }
+            "stabilize" => {
+                let limit = within(args, "60s")?;
+                let start = self.block_start;
+                if self.step_until(Cond::Converged, limit, out)? {
+                    let sim = self.sim()?;
+                    let took = secs(sim.now - start);
+                    let (l, t) = sim.current_leader().ok_or("no leader")?;
+                    let m = sim.committed().ok_or("no master")?;
+                    let epoch = sim.newest().map_or(0, |a| a.d.state().redis.epoch.0);
+                    out.push(format!(
+                        "stable after {took}: raft leader n{l} (term {t}), redis master n{m} \
+                         (epoch {epoch}), every HAProxy sends writes to n{m}"
+                    ));
+                } else {
+                    let sim = self.sim()?;
+                    let why = match sim.newest() {
+                        Some(a) => sim
+                            .converged_on(a.d.state().redis.master)
+                            .err()
+                            .unwrap_or_else(|| "no leader".into()),
+                        None => "no agent running".into(),
+                    };
+                    out.push(format!(
+                        "not stable within {}: {why}",
+                        secs(limit * STEP_MS)
+                    ));
+                }
+            }
+            "status" => {
+                if !args.is_empty() {
+                    return Err("`status` takes no arguments".into());
+                }
+                out.extend(self.sim()?.status_lines());
+            }
+            "run" => {
+                let n = match args {
+                    [d] => steps(d)?,
+                    _ => return Err("usage: run DURATION".into()),
+                };
+                for _ in 0..n {
+                    self.step(out)?;
+                }
+            }
+            "until" => {
+                let (c, rest) = args.split_first().ok_or("usage: until COND [within D]")?;
+                let c = cond(c)?;
+                let limit = within(rest, "10s")?;
+                if self.step_until(c, limit, out)? {
+                    let took = secs(self.sim()?.now - self.block_start);
+                    out.push(format!("{} after {took}", args[0]));
+                } else {
+                    out.push(format!("{}: not within {}", args[0], secs(limit * STEP_MS)));
+                }
+            }
+            "kill-redis" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                if sim.redis[n as usize - 1].server.snapshot().down {
+                    return Err(format!("n{n}'s Redis is already down"));
+                }
+                sim.crash_redis(n);
+            }
+            "hang-redis" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                let s = sim.redis[n as usize - 1].server.snapshot();
+                if s.down || s.hung {
+                    return Err(format!("n{n}'s Redis is not running"));
+                }
+                sim.hang_redis(n);
+            }
+            "resume-redis" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                let s = sim.redis[n as usize - 1].server.snapshot();
+                if !s.hung || s.down {
+                    return Err(format!("n{n}'s Redis is not hung"));
+                }
+                sim.restart_redis(n);
+            }
+            "start-redis" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                if !sim.redis[n as usize - 1].server.snapshot().down {
+                    return Err(format!("n{n}'s Redis is not down (use restart-redis)"));
+                }
+                sim.restart_redis(n);
+            }
+            "restart-redis" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                if !sim.redis[n as usize - 1].server.snapshot().down {
+                    sim.crash_redis(n);
+                }
+                sim.restart_redis(n);
+            }
+            "kill-agent" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                if sim.agents[n as usize - 1].is_none() {
+                    return Err(format!("n{n}'s agent is already dead"));
+                }
+                sim.kill_agent(n);
+            }
+            "start-agent" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                if sim.agents[n as usize - 1].is_some() {
+                    return Err(format!("n{n}'s agent is running (use restart-agent)"));
+                }
+                sim.restart(n as usize - 1);
+            }
+            "restart-agent" => {
+                let n = one_node()?;
+                let sim = self.sim()?;
+                sim.kill_agent(n);
+                sim.restart(n as usize - 1);
+            }
+            "isolate" => {
+                let n = one_node()?;
+                self.sim()?.isolate(n);
+            }
+            "lag" => {
+                let n = one_node()?;
+                self.sim()?.lag(n);
+            }
+            "heal" => {
+                if !args.is_empty() {
+                    return Err("`heal` takes no arguments".into());
+                }
+                let sim = self.sim()?;
+                sim.raft_cut.clear();
+                sim.heal_links();
+            }
+            "maintenance" => {
+                let (on, reason) = match args.split_first() {
+                    Some((&"on", r)) => (true, r.join(" ")),
+                    Some((&"off", r)) => (false, r.join(" ")),
+                    _ => return Err("usage: maintenance on|off [REASON...]".into()),
+                };
+                let sim = self.sim()?;
+                let (l, _) = sim
+                    .current_leader()
+                    .ok_or("no leader to propose maintenance to")?;
+                let clock = sim.clock(l as usize - 1);
+                let a = sim.agents[l as usize - 1].as_mut().ok_or("leader down")?;
+                let command = Command::SetMaintenance {
+                    enabled: on,
+                    reason: if reason.is_empty() {
+                        "scenario".into()
+                    } else {
+                        reason
+                    },
+                    by: "script".into(),
+                };
+                a.d.propose(command, clock)
+                    .map_err(|e| format!("proposal refused: {e}"))?;
+                sim.log(format!("scenario: maintenance {on} proposed on n{l}"));
+                let limit = steps("5s")?;
+                let mut applied = false;
+                for _ in 0..limit {
+                    self.step(out)?;
+                    let sim = self.sim()?;
+                    if sim.agents[l as usize - 1]
+                        .as_ref()
+                        .is_some_and(|a| a.d.state().maintenance.enabled == on)
+                    {
+                        applied = true;
+                        break;
+                    }
+                }
+                if !applied {
+                    out.push("maintenance: not applied on the leader within 5.0s".into());
+                }
+            }
+            other => return Err(format!("unknown command `{other}`")),
+        }
+        Ok(())
+    }
+
+    /// One quiet step, then the audit lines of whatever committed meanwhile.
+    fn step(&mut self, out: &mut Vec<String>) -> Result<(), String> {
+        let (printed, start) = (self.printed, self.block_start);
+        let sim = self.sim()?;
+        sim.step(false)?;
+        let Some(a) = sim.newest() else {
+            return Ok(());
+        };
+        let st = a.d.state();
+        let mut new: Vec<String> = st
+            .history
+            .iter()
+            .take_while(|h| h.index.0 > printed)
+            .map(|h| {
+                format!(
+                    "+{} committed {}",
+                    secs(sim.now - start),
+                    mask_offsets(&h.details)
+                )
+            })
+            .collect();
+        new.reverse();
+        let applied = st.applied.0.max(printed);
+        out.extend(new);
+        self.printed = applied;
+        Ok(())
+    }
+
+    /// Steps until `c` holds (checked before each step), at most `limit` steps.
+    fn step_until(&mut self, c: Cond, limit: u64, out: &mut Vec<String>) -> Result<bool, String> {
+        let start_master = self.sim()?.committed();
+        for _ in 0..limit {
+            if self.sim()?.holds(c, start_master) {
+                return Ok(true);
+            }
+            self.step(out)?;
+        }
+        Ok(self.sim()?.holds(c, start_master))
+    }
+}
+
+macro_rules! scripts {
+    ($($test:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check($file);
+            }
+        )*
+
+        /// Every script in the directory has its test above.
+        #[test]
+        fn every_script_has_a_test() {
+            let listed = [$($file),*];
+            let mut missing = Vec::new();
+            for entry in std::fs::read_dir(dir()).expect("tests/golden/sim") {
+                let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+                if name.ends_with(".txt") && !listed.contains(&name.as_str()) {
+                    missing.push(name);
+                }
+            }
+            assert!(missing.is_empty(), "scripts without a test in scenarios/mod.rs: {missing:?}");
+        }
+    };
+}
+
+scripts! {
+    script_killed_master_fast_path => "01_killed_master_fast_path.txt",
+    script_hung_master_silent_path => "02_hung_master_silent_path.txt",
+    script_partitioned_master => "03_partitioned_master.txt",
+    script_killed_replica_agent => "04_killed_replica_agent.txt",
+    script_maintenance_holds_failover => "05_maintenance_holds_failover.txt",
+    script_old_master_node_rejoins => "06_old_master_node_rejoins.txt",
+}
+
+/// A bug planted in the agents' driver (the silent path does not wait for the old master's
+/// lease) that breaks no invariant in this script's world, the Redis-side guard being on: the
+/// recorded story must still catch it (the promotion comes too early).
+#[test]
+fn script_catches_a_promotion_that_skips_the_lease_wait() {
+    let plants = (Plant::None, DriverPlant::SkipLeaseWait);
+    match check_file("02_hung_master_silent_path.txt", plants) {
+        Ok(()) => panic!("the planted bug (no lease wait) was not caught by the script"),
+        Err(e) => assert!(
+            e.contains("02_hung_master_silent_path.txt:") && e.contains("+ master-moved after"),
+            "caught, but as: {e}"
+        ),
+    }
+}
+
+/// A bug planted in the simulated agents (a cut-off master's agent acts as if it held its
+/// lease): the partition script must stop at the violated invariant, with the seed.
+#[test]
+fn script_stops_at_a_violated_invariant() {
+    match check_file(
+        "03_partitioned_master.txt",
+        (Plant::IgnoreLease, DriverPlant::None),
+    ) {
+        Ok(()) => panic!("the planted bug (lease ignored) was not caught by the script"),
+        Err(e) => assert!(
+            e.starts_with("agent/tests/golden/sim/03_partitioned_master.txt:")
+                && e.contains("simulation failed: seed 2")
+                && e.contains("invariant: quorum:"),
+            "caught, but as: {e}"
+        ),
+    }
+}
+
+/// Script errors name the file and line, and stop the script.
+#[test]
+fn script_errors_name_file_and_line() {
+    let run = |text: &str| run_text("inline.txt", text, NO_BUG).err();
+    let e = run("cluster seed=1\n---\nok\n\n# a comment\nfrobnicate n1\n---\nok\n");
+    assert_eq!(
+        e.as_deref(),
+        Some("inline.txt:6: `frobnicate n1`: unknown command `frobnicate`")
+    );
+    let e = run("cluster seed=1\nkill-redis n4\n---\nok\n");
+    assert_eq!(
+        e.as_deref(),
+        Some("inline.txt:2: `kill-redis n4`: bad node `n4` (n1..n3)")
+    );
+    let e = run("status\n---\nok\n");
+    assert!(e.is_some_and(|e| e.starts_with("inline.txt:1: `status`: no cluster yet")));
+    let e = run("cluster seed=1\nuntil n1-melts\n---\nok\n");
+    assert!(e.is_some_and(|e| e.starts_with("inline.txt:2: `until n1-melts`: unknown condition")));
+    let e = run("---\nok\n");
+    assert_eq!(
+        e.as_deref(),
+        Some("inline.txt:1: `---` without a command above it")
+    );
+}
