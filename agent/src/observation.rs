@@ -327,9 +327,13 @@ pub fn summarize(service: Service, d: &serde_json::Value) -> String {
     match service {
         Service::Mariadb if d.get("grastate").is_some() => {
             let g = &d["grastate"];
+            // The seqno is null while mariadbd runs or after a crash (-1 in the file).
+            let seqno = g["seqno"]
+                .as_i64()
+                .map_or_else(|| "unknown (-1)".to_string(), |x| x.to_string());
             format!(
-                "grastate seqno {} safe_to_bootstrap {}",
-                g["seqno"], g["safe_to_bootstrap"]
+                "grastate seqno {seqno} safe_to_bootstrap {}",
+                g["safe_to_bootstrap"]
             )
         }
         Service::Mariadb => format!(

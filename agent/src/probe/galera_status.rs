@@ -1,5 +1,5 @@
 //! Parsers for MariaDB/Galera health: `SHOW GLOBAL STATUS LIKE 'wsrep_%'` rows, a few global
-//! variables, and `grastate.dat` (read from the datadir when mariadbd is down).
+//! variables (`grastate.dat` is `probe::grastate`).
 //!
 //! Pure; table-tested on real captures in `agent/tests/fixtures/galera/`.
 
@@ -115,46 +115,6 @@ pub fn parse_tsv(text: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// The saved state in `grastate.dat`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GraState {
-    /// Cluster history uuid.
-    pub uuid: String,
-    /// Last committed seqno, or -1 when unknown (running, or crashed).
-    pub seqno: i64,
-    /// Whether this node may bootstrap a new cluster without recovery.
-    pub safe_to_bootstrap: bool,
-}
-
-/// Parses `grastate.dat`.
-pub fn parse_grastate(text: &str) -> Result<GraState, String> {
-    let mut uuid = None;
-    let mut seqno = None;
-    let mut safe = None;
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        match k.trim() {
-            "uuid" => uuid = Some(v.trim().to_string()),
-            "seqno" => {
-                seqno = Some(
-                    v.trim()
-                        .parse::<i64>()
-                        .map_err(|e| format!("grastate.dat: seqno `{}`: {e}", v.trim()))?,
-                )
-            }
-            "safe_to_bootstrap" => safe = Some(v.trim() == "1"),
-            _ => {}
-        }
-    }
-    Ok(GraState {
-        uuid: uuid.ok_or("grastate.dat: no uuid line")?,
-        seqno: seqno.ok_or("grastate.dat: no seqno line")?,
-        safe_to_bootstrap: safe.unwrap_or(false),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,21 +170,5 @@ mod tests {
             let p = g.problem().unwrap_or_default();
             assert!(p.contains(want), "{p} lacks {want}");
         }
-    }
-
-    #[test]
-    fn grastate_files() {
-        let g = parse_grastate(&fixture("grastate_running.dat")).expect("parses");
-        assert_eq!(g.uuid, "de5b593b-ebe1-11f1-b996-0bbce3f5b979");
-        assert_eq!(g.seqno, -1);
-        assert!(!g.safe_to_bootstrap);
-        let clean =
-            "# GALERA saved state\nversion: 2.1\nuuid:    abc\nseqno:   42\nsafe_to_bootstrap: 1\n";
-        let g = parse_grastate(clean).expect("parses");
-        assert_eq!((g.seqno, g.safe_to_bootstrap), (42, true));
-        assert!(parse_grastate("uuid: x\nseqno: banana\n")
-            .expect_err("bad seqno")
-            .contains("banana"));
-        assert!(parse_grastate("").expect_err("empty").contains("uuid"));
     }
 }

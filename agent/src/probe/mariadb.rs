@@ -18,6 +18,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
 use super::galera_status::{self, GaleraStatus};
+use super::grastate;
 use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::ProbeTiming;
 
@@ -145,13 +146,12 @@ fn judge(g: GaleraStatus) -> CheckResult {
 }
 
 fn grastate_details(dir: &std::path::Path) -> serde_json::Value {
-    let path = dir.join("grastate.dat");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match galera_status::parse_grastate(&text) {
-            Ok(g) => serde_json::json!({ "grastate": g }),
-            Err(e) => serde_json::json!({ "grastate_error": e }),
-        },
-        Err(e) => serde_json::json!({ "grastate_error": format!("{}: {e}", path.display()) }),
+    match grastate::read_grastate(dir) {
+        Ok(Some(g)) => serde_json::json!({ "grastate": g }),
+        Ok(None) => serde_json::json!({
+            "grastate_error": format!("{}: no such file", dir.join(grastate::GRASTATE_FILE).display())
+        }),
+        Err(e) => serde_json::json!({ "grastate_error": e.to_string() }),
     }
 }
 

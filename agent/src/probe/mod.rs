@@ -24,6 +24,7 @@ pub mod build;
 pub mod galera_status;
 pub mod gluster;
 pub mod gluster_xml;
+pub mod grastate;
 pub mod mariadb;
 pub mod phpfpm;
 pub mod phpfpm_status;
@@ -31,6 +32,7 @@ pub mod redis;
 pub mod redis_info;
 pub mod runner;
 pub mod sim;
+pub mod wsrep_recover;
 
 use futures::future::BoxFuture;
 
