@@ -13,6 +13,12 @@
 //! Invariant: `apply` is deterministic and never panics; an entry whose index is not above the
 //! last applied one is ignored (replays after a restart are harmless).
 //!
+//! Galera recovery ([`GaleraAuthority`]) is numbered like the Redis epoch: an outage opens
+//! only as the next number with none open, its bootstrap applies only while that very outage
+//! is open and undecided (the same choice again is a harmless replay, any other is refused),
+//! and it ends only by its own number; so there is one bootstrap per outage whatever the
+//! leader changes, and a decision made for an older outage is rejected and audited.
+//!
 //! Caveats: the audit history is bounded ([`HISTORY_LIMIT`] entries, newest first); older
 //! entries are dropped from the state (they remain in logs and metrics).
 
@@ -142,6 +148,212 @@ pub struct RedisAuthority {
     pub last_change: Option<MasterChange>,
 }
 
+/// Numbers the Galera full outages: grows by one with every outage opened, so a Galera
+/// decision names the outage it was made for and one made for an earlier outage is refused.
+/// 0 means "no outage yet".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct OutageId(pub u64);
+
+impl OutageId {
+    /// The outage after this one.
+    pub fn next(self) -> OutageId {
+        OutageId(self.0.saturating_add(1))
+    }
+}
+
+impl std::fmt::Display for OutageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who chose the node a Galera outage bootstraps from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootstrapKind {
+    /// The leader's decision, from every node's evidence (`[failover] automatic` holds it
+    /// back when off).
+    Automatic,
+    /// An operator's override (`triad galera bootstrap --node N --accept-data-loss`).
+    Operator,
+}
+
+impl BootstrapKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootstrapKind::Automatic => "automatic",
+            BootstrapKind::Operator => "operator",
+        }
+    }
+
+    /// Parses [`BootstrapKind::as_str`] names.
+    pub fn parse(s: &str) -> Option<BootstrapKind> {
+        [BootstrapKind::Automatic, BootstrapKind::Operator]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// How the chosen node becomes the new Primary component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootstrapMode {
+    /// The node is stopped: its agent sets `safe_to_bootstrap: 1` on it (clearing it
+    /// elsewhere) and starts it with `--wsrep-new-cluster`.
+    NewCluster,
+    /// The node runs, non-Primary: its agent sets `pc.bootstrap=YES` on it, restarting nothing.
+    PcBootstrap,
+}
+
+impl BootstrapMode {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootstrapMode::NewCluster => "new-cluster",
+            BootstrapMode::PcBootstrap => "pc-bootstrap",
+        }
+    }
+
+    /// Parses [`BootstrapMode::as_str`] names.
+    pub fn parse(s: &str) -> Option<BootstrapMode> {
+        [BootstrapMode::NewCluster, BootstrapMode::PcBootstrap]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The committed bootstrap of one Galera outage: which node starts the new Primary component
+/// and from which position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GaleraBootstrap {
+    /// The node that bootstraps.
+    pub node: NodeId,
+    /// Its cluster state UUID (lowercase), when known (always for an automatic decision).
+    pub uuid: Option<String>,
+    /// Its last committed seqno, when known (always for an automatic decision).
+    pub seqno: Option<i64>,
+    /// New cluster from a stopped node, or `pc.bootstrap` on a running one.
+    pub mode: BootstrapMode,
+    /// Automatic or an operator's override.
+    pub kind: BootstrapKind,
+    /// Who asked (operator overrides; empty for automatic decisions).
+    pub by: String,
+    /// The decision's verdict, or the operator's reason.
+    pub reason: String,
+    /// Every node's evidence as the decision saw it, one line.
+    pub evidence: String,
+    /// Log index of the decision (with `term`, the decision epoch actions carry).
+    pub index: LogIndex,
+    /// Raft term of the decision's entry.
+    pub term: Term,
+    /// Proposer's wall clock.
+    pub at: UnixMillis,
+}
+
+/// Where and why an outage opened or ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutageMark {
+    /// Log index of the command.
+    pub index: LogIndex,
+    /// Raft term of the command's entry.
+    pub term: Term,
+    /// Proposer's wall clock.
+    pub at: UnixMillis,
+    /// The decision's verdict.
+    pub reason: String,
+}
+
+/// One Galera full outage: no Primary component anywhere, until one of a majority is back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GaleraOutage {
+    /// Its number.
+    pub number: OutageId,
+    /// When and why it opened.
+    pub opened: OutageMark,
+    /// Its one bootstrap, once decided.
+    pub bootstrap: Option<GaleraBootstrap>,
+    /// When and why it ended; `None` while open.
+    pub ended: Option<OutageMark>,
+}
+
+/// The Galera recovery authority: the newest full outage and its one bootstrap. Every agent
+/// reconciles to it: while an outage is open no node is started except as its bootstrap
+/// says, and the bootstrap's (outage, index) fences every action taken for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GaleraAuthority {
+    /// The newest outage, open or ended; `None` before the first.
+    pub outage: Option<GaleraOutage>,
+}
+
+impl GaleraAuthority {
+    /// The newest outage's number (0 before the first).
+    pub fn number(&self) -> OutageId {
+        self.outage.as_ref().map_or(OutageId(0), |o| o.number)
+    }
+
+    /// The newest outage while it is open.
+    pub fn open(&self) -> Option<&GaleraOutage> {
+        self.outage.as_ref().filter(|o| o.ended.is_none())
+    }
+
+    /// The bootstrap decided for the open outage, if any.
+    pub fn decided(&self) -> Option<&GaleraBootstrap> {
+        self.open().and_then(|o| o.bootstrap.as_ref())
+    }
+
+    /// Checks what a snapshot may hold: outage numbers from 1, node ids not 0, state UUIDs
+    /// as [`is_state_uuid`] says, seqnos not negative, an automatic bootstrap with its
+    /// position, marks in log order. Names the first problem.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(o) = &self.outage else {
+            return Ok(());
+        };
+        if o.number.0 == 0 {
+            return Err("galera outage number 0".into());
+        }
+        if let Some(b) = &o.bootstrap {
+            if b.node.0 == 0 {
+                return Err("galera bootstrap node 0".into());
+            }
+            if let Some(u) = b.uuid.as_deref().filter(|u| !is_state_uuid(u)) {
+                return Err(format!("galera bootstrap uuid `{u}` is not a state UUID"));
+            }
+            if let Some(s) = b.seqno.filter(|s| *s < 0) {
+                return Err(format!("galera bootstrap seqno {s} is negative"));
+            }
+            if b.kind == BootstrapKind::Automatic && (b.uuid.is_none() || b.seqno.is_none()) {
+                return Err("automatic galera bootstrap without a position".into());
+            }
+            if b.index < o.opened.index {
+                return Err("galera bootstrap before its outage opened".into());
+            }
+        }
+        if let Some(e) = &o.ended {
+            if e.index < o.opened.index {
+                return Err("galera outage ended before it opened".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is a Galera cluster state UUID as the authority keeps it: `8-4-4-4-12`
+/// lowercase hex digits, not the nil UUID (which means "no state").
+pub fn is_state_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| {
+            g.len() == n
+                && g.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        && s.bytes().any(|b| b != b'0' && b != b'-')
+}
+
 /// One line of the replicated audit history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -206,6 +418,45 @@ pub enum Command {
         /// The decision's verdict.
         reason: String,
     },
+    /// Open Galera outage `outage` (exactly the newest number plus one, with none open): no
+    /// Primary component anywhere, every node reported. Agents stop restarting their nodes
+    /// on their own and gather evidence for the bootstrap.
+    OpenGaleraOutage {
+        /// The new outage's number.
+        outage: OutageId,
+        /// The decision's verdict.
+        reason: String,
+    },
+    /// Bootstrap the open outage `outage` from `node`: the outage's one bootstrap. An
+    /// operator's override may also open the next outage with it (a node is missing, so the
+    /// leader could not open it).
+    BootstrapGalera {
+        /// The outage it is decided for.
+        outage: OutageId,
+        /// The node that bootstraps.
+        node: NodeId,
+        /// Its cluster state UUID, when known (required for an automatic decision).
+        uuid: Option<String>,
+        /// Its last committed seqno, when known (required for an automatic decision).
+        seqno: Option<i64>,
+        /// New cluster or `pc.bootstrap`.
+        mode: BootstrapMode,
+        /// Automatic or an operator's override.
+        kind: BootstrapKind,
+        /// Who asked (operator overrides; empty for automatic decisions).
+        by: String,
+        /// The decision's verdict, or the operator's reason.
+        reason: String,
+        /// Every node's evidence as the decision saw it, one line.
+        evidence: String,
+    },
+    /// End the open outage `outage`: a Primary component of a majority is back.
+    EndGaleraOutage {
+        /// The outage.
+        outage: OutageId,
+        /// The decision's verdict.
+        reason: String,
+    },
 }
 
 /// The replicated authority a command changes. Each authority has its own proposals in flight
@@ -219,6 +470,8 @@ pub enum Authority {
     Maintenance,
     /// The Redis master and its epoch.
     Redis,
+    /// The Galera outage and its bootstrap.
+    Galera,
 }
 
 impl Authority {
@@ -228,6 +481,7 @@ impl Authority {
             Authority::Members => "members",
             Authority::Maintenance => "maintenance",
             Authority::Redis => "redis",
+            Authority::Galera => "galera",
         }
     }
 }
@@ -247,12 +501,16 @@ impl Command {
             Command::SetRedisMaster { .. }
             | Command::SuspectRedisMaster { .. }
             | Command::ClearRedisSuspect { .. } => Authority::Redis,
+            Command::OpenGaleraOutage { .. }
+            | Command::BootstrapGalera { .. }
+            | Command::EndGaleraOutage { .. } => Authority::Galera,
         }
     }
 
     /// Whether this is an automatic failover step, which `[failover] automatic = false` holds
-    /// back (a suspicion or an automatic change of master). Withdrawing a suspicion, operator
-    /// commands and membership are never held back.
+    /// back (a suspicion, an automatic change of master, an automatic Galera bootstrap).
+    /// Withdrawing a suspicion, opening or ending a Galera outage (bookkeeping that starts
+    /// nothing), operator commands and membership are never held back.
     pub fn is_automatic_failover(&self) -> bool {
         matches!(
             self,
@@ -260,6 +518,10 @@ impl Command {
                 kind: ChangeKind::Automatic,
                 ..
             } | Command::SuspectRedisMaster { .. }
+                | Command::BootstrapGalera {
+                    kind: BootstrapKind::Automatic,
+                    ..
+                }
         )
     }
 }
@@ -302,6 +564,9 @@ pub struct ClusterState {
     /// Redis master authority.
     #[serde(default)]
     pub redis: RedisAuthority,
+    /// Galera recovery authority.
+    #[serde(default)]
+    pub galera: GaleraAuthority,
     /// Index of the last entry applied (commands, empty and invalid entries alike).
     pub applied: LogIndex,
 }
@@ -414,7 +679,178 @@ impl ClusterState {
                 }
                 _ => Outcome::Unchanged,
             },
+            Command::OpenGaleraOutage { outage, reason } => {
+                self.open_galera_outage(meta, *outage, reason)
+            }
+            Command::BootstrapGalera {
+                outage,
+                node,
+                uuid,
+                seqno,
+                mode,
+                kind,
+                by,
+                reason,
+                evidence,
+            } => self.bootstrap_galera(
+                meta,
+                *outage,
+                GaleraBootstrap {
+                    node: *node,
+                    uuid: uuid.clone(),
+                    seqno: *seqno,
+                    mode: *mode,
+                    kind: *kind,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                    evidence: evidence.clone(),
+                    index: meta.index,
+                    term: meta.term,
+                    at: meta.at,
+                },
+            ),
+            Command::EndGaleraOutage { outage, reason } => {
+                self.end_galera_outage(meta, *outage, reason)
+            }
         }
+    }
+
+    fn reject(&mut self, meta: EntryMeta, kind: &str, why: String) -> Outcome {
+        self.record(meta, kind, why.clone());
+        Outcome::Rejected(why)
+    }
+
+    fn open_galera_outage(&mut self, meta: EntryMeta, outage: OutageId, reason: &str) -> Outcome {
+        let g = &self.galera;
+        if let Some(open) = g.open() {
+            if open.number == outage {
+                return Outcome::Unchanged;
+            }
+            let why = format!(
+                "galera outage {outage} rejected: outage {} is open (stale decision)",
+                open.number
+            );
+            return self.reject(meta, "galera", why);
+        }
+        if outage != g.number().next() {
+            let why = format!(
+                "galera outage {outage} rejected: the next outage is {} (stale decision)",
+                g.number().next()
+            );
+            return self.reject(meta, "galera", why);
+        }
+        self.galera.outage = Some(GaleraOutage {
+            number: outage,
+            opened: mark(meta, reason),
+            bootstrap: None,
+            ended: None,
+        });
+        self.record(
+            meta,
+            "galera",
+            format!("galera outage {outage} opened: {reason}"),
+        );
+        Outcome::Changed
+    }
+
+    fn bootstrap_galera(
+        &mut self,
+        meta: EntryMeta,
+        outage: OutageId,
+        b: GaleraBootstrap,
+    ) -> Outcome {
+        let g = &self.galera;
+        let node = b.node;
+        let what = format!(
+            "{} galera bootstrap {node} for outage {outage}",
+            b.kind.as_str()
+        );
+        let opens = g.open().is_none() && b.kind == BootstrapKind::Operator;
+        let refusal = if !self.members.is_empty() && !self.members.contains_key(&node) {
+            Some(format!("{what} rejected: not a member"))
+        } else if b.kind == BootstrapKind::Automatic && (b.uuid.is_none() || b.seqno.is_none()) {
+            Some(format!(
+                "{what} rejected: an automatic bootstrap needs a known position"
+            ))
+        } else {
+            match (g.open(), g.decided()) {
+                (Some(o), _) if o.number != outage => Some(format!(
+                    "{what} rejected: outage {} is open (stale decision)",
+                    o.number
+                )),
+                (Some(_), Some(d)) if d.node == node => return Outcome::Unchanged,
+                (Some(_), Some(d)) => Some(format!(
+                    "{what} rejected: outage {outage} already bootstraps {} (index {}); one \
+                     bootstrap per outage",
+                    d.node, d.index
+                )),
+                (Some(_), None) => None,
+                (None, _) if b.kind == BootstrapKind::Automatic => Some(match g.number() {
+                    OutageId(0) => format!("{what} rejected: no outage was ever opened"),
+                    last => format!("{what} rejected: no outage is open (outage {last} ended)"),
+                }),
+                (None, _) if outage != g.number().next() => Some(format!(
+                    "{what} rejected: the next outage is {} (stale decision)",
+                    g.number().next()
+                )),
+                (None, _) => None,
+            }
+        };
+        if let Some(why) = refusal {
+            return self.reject(meta, "galera", why);
+        }
+        let position = match (&b.uuid, b.seqno) {
+            (Some(u), Some(s)) => format!("{u}:{s}"),
+            (Some(u), None) => format!("{u}:-1"),
+            (None, Some(s)) => format!("unknown uuid:{s}"),
+            (None, None) => "an unknown position".to_string(),
+        };
+        let who = match b.kind {
+            BootstrapKind::Automatic => "automatic bootstrap".to_string(),
+            BootstrapKind::Operator => format!("operator override by {}: bootstrap", b.by),
+        };
+        let opened = if opens { " (opened by it)" } else { "" };
+        let details = format!(
+            "galera outage {outage}{opened}: {who} {node} at {position} ({}): {}; evidence: {}",
+            b.mode.as_str(),
+            b.reason,
+            b.evidence
+        );
+        if opens {
+            self.galera.outage = Some(GaleraOutage {
+                number: outage,
+                opened: mark(
+                    meta,
+                    &format!("opened by the operator override of {}", b.by),
+                ),
+                bootstrap: Some(b),
+                ended: None,
+            });
+        } else if let Some(o) = self.galera.outage.as_mut() {
+            o.bootstrap = Some(b);
+        }
+        self.record(meta, "galera", details);
+        Outcome::Changed
+    }
+
+    fn end_galera_outage(&mut self, meta: EntryMeta, outage: OutageId, reason: &str) -> Outcome {
+        let Some(o) = self.galera.outage.as_mut().filter(|o| o.number == outage) else {
+            let why = format!(
+                "end of galera outage {outage} rejected: the newest outage is {} (stale decision)",
+                self.galera.number()
+            );
+            return self.reject(meta, "galera", why);
+        };
+        if o.ended.is_some() {
+            return Outcome::Unchanged;
+        }
+        o.ended = Some(mark(meta, reason));
+        self.record(
+            meta,
+            "galera",
+            format!("galera outage {outage} ended: {reason}"),
+        );
+        Outcome::Changed
     }
 
     fn set_redis_master(
@@ -523,6 +959,15 @@ impl ClusterState {
             details,
         });
         self.history.truncate(HISTORY_LIMIT);
+    }
+}
+
+fn mark(meta: EntryMeta, reason: &str) -> OutageMark {
+    OutageMark {
+        index: meta.index,
+        term: meta.term,
+        at: meta.at,
+        reason: reason.to_string(),
     }
 }
 
@@ -795,6 +1240,256 @@ mod tests {
                 .any(|h| h.details.contains("stale decision")),
             "rejections are audited"
         );
+    }
+
+    /// Only an automatic Galera bootstrap is held back by `[failover] automatic = false`;
+    /// every Galera command belongs to the Galera authority.
+    #[test]
+    fn galera_commands_know_their_authority_and_whether_they_are_automatic() {
+        let cases = [
+            (open_outage(1), false),
+            (bootstrap(1, 3, BootstrapKind::Automatic), true),
+            (bootstrap(1, 3, BootstrapKind::Operator), false),
+            (end_outage(1), false),
+        ];
+        for (command, automatic) in cases {
+            assert_eq!(command.authority(), Authority::Galera, "{command:?}");
+            assert_eq!(command.is_automatic_failover(), automatic, "{command:?}");
+        }
+        assert_eq!(Authority::Galera.to_string(), "galera");
+    }
+
+    fn open_outage(n: u64) -> Command {
+        Command::OpenGaleraOutage {
+            outage: OutageId(n),
+            reason: "no Primary anywhere".into(),
+        }
+    }
+
+    fn end_outage(n: u64) -> Command {
+        Command::EndGaleraOutage {
+            outage: OutageId(n),
+            reason: "n1 Primary with 3 nodes".into(),
+        }
+    }
+
+    const UUID: &str = "9eaceb67-efac-11f1-b809-474591e831a5";
+
+    fn bootstrap(outage: u64, node: u64, kind: BootstrapKind) -> Command {
+        Command::BootstrapGalera {
+            outage: OutageId(outage),
+            node: NodeId(node),
+            uuid: Some(UUID.into()),
+            seqno: Some(1234),
+            mode: BootstrapMode::NewCluster,
+            kind,
+            by: if kind == BootstrapKind::Operator {
+                "api@n1".into()
+            } else {
+                String::new()
+            },
+            reason: "test".into(),
+            evidence: "n1 stopped; n2 stopped; n3 stopped".into(),
+        }
+    }
+
+    /// Data-driven: one bootstrap per outage, outage numbers compare-and-set, replays
+    /// idempotent, every refusal audited with its reason.
+    #[test]
+    fn galera_outages_are_compare_and_set_with_one_bootstrap_each() {
+        use BootstrapKind::{Automatic, Operator};
+        let mut s = ClusterState::default();
+        let unknown_position = Command::BootstrapGalera {
+            outage: OutageId(2),
+            node: NodeId(2),
+            uuid: None,
+            seqno: None,
+            mode: BootstrapMode::NewCluster,
+            kind: Operator,
+            by: "api@n3".into(),
+            reason: "n3 lost its disk".into(),
+            evidence: "n3 never reported".into(),
+        };
+        let mut automatic_without_position = bootstrap(1, 3, Automatic);
+        if let Command::BootstrapGalera { seqno, .. } = &mut automatic_without_position {
+            *seqno = None;
+        }
+        let steps: Vec<(Command, &str)> = vec![
+            (
+                Command::RegisterMembers {
+                    members: fixtures::members(3),
+                },
+                "changed",
+            ),
+            (
+                bootstrap(1, 3, Automatic),
+                "rejected: no outage was ever opened",
+            ),
+            (
+                end_outage(1),
+                "rejected: the newest outage is 0 (stale decision)",
+            ),
+            (
+                open_outage(2),
+                "rejected: the next outage is 1 (stale decision)",
+            ),
+            (open_outage(1), "changed"),
+            (open_outage(1), "unchanged"),
+            (
+                open_outage(2),
+                "rejected: outage 1 is open (stale decision)",
+            ),
+            (
+                automatic_without_position,
+                "rejected: an automatic bootstrap needs a known position",
+            ),
+            (bootstrap(1, 9, Automatic), "rejected: not a member"),
+            (
+                bootstrap(2, 3, Automatic),
+                "rejected: outage 1 is open (stale decision)",
+            ),
+            (bootstrap(1, 3, Automatic), "changed"),
+            // A second leader proposing the same choice: harmless.
+            (bootstrap(1, 3, Automatic), "unchanged"),
+            (
+                bootstrap(1, 1, Automatic),
+                "rejected: outage 1 already bootstraps n3 (index 11); one bootstrap per outage",
+            ),
+            (
+                bootstrap(1, 2, Operator),
+                "rejected: outage 1 already bootstraps n3",
+            ),
+            (
+                end_outage(2),
+                "rejected: the newest outage is 1 (stale decision)",
+            ),
+            (end_outage(1), "changed"),
+            (end_outage(1), "unchanged"),
+            // A decision made before the end, applied after it.
+            (
+                bootstrap(1, 1, Automatic),
+                "rejected: no outage is open (outage 1 ended)",
+            ),
+            (
+                bootstrap(3, 2, Operator),
+                "rejected: the next outage is 2 (stale decision)",
+            ),
+            // A node is missing: the override opens outage 2 and decides it in one step.
+            (unknown_position, "changed"),
+            (open_outage(2), "unchanged"),
+            (
+                open_outage(3),
+                "rejected: outage 2 is open (stale decision)",
+            ),
+            (
+                bootstrap(2, 3, Automatic),
+                "rejected: outage 2 already bootstraps n2",
+            ),
+        ];
+        for (i, (cmd, want)) in steps.iter().enumerate() {
+            let got = match s.apply(meta(i as u64 + 1), cmd) {
+                Outcome::Changed => "changed".to_string(),
+                Outcome::Unchanged => "unchanged".to_string(),
+                Outcome::Stale => "stale".to_string(),
+                Outcome::Rejected(why) => format!("rejected: {why}"),
+            };
+            let ok = if let Some(w) = want.strip_prefix("rejected: ") {
+                got.starts_with("rejected: ") && got.contains(w)
+            } else {
+                got == *want
+            };
+            assert!(ok, "step {i}: {cmd:?}: got {got:?}, want {want:?}");
+        }
+        let g = &s.galera;
+        assert_eq!(g.number(), OutageId(2));
+        let open = g.open().expect("outage 2 open");
+        assert_eq!(
+            open.opened.index,
+            LogIndex(20),
+            "opened by the override's entry"
+        );
+        assert!(open.opened.reason.contains("operator override of api@n3"));
+        let decided = g.decided().expect("decided");
+        assert_eq!(
+            (
+                decided.node,
+                decided.kind,
+                decided.by.as_str(),
+                decided.seqno
+            ),
+            (NodeId(2), Operator, "api@n3", None)
+        );
+        assert_eq!(g.check(), Ok(()));
+        let details: Vec<&str> = s
+            .history
+            .iter()
+            .filter(|h| h.kind == "galera")
+            .map(|h| h.details.as_str())
+            .collect();
+        assert!(details.contains(
+            &"galera outage 1: automatic bootstrap n3 at \
+              9eaceb67-efac-11f1-b809-474591e831a5:1234 (new-cluster): test; evidence: n1 \
+              stopped; n2 stopped; n3 stopped"
+        ));
+        assert!(details.contains(
+            &"galera outage 2 (opened by it): operator override by api@n3: bootstrap n2 at an unknown \
+              position (new-cluster): n3 lost its disk; evidence: n3 never reported"
+        ));
+        assert!(details.contains(&"galera outage 1 ended: n1 Primary with 3 nodes"));
+        assert_eq!(
+            details
+                .iter()
+                .filter(|d| d.contains("stale decision"))
+                .count(),
+            7,
+            "every stale refusal is audited: {details:#?}"
+        );
+    }
+
+    /// What a snapshot may hold: `check` names the first impossible value.
+    #[test]
+    fn galera_authority_check_names_impossible_values() {
+        let mut s = ClusterState::default();
+        s.apply(meta(1), &open_outage(1));
+        s.apply(meta(2), &bootstrap(1, 3, BootstrapKind::Automatic));
+        assert_eq!(s.galera.check(), Ok(()));
+        type Mutation = fn(&mut GaleraOutage);
+        let cases: [(Mutation, &str); 6] = [
+            (|o| o.number = OutageId(0), "outage number 0"),
+            (
+                |o| o.bootstrap.as_mut().expect("b").node = NodeId(0),
+                "node 0",
+            ),
+            (
+                |o| o.bootstrap.as_mut().expect("b").uuid = Some("NOT-A-UUID".into()),
+                "not a state UUID",
+            ),
+            (
+                |o| o.bootstrap.as_mut().expect("b").seqno = Some(-1),
+                "negative",
+            ),
+            (
+                |o| o.bootstrap.as_mut().expect("b").seqno = None,
+                "without a position",
+            ),
+            (|o| o.opened.index = LogIndex(9), "before its outage opened"),
+        ];
+        for (mutate, want) in cases {
+            let mut g = s.galera.clone();
+            mutate(g.outage.as_mut().expect("outage"));
+            let err = g.check().expect_err(want);
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
+        for (uuid, ok) in [
+            (UUID, true),
+            ("9EACEB67-efac-11f1-b809-474591e831a5", false),
+            ("00000000-0000-0000-0000-000000000000", false),
+            ("9eaceb67-efac-11f1-b809-474591e831a", false),
+            ("9eaceb67efac11f1b809474591e831a5", false),
+            ("", false),
+        ] {
+            assert_eq!(is_state_uuid(uuid), ok, "{uuid}");
+        }
     }
 
     #[test]

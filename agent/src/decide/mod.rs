@@ -17,6 +17,7 @@
 //!   proposed again (each service's inputs say so), so a slow commit cannot cause duplicate
 //!   actions.
 
+pub mod galera;
 pub mod redis;
 pub mod timeline;
 
