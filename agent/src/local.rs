@@ -104,15 +104,33 @@ impl LocalReconcilers {
     pub fn views(&self, driver: &Driver) -> ServiceViews {
         ServiceViews {
             redis: self.redis_managed.then(|| RedisCoreView {
-                plan: driver
-                    .plan(Authority::Redis)
-                    .and_then(ServicePlan::as_redis)
-                    .cloned(),
+                plan: redis_plan(driver).cloned(),
                 embargo: driver.embargo().iter().copied().collect(),
                 local: self.redis.clone(),
             }),
         }
     }
+
+    /// Whether `views` still shows what [`LocalReconcilers::views`] would build now, without
+    /// building it (the event loop asks after every event).
+    pub fn views_current(&self, views: &ServiceViews, driver: &Driver) -> bool {
+        match (&views.redis, self.redis_managed) {
+            (None, managed) => !managed,
+            (Some(_), false) => false,
+            (Some(r), true) => {
+                r.plan.as_ref() == redis_plan(driver)
+                    && r.embargo.iter().eq(driver.embargo().iter())
+                    && Arc::ptr_eq(&r.local, &self.redis)
+            }
+        }
+    }
+}
+
+/// The leader's latest Redis plan, as the driver has it.
+fn redis_plan(driver: &Driver) -> Option<&crate::decide::redis::RedisPlan> {
+    driver
+        .plan(Authority::Redis)
+        .and_then(ServicePlan::as_redis)
 }
 
 /// Starts the Redis reconciler task: every `reconcile_interval` (and at once on a new target)

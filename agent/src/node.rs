@@ -333,12 +333,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                 tracing::info!(leader = ?status.leader.map(|l| l.to_string()), "ready");
             }
-            let views = reconcilers.views(&driver);
             status_tx.send_if_modified(|cur| {
                 let changed = cur.raft != status
                     || !Arc::ptr_eq(&cur.cluster, driver.cluster())
                     || cur.verdict != driver.verdict()
-                    || cur.services != views;
+                    || !reconcilers.views_current(&cur.services, &driver);
                 if changed {
                     *cur = Arc::new(CoreStatus {
                         raft: status,
@@ -346,7 +345,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         verdict: driver.verdict().to_string(),
                         storage_loaded: true,
                         health: driver.health().clone(),
-                        services: views.clone(),
+                        services: reconcilers.views(&driver),
                     });
                 }
                 changed

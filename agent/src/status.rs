@@ -56,14 +56,13 @@ pub struct CoreStatus {
 }
 
 /// Each managed service's side of the published status (built by `local`).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct ServiceViews {
     /// Redis failover state, when Redis is managed.
     pub redis: Option<RedisCoreView>,
 }
 
-/// The Redis side of the published status. Equal when the plan and embargo are and the local
-/// view is the same shared one (its contents change under the reconciler task).
+/// The Redis side of the published status.
 #[derive(Clone, Debug)]
 pub struct RedisCoreView {
     /// The leader's latest decision (absent on followers).
@@ -72,14 +71,6 @@ pub struct RedisCoreView {
     pub embargo: Vec<NodeId>,
     /// The local reconciler's view (lease, last cycle), written by its task.
     pub local: Arc<std::sync::Mutex<LocalRedisView>>,
-}
-
-impl PartialEq for RedisCoreView {
-    fn eq(&self, other: &Self) -> bool {
-        self.plan == other.plan
-            && self.embargo == other.embargo
-            && Arc::ptr_eq(&self.local, &other.local)
-    }
 }
 
 /// What the local reconciler last did, shown in status.

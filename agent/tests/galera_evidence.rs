@@ -16,12 +16,11 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, free_port, signal_pid, Proc};
+use common::{binary, free_port, is_root, signal_pid, Proc};
 use mysql_async::prelude::Queryable;
 use triad::probe::grastate::{read_grastate, Grastate};
 use triad::probe::wsrep_recover::{
@@ -36,10 +35,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// Writes a capture over its fixture when asked to.
@@ -88,28 +83,7 @@ impl Node {
             mariadbd,
             dir: tempfile::tempdir().expect("tempdir"),
         };
-        let user: Vec<String> = node
-            .user()
-            .map(|u| format!("--user={u}"))
-            .into_iter()
-            .collect();
-        let started = Instant::now();
-        let out = Command::new(install_db)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", node.data().display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .args(["--innodb-log-file-size=4M", "--innodb-buffer-pool-size=16M"])
-            .args(&user)
-            .output()
-            .expect("run mariadb-install-db");
-        assert!(
-            out.status.success(),
-            "mariadb-install-db failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("mariadb-install-db took {:?}", started.elapsed());
+        common::mariadb_install_db(install_db, &node.data());
         // The group channel on loopback, and a small gcache (128 MB by default).
         let cnf = format!(
             "[mysqld]\ndatadir={data}\nsocket={socket}\npid-file={pid}\nlog-error={log}\n\

@@ -24,8 +24,12 @@
 //! - `decide`; `override nX [accept] [by=WHO] [reason=WORDS_WITH_UNDERSCORES]`: the operator's
 //!   override built against the same inputs.
 
+mod goldenkit;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use goldenkit::{kv, node};
 
 use triad::cluster::{
     BootstrapKind, BootstrapMode, Command, GaleraAuthority, GaleraBootstrap, GaleraOutage,
@@ -36,22 +40,6 @@ use triad::decide::galera::{
     GaleraPosition, GaleraSettings, GrastateEvidence, ProcessState, Ranker, Tier,
 };
 use triad::ids::{LogIndex, NodeId, Term, UnixMillis};
-
-fn node(s: &str) -> NodeId {
-    NodeId(
-        s.trim_start_matches('n')
-            .parse()
-            .unwrap_or_else(|_| panic!("bad node `{s}`")),
-    )
-}
-
-fn kv(parts: &[&str]) -> BTreeMap<String, String> {
-    parts
-        .iter()
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// `UUID:SEQNO` with `nil` and `-1` for unknowns.
 fn position(s: &str) -> (Option<String>, Option<i64>) {
@@ -268,64 +256,18 @@ fn run(script: &str, ranker: Ranker) -> String {
     out
 }
 
-fn scripts() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/galera");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("golden dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 12,
-        "expected the golden scripts in {}",
-        dir.display()
-    );
-    files
-}
-
-fn split(text: &str) -> (&str, &str) {
-    match text.split_once("\n----\n") {
-        Some((s, e)) => (s, e),
-        None => (text, ""),
-    }
-}
-
 /// Every golden script against `ranker`: the files whose output differs.
 fn mismatches(ranker: Ranker) -> Vec<(PathBuf, String, String)> {
-    let mut out = vec![];
-    for f in scripts() {
-        let text = std::fs::read_to_string(&f).expect("read");
-        let (script, expected) = split(&text);
-        let got = run(script, ranker);
-        if got != expected {
-            out.push((f, expected.to_string(), got));
-        }
-    }
-    out
+    goldenkit::mismatches(&goldenkit::scripts("galera", 12), |script| {
+        run(script, ranker)
+    })
 }
 
 #[test]
 fn galera_decision_golden_scripts() {
-    if std::env::var_os("TRIAD_GOLDEN_UPDATE").is_some() {
-        for f in scripts() {
-            let text = std::fs::read_to_string(&f).expect("read");
-            let (script, _) = split(&text);
-            std::fs::write(&f, format!("{script}\n----\n{}", run(script, rank))).expect("write");
-        }
-        return;
-    }
-    let failures: Vec<String> = mismatches(rank)
-        .into_iter()
-        .map(|(f, expected, got)| {
-            format!("{}:\n--- expected\n{expected}--- got\n{got}", f.display())
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "golden mismatches (rerun with TRIAD_GOLDEN_UPDATE=1 and review the diff):\n{}",
-        failures.join("\n")
-    );
+    goldenkit::check(&goldenkit::scripts("galera", 12), |script| {
+        run(script, rank)
+    });
 }
 
 /// Planted bug: a ranking that orders by node id instead of seqno (tiers kept, so only the

@@ -15,30 +15,17 @@
 //! - `see OBSERVER SUBJECT STATUS [failure=K] [role=R] [link=up|down] [io=S] [offset=N]
 //!   [prio=N] [age=MS] [error=WORD]`: one observation of SUBJECT's Redis by OBSERVER.
 
+mod goldenkit;
+
 use std::collections::BTreeMap;
-use std::path::Path;
+
+use goldenkit::{kv, node};
 
 use triad::cluster::{ChangeKind, Command, MasterChange, RedisAuthority, Suspect};
 use triad::decide::redis::{decide, FailoverSettings, RedisInputs};
 use triad::health::Seen;
 use triad::ids::{Epoch, LogIndex, NodeId, Term, UnixMillis};
 use triad::probe::{CheckResult, FailureKind, Observation, ProbeId, Service, Status};
-
-fn node(s: &str) -> NodeId {
-    NodeId(
-        s.trim_start_matches('n')
-            .parse()
-            .unwrap_or_else(|_| panic!("bad node `{s}`")),
-    )
-}
-
-fn kv(parts: &[&str]) -> BTreeMap<String, String> {
-    parts
-        .iter()
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn run(script: &str) -> String {
     let mut members = vec![];
@@ -223,39 +210,5 @@ fn run(script: &str) -> String {
 
 #[test]
 fn redis_decision_golden_scripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/redis");
-    let update = std::env::var_os("TRIAD_GOLDEN_UPDATE").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("golden dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 10,
-        "expected the golden scripts in {}",
-        dir.display()
-    );
-    let mut failures = vec![];
-    for f in &files {
-        let text = std::fs::read_to_string(f).expect("read");
-        let (script, expected) = match text.split_once("\n----\n") {
-            Some((s, e)) => (s, e),
-            None => (text.as_str(), ""),
-        };
-        let got = run(script);
-        if update {
-            std::fs::write(f, format!("{script}\n----\n{got}")).expect("write");
-        } else if got != expected {
-            failures.push(format!(
-                "{}:\n--- expected\n{expected}--- got\n{got}",
-                f.display()
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "golden mismatches (rerun with TRIAD_GOLDEN_UPDATE=1 and review the diff):\n{}",
-        failures.join("\n")
-    );
+    goldenkit::check(&goldenkit::scripts("redis", 10), run);
 }

@@ -28,11 +28,10 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{binary, free_port, signal_pid};
+use common::{binary, free_port, is_root, signal_pid, MARIADB_SIZES};
 use mysql_async::prelude::Queryable;
 use triad::actuator::service::{
     Process, ProcessSpec, ServiceControl, ServiceError, ServiceState, SimServices, StartMode,
@@ -355,10 +354,6 @@ impl Answer {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -407,32 +402,13 @@ const MARIADB: Daemon = Daemon {
     stop_timeout: Duration::from_secs(2),
 };
 
-/// Small InnoDB files: the defaults write ~110 MB per datadir, which costs more than the rest.
-const MARIADB_SIZES: [&str; 2] = ["--innodb-log-file-size=4M", "--innodb-buffer-pool-size=16M"];
-
 /// mariadb-install-db is the slowest step of this file: 0.5 s to 4.3 s on 2 busy cores.
 fn mariadb_setup(dir: &Path, bins: &[PathBuf]) -> Setup {
     let data = dir.join("data");
     let socket = dir.join("mariadb.sock");
     // Root may run mariadbd only when it says so; the datadir is then root's.
     let user: &[&str] = if is_root() { &["--user=root"] } else { &[] };
-    let started = Instant::now();
-    let out = std::process::Command::new(&bins[1])
-        .arg("--no-defaults")
-        .arg(format!("--datadir={}", s(&data)))
-        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-        .args(MARIADB_SIZES)
-        .args(user)
-        .output()
-        .expect("run mariadb-install-db");
-    assert!(
-        out.status.success(),
-        "mariadb-install-db failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("mariadb-install-db took {:?}", started.elapsed());
+    common::mariadb_install_db(&bins[1], &data);
     let mut argv = vec![s(&bins[0]), "--no-defaults".into()];
     argv.push(format!("--datadir={}", s(&data)));
     argv.push(format!("--socket={}", s(&socket)));

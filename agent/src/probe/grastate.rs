@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::is_state_uuid;
+
 /// The file's name inside the datadir.
 pub const GRASTATE_FILE: &str = "grastate.dat";
 
@@ -95,14 +97,10 @@ pub enum GrastateError {
     },
 }
 
-/// Whether `s` is a UUID as Galera writes it: `8-4-4-4-12` hex digits (either case).
+/// Whether `s` is a UUID as Galera writes it: `8-4-4-4-12` hex digits (either case), the nil
+/// UUID included. The shape check is the replicated state's ([`is_state_uuid`]).
 pub fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    s == NIL_UUID || is_state_uuid(&s.to_ascii_lowercase())
 }
 
 /// Parses a Galera state UUID: `Ok(None)` for the nil UUID, the lowercase UUID otherwise.
@@ -222,11 +220,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/tests/fixtures/galera/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::probe::fixture("galera", name)
     }
 
     fn parse(text: &str) -> Result<Grastate, GrastateError> {

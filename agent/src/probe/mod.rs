@@ -73,3 +73,10 @@ macro_rules! impl_probe {
     };
 }
 pub(crate) use impl_probe;
+
+/// A captured fixture, `agent/tests/fixtures/<dir>/<name>`, for the parsers' table tests.
+#[cfg(test)]
+pub(crate) fn fixture(dir: &str, name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{dir}/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
