@@ -40,6 +40,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{AuditEntry, Command, Maintenance, MemberInfo};
+use crate::decide::galera::{
+    self, evidence_from_reports, GaleraEvidence, GaleraInputs, GaleraPlan,
+};
 use crate::driver::ProposeError;
 use crate::health::HealthStore;
 use crate::ids::{LogIndex, NodeId, Term, UnixMillis};
@@ -125,6 +128,25 @@ pub struct StatusBody {
     /// reconciliation. Absent when Redis is not managed.
     #[serde(default)]
     pub redis: Option<RedisStatus>,
+    /// Galera recovery: the committed outage, the leader's decision, every node's evidence
+    /// as known here, and this node's local recovery. Absent without `[galera]`.
+    #[serde(default)]
+    pub galera: Option<GaleraStatusBody>,
+}
+
+/// The Galera part of status (also `GET /v1/galera`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GaleraStatusBody {
+    /// The newest outage and its bootstrap, as committed.
+    pub authority: crate::cluster::GaleraAuthority,
+    /// The leader's latest verdict (null on followers: ask the leader).
+    pub verdict: Option<String>,
+    /// What a bootstrap would choose now, from the evidence known here (the dry run).
+    pub next: GaleraPlan,
+    /// Every member's evidence as the reports known here tell it (absent: silent).
+    pub evidence: BTreeMap<NodeId, GaleraEvidence>,
+    /// This node's local recovery.
+    pub local: crate::status::LocalGaleraView,
 }
 
 /// The Redis part of status.
@@ -197,6 +219,8 @@ pub fn router(h: Handles) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/redis/switchover", post(redis_switchover))
+        .route("/v1/galera", get(galera_status))
+        .route("/v1/galera/bootstrap", post(galera_bootstrap))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Arc::new(h))
@@ -282,7 +306,170 @@ pub fn status_body(h: &Handles) -> StatusBody {
             lease_embargo: r.embargo.clone(),
             local: r.local.lock().map(|l| l.clone()).unwrap_or_default(),
         }),
+        galera: galera_body(h, &core),
     }
+}
+
+/// The Galera settings, every member's evidence and every agent's report age.
+type GaleraEvidenceNow = (
+    crate::decide::galera::GaleraSettings,
+    BTreeMap<NodeId, GaleraEvidence>,
+    BTreeMap<NodeId, u64>,
+);
+
+/// The Galera evidence as this node's health store tells it, with the settings: what the
+/// dry run and an operator's override decide from.
+fn galera_evidence(h: &Handles, core: &crate::status::CoreStatus) -> Option<GaleraEvidenceNow> {
+    let settings = h.config.config.galera.as_ref()?.settings();
+    let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+    let now = h.liveness.mono_ms();
+    let (seen, ages) = core
+        .health
+        .lock()
+        .map(|health| (health.all(now), health.report_ages(now)))
+        .unwrap_or_default();
+    Some((
+        settings,
+        evidence_from_reports(&members, &seen, settings.freshness_ms),
+        ages,
+    ))
+}
+
+fn galera_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<GaleraStatusBody> {
+    let g = core.services.galera.as_ref()?;
+    let (settings, evidence, ages) = galera_evidence(h, core)?;
+    let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+    let next = galera::dry_run(&GaleraInputs {
+        members: &members,
+        authority: &core.cluster.galera,
+        evidence: &evidence,
+        report_age_ms: &ages,
+        no_primary_ms: None,
+        maintenance: core.cluster.maintenance.enabled,
+        in_flight: false,
+        settings,
+    });
+    Some(GaleraStatusBody {
+        authority: core.cluster.galera.clone(),
+        verdict: g.plan.as_ref().map(|p| p.verdict.clone()),
+        next,
+        evidence,
+        local: g.local.lock().map(|l| l.clone()).unwrap_or_default(),
+    })
+}
+
+async fn galera_status(State(h): State<Arc<Handles>>) -> Response {
+    let core = h.status.borrow().clone();
+    match galera_body(&h, &core) {
+        Some(b) => Json(b).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "Galera recovery is not configured on this node (no [galera] section)",
+        ),
+    }
+}
+
+/// Body of `POST /v1/galera/bootstrap`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GaleraBootstrapRequest {
+    /// Only show the choice and the evidence.
+    #[serde(default)]
+    dry_run: bool,
+    /// The node to bootstrap (the override).
+    #[serde(default)]
+    node: Option<NodeId>,
+    /// The operator accepts losing commits a missing node may hold.
+    #[serde(default)]
+    accept_data_loss: bool,
+    /// Who asks.
+    #[serde(default)]
+    by: String,
+    /// Why.
+    #[serde(default)]
+    reason: String,
+}
+
+async fn galera_bootstrap(
+    State(h): State<Arc<Handles>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let req: GaleraBootstrapRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid JSON body: {e}; expected {{\"dry_run\": true}} or {{\"node\": N, \
+                     \"accept_data_loss\": true, \"by\": \"...\", \"reason\": \"...\"}}"
+                ),
+            )
+        }
+    };
+    let core = h.status.borrow().clone();
+    let Some((settings, evidence, ages)) = galera_evidence(&h, &core) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Galera recovery is not configured on this node (no [galera] section)",
+        );
+    };
+    let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+    let inputs = GaleraInputs {
+        members: &members,
+        authority: &core.cluster.galera,
+        evidence: &evidence,
+        report_age_ms: &ages,
+        no_primary_ms: None,
+        maintenance: core.cluster.maintenance.enabled,
+        in_flight: false,
+        settings,
+    };
+    if req.dry_run {
+        if req.node.is_some() || req.accept_data_loss {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "dry_run shows the automatic choice: drop node and accept_data_loss",
+            );
+        }
+        return Json(serde_json::json!({
+            "dry_run": galera::dry_run(&inputs),
+            "evidence": evidence,
+        }))
+        .into_response();
+    }
+    if let Err(resp) = authorize(&h, &headers) {
+        return *resp;
+    }
+    let Some(node) = req.node else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "say which node to bootstrap (\"node\": N), or ask for a dry run (\"dry_run\": true)",
+        );
+    };
+    if req.by.len() > MAX_REASON || req.reason.len() > MAX_REASON {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("by and reason must be at most {MAX_REASON} bytes"),
+        );
+    }
+    let command = match galera::operator_override(
+        &inputs,
+        node,
+        req.accept_data_loss,
+        req.by.trim(),
+        req.reason.trim(),
+    ) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
+    };
+    tracing::warn!(node = %node, by = %req.by, reason = %req.reason,
+        "operator galera bootstrap requested");
+    propose(&h, command).await
 }
 
 fn nodes_view(health: &HealthStore, now_ms: u64) -> BTreeMap<NodeId, Vec<ServiceStatus>> {

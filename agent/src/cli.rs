@@ -85,6 +85,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Galera recovery: status, and the bootstrap after a full outage.
+    Galera {
+        #[command(subcommand)]
+        cmd: GaleraCmd,
+    },
     /// Planned switchover: pause writes on the master, wait for the target to catch up,
     /// commit the change, resume. No acknowledged write is lost.
     Switchover {
@@ -93,6 +98,47 @@ enum Cmd {
         /// Target node id (default: the best-ranked replica).
         #[arg(long)]
         to: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+        /// File with the API bearer token (default: the config's api.token_file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GaleraCmd {
+    /// Per node: the state, Primary or not, size, UUID, seqno, safe flag, the recovered
+    /// position; the committed outage; and what Triad would do next and why.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the raw JSON (`GET /v1/galera`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bootstrap after a full outage: `--dry-run` shows the choice and every node's evidence
+    /// and changes nothing; `--node N --accept-data-loss --reason R` is the operator's
+    /// override when a node is missing (recorded in the history with who and why).
+    Bootstrap {
+        /// Only show what would be chosen, and why.
+        #[arg(long, conflicts_with_all = ["node", "accept_data_loss"])]
+        dry_run: bool,
+        /// The node to bootstrap.
+        #[arg(long, required_unless_present = "dry_run")]
+        node: Option<u64>,
+        /// Accept that commits held only by a missing or silent node are lost.
+        #[arg(long)]
+        accept_data_loss: bool,
+        /// Why (recorded in the history).
+        #[arg(long, required_unless_present = "dry_run")]
+        reason: Option<String>,
+        /// Who asks (recorded in the history). Default: $USER@host as the CLI sees it.
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         target: Target,
         /// File with the API bearer token (default: the config's api.token_file).
@@ -166,6 +212,42 @@ pub fn main() -> ExitCode {
             token_file,
             json,
         } => client(async move { switchover(&target, to, token_file, json).await }),
+        Cmd::Galera {
+            cmd: GaleraCmd::Status { target, json },
+        } => client(async move { galera_status(&target, json, false).await }),
+        Cmd::Galera {
+            cmd:
+                GaleraCmd::Bootstrap {
+                    dry_run: true,
+                    target,
+                    json,
+                    ..
+                },
+        } => client(async move { galera_status(&target, json, true).await }),
+        Cmd::Galera {
+            cmd:
+                GaleraCmd::Bootstrap {
+                    node,
+                    accept_data_loss,
+                    reason,
+                    by,
+                    target,
+                    token_file,
+                    json,
+                    ..
+                },
+        } => client(async move {
+            galera_bootstrap(
+                &target,
+                node.unwrap_or_default(),
+                accept_data_loss,
+                reason.as_deref().unwrap_or_default(),
+                by,
+                token_file,
+                json,
+            )
+            .await
+        }),
     }
 }
 
@@ -757,6 +839,187 @@ async fn maintenance(
             if enabled { "on" } else { "off" },
             body["applied_index"],
             body["outcome"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `triad galera status` and `triad galera bootstrap --dry-run`: `GET /v1/galera`.
+async fn galera_status(target: &Target, json: bool, dry_run: bool) -> Result<(), Failure> {
+    let url = format!("{}/v1/galera", base_url(target));
+    let resp = http()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| unreachable(&url, &e))?;
+    let code = resp.status();
+    let text = resp.text().await.map_err(|e| unreachable(&url, &e))?;
+    if !code.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(text.clone());
+        return Err(Failure {
+            code: EXIT_REFUSED,
+            message: format!("{url} answered {code}: {msg}"),
+        });
+    }
+    if json {
+        println!("{text}");
+        return Ok(());
+    }
+    let g: crate::api::GaleraStatusBody = serde_json::from_str(&text).map_err(|e| Failure {
+        code: EXIT_SOFTWARE,
+        message: format!("{url} answered something that is not a Galera status: {e}"),
+    })?;
+    print!("{}", render_galera(&g, dry_run));
+    Ok(())
+}
+
+/// The human rendering of the Galera status (the dry run shows the choice first).
+fn render_galera(g: &crate::api::GaleraStatusBody, dry_run: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let outage = match &g.authority.outage {
+        None => "none so far".to_string(),
+        Some(o) => {
+            let state = match (&o.bootstrap, &o.ended) {
+                (_, Some(e)) => format!("ended at index {} ({})", e.index, e.reason),
+                (Some(b), None) => format!(
+                    "open, bootstrapping {} ({} {}, index {})",
+                    b.node,
+                    b.kind.as_str(),
+                    b.mode.as_str(),
+                    b.index
+                ),
+                (None, None) => format!("open since index {}, undecided", o.opened.index),
+            };
+            format!("{} {state}", o.number)
+        }
+    };
+    let _ = writeln!(out, "galera outage: {outage}");
+    if dry_run {
+        let _ = writeln!(out, "dry run (nothing changes): {}", g.next.verdict);
+    } else {
+        if let Some(v) = &g.verdict {
+            let _ = writeln!(out, "leader's verdict: {v}");
+        }
+        let _ = writeln!(out, "next: {}", g.next.verdict);
+    }
+    let _ = writeln!(
+        out,
+        "node  process      primary   size  state            uuid                                   seqno    safe  recovered"
+    );
+    for c in &g.next.ranking {
+        let e = g.evidence.get(&c.node);
+        let (uuid, seqno, safe) = match e.map(|e| &e.grastate) {
+            Some(crate::decide::galera::GrastateEvidence::Present {
+                uuid,
+                seqno,
+                safe_to_bootstrap,
+            }) => (
+                uuid.clone(),
+                *seqno,
+                if *safe_to_bootstrap { "1" } else { "0" },
+            ),
+            Some(crate::decide::galera::GrastateEvidence::Missing) => (None, None, "none"),
+            _ => (None, None, "?"),
+        };
+        let running_uuid = e.and_then(|e| e.wsrep_uuid.clone());
+        let _ = writeln!(
+            out,
+            "{:<5} {:<12} {:<9} {:<5} {:<16} {:<38} {:<8} {:<5} {}",
+            c.node.to_string(),
+            e.map_or("silent".to_string(), |e| format!("{:?}", e.process)
+                .to_lowercase()),
+            e.map_or("?", |e| if e.primary { "yes" } else { "no" }),
+            e.and_then(|e| e.cluster_size)
+                .map_or("-".to_string(), |s| s.to_string()),
+            e.and_then(|e| e.local_state.clone())
+                .unwrap_or_else(|| "-".into()),
+            running_uuid.or(uuid).unwrap_or_else(|| "-".into()),
+            e.and_then(|e| e.last_committed)
+                .or(seqno)
+                .map_or("-".to_string(), |s| s.to_string()),
+            safe,
+            e.and_then(|e| e.recovered.as_ref())
+                .map_or("-".to_string(), |p| format!(
+                    "{}:{}",
+                    p.uuid.as_deref().unwrap_or("nil"),
+                    p.seqno.unwrap_or(-1)
+                )),
+        );
+        let _ = writeln!(
+            out,
+            "      rank {}: {}",
+            c.rank.map_or("-".to_string(), |r| r.to_string()),
+            c.reason
+        );
+    }
+    let l = &g.local;
+    let _ = writeln!(
+        out,
+        "this node: {} (restarts last hour {}{}, total {})",
+        l.recovery.doing,
+        l.recovery.restarts_last_hour,
+        if l.recovery.capped { ", CAPPED" } else { "" },
+        l.recovery.restarts_total
+    );
+    if let Some(e) = &l.last_error {
+        let _ = writeln!(out, "last error: {e}");
+    }
+    out
+}
+
+/// `triad galera bootstrap --node N --accept-data-loss --reason R`.
+async fn galera_bootstrap(
+    target: &Target,
+    node: u64,
+    accept_data_loss: bool,
+    reason: &str,
+    by: Option<String>,
+    token_file: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let by = by.unwrap_or_else(|| {
+        let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        if host.is_empty() {
+            user
+        } else {
+            format!("{user}@{host}")
+        }
+    });
+    if !json {
+        eprintln!("asking for a Galera bootstrap of n{node} ...");
+    }
+    let r = post_json(
+        target,
+        "/v1/galera/bootstrap",
+        token_file,
+        serde_json::json!({
+            "node": node,
+            "accept_data_loss": accept_data_loss,
+            "by": by,
+            "reason": reason,
+        }),
+        Duration::from_secs(30),
+        json,
+    )
+    .await?;
+    if let Some(why) = r["rejected"].as_str() {
+        return Err(Failure {
+            code: EXIT_REFUSED,
+            message: format!("the bootstrap was refused when it applied: {why}"),
+        });
+    }
+    if !json {
+        println!(
+            "bootstrap of n{node} committed at index {}; n{node}'s agent starts it as a new \
+             cluster, the others join it (follow with `triad galera status`)",
+            r["applied_index"]
         );
     }
     Ok(())

@@ -73,6 +73,11 @@ pub struct Config {
     /// unit names).
     #[serde(default)]
     pub services: ServicesSection,
+    /// Galera recovery: rejoining this node's mariadbd when it dies, and bootstrapping the
+    /// cluster after a full outage (absent: Galera is only probed). Needs `[mariadb]` with
+    /// `datadir` and a service control (`[services]`).
+    #[serde(default)]
+    pub galera: Option<GaleraSection>,
 }
 
 /// `[node]`: who this agent is and where it keeps its state.
@@ -794,6 +799,117 @@ pub struct ServicesSection {
     pub process: BTreeMap<String, ProcessSpec>,
 }
 
+/// `[galera]`: Galera recovery (see the README's "Galera recovery").
+///
+/// A node's own agent restarts its mariadbd when it is gone while a Primary component of a
+/// majority runs elsewhere, from the position `--wsrep-recover` finds, so that it rejoins by
+/// IST. After a full outage the Raft leader commits one bootstrap node per outage (the most
+/// advanced), whose agent starts it as a new cluster; the others then rejoin.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GaleraSection {
+    /// Restart this node's mariadbd when it is gone while a majority is Primary. With
+    /// `false`, a fallen node stays down (the status says what Triad would do). Default true.
+    #[serde(default = "yes")]
+    pub rejoin: bool,
+    /// A report older than this does not count as evidence, and its agent counts as silent
+    /// (no outage opens, no automatic bootstrap). `1s` to `1h`. Default `3s`.
+    #[serde(default = "default_freshness", with = "humantime_serde")]
+    pub freshness: Duration,
+    /// How long no Primary component must be seen anywhere, every mariadbd stopped, before
+    /// the leader opens an outage. `0s` to `1h`. Default `2s`.
+    #[serde(default = "default_open_after_stopped", with = "humantime_serde")]
+    pub open_after_stopped: Duration,
+    /// The same while some mariadbd still runs non-Primary (Galera re-forms a Primary by
+    /// itself after a short partition heals). `1s` to `24h`. Default `30s`.
+    #[serde(default = "default_open_after_non_primary", with = "humantime_serde")]
+    pub open_after_non_primary: Duration,
+    /// A node that runs non-Primary while its peers are reachable and Primary is restarted
+    /// after this long (Galera normally rejoins it by itself after a partition heals).
+    /// `1s` to `24h`. Default `60s`.
+    #[serde(
+        default = "default_restart_non_primary_after",
+        with = "humantime_serde"
+    )]
+    pub restart_non_primary_after: Duration,
+    /// First wait between two restarts of this node's mariadbd; it doubles with every restart
+    /// that did not end Synced, up to 32 times this. `1s` to `1h`. Default `5s`.
+    #[serde(default = "default_restart_backoff", with = "humantime_serde")]
+    pub restart_backoff: Duration,
+    /// At most this many restarts in any hour; past it the node stays down and the status
+    /// and `triad_galera_restart_capped` say so. `1` to `100`. Default `6`.
+    #[serde(default = "default_restarts_per_hour")]
+    pub restarts_per_hour: u32,
+    /// The local recovery's cycle. `50ms` to `60s`. Default `500ms`.
+    #[serde(default = "default_galera_interval", with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// mariadbd, for `--wsrep-recover`. Default `/usr/sbin/mariadbd`.
+    #[serde(default = "default_mariadbd")]
+    pub mariadbd: PathBuf,
+    /// The server's option file, passed to `--wsrep-recover` as `--defaults-file`. Default
+    /// `/etc/mysql/my.cnf` (Debian's).
+    #[serde(default = "default_defaults_file")]
+    pub defaults_file: PathBuf,
+    /// `--user` of `--wsrep-recover` (mariadbd refuses root without one, unless the option
+    /// file sets `user`). Default none.
+    #[serde(default)]
+    pub recover_user: Option<String>,
+    /// Deadline of `--wsrep-recover` (it replays InnoDB's redo log). `1s` to `1h`. Default
+    /// `120s`.
+    #[serde(default = "default_recover_timeout", with = "humantime_serde")]
+    pub recover_timeout: Duration,
+    /// The local account that may run `SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'`
+    /// (SUPER), over `[mariadb] socket`, for a bootstrap of a running node. Default `root`
+    /// (Debian's root@localhost authenticates by the unix socket as the agent's root user).
+    #[serde(default = "default_admin_user")]
+    pub admin_user: String,
+    /// File with that account's password (absent: none, socket authentication).
+    #[serde(default)]
+    pub admin_password_file: Option<PathBuf>,
+}
+
+fn default_open_after_stopped() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_open_after_non_primary() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_restart_non_primary_after() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_restart_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_restarts_per_hour() -> u32 {
+    6
+}
+fn default_galera_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_mariadbd() -> PathBuf {
+    PathBuf::from("/usr/sbin/mariadbd")
+}
+fn default_defaults_file() -> PathBuf {
+    PathBuf::from("/etc/mysql/my.cnf")
+}
+fn default_recover_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_admin_user() -> String {
+    "root".into()
+}
+
+impl GaleraSection {
+    /// The decision's tunables.
+    pub fn settings(&self) -> crate::decide::galera::GaleraSettings {
+        crate::decide::galera::GaleraSettings {
+            freshness_ms: millis(self.freshness),
+            open_after_stopped_ms: millis(self.open_after_stopped),
+            open_after_non_primary_ms: millis(self.open_after_non_primary),
+        }
+    }
+}
+
 impl Default for ServicesSection {
     fn default() -> Self {
         ServicesSection {
@@ -829,10 +945,13 @@ pub struct ProcessSpec {
     /// The command line of a normal start (the process must stay in the foreground). Not
     /// empty; the program is an absolute path.
     pub argv: Vec<String>,
-    /// Extra arguments of a Galera rejoin; `{position}` is replaced by the position.
+    /// Extra arguments of a Galera start from a known position (a rejoin, and a bootstrap
+    /// after a crash); `{position}` is replaced by the position
+    /// (`["--wsrep_start_position={position}"]`).
     #[serde(default)]
     pub rejoin_args: Vec<String>,
-    /// Extra arguments of a Galera bootstrap (`--wsrep-new-cluster`).
+    /// Extra arguments of a Galera bootstrap (`["--wsrep-new-cluster"]`); the rejoin
+    /// arguments follow them when the position is known.
     #[serde(default)]
     pub bootstrap_args: Vec<String>,
     /// Where the pid is kept (written by Triad at start). Absolute, one per service.
@@ -1189,6 +1308,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     }
     validate_haproxy(path, &config)?;
     validate_services(path, &config)?;
+    validate_galera(path, &config)?;
     Ok(Validated {
         file: path.to_path_buf(),
         config,
@@ -1658,6 +1778,106 @@ const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `[services]`: known names, units that `systemctl` cannot take for options, and with
 /// `control = "process"` a complete, absolute spec for every service this node probes.
+fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    let Some(g) = &config.galera else {
+        return Ok(());
+    };
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let hour = Duration::from_secs(3600);
+    let day = Duration::from_secs(86_400);
+    for (key, value, min, max, why) in [
+        (
+            "galera.freshness",
+            g.freshness,
+            Duration::from_secs(1),
+            hour,
+            "a report older than this is not evidence; reports come at least every second",
+        ),
+        (
+            "galera.open_after_stopped",
+            g.open_after_stopped,
+            Duration::ZERO,
+            hour,
+            "an outage opens only after no Primary was seen for that long",
+        ),
+        (
+            "galera.open_after_non_primary",
+            g.open_after_non_primary,
+            Duration::from_secs(1),
+            day,
+            "Galera needs a few seconds to re-form a Primary after a short partition",
+        ),
+        (
+            "galera.restart_non_primary_after",
+            g.restart_non_primary_after,
+            Duration::from_secs(1),
+            day,
+            "a non-Primary node is restarted only after this long",
+        ),
+        (
+            "galera.restart_backoff",
+            g.restart_backoff,
+            Duration::from_secs(1),
+            hour,
+            "the wait between restarts doubles from this",
+        ),
+        (
+            "galera.reconcile_interval",
+            g.reconcile_interval,
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            "the local recovery runs this often",
+        ),
+        (
+            "galera.recover_timeout",
+            g.recover_timeout,
+            Duration::from_secs(1),
+            hour,
+            "--wsrep-recover is killed past it",
+        ),
+    ] {
+        in_range(path, key, value, min, max, why)?;
+    }
+    in_range(
+        path,
+        "galera.restarts_per_hour",
+        g.restarts_per_hour,
+        1,
+        100,
+        "a node that keeps failing must stay down for an operator",
+    )?;
+    let Some(db) = &config.mariadb else {
+        return Err(invalid(
+            "galera",
+            "needs [mariadb] (the probe reports the evidence): add it or remove [galera]".into(),
+        ));
+    };
+    if db.datadir.is_none() {
+        return Err(invalid(
+            "mariadb.datadir",
+            "[galera] needs it to read grastate.dat: set it to the server's datadir \
+             (Debian: /var/lib/mysql)"
+                .into(),
+        ));
+    }
+    if g.admin_user.trim().is_empty() {
+        return Err(invalid("galera.admin_user", "must not be empty".into()));
+    }
+    if config.services.control == ServiceControlKind::None && g.rejoin {
+        return Err(invalid(
+            "galera.rejoin",
+            "needs a service control to start mariadb: set [services] control (systemd or \
+             process), or rejoin = false"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_services(path: &Path, config: &Config) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         file: path.to_path_buf(),

@@ -9,10 +9,17 @@
 //! runs too; what is here is the thin tokio glue: timers, the lease source, logs, metrics and
 //! the status view.
 //!
+//! Two reconcilers today: Redis (with the local HAProxy's Redis backend on its side) and the
+//! Galera recovery (`reconcile::galera` plans each step; [`spawn_galera`] gathers the local
+//! facts, carries the step out through service control, `--wsrep-recover`, `grastate.dat`
+//! and one SQL statement, and feeds the probe the notes the leader's evidence needs).
+//!
 //! Caveats:
-//! - Only Redis has a reconciler today (with the local HAProxy's Redis backend on its side);
-//!   the Galera and web-tier reconcilers add one `spawn_*` each.
-//! - The reported reconciled index is Redis's (see `controller`).
+//! - The reported reconciled index is Redis's (see `controller`); the Galera recovery needs
+//!   none (its actions are fenced by outage number and decision index).
+//! - The Galera recovery's cycle blocks while a start runs: a systemd start of a joiner
+//!   returns once the unit is up (after its state transfer), bounded by
+//!   `services.stop_timeout`.
 
 // Reads the clock (adapter: cycle timestamps, the pacer's time); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -26,23 +33,39 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actuator::haproxy::HaproxySocket;
 use crate::actuator::redis::RedisServer;
+use crate::actuator::service::{service_control, ServiceState, StartMode};
 use crate::cluster::Authority;
-use crate::config::{BackendRole, ConfigError, Validated};
+use crate::config::{
+    BackendRole, ConfigError, MariadbSection, ServiceControlKind, ServiceName, Validated,
+};
 use crate::controller::ServiceTarget;
+use crate::decide::galera::{
+    evidence_of, GaleraEvidence, GaleraPosition, GrastateEvidence, ProcessState,
+};
 use crate::decide::ServicePlan;
 use crate::driver::Driver;
+use crate::health::HealthStore;
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
+use crate::observation::{ProbeId, Service};
+use crate::probe::grastate::{read_grastate, set_safe_to_bootstrap};
+use crate::probe::mariadb::GaleraNotes;
+use crate::probe::wsrep_recover::{recover_position, RecoverSpec};
 use crate::raft::transport::Transport;
+use crate::reconcile::galera::{GaleraRecovery, LocalFacts, RecoverySettings, StartKind, Step};
 use crate::reconcile::redis::{HaproxyTarget, Pace, Pacer, RedisReconciler};
 use crate::reconcile::Timer;
-use crate::status::{LocalRedisView, RedisCoreView, ServiceViews};
+use crate::status::{
+    GaleraCoreView, Liveness, LocalGaleraView, LocalRedisView, RedisCoreView, ServiceViews,
+};
 
 /// The running local reconcilers of this node. See the module docs.
 pub struct LocalReconcilers {
     targets: BTreeMap<Authority, watch::Sender<Option<ServiceTarget>>>,
     redis: Arc<Mutex<LocalRedisView>>,
     redis_managed: bool,
+    galera: Arc<Mutex<LocalGaleraView>>,
+    galera_managed: bool,
 }
 
 impl LocalReconcilers {
@@ -53,6 +76,8 @@ impl LocalReconcilers {
         driver: &Driver,
         transport: &Transport,
         metrics: &Metrics,
+        galera_notes: &GaleraNotes,
+        liveness: &Arc<Liveness>,
         shutdown: &CancellationToken,
     ) -> Result<Self, ConfigError> {
         let redis = Arc::new(Mutex::new(LocalRedisView {
@@ -73,10 +98,26 @@ impl LocalReconcilers {
                 targets.insert(Authority::Redis, tx);
             }
         }
+        let galera = Arc::new(Mutex::new(LocalGaleraView::default()));
+        if cfg.config.galera.is_some() {
+            let (tx, rx) = watch::channel(driver.target(Authority::Galera).cloned());
+            let io = GaleraTaskIo {
+                health: driver.health().clone(),
+                liveness: liveness.clone(),
+                view: galera.clone(),
+                notes: galera_notes.clone(),
+                metrics: metrics.clone(),
+            };
+            if spawn_galera(cfg, rx, io, shutdown.clone()) {
+                targets.insert(Authority::Galera, tx);
+            }
+        }
         Ok(LocalReconcilers {
             targets,
             redis,
             redis_managed: cfg.config.redis.is_some(),
+            galera,
+            galera_managed: cfg.config.galera.is_some(),
         })
     }
 
@@ -108,22 +149,41 @@ impl LocalReconcilers {
                 embargo: driver.embargo().iter().copied().collect(),
                 local: self.redis.clone(),
             }),
+            galera: self.galera_managed.then(|| GaleraCoreView {
+                plan: galera_plan(driver).cloned(),
+                local: self.galera.clone(),
+            }),
         }
     }
 
     /// Whether `views` still shows what [`LocalReconcilers::views`] would build now, without
     /// building it (the event loop asks after every event).
     pub fn views_current(&self, views: &ServiceViews, driver: &Driver) -> bool {
-        match (&views.redis, self.redis_managed) {
+        let galera = match (&views.galera, self.galera_managed) {
             (None, managed) => !managed,
             (Some(_), false) => false,
-            (Some(r), true) => {
-                r.plan.as_ref() == redis_plan(driver)
-                    && r.embargo.iter().eq(driver.embargo().iter())
-                    && Arc::ptr_eq(&r.local, &self.redis)
+            (Some(g), true) => {
+                g.plan.as_ref() == galera_plan(driver) && Arc::ptr_eq(&g.local, &self.galera)
             }
-        }
+        };
+        galera
+            && match (&views.redis, self.redis_managed) {
+                (None, managed) => !managed,
+                (Some(_), false) => false,
+                (Some(r), true) => {
+                    r.plan.as_ref() == redis_plan(driver)
+                        && r.embargo.iter().eq(driver.embargo().iter())
+                        && Arc::ptr_eq(&r.local, &self.redis)
+                }
+            }
     }
+}
+
+/// The leader's latest Galera plan, as the driver has it.
+fn galera_plan(driver: &Driver) -> Option<&crate::decide::galera::GaleraPlan> {
+    driver
+        .plan(Authority::Galera)
+        .and_then(ServicePlan::as_galera)
 }
 
 /// The leader's latest Redis plan, as the driver has it.
@@ -272,4 +332,337 @@ fn spawn_redis(
         }
     });
     Ok(true)
+}
+
+/// What the Galera recovery task shares with the rest of the agent.
+struct GaleraTaskIo {
+    /// The health store (this agent's own checks).
+    health: Arc<Mutex<HealthStore>>,
+    /// The health store's clock.
+    liveness: Arc<Liveness>,
+    /// The status view it writes.
+    view: Arc<Mutex<LocalGaleraView>>,
+    /// The notes the local MariaDB probe reports.
+    notes: GaleraNotes,
+    /// Metrics.
+    metrics: Metrics,
+}
+
+/// Starts the Galera recovery task: every `galera.reconcile_interval` (and at once on a new
+/// target) it gathers the local facts, plans one step ([`GaleraRecovery::next`]) and carries
+/// it out. Returns false when there is no service control to act with (`control = "none"`).
+fn spawn_galera(
+    cfg: &Validated,
+    mut targets: watch::Receiver<Option<ServiceTarget>>,
+    io: GaleraTaskIo,
+    shutdown: CancellationToken,
+) -> bool {
+    let GaleraTaskIo {
+        health,
+        liveness,
+        view,
+        notes,
+        metrics,
+    } = io;
+    let c = &cfg.config;
+    let (Some(g), Some(db)) = (c.galera.clone(), c.mariadb.clone()) else {
+        return false;
+    };
+    let Some(datadir) = db.datadir.clone() else {
+        return false;
+    };
+    let Some(control) = service_control(cfg) else {
+        if let Ok(mut v) = view.lock() {
+            v.last_error = Some(
+                "no service control ([services] control = \"none\"): Galera is not recovered"
+                    .into(),
+            );
+        }
+        return false;
+    };
+    let me = cfg.node_id();
+    let members: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
+    let settings = RecoverySettings {
+        rejoin: g.rejoin,
+        backoff_ms: u64::try_from(g.restart_backoff.as_millis()).unwrap_or(u64::MAX),
+        max_per_hour: g.restarts_per_hour,
+        restart_non_primary_after_ms: u64::try_from(g.restart_non_primary_after.as_millis())
+            .unwrap_or(u64::MAX),
+        unit_recovers: c.services.control == ServiceControlKind::Systemd,
+    };
+    let mut spec = RecoverSpec::new(&g.defaults_file);
+    spec.mariadbd.clone_from(&g.mariadbd);
+    spec.user.clone_from(&g.recover_user);
+    spec.socket.clone_from(&db.socket);
+    spec.timeout = g.recover_timeout;
+    spec.pidfile = c
+        .services
+        .process
+        .get(ServiceName::Mariadb.as_str())
+        .map(|p| p.pidfile.clone());
+    let admin_password = g
+        .admin_password_file
+        .as_deref()
+        .and_then(|f| crate::config::read_secret(f, "galera.admin_password_file").ok());
+    let freshness = u64::try_from(g.freshness.as_millis()).unwrap_or(u64::MAX);
+    let mut planner = GaleraRecovery::new(me, members.len(), settings);
+    let started = Instant::now();
+    let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let service = ServiceName::Mariadb.as_str();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(g.reconcile_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_logged = String::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+                r = targets.changed() => if r.is_err() { break },
+            }
+            let target = targets
+                .borrow()
+                .as_ref()
+                .and_then(ServiceTarget::as_galera)
+                .cloned();
+            let state = tokio::time::timeout(g.recover_timeout, control.state(service)).await;
+            let mut process = match &state {
+                Ok(Ok(ServiceState::Running { .. })) => ProcessState::Running,
+                Ok(Ok(ServiceState::Stopped | ServiceState::Failed { .. })) => {
+                    ProcessState::Stopped
+                }
+                _ => ProcessState::Unknown,
+            };
+            let now = now_ms();
+            // What this agent's own checks say (aged on the health store's clock, the
+            // event loop's `Liveness`).
+            let (own, peers_primary) =
+                local_checks(&health, me, &members, freshness, liveness.mono_ms());
+            let (primary, synced) = own.as_ref().map_or((false, false), |e| {
+                (
+                    e.primary,
+                    e.primary && e.local_state.as_deref() == Some("Synced"),
+                )
+            });
+            if process == ProcessState::Running
+                && own
+                    .as_ref()
+                    .is_some_and(|e| e.process == ProcessState::Unknown)
+            {
+                // Runs but its check times out: hung, not gone.
+                process = ProcessState::Unknown;
+            }
+            let grastate = match read_grastate(&datadir) {
+                Ok(Some(gs)) => GrastateEvidence::Present {
+                    uuid: gs.uuid,
+                    seqno: gs.seqno,
+                    safe_to_bootstrap: gs.safe_to_bootstrap,
+                },
+                Ok(None) => GrastateEvidence::Missing,
+                Err(e) => GrastateEvidence::Unreadable {
+                    error: e.to_string(),
+                },
+            };
+            let facts = LocalFacts {
+                now_ms: now,
+                process,
+                primary,
+                synced,
+                grastate: grastate.clone(),
+                peers_primary,
+            };
+            let step = planner.next(target.as_ref(), &facts);
+            if step.why() != last_logged {
+                if step.is_action() {
+                    tracing::warn!(step = ?step, "galera recovery");
+                } else {
+                    tracing::info!(doing = %step.why(), "galera recovery");
+                }
+                last_logged = step.why().to_string();
+            }
+            let mut error = None;
+            match &step {
+                Step::Idle { .. } => {}
+                Step::Recover { .. } => match recover_position(&spec).await {
+                    Ok(p) => {
+                        tracing::info!(position = %p, "galera: recovered the local position");
+                        planner.recovered(GaleraPosition {
+                            uuid: p.uuid,
+                            seqno: p.seqno,
+                        });
+                    }
+                    Err(e) => {
+                        metrics
+                            .galera_recovery_errors
+                            .with_label_values(&["recover"])
+                            .inc();
+                        planner.recover_failed(e.to_string(), now_ms());
+                        error = Some(format!("--wsrep-recover: {e}"));
+                    }
+                },
+                Step::Start { kind, position, .. } => {
+                    let safe = *kind == StartKind::NewCluster;
+                    let has_file = matches!(grastate, GrastateEvidence::Present { .. });
+                    let flagged = match grastate {
+                        GrastateEvidence::Present {
+                            safe_to_bootstrap, ..
+                        } => safe_to_bootstrap,
+                        _ => false,
+                    };
+                    let mut ok = true;
+                    if has_file && flagged != safe {
+                        if let Err(e) = set_safe_to_bootstrap(&datadir, safe) {
+                            // Setting it is required for a bootstrap (mariadbd refuses
+                            // otherwise); clearing it before a join is hygiene only.
+                            error = Some(format!("grastate.dat: {e}"));
+                            ok = !safe;
+                        }
+                    }
+                    if ok {
+                        let mode = match (kind, position) {
+                            (StartKind::NewCluster, p) => StartMode::GaleraBootstrap {
+                                position: p.clone(),
+                            },
+                            (StartKind::Join, Some(p)) => StartMode::GaleraRejoin {
+                                position: p.clone(),
+                            },
+                            (StartKind::Join, None) => StartMode::Normal,
+                        };
+                        let label = match kind {
+                            StartKind::Join => "join",
+                            StartKind::NewCluster => "new_cluster",
+                        };
+                        metrics.galera_restarts.with_label_values(&[label]).inc();
+                        if let Err(e) = control.start(service, &mode).await {
+                            error = Some(e.to_string());
+                        }
+                    }
+                    if error.is_some() {
+                        metrics
+                            .galera_recovery_errors
+                            .with_label_values(&["start"])
+                            .inc();
+                    }
+                    planner.started(&step, now_ms());
+                }
+                Step::PcBootstrap { .. } => {
+                    match pc_bootstrap(&db, &g.admin_user, admin_password.as_deref()).await {
+                        Ok(()) => planner.started(&step, now_ms()),
+                        Err(e) => {
+                            metrics
+                                .galera_recovery_errors
+                                .with_label_values(&["pc_bootstrap"])
+                                .inc();
+                            error = Some(e);
+                        }
+                    }
+                }
+                Step::Stop { .. } => {
+                    if let Err(e) = control.stop(service).await {
+                        metrics
+                            .galera_recovery_errors
+                            .with_label_values(&["stop"])
+                            .inc();
+                        error = Some(e.to_string());
+                    }
+                    planner.started(&step, now_ms());
+                }
+            }
+            if let Some(e) = &error {
+                tracing::warn!(error = %e, step = ?step, "galera recovery step failed");
+            }
+            let rv = planner.view(now_ms());
+            metrics.galera_restart_capped.set(i64::from(rv.capped));
+            if let Ok(mut n) = notes.lock() {
+                n.service = match process {
+                    ProcessState::Running => Some("running"),
+                    ProcessState::Stopped => Some("stopped"),
+                    ProcessState::Unknown => None,
+                };
+                n.recovered = planner.recovered_position().cloned();
+            }
+            if let Ok(mut v) = view.lock() {
+                v.cycles += 1;
+                v.process = Some(process);
+                v.step = Some(step.clone());
+                v.recovery = rv;
+                if error.is_some() {
+                    v.last_error = error;
+                }
+            }
+        }
+    });
+    true
+}
+
+/// This agent's own fresh checks: its own node's evidence, and the peers it sees in a
+/// Primary component (with its size).
+fn local_checks(
+    health: &Arc<Mutex<HealthStore>>,
+    me: NodeId,
+    members: &[NodeId],
+    freshness_ms: u64,
+    now: u64,
+) -> (Option<GaleraEvidence>, BTreeMap<NodeId, u64>) {
+    let Ok(h) = health.lock() else {
+        return (None, BTreeMap::new());
+    };
+    let mut own = None;
+    let mut peers = BTreeMap::new();
+    for &m in members {
+        let id = ProbeId {
+            subject: m,
+            service: Service::Mariadb,
+            target: String::new(),
+        };
+        let Some(seen) = h
+            .of(&id, now)
+            .into_iter()
+            .find(|s| s.observer == me && s.age_ms <= freshness_ms)
+        else {
+            continue;
+        };
+        let e = evidence_of(&seen.observation);
+        if m == me {
+            own = Some(e);
+        } else if e.primary {
+            if let Some(size) = e.cluster_size {
+                peers.insert(m, size);
+            }
+        }
+    }
+    (own, peers)
+}
+
+/// `SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'` over the local socket.
+async fn pc_bootstrap(
+    db: &MariadbSection,
+    user: &str,
+    password: Option<&str>,
+) -> Result<(), String> {
+    use mysql_async::prelude::Queryable;
+    let Some(socket) = &db.socket else {
+        return Err("pc.bootstrap needs [mariadb] socket (the local server's)".into());
+    };
+    let opts = mysql_async::OptsBuilder::default()
+        .user(Some(user))
+        .pass(password)
+        .socket(Some(socket.to_string_lossy().into_owned()))
+        .prefer_socket(true);
+    let run = async {
+        let mut conn = mysql_async::Conn::new(opts).await?;
+        conn.query_drop("SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
+            .await?;
+        conn.disconnect().await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "pc.bootstrap as {user} on {}: {e} (galera.admin_user needs SUPER)",
+            socket.display()
+        )),
+        Err(_) => Err(format!(
+            "pc.bootstrap on {}: no answer within 10s",
+            socket.display()
+        )),
+    }
 }

@@ -85,6 +85,18 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// Actions run by the reconciler, by side.
     pub reconcile_actions: IntCounterVec,
+    /// The newest Galera outage number in this node's view (0 before the first).
+    pub galera_outage_number: IntGauge,
+    /// 1 while a Galera full outage is open in this node's view.
+    pub galera_outage_open: IntGauge,
+    /// Committed Galera bootstraps applied here, by kind (automatic, operator).
+    pub galera_bootstraps: IntCounterVec,
+    /// Starts of the local mariadbd by its agent, by kind (join, new_cluster).
+    pub galera_restarts: IntCounterVec,
+    /// 1 while the hourly restart cap holds the local mariadbd down.
+    pub galera_restart_capped: IntGauge,
+    /// Local recovery steps that failed, by step (recover, start, stop, pc_bootstrap).
+    pub galera_recovery_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -311,6 +323,33 @@ impl Metrics {
                 "triad_reconcile_actions_total",
                 "Actions run by the local reconciler, by side (redis, haproxy).",
                 &["side"],
+            )?,
+            galera_outage_number: int_gauge(
+                "triad_galera_outage_number",
+                "Newest Galera full-outage number in this node's view (0 before the first).",
+            )?,
+            galera_outage_open: int_gauge(
+                "triad_galera_outage_open",
+                "1 while a Galera full outage is open in this node's view.",
+            )?,
+            galera_bootstraps: counter_vec(
+                "triad_galera_bootstraps_total",
+                "Committed Galera bootstraps applied here, by kind (automatic, operator).",
+                &["kind"],
+            )?,
+            galera_restarts: counter_vec(
+                "triad_galera_restarts_total",
+                "Starts of the local mariadbd by its agent, by kind (join, new_cluster).",
+                &["kind"],
+            )?,
+            galera_restart_capped: int_gauge(
+                "triad_galera_restart_capped",
+                "1 while the hourly restart cap (galera.restarts_per_hour) holds the local mariadbd down.",
+            )?,
+            galera_recovery_errors: counter_vec(
+                "triad_galera_recovery_errors_total",
+                "Local Galera recovery steps that failed, by step.",
+                &["step"],
             )?,
             registry,
         })

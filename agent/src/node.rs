@@ -175,7 +175,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         services: ServiceViews::default(),
     }));
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(256);
-    let probes = probe::build::from_config(&cfg)?;
+    let galera_notes = crate::probe::mariadb::GaleraNotes::default();
+    let probes = probe::build::from_config_with(
+        &cfg,
+        cfg.config.galera.is_some().then(|| galera_notes.clone()),
+    )?;
     let mut local = LocalObservations::new(probes.iter().map(|p| {
         let t = p.timing();
         (
@@ -202,7 +206,15 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         move |n: NodeId| ids.contains(&n)
     };
     // The driver publishes its targets from the restored state at once (see `driver`).
-    let reconcilers = LocalReconcilers::spawn(&cfg, &driver, &transport, &metrics, &shutdown)?;
+    let reconcilers = LocalReconcilers::spawn(
+        &cfg,
+        &driver,
+        &transport,
+        &metrics,
+        &galera_notes,
+        &liveness,
+        &shutdown,
+    )?;
     let cfg = Arc::new(cfg);
     let api_task = api::serve(
         Handles {

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cluster::{ClusterState, Command};
 use crate::config::Validated;
+use crate::decide::galera::{GaleraPlan, ProcessState};
 use crate::decide::redis::RedisPlan;
 use crate::driver::{Applied, ProposeError};
 use crate::health::HealthStore;
@@ -24,6 +25,7 @@ use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::raft::transport::Transport;
 use crate::raft::RaftStatus;
+use crate::reconcile::galera::{RecoveryView, Step};
 use crate::reconcile::redis::CycleReport;
 
 /// A request from the API to the event loop.
@@ -60,6 +62,32 @@ pub struct CoreStatus {
 pub struct ServiceViews {
     /// Redis failover state, when Redis is managed.
     pub redis: Option<RedisCoreView>,
+    /// Galera recovery state, when `[galera]` is configured.
+    pub galera: Option<GaleraCoreView>,
+}
+
+/// The Galera side of the published status.
+#[derive(Clone, Debug)]
+pub struct GaleraCoreView {
+    /// The leader's latest decision (absent on followers).
+    pub plan: Option<GaleraPlan>,
+    /// The local recovery's view, written by its task.
+    pub local: Arc<std::sync::Mutex<LocalGaleraView>>,
+}
+
+/// What the local Galera recovery last saw and did, shown in status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LocalGaleraView {
+    /// Cycles run since start.
+    pub cycles: u64,
+    /// Whether the local mariadbd runs, as service control says.
+    pub process: Option<ProcessState>,
+    /// The last step planned (an action, or why nothing is done).
+    pub step: Option<Step>,
+    /// Restarts, the cap, the recovered position.
+    pub recovery: RecoveryView,
+    /// The last failed action, with its error.
+    pub last_error: Option<String>,
 }
 
 /// The Redis side of the published status.

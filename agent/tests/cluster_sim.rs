@@ -405,6 +405,7 @@ impl Sim {
                         failover: self.settings,
                         probe_interval_ms: PROBE_EVERY * STEP_MS,
                     }),
+                    galera: None,
                 },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,

@@ -201,7 +201,7 @@ async fn contract(s: &Subject<'_>) {
     }
     ctl.stop(service).await.expect("stop");
 
-    ctl.start(service, &StartMode::GaleraBootstrap)
+    ctl.start(service, &StartMode::GaleraBootstrap { position: None })
         .await
         .expect("bootstrap start");
     let bootstrapped = s.running_pid().await;
@@ -262,7 +262,7 @@ fn sim_services_pass_the_contract() {
             "stop",
             &rejoin,
             "stop",
-            "start GaleraBootstrap",
+            "start GaleraBootstrap { position: None }",
             "stop",
         ],
         "only real changes are carried out"

@@ -16,8 +16,8 @@
 //!
 //! [`service_control`] builds the implementation `[services]` configures.
 //!
-//! Caveats: not wired to a controller yet (Galera rejoin, PHP-FPM remediation and backups
-//! will drive it). [`Process`] signals with `kill(1)` and reads liveness from `/proc`, so it is
+//! Caveats: only the Galera recovery (`local`, `reconcile::galera`) drives it today (PHP-FPM
+//! remediation and backups will too). [`Process`] signals with `kill(1)` and reads liveness from `/proc`, so it is
 //! Linux-only; it cannot tell a recycled pid from its daemon (the pidfile is removed on stop).
 //! A stop signals the whole process group that the pidfile's pid leads (the service's own
 //! children too), and so does a start after that pid died with children left behind.
@@ -46,8 +46,12 @@ pub enum StartMode {
         /// The recovered position, `uuid:seqno`.
         position: String,
     },
-    /// Galera: bootstrap a new cluster from this node (`--wsrep-new-cluster`).
-    GaleraBootstrap,
+    /// Galera: bootstrap a new cluster from this node (`--wsrep-new-cluster`), from its
+    /// recovered position (`uuid:seqno`) when known.
+    GaleraBootstrap {
+        /// The recovered position, `uuid:seqno`.
+        position: Option<String>,
+    },
 }
 
 /// The state of a service as its controller sees it.
@@ -142,7 +146,7 @@ pub trait ServiceControl: Send + Sync + 'static {
 
 /// The service control `[services]` configures: [`Systemd`] over the configured units,
 /// [`Process`] over the configured specs, or `None` with `control = "none"`. The daemon does
-/// not call it yet; Galera rejoin (and later PHP-FPM remediation) will. It lives here rather
+/// drives it for the Galera recovery (later PHP-FPM remediation too). It lives here rather
 /// than in `config` because `config` must not import the actuators.
 pub fn service_control(cfg: &Validated) -> Option<Arc<dyn ServiceControl>> {
     Some(match Configured::from_section(&cfg.config.services)? {
@@ -310,7 +314,12 @@ impl ServiceControl for Systemd {
                     check_position(service, mode, position)?;
                     self.run(service, "systemctl", &["start", unit]).await?;
                 }
-                StartMode::GaleraBootstrap => {
+                StartMode::GaleraBootstrap { position } => {
+                    // `galera_new_cluster` starts the unit, whose `ExecStart` recovers the
+                    // same position itself.
+                    if let Some(p) = position {
+                        check_position(service, mode, p)?;
+                    }
                     self.run(service, "galera_new_cluster", &[]).await?;
                 }
             }
@@ -534,7 +543,17 @@ impl ServiceControl for Process {
                             .map(|a| a.replace("{position}", position)),
                     );
                 }
-                StartMode::GaleraBootstrap => argv.extend(spec.bootstrap_args.iter().cloned()),
+                StartMode::GaleraBootstrap { position } => {
+                    argv.extend(spec.bootstrap_args.iter().cloned());
+                    if let Some(position) = position {
+                        check_position(service, mode, position)?;
+                        argv.extend(
+                            spec.rejoin_args
+                                .iter()
+                                .map(|a| a.replace("{position}", position)),
+                        );
+                    }
+                }
             }
             let fail = |what: &str, detail: String| ServiceError::Command {
                 service: service.to_string(),
@@ -661,8 +680,12 @@ impl ServiceControl for SimServices {
         mode: &'a StartMode,
     ) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
-            if let StartMode::GaleraRejoin { position } = mode {
-                check_position(service, mode, position)?;
+            match mode {
+                StartMode::GaleraRejoin { position }
+                | StartMode::GaleraBootstrap {
+                    position: Some(position),
+                } => check_position(service, mode, position)?,
+                _ => {}
             }
             self.with(service, |s| {
                 if s.running.get(service).copied().flatten().is_some() {

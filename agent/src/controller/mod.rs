@@ -28,23 +28,28 @@
 //! Pure: no I/O and no clock; time comes in as [`Clock`] values and observations as the
 //! [`Reports`] the driver extracted from the health store.
 //!
+//! Controllers today: [`redis`] (the Redis master) and [`galera`] (full-outage recovery).
+//!
 //! Caveats:
 //! - The lease embargo is the union of every controller's: a peer behind the newest decision
 //!   of any authority gets no lease renewal from this node until it has applied it.
 //! - The reconciled index an agent reports is one number (the newest Redis decision carried
 //!   out); a second reconciled authority needs one per authority in the report.
 
+pub mod galera;
 pub mod redis;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{Authority, ClusterState, Command};
 use crate::config::Validated;
+use crate::decide::galera::GaleraSettings;
 use crate::decide::redis::FailoverSettings;
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::health::Seen;
 use crate::ids::{NodeId, UnixMillis};
 use crate::metrics::Metrics;
+use crate::reconcile::galera::GaleraTarget;
 use crate::reconcile::redis::RedisTarget;
 
 /// The time, as the shell hands it in.
@@ -61,6 +66,8 @@ pub struct Clock {
 pub enum ServiceTarget {
     /// The Redis master and maintenance (the reconciler task adds the lease and its clock).
     Redis(RedisTarget),
+    /// The Galera authority and maintenance.
+    Galera(GaleraTarget),
 }
 
 impl ServiceTarget {
@@ -68,6 +75,15 @@ impl ServiceTarget {
     pub fn as_redis(&self) -> Option<&RedisTarget> {
         match self {
             ServiceTarget::Redis(t) => Some(t),
+            ServiceTarget::Galera(_) => None,
+        }
+    }
+
+    /// The Galera target, when this is one.
+    pub fn as_galera(&self) -> Option<&GaleraTarget> {
+        match self {
+            ServiceTarget::Galera(t) => Some(t),
+            ServiceTarget::Redis(_) => None,
         }
     }
 }
@@ -149,6 +165,8 @@ pub trait Controller: Send {
 pub struct Services {
     /// Redis, when `[redis]` is configured.
     pub redis: Option<RedisSettings>,
+    /// Galera recovery, when `[galera]` is configured.
+    pub galera: Option<GaleraSettings>,
 }
 
 /// The Redis controller's settings.
@@ -172,6 +190,7 @@ impl Services {
                 )
                 .unwrap_or(u64::MAX),
             }),
+            galera: c.galera.as_ref().map(|g| g.settings()),
         }
     }
 
@@ -196,6 +215,9 @@ impl Services {
                 metrics.clone(),
                 started_ms,
             )));
+        }
+        if let Some(g) = &self.galera {
+            out.push(Box::new(galera::GaleraController::new(*g, metrics.clone())));
         }
         out
     }

@@ -164,7 +164,9 @@ impl Controller for RedisController {
             self.plan = None;
             return;
         };
-        let ServicePlan::Redis(rp) = plan;
+        let Some(rp) = plan.as_redis() else {
+            return;
+        };
         let mono = cx.clock.mono_ms;
         if !rp.candidates.is_empty() {
             // Measured from the old master's first failed check (as the reports tell it), not

@@ -85,7 +85,9 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{
     is_state_uuid, BootstrapKind, BootstrapMode, Command, GaleraAuthority, GaleraOutage, OutageId,
 };
+use crate::health::Seen;
 use crate::ids::{LogIndex, NodeId};
+use crate::observation::{FailureKind, Observation, Service, Status};
 
 /// Tunables of the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,7 +287,7 @@ pub struct GaleraCandidate {
 }
 
 /// The decision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GaleraPlan {
     /// One line for operators.
     pub verdict: String,
@@ -971,6 +973,39 @@ fn cannot(n: OutageId, ranking: &[GaleraCandidate]) -> GaleraPlan {
     )
 }
 
+/// The dry run an operator asks for: the decision as it stands when an outage is open, and
+/// otherwise what it would be if one were open now (the verdict says which). Proposes
+/// nothing.
+pub fn dry_run(i: &GaleraInputs<'_>) -> GaleraPlan {
+    if i.authority.open().is_some() {
+        let mut plan = decide(i);
+        plan.proposals.clear();
+        return plan;
+    }
+    let number = i.authority.number().next();
+    let hypothetical = GaleraAuthority {
+        outage: Some(GaleraOutage {
+            number,
+            opened: crate::cluster::OutageMark {
+                index: LogIndex(0),
+                term: crate::ids::Term(0),
+                at: crate::ids::UnixMillis(0),
+                reason: "dry run".into(),
+            },
+            bootstrap: None,
+            ended: None,
+        }),
+    };
+    let mut plan = decide(&GaleraInputs {
+        authority: &hypothetical,
+        in_flight: false,
+        ..i.clone()
+    });
+    plan.proposals.clear();
+    plan.verdict = format!("no outage is open; if one were: {}", plan.verdict);
+    plan
+}
+
 /// Builds an operator's override: bootstrap `node` for the open outage, or for the next one
 /// when none is open (a node is missing, so the leader could not open it). Refused without
 /// `accept_data_loss`, without who and why, for a non-member, while any node is Primary,
@@ -1041,6 +1076,133 @@ pub fn operator_override(
         by: by.to_string(),
         reason: reason.to_string(),
         evidence: evidence_summary(i),
+    })
+}
+
+/// The keys of a MariaDB observation's details that the evidence reads (the probe writes
+/// them: the wsrep status when mariadbd answers; `grastate`, `grastate_missing`,
+/// `grastate_error`, `service` and `recovered` when it does not).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Details {
+    cluster_status: Option<String>,
+    cluster_size: Option<i64>,
+    local_state_comment: Option<String>,
+    state_uuid: Option<String>,
+    last_committed: Option<i64>,
+    grastate: Option<DetailsGrastate>,
+    grastate_missing: bool,
+    grastate_error: Option<String>,
+    service: Option<String>,
+    recovered: Option<GaleraPosition>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DetailsGrastate {
+    uuid: Option<String>,
+    seqno: Option<i64>,
+    safe_to_bootstrap: bool,
+}
+
+/// Whether an observation of MariaDB shows a Primary component of at least `min_size`
+/// nodes (answered, `wsrep_cluster_status` Primary).
+pub fn observed_primary(o: &Observation, min_size: u64) -> bool {
+    let d: Details = serde_json::from_value(o.last.details.clone()).unwrap_or_default();
+    o.last.failure != Some(FailureKind::Timeout)
+        && o.last.status != Status::Unreachable
+        && d.cluster_status.as_deref() == Some("Primary")
+        && d.cluster_size
+            .and_then(|s| u64::try_from(s).ok())
+            .is_some_and(|s| s >= min_size)
+}
+
+/// One node's evidence from its own agent's observation of its MariaDB.
+///
+/// Whether mariadbd runs: it answered (any status but unreachable) → running; a check that
+/// timed out → unknown (hung, or overloaded); otherwise what service control said
+/// (`service`), else a refused socket → stopped; anything else → unknown.
+pub fn evidence_of(o: &Observation) -> GaleraEvidence {
+    let d: Details = serde_json::from_value(o.last.details.clone()).unwrap_or_default();
+    let process = if o.last.status != Status::Unreachable {
+        ProcessState::Running
+    } else if o.last.failure == Some(FailureKind::Timeout) {
+        ProcessState::Unknown
+    } else {
+        match (d.service.as_deref(), o.last.failure) {
+            (Some("running"), _) => ProcessState::Running,
+            (Some("stopped"), _) | (_, Some(FailureKind::Refused)) => ProcessState::Stopped,
+            _ => ProcessState::Unknown,
+        }
+    };
+    let grastate = match (&d.grastate, d.grastate_missing, &d.grastate_error) {
+        (Some(g), _, _) => GrastateEvidence::Present {
+            uuid: g.uuid.clone(),
+            seqno: g.seqno,
+            safe_to_bootstrap: g.safe_to_bootstrap,
+        },
+        (None, true, _) => GrastateEvidence::Missing,
+        (None, false, Some(e)) => GrastateEvidence::Unreadable { error: e.clone() },
+        (None, false, None) => GrastateEvidence::Unreadable {
+            error: "not reported (is [mariadb] datadir set?)".into(),
+        },
+    };
+    let answered = o.last.status != Status::Unreachable;
+    GaleraEvidence {
+        process,
+        primary: answered && d.cluster_status.as_deref() == Some("Primary"),
+        cluster_size: d.cluster_size.and_then(|s| u64::try_from(s).ok()),
+        local_state: d.local_state_comment.clone(),
+        wsrep_uuid: d.state_uuid.as_deref().map(str::to_ascii_lowercase),
+        last_committed: d.last_committed,
+        grastate,
+        recovered: if process == ProcessState::Stopped {
+            d.recovered
+        } else {
+            None
+        },
+        primary_seen_by: BTreeSet::new(),
+    }
+}
+
+/// Every member's evidence from the health reports: its own agent's fresh observation of its
+/// MariaDB (a member without one is absent: silent), plus the peers whose fresh check saw it
+/// in a Primary component of a majority.
+pub fn evidence_from_reports(
+    members: &[NodeId],
+    seen: &[Seen],
+    freshness_ms: u64,
+) -> BTreeMap<NodeId, GaleraEvidence> {
+    let quorum = u64::try_from(members.len() / 2 + 1).unwrap_or(u64::MAX);
+    let mut out = BTreeMap::new();
+    for &m in members {
+        let fresh = |s: &&Seen| {
+            s.age_ms <= freshness_ms
+                && s.observation.id.subject == m
+                && s.observation.id.service == Service::Mariadb
+                && s.observation.id.target.is_empty()
+        };
+        let Some(own) = seen.iter().filter(fresh).find(|s| s.observer == m) else {
+            continue;
+        };
+        let mut e = evidence_of(&own.observation);
+        e.primary_seen_by = seen
+            .iter()
+            .filter(fresh)
+            .filter(|s| s.observer != m && observed_primary(&s.observation, quorum))
+            .map(|s| s.observer)
+            .collect();
+        out.insert(m, e);
+    }
+    out
+}
+
+/// Whether any fresh report shows a Primary component anywhere (its own agent's or a peer's
+/// check).
+pub fn any_primary(seen: &[Seen], freshness_ms: u64) -> bool {
+    seen.iter().any(|s| {
+        s.age_ms <= freshness_ms
+            && s.observation.id.service == Service::Mariadb
+            && observed_primary(&s.observation, 1)
     })
 }
 
@@ -1294,5 +1456,225 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn observation(subject: u64, last: crate::observation::CheckResult) -> Observation {
+        Observation {
+            id: crate::observation::ProbeId {
+                subject: NodeId(subject),
+                service: Service::Mariadb,
+                target: String::new(),
+            },
+            status: last.status,
+            last,
+            failures: 0,
+            successes: 1,
+            latency_us: 0,
+            observed_at: UnixMillis(0),
+        }
+    }
+
+    fn answered(primary: bool, size: i64, seqno: i64) -> crate::observation::CheckResult {
+        let d = serde_json::json!({
+            "cluster_status": if primary { "Primary" } else { "non-Primary" },
+            "cluster_size": size,
+            "local_state_comment": if primary { "Synced" } else { "Initialized" },
+            "state_uuid": UUID.to_uppercase(),
+            "last_committed": seqno,
+        });
+        if primary {
+            crate::observation::CheckResult::healthy(d)
+        } else {
+            crate::observation::CheckResult::down(d, "non-Primary")
+        }
+    }
+
+    fn failed(kind: FailureKind, details: serde_json::Value) -> crate::observation::CheckResult {
+        let mut r = crate::observation::CheckResult::unreachable(kind, "x");
+        r.details = details;
+        r
+    }
+
+    /// Data-driven: what each observation of a node's own MariaDB says as evidence.
+    #[test]
+    fn evidence_of_observations() {
+        let grastate = serde_json::json!({
+            "grastate": {"version": "2.1", "uuid": UUID, "seqno": null, "safe_to_bootstrap": false},
+            "service": "stopped",
+            "recovered": {"uuid": UUID, "seqno": 41},
+        });
+        type Case = (
+            &'static str,
+            crate::observation::CheckResult,
+            ProcessState,
+            bool,
+            GrastateEvidence,
+            Option<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "primary",
+                answered(true, 3, 9),
+                ProcessState::Running,
+                true,
+                GrastateEvidence::Unreadable {
+                    error: "not reported (is [mariadb] datadir set?)".into(),
+                },
+                None,
+            ),
+            (
+                "non-primary",
+                answered(false, 1, 9),
+                ProcessState::Running,
+                false,
+                GrastateEvidence::Unreadable {
+                    error: "not reported (is [mariadb] datadir set?)".into(),
+                },
+                None,
+            ),
+            (
+                "hung",
+                failed(
+                    FailureKind::Timeout,
+                    serde_json::json!({"service": "running"}),
+                ),
+                ProcessState::Unknown,
+                false,
+                GrastateEvidence::Unreadable {
+                    error: "not reported (is [mariadb] datadir set?)".into(),
+                },
+                None,
+            ),
+            (
+                "crashed, recovered",
+                failed(FailureKind::Refused, grastate.clone()),
+                ProcessState::Stopped,
+                false,
+                GrastateEvidence::Present {
+                    uuid: Some(UUID.into()),
+                    seqno: None,
+                    safe_to_bootstrap: false,
+                },
+                Some(41),
+            ),
+            (
+                "refused without notes",
+                failed(
+                    FailureKind::Refused,
+                    serde_json::json!({"grastate_missing": true}),
+                ),
+                ProcessState::Stopped,
+                false,
+                GrastateEvidence::Missing,
+                None,
+            ),
+            (
+                "socket missing, service says running (starting)",
+                failed(
+                    FailureKind::Io,
+                    serde_json::json!({"service": "running", "grastate_missing": true}),
+                ),
+                ProcessState::Running,
+                false,
+                GrastateEvidence::Missing,
+                None,
+            ),
+            (
+                "socket missing, no notes",
+                failed(
+                    FailureKind::Io,
+                    serde_json::json!({"grastate_error": "bad"}),
+                ),
+                ProcessState::Unknown,
+                false,
+                GrastateEvidence::Unreadable {
+                    error: "bad".into(),
+                },
+                None,
+            ),
+        ];
+        for (name, check, process, primary, grastate, recovered) in cases {
+            let e = evidence_of(&observation(1, check));
+            assert_eq!(e.process, process, "{name}");
+            assert_eq!(e.primary, primary, "{name}");
+            assert_eq!(e.grastate, grastate, "{name}");
+            assert_eq!(e.recovered.and_then(|p| p.seqno), recovered, "{name}");
+            if process == ProcessState::Running && e.wsrep_uuid.is_some() {
+                assert_eq!(e.wsrep_uuid.as_deref(), Some(UUID), "{name}: lowercased");
+            }
+        }
+    }
+
+    /// Evidence comes from each node's own agent; peers only add Primary sightings of a
+    /// majority; stale reports do not count.
+    #[test]
+    fn evidence_from_reports_uses_own_reports_and_fresh_peer_sightings() {
+        let seen =
+            |observer: u64, subject: u64, age_ms: u64, r: crate::observation::CheckResult| Seen {
+                observer: NodeId(observer),
+                observation: observation(subject, r),
+                age_ms,
+            };
+        let members: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let reports = vec![
+            seen(
+                1,
+                1,
+                100,
+                failed(
+                    FailureKind::Refused,
+                    serde_json::json!({"grastate_missing": true}),
+                ),
+            ),
+            // n2's own report is stale: n2 is absent.
+            seen(2, 2, 9_000, answered(true, 3, 5)),
+            // n1 sees n2 Primary of 2 (a majority of 3); n3's sighting is stale.
+            seen(1, 2, 100, answered(true, 2, 5)),
+            seen(3, 2, 9_000, answered(true, 2, 5)),
+            seen(3, 3, 100, answered(false, 1, 5)),
+            // n2 sees n3 Primary of 1 only: not a majority.
+            seen(2, 3, 100, answered(true, 1, 5)),
+        ];
+        let e = evidence_from_reports(&members, &reports, 2000);
+        assert_eq!(
+            e.keys().copied().collect::<Vec<_>>(),
+            vec![NodeId(1), NodeId(3)]
+        );
+        assert!(e[&NodeId(3)].primary_seen_by.is_empty());
+        assert!(any_primary(&reports, 2000));
+        assert!(!any_primary(&reports[..1], 2000));
+        let reports2 = vec![
+            seen(2, 2, 100, answered(false, 1, 5)),
+            seen(1, 2, 100, answered(true, 2, 5)),
+        ];
+        let e = evidence_from_reports(&members, &reports2, 2000);
+        assert_eq!(
+            e[&NodeId(2)]
+                .primary_seen_by
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![NodeId(1)]
+        );
+    }
+
+    /// The dry run: the choice as if an outage were open, and nothing proposed.
+    #[test]
+    fn dry_run_shows_the_choice_and_proposes_nothing() {
+        let mut w = World::new();
+        for (n, s) in [(1, 38), (2, 40), (3, 39)] {
+            w.evidence.insert(NodeId(n), crashed(Some(s)));
+        }
+        let plan = dry_run(&w.inputs());
+        assert!(plan.proposals.is_empty());
+        assert!(
+            plan.verdict
+                .starts_with("no outage is open; if one were: bootstrap n2"),
+            "{}",
+            plan.verdict
+        );
+        w.ages.remove(&NodeId(1));
+        let plan = dry_run(&w.inputs());
+        assert!(plan.verdict.contains("waiting for n1"), "{}", plan.verdict);
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! The plan is composed: membership first (here), then every managed service's own decision
 //! module, each from its own inputs ([`ServiceInputs`]) to its own plan ([`ServicePlan`]).
-//! Today that is the Redis master ([`redis`]); Galera recovery and backups add a module and
-//! one variant in each enum. A service's decision never sees another service's inputs, and
+//! Today that is the Redis master ([`redis`]) and Galera full-outage recovery ([`galera`]);
+//! backups add a module and one variant in each enum. A service's decision never sees another service's inputs, and
 //! the composition only concatenates: no service can hold back another.
 //!
 //! Invariants:
@@ -31,6 +31,8 @@ use crate::ids::NodeId;
 pub enum ServiceInputs<'a> {
     /// The Redis master.
     Redis(redis::RedisInputs<'a>),
+    /// Galera full-outage recovery.
+    Galera(galera::GaleraInputs<'a>),
 }
 
 impl ServiceInputs<'_> {
@@ -38,6 +40,7 @@ impl ServiceInputs<'_> {
     pub fn authority(&self) -> Authority {
         match self {
             ServiceInputs::Redis(_) => Authority::Redis,
+            ServiceInputs::Galera(_) => Authority::Galera,
         }
     }
 }
@@ -47,6 +50,8 @@ impl ServiceInputs<'_> {
 pub enum ServicePlan {
     /// The Redis master.
     Redis(redis::RedisPlan),
+    /// Galera full-outage recovery.
+    Galera(galera::GaleraPlan),
 }
 
 impl ServicePlan {
@@ -54,6 +59,7 @@ impl ServicePlan {
     pub fn authority(&self) -> Authority {
         match self {
             ServicePlan::Redis(_) => Authority::Redis,
+            ServicePlan::Galera(_) => Authority::Galera,
         }
     }
 
@@ -61,6 +67,7 @@ impl ServicePlan {
     pub fn verdict(&self) -> &str {
         match self {
             ServicePlan::Redis(p) => &p.verdict,
+            ServicePlan::Galera(p) => &p.verdict,
         }
     }
 
@@ -68,6 +75,15 @@ impl ServicePlan {
     pub fn as_redis(&self) -> Option<&redis::RedisPlan> {
         match self {
             ServicePlan::Redis(p) => Some(p),
+            ServicePlan::Galera(_) => None,
+        }
+    }
+
+    /// The Galera plan, when this is one.
+    pub fn as_galera(&self) -> Option<&galera::GaleraPlan> {
+        match self {
+            ServicePlan::Galera(p) => Some(p),
+            ServicePlan::Redis(_) => None,
         }
     }
 
@@ -75,6 +91,7 @@ impl ServicePlan {
     pub fn proposals(&self) -> &[Command] {
         match self {
             ServicePlan::Redis(p) => &p.proposals,
+            ServicePlan::Galera(p) => &p.proposals,
         }
     }
 
@@ -160,6 +177,7 @@ pub fn decide(view: &View<'_>) -> Plan {
         .iter()
         .map(|inputs| match inputs {
             ServiceInputs::Redis(i) => ServicePlan::Redis(redis::decide(i)),
+            ServiceInputs::Galera(i) => ServicePlan::Galera(galera::decide(i)),
         })
         .collect();
     let verdict = match services.as_slice() {

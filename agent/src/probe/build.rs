@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::gluster::{GlusterProbe, MountProbe};
-use super::mariadb::{MariadbProbe, MysqlTarget};
+use super::mariadb::{GaleraNotes, MariadbProbe, MysqlTarget};
 use super::phpfpm::PhpfpmProbe;
 use super::redis::RedisProbe;
 use super::{Probe, ProbeId, Service};
@@ -21,6 +21,15 @@ fn id(subject: NodeId, service: Service, target: &str) -> ProbeId {
 
 /// Every probe this agent runs, sorted by id.
 pub fn from_config(v: &Validated) -> Result<Vec<Arc<dyn Probe>>, ConfigError> {
+    from_config_with(v, None)
+}
+
+/// [`from_config`], with the local Galera recovery's notes attached to the local MariaDB
+/// probe.
+pub fn from_config_with(
+    v: &Validated,
+    notes: Option<GaleraNotes>,
+) -> Result<Vec<Arc<dyn Probe>>, ConfigError> {
     let cfg = &v.config;
     let me = v.node_id();
     let defaults = &cfg.probes;
@@ -62,14 +71,18 @@ pub fn from_config(v: &Validated) -> Result<Vec<Arc<dyn Probe>>, ConfigError> {
                 (_, _, Some(addr)) => MysqlTarget::Tcp(addr),
                 _ => continue,
             };
-            probes.push(Arc::new(MariadbProbe::new(
+            let mut probe = MariadbProbe::new(
                 id(m.id, Service::Mariadb, ""),
                 target,
                 db.user.clone(),
                 password.clone(),
                 if local { db.datadir.clone() } else { None },
                 timing,
-            )));
+            );
+            if let (true, Some(n)) = (local, &notes) {
+                probe = probe.with_notes(n.clone());
+            }
+            probes.push(Arc::new(probe));
         }
     }
     if let Some(f) = &cfg.phpfpm {

@@ -215,6 +215,51 @@ pub fn read_grastate(datadir: &Path) -> Result<Option<Grastate>, GrastateError> 
     }
 }
 
+/// Sets `safe_to_bootstrap` in `datadir/grastate.dat` (what Galera's documentation tells an
+/// operator to edit by hand before a bootstrap): rewrites only that line, through a
+/// temporary file renamed over the original, keeping the file's owner and mode (mariadbd,
+/// running as its own user, rewrites the file later). Returns whether it changed anything;
+/// a missing file is an error (a bootstrap from a datadir without state needs no flag:
+/// mariadbd creates the file with the flag set).
+pub fn set_safe_to_bootstrap(datadir: &Path, safe: bool) -> Result<bool, GrastateError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = datadir.join(GRASTATE_FILE);
+    let read_err = |source| GrastateError::Read {
+        path: path.clone(),
+        source,
+    };
+    let text = std::fs::read_to_string(&path).map_err(read_err)?;
+    let parsed = parse_grastate(&text, &path)?;
+    if parsed.safe_to_bootstrap == safe {
+        return Ok(false);
+    }
+    let value = if safe { "1" } else { "0" };
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.trim_start().starts_with("safe_to_bootstrap:") {
+            out.push_str("safe_to_bootstrap: ");
+            out.push_str(value);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    let meta = std::fs::metadata(&path).map_err(read_err)?;
+    let tmp = datadir.join(format!("{GRASTATE_FILE}.triad-tmp"));
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, &out)?;
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+        std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        read_err(source)
+    })?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,5 +424,47 @@ mod tests {
         assert_eq!(parse_seqno("-1"), Ok(None));
         assert_eq!(parse_seqno("0"), Ok(Some(0)));
         assert!(parse_seqno("+").is_err());
+    }
+
+    /// The flag is set and cleared on a real capture, only that line changes, the mode is
+    /// kept, and a missing file is an error that names it.
+    #[test]
+    fn safe_to_bootstrap_is_set_and_cleared_in_place() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("triad-grastate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(GRASTATE_FILE);
+        let original = fixture("grastate_clean_stop.dat");
+        std::fs::write(&path, &original).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert_eq!(
+            set_safe_to_bootstrap(&dir, true).ok(),
+            Some(false),
+            "already set"
+        );
+        assert_eq!(set_safe_to_bootstrap(&dir, false).ok(), Some(true));
+        let g = read_grastate(&dir).expect("read").expect("present");
+        assert!(!g.safe_to_bootstrap);
+        assert_eq!(g.seqno, Some(6));
+        let text = std::fs::read_to_string(&path).expect("read");
+        let changed: Vec<_> = original
+            .lines()
+            .zip(text.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(set_safe_to_bootstrap(&dir, true).ok(), Some(true));
+        assert!(
+            read_grastate(&dir)
+                .expect("read")
+                .expect("present")
+                .safe_to_bootstrap
+        );
+        std::fs::remove_file(&path).expect("rm");
+        let e = set_safe_to_bootstrap(&dir, true).expect_err("missing");
+        assert!(e.to_string().contains("grastate.dat"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

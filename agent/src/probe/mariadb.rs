@@ -4,7 +4,8 @@
 //!
 //! When the server cannot be reached and this is the local node's probe with a `datadir`,
 //! `grastate.dat` is read and attached (uuid, seqno, safe_to_bootstrap): what a later Galera
-//! recovery needs to choose a bootstrap node.
+//! recovery needs to choose a bootstrap node (`grastate_missing` when there is none), with the
+//! local recovery's notes ([`LocalGaleraNotes`]: the process state, the recovered position).
 //!
 //! The connection is kept between checks; when it fails, the same check retries on a fresh
 //! connection, so a server that died is classified as refused (or timed out) at once.
@@ -21,6 +22,7 @@ use super::galera_status::{self, GaleraStatus};
 use super::grastate;
 use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::ProbeTiming;
+use crate::decide::galera::GaleraPosition;
 
 /// Where the server listens.
 #[derive(Clone, Debug)]
@@ -52,7 +54,22 @@ pub struct MariadbProbe {
     /// the rest of the agent); dropped on any error so the next check reconnects and
     /// classifies a dead server as refused.
     conn: tokio::sync::Mutex<Option<Conn>>,
+    notes: Option<GaleraNotes>,
 }
+
+/// What the local Galera recovery adds to the local probe's report while mariadbd does not
+/// answer: service control's word on the process, and the position `--wsrep-recover` found.
+/// The leader's full-outage decision reads them from the report (health stays out of the log).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalGaleraNotes {
+    /// `running` or `stopped`, as service control last said; `None` when not known.
+    pub service: Option<&'static str>,
+    /// The position recovered since mariadbd last ran.
+    pub recovered: Option<GaleraPosition>,
+}
+
+/// The notes, shared between the local recovery (writer) and the local probe (reader).
+pub type GaleraNotes = std::sync::Arc<std::sync::Mutex<LocalGaleraNotes>>;
 
 impl MariadbProbe {
     /// A probe; `datadir` only for the local server.
@@ -72,7 +89,14 @@ impl MariadbProbe {
             datadir,
             timing,
             conn: tokio::sync::Mutex::new(None),
+            notes: None,
         }
+    }
+
+    /// Attaches the local recovery's notes to every failed check's details.
+    pub fn with_notes(mut self, notes: GaleraNotes) -> Self {
+        self.notes = Some(notes);
+        self
     }
 
     async fn run(&self) -> CheckResult {
@@ -82,6 +106,21 @@ impl MariadbProbe {
                 let mut r = classify(&e, &self.target);
                 if let Some(dir) = &self.datadir {
                     r.details = grastate_details(dir);
+                }
+                let notes = self
+                    .notes
+                    .as_ref()
+                    .and_then(|n| n.lock().ok().map(|n| n.clone()));
+                if let (Some(n), Some(d)) = (notes, r.details.as_object_mut()) {
+                    if let Some(svc) = n.service {
+                        d.insert("service".into(), svc.into());
+                    }
+                    if let Some(p) = n.recovered {
+                        d.insert(
+                            "recovered".into(),
+                            serde_json::to_value(p).unwrap_or_default(),
+                        );
+                    }
                 }
                 r
             }
@@ -148,9 +187,7 @@ fn judge(g: GaleraStatus) -> CheckResult {
 fn grastate_details(dir: &std::path::Path) -> serde_json::Value {
     match grastate::read_grastate(dir) {
         Ok(Some(g)) => serde_json::json!({ "grastate": g }),
-        Ok(None) => serde_json::json!({
-            "grastate_error": format!("{}: no such file", dir.join(grastate::GRASTATE_FILE).display())
-        }),
+        Ok(None) => serde_json::json!({ "grastate_missing": true }),
         Err(e) => serde_json::json!({ "grastate_error": e.to_string() }),
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub mod galera;
 pub mod redis;
 
 /// Sleeps for the given time: how the reconciler measures its deadlines without naming a

@@ -122,6 +122,16 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "socket = {:?}", p(&lab.mysql_socket(node)));
     let _ = writeln!(out, "datadir = {:?}", p(&lab.mysql_datadir(node)));
     let _ = writeln!(out);
+    // Galera recovery: the agent restarts its own mariadbd (rejoin by IST) and bootstraps
+    // after a full outage, with `--wsrep-recover` reading the lab's option file (which sets
+    // `user=mysql`, so no recover user is needed although the agent runs as root).
+    let _ = writeln!(out, "[galera]");
+    let _ = writeln!(
+        out,
+        "defaults_file = {:?}",
+        p(&lab.mysql_defaults_file(node))
+    );
+    let _ = writeln!(out);
     let _ = writeln!(out, "[phpfpm]");
     let _ = writeln!(out, "address = \"{}\"", lab.phpfpm_addr(node));
     let _ = writeln!(out);

@@ -5,7 +5,8 @@
 //! 1. delete the cuts (a cut-off Galera node otherwise delays its shutdown);
 //! 2. FUSE mounts: `umount -l` (a plain umount of a cut node's mount waits out its timeout),
 //!    then SIGTERM to the client, SIGKILL after 2 s;
-//! 3. graceful stops, all nodes at once: agents and Redis SIGTERM, HAProxy SIGUSR1 (soft
+//! 3. graceful stops, all nodes at once: agents (waited for: they would restart a stopped
+//!    mariadbd) and Redis SIGTERM, HAProxy SIGUSR1 (soft
 //!    stop), PHP-FPM SIGQUIT, glusterd, bricks and self-heal daemons SIGTERM; MariaDB one node
 //!    at a time n3 -> n1, at most 2.5 s each, then SIGKILL (all at once left the last one
 //!    waiting for the 5 s suspect timeout; in this order n1 ends `safe_to_bootstrap: 1`);
@@ -174,6 +175,7 @@ pub fn down_locked(lab: &LabSpec, progress: &Progress) -> Result<DownReport> {
     // 3. Graceful stops.
     let t = Instant::now();
     let mut stopping: Vec<ProcId> = Vec::new();
+    let mut agents: Vec<ProcId> = Vec::new();
     for n in lab.nodes() {
         let haproxy_pid = lab.haproxy_dir(n).join("haproxy.pid");
         let php_pid = lab.phpfpm_dir(n).join("php-fpm.pid");
@@ -195,6 +197,9 @@ pub fn down_locked(lab: &LabSpec, progress: &Progress) -> Result<DownReport> {
                 // A stopped (SIGSTOP) daemon cannot act on its signal until it continues.
                 let _ = id.signal_group(Signal::Cont);
                 let _ = id.signal_group(sig);
+                if svc == Service::Agent {
+                    agents.push(id);
+                }
                 stopping.push(id);
             }
         }
@@ -210,6 +215,8 @@ pub fn down_locked(lab: &LabSpec, progress: &Progress) -> Result<DownReport> {
             }
         }
     }
+    // The agents restart a stopped mariadbd while its peers are Primary: they go first.
+    wait_gone(&agents, Duration::from_secs(3));
     for n in [3, 2, 1] {
         if let Some(id) = find(n, Service::Mariadb, Some(&lab.mysql_pidfile(n))) {
             let _ = id.signal_group(Signal::Cont);

@@ -1,0 +1,156 @@
+//! The Galera controller: full-outage recovery's evidence, its clock, its decision's inputs,
+//! metrics, and the target of the local recovery (`reconcile::galera`).
+//!
+//! On the leader, every decision cycle, it reads each member's evidence from the health
+//! reports (`decide::galera::evidence_from_reports`: a node's own agent's fresh check of its
+//! MariaDB, plus the peers that saw it Primary) and measures, on the monotonic clock, how long
+//! no Primary component has been seen in any fresh report while every member reported. A new
+//! leader starts that clock afresh: a leader change can only delay an outage, never hasten
+//! one.
+//!
+//! Every node publishes the committed authority and maintenance as the target of its local
+//! recovery: the rejoin of a fallen node is each agent's own business (see
+//! `reconcile::galera`), the bootstrap of an outage is the committed decision's.
+//!
+//! Caveats:
+//! - Health never enters the log: the evidence a bootstrap was decided on is kept in the
+//!   decision's `evidence` line, not as structured data.
+//! - No lease embargo: a Galera action is fenced by its outage number and decision index, and
+//!   a node behind the newest decision at worst waits.
+
+use std::collections::BTreeMap;
+
+use crate::cluster::{Authority, ClusterState};
+use crate::decide::galera::{
+    any_primary, evidence_from_reports, GaleraEvidence, GaleraInputs, GaleraSettings,
+};
+use crate::decide::{ServiceInputs, ServicePlan};
+use crate::ids::NodeId;
+use crate::metrics::Metrics;
+use crate::reconcile::galera::GaleraTarget;
+
+use super::{Context, Controller, ServiceTarget};
+
+/// The Galera controller. See the module docs.
+pub struct GaleraController {
+    settings: GaleraSettings,
+    metrics: Metrics,
+    evidence: BTreeMap<NodeId, GaleraEvidence>,
+    /// Since when (monotonic ms) this leader has seen no Primary anywhere, every member
+    /// reporting.
+    no_primary_since: Option<u64>,
+    seen_outage: Option<(u64, bool, bool)>,
+    plan: Option<ServicePlan>,
+}
+
+impl GaleraController {
+    /// A controller with the decision's tunables.
+    pub fn new(settings: GaleraSettings, metrics: Metrics) -> Self {
+        GaleraController {
+            settings,
+            metrics,
+            evidence: BTreeMap::new(),
+            no_primary_since: None,
+            seen_outage: None,
+            plan: None,
+        }
+    }
+
+    fn on_authority(&mut self, state: &ClusterState) {
+        let g = &state.galera;
+        let key = g
+            .outage
+            .as_ref()
+            .map(|o| (o.number.0, o.bootstrap.is_some(), o.ended.is_some()));
+        if key == self.seen_outage {
+            return;
+        }
+        self.seen_outage = key;
+        let m = &self.metrics;
+        m.galera_outage_number
+            .set(i64::try_from(g.number().0).unwrap_or(i64::MAX));
+        m.galera_outage_open.set(i64::from(g.open().is_some()));
+        let Some(o) = &g.outage else {
+            return;
+        };
+        match (&o.bootstrap, &o.ended) {
+            (_, Some(end)) => {
+                tracing::warn!(outage = %o.number, index = %end.index, reason = %end.reason,
+                    "galera outage ended");
+            }
+            (Some(b), None) => {
+                m.galera_bootstraps
+                    .with_label_values(&[b.kind.as_str()])
+                    .inc();
+                tracing::warn!(outage = %o.number, node = %b.node, mode = b.mode.as_str(),
+                    kind = b.kind.as_str(), index = %b.index, reason = %b.reason,
+                    evidence = %b.evidence, "galera bootstrap committed");
+            }
+            (None, None) => {
+                tracing::warn!(outage = %o.number, index = %o.opened.index,
+                    reason = %o.opened.reason, "galera outage opened");
+            }
+        }
+    }
+}
+
+impl Controller for GaleraController {
+    fn authority(&self) -> Authority {
+        Authority::Galera
+    }
+
+    fn observe(&mut self, cx: &Context<'_>) -> bool {
+        self.on_authority(cx.state);
+        if !cx.is_leader {
+            self.evidence.clear();
+            self.no_primary_since = None;
+            return false;
+        }
+        if cx.reports.seen.is_empty() {
+            // Not a decision cycle: the reports were not read.
+            return false;
+        }
+        let fresh = self.settings.freshness_ms;
+        self.evidence = evidence_from_reports(cx.members, &cx.reports.seen, fresh);
+        let everyone = cx.members.iter().all(|m| self.evidence.contains_key(m));
+        if any_primary(&cx.reports.seen, fresh) || !everyone {
+            self.no_primary_since = None;
+        } else {
+            self.no_primary_since.get_or_insert(cx.clock.mono_ms);
+        }
+        false
+    }
+
+    fn inputs<'a>(&'a self, cx: &'a Context<'a>) -> Option<ServiceInputs<'a>> {
+        if !cx.is_leader {
+            return None;
+        }
+        Some(ServiceInputs::Galera(GaleraInputs {
+            members: cx.members,
+            authority: &cx.state.galera,
+            evidence: &self.evidence,
+            report_age_ms: &cx.reports.ages,
+            no_primary_ms: self
+                .no_primary_since
+                .map(|s| cx.clock.mono_ms.saturating_sub(s)),
+            maintenance: cx.state.maintenance.enabled,
+            in_flight: cx.in_flight(Authority::Galera),
+            settings: self.settings,
+        }))
+    }
+
+    fn planned(&mut self, plan: Option<&ServicePlan>, _cx: &Context<'_>) {
+        self.plan = plan.cloned();
+    }
+
+    fn plan(&self) -> Option<&ServicePlan> {
+        self.plan.as_ref()
+    }
+
+    fn target(&self, state: &ClusterState) -> Option<ServiceTarget> {
+        Some(ServiceTarget::Galera(GaleraTarget {
+            authority: state.galera.clone(),
+            maintenance: state.maintenance.enabled,
+        }))
+    }
+}

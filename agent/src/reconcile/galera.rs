@@ -1,0 +1,581 @@
+//! The local Galera recovery: what this node's agent does to its own mariadbd, decided by a
+//! clock-free planner ([`GaleraRecovery`]) from the committed Galera authority (the target its
+//! controller publishes) and what this agent sees itself ([`LocalFacts`]).
+//!
+//! The planner returns one [`Step`] per cycle; the adapter (`local`, and the simulation's
+//! own glue) carries it out and reports back ([`GaleraRecovery::recovered`],
+//! [`GaleraRecovery::started`]). Steps:
+//! - **Rejoin** (no outage open): a stopped mariadbd is restarted only while a peer that this
+//!   agent checks itself is in a Primary component of a majority, from the position
+//!   `grastate.dat` holds after a clean stop or `--wsrep-recover` finds after a crash, so
+//!   that a donor can send IST. Restarts back off (doubling from `backoff`, up to 32 times
+//!   it) and are capped per hour; past the cap the node stays down and says why.
+//! - **Non-Primary while peers are Primary** (a partition): left alone, since Galera rejoins
+//!   it after the heal; stopped (then rejoined as above) only when it is still non-Primary
+//!   `restart_non_primary_after` after this agent saw its peers reachable and Primary.
+//! - **Full outage** (a committed, open outage): no rejoin of its own. A stopped node whose
+//!   `grastate.dat` has `seqno: -1` runs `--wsrep-recover` so that its agent reports the
+//!   position (the leader's evidence). The committed bootstrap node sets
+//!   `safe_to_bootstrap: 1` and starts as a new cluster from its position (or runs
+//!   `pc.bootstrap` when the decision says so); every other node clears the flag and starts
+//!   from its position once the bootstrap node is Primary.
+//! - **Maintenance** (committed): nothing at all.
+//!
+//! Fencing: a bootstrap is carried out at most once per outage number, and only for the
+//! committed decision (its outage number and log index); the planner never bootstraps on
+//! its own. Every action is idempotent (a start of a running service does nothing).
+//!
+//! Caveats:
+//! - "Gone" is service control's word (the process is not running); a hung mariadbd
+//!   (running, not answering) is never restarted by this module, it is `Unknown`.
+//! - A rejoin trusts this agent's own checks of its peers (fresh, answered, Primary of a
+//!   majority): a node cut off from its peers does not restart its mariadbd.
+//! - A backup hold does not exist yet (the backup issue adds it); maintenance is the only
+//!   hold today.
+//! - With `unit_recovers` (systemd: Debian's unit runs `galera_recovery` itself) a rejoin
+//!   skips `--wsrep-recover`; an outage still runs it for the evidence.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{BootstrapMode, GaleraAuthority, OutageId};
+use crate::decide::galera::{GaleraPosition, GrastateEvidence, ProcessState};
+use crate::ids::{LogIndex, NodeId};
+
+/// What the Galera controller publishes for the local recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GaleraTarget {
+    /// The committed Galera authority (the newest outage and its bootstrap).
+    pub authority: GaleraAuthority,
+    /// Whether maintenance is on (nothing is restarted).
+    pub maintenance: bool,
+}
+
+/// The recovery's tunables (`[galera]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoverySettings {
+    /// Restart a fallen mariadbd (`rejoin`).
+    pub rejoin: bool,
+    /// First wait between restarts, in ms (doubles, up to 32 times).
+    pub backoff_ms: u64,
+    /// Restarts allowed in any hour.
+    pub max_per_hour: u32,
+    /// Restart a node still non-Primary this long after its peers were seen Primary.
+    pub restart_non_primary_after_ms: u64,
+    /// The service manager recovers the position itself on a start (Debian's unit).
+    pub unit_recovers: bool,
+}
+
+/// What this agent sees of its own node and its peers this cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalFacts {
+    /// Monotonic ms.
+    pub now_ms: u64,
+    /// Whether mariadbd runs, as service control says (unknown when it could not tell, or
+    /// when it runs but does not answer its checks at all).
+    pub process: ProcessState,
+    /// This agent's fresh check of its own node: in a Primary component.
+    pub primary: bool,
+    /// ...and Synced.
+    pub synced: bool,
+    /// The node's `grastate.dat`.
+    pub grastate: GrastateEvidence,
+    /// Peers this agent's own fresh checks see in a Primary component, with its size.
+    pub peers_primary: BTreeMap<NodeId, u64>,
+}
+
+/// How a start is asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartKind {
+    /// Join the running cluster (rejoin, or after a bootstrap elsewhere); `safe_to_bootstrap`
+    /// is cleared first.
+    Join,
+    /// Start as a new cluster (the committed bootstrap); `safe_to_bootstrap` is set first.
+    NewCluster,
+}
+
+/// One cycle's step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum Step {
+    /// Nothing to do; why (shown in the status).
+    Idle {
+        /// Why.
+        why: String,
+    },
+    /// Run `--wsrep-recover` on the stopped node and report back its position.
+    Recover {
+        /// Why.
+        why: String,
+    },
+    /// Start mariadbd.
+    Start {
+        /// How.
+        kind: StartKind,
+        /// `uuid:seqno` to start from, when known.
+        position: Option<String>,
+        /// The outage this start belongs to (none for a plain rejoin).
+        outage: Option<OutageId>,
+        /// The committed bootstrap decision's log index, for a bootstrap.
+        decision: Option<LogIndex>,
+        /// Why.
+        why: String,
+    },
+    /// `SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'` on the running node.
+    PcBootstrap {
+        /// The outage.
+        outage: OutageId,
+        /// The committed decision's log index.
+        decision: LogIndex,
+        /// Why.
+        why: String,
+    },
+    /// Stop mariadbd (a node stuck non-Primary), to rejoin it from its position.
+    Stop {
+        /// Why.
+        why: String,
+    },
+}
+
+impl Step {
+    fn idle(why: impl Into<String>) -> Step {
+        Step::Idle { why: why.into() }
+    }
+
+    /// Whether the step changes anything.
+    pub fn is_action(&self) -> bool {
+        !matches!(self, Step::Idle { .. })
+    }
+
+    /// The step's reason.
+    pub fn why(&self) -> &str {
+        match self {
+            Step::Idle { why }
+            | Step::Recover { why }
+            | Step::Start { why, .. }
+            | Step::PcBootstrap { why, .. }
+            | Step::Stop { why } => why,
+        }
+    }
+}
+
+/// The local recovery's view, for the status API and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryView {
+    /// The last step's reason (what this node does or waits for).
+    pub doing: String,
+    /// The position `--wsrep-recover` found since mariadbd last ran.
+    pub recovered: Option<GaleraPosition>,
+    /// Restarts in the last hour.
+    pub restarts_last_hour: u32,
+    /// Restarts since mariadbd was last Synced.
+    pub consecutive_restarts: u32,
+    /// Whether the hourly cap holds restarts back.
+    pub capped: bool,
+    /// The outage this node last bootstrapped.
+    pub bootstrapped: Option<OutageId>,
+    /// Every restart this agent made (cumulative).
+    pub restarts_total: u64,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// The clock-free planner of the local recovery. See the module docs.
+#[derive(Clone, Debug)]
+pub struct GaleraRecovery {
+    me: NodeId,
+    quorum: u64,
+    settings: RecoverySettings,
+    recovered: Option<GaleraPosition>,
+    /// Monotonic ms of every restart in the last hour.
+    restarts: VecDeque<u64>,
+    consecutive: u32,
+    restarts_total: u64,
+    non_primary_since: Option<u64>,
+    /// (outage, decision index) this node carried its bootstrap out for.
+    bootstrapped: Option<(OutageId, LogIndex)>,
+    /// The last failed `--wsrep-recover` (monotonic ms, error): retried after a pause.
+    recover_failed: Option<(u64, String)>,
+    last: Step,
+}
+
+/// Pause after a failed `--wsrep-recover` before it runs again.
+pub const RECOVER_RETRY_MS: u64 = 10_000;
+
+impl GaleraRecovery {
+    /// A planner for node `me` of a cluster of `members` nodes.
+    pub fn new(me: NodeId, members: usize, settings: RecoverySettings) -> Self {
+        GaleraRecovery {
+            me,
+            quorum: u64::try_from(members / 2 + 1).unwrap_or(u64::MAX),
+            settings,
+            recovered: None,
+            restarts: VecDeque::new(),
+            consecutive: 0,
+            restarts_total: 0,
+            non_primary_since: None,
+            bootstrapped: None,
+            recover_failed: None,
+            last: Step::idle("starting"),
+        }
+    }
+
+    /// The position `--wsrep-recover` found (kept until mariadbd runs again).
+    pub fn recovered(&mut self, position: GaleraPosition) {
+        self.recovered = Some(position);
+        self.recover_failed = None;
+    }
+
+    /// `--wsrep-recover` failed: it runs again after [`RECOVER_RETRY_MS`].
+    pub fn recover_failed(&mut self, error: String, now_ms: u64) {
+        self.recover_failed = Some((now_ms, error));
+    }
+
+    /// The recovered position, as the agent reports it while its mariadbd is stopped.
+    pub fn recovered_position(&self) -> Option<&GaleraPosition> {
+        self.recovered.as_ref()
+    }
+
+    /// Records a start or stop that `step` asked for (whether it succeeded or not: a failed
+    /// start counts against the back-off and the cap as well).
+    pub fn started(&mut self, step: &Step, now_ms: u64) {
+        match step {
+            Step::Start {
+                kind,
+                outage,
+                decision,
+                ..
+            } => {
+                self.restarts.push_back(now_ms);
+                self.consecutive = self.consecutive.saturating_add(1);
+                self.restarts_total = self.restarts_total.saturating_add(1);
+                if let (StartKind::NewCluster, Some(o), Some(d)) = (kind, outage, decision) {
+                    self.bootstrapped = Some((*o, *d));
+                }
+                // The next start needs a position found after this one ended.
+                self.recovered = None;
+            }
+            Step::PcBootstrap {
+                outage, decision, ..
+            } => {
+                self.bootstrapped = Some((*outage, *decision));
+            }
+            Step::Stop { .. } => {
+                self.non_primary_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// What the status shows.
+    pub fn view(&self, now_ms: u64) -> RecoveryView {
+        let last_hour = self.last_hour(now_ms);
+        RecoveryView {
+            doing: self.last.why().to_string(),
+            recovered: self.recovered.clone(),
+            restarts_last_hour: last_hour,
+            consecutive_restarts: self.consecutive,
+            capped: last_hour >= self.settings.max_per_hour,
+            bootstrapped: self.bootstrapped.map(|(o, _)| o),
+            restarts_total: self.restarts_total,
+        }
+    }
+
+    fn last_hour(&self, now_ms: u64) -> u32 {
+        let n = self
+            .restarts
+            .iter()
+            .filter(|&&t| now_ms.saturating_sub(t) < HOUR_MS)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a restart may run now; otherwise why not.
+    fn may_restart(&mut self, now_ms: u64) -> Result<(), String> {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|&t| now_ms.saturating_sub(t) >= HOUR_MS)
+        {
+            self.restarts.pop_front();
+        }
+        let n = self.last_hour(now_ms);
+        if n >= self.settings.max_per_hour {
+            return Err(format!(
+                "restart cap reached ({n} restarts in the last hour, galera.restarts_per_hour = \
+                 {}): mariadbd stays down until an operator looks (its log says why it stopped)",
+                self.settings.max_per_hour
+            ));
+        }
+        if self.consecutive == 0 {
+            return Ok(());
+        }
+        let factor = 1u64 << self.consecutive.saturating_sub(1).min(5);
+        let wait = self.settings.backoff_ms.saturating_mul(factor);
+        let last = self.restarts.back().copied().unwrap_or(0);
+        let since = now_ms.saturating_sub(last);
+        if since < wait {
+            return Err(format!(
+                "backing off: restart {} in {:.1}s",
+                self.consecutive + 1,
+                (wait - since) as f64 / 1000.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// The position to start from, or that `--wsrep-recover` must run first (`Err`).
+    fn position(&self, f: &LocalFacts) -> Result<Option<String>, ()> {
+        match &f.grastate {
+            GrastateEvidence::Present {
+                uuid: Some(u),
+                seqno: Some(s),
+                ..
+            } => Ok(Some(format!("{u}:{s}"))),
+            GrastateEvidence::Present { uuid: Some(_), .. } => match &self.recovered {
+                Some(GaleraPosition {
+                    uuid: Some(u),
+                    seqno: Some(s),
+                }) => Ok(Some(format!("{u}:{s}"))),
+                Some(_) => Ok(None),
+                None => Err(()),
+            },
+            // No history (nil UUID), no file, or an unreadable one: nothing to start from;
+            // the node joins by a full state transfer.
+            _ => Ok(None),
+        }
+    }
+
+    /// Plans this cycle. See the module docs.
+    pub fn next(&mut self, target: Option<&GaleraTarget>, f: &LocalFacts) -> Step {
+        let step = self.plan(target, f);
+        self.last = step.clone();
+        step
+    }
+
+    fn plan(&mut self, target: Option<&GaleraTarget>, f: &LocalFacts) -> Step {
+        if f.process == ProcessState::Running {
+            // A position recovered before this start is stale once it runs.
+            self.recovered = None;
+            if f.primary && f.synced {
+                self.consecutive = 0;
+            }
+        }
+        if f.process != ProcessState::Running || f.primary {
+            self.non_primary_since = None;
+        }
+        let Some(t) = target else {
+            return Step::idle("no committed state yet");
+        };
+        if f.process == ProcessState::Unknown {
+            return Step::idle("mariadbd's state is unknown (service control or its checks do not answer): nothing is done");
+        }
+        if t.maintenance {
+            return Step::idle("maintenance: mariadbd is left as it is");
+        }
+        if let Some(outage) = t.authority.open() {
+            return self.in_outage(outage.number, outage.bootstrap.as_ref(), f);
+        }
+        self.no_outage(f)
+    }
+
+    fn recover_or(&self, f: &LocalFacts, why: &str) -> Result<Option<String>, Step> {
+        self.position(f).map_err(|()| match &self.recover_failed {
+            Some((at, e)) if f.now_ms.saturating_sub(*at) < RECOVER_RETRY_MS => {
+                Step::idle(format!(
+                    "{why}: --wsrep-recover failed, retrying in {:.0}s: {e}",
+                    (RECOVER_RETRY_MS - f.now_ms.saturating_sub(*at)) as f64 / 1000.0
+                ))
+            }
+            _ => Step::Recover {
+                why: format!(
+                    "{why}: grastate has seqno -1, finding the position with --wsrep-recover"
+                ),
+            },
+        })
+    }
+
+    fn in_outage(
+        &mut self,
+        n: OutageId,
+        bootstrap: Option<&crate::cluster::GaleraBootstrap>,
+        f: &LocalFacts,
+    ) -> Step {
+        let stopped = f.process == ProcessState::Stopped;
+        let Some(b) = bootstrap else {
+            if stopped {
+                if let Err(step) = self.recover_or(f, &format!("outage {n} open")) {
+                    return step;
+                }
+            }
+            return Step::idle(format!(
+                "outage {n} open: waiting for the leader's bootstrap decision"
+            ));
+        };
+        let done = self.bootstrapped == Some((n, b.index));
+        if b.node == self.me {
+            if f.process == ProcessState::Running {
+                if f.primary {
+                    return Step::idle(format!(
+                        "outage {n}: bootstrapped here, Primary; waiting for the peers to join"
+                    ));
+                }
+                if done {
+                    return Step::idle(format!("outage {n}: bootstrap of this node under way"));
+                }
+                if b.mode == BootstrapMode::PcBootstrap {
+                    return Step::PcBootstrap {
+                        outage: n,
+                        decision: b.index,
+                        why: format!(
+                            "outage {n}: committed bootstrap of this node (pc.bootstrap, index {})",
+                            b.index
+                        ),
+                    };
+                }
+                return Step::idle(format!(
+                    "outage {n}: committed to start this node as a new cluster, but mariadbd \
+                     runs non-Primary: stop it (it will then be bootstrapped) or bring a \
+                     Primary back by hand"
+                ));
+            }
+            // Stopped (a pc.bootstrap decision whose node stopped since starts it the same way:
+            // same data, same position).
+            let position = match self.recover_or(f, &format!("outage {n}: bootstrap of this node"))
+            {
+                Ok(p) => p,
+                Err(step) => return step,
+            };
+            if let Err(why) = self.may_restart(f.now_ms) {
+                return Step::idle(format!("outage {n}: bootstrap of this node held: {why}"));
+            }
+            return Step::Start {
+                kind: StartKind::NewCluster,
+                position,
+                outage: Some(n),
+                decision: Some(b.index),
+                why: format!(
+                    "outage {n}: committed bootstrap of this node (index {}), starting a new cluster",
+                    b.index
+                ),
+            };
+        }
+        if !stopped {
+            return Step::idle(format!(
+                "outage {n}: {} bootstraps; Galera joins this running node to it",
+                b.node
+            ));
+        }
+        let position = match self.recover_or(f, &format!("outage {n}")) {
+            Ok(p) => p,
+            Err(step) => return step,
+        };
+        if !f.peers_primary.contains_key(&b.node) {
+            return Step::idle(format!(
+                "outage {n}: waiting for {} (the committed bootstrap) to be Primary before joining",
+                b.node
+            ));
+        }
+        if let Err(why) = self.may_restart(f.now_ms) {
+            return Step::idle(format!("outage {n}: join held: {why}"));
+        }
+        Step::Start {
+            kind: StartKind::Join,
+            position,
+            outage: Some(n),
+            decision: None,
+            why: format!("outage {n}: {} is Primary, joining it", b.node),
+        }
+    }
+
+    fn no_outage(&mut self, f: &LocalFacts) -> Step {
+        let majority: BTreeSet<NodeId> = f
+            .peers_primary
+            .iter()
+            .filter(|(_, &size)| size >= self.quorum)
+            .map(|(&n, _)| n)
+            .collect();
+        let peers = majority
+            .iter()
+            .map(NodeId::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match f.process {
+            ProcessState::Running if f.primary => Step::idle(if f.synced {
+                "Primary and Synced"
+            } else {
+                "Primary, not Synced yet (state transfer or catching up)"
+            }),
+            ProcessState::Running => {
+                if majority.is_empty() {
+                    return Step::idle(
+                        "non-Primary, and no Primary component seen elsewhere: the leader decides",
+                    );
+                }
+                let since = *self.non_primary_since.get_or_insert(f.now_ms);
+                let waited = f.now_ms.saturating_sub(since);
+                let limit = self.settings.restart_non_primary_after_ms;
+                if waited < limit {
+                    return Step::idle(format!(
+                        "non-Primary while {peers} are Primary: Galera should rejoin it; \
+                         restart in {:.0}s if it does not",
+                        (limit - waited) as f64 / 1000.0
+                    ));
+                }
+                if !self.settings.rejoin {
+                    return Step::idle(
+                        "non-Primary while peers are Primary; galera.rejoin = false",
+                    );
+                }
+                if let Err(why) = self.may_restart(f.now_ms) {
+                    return Step::idle(format!(
+                        "non-Primary while {peers} are Primary; restart held: {why}"
+                    ));
+                }
+                Step::Stop {
+                    why: format!(
+                        "non-Primary for {:.0}s while {peers} are Primary: stopping it to rejoin",
+                        waited as f64 / 1000.0
+                    ),
+                }
+            }
+            ProcessState::Stopped => {
+                if majority.is_empty() {
+                    return Step::idle(
+                        "stopped, and no Primary component seen elsewhere: not restarted (a \
+                         full outage is the leader's decision)",
+                    );
+                }
+                if !self.settings.rejoin {
+                    return Step::idle(format!(
+                        "stopped while {peers} are Primary; galera.rejoin = false"
+                    ));
+                }
+                if let Err(why) = self.may_restart(f.now_ms) {
+                    return Step::idle(format!("stopped while {peers} are Primary; {why}"));
+                }
+                let position = if self.settings.unit_recovers {
+                    None
+                } else {
+                    match self.recover_or(f, "rejoin") {
+                        Ok(p) => p,
+                        Err(step) => return step,
+                    }
+                };
+                Step::Start {
+                    kind: StartKind::Join,
+                    position,
+                    outage: None,
+                    decision: None,
+                    why: format!("stopped while {peers} are Primary: rejoining"),
+                }
+            }
+            ProcessState::Unknown => Step::idle("mariadbd's state is unknown"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,389 @@
+//! Table tests of the local Galera recovery planner.
+
+use super::*;
+use crate::cluster::{BootstrapKind, GaleraBootstrap, GaleraOutage, OutageMark};
+use crate::ids::{Term, UnixMillis};
+
+const UUID: &str = "9eaceb67-efac-11f1-b809-474591e831a5";
+
+fn settings() -> RecoverySettings {
+    RecoverySettings {
+        rejoin: true,
+        backoff_ms: 5_000,
+        max_per_hour: 3,
+        restart_non_primary_after_ms: 60_000,
+        unit_recovers: false,
+    }
+}
+
+fn mark(i: u64) -> OutageMark {
+    OutageMark {
+        index: LogIndex(i),
+        term: Term(1),
+        at: UnixMillis(0),
+        reason: "test".into(),
+    }
+}
+
+/// The target: no outage, an open undecided outage 1, or outage 1 bootstrapping `node`.
+fn target(outage: Option<Option<(u64, BootstrapMode)>>, maintenance: bool) -> GaleraTarget {
+    let authority = GaleraAuthority {
+        outage: outage.map(|b| GaleraOutage {
+            number: OutageId(1),
+            opened: mark(10),
+            bootstrap: b.map(|(node, mode)| GaleraBootstrap {
+                node: NodeId(node),
+                uuid: Some(UUID.into()),
+                seqno: Some(40),
+                mode,
+                kind: BootstrapKind::Automatic,
+                by: String::new(),
+                reason: "test".into(),
+                evidence: String::new(),
+                index: LogIndex(11),
+                term: Term(1),
+                at: UnixMillis(0),
+            }),
+            ended: None,
+        }),
+    };
+    GaleraTarget {
+        authority,
+        maintenance,
+    }
+}
+
+fn grastate(seqno: Option<i64>, safe: bool) -> GrastateEvidence {
+    GrastateEvidence::Present {
+        uuid: Some(UUID.into()),
+        seqno,
+        safe_to_bootstrap: safe,
+    }
+}
+
+fn facts(process: ProcessState, primary: bool, peers: &[(u64, u64)]) -> LocalFacts {
+    LocalFacts {
+        now_ms: 1_000_000,
+        process,
+        primary,
+        synced: primary,
+        grastate: grastate(None, false),
+        peers_primary: peers.iter().map(|&(n, s)| (NodeId(n), s)).collect(),
+    }
+}
+
+use ProcessState::{Running, Stopped, Unknown};
+
+/// What a step is, in one word, for the table.
+fn kind(s: &Step) -> String {
+    match s {
+        Step::Idle { .. } => "idle".into(),
+        Step::Recover { .. } => "recover".into(),
+        Step::Start {
+            kind: StartKind::Join,
+            position,
+            ..
+        } => format!("join {}", position.as_deref().unwrap_or("-")),
+        Step::Start {
+            kind: StartKind::NewCluster,
+            position,
+            ..
+        } => format!("new-cluster {}", position.as_deref().unwrap_or("-")),
+        Step::PcBootstrap { .. } => "pc-bootstrap".into(),
+        Step::Stop { .. } => "stop".into(),
+    }
+}
+
+#[test]
+fn planner_table() {
+    let me = NodeId(3);
+    let pos = |s: i64| format!("{UUID}:{s}");
+    let recovered = |s: i64| GaleraPosition {
+        uuid: Some(UUID.into()),
+        seqno: Some(s),
+    };
+    type Case = (
+        &'static str,
+        Option<GaleraTarget>,
+        LocalFacts,
+        Option<GaleraPosition>,
+        String,
+        &'static str,
+    );
+    let mut clean = facts(Stopped, false, &[(1, 3)]);
+    clean.grastate = grastate(Some(77), false);
+    let mut no_grastate = facts(Stopped, false, &[(1, 2), (2, 2)]);
+    no_grastate.grastate = GrastateEvidence::Missing;
+    let cases: Vec<Case> = vec![
+        (
+            "nothing committed yet",
+            None,
+            facts(Stopped, false, &[(1, 2)]),
+            None,
+            "idle".into(),
+            "no committed state",
+        ),
+        (
+            "maintenance holds a rejoin",
+            Some(target(None, true)),
+            facts(Stopped, false, &[(1, 2)]),
+            None,
+            "idle".into(),
+            "maintenance",
+        ),
+        (
+            "unknown state: nothing",
+            Some(target(None, false)),
+            facts(Unknown, false, &[(1, 2)]),
+            None,
+            "idle".into(),
+            "unknown",
+        ),
+        (
+            "healthy",
+            Some(target(None, false)),
+            facts(Running, true, &[(1, 3), (2, 3)]),
+            None,
+            "idle".into(),
+            "Primary and Synced",
+        ),
+        (
+            "crashed while peers are Primary: recover first",
+            Some(target(None, false)),
+            facts(Stopped, false, &[(1, 2), (2, 2)]),
+            None,
+            "recover".into(),
+            "rejoin",
+        ),
+        (
+            "crashed, position recovered: join from it",
+            Some(target(None, false)),
+            facts(Stopped, false, &[(1, 2), (2, 2)]),
+            Some(recovered(41)),
+            format!("join {}", pos(41)),
+            "rejoining",
+        ),
+        (
+            "clean stop: grastate's position, no recovery",
+            Some(target(None, false)),
+            clean,
+            None,
+            format!("join {}", pos(77)),
+            "rejoining",
+        ),
+        (
+            "no grastate: join by full transfer",
+            Some(target(None, false)),
+            no_grastate,
+            None,
+            "join -".into(),
+            "rejoining",
+        ),
+        (
+            "stopped, peers Primary of a minority only: not restarted",
+            Some(target(None, false)),
+            facts(Stopped, false, &[(1, 1)]),
+            None,
+            "idle".into(),
+            "no Primary component seen elsewhere",
+        ),
+        (
+            "stopped, no peer seen: not restarted",
+            Some(target(None, false)),
+            facts(Stopped, false, &[]),
+            None,
+            "idle".into(),
+            "full outage is the leader's decision",
+        ),
+        (
+            "non-Primary while peers Primary: left alone at first",
+            Some(target(None, false)),
+            facts(Running, false, &[(1, 2), (2, 2)]),
+            None,
+            "idle".into(),
+            "restart in 60s",
+        ),
+        (
+            "open outage, undecided, crashed: recover for the evidence",
+            Some(target(Some(None), false)),
+            facts(Stopped, false, &[]),
+            None,
+            "recover".into(),
+            "outage 1 open",
+        ),
+        (
+            "open outage, undecided, recovered: wait",
+            Some(target(Some(None), false)),
+            facts(Stopped, false, &[]),
+            Some(recovered(40)),
+            "idle".into(),
+            "waiting for the leader",
+        ),
+        (
+            "open outage: no rejoin even with a Primary peer",
+            Some(target(Some(None), false)),
+            facts(Stopped, false, &[(1, 1)]),
+            Some(recovered(40)),
+            "idle".into(),
+            "waiting for the leader",
+        ),
+        (
+            "decided here, stopped: new cluster from the position",
+            Some(target(Some(Some((3, BootstrapMode::NewCluster))), false)),
+            facts(Stopped, false, &[]),
+            Some(recovered(40)),
+            format!("new-cluster {}", pos(40)),
+            "committed bootstrap of this node",
+        ),
+        (
+            "decided here, not recovered yet: recover first",
+            Some(target(Some(Some((3, BootstrapMode::NewCluster))), false)),
+            facts(Stopped, false, &[]),
+            None,
+            "recover".into(),
+            "bootstrap of this node",
+        ),
+        (
+            "decided here by pc.bootstrap, running non-Primary",
+            Some(target(Some(Some((3, BootstrapMode::PcBootstrap))), false)),
+            facts(Running, false, &[]),
+            None,
+            "pc-bootstrap".into(),
+            "pc.bootstrap",
+        ),
+        (
+            "decided here as new cluster but running: an operator's call",
+            Some(target(Some(Some((3, BootstrapMode::NewCluster))), false)),
+            facts(Running, false, &[]),
+            None,
+            "idle".into(),
+            "runs non-Primary",
+        ),
+        (
+            "decided elsewhere, bootstrap node not Primary yet: wait",
+            Some(target(Some(Some((1, BootstrapMode::NewCluster))), false)),
+            facts(Stopped, false, &[(2, 1)]),
+            Some(recovered(38)),
+            "idle".into(),
+            "waiting for n1",
+        ),
+        (
+            "decided elsewhere, bootstrap node Primary (size 1): join",
+            Some(target(Some(Some((1, BootstrapMode::NewCluster))), false)),
+            facts(Stopped, false, &[(1, 1)]),
+            Some(recovered(38)),
+            format!("join {}", pos(38)),
+            "n1 is Primary",
+        ),
+        (
+            "decided elsewhere, running: Galera joins it",
+            Some(target(Some(Some((1, BootstrapMode::PcBootstrap))), false)),
+            facts(Running, false, &[]),
+            None,
+            "idle".into(),
+            "Galera joins this running node",
+        ),
+        (
+            "decided, maintenance: nothing",
+            Some(target(Some(Some((3, BootstrapMode::NewCluster))), true)),
+            facts(Stopped, false, &[]),
+            Some(recovered(40)),
+            "idle".into(),
+            "maintenance",
+        ),
+    ];
+    for (name, target, f, rec, want, why) in cases {
+        let mut r = GaleraRecovery::new(me, 3, settings());
+        if let Some(p) = rec {
+            r.recovered(p);
+        }
+        let step = r.next(target.as_ref(), &f);
+        assert_eq!(kind(&step), want, "{name}: {step:?}");
+        assert!(step.why().contains(why), "{name}: {:?}", step.why());
+    }
+}
+
+/// Restarts back off (doubling) and stop at the hourly cap; a Synced node resets the
+/// back-off, the cap counts the hour.
+#[test]
+fn restarts_back_off_and_are_capped_per_hour() {
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let t = Some(target(None, false));
+    let mut f = facts(Stopped, false, &[(1, 2), (2, 2)]);
+    f.grastate = grastate(Some(5), false);
+    let mut at = |r: &mut GaleraRecovery, now: u64| {
+        f.now_ms = now;
+        r.next(t.as_ref(), &f)
+    };
+    let s = at(&mut r, 0);
+    assert_eq!(kind(&s), format!("join {UUID}:5"));
+    r.started(&s, 0);
+    // Second restart: 5 s back-off.
+    assert!(
+        at(&mut r, 4_000).why().contains("backing off"),
+        "{:?}",
+        r.last
+    );
+    let s = at(&mut r, 5_000);
+    assert!(s.is_action(), "{s:?}");
+    r.started(&s, 5_000);
+    // Third: 10 s.
+    assert!(at(&mut r, 14_000).why().contains("backing off"));
+    let s = at(&mut r, 15_000);
+    assert!(s.is_action(), "{s:?}");
+    r.started(&s, 15_000);
+    // Cap (3 per hour) reached: held, whatever the back-off.
+    let s = at(&mut r, 600_000);
+    assert!(s.why().contains("restart cap reached"), "{s:?}");
+    assert!(r.view(600_000).capped);
+    // An hour after the first restart, one slot is free again.
+    let s = at(&mut r, HOUR_MS + 1);
+    assert!(s.is_action(), "{s:?}");
+    assert_eq!(r.view(HOUR_MS + 1).restarts_total, 3);
+}
+
+/// A bootstrap is carried out once per committed decision: after the start, the node is not
+/// started as a new cluster again while it runs, and a pc.bootstrap is not repeated.
+#[test]
+fn a_bootstrap_is_carried_out_once_per_decision() {
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let t = Some(target(Some(Some((3, BootstrapMode::PcBootstrap))), false));
+    let f = facts(Running, false, &[]);
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "pc-bootstrap");
+    r.started(&s, f.now_ms);
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    assert!(s.why().contains("under way"), "{s:?}");
+    assert_eq!(r.view(0).bootstrapped, Some(OutageId(1)));
+}
+
+/// A node stuck non-Primary while its peers are Primary is stopped only after the configured
+/// time, and the timer restarts when it becomes Primary.
+#[test]
+fn a_stuck_non_primary_node_is_stopped_after_the_configured_time() {
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let t = Some(target(None, false));
+    let mut f = facts(Running, false, &[(1, 2), (2, 2)]);
+    f.now_ms = 0;
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+    f.now_ms = 59_000;
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+    // Primary for a moment: the wait starts over.
+    f.primary = true;
+    f.now_ms = 59_500;
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+    f.primary = false;
+    f.now_ms = 60_000;
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+    f.now_ms = 120_000;
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "stop", "{s:?}");
+    // Peers not Primary (a cut): never stopped.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let mut f = facts(Running, false, &[]);
+    f.now_ms = 0;
+    r.next(t.as_ref(), &f);
+    f.now_ms = 10 * HOUR_MS;
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+}
