@@ -2809,6 +2809,65 @@ redis = "redis-server.service"
         }
     }
 
+    /// `[galera]`: valid with its defaults and explained; each problem named by its key.
+    #[test]
+    fn galera_section_validates_and_is_explained() {
+        let base = with_probes(GOOD);
+        let v = check(&format!("{base}\n[galera]\n")).expect("valid");
+        let g = v.config.galera.as_ref().expect("galera");
+        assert!(g.rejoin);
+        assert_eq!(g.settings().open_after_stopped_ms, 2000);
+        let text = Explanation::of(&v).lines().join("\n");
+        for want in [
+            "used by the Galera recovery",
+            "galera recovery: a fallen mariadbd is restarted from its position while a \
+             majority is Primary (back-off from 5s, at most 6 per hour)",
+            "--wsrep-recover reads /etc/mysql/my.cnf",
+        ] {
+            assert!(text.contains(want), "explanation lacks {want:?}:\n{text}");
+        }
+        let cases: &[(&str, &str, &str)] = &[
+            ("datadir = \"/var/lib/mysql\"\n", "", "mariadb.datadir"),
+            (
+                "[galera]\n",
+                "[galera]\nrestarts_per_hour = 0\n",
+                "galera.restarts_per_hour",
+            ),
+            (
+                "[galera]\n",
+                "[galera]\nfreshness = \"100ms\"\n",
+                "galera.freshness",
+            ),
+            (
+                "[galera]\n",
+                "[galera]\nadmin_user = \" \"\n",
+                "galera.admin_user",
+            ),
+            (
+                "[galera]\n",
+                "[galera]\nrecover_timeout = \"9999999h\"\n",
+                "galera.recover_timeout",
+            ),
+            ("[galera]\n", "[galera]\nbogus = 1\n", "bogus"),
+            (
+                "[galera]\n",
+                "[services]\ncontrol = \"none\"\n[galera]\n",
+                "galera.rejoin",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let text = format!("{base}\n[galera]\n").replacen(from, to, 1);
+            let err = match check(&text) {
+                Ok(_) => panic!("expected an error naming {key}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(key), "error {err:?} lacks {key:?}");
+        }
+        // Without [mariadb] at all.
+        let err = check(&format!("{GOOD}\n[galera]\n")).expect_err("no mariadb");
+        assert!(err.to_string().contains("needs [mariadb]"), "{err}");
+    }
+
     /// check-config's explanation of a full configuration, line by line, and of an empty one.
     #[test]
     fn explanation_says_what_the_agent_will_do() {
@@ -2832,7 +2891,8 @@ redis = "redis-server.service"
              service (servers redis1..redis3)",
             "service control: systemd (stop timeout 30s): glusterd = glusterd.service, ",
             "mariadb = mariadb.service, phpfpm = php8.2-fpm.service, redis = \
-             redis-server.service; not acted on yet",
+             redis-server.service; not acted on (no [galera])",
+            "galera recovery: off (no [galera]; MariaDB is only probed)",
             "raft timing: tick 20ms, election timeout 200ms to 400ms, ping every 40ms",
             "failover timing: lease 2s, clock margin 1s, fencing bound 600ms",
             "silent-path promotion 3s",

@@ -41,6 +41,8 @@ pub struct Explanation {
     pub haproxy: Option<HaproxyPlan>,
     /// How local services are started and stopped.
     pub service_control: ControlPlan,
+    /// Galera recovery (absent: no `[galera]`, Galera is only probed).
+    pub galera: Option<GaleraPlan>,
     /// The timings the safety arguments rest on.
     pub timing: TimingPlan,
 }
@@ -114,6 +116,23 @@ pub struct BackendPlan {
     pub servers: Vec<String>,
 }
 
+/// Galera recovery as configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GaleraPlan {
+    /// Whether this agent restarts its own mariadbd when it falls out.
+    pub rejoin: bool,
+    /// An outage opens after no Primary anywhere, every mariadbd stopped, for this long (ms).
+    pub open_after_stopped_ms: u64,
+    /// ... or some still running non-Primary, for this long (ms).
+    pub open_after_non_primary_ms: u64,
+    /// Restarts allowed per hour.
+    pub restarts_per_hour: u32,
+    /// The first back-off between restarts (ms).
+    pub restart_backoff_ms: u64,
+    /// The option file `--wsrep-recover` reads.
+    pub defaults_file: PathBuf,
+}
+
 /// How local services are started and stopped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ControlPlan {
@@ -125,7 +144,7 @@ pub struct ControlPlan {
     pub services: BTreeMap<String, String>,
     /// The services this node probes, which the control must be able to start.
     pub managed: Vec<ServiceName>,
-    /// Whether the agent acts through it yet (false today: Galera rejoin will).
+    /// Whether the agent acts through it (the Galera recovery does).
     pub active: bool,
 }
 
@@ -262,8 +281,16 @@ impl Explanation {
                 ServiceControlKind::None => BTreeMap::new(),
             },
             managed: c.managed_services(),
-            active: false,
+            active: c.galera.is_some() && s.control != ServiceControlKind::None,
         };
+        let galera = c.galera.as_ref().map(|g| GaleraPlan {
+            rejoin: g.rejoin,
+            open_after_stopped_ms: millis(g.open_after_stopped),
+            open_after_non_primary_ms: millis(g.open_after_non_primary),
+            restarts_per_hour: g.restarts_per_hour,
+            restart_backoff_ms: millis(g.restart_backoff),
+            defaults_file: g.defaults_file.clone(),
+        });
         // Validation bounds every factor far below overflow; saturate all the same.
         let ticks = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let tick = c.raft.tick_interval;
@@ -292,6 +319,7 @@ impl Explanation {
             redis_failover,
             haproxy,
             service_control,
+            galera,
             timing,
         }
     }
@@ -381,15 +409,40 @@ impl Explanation {
                                          service)"
                 .into(),
             kind => format!(
-                "service control: {} (stop timeout {}): {}; not acted on yet (Galera rejoin \
-                 will)",
+                "service control: {} (stop timeout {}): {}; {}",
                 kind.as_str(),
                 ms(s.stop_timeout_ms),
                 s.services
                     .iter()
                     .map(|(name, what)| format!("{name} = {what}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if s.active {
+                    "used by the Galera recovery"
+                } else {
+                    "not acted on (no [galera])"
+                }
+            ),
+        });
+        out.push(match &self.galera {
+            None => "galera recovery: off (no [galera]; MariaDB is only probed)".into(),
+            Some(g) => format!(
+                "galera recovery: {}; after a full outage the leader bootstraps the most \
+                 advanced node (outage opens after {} with every mariadbd stopped, {} with \
+                 some non-Primary); --wsrep-recover reads {}",
+                if g.rejoin {
+                    format!(
+                        "a fallen mariadbd is restarted from its position while a majority is \
+                         Primary (back-off from {}, at most {} per hour)",
+                        ms(g.restart_backoff_ms),
+                        g.restarts_per_hour
+                    )
+                } else {
+                    "no rejoin (galera.rejoin = false)".into()
+                },
+                ms(g.open_after_stopped_ms),
+                ms(g.open_after_non_primary_ms),
+                g.defaults_file.display()
             ),
         });
         let t = &self.timing;
