@@ -15,7 +15,8 @@
 //!   `restart_non_primary_after` after this agent saw its peers reachable and Primary.
 //! - **Full outage** (a committed, open outage): no rejoin of its own. A stopped node whose
 //!   `grastate.dat` has `seqno: -1` runs `--wsrep-recover` so that its agent reports the
-//!   position (the leader's evidence). The committed bootstrap node sets
+//!   position (the leader's evidence); it does so already when it sees no Primary anywhere,
+//!   before the outage opens, which saves that time from the outage. The committed bootstrap node sets
 //!   `safe_to_bootstrap: 1` and starts as a new cluster from its position (or runs
 //!   `pc.bootstrap` when the decision says so); every other node clears the flag and starts
 //!   from its position once the bootstrap node is Primary.
@@ -543,6 +544,13 @@ impl GaleraRecovery {
             }
             ProcessState::Stopped => {
                 if majority.is_empty() {
+                    // Perhaps a full outage: the leader will want this node's position, so
+                    // find it now rather than after the outage opens.
+                    if let Err(step) =
+                        self.recover_or(f, "stopped, no Primary component seen elsewhere")
+                    {
+                        return step;
+                    }
                     return Step::idle(
                         "stopped, and no Primary component seen elsewhere: not restarted (a \
                          full outage is the leader's decision)",
