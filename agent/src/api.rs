@@ -220,6 +220,7 @@ pub fn router(h: Handles) -> Router {
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/redis/switchover", post(redis_switchover))
         .route("/v1/galera", get(galera_status))
+        .route("/galera/synced", get(galera_synced))
         .route("/v1/galera/bootstrap", post(galera_bootstrap))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -358,6 +359,68 @@ fn galera_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<GaleraSt
     })
 }
 
+/// `GET /galera/synced`: the readiness signal of this node's MariaDB for HAProxy's
+/// `httpchk` (and the Galera writer's routing): 200 only while this agent's own fresh check
+/// sees it Synced in a Primary component; 503 with why otherwise (a rejoining node is not
+/// routed to until Synced).
+async fn galera_synced(State(h): State<Arc<Handles>>) -> Response {
+    let core = h.status.borrow().clone();
+    let me = h.config.node_id();
+    let Some(db) = &h.config.config.mariadb else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[mariadb] is not configured on this agent",
+        );
+    };
+    let fresh = db
+        .timing
+        .resolve(&h.config.config.probes)
+        .interval
+        .saturating_mul(3);
+    let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
+    let id = crate::observation::ProbeId {
+        subject: me,
+        service: crate::observation::Service::Mariadb,
+        target: String::new(),
+    };
+    let own = core.health.lock().ok().and_then(|health| {
+        health
+            .of(&id, h.liveness.mono_ms())
+            .into_iter()
+            .find(|s| s.observer == me)
+    });
+    let Some(own) = own else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no check of the local MariaDB yet",
+        );
+    };
+    if own.age_ms > fresh_ms {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the last check of the local MariaDB is {} ms old",
+                own.age_ms
+            ),
+        );
+    }
+    let e = galera::evidence_of(&own.observation);
+    if e.primary && e.local_state.as_deref() == Some("Synced") {
+        return (StatusCode::OK, "synced\n").into_response();
+    }
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "not ready: {}",
+            own.observation
+                .last
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("state {}", e.local_state.unwrap_or_default()))
+        ),
+    )
+}
+
 async fn galera_status(State(h): State<Arc<Handles>>) -> Response {
     let core = h.status.borrow().clone();
     match galera_body(&h, &core) {
@@ -395,6 +458,10 @@ async fn galera_bootstrap(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The token before the body, as for every mutating endpoint (a dry run included).
+    if let Err(resp) = authorize(&h, &headers) {
+        return *resp;
+    }
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -441,9 +508,6 @@ async fn galera_bootstrap(
             "evidence": evidence,
         }))
         .into_response();
-    }
-    if let Err(resp) = authorize(&h, &headers) {
-        return *resp;
     }
     let Some(node) = req.node else {
         return error(

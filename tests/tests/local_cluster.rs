@@ -700,6 +700,44 @@ fn api_rejects_bad_requests() {
         sw.body
     );
 
+    // Galera: the token first, then the body, then whether [galera] is configured (these
+    // loopback agents run no MariaDB).
+    let g = cluster
+        .post(n, "/v1/galera/bootstrap", None, br#"{"dry_run": true}"#)
+        .expect("POST");
+    assert_eq!(g.status, 401, "{}", g.body);
+    for bad in [
+        &b"{not json"[..],
+        br#"{"node": "two"}"#,
+        br#"{"node": 2, "force": true}"#,
+    ] {
+        let g = cluster
+            .post(n, "/v1/galera/bootstrap", Some(&token), bad)
+            .expect("POST");
+        assert_eq!(g.status, 400, "{:?}: {}", text(bad), g.body);
+        assert!(error_of(&g).contains("invalid JSON body"), "{}", g.body);
+    }
+    let g = cluster
+        .post(
+            n,
+            "/v1/galera/bootstrap",
+            Some(&token),
+            br#"{"node": 2, "accept_data_loss": true, "by": "t", "reason": "t"}"#,
+        )
+        .expect("POST");
+    assert_eq!(g.status, 404, "{}", g.body);
+    assert!(error_of(&g).contains("no [galera] section"), "{}", g.body);
+    let g = cluster.get(n, "/v1/galera").expect("GET");
+    assert_eq!(g.status, 404, "{}", g.body);
+    assert!(error_of(&g).contains("no [galera] section"), "{}", g.body);
+    let g = cluster.get(n, "/galera/synced").expect("GET");
+    assert_eq!(g.status, 503, "{}", g.body);
+    assert!(
+        error_of(&g).contains("[mariadb] is not configured"),
+        "{}",
+        g.body
+    );
+
     // Nothing above changed the state.
     let s = cluster.status(n).expect("status");
     assert!(
