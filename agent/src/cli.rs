@@ -923,6 +923,10 @@ fn render_galera(g: &crate::api::GaleraStatusBody, dry_run: bool) -> String {
                 if *safe_to_bootstrap { "1" } else { "0" },
             ),
             Some(crate::decide::galera::GrastateEvidence::Missing) => (None, None, "none"),
+            // Running: grastate is only read while mariadbd is down.
+            _ if e.is_some_and(|e| e.process == crate::decide::galera::ProcessState::Running) => {
+                (None, None, "-")
+            }
             _ => (None, None, "?"),
         };
         let running_uuid = e.and_then(|e| e.wsrep_uuid.clone());
