@@ -906,6 +906,7 @@ impl GaleraSection {
             freshness_ms: millis(self.freshness),
             open_after_stopped_ms: millis(self.open_after_stopped),
             open_after_non_primary_ms: millis(self.open_after_non_primary),
+            plant: crate::decide::galera::GaleraPlant::None,
         }
     }
 }

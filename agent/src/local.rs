@@ -435,7 +435,7 @@ fn spawn_galera(
             let now = now_ms();
             // What this agent's own checks say (aged on the health store's clock, the
             // event loop's `Liveness`).
-            let (own, peers_primary) =
+            let (own, peers_primary, peers_primary_age_ms) =
                 local_checks(&health, me, &members, freshness, liveness.mono_ms());
             let (primary, synced) = own.as_ref().map_or((false, false), |e| {
                 (
@@ -469,6 +469,7 @@ fn spawn_galera(
                 synced,
                 grastate: grastate.clone(),
                 peers_primary,
+                peers_primary_age_ms,
             };
             let step = planner.next(target.as_ref(), &facts);
             if step.why() != last_logged {
@@ -594,6 +595,13 @@ fn spawn_galera(
     true
 }
 
+/// Own node's evidence; peers seen Primary with the size; the age of those checks.
+type PeerChecks = (
+    Option<GaleraEvidence>,
+    BTreeMap<NodeId, u64>,
+    BTreeMap<NodeId, u64>,
+);
+
 /// This agent's own fresh checks: its own node's evidence, and the peers it sees in a
 /// Primary component (with its size).
 fn local_checks(
@@ -602,12 +610,13 @@ fn local_checks(
     members: &[NodeId],
     freshness_ms: u64,
     now: u64,
-) -> (Option<GaleraEvidence>, BTreeMap<NodeId, u64>) {
+) -> PeerChecks {
     let Ok(h) = health.lock() else {
-        return (None, BTreeMap::new());
+        return (None, BTreeMap::new(), BTreeMap::new());
     };
     let mut own = None;
     let mut peers = BTreeMap::new();
+    let mut ages = BTreeMap::new();
     for &m in members {
         let id = ProbeId {
             subject: m,
@@ -627,10 +636,11 @@ fn local_checks(
         } else if e.primary {
             if let Some(size) = e.cluster_size {
                 peers.insert(m, size);
+                ages.insert(m, seen.age_ms);
             }
         }
     }
-    (own, peers)
+    (own, peers, ages)
 }
 
 /// `SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'` over the local socket.

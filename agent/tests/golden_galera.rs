@@ -37,7 +37,7 @@ use triad::cluster::{
 };
 use triad::decide::galera::{
     decide_ranked, operator_override, rank, GaleraCandidate, GaleraEvidence, GaleraInputs,
-    GaleraPosition, GaleraSettings, GrastateEvidence, ProcessState, Ranker, Tier,
+    GaleraPlant, GaleraPosition, GaleraSettings, GrastateEvidence, ProcessState, Ranker, Tier,
 };
 use triad::ids::{LogIndex, NodeId, Term, UnixMillis};
 
@@ -99,6 +99,7 @@ fn run(script: &str, ranker: Ranker) -> String {
         freshness_ms: 2000,
         open_after_stopped_ms: 1000,
         open_after_non_primary_ms: 10_000,
+        plant: GaleraPlant::None,
     };
     let mut authority = GaleraAuthority::default();
     let mut ages = BTreeMap::new();

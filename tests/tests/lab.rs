@@ -649,7 +649,7 @@ fn kill9_mariadb_is_restarted_by_its_agent_and_rejoins_by_ist(lab: &Lab) -> Resu
     let status = lab.agent_status(3)?;
     eprintln!(
         "n3 killed -> Synced again by its agent in {synced:?}; its recovery: {}",
-        serde_json::to_string(&status.services.get("galera")).unwrap_or_default()
+        serde_json::to_string(&status.galera.map(|g| g.local.recovery)).unwrap_or_default()
     );
     Ok(())
 }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::cluster::{Authority, ClusterState};
 use crate::decide::galera::{
-    any_primary, evidence_from_reports, GaleraEvidence, GaleraInputs, GaleraSettings,
+    any_primary, evidence_from_reports, GaleraEvidence, GaleraInputs, GaleraPlant, GaleraSettings,
 };
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::ids::NodeId;
@@ -112,7 +112,8 @@ impl Controller for GaleraController {
         }
         let fresh = self.settings.freshness_ms;
         self.evidence = evidence_from_reports(cx.members, &cx.reports.seen, fresh);
-        let everyone = cx.members.iter().all(|m| self.evidence.contains_key(m));
+        let everyone = cx.members.iter().all(|m| self.evidence.contains_key(m))
+            || self.settings.plant == GaleraPlant::SilentAsAbsent;
         if any_primary(&cx.reports.seen, fresh) || !everyone {
             self.no_primary_since = None;
         } else {

@@ -100,6 +100,24 @@ pub struct GaleraSettings {
     /// The same while some mariadbd still runs non-Primary: Galera re-forms a Primary by
     /// itself after a short partition heals, so this is longer.
     pub open_after_non_primary_ms: u64,
+    /// A planted bug (simulation only; production: [`GaleraPlant::None`]).
+    #[doc(hidden)]
+    pub plant: GaleraPlant,
+}
+
+/// A bug the whole-cluster simulation plants in the decision, to prove its invariants catch
+/// it. Production always runs [`GaleraPlant::None`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GaleraPlant {
+    /// No bug.
+    #[default]
+    None,
+    /// Rank the candidates by node id instead of position (tiers kept).
+    RankByNodeId,
+    /// Treat a silent or unknown node as absent: it holds back neither an outage nor a
+    /// bootstrap (the controller's clock starts without its report, too).
+    SilentAsAbsent,
 }
 
 /// Whether a node's mariadbd runs, as its own agent sees it.
@@ -439,6 +457,10 @@ impl GaleraInputs<'_> {
         self.members
             .iter()
             .map(|&m| (m, self.standing(m)))
+            .filter(|(_, s)| {
+                self.settings.plant != GaleraPlant::SilentAsAbsent
+                    || !matches!(s, Standing::Unavailable(_))
+            })
             .collect()
     }
 }
@@ -708,7 +730,26 @@ fn waiting_for(standings: &[(NodeId, Standing)], bootstrap: bool) -> Vec<String>
 
 /// Decides, with the real ranking.
 pub fn decide(i: &GaleraInputs<'_>) -> GaleraPlan {
-    decide_ranked(i, rank)
+    match i.settings.plant {
+        GaleraPlant::RankByNodeId => decide_ranked(i, rank_by_node_id),
+        _ => decide_ranked(i, rank),
+    }
+}
+
+/// The planted [`GaleraPlant::RankByNodeId`]: [`rank`]'s tiers, ordered by node id within
+/// each.
+fn rank_by_node_id(i: &GaleraInputs<'_>) -> Vec<GaleraCandidate> {
+    let mut out = rank(i);
+    let mut eligible: Vec<&mut GaleraCandidate> = out
+        .iter_mut()
+        .filter(|c| c.tier != Tier::Excluded)
+        .collect();
+    eligible.sort_by_key(|c| (c.tier, c.node));
+    for (k, c) in eligible.into_iter().enumerate() {
+        c.rank = Some(u32::try_from(k).unwrap_or(u32::MAX).saturating_add(1));
+    }
+    out.sort_by_key(|c| (c.rank.is_none(), c.rank, c.node));
+    out
 }
 
 /// Decides with `ranker` choosing the order of the candidates; everything else (the rules,
@@ -977,7 +1018,13 @@ fn cannot(n: OutageId, ranking: &[GaleraCandidate]) -> GaleraPlan {
 /// otherwise what it would be if one were open now (the verdict says which). Proposes
 /// nothing.
 pub fn dry_run(i: &GaleraInputs<'_>) -> GaleraPlan {
-    if i.authority.open().is_some() {
+    let primary = i
+        .standings()
+        .iter()
+        .any(|(_, s)| matches!(s, Standing::Primary { .. }));
+    if i.authority.open().is_some() || primary {
+        // An outage is open (the decision as it stands), or a Primary runs (nothing to
+        // bootstrap: the decision says so).
         let mut plan = decide(i);
         plan.proposals.clear();
         return plan;
@@ -1219,6 +1266,7 @@ mod tests {
             freshness_ms: 2000,
             open_after_stopped_ms: 1000,
             open_after_non_primary_ms: 10_000,
+            plant: GaleraPlant::None,
         }
     }
 
@@ -1676,5 +1724,14 @@ mod tests {
         w.ages.remove(&NodeId(1));
         let plan = dry_run(&w.inputs());
         assert!(plan.verdict.contains("waiting for n1"), "{}", plan.verdict);
+        // A Primary anywhere: nothing to bootstrap, and the dry run says so.
+        w.ages.insert(NodeId(1), 100);
+        w.evidence.insert(NodeId(1), primary(3));
+        let plan = dry_run(&w.inputs());
+        assert!(
+            plan.verdict.starts_with("no action: galera n1"),
+            "{}",
+            plan.verdict
+        );
     }
 }

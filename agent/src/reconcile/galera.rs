@@ -84,6 +84,9 @@ pub struct LocalFacts {
     pub grastate: GrastateEvidence,
     /// Peers this agent's own fresh checks see in a Primary component, with its size.
     pub peers_primary: BTreeMap<NodeId, u64>,
+    /// The age of each of those checks, in ms (a check older than this node's stop says
+    /// nothing about the cluster after it: all three may have died together).
+    pub peers_primary_age_ms: BTreeMap<NodeId, u64>,
 }
 
 /// How a start is asked for.
@@ -195,6 +198,8 @@ pub struct GaleraRecovery {
     consecutive: u32,
     restarts_total: u64,
     non_primary_since: Option<u64>,
+    /// Since when (monotonic ms) mariadbd has been seen stopped.
+    stopped_since: Option<u64>,
     /// (outage, decision index) this node carried its bootstrap out for.
     bootstrapped: Option<(OutageId, LogIndex)>,
     /// The last failed `--wsrep-recover` (monotonic ms, error): retried after a pause.
@@ -217,6 +222,7 @@ impl GaleraRecovery {
             consecutive: 0,
             restarts_total: 0,
             non_primary_since: None,
+            stopped_since: None,
             bootstrapped: None,
             recover_failed: None,
             last: Step::idle("starting"),
@@ -367,6 +373,11 @@ impl GaleraRecovery {
         if f.process != ProcessState::Running || f.primary {
             self.non_primary_since = None;
         }
+        if f.process == ProcessState::Stopped {
+            self.stopped_since.get_or_insert(f.now_ms);
+        } else {
+            self.stopped_since = None;
+        }
         let Some(t) = target else {
             return Step::idle("no committed state yet");
         };
@@ -442,8 +453,34 @@ impl GaleraRecovery {
                      Primary back by hand"
                 ));
             }
-            // Stopped (a pc.bootstrap decision whose node stopped since starts it the same way:
-            // same data, same position).
+            // Stopped. A peer already Primary (this node bootstrapped, they joined, then it
+            // fell): join them, never a second Primary. Already carried out: never again.
+            if !self.fresh_primaries(f, 1).is_empty() {
+                let position = match self.recover_or(f, &format!("outage {n}")) {
+                    Ok(p) => p,
+                    Err(step) => return step,
+                };
+                if let Err(why) = self.may_restart(f.now_ms) {
+                    return Step::idle(format!("outage {n}: join held: {why}"));
+                }
+                return Step::Start {
+                    kind: StartKind::Join,
+                    position,
+                    outage: Some(n),
+                    decision: None,
+                    why: format!(
+                        "outage {n}: this node's bootstrap stopped but a peer is Primary: joining it"
+                    ),
+                };
+            }
+            if done {
+                return Step::idle(format!(
+                    "outage {n}: this node's bootstrap was carried out and it stopped since: no \
+                     second bootstrap; an operator must look (its log says why)"
+                ));
+            }
+            // (A pc.bootstrap decision whose node stopped since starts it the same way: same
+            // data, same position.)
             let position = match self.recover_or(f, &format!("outage {n}: bootstrap of this node"))
             {
                 Ok(p) => p,
@@ -473,7 +510,7 @@ impl GaleraRecovery {
             Ok(p) => p,
             Err(step) => return step,
         };
-        if !f.peers_primary.contains_key(&b.node) {
+        if !self.fresh_primaries(f, 1).contains(&b.node) {
             return Step::idle(format!(
                 "outage {n}: waiting for {} (the committed bootstrap) to be Primary before joining",
                 b.node
@@ -491,13 +528,23 @@ impl GaleraRecovery {
         }
     }
 
-    fn no_outage(&mut self, f: &LocalFacts) -> Step {
-        let majority: BTreeSet<NodeId> = f
-            .peers_primary
+    /// Peers seen Primary (of at least `min_size`) by a check made after this node was
+    /// seen stopped (any fresh check while it runs).
+    fn fresh_primaries(&self, f: &LocalFacts, min_size: u64) -> BTreeSet<NodeId> {
+        let stopped_for = self.stopped_since.map(|s| f.now_ms.saturating_sub(s));
+        f.peers_primary
             .iter()
-            .filter(|(_, &size)| size >= self.quorum)
+            .filter(|(_, &size)| size >= min_size)
+            .filter(|(n, _)| match stopped_for {
+                None => true,
+                Some(t) => f.peers_primary_age_ms.get(n).is_some_and(|&age| age <= t),
+            })
             .map(|(&n, _)| n)
-            .collect();
+            .collect()
+    }
+
+    fn no_outage(&mut self, f: &LocalFacts) -> Step {
+        let majority = self.fresh_primaries(f, self.quorum);
         let peers = majority
             .iter()
             .map(NodeId::to_string)

@@ -37,6 +37,8 @@ pub mod configs;
 pub mod down;
 pub mod error;
 pub mod faults;
+pub mod galera_cases;
+pub mod load;
 pub mod net;
 pub mod process;
 pub mod query;

@@ -69,6 +69,8 @@ fn facts(process: ProcessState, primary: bool, peers: &[(u64, u64)]) -> LocalFac
         synced: primary,
         grastate: grastate(None, false),
         peers_primary: peers.iter().map(|&(n, s)| (NodeId(n), s)).collect(),
+        // Checked just now: after any stop the planner saw.
+        peers_primary_age_ms: peers.iter().map(|&(n, _)| (NodeId(n), 0)).collect(),
     }
 }
 
@@ -394,4 +396,51 @@ fn a_stuck_non_primary_node_is_stopped_after_the_configured_time() {
     r.next(t.as_ref(), &f);
     f.now_ms = 10 * HOUR_MS;
     assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+}
+
+/// All three died together: this agent's checks of its peers from before the stop still say
+/// Primary. They do not count; a check made after the stop does.
+#[test]
+fn checks_older_than_the_stop_do_not_count() {
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let t = Some(target(None, false));
+    let mut f = facts(Stopped, false, &[(1, 3), (2, 3)]);
+    f.grastate = grastate(Some(5), false);
+    f.now_ms = 10_000;
+    f.peers_primary_age_ms = [(NodeId(1), 800), (NodeId(2), 900)].into();
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    f.now_ms = 11_000;
+    f.peers_primary_age_ms = [(NodeId(1), 300), (NodeId(2), 1_900)].into();
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), format!("join {UUID}:5"), "{s:?}");
+}
+
+/// The bootstrap node that stops again during its outage never bootstraps twice: it joins a
+/// Primary peer, or waits for an operator.
+#[test]
+fn a_bootstrap_node_that_falls_again_never_bootstraps_twice() {
+    let t = Some(target(Some(Some((3, BootstrapMode::NewCluster))), false));
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let mut f = facts(Stopped, false, &[]);
+    f.grastate = grastate(Some(40), true);
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), format!("new-cluster {UUID}:40"));
+    r.started(&s, f.now_ms);
+    // It ran, its peers joined, it fell: the peers are Primary, it joins them.
+    f.now_ms += 60_000;
+    f.peers_primary = [(NodeId(1), 2)].into();
+    f.peers_primary_age_ms = [(NodeId(1), 0)].into();
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), format!("join {UUID}:40"), "{s:?}");
+    // No Primary anywhere: no second bootstrap.
+    let mut r2 = GaleraRecovery::new(NodeId(3), 3, settings());
+    let mut g = facts(Stopped, false, &[]);
+    g.grastate = grastate(Some(40), true);
+    let s = r2.next(t.as_ref(), &g);
+    r2.started(&s, g.now_ms);
+    g.now_ms += 60_000;
+    let s = r2.next(t.as_ref(), &g);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    assert!(s.why().contains("no second bootstrap"), "{s:?}");
 }

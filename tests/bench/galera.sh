@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Galera recovery benchmark on the lab (not a test): under a write load through every node's
+# HAProxy, the time from kill -9 of one node until its agent has it Synced again (IST or SST),
+# the time from kill -9 of all three until writes are accepted through every HAProxy and until
+# all three are Synced, and acknowledged inserts lost (must be 0). `--manual` also measures a
+# scripted manual recovery (--wsrep-recover, bootstrap the most advanced, start the others)
+# in the same run, for comparison; `--skip-agent` measures only that.
+#   tests/bench/galera.sh [--runs N] [--outage-runs N] [--manual] [--skip-agent]
+# Needs root. Builds the release agent and driver, brings a lab up with the release agent
+# (unless one is up already: then it uses that lab as it is), and takes it down at the end
+# when it brought it up.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+cargo="${CARGO:-cargo}"
+target="${CARGO_TARGET_DIR:-$root/target}"
+
+"$cargo" build --release -p triad --bin triad
+"$cargo" build --release -p triad-tests --bin triad-galera-bench --bin triad-lab
+export TRIAD_BIN="${TRIAD_BIN:-$target/release/triad}"
+
+owned=0
+if ! "$target/release/triad-lab" status >/dev/null 2>&1; then
+  "$target/release/triad-lab" up
+  owned=1
+fi
+status=0
+"$target/release/triad-galera-bench" "$@" || status=$?
+if [ "$owned" = 1 ]; then
+  "$target/release/triad-lab" down
+fi
+exit "$status"
