@@ -310,7 +310,7 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
     let t = Instant::now();
     for n in lab.nodes() {
         poll_until(
-            &format!("HAProxy on n{n} to see every MySQL and PHP server UP"),
+            &format!("HAProxy on n{n} to see every MySQL and PHP server and the Redis master UP"),
             Duration::from_secs(15),
             Duration::from_millis(200),
             || {
@@ -318,7 +318,13 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
                     query::haproxy_servers(lab, n, QUERY_TIMEOUT).map_err(|e| format!("{e:#}"))?;
                 let down: Vec<String> = servers
                     .iter()
-                    .filter(|s| s.backend == "be_mysql" || s.backend == "be_php")
+                    // The Redis master too: its agent admits it once it holds its lease
+                    // and has reconciled (its `httpchk` on /redis/master).
+                    .filter(|s| {
+                        s.backend == "be_mysql"
+                            || s.backend == "be_php"
+                            || (s.backend == "be_redis" && s.server == "redis1")
+                    })
                     .filter(|s| !s.is_up())
                     .map(|s| format!("{}/{} {}", s.backend, s.server, s.word()))
                     .collect();
@@ -331,7 +337,7 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
         )?;
     }
     progress.step(
-        "HAProxy: every node sees all MySQL and PHP servers UP",
+        "HAProxy: every node sees all MySQL and PHP servers and the Redis master UP",
         t.elapsed(),
     );
     Ok(())
