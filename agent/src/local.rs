@@ -47,7 +47,7 @@ use crate::driver::Driver;
 use crate::health::HealthStore;
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
-use crate::observation::{ProbeId, Service};
+use crate::observation::Service;
 use crate::probe::grastate::{read_grastate, set_safe_to_bootstrap};
 use crate::probe::mariadb::GaleraNotes;
 use crate::probe::wsrep_recover::{recover_position, RecoverSpec};
@@ -617,19 +617,18 @@ fn local_checks(
     let mut own = None;
     let mut peers = BTreeMap::new();
     let mut ages = BTreeMap::new();
-    for &m in members {
-        let id = ProbeId {
-            subject: m,
-            service: Service::Mariadb,
-            target: String::new(),
-        };
-        let Some(seen) = h
-            .of(&id, now)
-            .into_iter()
-            .find(|s| s.observer == me && s.age_ms <= freshness_ms)
-        else {
+    // One pass over this agent's own report (the store copies every observation it returns).
+    for seen in h.all(now) {
+        let id = &seen.observation.id;
+        let m = id.subject;
+        if seen.observer != me
+            || id.service != Service::Mariadb
+            || !id.target.is_empty()
+            || seen.age_ms > freshness_ms
+            || !members.contains(&m)
+        {
             continue;
-        };
+        }
         let e = evidence_of(&seen.observation);
         if m == me {
             own = Some(e);
