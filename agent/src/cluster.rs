@@ -420,7 +420,9 @@ pub enum Command {
     },
     /// Open Galera outage `outage` (exactly the newest number plus one, with none open): no
     /// Primary component anywhere, every node reported. Agents stop restarting their nodes
-    /// on their own and gather evidence for the bootstrap.
+    /// on their own and gather evidence for the bootstrap. An open outage whose bootstrap is
+    /// decided is superseded (ended, then the next one opened): its bootstrap left no
+    /// Primary behind.
     OpenGaleraOutage {
         /// The new outage's number.
         outage: OutageId,
@@ -725,6 +727,22 @@ impl ClusterState {
         if let Some(open) = g.open() {
             if open.number == outage {
                 return Outcome::Unchanged;
+            }
+            if outage == open.number.next() && open.bootstrap.is_some() {
+                // A decided outage whose bootstrap left no Primary behind: superseded.
+                let old = open.number;
+                if let Some(o) = self.galera.outage.as_mut() {
+                    o.ended = Some(mark(
+                        meta,
+                        &format!("superseded by outage {outage}: {reason}"),
+                    ));
+                }
+                self.record(
+                    meta,
+                    "galera",
+                    format!("galera outage {old} ended: superseded by outage {outage}"),
+                );
+                return self.open_galera_outage(meta, outage, reason);
             }
             let why = format!(
                 "galera outage {outage} rejected: outage {} is open (stale decision)",
@@ -1378,7 +1396,7 @@ mod tests {
             (unknown_position, "changed"),
             (open_outage(2), "unchanged"),
             (
-                open_outage(3),
+                open_outage(4),
                 "rejected: outage 2 is open (stale decision)",
             ),
             (
@@ -1444,6 +1462,21 @@ mod tests {
             7,
             "every stale refusal is audited: {details:#?}"
         );
+        // The decided outage 2 left no Primary behind: outage 3 supersedes it, undecided.
+        assert_eq!(s.apply(meta(30), &open_outage(3)), Outcome::Changed);
+        let g = &s.galera;
+        let open = g.open().expect("outage 3 open");
+        assert_eq!((open.number, open.bootstrap.is_none()), (OutageId(3), true));
+        assert_eq!(g.check(), Ok(()));
+        assert!(s
+            .history
+            .iter()
+            .any(|h| h.details == "galera outage 2 ended: superseded by outage 3"));
+        // ...but an undecided outage is never superseded.
+        assert!(matches!(
+            s.apply(meta(31), &open_outage(4)),
+            Outcome::Rejected(why) if why.contains("outage 3 is open")
+        ));
     }
 
     /// What a snapshot may hold: `check` names the first impossible value.

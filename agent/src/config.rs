@@ -824,6 +824,13 @@ pub struct GaleraSection {
     /// itself after a short partition heals). `1s` to `24h`. Default `30s`.
     #[serde(default = "default_open_after_non_primary", with = "humantime_serde")]
     pub open_after_non_primary: Duration,
+    /// After a committed bootstrap, its node's agent said it carried it out and that mariadbd
+    /// has stayed stopped this long, every other mariadbd stopped too and nothing Primary:
+    /// the bootstrap is given up and the leader opens the next outage (decided afresh from
+    /// every node's position; the fallen node usually holds the newest). At least
+    /// `open_after_stopped`; `1s` to `1h`. Default `10s`.
+    #[serde(default = "default_rebootstrap_after", with = "humantime_serde")]
+    pub rebootstrap_after: Duration,
     /// A node that runs non-Primary while its peers are reachable and Primary is restarted
     /// after this long (Galera normally rejoins it by itself after a partition heals).
     /// `1s` to `24h`. Default `60s`.
@@ -874,6 +881,9 @@ fn default_open_after_stopped() -> Duration {
 fn default_open_after_non_primary() -> Duration {
     Duration::from_secs(30)
 }
+fn default_rebootstrap_after() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_restart_non_primary_after() -> Duration {
     Duration::from_secs(60)
 }
@@ -906,6 +916,7 @@ impl GaleraSection {
             freshness_ms: millis(self.freshness),
             open_after_stopped_ms: millis(self.open_after_stopped),
             open_after_non_primary_ms: millis(self.open_after_non_primary),
+            rebootstrap_after_ms: millis(self.rebootstrap_after),
             plant: crate::decide::galera::GaleraPlant::None,
         }
     }
@@ -1813,6 +1824,13 @@ fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
             "Galera needs a few seconds to re-form a Primary after a short partition",
         ),
         (
+            "galera.rebootstrap_after",
+            g.rebootstrap_after,
+            Duration::from_secs(1),
+            hour,
+            "a bootstrap is given up only once its node has stayed stopped that long",
+        ),
+        (
             "galera.restart_non_primary_after",
             g.restart_non_primary_after,
             Duration::from_secs(1),
@@ -1842,6 +1860,17 @@ fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
         ),
     ] {
         in_range(path, key, value, min, max, why)?;
+    }
+    if g.rebootstrap_after < g.open_after_stopped {
+        return Err(invalid(
+            "galera.rebootstrap_after",
+            format!(
+                "{} is shorter than galera.open_after_stopped ({}): a bootstrap must be given \
+                 at least the time an outage waits before it opens; raise it",
+                humantime::format_duration(g.rebootstrap_after),
+                humantime::format_duration(g.open_after_stopped)
+            ),
+        ));
     }
     in_range(
         path,
@@ -2823,6 +2852,8 @@ redis = "redis-server.service"
             "used by the Galera recovery",
             "galera recovery: a fallen mariadbd is restarted from its position while a \
              majority is Primary (back-off from 5s, at most 6 per hour)",
+            "a bootstrapped node that falls again before anyone joined it: the next outage \
+             after 10s",
             "--wsrep-recover reads /etc/mysql/my.cnf",
         ] {
             assert!(text.contains(want), "explanation lacks {want:?}:\n{text}");
@@ -2848,6 +2879,11 @@ redis = "redis-server.service"
                 "[galera]\n",
                 "[galera]\nrecover_timeout = \"9999999h\"\n",
                 "galera.recover_timeout",
+            ),
+            (
+                "[galera]\n",
+                "[galera]\nopen_after_stopped = \"20s\"\nrebootstrap_after = \"10s\"\n",
+                "galera.rebootstrap_after",
             ),
             ("[galera]\n", "[galera]\nbogus = 1\n", "bogus"),
             (

@@ -435,8 +435,8 @@ fn spawn_galera(
             let now = now_ms();
             // What this agent's own checks say (aged on the health store's clock, the
             // event loop's `Liveness`).
-            let (own, peers_primary, peers_primary_age_ms) =
-                local_checks(&health, me, &members, freshness, liveness.mono_ms());
+            let checks = local_checks(&health, me, &members, freshness, liveness.mono_ms());
+            let own = checks.own;
             let (primary, synced) = own.as_ref().map_or((false, false), |e| {
                 (
                     e.primary,
@@ -468,8 +468,9 @@ fn spawn_galera(
                 primary,
                 synced,
                 grastate: grastate.clone(),
-                peers_primary,
-                peers_primary_age_ms,
+                peers_primary: checks.primary,
+                peers_primary_age_ms: checks.primary_age_ms,
+                peers_checked_age_ms: checks.checked_age_ms,
             };
             let step = planner.next(target.as_ref(), &facts);
             if step.why() != last_logged {
@@ -533,8 +534,12 @@ fn spawn_galera(
                             StartKind::NewCluster => "new_cluster",
                         };
                         metrics.galera_restarts.with_label_values(&[label]).inc();
-                        if let Err(e) = control.start(service, &mode).await {
-                            error = Some(e.to_string());
+                        match control.start(service, &mode).await {
+                            // Reported as running from now on (not as this cycle's stopped):
+                            // the leader reads a stopped node that says it bootstrapped as a
+                            // bootstrap that fell.
+                            Ok(()) => process = ProcessState::Running,
+                            Err(e) => error = Some(e.to_string()),
                         }
                     }
                     if error.is_some() {
@@ -580,6 +585,7 @@ fn spawn_galera(
                     ProcessState::Unknown => None,
                 };
                 n.recovered = planner.recovered_position().cloned();
+                n.bootstrapped = rv.bootstrapped;
             }
             if let Ok(mut v) = view.lock() {
                 v.cycles += 1;
@@ -595,15 +601,20 @@ fn spawn_galera(
     true
 }
 
-/// Own node's evidence; peers seen Primary with the size; the age of those checks.
-type PeerChecks = (
-    Option<GaleraEvidence>,
-    BTreeMap<NodeId, u64>,
-    BTreeMap<NodeId, u64>,
-);
+/// What this agent's own fresh MariaDB checks say (see [`local_checks`]).
+#[derive(Default)]
+struct PeerChecks {
+    /// Its own node's evidence.
+    own: Option<GaleraEvidence>,
+    /// Peers seen in a Primary component, with its size.
+    primary: BTreeMap<NodeId, u64>,
+    /// The age of those checks (ms).
+    primary_age_ms: BTreeMap<NodeId, u64>,
+    /// The age of the newest check of each peer, whatever it answered (ms).
+    checked_age_ms: BTreeMap<NodeId, u64>,
+}
 
-/// This agent's own fresh checks: its own node's evidence, and the peers it sees in a
-/// Primary component (with its size).
+/// This agent's own fresh checks of its own node and of its peers.
 fn local_checks(
     health: &Arc<Mutex<HealthStore>>,
     me: NodeId,
@@ -611,12 +622,10 @@ fn local_checks(
     freshness_ms: u64,
     now: u64,
 ) -> PeerChecks {
+    let mut out = PeerChecks::default();
     let Ok(h) = health.lock() else {
-        return (None, BTreeMap::new(), BTreeMap::new());
+        return out;
     };
-    let mut own = None;
-    let mut peers = BTreeMap::new();
-    let mut ages = BTreeMap::new();
     // One pass over this agent's own report (the store copies every observation it returns).
     for seen in h.all(now) {
         let id = &seen.observation.id;
@@ -631,15 +640,18 @@ fn local_checks(
         }
         let e = evidence_of(&seen.observation);
         if m == me {
-            own = Some(e);
-        } else if e.primary {
+            out.own = Some(e);
+            continue;
+        }
+        out.checked_age_ms.insert(m, seen.age_ms);
+        if e.primary {
             if let Some(size) = e.cluster_size {
-                peers.insert(m, size);
-                ages.insert(m, seen.age_ms);
+                out.primary.insert(m, size);
+                out.primary_age_ms.insert(m, seen.age_ms);
             }
         }
     }
-    (own, peers, ages)
+    out
 }
 
 /// `SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'` over the local socket.

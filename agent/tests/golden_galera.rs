@@ -13,13 +13,15 @@
 //!
 //! Script lines:
 //! - `members N`; `settings key=MS ...` (freshness, open_after_stopped,
-//!   open_after_non_primary); `no_primary MS`; `maintenance`; `in_flight`;
+//!   open_after_non_primary, rebootstrap_after); `no_primary MS`; `fallen MS` (how long the
+//!   decided bootstrap node has been stopped again after carrying it out, everything
+//!   stopped); `maintenance`; `in_flight`;
 //! - `outage N open|ended`: the newest committed outage; `decided nX uuid=U seqno=S
 //!   [kind=operator by=WHO] [mode=pc-bootstrap]`: its bootstrap;
 //! - `agent nX age=MS`: age of that agent's latest report;
 //! - `node nX stopped|running|unknown [primary] [size=N] [state=S] [uuid=U] [committed=N]
 //!   [grastate=missing|unreadable|UUID:SEQNO] [safe] [recovered=UUID:SEQNO]
-//!   [seen_primary_by=nA,nB]`: that node's evidence (a seqno of -1 is unknown, `nil` the nil
+//!   [seen_primary_by=nA,nB] [bootstrapped=N]`: that node's evidence (a seqno of -1 is unknown, `nil` the nil
 //!   UUID);
 //! - `decide`; `override nX [accept] [by=WHO] [reason=WORDS_WITH_UNDERSCORES]`: the operator's
 //!   override built against the same inputs.
@@ -99,12 +101,14 @@ fn run(script: &str, ranker: Ranker) -> String {
         freshness_ms: 2000,
         open_after_stopped_ms: 1000,
         open_after_non_primary_ms: 10_000,
+        rebootstrap_after_ms: 5_000,
         plant: GaleraPlant::None,
     };
     let mut authority = GaleraAuthority::default();
     let mut ages = BTreeMap::new();
     let mut evidence = BTreeMap::new();
     let (mut no_primary, mut maintenance, mut in_flight) = (None, false, false);
+    let mut fallen = None;
     let mut overrides = vec![];
     for line in script.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -127,6 +131,7 @@ fn run(script: &str, ranker: Ranker) -> String {
                         &mut settings.open_after_non_primary_ms,
                         "open_after_non_primary",
                     ),
+                    (&mut settings.rebootstrap_after_ms, "rebootstrap_after"),
                 ] {
                     if let Some(v) = num(k) {
                         *slot = v;
@@ -134,6 +139,7 @@ fn run(script: &str, ranker: Ranker) -> String {
                 }
             }
             "no_primary" => no_primary = Some(parts[1].parse().expect("ms")),
+            "fallen" => fallen = Some(parts[1].parse().expect("ms")),
             "maintenance" => maintenance = true,
             "in_flight" => in_flight = true,
             "outage" => {
@@ -204,6 +210,7 @@ fn run(script: &str, ranker: Ranker) -> String {
                     let (uuid, seqno) = position(p);
                     GaleraPosition { uuid, seqno }
                 });
+                e.bootstrapped = num("bootstrapped").map(OutageId);
                 e.primary_seen_by = args
                     .get("seen_primary_by")
                     .map(|l| l.split(',').map(node).collect())
@@ -228,6 +235,7 @@ fn run(script: &str, ranker: Ranker) -> String {
         evidence: &evidence,
         report_age_ms: &ages,
         no_primary_ms: no_primary,
+        bootstrap_fallen_ms: fallen,
         maintenance,
         in_flight,
         settings,

@@ -125,6 +125,8 @@ pub struct GaleraPlan {
     pub open_after_stopped_ms: u64,
     /// ... or some still running non-Primary, for this long (ms).
     pub open_after_non_primary_ms: u64,
+    /// A bootstrapped node stopped again this long, all stopped: the next outage (ms).
+    pub rebootstrap_after_ms: u64,
     /// Restarts allowed per hour.
     pub restarts_per_hour: u32,
     /// The first back-off between restarts (ms).
@@ -287,6 +289,7 @@ impl Explanation {
             rejoin: g.rejoin,
             open_after_stopped_ms: millis(g.open_after_stopped),
             open_after_non_primary_ms: millis(g.open_after_non_primary),
+            rebootstrap_after_ms: millis(g.rebootstrap_after),
             restarts_per_hour: g.restarts_per_hour,
             restart_backoff_ms: millis(g.restart_backoff),
             defaults_file: g.defaults_file.clone(),
@@ -429,7 +432,8 @@ impl Explanation {
             Some(g) => format!(
                 "galera recovery: {}; after a full outage the leader bootstraps the most \
                  advanced node (outage opens after {} with every mariadbd stopped, {} with \
-                 some non-Primary); --wsrep-recover reads {}",
+                 some non-Primary; a bootstrapped node that falls again before anyone joined \
+                 it: the next outage after {}); --wsrep-recover reads {}",
                 if g.rejoin {
                     format!(
                         "a fallen mariadbd is restarted from its position while a majority is \
@@ -442,6 +446,7 @@ impl Explanation {
                 },
                 ms(g.open_after_stopped_ms),
                 ms(g.open_after_non_primary_ms),
+                ms(g.rebootstrap_after_ms),
                 g.defaults_file.display()
             ),
         });

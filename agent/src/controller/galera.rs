@@ -12,6 +12,11 @@
 //! recovery: the rejoin of a fallen node is each agent's own business (see
 //! `reconcile::galera`), the bootstrap of an outage is the committed decision's.
 //!
+//! It also measures how long the open outage's committed bootstrap node has been stopped
+//! again after its own agent said it carried the bootstrap out, with every mariadbd stopped
+//! and nothing Primary: past `rebootstrap_after` the decision opens the next outage (a
+//! bootstrap that left no Primary behind, say the node crashed before anyone joined it).
+//!
 //! Caveats:
 //! - Health never enters the log: the evidence a bootstrap was decided on is kept in the
 //!   decision's `evidence` line, not as structured data.
@@ -20,9 +25,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Authority, ClusterState};
+use crate::cluster::{Authority, ClusterState, OutageId};
 use crate::decide::galera::{
     any_primary, evidence_from_reports, GaleraEvidence, GaleraInputs, GaleraPlant, GaleraSettings,
+    ProcessState,
 };
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::ids::NodeId;
@@ -39,6 +45,9 @@ pub struct GaleraController {
     /// Since when (monotonic ms) this leader has seen no Primary anywhere, every member
     /// reporting.
     no_primary_since: Option<u64>,
+    /// Since when (monotonic ms) the open outage's bootstrap node has been seen fallen after
+    /// carrying its bootstrap out (see [`GaleraInputs::bootstrap_fallen_ms`]), per outage.
+    fallen_since: Option<(OutageId, u64)>,
     seen_outage: Option<(u64, bool, bool)>,
     plan: Option<ServicePlan>,
 }
@@ -51,6 +60,7 @@ impl GaleraController {
             metrics,
             evidence: BTreeMap::new(),
             no_primary_since: None,
+            fallen_since: None,
             seen_outage: None,
             plan: None,
         }
@@ -104,6 +114,7 @@ impl Controller for GaleraController {
         if !cx.is_leader {
             self.evidence.clear();
             self.no_primary_since = None;
+            self.fallen_since = None;
             return false;
         }
         if cx.reports.seen.is_empty() {
@@ -114,11 +125,32 @@ impl Controller for GaleraController {
         self.evidence = evidence_from_reports(cx.members, &cx.reports.seen, fresh);
         let everyone = cx.members.iter().all(|m| self.evidence.contains_key(m))
             || self.settings.plant == GaleraPlant::SilentAsAbsent;
-        if any_primary(&cx.reports.seen, fresh) || !everyone {
+        let primary = any_primary(&cx.reports.seen, fresh);
+        if primary || !everyone {
             self.no_primary_since = None;
         } else {
             self.no_primary_since.get_or_insert(cx.clock.mono_ms);
         }
+        // The committed bootstrap was carried out (its own agent says so) and every mariadbd
+        // is stopped again, nothing Primary.
+        let fallen = cx.state.galera.open().and_then(|o| {
+            let b = o.bootstrap.as_ref()?;
+            let all_stopped = cx.members.iter().all(|m| {
+                self.evidence
+                    .get(m)
+                    .is_some_and(|e| e.process == ProcessState::Stopped)
+            });
+            let carried_out = self
+                .evidence
+                .get(&b.node)
+                .is_some_and(|e| e.bootstrapped == Some(o.number));
+            (!primary && all_stopped && carried_out).then_some(o.number)
+        });
+        self.fallen_since = match (fallen, self.fallen_since) {
+            (Some(n), Some((m, since))) if n == m => Some((m, since)),
+            (Some(n), _) => Some((n, cx.clock.mono_ms)),
+            (None, _) => None,
+        };
         false
     }
 
@@ -134,6 +166,9 @@ impl Controller for GaleraController {
             no_primary_ms: self
                 .no_primary_since
                 .map(|s| cx.clock.mono_ms.saturating_sub(s)),
+            bootstrap_fallen_ms: self
+                .fallen_since
+                .map(|(_, s)| cx.clock.mono_ms.saturating_sub(s)),
             maintenance: cx.state.maintenance.enabled,
             in_flight: cx.in_flight(Authority::Galera),
             settings: self.settings,

@@ -100,6 +100,10 @@ pub struct GaleraSettings {
     /// The same while some mariadbd still runs non-Primary: Galera re-forms a Primary by
     /// itself after a short partition heals, so this is longer.
     pub open_after_non_primary_ms: u64,
+    /// How long a decided outage's bootstrap node must stay stopped after its agent says it
+    /// carried the bootstrap out, nothing Primary anywhere and every mariadbd stopped, before
+    /// the leader gives up on that bootstrap and opens the next outage.
+    pub rebootstrap_after_ms: u64,
     /// A planted bug (simulation only; production: [`GaleraPlant::None`]).
     #[doc(hidden)]
     pub plant: GaleraPlant,
@@ -185,6 +189,10 @@ pub struct GaleraEvidence {
     pub recovered: Option<GaleraPosition>,
     /// Peers whose fresh check of its MariaDB saw it in a Primary component.
     pub primary_seen_by: BTreeSet<NodeId>,
+    /// Stopped: the outage whose committed bootstrap its agent says it carried out (since
+    /// that agent started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrapped: Option<OutageId>,
 }
 
 impl GaleraEvidence {
@@ -200,6 +208,7 @@ impl GaleraEvidence {
             grastate,
             recovered: None,
             primary_seen_by: BTreeSet::new(),
+            bootstrapped: None,
         }
     }
 }
@@ -218,6 +227,10 @@ pub struct GaleraInputs<'a> {
     /// How long the leader has seen no Primary component in any fresh report (`None`: one is
     /// seen now, or not every node reports).
     pub no_primary_ms: Option<u64>,
+    /// How long the open outage's committed bootstrap node has been seen stopped after its
+    /// agent said it carried the bootstrap out, every mariadbd stopped, no Primary anywhere,
+    /// every node reporting (`None`: not so now).
+    pub bootstrap_fallen_ms: Option<u64>,
     /// Whether maintenance mode is on.
     pub maintenance: bool,
     /// Whether an earlier Galera proposal is still in flight.
@@ -767,16 +780,30 @@ pub fn decide_ranked(i: &GaleraInputs<'_>, ranker: Ranker) -> GaleraPlan {
     };
     let n = outage.number;
     let quorum = i.quorum();
-    // Ended by its own agent's report of a Primary of a majority: peers' sightings only block.
-    let whole = standings.iter().find_map(|(node, s)| match s {
-        Standing::Primary {
-            own_size: Some(size),
-            ..
-        } if usize::try_from(*size).is_ok_and(|s| s >= quorum) => Some((*node, *size)),
-        _ => None,
-    });
-    if let Some((node, size)) = whole {
-        let reason = format!("{node} is Primary with {size} nodes");
+    let bootstrap_node = outage.bootstrap.as_ref().map(|b| b.node);
+    // Ended by its own agent's report of a Primary component of a majority, or of the
+    // committed bootstrap node alone (before anyone joined it: the cluster runs again, and
+    // the others rejoin it as after any fall). Peers' sightings only block, and so does a
+    // Primary of a minority that Triad did not commit (bootstrapped by hand).
+    let back = standings
+        .iter()
+        .filter_map(|(node, s)| match s {
+            Standing::Primary {
+                own_size: Some(size),
+                ..
+            } if usize::try_from(*size).is_ok_and(|s| s >= quorum)
+                || bootstrap_node == Some(*node) =>
+            {
+                Some((*node, *size))
+            }
+            _ => None,
+        })
+        .min_by_key(|&(node, size)| (std::cmp::Reverse(size), node));
+    if let Some((node, size)) = back {
+        let reason = format!(
+            "{node} is Primary with {size} node{}",
+            if size == 1 { "" } else { "s" }
+        );
         if i.maintenance {
             return plan(format!(
                 "no action (maintenance): outage {n} open, but {reason}"
@@ -796,10 +823,38 @@ pub fn decide_ranked(i: &GaleraInputs<'_>, ranker: Ranker) -> GaleraPlan {
             .unwrap_or_default();
         return plan(format!(
             "waiting: outage {n}: {under_way}{primaries}; no bootstrap while any node is \
-             Primary, the outage ends at a Primary of {quorum} nodes"
+             Primary, the outage ends at a Primary of {quorum} nodes or of the committed \
+             bootstrap node"
         ));
     }
     if let Some(b) = &outage.bootstrap {
+        if let Some(t) = i.bootstrap_fallen_ms {
+            let fallen = format!(
+                "{}'s agent carried out the bootstrap of outage {n} and its mariadbd has been \
+                 stopped for {}, every other one too, nothing Primary",
+                b.node,
+                secs(t)
+            );
+            if i.maintenance {
+                return plan(format!("no action (maintenance): {fallen}"));
+            }
+            if t >= i.settings.rebootstrap_after_ms {
+                let next = n.next();
+                let reason = format!("{fallen}: the bootstrap is given up");
+                return GaleraPlan {
+                    verdict: format!("open galera outage {next}: {reason}"),
+                    proposals: vec![Command::OpenGaleraOutage {
+                        outage: next,
+                        reason,
+                    }],
+                    ranking,
+                };
+            }
+            return plan(format!(
+                "waiting: {fallen}; the next outage opens after {}",
+                secs(i.settings.rebootstrap_after_ms)
+            ));
+        }
         return plan(format!(
             "no action: outage {n} bootstraps {} at {}:{} ({} {}, index {}); waiting for it \
              to become Primary",
@@ -1142,6 +1197,7 @@ struct Details {
     grastate_error: Option<String>,
     service: Option<String>,
     recovered: Option<GaleraPosition>,
+    bootstrapped: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1208,6 +1264,10 @@ pub fn evidence_of(o: &Observation) -> GaleraEvidence {
             None
         },
         primary_seen_by: BTreeSet::new(),
+        bootstrapped: d
+            .bootstrapped
+            .filter(|_| process == ProcessState::Stopped)
+            .map(OutageId),
     }
 }
 
@@ -1266,6 +1326,7 @@ mod tests {
             freshness_ms: 2000,
             open_after_stopped_ms: 1000,
             open_after_non_primary_ms: 10_000,
+            rebootstrap_after_ms: 5_000,
             plant: GaleraPlant::None,
         }
     }
@@ -1323,6 +1384,7 @@ mod tests {
                 evidence: &self.evidence,
                 report_age_ms: &self.ages,
                 no_primary_ms: Some(5000),
+                bootstrap_fallen_ms: None,
                 maintenance: false,
                 in_flight: false,
                 settings: settings(),
@@ -1389,15 +1451,17 @@ mod tests {
             NodeId(1),
             "the dry run shows the new view"
         );
-        // n3 comes up alone: no second Primary, the outage stays open.
-        w.evidence.insert(NodeId(3), primary(1));
+        // n1 sees n3 Primary before n3's own report says so: that only blocks.
+        w.evidence.get_mut(&NodeId(3)).expect("n3").primary_seen_by = [NodeId(1)].into();
         assert!(w
             .step()
             .starts_with("waiting: outage 1: bootstrap of n3 under way"));
+        // n3 reports itself Primary, alone: the outage ends; the others rejoin it.
+        w.evidence.insert(NodeId(3), primary(1));
+        assert_eq!(w.step(), "end galera outage 1: n3 is Primary with 1 node");
+        assert!(w.state.galera.open().is_none());
         w.evidence.insert(NodeId(1), primary(2));
         w.evidence.insert(NodeId(3), primary(2));
-        assert_eq!(w.step(), "end galera outage 1: n1 is Primary with 2 nodes");
-        assert!(w.state.galera.open().is_none());
         assert!(w
             .step()
             .starts_with("no action: galera n1, n3 Primary (size 2)"));

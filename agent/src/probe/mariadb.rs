@@ -21,6 +21,7 @@ use mysql_async::{Conn, OptsBuilder};
 use super::galera_status::{self, GaleraStatus};
 use super::grastate;
 use super::{CheckResult, FailureKind, ProbeId};
+use crate::cluster::OutageId;
 use crate::config::ProbeTiming;
 use crate::decide::galera::GaleraPosition;
 
@@ -66,6 +67,31 @@ pub struct LocalGaleraNotes {
     pub service: Option<&'static str>,
     /// The position recovered since mariadbd last ran.
     pub recovered: Option<GaleraPosition>,
+    /// The outage whose committed bootstrap this agent carried out (since it started): the
+    /// leader supersedes an outage whose bootstrap node says so while it stays stopped.
+    pub bootstrapped: Option<OutageId>,
+}
+
+impl LocalGaleraNotes {
+    /// Adds the notes to a failed check's details (`service`, `recovered`, `bootstrapped`),
+    /// as the local probe reports them.
+    pub fn add_to(&self, details: &mut serde_json::Value) {
+        let Some(d) = details.as_object_mut() else {
+            return;
+        };
+        if let Some(svc) = self.service {
+            d.insert("service".into(), svc.into());
+        }
+        if let Some(p) = &self.recovered {
+            d.insert(
+                "recovered".into(),
+                serde_json::to_value(p).unwrap_or_default(),
+            );
+        }
+        if let Some(o) = self.bootstrapped {
+            d.insert("bootstrapped".into(), o.0.into());
+        }
+    }
 }
 
 /// The notes, shared between the local recovery (writer) and the local probe (reader).
@@ -111,16 +137,8 @@ impl MariadbProbe {
                     .notes
                     .as_ref()
                     .and_then(|n| n.lock().ok().map(|n| n.clone()));
-                if let (Some(n), Some(d)) = (notes, r.details.as_object_mut()) {
-                    if let Some(svc) = n.service {
-                        d.insert("service".into(), svc.into());
-                    }
-                    if let Some(p) = n.recovered {
-                        d.insert(
-                            "recovered".into(),
-                            serde_json::to_value(p).unwrap_or_default(),
-                        );
-                    }
+                if let Some(n) = notes {
+                    n.add_to(&mut r.details);
                 }
                 r
             }

@@ -6,31 +6,44 @@
 //! own glue) carries it out and reports back ([`GaleraRecovery::recovered`],
 //! [`GaleraRecovery::started`]). Steps:
 //! - **Rejoin** (no outage open): a stopped mariadbd is restarted only while a peer that this
-//!   agent checks itself is in a Primary component of a majority, from the position
+//!   agent checks itself (after this node stopped) is in a Primary component, from the position
 //!   `grastate.dat` holds after a clean stop or `--wsrep-recover` finds after a crash, so
 //!   that a donor can send IST. Restarts back off (doubling from `backoff`, up to 32 times
-//!   it) and are capped per hour; past the cap the node stays down and says why.
+//!   it) and are capped per hour; past the cap the node stays down and says why. The
+//!   Primary must be of a majority, or be the node the newest outage committed to bootstrap
+//!   (the most advanced by the evidence of every node, or the operator's explicit choice):
+//!   that is how the other nodes rejoin a bootstrapped node once the outage has ended. A
+//!   Primary of a minority made by hand is not joined automatically: it may be behind this
+//!   node, whose newer commits a join would silently discard.
 //! - **Non-Primary while peers are Primary** (a partition): left alone, since Galera rejoins
 //!   it after the heal; stopped (then rejoined as above) only when it is still non-Primary
 //!   `restart_non_primary_after` after this agent saw its peers reachable and Primary.
 //! - **Full outage** (a committed, open outage): no rejoin of its own. A stopped node whose
 //!   `grastate.dat` has `seqno: -1` runs `--wsrep-recover` so that its agent reports the
 //!   position (the leader's evidence); it does so already when it sees no Primary anywhere,
-//!   before the outage opens, which saves that time from the outage. The committed bootstrap node sets
-//!   `safe_to_bootstrap: 1` and starts as a new cluster from its position (or runs
-//!   `pc.bootstrap` when the decision says so); every other node clears the flag and starts
-//!   from its position once the bootstrap node is Primary.
+//!   before the outage opens, which saves that time from the outage. The committed bootstrap
+//!   node sets `safe_to_bootstrap: 1` and starts as a new cluster from its position (or runs
+//!   `pc.bootstrap` when the decision says so), once this agent has checked every peer since
+//!   its node stopped and found none Primary; every other node clears the flag and starts
+//!   from its position once the bootstrap node is Primary. The leader ends the outage as
+//!   soon as the bootstrapped node reports itself Primary; if instead it stops again before
+//!   that, with every node stopped, the leader supersedes the outage with the next one
+//!   (decided afresh); the planner reports the outage it bootstrapped (its view, and the
+//!   probe's `bootstrapped` note) for that.
 //! - **Maintenance** (committed): nothing at all.
 //!
-//! Fencing: a bootstrap is carried out at most once per outage number, and only for the
-//! committed decision (its outage number and log index); the planner never bootstraps on
-//! its own. Every action is idempotent (a start of a running service does nothing).
+//! Fencing: a bootstrap is carried out at most once per outage number by an agent (its memory:
+//! an agent restarted during its own bootstrap may carry it out again, which is harmless
+//! since no Primary exists then, or it joins the one that does), and only for the committed
+//! decision (its outage number and log index); the planner never bootstraps on its own. Every
+//! action is idempotent (a start of a running service does nothing).
 //!
 //! Caveats:
 //! - "Gone" is service control's word (the process is not running); a hung mariadbd
 //!   (running, not answering) is never restarted by this module, it is `Unknown`.
-//! - A rejoin trusts this agent's own checks of its peers (fresh, answered, Primary of a
-//!   majority): a node cut off from its peers does not restart its mariadbd.
+//! - A rejoin trusts this agent's own checks of its peers (fresh, answered, Primary, made
+//!   after this node was seen stopped): a node cut off from its peers does not restart its
+//!   mariadbd, and checks from before all three died together do not count.
 //! - A backup hold does not exist yet (the backup issue adds it); maintenance is the only
 //!   hold today.
 //! - With `unit_recovers` (systemd: Debian's unit runs `galera_recovery` itself) a rejoin
@@ -87,6 +100,9 @@ pub struct LocalFacts {
     /// The age of each of those checks, in ms (a check older than this node's stop says
     /// nothing about the cluster after it: all three may have died together).
     pub peers_primary_age_ms: BTreeMap<NodeId, u64>,
+    /// The age of this agent's newest fresh check of each peer's MariaDB, whatever it
+    /// answered (a refused or timed-out check counts), in ms.
+    pub peers_checked_age_ms: BTreeMap<NodeId, u64>,
 }
 
 /// How a start is asked for.
@@ -190,7 +206,8 @@ const HOUR_MS: u64 = 3_600_000;
 #[derive(Clone, Debug)]
 pub struct GaleraRecovery {
     me: NodeId,
-    quorum: u64,
+    /// Members of the cluster, this node included.
+    members: usize,
     settings: RecoverySettings,
     recovered: Option<GaleraPosition>,
     /// Monotonic ms of every restart in the last hour.
@@ -215,7 +232,7 @@ impl GaleraRecovery {
     pub fn new(me: NodeId, members: usize, settings: RecoverySettings) -> Self {
         GaleraRecovery {
             me,
-            quorum: u64::try_from(members / 2 + 1).unwrap_or(u64::MAX),
+            members,
             settings,
             recovered: None,
             restarts: VecDeque::new(),
@@ -390,7 +407,15 @@ impl GaleraRecovery {
         if let Some(outage) = t.authority.open() {
             return self.in_outage(outage.number, outage.bootstrap.as_ref(), f);
         }
-        self.no_outage(f)
+        // A Primary of fewer than a majority is rejoined only when it is the node the newest
+        // (ended) outage committed to bootstrap.
+        let bootstrapped = t
+            .authority
+            .outage
+            .as_ref()
+            .and_then(|o| o.bootstrap.as_ref())
+            .map(|b| b.node);
+        self.no_outage(f, bootstrapped)
     }
 
     fn recover_or(&self, f: &LocalFacts, why: &str) -> Result<Option<String>, Step> {
@@ -476,7 +501,18 @@ impl GaleraRecovery {
             if done {
                 return Step::idle(format!(
                     "outage {n}: this node's bootstrap was carried out and it stopped since: no \
-                     second bootstrap; an operator must look (its log says why)"
+                     second bootstrap for this outage (the leader opens the next one if it \
+                     stays down)"
+                ));
+            }
+            // Every peer checked since this node was seen stopped, none Primary (an agent
+            // that just started knows nothing of its peers yet).
+            let checked = self.checked_since_stop(f);
+            if checked < self.members.saturating_sub(1) {
+                return Step::idle(format!(
+                    "outage {n}: bootstrap of this node waits for a check of every peer made \
+                     since it stopped ({checked} of {})",
+                    self.members.saturating_sub(1)
                 ));
             }
             // (A pc.bootstrap decision whose node stopped since starts it the same way: same
@@ -543,9 +579,23 @@ impl GaleraRecovery {
             .collect()
     }
 
-    fn no_outage(&mut self, f: &LocalFacts) -> Step {
-        let majority = self.fresh_primaries(f, self.quorum);
-        let peers = majority
+    /// Peers this agent checked (any answer) since this node was seen stopped.
+    fn checked_since_stop(&self, f: &LocalFacts) -> usize {
+        let stopped_for = self.stopped_since.map(|s| f.now_ms.saturating_sub(s));
+        f.peers_checked_age_ms
+            .iter()
+            .filter(|(n, _)| **n != self.me)
+            .filter(|(_, &age)| stopped_for.is_none_or(|t| age <= t))
+            .count()
+    }
+
+    fn no_outage(&mut self, f: &LocalFacts, bootstrapped: Option<NodeId>) -> Step {
+        let quorum = u64::try_from(self.members / 2 + 1).unwrap_or(u64::MAX);
+        let mut primaries = self.fresh_primaries(f, quorum);
+        if let Some(b) = bootstrapped.filter(|b| self.fresh_primaries(f, 1).contains(b)) {
+            primaries.insert(b);
+        }
+        let peers = primaries
             .iter()
             .map(NodeId::to_string)
             .collect::<Vec<_>>()
@@ -557,7 +607,7 @@ impl GaleraRecovery {
                 "Primary, not Synced yet (state transfer or catching up)"
             }),
             ProcessState::Running => {
-                if majority.is_empty() {
+                if primaries.is_empty() {
                     return Step::idle(
                         "non-Primary, and no Primary component seen elsewhere: the leader decides",
                     );
@@ -590,13 +640,26 @@ impl GaleraRecovery {
                 }
             }
             ProcessState::Stopped => {
-                if majority.is_empty() {
+                if primaries.is_empty() {
                     // Perhaps a full outage: the leader will want this node's position, so
                     // find it now rather than after the outage opens.
                     if let Err(step) =
                         self.recover_or(f, "stopped, no Primary component seen elsewhere")
                     {
                         return step;
+                    }
+                    let minority = self.fresh_primaries(f, 1);
+                    if !minority.is_empty() {
+                        return Step::idle(format!(
+                            "stopped; {} Primary without a majority, and not the committed \
+                             bootstrap of an outage (made by hand?): not joined automatically, \
+                             it may be behind this node; an operator decides",
+                            minority
+                                .iter()
+                                .map(NodeId::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
                     }
                     return Step::idle(
                         "stopped, and no Primary component seen elsewhere: not restarted (a \

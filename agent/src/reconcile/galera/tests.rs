@@ -53,6 +53,14 @@ fn target(outage: Option<Option<(u64, BootstrapMode)>>, maintenance: bool) -> Ga
     }
 }
 
+/// The same target with its outage ended.
+fn ended(mut t: GaleraTarget) -> GaleraTarget {
+    if let Some(o) = t.authority.outage.as_mut() {
+        o.ended = Some(mark(12));
+    }
+    t
+}
+
 fn grastate(seqno: Option<i64>, safe: bool) -> GrastateEvidence {
     GrastateEvidence::Present {
         uuid: Some(UUID.into()),
@@ -71,6 +79,8 @@ fn facts(process: ProcessState, primary: bool, peers: &[(u64, u64)]) -> LocalFac
         peers_primary: peers.iter().map(|&(n, s)| (NodeId(n), s)).collect(),
         // Checked just now: after any stop the planner saw.
         peers_primary_age_ms: peers.iter().map(|&(n, _)| (NodeId(n), 0)).collect(),
+        // Both peers of n3 checked just now.
+        peers_checked_age_ms: [(NodeId(1), 0), (NodeId(2), 0)].into(),
     }
 }
 
@@ -182,12 +192,23 @@ fn planner_table() {
             "rejoining",
         ),
         (
-            "stopped, peers Primary of a minority only: not restarted",
+            "stopped, a peer Primary alone that nobody committed: not joined",
             Some(target(None, false)),
             facts(Stopped, false, &[(1, 1)]),
             Some(recovered(40)),
             "idle".into(),
-            "no Primary component seen elsewhere",
+            "not joined automatically",
+        ),
+        (
+            "stopped, the committed bootstrap node Primary alone (outage ended): rejoin it",
+            Some(ended(target(
+                Some(Some((1, BootstrapMode::NewCluster))),
+                false,
+            ))),
+            facts(Stopped, false, &[(1, 1)]),
+            Some(recovered(40)),
+            format!("join {}", pos(40)),
+            "rejoining",
         ),
         (
             "stopped, no peer seen: its position is found for the evidence",
@@ -417,7 +438,7 @@ fn checks_older_than_the_stop_do_not_count() {
 }
 
 /// The bootstrap node that stops again during its outage never bootstraps twice: it joins a
-/// Primary peer, or waits for an operator.
+/// Primary peer, or waits (the leader opens the next outage if it stays down).
 #[test]
 fn a_bootstrap_node_that_falls_again_never_bootstraps_twice() {
     let t = Some(target(Some(Some((3, BootstrapMode::NewCluster))), false));
@@ -443,4 +464,37 @@ fn a_bootstrap_node_that_falls_again_never_bootstraps_twice() {
     let s = r2.next(t.as_ref(), &g);
     assert_eq!(kind(&s), "idle", "{s:?}");
     assert!(s.why().contains("no second bootstrap"), "{s:?}");
+}
+
+/// A bootstrap waits until this agent has checked every peer since its node was seen stopped
+/// (an agent restarted during an outage knows nothing of its peers yet), and then joins a
+/// peer that turns out Primary instead.
+#[test]
+fn a_bootstrap_waits_for_a_check_of_every_peer_since_the_stop() {
+    let t = Some(target(Some(Some((3, BootstrapMode::NewCluster))), false));
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let mut f = facts(Stopped, false, &[]);
+    f.grastate = grastate(Some(40), true);
+    f.now_ms = 5_000;
+    // First cycle: n1 checked 300 ms ago (before this planner saw the stop), n2 never.
+    f.peers_checked_age_ms = [(NodeId(1), 300)].into();
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    assert!(s.why().contains("0 of 2"), "{s:?}");
+    // n1 checked again since; n2 still not.
+    f.now_ms = 5_500;
+    f.peers_checked_age_ms = [(NodeId(1), 100)].into();
+    let s = r.next(t.as_ref(), &f);
+    assert!(s.why().contains("1 of 2"), "{s:?}");
+    // Both checked since the stop, neither Primary: the bootstrap goes ahead.
+    f.now_ms = 6_000;
+    f.peers_checked_age_ms = [(NodeId(1), 100), (NodeId(2), 200)].into();
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), format!("new-cluster {UUID}:40"), "{s:?}");
+    // Had n2 been Primary, it would have joined it.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    f.peers_primary = [(NodeId(2), 1)].into();
+    f.peers_primary_age_ms = [(NodeId(2), 0)].into();
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), format!("join {UUID}:40"), "{s:?}");
 }
