@@ -311,51 +311,61 @@ pub fn status_body(h: &Handles) -> StatusBody {
     }
 }
 
-/// The Galera settings, every member's evidence and every agent's report age.
-type GaleraEvidenceNow = (
-    crate::decide::galera::GaleraSettings,
-    BTreeMap<NodeId, GaleraEvidence>,
-    BTreeMap<NodeId, u64>,
-);
+/// What the dry run and an operator's override decide from: the settings, every member's
+/// evidence as this node's health store tells it, and every agent's report age.
+struct GaleraNow {
+    members: Vec<NodeId>,
+    settings: crate::decide::galera::GaleraSettings,
+    evidence: BTreeMap<NodeId, GaleraEvidence>,
+    ages: BTreeMap<NodeId, u64>,
+}
 
-/// The Galera evidence as this node's health store tells it, with the settings: what the
-/// dry run and an operator's override decide from.
-fn galera_evidence(h: &Handles, core: &crate::status::CoreStatus) -> Option<GaleraEvidenceNow> {
-    let settings = h.config.config.galera.as_ref()?.settings();
-    let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
-    let now = h.liveness.mono_ms();
-    let (seen, ages) = core
-        .health
-        .lock()
-        .map(|health| (health.all(now), health.report_ages(now)))
-        .unwrap_or_default();
-    Some((
-        settings,
-        evidence_from_reports(&members, &seen, settings.freshness_ms),
-        ages,
-    ))
+impl GaleraNow {
+    /// `None` without `[galera]`.
+    fn read(h: &Handles, core: &crate::status::CoreStatus) -> Option<Self> {
+        let settings = h.config.config.galera.as_ref()?.settings();
+        let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+        let now = h.liveness.mono_ms();
+        let (seen, ages) = core
+            .health
+            .lock()
+            .map(|health| (health.all(now), health.report_ages(now)))
+            .unwrap_or_default();
+        let evidence = evidence_from_reports(&members, &seen, settings.freshness_ms);
+        Some(GaleraNow {
+            members,
+            settings,
+            evidence,
+            ages,
+        })
+    }
+
+    /// The decision's inputs against the committed state (no timers: a dry run or an
+    /// override never opens an outage on its own).
+    fn inputs<'a>(&'a self, core: &'a crate::status::CoreStatus) -> GaleraInputs<'a> {
+        GaleraInputs {
+            members: &self.members,
+            authority: &core.cluster.galera,
+            evidence: &self.evidence,
+            report_age_ms: &self.ages,
+            no_primary_ms: None,
+            bootstrap_fallen_ms: None,
+            maintenance: core.cluster.maintenance.enabled,
+            in_flight: false,
+            settings: self.settings,
+        }
+    }
 }
 
 fn galera_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<GaleraStatusBody> {
     let g = core.services.galera.as_ref()?;
-    let (settings, evidence, ages) = galera_evidence(h, core)?;
-    let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
-    let next = galera::dry_run(&GaleraInputs {
-        members: &members,
-        authority: &core.cluster.galera,
-        evidence: &evidence,
-        report_age_ms: &ages,
-        no_primary_ms: None,
-        bootstrap_fallen_ms: None,
-        maintenance: core.cluster.maintenance.enabled,
-        in_flight: false,
-        settings,
-    });
+    let now = GaleraNow::read(h, core)?;
+    let next = galera::dry_run(&now.inputs(core));
     Some(GaleraStatusBody {
         authority: core.cluster.galera.clone(),
         verdict: g.plan.as_ref().map(|p| p.verdict.clone()),
         next,
-        evidence,
+        evidence: now.evidence,
         local: g.local.lock().map(|l| l.clone()).unwrap_or_default(),
     })
 }
@@ -460,44 +470,27 @@ async fn galera_bootstrap(
     body: Body,
 ) -> Response {
     // The token before the body, as for every mutating endpoint (a dry run included).
-    if let Err(resp) = authorize(&h, &headers) {
-        return *resp;
-    }
-    let body = match read_body(body).await {
-        Ok(b) => b,
+    let req: GaleraBootstrapRequest = match json_request(
+        &h,
+        &headers,
+        body,
+        None,
+        "{\"dry_run\": true} or {\"node\": N, \"accept_data_loss\": true, \"by\": \"...\", \
+         \"reason\": \"...\"}",
+    )
+    .await
+    {
+        Ok(r) => r,
         Err(resp) => return resp,
     };
-    let req: GaleraBootstrapRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid JSON body: {e}; expected {{\"dry_run\": true}} or {{\"node\": N, \
-                     \"accept_data_loss\": true, \"by\": \"...\", \"reason\": \"...\"}}"
-                ),
-            )
-        }
-    };
     let core = h.status.borrow().clone();
-    let Some((settings, evidence, ages)) = galera_evidence(&h, &core) else {
+    let Some(now) = GaleraNow::read(&h, &core) else {
         return error(
             StatusCode::NOT_FOUND,
             "Galera recovery is not configured on this node (no [galera] section)",
         );
     };
-    let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
-    let inputs = GaleraInputs {
-        members: &members,
-        authority: &core.cluster.galera,
-        evidence: &evidence,
-        report_age_ms: &ages,
-        no_primary_ms: None,
-        bootstrap_fallen_ms: None,
-        maintenance: core.cluster.maintenance.enabled,
-        in_flight: false,
-        settings,
-    };
+    let inputs = now.inputs(&core);
     if req.dry_run {
         if req.node.is_some() || req.accept_data_loss {
             return error(
@@ -507,7 +500,7 @@ async fn galera_bootstrap(
         }
         return Json(serde_json::json!({
             "dry_run": galera::dry_run(&inputs),
-            "evidence": evidence,
+            "evidence": &now.evidence,
         }))
         .into_response();
     }
@@ -712,24 +705,41 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
     })
 }
 
-async fn maintenance(State(h): State<Arc<Handles>>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(resp) = authorize(&h, &headers) {
-        return *resp;
+/// A mutating request: the token first (before the body is read), then a JSON body of at
+/// most [`MAX_BODY`] bytes. An empty body is `empty` when given, else invalid; the error names
+/// the problem and the `expected` shape.
+async fn json_request<T: serde::de::DeserializeOwned>(
+    h: &Handles,
+    headers: &HeaderMap,
+    body: Body,
+    empty: Option<T>,
+    expected: &str,
+) -> Result<T, Response> {
+    authorize(h, headers).map_err(|r| *r)?;
+    let body = read_body(body).await?;
+    if let Some(e) = empty.filter(|_| body.iter().all(u8::is_ascii_whitespace)) {
+        return Ok(e);
     }
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let req: MaintenanceRequest = match serde_json::from_slice(&body) {
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e}; expected {expected}"),
+        )
+    })
+}
+
+async fn maintenance(State(h): State<Arc<Handles>>, headers: HeaderMap, body: Body) -> Response {
+    let req: MaintenanceRequest = match json_request(
+        &h,
+        &headers,
+        body,
+        None,
+        "{\"enabled\": true|false, \"reason\": \"...\"}",
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                "invalid JSON body: {e}; expected {{\"enabled\": true|false, \"reason\": \"...\"}}"
-            ),
-            )
-        }
+        Err(resp) => return resp,
     };
     let reason = req.reason.trim();
     if reason.is_empty() {
@@ -764,25 +774,17 @@ async fn redis_switchover(
     body: Body,
 ) -> Response {
     use crate::switchover::redis::{self, RequestError, SwitchoverError};
-    if let Err(resp) = authorize(&h, &headers) {
-        return *resp;
-    }
-    let body = match read_body(body).await {
-        Ok(b) => b,
+    let req: SwitchoverRequest = match json_request(
+        &h,
+        &headers,
+        body,
+        Some(SwitchoverRequest::default()),
+        "{} or {\"to\": NODE_ID}",
+    )
+    .await
+    {
+        Ok(r) => r,
         Err(resp) => return resp,
-    };
-    let req: SwitchoverRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        SwitchoverRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid JSON body: {e}; expected {{}} or {{\"to\": NODE_ID}}"),
-                )
-            }
-        }
     };
     match redis::request(&h, req.to).await {
         Ok(report) => Json(report).into_response(),
