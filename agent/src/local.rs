@@ -409,6 +409,16 @@ fn spawn_galera(
     let started = Instant::now();
     let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let service = ServiceName::Mariadb.as_str();
+    let exec = GaleraExec {
+        control: Arc::clone(&control),
+        spec,
+        datadir: datadir.clone(),
+        db,
+        admin_user: g.admin_user.clone(),
+        admin_password,
+        metrics: metrics.clone(),
+        now_ms: Box::new(now_ms),
+    };
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(g.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -481,97 +491,11 @@ fn spawn_galera(
                 }
                 last_logged = step.why().to_string();
             }
-            let mut error = None;
-            match &step {
-                Step::Idle { .. } => {}
-                Step::Recover { .. } => match recover_position(&spec).await {
-                    Ok(p) => {
-                        tracing::info!(position = %p, "galera: recovered the local position");
-                        planner.recovered(GaleraPosition {
-                            uuid: p.uuid,
-                            seqno: p.seqno,
-                        });
-                    }
-                    Err(e) => {
-                        metrics
-                            .galera_recovery_errors
-                            .with_label_values(&["recover"])
-                            .inc();
-                        planner.recover_failed(e.to_string(), now_ms());
-                        error = Some(format!("--wsrep-recover: {e}"));
-                    }
-                },
-                Step::Start { kind, position, .. } => {
-                    let safe = *kind == StartKind::NewCluster;
-                    let has_file = matches!(grastate, GrastateEvidence::Present { .. });
-                    let flagged = match grastate {
-                        GrastateEvidence::Present {
-                            safe_to_bootstrap, ..
-                        } => safe_to_bootstrap,
-                        _ => false,
-                    };
-                    let mut ok = true;
-                    if has_file && flagged != safe {
-                        if let Err(e) = set_safe_to_bootstrap(&datadir, safe) {
-                            // Setting it is required for a bootstrap (mariadbd refuses
-                            // otherwise); clearing it before a join is hygiene only.
-                            error = Some(format!("grastate.dat: {e}"));
-                            ok = !safe;
-                        }
-                    }
-                    if ok {
-                        let mode = match (kind, position) {
-                            (StartKind::NewCluster, p) => StartMode::GaleraBootstrap {
-                                position: p.clone(),
-                            },
-                            (StartKind::Join, Some(p)) => StartMode::GaleraRejoin {
-                                position: p.clone(),
-                            },
-                            (StartKind::Join, None) => StartMode::Normal,
-                        };
-                        let label = match kind {
-                            StartKind::Join => "join",
-                            StartKind::NewCluster => "new_cluster",
-                        };
-                        metrics.galera_restarts.with_label_values(&[label]).inc();
-                        match control.start(service, &mode).await {
-                            // Reported as running from now on (not as this cycle's stopped):
-                            // the leader reads a stopped node that says it bootstrapped as a
-                            // bootstrap that fell.
-                            Ok(()) => process = ProcessState::Running,
-                            Err(e) => error = Some(e.to_string()),
-                        }
-                    }
-                    if error.is_some() {
-                        metrics
-                            .galera_recovery_errors
-                            .with_label_values(&["start"])
-                            .inc();
-                    }
-                    planner.started(&step, now_ms());
-                }
-                Step::PcBootstrap { .. } => {
-                    match pc_bootstrap(&db, &g.admin_user, admin_password.as_deref()).await {
-                        Ok(()) => planner.started(&step, now_ms()),
-                        Err(e) => {
-                            metrics
-                                .galera_recovery_errors
-                                .with_label_values(&["pc_bootstrap"])
-                                .inc();
-                            error = Some(e);
-                        }
-                    }
-                }
-                Step::Stop { .. } => {
-                    if let Err(e) = control.stop(service).await {
-                        metrics
-                            .galera_recovery_errors
-                            .with_label_values(&["stop"])
-                            .inc();
-                        error = Some(e.to_string());
-                    }
-                    planner.started(&step, now_ms());
-                }
+            let (error, now_running) = exec.execute(&step, &grastate, &mut planner).await;
+            if now_running {
+                // Reported as running from now on (not as this cycle's stopped): the leader
+                // reads a stopped node that says it bootstrapped as a bootstrap that fell.
+                process = ProcessState::Running;
             }
             if let Some(e) = &error {
                 tracing::warn!(error = %e, step = ?step, "galera recovery step failed");
@@ -599,6 +523,129 @@ fn spawn_galera(
         }
     });
     true
+}
+
+/// What carries out the local Galera recovery's steps.
+struct GaleraExec {
+    control: Arc<dyn crate::actuator::service::ServiceControl>,
+    spec: RecoverSpec,
+    datadir: std::path::PathBuf,
+    db: MariadbSection,
+    admin_user: String,
+    admin_password: Option<String>,
+    metrics: Metrics,
+    now_ms: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl GaleraExec {
+    /// Carries out one step and tells the planner; returns the error, if any, and whether
+    /// mariadbd was just started.
+    async fn execute(
+        &self,
+        step: &Step,
+        grastate: &GrastateEvidence,
+        planner: &mut GaleraRecovery,
+    ) -> (Option<String>, bool) {
+        let service = ServiceName::Mariadb.as_str();
+        let mut now_running = false;
+        let mut error = None;
+        match step {
+            Step::Idle { .. } => {}
+            Step::Recover { .. } => match recover_position(&self.spec).await {
+                Ok(p) => {
+                    tracing::info!(position = %p, "galera: recovered the local position");
+                    planner.recovered(GaleraPosition {
+                        uuid: p.uuid,
+                        seqno: p.seqno,
+                    });
+                }
+                Err(e) => {
+                    self.metrics
+                        .galera_recovery_errors
+                        .with_label_values(&["recover"])
+                        .inc();
+                    planner.recover_failed(e.to_string(), (self.now_ms)());
+                    error = Some(format!("--wsrep-recover: {e}"));
+                }
+            },
+            Step::Start { kind, position, .. } => {
+                let safe = *kind == StartKind::NewCluster;
+                let has_file = matches!(grastate, GrastateEvidence::Present { .. });
+                let flagged = match grastate {
+                    GrastateEvidence::Present {
+                        safe_to_bootstrap, ..
+                    } => *safe_to_bootstrap,
+                    _ => false,
+                };
+                let mut ok = true;
+                if has_file && flagged != safe {
+                    if let Err(e) = set_safe_to_bootstrap(&self.datadir, safe) {
+                        // Setting it is required for a bootstrap (mariadbd refuses
+                        // otherwise); clearing it before a join is hygiene only.
+                        error = Some(format!("grastate.dat: {e}"));
+                        ok = !safe;
+                    }
+                }
+                if ok {
+                    let mode = match (kind, position) {
+                        (StartKind::NewCluster, p) => StartMode::GaleraBootstrap {
+                            position: p.clone(),
+                        },
+                        (StartKind::Join, Some(p)) => StartMode::GaleraRejoin {
+                            position: p.clone(),
+                        },
+                        (StartKind::Join, None) => StartMode::Normal,
+                    };
+                    let label = match kind {
+                        StartKind::Join => "join",
+                        StartKind::NewCluster => "new_cluster",
+                    };
+                    self.metrics
+                        .galera_restarts
+                        .with_label_values(&[label])
+                        .inc();
+                    match self.control.start(service, &mode).await {
+                        // Reported as running from now on (not as this cycle's stopped):
+                        // the leader reads a stopped node that says it bootstrapped as a
+                        // bootstrap that fell.
+                        Ok(()) => now_running = true,
+                        Err(e) => error = Some(e.to_string()),
+                    }
+                }
+                if error.is_some() {
+                    self.metrics
+                        .galera_recovery_errors
+                        .with_label_values(&["start"])
+                        .inc();
+                }
+                planner.started(step, (self.now_ms)());
+            }
+            Step::PcBootstrap { .. } => {
+                match pc_bootstrap(&self.db, &self.admin_user, self.admin_password.as_deref()).await
+                {
+                    Ok(()) => planner.started(step, (self.now_ms)()),
+                    Err(e) => {
+                        self.metrics
+                            .galera_recovery_errors
+                            .with_label_values(&["pc_bootstrap"])
+                            .inc();
+                        error = Some(e);
+                    }
+                }
+            }
+            Step::Stop { .. } => {
+                if let Err(e) = self.control.stop(service).await {
+                    self.metrics
+                        .galera_recovery_errors
+                        .with_label_values(&["stop"])
+                        .inc();
+                    error = Some(e.to_string());
+                }
+                planner.started(step, (self.now_ms)());
+            }
+        }
+        (error, now_running)
+    }
 }
 
 /// What this agent's own fresh MariaDB checks say (see [`local_checks`]).
