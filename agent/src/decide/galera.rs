@@ -657,6 +657,8 @@ pub fn evidence_summary(i: &GaleraInputs<'_>) -> String {
             };
             let mut s = format!("{n} {}", describe_process(e, false));
             match &e.grastate {
+                // Not read while it runs: nothing to say.
+                GrastateEvidence::Unreadable { .. } if e.process == ProcessState::Running => {}
                 GrastateEvidence::Missing => s += ", no grastate",
                 GrastateEvidence::Unreadable { error } => {
                     let _ = write!(s, ", grastate unreadable ({error})");
@@ -1210,7 +1212,7 @@ struct DetailsGrastate {
 /// Whether an observation of MariaDB shows a Primary component of at least `min_size`
 /// nodes (answered, `wsrep_cluster_status` Primary).
 pub fn observed_primary(o: &Observation, min_size: u64) -> bool {
-    let d: Details = serde_json::from_value(o.last.details.clone()).unwrap_or_default();
+    let d = Details::deserialize(&o.last.details).unwrap_or_default();
     o.last.failure != Some(FailureKind::Timeout)
         && o.last.status != Status::Unreachable
         && d.cluster_status.as_deref() == Some("Primary")
@@ -1225,7 +1227,7 @@ pub fn observed_primary(o: &Observation, min_size: u64) -> bool {
 /// timed out → unknown (hung, or overloaded); otherwise what service control said
 /// (`service`), else a refused socket → stopped; anything else → unknown.
 pub fn evidence_of(o: &Observation) -> GaleraEvidence {
-    let d: Details = serde_json::from_value(o.last.details.clone()).unwrap_or_default();
+    let d = Details::deserialize(&o.last.details).unwrap_or_default();
     let process = if o.last.status != Status::Unreachable {
         ProcessState::Running
     } else if o.last.failure == Some(FailureKind::Timeout) {
@@ -1245,6 +1247,10 @@ pub fn evidence_of(o: &Observation) -> GaleraEvidence {
         },
         (None, true, _) => GrastateEvidence::Missing,
         (None, false, Some(e)) => GrastateEvidence::Unreadable { error: e.clone() },
+        // The probe reads grastate only while mariadbd does not answer (it says -1 then).
+        (None, false, None) if process == ProcessState::Running => GrastateEvidence::Unreadable {
+            error: "not read while mariadbd runs".into(),
+        },
         (None, false, None) => GrastateEvidence::Unreadable {
             error: "not reported (is [mariadb] datadir set?)".into(),
         },
@@ -1630,7 +1636,7 @@ mod tests {
                 ProcessState::Running,
                 true,
                 GrastateEvidence::Unreadable {
-                    error: "not reported (is [mariadb] datadir set?)".into(),
+                    error: "not read while mariadbd runs".into(),
                 },
                 None,
             ),
@@ -1640,7 +1646,7 @@ mod tests {
                 ProcessState::Running,
                 false,
                 GrastateEvidence::Unreadable {
-                    error: "not reported (is [mariadb] datadir set?)".into(),
+                    error: "not read while mariadbd runs".into(),
                 },
                 None,
             ),
