@@ -816,8 +816,10 @@ pub struct GaleraSection {
     /// (no outage opens, no automatic bootstrap). `1s` to `1h`. Default `3s`.
     #[serde(default = "default_freshness", with = "humantime_serde")]
     pub freshness: Duration,
-    /// How long no Primary component must be seen anywhere, every mariadbd stopped, before
-    /// the leader opens an outage. `0s` to `1h`. Default `2s`.
+    /// How long no Primary component must be seen anywhere, every mariadbd stopped (each
+    /// node's own agent says so), before the leader opens an outage: a report caught while
+    /// a node restarts must not open one. Every second here is a second of the shop without
+    /// its database after a full outage. `0s` to `1h`. Default `1s`.
     #[serde(default = "default_open_after_stopped", with = "humantime_serde")]
     pub open_after_stopped: Duration,
     /// The same while some mariadbd still runs non-Primary (Galera re-forms a Primary by
@@ -876,7 +878,7 @@ pub struct GaleraSection {
 }
 
 fn default_open_after_stopped() -> Duration {
-    Duration::from_secs(2)
+    Duration::from_secs(1)
 }
 fn default_open_after_non_primary() -> Duration {
     Duration::from_secs(30)
@@ -2846,7 +2848,7 @@ redis = "redis-server.service"
         let v = check(&format!("{base}\n[galera]\n")).expect("valid");
         let g = v.config.galera.as_ref().expect("galera");
         assert!(g.rejoin);
-        assert_eq!(g.settings().open_after_stopped_ms, 2000);
+        assert_eq!(g.settings().open_after_stopped_ms, 1000);
         let text = Explanation::of(&v).lines().join("\n");
         for want in [
             "used by the Galera recovery",
