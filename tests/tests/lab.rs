@@ -10,6 +10,12 @@
 //! Every fault test restores what it broke (heal, start, continue) and waits until the whole
 //! lab is healthy again before the next test; a guard does the same on failure.
 //!
+//! The Galera recovery cases (`triad_tests::lab::galera_cases`, a to g) come after the other
+//! faults, as `lab::galera::NAME` (`-- lab::galera::` runs only them, and the teardown check
+//! after them). In them the agents recover MariaDB, so one that fails halfway is put back by
+//! starting any agent it stopped and letting the agents finish; only if they do not, by a
+//! scripted manual recovery.
+//!
 //! Needs root: otherwise every test is reported ignored, after printing why. A lab that is
 //! already up (a developer's) is refused unless `TRIAD_LAB_REUSE=1`, which runs the tests on
 //! it and leaves it up (no teardown test then). Build the agent first or let the harness do it
@@ -23,8 +29,8 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use triad_tests::lab::{
-    self, agents_leader_among, down, health_problems, net, query, GaleraStatus, Lab, LabSpec,
-    Liveness, Service, Signal,
+    self, agents_leader_among, down, galera_cases, health_problems, net, query, GaleraStatus, Lab,
+    LabSpec, Liveness, Service, Signal,
 };
 
 /// Bound on getting the whole lab healthy again after a fault.
@@ -112,6 +118,66 @@ fn fault_test(shared: &Shared, f: impl FnOnce(&Lab) -> Result<()>) -> Result<(),
         f(lab)?;
         guard.done();
         restore(lab).context("restoring the lab after the test")
+    })
+}
+
+/// Bound on the agents bringing Galera back after a Galera case failed halfway (a full outage
+/// included), before the restore falls back to a scripted manual recovery.
+const GALERA_RECOVER: Duration = Duration::from_secs(150);
+
+/// Puts the lab back after a Galera case (`galera_cases`) that failed halfway: heal every cut,
+/// continue frozen mariadbd, start the agents that were stopped and let *them* recover MariaDB
+/// (a lab `start` of mariadbd would race an agent's `--wsrep-recover` on the same datadir, and
+/// finds nothing to join during a full outage). Only when they do not manage within
+/// [`GALERA_RECOVER`]: stop the agents, stop every mariadbd, recover by hand (bootstrap the
+/// most advanced, the others rejoin) and start the agents again. Then the usual [`restore`].
+fn restore_galera(lab: &Lab) -> Result<()> {
+    if !lab.state()?.cuts.is_empty() {
+        lab.heal()?;
+    }
+    let nodes = lab.spec().nodes();
+    for &n in &nodes {
+        if lab.proc(n, Service::Mariadb)?.map(|id| id.liveness()) == Some(Liveness::Stopped) {
+            lab.kill(n, Service::Mariadb, Signal::Cont)?;
+        }
+    }
+    galera_cases::start_agents(lab, &nodes)?;
+    if let Err(e) = galera_cases::wait_recovered(lab, &nodes, 3, GALERA_RECOVER) {
+        eprintln!("lab tests: the agents did not recover Galera ({e:#}); recovering by hand");
+        galera_cases::stop_agents(lab, &nodes)?;
+        for &n in &nodes {
+            if lab.proc(n, Service::Mariadb)?.is_some() {
+                lab.kill(n, Service::Mariadb, Signal::Term)?;
+            }
+        }
+        galera_cases::manual_full_recovery(lab)?;
+        galera_cases::start_agents(lab, &nodes)?;
+    }
+    restore(lab)
+}
+
+/// A Galera case: on failure the lab is put back with [`restore_galera`], on success with
+/// [`restore`] (the case itself ends with every node Synced in 3 and every agent running).
+fn galera_test(shared: &Shared, f: TestFn) -> Result<(), Failed> {
+    with_lab(shared, |lab| {
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(lab)));
+        eprintln!("    took {:.1}s", started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(())) => restore(lab).context("restoring the lab after the test"),
+            Ok(Err(e)) => {
+                if let Err(r) = restore_galera(lab) {
+                    eprintln!("lab tests: could not restore the lab after a failed test: {r:#}");
+                }
+                Err(e)
+            }
+            Err(panic) => {
+                if let Err(r) = restore_galera(lab) {
+                    eprintln!("lab tests: could not restore the lab after a failed test: {r:#}");
+                }
+                std::panic::resume_unwind(panic)
+            }
+        }
     })
 }
 
@@ -1665,12 +1731,19 @@ const FAULTS: [(&str, TestFn); 16] = [
 
 const TEARDOWN: &str = "zz_down_stops_everything_and_leaves_nothing";
 
-fn trial_names() -> Vec<&'static str> {
+/// The Galera recovery cases run after the other faults (they take the longest, and some take
+/// every mariadbd down), under `lab::galera::` so that `-- lab::galera::` selects them.
+fn galera_name(case: &str) -> String {
+    format!("galera::{case}")
+}
+
+fn trial_names() -> Vec<String> {
     HEALTHY
         .iter()
         .chain(FAULTS.iter())
-        .map(|(n, _)| *n)
-        .chain(std::iter::once(TEARDOWN))
+        .map(|(n, _)| n.to_string())
+        .chain(galera_cases::cases().iter().map(|(n, _)| galera_name(n)))
+        .chain(std::iter::once(TEARDOWN.to_string()))
         .collect()
 }
 
@@ -1697,6 +1770,13 @@ fn trials(shared: &Shared, reuse: bool) -> Vec<Trial> {
         out.push(Trial::test(format!("lab::{name}"), move || {
             fault_test(&s, f)
         }));
+    }
+    for (name, f) in galera_cases::cases() {
+        let s = Arc::clone(shared);
+        out.push(Trial::test(
+            format!("lab::{}", galera_name(name)),
+            move || galera_test(&s, f),
+        ));
     }
     let s = Arc::clone(shared);
     out.push(Trial::ignorable_test(

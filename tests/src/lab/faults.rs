@@ -206,8 +206,8 @@ fn start_mariadb(
         .into_iter()
         .filter(|&p| p != n)
         .filter(|&p| {
-            state
-                .proc(p, Service::Mariadb)
+            // Found by its pidfile too: the node's agent may have restarted it.
+            service_proc(lab, state, p, Service::Mariadb)
                 .is_some_and(|id| id.liveness() == Liveness::Running)
         })
         .collect();

@@ -707,19 +707,6 @@ impl std::fmt::Display for Recovery {
     }
 }
 
-/// Records in the lab's state every mariadbd that an agent started (the lab's `start` adopts
-/// a running daemon it finds by its pidfile). The lab's MariaDB `start` looks for Primary
-/// peers among the daemons it recorded, so a manual rejoin after the agents restarted some
-/// would otherwise find "no other node Primary".
-pub fn adopt_running_mariadb(lab: &Lab) -> Result<()> {
-    for n in lab.spec().nodes() {
-        if mariadb_proc(lab, n)?.is_some() {
-            lab.start(n, Service::Mariadb)?;
-        }
-    }
-    Ok(())
-}
-
 /// The seqno of a `UUID:SEQNO` position.
 pub fn position_seqno(position: &str) -> Option<i64> {
     position.rsplit_once(':')?.1.trim().parse().ok()
@@ -782,9 +769,8 @@ pub fn kill9_one(lab: &Lab, node: u64, how: Recovery) -> Result<OneKill> {
     let spec = lab.spec();
     let old =
         mariadb_proc(lab, node)?.ok_or_else(|| anyhow!("mariadb on n{node} is not running"))?;
-    if how == Recovery::Manual {
-        adopt_running_mariadb(lab)?;
-    }
+    // A manual rejoin finds the peers that the agents restarted by their pidfiles (the lab's
+    // `start` looks for a Primary peer among them too).
     let log = spec.mysql_log(node);
     let offset = log_offset(&log);
     let at = signal_mariadb_at_once(lab, &[node], Signal::Kill)?;
