@@ -827,7 +827,8 @@ pub struct GaleraSection {
     #[serde(default = "default_open_after_non_primary", with = "humantime_serde")]
     pub open_after_non_primary: Duration,
     /// After a committed bootstrap, its node's agent said it carried it out and that mariadbd
-    /// has stayed stopped this long, every other mariadbd stopped too and nothing Primary:
+    /// has stayed stopped this long, nothing Primary anywhere (other nodes may run
+    /// non-Primary, waiting to join it):
     /// the bootstrap is given up and the leader opens the next outage (decided afresh from
     /// every node's position; the fallen node usually holds the newest). At least
     /// `open_after_stopped`; `1s` to `1h`. Default `10s`.
@@ -842,7 +843,9 @@ pub struct GaleraSection {
     )]
     pub restart_non_primary_after: Duration,
     /// First wait between two restarts of this node's mariadbd; it doubles with every restart
-    /// that did not end Synced, up to 32 times this. `1s` to `1h`. Default `5s`.
+    /// that did not end Synced, up to 16 times this (80 s with the default: a database node
+    /// down longer than that between tries costs the shop more than the retries; the hourly
+    /// cap bounds them). `1s` to `1h`. Default `5s`.
     #[serde(default = "default_restart_backoff", with = "humantime_serde")]
     pub restart_backoff: Duration,
     /// At most this many restarts in any hour; past it the node stays down and the status

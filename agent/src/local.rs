@@ -39,20 +39,19 @@ use crate::config::{
     BackendRole, ConfigError, MariadbSection, ServiceControlKind, ServiceName, Validated,
 };
 use crate::controller::ServiceTarget;
-use crate::decide::galera::{
-    evidence_of, GaleraEvidence, GaleraPosition, GrastateEvidence, ProcessState,
-};
+use crate::decide::galera::{GaleraPosition, GrastateEvidence, ProcessState};
 use crate::decide::ServicePlan;
 use crate::driver::Driver;
 use crate::health::HealthStore;
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
-use crate::observation::Service;
 use crate::probe::grastate::{read_grastate, set_safe_to_bootstrap};
 use crate::probe::mariadb::GaleraNotes;
 use crate::probe::wsrep_recover::{recover_position, RecoverSpec};
 use crate::raft::transport::Transport;
-use crate::reconcile::galera::{GaleraRecovery, LocalFacts, RecoverySettings, StartKind, Step};
+use crate::reconcile::galera::{
+    GaleraRecovery, LocalFacts, PeerChecks, RecoverySettings, StartKind, Step,
+};
 use crate::reconcile::redis::{HaproxyTarget, Pace, Pacer, RedisReconciler};
 use crate::reconcile::Timer;
 use crate::status::{
@@ -406,8 +405,6 @@ fn spawn_galera(
         .and_then(|f| crate::config::read_secret(f, "galera.admin_password_file").ok());
     let freshness = u64::try_from(g.freshness.as_millis()).unwrap_or(u64::MAX);
     let mut planner = GaleraRecovery::new(me, members.len(), settings);
-    let started = Instant::now();
-    let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let service = ServiceName::Mariadb.as_str();
     let exec = GaleraExec {
         control: Arc::clone(&control),
@@ -417,7 +414,7 @@ fn spawn_galera(
         admin_user: g.admin_user.clone(),
         admin_password,
         metrics: metrics.clone(),
-        now_ms: Box::new(now_ms),
+        started: Instant::now(),
     };
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(g.reconcile_interval);
@@ -442,7 +439,7 @@ fn spawn_galera(
                 }
                 _ => ProcessState::Unknown,
             };
-            let now = now_ms();
+            let now = exec.now_ms();
             // What this agent's own checks say (aged on the health store's clock, the
             // event loop's `Liveness`).
             let checks = local_checks(&health, me, &members, freshness, liveness.mono_ms());
@@ -481,6 +478,7 @@ fn spawn_galera(
                 peers_primary: checks.primary,
                 peers_primary_age_ms: checks.primary_age_ms,
                 peers_checked_age_ms: checks.checked_age_ms,
+                peers_position: checks.position,
             };
             let step = planner.next(target.as_ref(), &facts);
             if step.why() != last_logged {
@@ -500,7 +498,7 @@ fn spawn_galera(
             if let Some(e) = &error {
                 tracing::warn!(error = %e, step = ?step, "galera recovery step failed");
             }
-            let rv = planner.view(now_ms());
+            let rv = planner.view(exec.now_ms());
             metrics.galera_restart_capped.set(i64::from(rv.capped));
             if let Ok(mut n) = notes.lock() {
                 n.service = match process {
@@ -534,10 +532,16 @@ struct GaleraExec {
     admin_user: String,
     admin_password: Option<String>,
     metrics: Metrics,
-    now_ms: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// When the task started: the planner's monotonic ms count from it.
+    started: Instant,
 }
 
 impl GaleraExec {
+    /// The planner's monotonic ms.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Carries out one step and tells the planner; returns the error, if any, and whether
     /// mariadbd was just started.
     async fn execute(
@@ -564,7 +568,7 @@ impl GaleraExec {
                         .galera_recovery_errors
                         .with_label_values(&["recover"])
                         .inc();
-                    planner.recover_failed(e.to_string(), (self.now_ms)());
+                    planner.recover_failed(e.to_string(), self.now_ms());
                     error = Some(format!("--wsrep-recover: {e}"));
                 }
             },
@@ -618,12 +622,12 @@ impl GaleraExec {
                         .with_label_values(&["start"])
                         .inc();
                 }
-                planner.started(step, (self.now_ms)());
+                planner.started(step, self.now_ms());
             }
             Step::PcBootstrap { .. } => {
                 match pc_bootstrap(&self.db, &self.admin_user, self.admin_password.as_deref()).await
                 {
-                    Ok(()) => planner.started(step, (self.now_ms)()),
+                    Ok(()) => planner.started(step, self.now_ms()),
                     Err(e) => {
                         self.metrics
                             .galera_recovery_errors
@@ -641,24 +645,11 @@ impl GaleraExec {
                         .inc();
                     error = Some(e.to_string());
                 }
-                planner.started(step, (self.now_ms)());
+                planner.started(step, self.now_ms());
             }
         }
         (error, now_running)
     }
-}
-
-/// What this agent's own fresh MariaDB checks say (see [`local_checks`]).
-#[derive(Default)]
-struct PeerChecks {
-    /// Its own node's evidence.
-    own: Option<GaleraEvidence>,
-    /// Peers seen in a Primary component, with its size.
-    primary: BTreeMap<NodeId, u64>,
-    /// The age of those checks (ms).
-    primary_age_ms: BTreeMap<NodeId, u64>,
-    /// The age of the newest check of each peer, whatever it answered (ms).
-    checked_age_ms: BTreeMap<NodeId, u64>,
 }
 
 /// This agent's own fresh checks of its own node and of its peers.
@@ -669,36 +660,10 @@ fn local_checks(
     freshness_ms: u64,
     now: u64,
 ) -> PeerChecks {
-    let mut out = PeerChecks::default();
-    let Ok(h) = health.lock() else {
-        return out;
-    };
-    // One pass over this agent's own report (the store copies every observation it returns).
-    for seen in h.all(now) {
-        let id = &seen.observation.id;
-        let m = id.subject;
-        if seen.observer != me
-            || id.service != Service::Mariadb
-            || !id.target.is_empty()
-            || seen.age_ms > freshness_ms
-            || !members.contains(&m)
-        {
-            continue;
-        }
-        let e = evidence_of(&seen.observation);
-        if m == me {
-            out.own = Some(e);
-            continue;
-        }
-        out.checked_age_ms.insert(m, seen.age_ms);
-        if e.primary {
-            if let Some(size) = e.cluster_size {
-                out.primary.insert(m, size);
-                out.primary_age_ms.insert(m, seen.age_ms);
-            }
-        }
+    match health.lock() {
+        Ok(h) => PeerChecks::from_seen(&h.all(now), me, members, freshness_ms),
+        Err(_) => PeerChecks::default(),
     }
-    out
 }
 
 /// `SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'` over the local socket.

@@ -1,5 +1,5 @@
-//! Deterministic whole-cluster simulation: three agents with their Redis and HAProxy, in one
-//! process, on a simulated network and clock, driven by one seeded RNG.
+//! Deterministic whole-cluster simulation: three agents with their Redis, HAProxy and MariaDB
+//! Galera, in one process, on a simulated network and clock, driven by one seed.
 //!
 //! What runs is production code: each agent is the agent's own clock-free [`Driver`] (the
 //! wiring `node.rs` runs under tokio: Raft ticks and steps over redb on a shared in-memory
@@ -8,7 +8,11 @@
 //! reconcile target), its [`LocalObservations`] (rise/fall trackers and report pacing), its
 //! reconciler [`Pacer`] (start-up grace, the usable-lease rule, slower cycles when settled),
 //! the Redis probe's [`judge`], [`lease_from_grants`], and the [`RedisReconciler`] over
-//! [`SimRedis`] and [`SimHaproxy`]. Only the adapters differ: probes read the simulated world
+//! [`SimRedis`] and [`SimHaproxy`]; for Galera, the `GaleraController` in every driver (the
+//! leader's full-outage decision, with its clock and evidence from the reports), each agent's
+//! `GaleraRecovery` planner fed as `local::spawn_galera` feeds it, and the MariaDB probe's
+//! `judge`, `grastate_json` and notes, parsed back by `evidence_of` exactly as production
+//! reports are (see `sim_galera`). Only the adapters differ: probes read the simulated world
 //! instead of a socket; reports, pings and Raft messages travel over the simulated network as
 //! values; the clock is the simulated one.
 //!
@@ -22,30 +26,56 @@
 //! recommends: a fenced master (`min-replicas-to-write 1000`, no `replicaof`), its data kept,
 //! until its agent gives it its role. Every HAProxy checks each server against that server's
 //! agent (`GET /redis/master`, [`serving_master`]) every 300 ms; a dead agent fails the check
-//! at once, an unreachable one when the check times out.
+//! at once, an unreachable one when the check times out. Galera (`sim_galera` describes it and
+//! what it simplifies): three mariadbd with their data and `grastate.dat`, Galera's Primary and
+//! non-Primary components over the same simulated network, state transfers, and a client that
+//! commits a write to the Primary component on about every other step; every agent checks
+//! the three servers every second (its own through the socket, unaffected by cuts), and its
+//! Galera recovery task runs every 500 ms and at once on a new target, carrying out the
+//! planner's steps on the world (the only way mariadbd is ever started).
 //!
 //! Faults from the seed: symmetric and one-way cuts, isolation of a node, message loss, delay
 //! and reordering, crash and restart of one agent or all three (memory lost, the store kept),
 //! Redis crash, hang and restart, slow probes (a probe round skipped), and a wall-clock jump on
 //! one node (it shifts only that node's wall clock, which only display and the hold-down age
-//! read).
+//! read). Galera faults ([`Sim::inject_galera_fault`], drawn beside the others, their details
+//! from the Galera world's own randomness, each ending by itself): a mariadbd killed, hung for
+//! 2-20 s, or stopped cleanly by an operator; all three killed at once; all three stopped
+//! cleanly one after the other; one killed and kept dead (its starts fail) for 20-60 s while
+//! the other two crash a little later; two stopped cleanly and kept dead while the last one
+//! standing takes writes alone, then crashes (sometimes its agent just before); rarely, the
+//! grastate.dat of a dead node lost while a Primary runs elsewhere.
 //!
 //! Checked after every step:
 //! - Raft: at most one leader per term; every node applies the same entry at the same index;
 //! - at most one writable Redis master reachable through any HAProxy, and once a master is
 //!   committed, no other server takes writes through any HAProxy (they would be lost);
 //! - no Redis action older than one already executed on that server (stale epoch);
-//! - no action but fencing by an agent without its lease.
+//! - no action but fencing by an agent without its lease;
+//! - Galera: never two Primary components accepting writes at once (split brain); no
+//!   acknowledged write lost (every commit extends the newest acknowledged one, every Primary
+//!   that forms holds it, no joiner ahead of its donor is wiped by SST); at most one bootstrap
+//!   carried out per outage number, counted across agent restarts (but for the same node's
+//!   agent restarted since, by design: `TRIAD_SIM_GALERA_STRICT=1` counts that too), and none
+//!   while any node is in a Primary component; no start from a position other than the node's
+//!   durable one; mariadbd started only through a planner step.
 //!
 //! Checked at the end, after faults stop: a leader within 3 election timeouts, and every
 //! HAProxy, Redis role and fence matching the committed master within 2 reconciliation periods
-//! of the authority settling.
+//! of the authority settling; all three mariadbd Synced in one Primary component of three and
+//! every agent past the last outage within [`GALERA_LIVE_MS`] of the faults stopping.
+//!
+//! The worlds of the Redis plants have no Galera (their checks are about Redis alone); the
+//! scripts have it only with `cluster seed=N galera`.
 //!
 //! `TRIAD_SIM_SEEDS=N` (default 1000; `TRIAD_SIM_MINUTES=M`, default 10 simulated minutes
 //! per seed), `TRIAD_SIM_SEED=S` replays one seed. A failure prints the seed, the invariant and
-//! the last events.
+//! the last events (`TRIAD_SIM_TRACE_LINES=L` keeps more than 120; the trace shows the
+//! leader's Galera verdicts, the Galera world's events and every Galera step carried out).
+//! `TRIAD_SIM_ALL_FAILURES=1` runs every seed and lists every failing one.
 
 mod scenarios;
+mod sim_galera;
 mod simkit;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +90,9 @@ use triad::actuator::haproxy::{AdminMode, Haproxy, SimHaproxy};
 use triad::actuator::redis::{RedisAction, SimRedis};
 use triad::cluster::{Authority, Command, MemberInfo};
 use triad::codec;
+use triad::config::GaleraSection;
 use triad::controller::{RedisSettings, Services};
+use triad::decide::galera::{GaleraPlant, GaleraSettings};
 use triad::decide::redis::FailoverSettings;
 use triad::driver::{Clock, Driver, DriverConfig, Plant as DriverPlant};
 use triad::health::Received;
@@ -114,6 +146,19 @@ const GOOD_REPLICA_WINDOW_MS: u64 = 3_000;
 /// How often a master refreshes its count of good replicas (`replicationCron`, 1 Hz, counted
 /// in cron loops: a stopped process does not count the time it was stopped).
 const GOOD_REPLICAS_REFRESH_MS: u64 = 1_000;
+/// Every agent checks the three MariaDB servers every `DB_PROBE_EVERY` steps (`[mariadb]`'s
+/// default 1 s interval).
+const DB_PROBE_EVERY: u64 = 20;
+/// The Galera recovery task's cycle (`galera.reconcile_interval`, default 500 ms).
+const GALERA_EVERY: u64 = 10;
+/// `[galera]` as an empty section reads: the defaults the simulation runs with (the decision's
+/// tunables, the recovery's, the freshness of the agents' own checks).
+fn galera_section() -> GaleraSection {
+    toml::from_str("").unwrap_or_else(|e| panic!("[galera] with its defaults: {e}"))
+}
+/// After the faults stop, every mariadbd must be Synced in one Primary component of three,
+/// and the outage ended, within this.
+const GALERA_LIVE_MS: u64 = 90_000;
 
 /// Bugs the checker must catch (proves the invariants are not vacuous).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -133,6 +178,32 @@ enum Plant {
     /// agent cannot fence: without the Redis-side guard its master stays writable through its
     /// own stale HAProxy; that is why the guard is on by default.)
     Unguarded,
+    /// The Galera decision ranks bootstrap candidates by node id instead of position
+    /// ([`GaleraPlant::RankByNodeId`], planted in the decision).
+    GaleraRankByNodeId,
+    /// The Galera decision treats a silent or unknown node as absent
+    /// ([`GaleraPlant::SilentAsAbsent`], planted in the decision and its controller).
+    GaleraSilentAsAbsent,
+}
+
+impl Plant {
+    /// Whether this world has Galera: every world but those of the Redis plants, whose
+    /// checks are about Redis alone.
+    fn galera(self) -> bool {
+        matches!(
+            self,
+            Plant::None | Plant::GaleraRankByNodeId | Plant::GaleraSilentAsAbsent
+        )
+    }
+
+    /// The bug planted in the Galera decision.
+    fn galera_plant(self) -> GaleraPlant {
+        match self {
+            Plant::GaleraRankByNodeId => GaleraPlant::RankByNodeId,
+            Plant::GaleraSilentAsAbsent => GaleraPlant::SilentAsAbsent,
+            _ => GaleraPlant::None,
+        }
+    }
 }
 
 enum Msg {
@@ -179,6 +250,31 @@ struct Agent {
     last_target: Option<RedisTarget>,
     /// The reconciler's pacing, the agent's own.
     pacer: Pacer,
+    /// Its Galera recovery task (with Galera only).
+    glue: Option<sim_galera::Glue>,
+}
+
+/// A Galera fault due later (the sequences of [`Sim::inject_galera_fault`]).
+#[derive(Clone, Copy, Debug)]
+enum GaleraFault {
+    /// SIGKILL of mariadbd (node index).
+    Kill(usize),
+    /// A clean stop by an operator, the node then kept dead for the given ms.
+    Stop(usize, u64),
+    /// A crash of the node's agent.
+    KillAgent(usize),
+}
+
+/// The Galera side of the world (see `sim_galera`).
+struct GaleraSim {
+    world: sim_galera::World,
+    /// Faults due later: (when, what).
+    pending: Vec<(u64, GaleraFault)>,
+    faults: u64,
+    /// Agents started so far (each start's glue is told apart by its number).
+    agent_starts: u64,
+    /// `[galera]` as the agents run it.
+    section: GaleraSection,
 }
 
 struct RedisWorld {
@@ -234,6 +330,13 @@ struct Sim {
     failovers: BTreeSet<u64>,
     fast_promotions: u64,
     silent_promotions: u64,
+    /// The Galera world, when this world has one.
+    galera: Option<GaleraSim>,
+    /// The last Galera verdict traced, by leader.
+    galera_verdict: String,
+    /// What the Galera world and the agents' Galera tasks did, kept for the scripts (when
+    /// `Some`): (when, what).
+    galera_record: Option<Vec<(u64, String)>>,
 }
 
 fn ip(n: u64) -> String {
@@ -274,12 +377,12 @@ impl Sim {
             Plant::TargetOnlyAfterApply => DriverPlant::TargetOnlyAfterApply,
             _ => DriverPlant::None,
         };
-        Sim::with_driver_plant(seed, plant, driver_plant)
+        Sim::build(seed, plant, driver_plant, plant.galera())
     }
 
     /// The world of `plant` with `driver_plant` planted in every agent's driver (the scenario
-    /// scripts plant a driver bug alone, in the production world).
-    fn with_driver_plant(seed: u64, plant: Plant, driver_plant: DriverPlant) -> Self {
+    /// scripts plant a driver bug alone, in the production world), with or without Galera.
+    fn build(seed: u64, plant: Plant, driver_plant: DriverPlant, galera: bool) -> Self {
         let redis = (1..=N)
             .map(|i| {
                 let info = if i == 1 {
@@ -355,11 +458,20 @@ impl Sim {
             executed: vec![0; N as usize],
             newest_epoch: vec![Epoch(0); N as usize],
             committed_master: None,
-            trace: Trace::new(120),
+            trace: Trace::new(env_u64("TRIAD_SIM_TRACE_LINES").unwrap_or(120) as usize),
             faults: 0,
             failovers: BTreeSet::new(),
             fast_promotions: 0,
             silent_promotions: 0,
+            galera_verdict: String::new(),
+            galera_record: None,
+            galera: galera.then(|| GaleraSim {
+                world: sim_galera::World::new(seed),
+                pending: Vec::new(),
+                faults: 0,
+                agent_starts: 0,
+                section: galera_section(),
+            }),
         };
         for i in 0..N as usize {
             sim.start(i)
@@ -405,7 +517,10 @@ impl Sim {
                         failover: self.settings,
                         probe_interval_ms: PROBE_EVERY * STEP_MS,
                     }),
-                    galera: None,
+                    galera: self.galera.as_ref().map(|g| GaleraSettings {
+                        plant: self.plant.galera_plant(),
+                        ..g.section.settings()
+                    }),
                 },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,
@@ -428,15 +543,22 @@ impl Sim {
             }),
         );
         let th = Thresholds { rise: 2, fall: 2 };
+        let services: &[Service] = if self.galera.is_some() {
+            &[Service::Redis, Service::Mariadb]
+        } else {
+            &[Service::Redis]
+        };
         self.agents[i] = Some(Agent {
             d,
-            local: LocalObservations::new((1..=N).map(|n| {
-                let id = ProbeId {
-                    subject: NodeId(n),
-                    service: Service::Redis,
-                    target: String::new(),
-                };
-                (id, th)
+            local: LocalObservations::new(services.iter().flat_map(|&service| {
+                (1..=N).map(move |n| {
+                    let id = ProbeId {
+                        subject: NodeId(n),
+                        service,
+                        target: String::new(),
+                    };
+                    (id, th)
+                })
             })),
             metrics,
             rec,
@@ -452,6 +574,10 @@ impl Sim {
             ),
             lease_valid: false,
             last_report: None,
+            glue: self.galera.as_mut().map(|g| {
+                g.agent_starts += 1;
+                sim_galera::Glue::new(i, g.agent_starts, sim_galera::recovery_settings(&g.section))
+            }),
         });
         Ok(())
     }
@@ -565,7 +691,112 @@ impl Sim {
                     self.wall_skew[i]
                 ));
             }
+            55..=62 if self.galera.is_some() => self.inject_galera_fault(r),
             _ => {}
+        }
+    }
+
+    /// One Galera fault (`r` from [`Sim::inject_faults`]'s draw); its details come from the
+    /// Galera world's own randomness, so the Redis world's draws stay as they were. Each
+    /// stops by itself: a hang resumes, a broken node is repaired, the sequences end.
+    fn inject_galera_fault(&mut self, r: i32) {
+        let now = self.now;
+        let Some(g) = self.galera.as_mut() else {
+            return;
+        };
+        let w = &mut g.world;
+        let n = w.gen_range(0, N - 1) as usize;
+        let mut order = [0usize, 1, 2];
+        for k in (1..order.len()).rev() {
+            order.swap(k, w.gen_range(0, k as u64) as usize);
+        }
+        match r {
+            55 => w.kill(n, now),
+            56 => {
+                let until = now + w.gen_range(2_000, 20_000);
+                w.hang(n, until, now);
+            }
+            57 => w.stop(n, now, "an operator"),
+            58 => {
+                for m in 0..N as usize {
+                    w.kill(m, now);
+                }
+            }
+            59 => {
+                // A clean stop of all three, one after the other.
+                let mut at = now;
+                for &m in &order {
+                    g.pending.push((at, GaleraFault::Stop(m, 0)));
+                    at += g.world.gen_range(1_000, 3_000);
+                }
+            }
+            60 => {
+                // One node killed and kept dead; the other two crash a little later: the
+                // outage's most advanced nodes are those two.
+                let dead = g.world.gen_range(20_000, 60_000);
+                g.world.dbs[n].broken_until = now + dead;
+                g.world.kill(n, now);
+                let at = now + g.world.gen_range(6_000, 15_000);
+                for m in (0..N as usize).filter(|&m| m != n) {
+                    g.pending.push((at, GaleraFault::Kill(m)));
+                }
+            }
+            61 => {
+                // Two nodes stop cleanly and stay dead, the last one standing keeps taking
+                // writes alone, then crashes (sometimes with its agent just before).
+                let [a, b, c] = order;
+                let mut at = now;
+                for m in [a, b] {
+                    let dead = g.world.gen_range(20_000, 60_000);
+                    g.pending.push((at, GaleraFault::Stop(m, dead)));
+                    at += g.world.gen_range(1_000, 3_000);
+                }
+                at += g.world.gen_range(3_000, 10_000);
+                if g.world.gen_range(0, 1) == 0 {
+                    g.pending
+                        .push((at.saturating_sub(500), GaleraFault::KillAgent(c)));
+                }
+                g.pending.push((at, GaleraFault::Kill(c)));
+            }
+            _ => {
+                // Rare: a dead node's grastate.dat is gone (its data kept), while a Primary
+                // runs elsewhere: it rejoins by SST, or ranks as "no state" in an outage. (Lost
+                // during a full outage from the most advanced node, it costs the commits that
+                // only that node holds: the decision cannot see them; not drawn.)
+                if g.world.gen_range(0, 9) == 0 && !g.world.primaries().is_empty() {
+                    g.world.lose_grastate(n, now);
+                }
+            }
+        }
+        g.faults += 1;
+    }
+
+    /// Carries out the Galera faults due now.
+    fn galera_faults_due(&mut self) {
+        let now = self.now;
+        let Some(g) = self.galera.as_mut() else {
+            return;
+        };
+        if g.pending.is_empty() {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = g.pending.drain(..).partition(|(at, _)| *at <= now);
+        g.pending = later;
+        for (_, f) in due {
+            match f {
+                GaleraFault::Kill(m) => g.world.kill(m, now),
+                GaleraFault::Stop(m, dead) => {
+                    g.world.stop(m, now, "an operator");
+                    if dead > 0 {
+                        g.world.dbs[m].broken_until = now + dead;
+                    }
+                }
+                GaleraFault::KillAgent(m) => {
+                    if self.agents[m].take().is_some() {
+                        self.trace.push(format!("t={now}ms crash agent n{}", m + 1));
+                    }
+                }
+            }
         }
     }
 
@@ -614,6 +845,15 @@ impl Sim {
         self.raft_cut.clear();
         self.loss_pct = 0;
         self.slow_probes = vec![false; N as usize];
+        if let Some(g) = self.galera.as_mut() {
+            // Hung mariadbd resume and broken nodes are repaired; what is dead stays dead
+            // until its agent starts it.
+            g.pending.clear();
+            for n in 0..N as usize {
+                g.world.resume(n, self.now);
+                g.world.dbs[n].broken_until = 0;
+            }
+        }
         for i in 0..N as usize {
             if self.agents[i].is_none() {
                 self.restart(i);
@@ -739,6 +979,43 @@ impl Sim {
         }
     }
 
+    /// The Galera world's step (its due faults, membership, transfers, the client's write)
+    /// and its invariants.
+    fn galera_world(&mut self) -> Result<(), String> {
+        self.galera_faults_due();
+        let now = self.now;
+        let Some(g) = self.galera.as_mut() else {
+            return Ok(());
+        };
+        let blocked = &self.blocked;
+        let r = g.world.tick(now, |a, b| {
+            a == b || !blocked.contains(&(a as u64 + 1, b as u64 + 1))
+        });
+        self.galera_events();
+        r.map_err(|e| self.fail(&e))
+    }
+
+    /// Moves the Galera world's events into the trace (and the scripts' record).
+    fn galera_events(&mut self) {
+        if let Some(g) = self.galera.as_mut() {
+            for (at, e) in g.world.events.drain(..) {
+                let line = format!("galera: {e}");
+                self.trace.push(format!("t={at}ms {line}"));
+                if let Some(r) = self.galera_record.as_mut() {
+                    r.push((at, line));
+                }
+            }
+        }
+    }
+
+    /// A line of agent `me`'s Galera task, for the trace (and the scripts' record).
+    fn galera_line(&mut self, line: String) {
+        self.trace.push(format!("t={}ms {line}", self.now));
+        if let Some(r) = self.galera_record.as_mut() {
+            r.push((self.now, line));
+        }
+    }
+
     fn probe(&self, observer: u64, subject: u64) -> CheckResult {
         let s = self.redis[subject as usize - 1].server.snapshot();
         if !self.reachable(observer, subject) || !self.reachable(subject, observer) || s.hung {
@@ -759,6 +1036,7 @@ impl Sim {
             self.inject_faults();
         }
         self.replicate();
+        self.galera_world()?;
         for i in 0..N as usize {
             let skip = faulty && self.rng.gen_range(0..100) < 3;
             if let (Some(a), false) = (self.agents[i].as_mut(), skip) {
@@ -927,6 +1205,7 @@ impl Sim {
                     .record(&id, result, Duration::from_micros(100), at, now, &a.metrics);
             }
         }
+        self.probe_mariadb(i);
         // Reports, paced by the agent's own `LocalObservations` (the driver asks for one at
         // once when the reconciler carried out a decision or a new decision applied).
         let clock = self.clock(i);
@@ -978,7 +1257,78 @@ impl Sim {
         if changed || tick {
             self.reconcile(i)?;
         }
-        Ok(())
+        self.galera_task(i)
+    }
+
+    /// Agent `i`'s checks of the three MariaDB servers (a slow node skips rounds), as the
+    /// MariaDB probe reports them.
+    fn probe_mariadb(&mut self, i: usize) {
+        let now = self.now;
+        if !(self.step_no + 7 * i as u64).is_multiple_of(DB_PROBE_EVERY) {
+            return;
+        }
+        let (Some(g), Some(a)) = (self.galera.as_mut(), self.agents[i].as_mut()) else {
+            return;
+        };
+        if self.slow_probes[i] && g.world.gen_range(0, 1) == 0 {
+            return;
+        }
+        let Some(glue) = a.glue.as_ref() else {
+            return;
+        };
+        let me = i as u64 + 1;
+        for s in 0..N as usize {
+            let subject = s as u64 + 1;
+            let reaches = me == subject
+                || (!self.blocked.contains(&(me, subject))
+                    && !self.blocked.contains(&(subject, me)));
+            let result = g.world.check(i, s, reaches, &glue.notes);
+            let id = ProbeId {
+                subject: NodeId(subject),
+                service: Service::Mariadb,
+                target: String::new(),
+            };
+            let at = UnixMillis(now as i64);
+            a.local
+                .record(&id, result, Duration::from_micros(100), at, now, &a.metrics);
+        }
+    }
+
+    /// Agent `i`'s Galera recovery task: every `GALERA_EVERY` steps, and at once on a new
+    /// target.
+    fn galera_task(&mut self, i: usize) -> Result<(), String> {
+        let now = self.now;
+        let (Some(g), Some(a)) = (self.galera.as_mut(), self.agents[i].as_mut()) else {
+            return Ok(());
+        };
+        let Some(glue) = a.glue.as_mut() else {
+            return Ok(());
+        };
+        let target = a.d.target(Authority::Galera).and_then(|t| t.as_galera());
+        let tick = (self.step_no + i as u64).is_multiple_of(GALERA_EVERY);
+        if !tick && glue.last_target.as_ref() == target {
+            return Ok(());
+        }
+        let r = match a.d.health().lock() {
+            Ok(h) => {
+                let fresh = u64::try_from(g.section.freshness.as_millis()).unwrap_or(u64::MAX);
+                glue.cycle(&mut g.world, &h, target, fresh, now)
+            }
+            Err(_) => Err("health store poisoned".into()),
+        };
+        match r {
+            Ok(line) => {
+                if let Some(line) = line {
+                    self.galera_line(line);
+                }
+                self.galera_events();
+                Ok(())
+            }
+            Err(e) => {
+                self.galera_events();
+                Err(self.fail(&e))
+            }
+        }
     }
 
     /// The driver's periodic work (expiry, timeline, embargo, the leader's decision), as the
@@ -988,6 +1338,21 @@ impl Sim {
         let clock = self.clock(i);
         let a = self.agents[i].as_mut().ok_or("vanished")?;
         a.d.on_tick(clock).map_err(|e| format!("{me}: {e}"))?;
+        if self.galera.is_some() && a.d.raft_status().role == Role::Leader {
+            // The leader's Galera verdict, traced when its shape changes (not its timers).
+            if let Some(v) = a.d.plan(Authority::Galera).and_then(|p| p.as_galera()) {
+                let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
+                if shape(&v.verdict) != shape(&self.galera_verdict) {
+                    self.galera_verdict.clone_from(&v.verdict);
+                    let line = format!(
+                        "t={}ms {me} galera verdict: {}",
+                        self.now,
+                        v.verdict.chars().take(400).collect::<String>()
+                    );
+                    self.trace.push(line);
+                }
+            }
+        }
         self.route_outputs(i)
     }
 
@@ -1220,8 +1585,14 @@ impl Sim {
         let mut settled_at = self.now;
         let mut last_key = self.authority_key();
         let mut converged_at = None;
+        let mut galera_at = None;
         for _ in 0..quiet {
             self.step(false)?;
+            match (self.galera_converged().is_ok(), galera_at) {
+                (true, None) => galera_at = Some(self.now),
+                (false, Some(_)) => galera_at = None,
+                _ => {}
+            }
             if leader_at.is_none() && self.agreed_leader().is_some() {
                 leader_at = Some(self.now - healed);
             }
@@ -1253,13 +1624,93 @@ impl Sim {
                 "liveness: converged {took}ms after the authority settled (limit {periods}ms)"
             )));
         }
+        if self.galera.is_some() {
+            if let Err(e) = self.galera_converged() {
+                return Err(self.fail(&format!(
+                    "liveness: galera not recovered at the end: {e}; {}",
+                    self.galera_summary()
+                )));
+            }
+            let took = galera_at.map_or(u64::MAX, |t| t.saturating_sub(healed));
+            if took > GALERA_LIVE_MS {
+                return Err(self.fail(&format!(
+                    "liveness: galera recovered {took}ms after the faults stopped (limit \
+                     {GALERA_LIVE_MS}ms)"
+                )));
+            }
+        }
+        let g = self.galera.as_ref();
         Ok(Stats {
-            faults: self.faults,
+            faults: self.faults + g.map_or(0, |g| g.faults),
             terms: self.elections.terms(),
             failovers: self.failovers.len() as u64,
             fast: self.fast_promotions,
             silent: self.silent_promotions,
+            outages: g.map_or(0, |g| g.world.bootstraps.len() as u64),
+            outages_opened: self
+                .agents
+                .iter()
+                .flatten()
+                .map(|a| a.d.state().galera.number().0)
+                .max()
+                .unwrap_or(0),
+            writes: g.map_or(0, |g| g.world.writes),
+            rebootstraps: g.map_or(0, |g| g.world.rebootstraps),
         })
+    }
+
+    /// Whether every mariadbd runs Synced in one Primary component of three that accepts
+    /// writes, and every agent applied the end of the last outage.
+    fn galera_converged(&self) -> Result<(), String> {
+        let Some(g) = &self.galera else {
+            return Ok(());
+        };
+        if !g.world.converged() {
+            return Err("not all three Synced in one Primary component".into());
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let a = a
+                .as_ref()
+                .ok_or_else(|| format!("n{}'s agent is down", i + 1))?;
+            if let Some(o) = a.d.state().galera.open() {
+                return Err(format!("n{} sees outage {} open", i + 1, o.number));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Galera world and the leader's Galera verdict, in one line (failure reports).
+    fn galera_summary(&self) -> String {
+        let Some(g) = &self.galera else {
+            return String::new();
+        };
+        let rows: Vec<String> = g
+            .world
+            .status_rows(self.now)
+            .into_iter()
+            .map(|r| r.join(" "))
+            .collect();
+        let verdict = (1..=N)
+            .filter_map(|n| {
+                let a = self.agents[n as usize - 1].as_ref()?;
+                (a.d.raft_status().role == Role::Leader).then(|| {
+                    let v =
+                        a.d.plan(Authority::Galera)
+                            .and_then(|p| p.as_galera())
+                            .map_or("none", |p| p.verdict.as_str());
+                    format!("n{n} leads, galera verdict: {v}")
+                })
+            })
+            .next()
+            .unwrap_or_else(|| "no leader".into());
+        let steps: Vec<String> = (1..=N)
+            .filter_map(|n| {
+                let a = self.agents[n as usize - 1].as_ref()?;
+                let glue = a.glue.as_ref()?;
+                Some(format!("n{n} doing: {}", glue.planner.view(self.now).doing))
+            })
+            .collect();
+        format!("{}; {verdict}; {}", rows.join("; "), steps.join("; "))
     }
 }
 
@@ -1271,6 +1722,14 @@ struct Stats {
     fast: u64,
     /// Promotions proposed on the silent path (lease expired).
     silent: u64,
+    /// Galera outages bootstrapped.
+    outages: u64,
+    /// Galera outages opened (the newest outage number).
+    outages_opened: u64,
+    /// Acknowledged Galera writes.
+    writes: u64,
+    /// Galera outages bootstrapped again by the same node after its agent restarted.
+    rebootstraps: u64,
 }
 
 fn steps() -> u64 {
@@ -1296,50 +1755,81 @@ fn cluster_is_safe_and_live_under_faults() {
     let chunks: Vec<Vec<u64>> = (0..threads)
         .map(|t| seeds.iter().copied().skip(t).step_by(threads).collect())
         .collect();
-    let results: Vec<Result<Vec<Stats>, String>> = std::thread::scope(|sc| {
+    // `TRIAD_SIM_ALL_FAILURES=1` runs every seed and lists every failure (one line each)
+    // instead of stopping at the first.
+    let all = std::env::var_os("TRIAD_SIM_ALL_FAILURES").is_some();
+    let results: Vec<Vec<Result<Stats, String>>> = std::thread::scope(|sc| {
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 sc.spawn(move || {
-                    chunk
-                        .into_iter()
-                        .map(|s| run_seed(s, Plant::None, steps))
-                        .collect::<Result<Vec<_>, _>>()
+                    let mut out = Vec::new();
+                    for s in chunk {
+                        let r = run_seed(s, Plant::None, steps);
+                        let failed = r.is_err();
+                        out.push(r);
+                        if failed && !all {
+                            break;
+                        }
+                    }
+                    out
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("thread panicked".into())])
+            })
             .collect()
     });
     let mut stats = Vec::new();
-    for r in results {
+    let mut failures = Vec::new();
+    for r in results.into_iter().flatten() {
         match r {
-            Ok(s) => stats.extend(s),
-            Err(e) => panic!("{e}"),
+            Ok(s) => stats.push(s),
+            Err(e) => failures.push(e),
         }
+    }
+    if all && !failures.is_empty() {
+        let lines: Vec<&str> = failures.iter().filter_map(|e| e.lines().next()).collect();
+        panic!("{} seeds failed:\n{}", failures.len(), lines.join("\n"));
+    }
+    if let Some(e) = failures.first() {
+        panic!("{e}");
     }
     let secs = started.elapsed().as_secs_f64();
     let n = stats.len().max(1) as f64;
     let fast: u64 = stats.iter().map(|s| s.fast).sum();
     let silent: u64 = stats.iter().map(|s| s.silent).sum();
+    let bootstrapped: u64 = stats.iter().map(|s| s.outages).sum();
+    let opened: u64 = stats.iter().map(|s| s.outages_opened).sum();
+    let rebootstraps: u64 = stats.iter().map(|s| s.rebootstraps).sum();
     eprintln!(
         "cluster sim: {} seeds x {} simulated minutes in {secs:.1}s ({:.2} seeds/s); per seed \
-         {:.1} faults, {:.1} terms, {:.1} failovers; promotions proposed: {fast} fast path, \
-         {silent} silent path",
+         {:.1} faults, {:.1} terms, {:.1} failovers, {:.1} galera outages opened, {:.1} \
+         bootstrapped ({rebootstraps} bootstraps again after an agent restart), {:.0} galera \
+         writes; promotions proposed: {fast} fast path, {silent} silent path",
         stats.len(),
         steps * STEP_MS / 60_000,
         stats.len() as f64 / secs,
         stats.iter().map(|s| s.faults).sum::<u64>() as f64 / n,
         stats.iter().map(|s| s.terms).sum::<u64>() as f64 / n,
         stats.iter().map(|s| s.failovers).sum::<u64>() as f64 / n,
+        opened as f64 / n,
+        bootstrapped as f64 / n,
+        stats.iter().map(|s| s.writes).sum::<u64>() as f64 / n,
     );
-    // Both paths must actually run, or the invariants above say little about one of them.
+    // Every path must actually run, or the invariants above say little about one of them.
     if stats.len() >= 20 {
         assert!(
             fast > 0 && silent > 0,
             "a failover path never ran: {fast} fast, {silent} silent promotions"
+        );
+        assert!(
+            bootstrapped > 0,
+            "no Galera outage was bootstrapped ({opened} opened)"
         );
     }
 }
@@ -1363,7 +1853,10 @@ fn catches(plant: Plant, needles: &[&str]) {
                 needles.iter().any(|n| e.contains(n)),
                 "{plant:?} caught, but as: {e}"
             );
-            eprintln!("{plant:?} caught at seed {seed}");
+            eprintln!(
+                "{plant:?} caught at seed {seed}: {}",
+                e.lines().next().unwrap_or_default()
+            );
             return;
         }
     }
@@ -1390,6 +1883,19 @@ fn checker_catches_a_promotion_that_skips_the_lease_wait() {
 #[test]
 fn checker_catches_a_cut_off_master_that_ignores_its_lease() {
     catches(Plant::IgnoreLease, &["without a lease"]);
+}
+
+#[test]
+fn checker_catches_a_galera_bootstrap_chosen_by_node_id() {
+    catches(Plant::GaleraRankByNodeId, &["lost acknowledged writes"]);
+}
+
+#[test]
+fn checker_catches_a_galera_bootstrap_beside_a_silent_node() {
+    catches(
+        Plant::GaleraSilentAsAbsent,
+        &["lost acknowledged writes", "split brain"],
+    );
 }
 
 // ----- scenarios: situations found by review or by seeds, reproduced on purpose -----------

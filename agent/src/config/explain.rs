@@ -125,7 +125,7 @@ pub struct GaleraPlan {
     pub open_after_stopped_ms: u64,
     /// ... or some still running non-Primary, for this long (ms).
     pub open_after_non_primary_ms: u64,
-    /// A bootstrapped node stopped again this long, all stopped: the next outage (ms).
+    /// A bootstrapped node stopped again this long, nothing Primary: the next outage (ms).
     pub rebootstrap_after_ms: u64,
     /// Restarts allowed per hour.
     pub restarts_per_hour: u32,

@@ -13,8 +13,8 @@
 //! `reconcile::galera`), the bootstrap of an outage is the committed decision's.
 //!
 //! It also measures how long the open outage's committed bootstrap node has been stopped
-//! again after its own agent said it carried the bootstrap out, with every mariadbd stopped
-//! and nothing Primary: past `rebootstrap_after` the decision opens the next outage (a
+//! again after its own agent said it carried the bootstrap out (or refused it because its
+//! position moved since the decision), with nothing Primary anywhere: past `rebootstrap_after` the decision opens the next outage (a
 //! bootstrap that left no Primary behind, say the node crashed before anyone joined it).
 //!
 //! Caveats:
@@ -46,8 +46,9 @@ pub struct GaleraController {
     /// reporting.
     no_primary_since: Option<u64>,
     /// Since when (monotonic ms) the open outage's bootstrap node has been seen fallen after
-    /// carrying its bootstrap out (see [`GaleraInputs::bootstrap_fallen_ms`]), per outage.
-    fallen_since: Option<(OutageId, u64)>,
+    /// carrying its bootstrap out (see [`GaleraInputs::bootstrap_fallen_ms`]), per outage,
+    /// and whether every node's report confirms it this cycle.
+    fallen_since: Option<(OutageId, u64, bool)>,
     seen_outage: Option<(u64, bool, bool)>,
     plan: Option<ServicePlan>,
 }
@@ -131,25 +132,28 @@ impl Controller for GaleraController {
         } else {
             self.no_primary_since.get_or_insert(cx.clock.mono_ms);
         }
-        // The committed bootstrap was carried out (its own agent says so) and every mariadbd
-        // is stopped again, nothing Primary.
+        // The committed bootstrap was carried out (its own agent says so, or that it refused
+        // it because its node's position moved) and that mariadbd is stopped again, nothing
+        // Primary anywhere (other nodes may run non-Primary, waiting to join it). A node
+        // whose report is missing this cycle neither confirms nor denies it: the time seen
+        // so far is kept, but not reported.
         let fallen = cx.state.galera.open().and_then(|o| {
             let b = o.bootstrap.as_ref()?;
-            let all_stopped = cx.members.iter().all(|m| {
-                self.evidence
-                    .get(m)
-                    .is_some_and(|e| e.process == ProcessState::Stopped)
-            });
-            let carried_out = self
-                .evidence
-                .get(&b.node)
-                .is_some_and(|e| e.bootstrapped == Some(o.number));
-            (!primary && all_stopped && carried_out).then_some(o.number)
+            let denied = primary
+                || self.evidence.values().any(|e| e.primary)
+                || self.evidence.get(&b.node).is_some_and(|e| {
+                    e.process != ProcessState::Stopped || e.bootstrapped != Some(o.number)
+                });
+            if denied {
+                return None;
+            }
+            let confirmed = cx.members.iter().all(|m| self.evidence.contains_key(m));
+            Some((o.number, confirmed))
         });
         self.fallen_since = match (fallen, self.fallen_since) {
-            (Some(n), Some((m, since))) if n == m => Some((m, since)),
-            (Some(n), _) => Some((n, cx.clock.mono_ms)),
-            (None, _) => None,
+            (Some((n, confirmed)), Some((m, since, _))) if n == m => Some((m, since, confirmed)),
+            (Some((n, true)), _) => Some((n, cx.clock.mono_ms, true)),
+            (Some((_, false)), _) | (None, _) => None,
         };
         false
     }
@@ -168,7 +172,8 @@ impl Controller for GaleraController {
                 .map(|s| cx.clock.mono_ms.saturating_sub(s)),
             bootstrap_fallen_ms: self
                 .fallen_since
-                .map(|(_, s)| cx.clock.mono_ms.saturating_sub(s)),
+                .filter(|&(_, _, confirmed)| confirmed)
+                .map(|(_, s, _)| cx.clock.mono_ms.saturating_sub(s)),
             maintenance: cx.state.maintenance.enabled,
             in_flight: cx.in_flight(Authority::Galera),
             settings: self.settings,

@@ -20,9 +20,11 @@
 //! - the outage number is agreed before any choice, so a bootstrap names it and applies only
 //!   while that outage is open and undecided (compare-and-set); a second leader's decision,
 //!   or one made on a view older than an end and a reopening, is rejected when it applies;
-//! - a decided outage is never decided again, whatever a new leader's view says, until it
-//!   ends; it ends only when a node's own agent reports a Primary component of a majority
-//!   of the members, so the cluster is back whatever happened to the bootstrap;
+//! - a decided outage is never decided again, whatever a new leader's view says; it ends
+//!   when a node's own agent reports a Primary component of a majority of the members, of
+//!   the committed bootstrap node, or of a node holding every commit the others report, or
+//!   it is superseded by the next outage when its bootstrap node fell again with every node
+//!   stopped (`galera.rebootstrap_after`), which is then decided afresh;
 //! - every agent sees the open outage in its applied state: it stops restarting its node on
 //!   its own (a restart would change the evidence under the decision) and reports the
 //!   position `--wsrep-recover` finds on its stopped node.
@@ -37,7 +39,9 @@
 //! - *Primary*: it reports a Primary component, or a peer's fresh check saw one;
 //! - a *position*: `UUID:SEQNO` from `grastate.dat` (clean stop), from `--wsrep-recover`
 //!   (crash), or from `wsrep_last_committed` (running, non-Primary);
-//! - *no state*: no `grastate.dat`, an unreadable one, nothing recovered, a running node
+//! - *no state*: no `grastate.dat`, an unreadable one, one with the nil state UUID (an
+//!   interrupted state transfer: its agent does not run `--wsrep-recover` on it), nothing
+//!   recovered, a running node
 //!   that knows no position, or a reported position the log would refuse (not a lowercase
 //!   state UUID, a negative seqno).
 //!
@@ -49,7 +53,10 @@
 //!
 //! # Rules
 //! - Never a bootstrap while any node is Primary; an open outage with a Primary of a majority
-//!   is ended instead, and a smaller Primary (a bootstrap under way, or done by hand) waits.
+//!   is ended instead, and so is one with a smaller Primary when it is the committed
+//!   bootstrap node, or when it holds every commit any other node holds (the others report
+//!   positions of its history no further than its `wsrep_last_committed`, or no state);
+//!   any other smaller Primary (a bootstrap under way, or done by hand) waits.
 //! - No automatic bootstrap while any node is unavailable or recovering: a silent node may
 //!   hold newer commits. The verdict names each node it waits for; the operator's override
 //!   ([`operator_override`]) is the way past it. When no outage could open (a node is
@@ -101,8 +108,8 @@ pub struct GaleraSettings {
     /// itself after a short partition heals, so this is longer.
     pub open_after_non_primary_ms: u64,
     /// How long a decided outage's bootstrap node must stay stopped after its agent says it
-    /// carried the bootstrap out, nothing Primary anywhere and every mariadbd stopped, before
-    /// the leader gives up on that bootstrap and opens the next outage.
+    /// carried the bootstrap out (or refused it: its position moved), nothing Primary
+    /// anywhere, before the leader gives up on that bootstrap and opens the next outage.
     pub rebootstrap_after_ms: u64,
     /// A planted bug (simulation only; production: [`GaleraPlant::None`]).
     #[doc(hidden)]
@@ -228,8 +235,8 @@ pub struct GaleraInputs<'a> {
     /// seen now, or not every node reports).
     pub no_primary_ms: Option<u64>,
     /// How long the open outage's committed bootstrap node has been seen stopped after its
-    /// agent said it carried the bootstrap out, every mariadbd stopped, no Primary anywhere,
-    /// every node reporting (`None`: not so now).
+    /// agent said it carried the bootstrap out, no Primary anywhere, every node reporting
+    /// (`None`: not so now).
     pub bootstrap_fallen_ms: Option<u64>,
     /// Whether maintenance mode is on.
     pub maintenance: bool,
@@ -449,6 +456,15 @@ impl GaleraInputs<'_> {
                     seqno: Some(s),
                     safe_to_bootstrap,
                 } => known(u, *s, PositionSource::Grastate, *safe_to_bootstrap, false),
+                // The nil UUID: no history (a state transfer was interrupted, or it never
+                // joined); `--wsrep-recover` would report whatever the half-written data
+                // says, so it is not asked.
+                GrastateEvidence::Present { uuid: None, .. } => Standing::NoState {
+                    why: "grastate has the nil state UUID (an interrupted state transfer, or \
+                          never joined)"
+                        .into(),
+                    running: false,
+                },
                 GrastateEvidence::Present {
                     safe_to_bootstrap, ..
                 } => match &e.recovered {
@@ -800,10 +816,12 @@ pub fn decide_ranked(i: &GaleraInputs<'_>, ranker: Ranker) -> GaleraPlan {
             }
             _ => None,
         })
-        .min_by_key(|&(node, size)| (std::cmp::Reverse(size), node));
-    if let Some((node, size)) = back {
+        .min_by_key(|&(node, size)| (std::cmp::Reverse(size), node))
+        .map(|(node, size)| (node, size, String::new()))
+        .or_else(|| holds_everything(i, &standings));
+    if let Some((node, size, holds)) = back {
         let reason = format!(
-            "{node} is Primary with {size} node{}",
+            "{node} is Primary with {size} node{}{holds}",
             if size == 1 { "" } else { "s" }
         );
         if i.maintenance {
@@ -825,15 +843,17 @@ pub fn decide_ranked(i: &GaleraInputs<'_>, ranker: Ranker) -> GaleraPlan {
             .unwrap_or_default();
         return plan(format!(
             "waiting: outage {n}: {under_way}{primaries}; no bootstrap while any node is \
-             Primary, the outage ends at a Primary of {quorum} nodes or of the committed \
-             bootstrap node"
+             Primary, the outage ends at a Primary of {quorum} nodes, of the committed \
+             bootstrap node, or of a node holding every other node's commits (if it does not \
+             end, an operator stops that Primary or joins the others to it)"
         ));
     }
     if let Some(b) = &outage.bootstrap {
         if let Some(t) = i.bootstrap_fallen_ms {
             let fallen = format!(
-                "{}'s agent carried out the bootstrap of outage {n} and its mariadbd has been \
-                 stopped for {}, every other one too, nothing Primary",
+                "{}'s agent is done with the bootstrap of outage {n} (carried out, or refused \
+                 as its position moved) and its mariadbd has been stopped for {}, nothing \
+                 Primary anywhere",
                 b.node,
                 secs(t)
             );
@@ -874,6 +894,52 @@ pub fn decide_ranked(i: &GaleraInputs<'_>, ranker: Ranker) -> GaleraPlan {
         ));
     }
     choose(i, outage, &waiting_for(&standings, true), &ranking)
+}
+
+/// The one node whose own agent reports it Primary (of any size) when it holds every commit
+/// any other node holds: every other node reports, is not Primary, and is either without
+/// state or at a position of the Primary's history no further than its
+/// `wsrep_last_committed`. The outage is then over (the others rejoin it, see
+/// `reconcile::galera`); this is how a bootstrap carried out for an outage that was
+/// superseded meanwhile (its agent acted on a state not yet caught up) ends the newer one.
+/// Answers the node, its component's size, and the reason's tail.
+fn holds_everything(
+    i: &GaleraInputs<'_>,
+    standings: &[(NodeId, Standing)],
+) -> Option<(NodeId, u64, String)> {
+    let mut primary = standings.iter().filter_map(|(n, s)| match s {
+        Standing::Primary {
+            own_size: Some(size),
+            ..
+        } => Some((*n, *size)),
+        _ => None,
+    });
+    let (node, size) = primary.next()?;
+    if primary.next().is_some() || standings.len() != i.members.len() {
+        return None;
+    }
+    let e = i.evidence.get(&node)?;
+    let (uuid, committed) = (e.wsrep_uuid.as_deref()?, e.last_committed?);
+    let mut others = Vec::new();
+    for (n, s) in standings {
+        match s {
+            _ if *n == node => {}
+            Standing::Known { uuid: u, seqno, .. } if u == uuid && *seqno <= committed => {
+                others.push(format!("{n} at {seqno}"))
+            }
+            Standing::NoState { .. } => others.push(format!("{n} without state")),
+            _ => return None,
+        }
+    }
+    Some((
+        node,
+        size,
+        format!(
+            " at {}:{committed}, holding every other node's commits ({})",
+            short(uuid),
+            others.join(", ")
+        ),
+    ))
 }
 
 /// No outage open: is one starting?

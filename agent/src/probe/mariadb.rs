@@ -191,7 +191,9 @@ impl MariadbProbe {
     }
 }
 
-fn judge(g: GaleraStatus) -> CheckResult {
+/// The result of a check the server answered, from what it answered. Pure: the
+/// whole-cluster simulation builds its MariaDB reports with it.
+pub fn judge(g: GaleraStatus) -> CheckResult {
     let details = serde_json::to_value(&g).unwrap_or_default();
     if g.local_state.is_none() && g.cluster_status.is_none() {
         return CheckResult::degraded(details, "wsrep status empty: Galera is not enabled");
@@ -203,10 +205,17 @@ fn judge(g: GaleraStatus) -> CheckResult {
 }
 
 fn grastate_details(dir: &std::path::Path) -> serde_json::Value {
-    match grastate::read_grastate(dir) {
+    grastate_json(&grastate::read_grastate(dir).map_err(|e| e.to_string()))
+}
+
+/// The details of a failed local check: `grastate.dat` as read (`grastate`,
+/// `grastate_missing` or `grastate_error`); the notes come on top ([`LocalGaleraNotes::add_to`]).
+/// Pure: the whole-cluster simulation builds its MariaDB reports with it.
+pub fn grastate_json(grastate: &Result<Option<grastate::Grastate>, String>) -> serde_json::Value {
+    match grastate {
         Ok(Some(g)) => serde_json::json!({ "grastate": g }),
         Ok(None) => serde_json::json!({ "grastate_missing": true }),
-        Err(e) => serde_json::json!({ "grastate_error": e.to_string() }),
+        Err(e) => serde_json::json!({ "grastate_error": e }),
     }
 }
 

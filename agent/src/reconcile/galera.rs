@@ -8,13 +8,19 @@
 //! - **Rejoin** (no outage open): a stopped mariadbd is restarted only while a peer that this
 //!   agent checks itself (after this node stopped) is in a Primary component, from the position
 //!   `grastate.dat` holds after a clean stop or `--wsrep-recover` finds after a crash, so
-//!   that a donor can send IST. Restarts back off (doubling from `backoff`, up to 32 times
+//!   that a donor can send IST. Restarts back off (doubling from `backoff`, up to 16 times
 //!   it) and are capped per hour; past the cap the node stays down and says why. The
+//!   rejoin waits until the Primary component no longer counts this node (a crashed node's
+//!   old process is dropped at the survivors' suspect timeout; a new process started
+//!   before that stalls the group while it reconfigures), at most [`EVICT_WAIT_MS`]. The
 //!   Primary must be of a majority, or be the node the newest outage committed to bootstrap
 //!   (the most advanced by the evidence of every node, or the operator's explicit choice):
-//!   that is how the other nodes rejoin a bootstrapped node once the outage has ended. A
-//!   Primary of a minority made by hand is not joined automatically: it may be behind this
-//!   node, whose newer commits a join would silently discard.
+//!   that is how the other nodes rejoin a bootstrapped node once the outage has ended. Any
+//!   other Primary of a minority (the last node of a cluster whose others stopped cleanly
+//!   one by one stays Primary alone; or one made by hand) is joined only when this agent's
+//!   own check shows it of this node's history (state UUID) and committed at least as far
+//!   as this node's position: a Primary behind this node would make the join discard this
+//!   node's newer commits, so that is left to an operator.
 //! - **Non-Primary while peers are Primary** (a partition): left alone, since Galera rejoins
 //!   it after the heal; stopped (then rejoined as above) only when it is still non-Primary
 //!   `restart_non_primary_after` after this agent saw its peers reachable and Primary.
@@ -24,10 +30,14 @@
 //!   before the outage opens, which saves that time from the outage. The committed bootstrap
 //!   node sets `safe_to_bootstrap: 1` and starts as a new cluster from its position (or runs
 //!   `pc.bootstrap` when the decision says so), once this agent has checked every peer since
-//!   its node stopped and found none Primary; every other node clears the flag and starts
+//!   its node stopped and found none Primary (a timed-out check is no check: a hung peer may
+//!   be Primary), and only from the position the decision names (a node that ran since,
+//!   because this agent bootstrapped it and then restarted, may hold or lack commits the
+//!   decision did not weigh: the agent reports the outage as carried out and the leader
+//!   decides the next one afresh); every other node clears the flag and starts
 //!   from its position once the bootstrap node is Primary. The leader ends the outage as
 //!   soon as the bootstrapped node reports itself Primary; if instead it stops again before
-//!   that, with every node stopped, the leader supersedes the outage with the next one
+//!   that, with nothing Primary anywhere, the leader supersedes the outage with the next one
 //!   (decided afresh); the planner reports the outage it bootstrapped (its view, and the
 //!   probe's `bootstrapped` note) for that.
 //! - **Maintenance** (committed): nothing at all.
@@ -44,6 +54,10 @@
 //! - A rejoin trusts this agent's own checks of its peers (fresh, answered, Primary, made
 //!   after this node was seen stopped): a node cut off from its peers does not restart its
 //!   mariadbd, and checks from before all three died together do not count.
+//! - A minority Primary made by hand that is at or past this node but behind a third,
+//!   stopped node is joined, and the third node then rejoins the majority and loses its
+//!   newer commits, as it would by hand: only the leader sees every node's position, and
+//!   it does not decide rejoins.
 //! - A backup hold does not exist yet (the backup issue adds it); maintenance is the only
 //!   hold today.
 //! - With `unit_recovers` (systemd: Debian's unit runs `galera_recovery` itself) a rejoin
@@ -54,8 +68,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{BootstrapMode, GaleraAuthority, OutageId};
-use crate::decide::galera::{GaleraPosition, GrastateEvidence, ProcessState};
+use crate::decide::galera::{
+    evidence_of, GaleraEvidence, GaleraPosition, GrastateEvidence, ProcessState,
+};
+use crate::health::Seen;
 use crate::ids::{LogIndex, NodeId};
+use crate::observation::Service;
 
 /// What the Galera controller publishes for the local recovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +89,7 @@ pub struct GaleraTarget {
 pub struct RecoverySettings {
     /// Restart a fallen mariadbd (`rejoin`).
     pub rejoin: bool,
-    /// First wait between restarts, in ms (doubles, up to 32 times).
+    /// First wait between restarts, in ms (doubles, up to 16 times).
     pub backoff_ms: u64,
     /// Restarts allowed in any hour.
     pub max_per_hour: u32,
@@ -100,9 +118,80 @@ pub struct LocalFacts {
     /// The age of each of those checks, in ms (a check older than this node's stop says
     /// nothing about the cluster after it: all three may have died together).
     pub peers_primary_age_ms: BTreeMap<NodeId, u64>,
-    /// The age of this agent's newest fresh check of each peer's MariaDB, whatever it
-    /// answered (a refused or timed-out check counts), in ms.
+    /// The age of this agent's newest fresh check of each peer's MariaDB that had a definite
+    /// answer (answered, or refused; a timed-out check says nothing: a hung peer may be
+    /// Primary), in ms.
     pub peers_checked_age_ms: BTreeMap<NodeId, u64>,
+    /// Each running peer's position as this agent's fresh check saw it: its state UUID and
+    /// `wsrep_last_committed`.
+    pub peers_position: BTreeMap<NodeId, GaleraPosition>,
+}
+
+/// What this agent's own fresh MariaDB checks say, of its own node and of its peers (the
+/// parts of [`LocalFacts`] that come from its health store).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerChecks {
+    /// Its own node's evidence.
+    pub own: Option<GaleraEvidence>,
+    /// Peers seen in a Primary component, with its size.
+    pub primary: BTreeMap<NodeId, u64>,
+    /// The age of those checks (ms).
+    pub primary_age_ms: BTreeMap<NodeId, u64>,
+    /// The age of the newest check of each peer with a definite answer (ms).
+    pub checked_age_ms: BTreeMap<NodeId, u64>,
+    /// Running peers' state UUID and `wsrep_last_committed`.
+    pub position: BTreeMap<NodeId, GaleraPosition>,
+}
+
+impl PeerChecks {
+    /// Reads this agent's (`me`) own checks of the `members`' MariaDB from what its health
+    /// store holds, those no older than `freshness_ms`.
+    pub fn from_seen<'a>(
+        seen: impl IntoIterator<Item = &'a Seen>,
+        me: NodeId,
+        members: &[NodeId],
+        freshness_ms: u64,
+    ) -> PeerChecks {
+        let mut out = PeerChecks::default();
+        for seen in seen {
+            let id = &seen.observation.id;
+            let m = id.subject;
+            if seen.observer != me
+                || id.service != Service::Mariadb
+                || !id.target.is_empty()
+                || seen.age_ms > freshness_ms
+                || !members.contains(&m)
+            {
+                continue;
+            }
+            let e = evidence_of(&seen.observation);
+            if m == me {
+                out.own = Some(e);
+                continue;
+            }
+            if e.process != ProcessState::Unknown {
+                out.checked_age_ms.insert(m, seen.age_ms);
+            }
+            if let (ProcessState::Running, Some(u), Some(s)) =
+                (e.process, &e.wsrep_uuid, e.last_committed)
+            {
+                out.position.insert(
+                    m,
+                    GaleraPosition {
+                        uuid: Some(u.clone()),
+                        seqno: Some(s),
+                    },
+                );
+            }
+            if e.primary {
+                if let Some(size) = e.cluster_size {
+                    out.primary.insert(m, size);
+                    out.primary_age_ms.insert(m, seen.age_ms);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// How a start is asked for.
@@ -224,6 +313,10 @@ pub struct GaleraRecovery {
     last: Step,
 }
 
+/// The longest a rejoin waits for the Primary component to drop this node's old process
+/// (several times Galera's default `evs.suspect_timeout`, 5 s): past it, it starts anyway.
+pub const EVICT_WAIT_MS: u64 = 30_000;
+
 /// Pause after a failed `--wsrep-recover` before it runs again.
 pub const RECOVER_RETRY_MS: u64 = 10_000;
 
@@ -336,7 +429,7 @@ impl GaleraRecovery {
         if self.consecutive == 0 {
             return Ok(());
         }
-        let factor = 1u64 << self.consecutive.saturating_sub(1).min(5);
+        let factor = 1u64 << self.consecutive.saturating_sub(1).min(4);
         let wait = self.settings.backoff_ms.saturating_mul(factor);
         let last = self.restarts.back().copied().unwrap_or(0);
         let since = now_ms.saturating_sub(last);
@@ -351,23 +444,23 @@ impl GaleraRecovery {
     }
 
     /// The position to start from, or that `--wsrep-recover` must run first (`Err`).
-    fn position(&self, f: &LocalFacts) -> Result<Option<String>, ()> {
+    fn position(&self, f: &LocalFacts) -> Result<Option<(String, i64)>, ()> {
         match &f.grastate {
             GrastateEvidence::Present {
                 uuid: Some(u),
                 seqno: Some(s),
                 ..
-            } => Ok(Some(format!("{u}:{s}"))),
+            } => Ok(Some((u.clone(), *s))),
             GrastateEvidence::Present { uuid: Some(_), .. } => match &self.recovered {
                 Some(GaleraPosition {
                     uuid: Some(u),
                     seqno: Some(s),
-                }) => Ok(Some(format!("{u}:{s}"))),
+                }) => Ok(Some((u.clone(), *s))),
                 Some(_) => Ok(None),
                 None => Err(()),
             },
-            // No history (nil UUID), no file, or an unreadable one: nothing to start from;
-            // the node joins by a full state transfer.
+            // No history (the nil UUID: an interrupted state transfer), no file, or an
+            // unreadable one: nothing to start from; the node joins by a full state transfer.
             _ => Ok(None),
         }
     }
@@ -419,6 +512,12 @@ impl GaleraRecovery {
     }
 
     fn recover_or(&self, f: &LocalFacts, why: &str) -> Result<Option<String>, Step> {
+        self.recover_or_at(f, why)
+            .map(|p| p.map(|(u, s)| format!("{u}:{s}")))
+    }
+
+    /// The position to start from (`UUID`, seqno), or the step that finds it first.
+    fn recover_or_at(&self, f: &LocalFacts, why: &str) -> Result<Option<(String, i64)>, Step> {
         self.position(f).map_err(|()| match &self.recover_failed {
             Some((at, e)) if f.now_ms.saturating_sub(*at) < RECOVER_RETRY_MS => {
                 Step::idle(format!(
@@ -500,9 +599,9 @@ impl GaleraRecovery {
             }
             if done {
                 return Step::idle(format!(
-                    "outage {n}: this node's bootstrap was carried out and it stopped since: no \
-                     second bootstrap for this outage (the leader opens the next one if it \
-                     stays down)"
+                    "outage {n}: no second bootstrap of this node for this outage (it was \
+                     carried out and the node stopped since, or the node's position moved \
+                     since the decision): the leader opens the next outage if it stays down"
                 ));
             }
             // Every peer checked since this node was seen stopped, none Primary (an agent
@@ -517,11 +616,30 @@ impl GaleraRecovery {
             }
             // (A pc.bootstrap decision whose node stopped since starts it the same way: same
             // data, same position.)
-            let position = match self.recover_or(f, &format!("outage {n}: bootstrap of this node"))
-            {
+            let at = match self.recover_or_at(f, &format!("outage {n}: bootstrap of this node")) {
                 Ok(p) => p,
                 Err(step) => return step,
             };
+            // Only from the position the decision was made on: a node that has run since
+            // (this agent bootstrapped it, then restarted and forgot) may have taken commits
+            // its peers now hold too, or lost some; the leader decides afresh instead.
+            if let Some(decided) = b.seqno {
+                let same = at
+                    .as_ref()
+                    .is_some_and(|(u, s)| *s == decided && b.uuid.as_deref() == Some(u.as_str()));
+                if !same {
+                    self.bootstrapped = Some((n, b.index));
+                    return Step::idle(format!(
+                        "outage {n}: committed to bootstrap this node from {}:{decided}, but it \
+                         is at {} now (it ran since the decision): no bootstrap from another \
+                         position; the leader opens the next outage and decides afresh",
+                        b.uuid.as_deref().unwrap_or("nil"),
+                        at.as_ref()
+                            .map_or_else(|| "no position".to_string(), |(u, s)| format!("{u}:{s}"))
+                    ));
+                }
+            }
+            let position = at.map(|(u, s)| format!("{u}:{s}"));
             if let Err(why) = self.may_restart(f.now_ms) {
                 return Step::idle(format!("outage {n}: bootstrap of this node held: {why}"));
             }
@@ -589,6 +707,52 @@ impl GaleraRecovery {
             .count()
     }
 
+    /// A rejoin of a Primary of fewer than a majority (`minority`, not a committed bootstrap):
+    /// the last node of a cluster whose others stopped cleanly one by one stays Primary on
+    /// its own. It is joined only when this node knows its own position (`at`) and every such
+    /// Primary is of the same history (state UUID) and has committed at least as far, so the
+    /// join loses nothing of this node's; otherwise `None` (an operator decides).
+    fn join_minority(
+        &mut self,
+        f: &LocalFacts,
+        minority: &BTreeSet<NodeId>,
+        at: Option<(String, i64)>,
+    ) -> Option<Step> {
+        let (uuid, seqno) = at?;
+        if minority.is_empty() || !self.settings.rejoin {
+            return None;
+        }
+        let ahead = minority.iter().all(|n| {
+            f.peers_position.get(n).is_some_and(|p| {
+                p.uuid.as_deref() == Some(uuid.as_str()) && p.seqno.is_some_and(|s| s >= seqno)
+            })
+        });
+        if !ahead {
+            return None;
+        }
+        let peers = minority
+            .iter()
+            .map(NodeId::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Err(why) = self.may_restart(f.now_ms) {
+            return Some(Step::idle(format!(
+                "stopped while {peers} is Primary (of fewer than a majority, at or past this \
+                 node's position); {why}"
+            )));
+        }
+        Some(Step::Start {
+            kind: StartKind::Join,
+            position: Some(format!("{uuid}:{seqno}")),
+            outage: None,
+            decision: None,
+            why: format!(
+                "stopped while {peers} is Primary of fewer than a majority, of this node's \
+                 history and at or past its position {seqno}: rejoining"
+            ),
+        })
+    }
+
     fn no_outage(&mut self, f: &LocalFacts, bootstrapped: Option<NodeId>) -> Step {
         let quorum = u64::try_from(self.members / 2 + 1).unwrap_or(u64::MAX);
         let mut primaries = self.fresh_primaries(f, quorum);
@@ -643,12 +807,16 @@ impl GaleraRecovery {
                 if primaries.is_empty() {
                     // Perhaps a full outage: the leader will want this node's position, so
                     // find it now rather than after the outage opens.
-                    if let Err(step) =
-                        self.recover_or(f, "stopped, no Primary component seen elsewhere")
+                    let at = match self
+                        .recover_or_at(f, "stopped, no Primary component seen elsewhere")
                     {
+                        Ok(at) => at,
+                        Err(step) => return step,
+                    };
+                    let minority = self.fresh_primaries(f, 1);
+                    if let Some(step) = self.join_minority(f, &minority, at) {
                         return step;
                     }
-                    let minority = self.fresh_primaries(f, 1);
                     if !minority.is_empty() {
                         return Step::idle(format!(
                             "stopped; {} Primary without a majority, and not the committed \
@@ -671,9 +839,6 @@ impl GaleraRecovery {
                         "stopped while {peers} are Primary; galera.rejoin = false"
                     ));
                 }
-                if let Err(why) = self.may_restart(f.now_ms) {
-                    return Step::idle(format!("stopped while {peers} are Primary; {why}"));
-                }
                 let position = if self.settings.unit_recovers {
                     None
                 } else {
@@ -682,6 +847,28 @@ impl GaleraRecovery {
                         Err(step) => return step,
                     }
                 };
+                // A crashed node's old process is still a member until the survivors'
+                // suspect timeout drops it (`evs.suspect_timeout`, 5 s by default); a new
+                // process started before that takes the same place under a new identity and
+                // the group reconfigures for many seconds, every commit stalled. So the
+                // rejoin waits until a Primary peer's component no longer counts this node
+                // (its size is below the members'), up to `EVICT_WAIT_MS`.
+                let members = u64::try_from(self.members).unwrap_or(u64::MAX);
+                let stopped_for = self.stopped_since.map_or(0, |s| f.now_ms.saturating_sub(s));
+                let dropped = primaries
+                    .iter()
+                    .any(|p| f.peers_primary.get(p).is_some_and(|&size| size < members));
+                if !dropped && stopped_for < EVICT_WAIT_MS {
+                    return Step::idle(format!(
+                        "stopped while {peers} are Primary: rejoining once their component has \
+                         dropped this node's old process (it still counts {members} nodes; \
+                         at most {:.0}s more)",
+                        (EVICT_WAIT_MS - stopped_for) as f64 / 1000.0
+                    ));
+                }
+                if let Err(why) = self.may_restart(f.now_ms) {
+                    return Step::idle(format!("stopped while {peers} are Primary; {why}"));
+                }
                 Step::Start {
                     kind: StartKind::Join,
                     position,

@@ -14,8 +14,11 @@
 //!
 //! Commands (nodes are `n1`..`n3`; durations `500ms`, `5s`, `1.5s`, `2m`, rounded up to
 //! whole 50 ms steps):
-//! - `cluster seed=S`: a new cluster on seed `S`: Redis n1 is master, n2 and n3 replicate
-//!   from it, every HAProxy routes to redis1, the agents start with empty logs.
+//! - `cluster seed=S [galera]`: a new cluster on seed `S`: Redis n1 is master, n2 and n3
+//!   replicate from it, every HAProxy routes to redis1, the agents start with empty logs.
+//!   With `galera`, the Galera world of the random runs too (`sim_galera`): three mariadbd
+//!   Synced in one Primary component, a client writing to it, every agent running its Galera
+//!   controller and recovery task.
 //! - `stabilize [within D]` (default 60s): steps until a leader exists and every Redis,
 //!   fence and HAProxy matches the committed master; prints when and what.
 //! - `status`: the Raft leader and term; the committed Redis master, epoch, suspicion and the
@@ -31,7 +34,11 @@
 //!   (Redis nX is configured to replicate from nY), `nX-fenced`, `nX-sees-master=nY` (agent nX
 //!   applied nY as master), `writes-to=nX` (writes go to nX through the HAProxy of every node
 //!   whose agent runs and that is not isolated, and to nothing else through any HAProxy),
-//!   `writes-to-master` (the same, for the committed master).
+//!   `writes-to-master` (the same, for the committed master), and with Galera:
+//!   `galera-synced` (all three Synced in one Primary component of three, every agent past
+//!   the last outage), `db-primary=nX` (mariadbd nX is in a Primary component), `outage-open`,
+//!   `outage-ended` (an outage was opened and the newest one has ended), `bootstrap=nX` (the
+//!   open outage's committed bootstrap is nX).
 //! - Redis: `kill-redis nX` (SIGKILL: connections refused), `hang-redis nX` (SIGSTOP: nothing
 //!   answers), `resume-redis nX` (SIGCONT), `start-redis nX` (a killed one boots from its
 //!   config: a fenced master until its agent gives it its role), `restart-redis nX` (kill
@@ -42,22 +49,32 @@
 //!   (agent nX receives no Raft messages; reports and pings pass), `heal` (both undone).
 //! - `maintenance on|off [REASON...]`: proposed on the leader as the API would; steps until it
 //!   applied there (at most 5s).
+//! - Galera: `galera` (the committed outage, the leader's Galera verdict, then one row per
+//!   node: its mariadbd and component, its data `hN:SEQNO` (history N), its grastate
+//!   `hN:SEQNO safe F`, and what its agent's recovery does), `kill-db nX` (SIGKILL),
+//!   `stop-db nX` (a clean stop by an operator), `hang-db nX` / `resume-db nX` (SIGSTOP and
+//!   SIGCONT), `break-db nX` / `repair-db nX` (its starts fail until repaired), `kill-all-db`.
 //!
 //! `run`, `until`, `stabilize` and `maintenance` also print every decision committed while
-//! they ran, from the audit history (`+0.4s committed ...`). Every printed time counts from
+//! they ran, from the audit history (`+0.4s committed ...`), and with Galera what the Galera
+//! world did (`+0.4s galera: ...`: views, transfers, starts, exits) and every step an agent's
+//! recovery carried out (`+0.4s n2 galera: ...`). Every printed time counts from
 //! the start of the block (so `kill-redis n1` then `until writes-to-master` prints the time
 //! from the kill until writes work again); times are simulated, deterministic for a seed, and
 //! rounded to 0.1 s. Replication offsets in verdicts are masked (`offset *`): any change of
 //! timing moves them, and the ranking order already shows what they decided.
 //!
-//! Each script has its `#[test]` (`scripts!` below; a test fails when a file has none). Two
+//! Each script has its `#[test]` (`scripts!` below; a test fails when a file has none). Four
 //! more run scripts with a bug planted, to prove the recorded stories catch what matters: a
 //! driver that skips the silent path's lease wait (the output differs; no invariant breaks in
-//! that world) and agents that ignore their lease (the invariant stops the script).
+//! that world), agents that ignore their lease (the invariant stops the script), and the two
+//! Galera decision plants (a bootstrap chosen by node id, a silent node counted as absent:
+//! the lost acknowledged writes stop the Galera scripts).
 //!
 //! Caveats: the language covers the faults the scripts need, not every fault of the random
-//! runs (no message loss, one-way cuts, slow probes or clock jumps); switchover runs in the API
-//! adapter, outside the simulation, and has no command.
+//! runs (no message loss, one-way cuts, slow probes or clock jumps, lost grastate); switchover
+//! runs in the API adapter, outside the simulation, and has no command; a Galera cluster keeps
+//! its client writing throughout (seqnos in the output move with any change of timing).
 
 use std::path::{Path, PathBuf};
 
@@ -288,6 +305,11 @@ enum Cond {
     SeesMaster(u64, u64),
     WritesTo(u64),
     WritesToMaster,
+    GaleraSynced,
+    DbPrimary(u64),
+    OutageOpen,
+    OutageEnded,
+    Bootstrap(u64),
 }
 
 fn node(s: &str) -> Result<u64, String> {
@@ -336,6 +358,9 @@ fn cond(s: &str) -> Result<Cond, String> {
         "master-moved" => Cond::MasterMoved,
         "no-suspect" => Cond::NoSuspect,
         "writes-to-master" => Cond::WritesToMaster,
+        "galera-synced" => Cond::GaleraSynced,
+        "outage-open" => Cond::OutageOpen,
+        "outage-ended" => Cond::OutageEnded,
         _ => {
             if let Some(n) = s.strip_prefix("master=") {
                 Cond::Master(node(n)?)
@@ -349,11 +374,16 @@ fn cond(s: &str) -> Result<Cond, String> {
                 Cond::SeesMaster(node(a)?, node(b)?)
             } else if let Some(a) = s.strip_suffix("-fenced") {
                 Cond::Fenced(node(a)?)
+            } else if let Some(n) = s.strip_prefix("db-primary=") {
+                Cond::DbPrimary(node(n)?)
+            } else if let Some(n) = s.strip_prefix("bootstrap=") {
+                Cond::Bootstrap(node(n)?)
             } else {
                 return Err(format!(
                     "unknown condition `{s}` (leader, converged, master-moved, master=nX, \
                      suspect=nX, no-suspect, nX-follows-nY, nX-fenced, nX-sees-master=nY, \
-                     writes-to=nX, writes-to-master)"
+                     writes-to=nX, writes-to-master, galera-synced, db-primary=nX, \
+                     outage-open, outage-ended, bootstrap=nX)"
                 ));
             }
         }
@@ -500,6 +530,24 @@ impl Sim {
             Cond::SeesMaster(n, m) => self.applied(n).is_some_and(|(x, _)| x == Some(m)),
             Cond::WritesTo(m) => self.writes_only_to(m),
             Cond::WritesToMaster => self.committed().is_some_and(|m| self.writes_only_to(m)),
+            Cond::GaleraSynced => self.galera.is_some() && self.galera_converged().is_ok(),
+            Cond::DbPrimary(n) => self
+                .galera
+                .as_ref()
+                .is_some_and(|g| g.world.is_primary(n as usize - 1)),
+            Cond::OutageOpen => self
+                .newest()
+                .is_some_and(|a| a.d.state().galera.open().is_some()),
+            Cond::OutageEnded => self.newest().is_some_and(|a| {
+                let g = &a.d.state().galera;
+                g.outage.is_some() && g.open().is_none()
+            }),
+            Cond::Bootstrap(n) => self.newest().is_some_and(|a| {
+                a.d.state()
+                    .galera
+                    .decided()
+                    .is_some_and(|b| b.node.get() == n)
+            }),
         }
     }
 
@@ -660,6 +708,78 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Moves what the Galera world and the agents' Galera tasks did into `out`, timed from
+    /// `start`.
+    fn flush_galera(&mut self, start: u64, out: &mut Vec<String>) {
+        if let Some(r) = self.galera_record.as_mut() {
+            for (at, line) in r.drain(..) {
+                out.push(format!("+{} {line}", secs(at.saturating_sub(start))));
+            }
+        }
+    }
+
+    /// The `galera` status: the committed outage, the leader's verdict, then one row per
+    /// node: its mariadbd, data and grastate, and what its agent's recovery does.
+    fn galera_lines(&self) -> Result<Vec<String>, String> {
+        let g = self
+            .galera
+            .as_ref()
+            .ok_or("no Galera in this cluster (`cluster seed=N galera`)")?;
+        let mut out = Vec::new();
+        out.push(match self.newest().map(|a| &a.d.state().galera) {
+            None => "galera: no agent running".into(),
+            Some(auth) => match (&auth.outage, auth.open()) {
+                (None, _) => "galera: no outage yet".into(),
+                (Some(o), None) => format!("galera: outage {} ended", o.number),
+                (Some(o), Some(_)) => match &o.bootstrap {
+                    None => format!("galera: outage {} open, no bootstrap decided", o.number),
+                    Some(b) => format!(
+                        "galera: outage {} open, bootstraps {} at seqno {} ({} {})",
+                        o.number,
+                        b.node,
+                        b.seqno.map_or("?".into(), |s| s.to_string()),
+                        b.kind.as_str(),
+                        b.mode.as_str()
+                    ),
+                },
+            },
+        });
+        let verdict = self.current_leader().and_then(|(l, _)| {
+            let a = self.agents[l as usize - 1].as_ref()?;
+            let p =
+                a.d.plan(triad::cluster::Authority::Galera)
+                    .and_then(|p| p.as_galera())?;
+            Some(format!("verdict (n{l}): {}", p.verdict))
+        });
+        out.push(verdict.unwrap_or_else(|| "verdict: none (no leader)".into()));
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "mariadbd".into(),
+            "data".into(),
+            "grastate".into(),
+            "recovery".into(),
+        ]];
+        for (n, mut row) in g.world.status_rows(self.now).into_iter().enumerate() {
+            let doing = self.agents[n]
+                .as_ref()
+                .and_then(|a| a.glue.as_ref())
+                .map_or("agent dead".to_string(), |glue| {
+                    glue.planner.view(self.now).doing
+                });
+            for cell in row.iter_mut().skip(2) {
+                if let Some((_, v)) = cell.split_once(' ') {
+                    *cell = v.to_string();
+                }
+            }
+            row.push(doing);
+            rows.push(row);
+        }
+        out.extend(table(&rows));
+        Ok(out)
+    }
+}
+
 impl Runner {
     fn sim(&mut self) -> Result<&mut Sim, String> {
         self.sim
@@ -684,6 +804,10 @@ impl Runner {
             })
         });
         r?;
+        let start = self.block_start;
+        if let Some(sim) = self.sim.as_mut() {
+            sim.flush_galera(start, out);
+        }
         // The invariants are checked after every step; this also covers a command that changed
         // the world without stepping.
         match self.sim.as_ref() {
@@ -701,16 +825,74 @@ impl Runner {
         };
         match *name {
             "cluster" => {
-                let seed = match args {
-                    [s] => s
-                        .strip_prefix("seed=")
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .ok_or_else(|| format!("bad argument `{s}` (seed=N)"))?,
-                    _ => return Err("usage: cluster seed=N".into()),
+                let (seed, galera) = match args {
+                    [s] => (*s, false),
+                    [s, "galera"] => (*s, true),
+                    _ => return Err("usage: cluster seed=N [galera]".into()),
                 };
-                self.sim = Some(Sim::with_driver_plant(seed, self.plants.0, self.plants.1));
+                let seed = seed
+                    .strip_prefix("seed=")
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| format!("bad argument `{seed}` (seed=N)"))?;
+                let mut sim = Sim::build(seed, self.plants.0, self.plants.1, galera);
+                if galera {
+                    sim.galera_record = Some(Vec::new());
+                }
+                self.sim = Some(sim);
                 self.printed = 0;
                 self.block_start = 0;
+            }
+            "galera" => {
+                if !args.is_empty() {
+                    return Err("`galera` takes no arguments".into());
+                }
+                let lines = self.sim()?.galera_lines()?;
+                out.extend(lines);
+            }
+            "kill-db" | "stop-db" | "hang-db" | "resume-db" | "break-db" | "repair-db" => {
+                let n = one_node()? as usize - 1;
+                let sim = self.sim()?;
+                let now = sim.now;
+                let w = &mut sim
+                    .galera
+                    .as_mut()
+                    .ok_or("no Galera in this cluster (`cluster seed=N galera`)")?
+                    .world;
+                let running = w.dbs[n].proc.is_some();
+                match *name {
+                    "kill-db" if !running => {
+                        return Err(format!("n{}'s mariadbd is not running", n + 1))
+                    }
+                    "kill-db" => w.kill(n, now),
+                    "stop-db" if !running => {
+                        return Err(format!("n{}'s mariadbd is not running", n + 1))
+                    }
+                    "stop-db" => w.stop(n, now, "an operator"),
+                    "hang-db" if !w.alive(n) => {
+                        return Err(format!("n{}'s mariadbd is not running", n + 1))
+                    }
+                    "hang-db" => w.hang(n, u64::MAX, now),
+                    "resume-db" => w.resume(n, now),
+                    "break-db" => w.dbs[n].broken_until = u64::MAX,
+                    _ => w.dbs[n].broken_until = 0,
+                }
+                sim.galera_events();
+            }
+            "kill-all-db" => {
+                if !args.is_empty() {
+                    return Err("`kill-all-db` takes no arguments".into());
+                }
+                let sim = self.sim()?;
+                let now = sim.now;
+                let w = &mut sim
+                    .galera
+                    .as_mut()
+                    .ok_or("no Galera in this cluster (`cluster seed=N galera`)")?
+                    .world;
+                for n in 0..N as usize {
+                    w.kill(n, now);
+                }
+                sim.galera_events();
             }
             "stabilize" => {
                 let limit = within(args, "60s")?;
@@ -915,6 +1097,9 @@ impl Runner {
             .collect();
         new.reverse();
         let applied = st.applied.0.max(printed);
+        // What the Galera world and the agents' Galera tasks did, in order, before what
+        // committed in this step.
+        sim.flush_galera(start, out);
         out.extend(new);
         self.printed = applied;
         Ok(())
@@ -965,38 +1150,62 @@ scripts! {
     script_killed_replica_agent => "04_killed_replica_agent.txt",
     script_maintenance_holds_failover => "05_maintenance_holds_failover.txt",
     script_old_master_node_rejoins => "06_old_master_node_rejoins.txt",
+    script_galera_full_outage => "07_galera_full_outage.txt",
+    script_galera_last_node_standing => "08_galera_last_node_standing.txt",
 }
 
-/// A bug planted in the agents' driver (the silent path does not wait for the old master's
-/// lease) that breaks no invariant in this script's world, the Redis-side guard being on: the
-/// recorded story must still catch it (the promotion comes too early).
+/// Bugs planted in the decision or the simulated agents, each caught by the script named,
+/// with what the failure must say. Each breaks a guard that the script's story depends on:
+/// - the driver's silent path does not wait for the old master's lease: no invariant breaks
+///   in this world (the Redis-side guard is on), but the recorded story catches it (the
+///   promotion comes too early);
+/// - a cut-off master's agent acts as if it held its lease: the partition script stops at
+///   the violated invariant, with the seed;
+/// - Galera candidates ranked by node id, not by position: the full outage stops at lost
+///   acknowledged writes (n1, behind, is bootstrapped);
+/// - a silent Galera node counts as absent: the last node standing stops at lost
+///   acknowledged writes (a node without n3's newest commits is bootstrapped while n3's
+///   agent is silent).
 #[test]
-fn script_catches_a_promotion_that_skips_the_lease_wait() {
-    let plants = (Plant::None, DriverPlant::SkipLeaseWait);
-    match check_file("02_hung_master_silent_path.txt", plants) {
-        Ok(()) => panic!("the planted bug (no lease wait) was not caught by the script"),
-        Err(e) => assert!(
-            e.contains("02_hung_master_silent_path.txt:") && e.contains("+ master-moved after"),
-            "caught, but as: {e}"
+fn scripts_catch_planted_bugs() {
+    type Case = (&'static str, Plant, DriverPlant, &'static [&'static str]);
+    let cases: [Case; 4] = [
+        (
+            "02_hung_master_silent_path.txt",
+            Plant::None,
+            DriverPlant::SkipLeaseWait,
+            &["+ master-moved after"],
         ),
-    }
-}
-
-/// A bug planted in the simulated agents (a cut-off master's agent acts as if it held its
-/// lease): the partition script must stop at the violated invariant, with the seed.
-#[test]
-fn script_stops_at_a_violated_invariant() {
-    match check_file(
-        "03_partitioned_master.txt",
-        (Plant::IgnoreLease, DriverPlant::None),
-    ) {
-        Ok(()) => panic!("the planted bug (lease ignored) was not caught by the script"),
-        Err(e) => assert!(
-            e.starts_with("agent/tests/golden/sim/03_partitioned_master.txt:")
-                && e.contains("simulation failed: seed 2")
-                && e.contains("invariant: quorum:"),
-            "caught, but as: {e}"
+        (
+            "03_partitioned_master.txt",
+            Plant::IgnoreLease,
+            DriverPlant::None,
+            &["simulation failed: seed 2", "invariant: quorum:"],
         ),
+        (
+            "07_galera_full_outage.txt",
+            Plant::GaleraRankByNodeId,
+            DriverPlant::None,
+            &["invariant: lost acknowledged writes"],
+        ),
+        (
+            "08_galera_last_node_standing.txt",
+            Plant::GaleraSilentAsAbsent,
+            DriverPlant::None,
+            &["invariant: lost acknowledged writes"],
+        ),
+    ];
+    for (file, plant, driver, says) in cases {
+        match check_file(file, (plant, driver)) {
+            Ok(()) => panic!("{file}: the planted bug {plant:?}/{driver:?} was not caught"),
+            Err(e) => {
+                let at = format!("agent/tests/golden/sim/{file}:");
+                assert!(
+                    e.starts_with(&at) && says.iter().all(|s| e.contains(s)),
+                    "{file}: caught, but as: {e}"
+                );
+            }
+        }
     }
 }
 

@@ -81,6 +81,7 @@ fn facts(process: ProcessState, primary: bool, peers: &[(u64, u64)]) -> LocalFac
         peers_primary_age_ms: peers.iter().map(|&(n, _)| (NodeId(n), 0)).collect(),
         // Both peers of n3 checked just now.
         peers_checked_age_ms: [(NodeId(1), 0), (NodeId(2), 0)].into(),
+        peers_position: BTreeMap::new(),
     }
 }
 
@@ -122,7 +123,9 @@ fn planner_table() {
         String,
         &'static str,
     );
-    let mut clean = facts(Stopped, false, &[(1, 3)]);
+    let mut clean = facts(Stopped, false, &[(1, 2)]);
+    let mut counted = facts(Stopped, false, &[(1, 3), (2, 3)]);
+    counted.grastate = grastate(Some(77), false);
     clean.grastate = grastate(Some(77), false);
     let mut no_grastate = facts(Stopped, false, &[(1, 2), (2, 2)]);
     no_grastate.grastate = GrastateEvidence::Missing;
@@ -182,6 +185,14 @@ fn planner_table() {
             None,
             format!("join {}", pos(77)),
             "rejoining",
+        ),
+        (
+            "stopped, the Primary still counts this node: wait for its eviction",
+            Some(target(None, false)),
+            counted,
+            None,
+            "idle".into(),
+            "dropped this node's old process",
         ),
         (
             "no grastate: join by full transfer",
@@ -425,7 +436,7 @@ fn a_stuck_non_primary_node_is_stopped_after_the_configured_time() {
 fn checks_older_than_the_stop_do_not_count() {
     let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
     let t = Some(target(None, false));
-    let mut f = facts(Stopped, false, &[(1, 3), (2, 3)]);
+    let mut f = facts(Stopped, false, &[(1, 2), (2, 2)]);
     f.grastate = grastate(Some(5), false);
     f.now_ms = 10_000;
     f.peers_primary_age_ms = [(NodeId(1), 800), (NodeId(2), 900)].into();
@@ -497,4 +508,136 @@ fn a_bootstrap_waits_for_a_check_of_every_peer_since_the_stop() {
     f.peers_primary_age_ms = [(NodeId(2), 0)].into();
     let s = r.next(t.as_ref(), &f);
     assert_eq!(kind(&s), format!("join {UUID}:40"), "{s:?}");
+}
+
+/// An agent that bootstrapped its node, then restarted (forgetting it) while its node ran on
+/// and fell again, does not bootstrap the same outage from the position the node has now:
+/// it says so (as carried out) and the leader decides the next outage afresh.
+#[test]
+fn a_bootstrap_only_starts_from_the_decided_position() {
+    let t = Some(target(Some(Some((3, BootstrapMode::NewCluster))), false));
+    // The decision says 40; the node is at 57 after running as the new cluster.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let mut f = facts(Stopped, false, &[]);
+    f.grastate = grastate(Some(57), false);
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    assert!(s.why().contains("ran since the decision"), "{s:?}");
+    assert_eq!(r.view(f.now_ms).bootstrapped, Some(OutageId(1)));
+    // The same after a crash: the recovered position decides.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    f.grastate = grastate(None, false);
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "recover", "{s:?}");
+    r.recovered(GaleraPosition {
+        uuid: Some(UUID.into()),
+        seqno: Some(41),
+    });
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    // Another history altogether: no.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    f.grastate = GrastateEvidence::Present {
+        uuid: Some("11111111-efac-11f1-b809-474591e831a5".into()),
+        seqno: Some(40),
+        safe_to_bootstrap: false,
+    };
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+    // At the decided position: it goes ahead.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    f.grastate = grastate(Some(40), false);
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), format!("new-cluster {UUID}:40"), "{s:?}");
+}
+
+/// A timed-out check of a peer is not a check: a hung peer may still be Primary, so the
+/// bootstrap keeps waiting for a definite answer from it.
+#[test]
+fn a_timed_out_check_does_not_count_as_checked() {
+    use crate::observation::{CheckResult, FailureKind, Observation, ProbeId, Service, Status};
+    let seen = |subject: u64, failure: FailureKind| {
+        let last = CheckResult::unreachable(failure, "x");
+        Seen {
+            observer: NodeId(3),
+            observation: Observation {
+                id: ProbeId {
+                    subject: NodeId(subject),
+                    service: Service::Mariadb,
+                    target: String::new(),
+                },
+                status: Status::Unreachable,
+                last,
+                failures: 1,
+                successes: 0,
+                latency_us: 0,
+                observed_at: UnixMillis(0),
+            },
+            age_ms: 100,
+        }
+    };
+    let all = [seen(1, FailureKind::Timeout), seen(2, FailureKind::Refused)];
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let c = PeerChecks::from_seen(&all, NodeId(3), &members, 5_000);
+    assert_eq!(c.checked_age_ms, [(NodeId(2), 100)].into());
+}
+
+/// The last node of a cluster whose others stopped cleanly one by one stays Primary of one.
+/// A stopped node rejoins it when it is of the same history and at or past this node's
+/// position; not when it is behind, of another history, or unknown.
+#[test]
+fn a_minority_primary_is_joined_only_when_it_holds_everything_this_node_has() {
+    let t = Some(target(None, false));
+    let at = |uuid: &str, seqno: i64| GaleraPosition {
+        uuid: Some(uuid.into()),
+        seqno: Some(seqno),
+    };
+    let other = "11111111-efac-11f1-b809-474591e831a5";
+    let cases: Vec<(&str, Option<GaleraPosition>, &str)> = vec![
+        ("ahead, same history", Some(at(UUID, 60)), "join"),
+        ("level", Some(at(UUID, 50)), "join"),
+        ("behind", Some(at(UUID, 49)), "idle"),
+        ("another history", Some(at(other, 90)), "idle"),
+        ("position unknown", None, "idle"),
+    ];
+    for (name, peer, want) in cases {
+        let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+        let mut f = facts(Stopped, false, &[(1, 1)]);
+        f.grastate = grastate(Some(50), false);
+        if let Some(p) = peer {
+            f.peers_position.insert(NodeId(1), p);
+        }
+        let s = r.next(t.as_ref(), &f);
+        let got = kind(&s);
+        assert!(got.starts_with(want), "{name}: {s:?}");
+        if want == "join" {
+            assert_eq!(got, format!("join {UUID}:50"), "{name}");
+        } else {
+            assert!(s.why().contains("an operator decides"), "{name}: {s:?}");
+        }
+    }
+}
+
+/// A crashed node's old process stays a member until the survivors' suspect timeout: the
+/// rejoin waits until a Primary peer's component no longer counts it, or `EVICT_WAIT_MS`.
+#[test]
+fn a_rejoin_waits_until_the_old_process_is_dropped() {
+    let t = Some(target(None, false));
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let mut f = facts(Stopped, false, &[(1, 3), (2, 3)]);
+    f.grastate = grastate(Some(9), false);
+    f.now_ms = 0;
+    let s = r.next(t.as_ref(), &f);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    assert!(s.why().contains("at most 30s more"), "{s:?}");
+    // Dropped (size 2): it rejoins.
+    f.now_ms = 5_000;
+    f.peers_primary = [(NodeId(1), 2), (NodeId(2), 2)].into();
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), format!("join {UUID}:9"));
+    // Never dropped: it starts anyway after EVICT_WAIT_MS.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    f.peers_primary = [(NodeId(1), 3), (NodeId(2), 3)].into();
+    f.now_ms = 0;
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
+    f.now_ms = EVICT_WAIT_MS;
+    assert_eq!(kind(&r.next(t.as_ref(), &f)), format!("join {UUID}:9"));
 }
