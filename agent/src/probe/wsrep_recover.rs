@@ -12,7 +12,10 @@
 //!   server's `--user` must be able to write, and nothing left behind.
 //! - It refuses to run while the node's mariadbd runs (a live mariadbd pid in its pidfile, or
 //!   a socket that accepts connections): on a datadir in use mariadbd blocks ~30 s on Aria's
-//!   control-file lock, ignores SIGTERM meanwhile, then aborts without a position.
+//!   control-file lock, ignores SIGTERM meanwhile, then aborts without a position. It looks
+//!   for up to 2 s before it refuses: a SIGKILLed mariadbd is already gone for service
+//!   control while the kernel still tears it down, its socket accepting (lab: a kill of all
+//!   three made one recovery fail that way and wait its 10 s retry).
 //! - It runs under a deadline and is killed (SIGKILL, then reaped) when the deadline passes.
 //! - Several position lines: the last one counts. `-1` as the seqno, or the nil UUID, means
 //!   nothing was recovered (a datadir that never ran with Galera logs
@@ -249,11 +252,25 @@ pub enum RecoverError {
     Log(#[from] RecoverLogError),
 }
 
+/// How many times (at most) [`recover_log`] looks for a running mariadbd before it refuses,
+/// [`RUNNING_LOOK_EVERY`] apart: 2 s for a killed process to finish exiting.
+const RUNNING_LOOKS: u32 = 20;
+/// The pause between two looks.
+const RUNNING_LOOK_EVERY: Duration = Duration::from_millis(100);
+
 /// Runs `mariadbd --defaults-file=F --wsrep-recover` on this (stopped) node and returns its
 /// log; refuses if the node's mariadbd runs (see [`RecoverSpec`]).
 pub async fn recover_log(spec: &RecoverSpec) -> Result<String, RecoverError> {
-    if let Some(evidence) = running_evidence(spec).await {
-        return Err(RecoverError::Running { evidence });
+    // A SIGKILLed mariadbd is gone for service control before the kernel has closed its
+    // files (it frees the buffer pool's memory first): its socket may accept for a moment
+    // more. Look again for a short while before refusing.
+    let mut looks = 0;
+    while let Some(evidence) = running_evidence(spec).await {
+        looks += 1;
+        if looks >= RUNNING_LOOKS {
+            return Err(RecoverError::Running { evidence });
+        }
+        tokio::time::sleep(RUNNING_LOOK_EVERY).await;
     }
     let mut cmd = tokio::process::Command::new(&spec.mariadbd);
     // --defaults-file must come first; the log goes to stderr whatever the file says.
@@ -470,5 +487,30 @@ mod tests {
         };
         assert_eq!(some.to_string(), format!("{UUID}:9"));
         assert_eq!(some.start_position(), Some(some.to_string()));
+    }
+
+    /// A socket that still accepts for a moment after service control saw the process gone
+    /// (a killed mariadbd still exiting) does not fail the recovery; one that keeps
+    /// accepting does, after the looks. (The binary does not exist here: getting past the
+    /// check shows as a spawn error.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_socket_that_closes_soon_is_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("mysqld.sock");
+        let mut spec = RecoverSpec::new(dir.path().join("my.cnf"));
+        spec.mariadbd = dir.path().join("no-such-mariadbd");
+        spec.socket = Some(socket.clone());
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(listener);
+        });
+        let r = recover_log(&spec).await;
+        assert!(matches!(r, Err(RecoverError::Spawn { .. })), "{r:?}");
+        closer.await.expect("closer");
+        let _ = std::fs::remove_file(&socket);
+        let _listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let r = recover_log(&spec).await;
+        assert!(matches!(r, Err(RecoverError::Running { .. })), "{r:?}");
     }
 }
