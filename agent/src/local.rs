@@ -49,9 +49,7 @@ use crate::probe::grastate::{read_grastate, set_safe_to_bootstrap};
 use crate::probe::mariadb::GaleraNotes;
 use crate::probe::wsrep_recover::{recover_position, RecoverSpec};
 use crate::raft::transport::Transport;
-use crate::reconcile::galera::{
-    GaleraRecovery, LocalFacts, PeerChecks, RecoverySettings, StartKind, Step,
-};
+use crate::reconcile::galera::{GaleraRecovery, PeerChecks, RecoverySettings, StartKind, Step};
 use crate::reconcile::redis::{HaproxyTarget, Pace, Pacer, RedisReconciler};
 use crate::reconcile::Timer;
 use crate::status::{
@@ -443,21 +441,6 @@ fn spawn_galera(
             // What this agent's own checks say (aged on the health store's clock, the
             // event loop's `Liveness`).
             let checks = local_checks(&health, me, &members, freshness, liveness.mono_ms());
-            let own = checks.own;
-            let (primary, synced) = own.as_ref().map_or((false, false), |e| {
-                (
-                    e.primary,
-                    e.primary && e.local_state.as_deref() == Some("Synced"),
-                )
-            });
-            if process == ProcessState::Running
-                && own
-                    .as_ref()
-                    .is_some_and(|e| e.process == ProcessState::Unknown)
-            {
-                // Runs but its check times out: hung, not gone.
-                process = ProcessState::Unknown;
-            }
             let grastate = match read_grastate(&datadir) {
                 Ok(Some(gs)) => GrastateEvidence::Present {
                     uuid: gs.uuid,
@@ -469,17 +452,8 @@ fn spawn_galera(
                     error: e.to_string(),
                 },
             };
-            let facts = LocalFacts {
-                now_ms: now,
-                process,
-                primary,
-                synced,
-                grastate: grastate.clone(),
-                peers_primary: checks.primary,
-                peers_primary_age_ms: checks.primary_age_ms,
-                peers_checked_age_ms: checks.checked_age_ms,
-                peers_position: checks.position,
-            };
+            let facts = checks.into_facts(now, process, grastate.clone());
+            process = facts.process;
             let step = planner.next(target.as_ref(), &facts);
             if step.why() != last_logged {
                 if step.is_action() {

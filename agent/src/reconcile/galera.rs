@@ -144,6 +144,35 @@ pub struct PeerChecks {
 }
 
 impl PeerChecks {
+    /// This cycle's facts: service control's `process`, made `Unknown` when it runs but its
+    /// own check timed out (hung, not gone); Primary and Synced from the own check.
+    pub fn into_facts(
+        self,
+        now_ms: u64,
+        process: ProcessState,
+        grastate: GrastateEvidence,
+    ) -> LocalFacts {
+        let own = self.own.as_ref();
+        let primary = own.is_some_and(|e| e.primary);
+        let synced = primary && own.is_some_and(|e| e.local_state.as_deref() == Some("Synced"));
+        let hung = own.is_some_and(|e| e.process == ProcessState::Unknown);
+        LocalFacts {
+            now_ms,
+            process: if process == ProcessState::Running && hung {
+                ProcessState::Unknown
+            } else {
+                process
+            },
+            primary,
+            synced,
+            grastate,
+            peers_primary: self.primary,
+            peers_primary_age_ms: self.primary_age_ms,
+            peers_checked_age_ms: self.checked_age_ms,
+            peers_position: self.position,
+        }
+    }
+
     /// Reads this agent's (`me`) own checks of the `members`' MariaDB from what its health
     /// store holds, those no older than `freshness_ms`.
     pub fn from_seen<'a>(

@@ -860,17 +860,14 @@ impl Runner {
                     .world;
                 let running = w.dbs[n].proc.is_some();
                 match *name {
-                    "kill-db" if !running => {
+                    "kill-db" | "stop-db" if !running => {
                         return Err(format!("n{}'s mariadbd is not running", n + 1))
                     }
-                    "kill-db" => w.kill(n, now),
-                    "stop-db" if !running => {
-                        return Err(format!("n{}'s mariadbd is not running", n + 1))
-                    }
-                    "stop-db" => w.stop(n, now, "an operator"),
                     "hang-db" if !w.alive(n) => {
                         return Err(format!("n{}'s mariadbd is not running", n + 1))
                     }
+                    "kill-db" => w.kill(n, now),
+                    "stop-db" => w.stop(n, now, "an operator"),
                     "hang-db" => w.hang(n, u64::MAX, now),
                     "resume-db" => w.resume(n, now),
                     "break-db" => w.dbs[n].broken_until = u64::MAX,

@@ -88,7 +88,7 @@ use triad::probe::galera_status::GaleraStatus;
 use triad::probe::grastate::Grastate;
 use triad::probe::mariadb::{grastate_json, judge, LocalGaleraNotes};
 use triad::reconcile::galera::{
-    GaleraRecovery, GaleraTarget, LocalFacts, PeerChecks, RecoverySettings, StartKind, Step,
+    GaleraRecovery, GaleraTarget, PeerChecks, RecoverySettings, StartKind, Step,
 };
 
 /// Nodes.
@@ -1580,32 +1580,9 @@ impl Glue {
         let mut process = world.service(me);
         let members: Vec<NodeId> = (1..=N as u64).map(NodeId).collect();
         let checks = PeerChecks::from_seen(&health.all(now), id, &members, freshness_ms);
-        let own = checks.own;
-        let (primary, synced) = own.as_ref().map_or((false, false), |e| {
-            (
-                e.primary,
-                e.primary && e.local_state.as_deref() == Some("Synced"),
-            )
-        });
-        if process == ProcessState::Running
-            && own
-                .as_ref()
-                .is_some_and(|e| e.process == ProcessState::Unknown)
-        {
-            process = ProcessState::Unknown;
-        }
         let grastate = world.grastate_evidence(me);
-        let facts = LocalFacts {
-            now_ms: now,
-            process,
-            primary,
-            synced,
-            grastate: grastate.clone(),
-            peers_primary: checks.primary,
-            peers_primary_age_ms: checks.primary_age_ms,
-            peers_checked_age_ms: checks.checked_age_ms,
-            peers_position: checks.position,
-        };
+        let facts = checks.into_facts(now, process, grastate.clone());
+        process = facts.process;
         let step = self.planner.next(target, &facts);
         let mut line = step
             .is_action()
