@@ -483,19 +483,23 @@ fn gluster_up(lab: &LabSpec, progress: &Progress, record: &Record<'_>) -> Result
             Duration::from_secs(30),
         )?;
     }
+    // Every glusterd must see both others connected, not only n1: `volume
+    // create` is staged on every peer, and a peer that has not yet connected
+    // to a third one refuses ("Staging failed ... Host ... not connected").
     poll_until(
-        "Gluster peers n2 and n3 connected",
+        "every glusterd sees both other peers connected",
         Duration::from_secs(30),
         Duration::from_millis(200),
         || {
-            let out = query::gluster(g1, &["peer", "status"], Duration::from_secs(5))
-                .map_err(|e| format!("{e:#}"))?;
-            let connected = out.matches("Peer in Cluster (Connected)").count();
-            if connected == 2 {
-                Ok(())
-            } else {
-                Err(format!("{connected} of 2 peers connected"))
+            for (n, id) in lab.nodes().into_iter().zip(&glusterd) {
+                let out = query::gluster(id.pid, &["peer", "status"], Duration::from_secs(5))
+                    .map_err(|e| format!("n{n}: {e:#}"))?;
+                let connected = out.matches("Peer in Cluster (Connected)").count();
+                if connected != 2 {
+                    return Err(format!("n{n} sees {connected} of 2 peers connected"));
+                }
             }
+            Ok(())
         },
     )?;
     let bricks: Vec<String> = lab
@@ -507,7 +511,22 @@ fn gluster_up(lab: &LabSpec, progress: &Progress, record: &Record<'_>) -> Result
     create.extend(bricks.iter().map(String::as_str));
     // Bricks on the root filesystem (here: a tmpfs) need `force`.
     create.push("force");
-    query::gluster(g1, &create, Duration::from_secs(60))?;
+    // A peer connection can still flap right after the probe; a create whose
+    // staging was refused for that left nothing behind and is tried again.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match query::gluster(g1, &create, Duration::from_secs(60)) {
+            Ok(_) => break,
+            Err(e) if tries < 5 && format!("{e:#}").contains("not connected") => {
+                progress.line(&format!(
+                    "gluster: volume create refused ({e:#}); again in 1 s"
+                ));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     query::gluster(
         g1,
         &["volume", "start", GLUSTER_VOLUME],
