@@ -12,6 +12,11 @@
 //!   each server against its own agent with it (`option httpchk`, `check port` of the API):
 //!   a server whose agent says no, is dead or is cut off leaves every HAProxy, also those
 //!   whose own agent is dead. Unauthenticated, like `/live`: it reveals one bit.
+//! - `GET /galera/writer`: 200 when this node may take MySQL writes (the committed Galera
+//!   writer, not evicted, and its writer reconciler's recent cycle found the local node
+//!   Synced, Primary, ready and caught up for this epoch), else 503 with the reason. Every
+//!   HAProxy's MySQL backend checks each server against its own agent with it, like
+//!   `/redis/master`. `GET /v1/galera/writer`: the writer part of status.
 //! - `POST /v1/maintenance` `{"enabled": bool, "reason": "..."}`: commits through Raft and
 //!   answers once applied on this node.
 //!
@@ -132,6 +137,30 @@ pub struct StatusBody {
     /// as known here, and this node's local recovery. Absent without `[galera]`.
     #[serde(default)]
     pub galera: Option<GaleraStatusBody>,
+    /// The Galera writer: the committed writer, its epoch, last change and evictions, the
+    /// ranking (the leader's, or a dry run from the reports known here on a follower), and
+    /// this node's writer reconciliation. Absent without `[galera]`.
+    #[serde(default)]
+    pub galera_writer: Option<WriterStatus>,
+}
+
+/// The Galera writer part of status (also `GET /v1/galera/writer`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriterStatus {
+    /// The committed writer (null before the first).
+    pub writer: Option<NodeId>,
+    /// Its epoch.
+    pub epoch: crate::ids::Epoch,
+    /// The last change of writer.
+    pub change: Option<crate::cluster::MasterChange>,
+    /// Nodes evicted from the component, with the gcomm UUID.
+    pub evicted: BTreeMap<NodeId, crate::cluster::GaleraEviction>,
+    /// The leader's latest verdict (null on followers: ask the leader).
+    pub verdict: Option<String>,
+    /// Every member, best first, with why (the leader's ranking, or this node's dry run).
+    pub ranking: Vec<crate::decide::galera_writer::WriterRank>,
+    /// This node's writer reconciliation.
+    pub local: crate::status::LocalWriterView,
 }
 
 /// The Galera part of status (also `GET /v1/galera`).
@@ -221,6 +250,8 @@ pub fn router(h: Handles) -> Router {
         .route("/v1/redis/switchover", post(redis_switchover))
         .route("/v1/galera", get(galera_status))
         .route("/galera/synced", get(galera_synced))
+        .route("/galera/writer", get(galera_writer))
+        .route("/v1/galera/writer", get(galera_writer_status))
         .route("/v1/galera/bootstrap", post(galera_bootstrap))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -308,6 +339,105 @@ pub fn status_body(h: &Handles) -> StatusBody {
             local: r.local.lock().map(|l| l.clone()).unwrap_or_default(),
         }),
         galera: galera_body(h, &core),
+        galera_writer: writer_body(h, &core),
+    }
+}
+
+fn writer_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<WriterStatus> {
+    use crate::decide::galera_writer as gw;
+    let w = core.services.galera_writer.as_ref()?;
+    let settings = h.config.config.galera.as_ref()?.writer_settings();
+    let a = &core.cluster.galera_writer;
+    let ranking = match &w.plan {
+        Some(p) => p.ranking.clone(),
+        None => {
+            let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+            let now = h.liveness.mono_ms();
+            let seen = core
+                .health
+                .lock()
+                .map(|health| health.all(now))
+                .unwrap_or_default();
+            let mut gcomm = BTreeMap::new();
+            let evidence = gw::writer_evidence_from_reports(
+                &members,
+                &seen,
+                settings.freshness_ms,
+                &mut gcomm,
+            );
+            gw::rank(&gw::WriterInputs {
+                members: &members,
+                authority: a,
+                evidence: &evidence,
+                gcomm: &gcomm,
+                outage_open: core.cluster.galera.open().is_some(),
+                maintenance: core.cluster.maintenance.enabled,
+                in_flight: false,
+                settings,
+            })
+        }
+    };
+    Some(WriterStatus {
+        writer: a.writer,
+        epoch: a.epoch,
+        change: a.last_change.clone(),
+        evicted: a.evicted.clone(),
+        verdict: w.plan.as_ref().map(|p| p.verdict.clone()),
+        ranking,
+        local: w.local.lock().map(|l| l.clone()).unwrap_or_default(),
+    })
+}
+
+/// `GET /galera/writer`: 200 when this node may take MySQL writes: the committed writer, not
+/// evicted, and its writer reconciler's recent cycle found the local node Synced, Primary and
+/// ready and caught up for this epoch. Every HAProxy's MySQL backend checks each server
+/// against its own agent with it, so a server leaves every HAProxy as soon as its own agent
+/// says no, is dead or is cut off.
+async fn galera_writer(State(h): State<Arc<Handles>>) -> Response {
+    let core = h.status.borrow().clone();
+    let Some((g, w)) = h
+        .config
+        .config
+        .galera
+        .as_ref()
+        .zip(core.services.galera_writer.as_ref())
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the Galera writer is not managed on this agent (no [galera] section, or no \
+             [mariadb] socket)",
+        );
+    };
+    let (view, at) = match w.local.lock() {
+        Ok(v) => (v.last_cycle.clone(), v.last_cycle_at),
+        Err(_) => (None, None),
+    };
+    // A cycle every writer_interval, each bounded by action_timeout: allow two of each.
+    let max_age = g.writer_interval.saturating_mul(2)
+        + h.config.config.failover.action_timeout.saturating_mul(2);
+    let last = view.as_ref().zip(at.map(|t| t.elapsed()));
+    match crate::reconcile::galera_writer::serving_writer(
+        h.config.node_id(),
+        &core.cluster.galera_writer,
+        last,
+        max_age,
+    ) {
+        Ok(()) => (StatusCode::OK, "writer\n").into_response(),
+        Err(why) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not the writer: {why}"),
+        ),
+    }
+}
+
+async fn galera_writer_status(State(h): State<Arc<Handles>>) -> Response {
+    let core = h.status.borrow().clone();
+    match writer_body(&h, &core) {
+        Some(body) => Json(body).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "the Galera writer is not managed on this node (no [galera] section)",
+        ),
     }
 }
 

@@ -628,6 +628,7 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
         }
     }
     render_redis(&mut out, s, others);
+    render_galera_writer(&mut out, s, others);
     if let Some(h) = s.history.front() {
         let _ = writeln!(
             out,
@@ -636,6 +637,74 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
         );
     }
     out
+}
+
+/// The Galera writer section: the committed writer and evictions, the leader's verdict and
+/// ranking (else this node's dry run), and every reachable node's local state and routing.
+fn render_galera_writer(out: &mut String, s: &StatusBody, others: &[Option<Option<StatusBody>>]) {
+    use std::fmt::Write as _;
+    let Some(w) = &s.galera_writer else {
+        return;
+    };
+    let writer = w
+        .writer
+        .map_or_else(|| "none".to_string(), |n| n.to_string());
+    let _ = write!(out, "\ngalera: writer {writer}  epoch {}", w.epoch);
+    if let Some(c) = &w.change {
+        let _ = write!(
+            out,
+            "  (last change: {} at index {})",
+            c.kind.as_str(),
+            c.index
+        );
+    }
+    let _ = writeln!(out);
+    for (n, e) in &w.evicted {
+        let _ = writeln!(
+            out,
+            "  evicted: {n} ({}) at index {}: {}",
+            e.gcomm_uuid, e.index, e.reason
+        );
+    }
+    let mut views: Vec<&StatusBody> = vec![s];
+    views.extend(others.iter().filter_map(|o| o.as_ref()?.as_ref()));
+    let leader = views
+        .iter()
+        .find(|v| v.leader_id == Some(v.node_id))
+        .and_then(|v| v.galera_writer.as_ref().map(|w| (v.node_id, w)));
+    let (who, ranking) = match leader {
+        Some((id, lw)) => {
+            let verdict = lw.verdict.as_deref().unwrap_or("-");
+            let _ = writeln!(out, "  decision (leader {id}): {verdict}");
+            (format!("leader {id}"), &lw.ranking)
+        }
+        None => ("this node's dry run".to_string(), &w.ranking),
+    };
+    let _ = writeln!(out, "  ranking ({who}):");
+    for r in ranking {
+        let mark = if r.eligible { "ok" } else { "--" };
+        let _ = writeln!(out, "    {mark} {} {}", r.node, r.reason);
+    }
+    let mut nodes = views;
+    nodes.sort_by_key(|v| v.node_id);
+    nodes.dedup_by_key(|v| v.node_id);
+    for v in nodes {
+        let Some(vw) = &v.galera_writer else { continue };
+        let line = match &vw.local.last_cycle {
+            None => "no cycle yet".to_string(),
+            Some(c) => format!(
+                "local {}{}{}",
+                c.local_state.as_deref().unwrap_or("unknown"),
+                c.local_error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!(" (error: {e})")),
+                c.haproxy_error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!("; haproxy error: {e}")),
+            ),
+        };
+        let _ = writeln!(out, "  {}: {line}", v.node_id);
+    }
 }
 
 /// The Redis section: authority, the leader's decision and ranking, and every reachable

@@ -354,6 +354,85 @@ pub fn is_state_uuid(s: &str) -> bool {
         && s.bytes().any(|b| b != b'0' && b != b'-')
 }
 
+/// A committed eviction of a dead node from the Galera component (`evs.evict` of its gcomm
+/// UUID on the survivors), kept until the node is back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GaleraEviction {
+    /// The node's `wsrep_gcomm_uuid` as its probe last reported it while healthy (a dead
+    /// node cannot be asked).
+    pub gcomm_uuid: String,
+    /// Log index of the decision.
+    pub index: LogIndex,
+    /// Raft term of the decision's entry.
+    pub term: Term,
+    /// Proposer's wall clock.
+    pub at: UnixMillis,
+    /// The decision's verdict.
+    pub reason: String,
+}
+
+/// The Galera writer authority: the one node every HAProxy routes MySQL writes to, at an
+/// epoch that grows by one with every change, and the dead nodes the survivors evict.
+///
+/// The writer changes only by [`Command::SetGaleraWriter`] at exactly the next epoch; an
+/// eviction names the gcomm UUID to evict and is cleared only for that very UUID. At most a
+/// minority of the members is evicted at once (evicting does not make a minority Primary).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GaleraWriterAuthority {
+    /// The writer, once one was recorded.
+    pub writer: Option<NodeId>,
+    /// Grows by one with every change of writer.
+    pub epoch: Epoch,
+    /// The last change of writer (a [`MasterChange`] of the writer, not of Redis).
+    pub last_change: Option<MasterChange>,
+    /// Nodes evicted from the component, by node id.
+    #[serde(default)]
+    pub evicted: BTreeMap<NodeId, GaleraEviction>,
+}
+
+impl GaleraWriterAuthority {
+    /// Checks what a snapshot may hold: node ids not 0, the writer not evicted, gcomm UUIDs
+    /// well formed, the last change naming the writer at its epoch. Names the first problem.
+    pub fn check(&self) -> Result<(), String> {
+        if self.writer.is_some_and(|w| w.0 == 0) {
+            return Err("galera writer 0".into());
+        }
+        if let Some(w) = self.writer.filter(|w| self.evicted.contains_key(w)) {
+            return Err(format!("galera writer {w} is evicted"));
+        }
+        for (n, e) in &self.evicted {
+            if n.0 == 0 {
+                return Err("galera eviction of node 0".into());
+            }
+            if !is_gcomm_uuid(&e.gcomm_uuid) {
+                return Err(format!(
+                    "galera eviction of {n}: `{}` is not a gcomm UUID",
+                    e.gcomm_uuid
+                ));
+            }
+        }
+        match (&self.last_change, self.writer) {
+            (Some(c), Some(w)) if c.to != w || c.epoch != self.epoch => {
+                Err("galera writer's last change does not name it at its epoch".into())
+            }
+            (Some(_), None) => Err("galera writer change without a writer".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `s` is a gcomm UUID as Galera reports `wsrep_gcomm_uuid`: `8-4-4-4-12` lowercase
+/// hex digits (a node's identity in the component, new at every start).
+pub fn is_gcomm_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| {
+            g.len() == n
+                && g.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
 /// One line of the replicated audit history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -459,6 +538,37 @@ pub enum Command {
         /// The decision's verdict.
         reason: String,
     },
+    /// Make `node` the Galera writer at `epoch` (exactly the current epoch plus one).
+    SetGaleraWriter {
+        /// The new writer.
+        node: NodeId,
+        /// The new epoch.
+        epoch: Epoch,
+        /// Initial, automatic or an operator's switchover.
+        kind: ChangeKind,
+        /// The decision's verdict.
+        reason: String,
+    },
+    /// Evict `node`, whose mariadbd is gone, from the survivors' component: its agents run
+    /// `evs.evict` of `gcomm_uuid` instead of waiting out Galera's suspect timeout.
+    EvictGaleraNode {
+        /// The gone node.
+        node: NodeId,
+        /// Its gcomm UUID as last reported.
+        gcomm_uuid: String,
+        /// The decision's verdict.
+        reason: String,
+    },
+    /// Clear the eviction of `node` for `gcomm_uuid` (the node is back, with a new gcomm
+    /// UUID).
+    ClearGaleraEviction {
+        /// The node.
+        node: NodeId,
+        /// The evicted gcomm UUID this clears.
+        gcomm_uuid: String,
+        /// The decision's verdict.
+        reason: String,
+    },
 }
 
 /// The replicated authority a command changes. Each authority has its own proposals in flight
@@ -474,6 +584,9 @@ pub enum Authority {
     Redis,
     /// The Galera outage and its bootstrap.
     Galera,
+    /// The Galera writer, its epoch and the evicted nodes.
+    #[serde(rename = "galera_writer")]
+    GaleraWriter,
 }
 
 impl Authority {
@@ -484,6 +597,7 @@ impl Authority {
             Authority::Maintenance => "maintenance",
             Authority::Redis => "redis",
             Authority::Galera => "galera",
+            Authority::GaleraWriter => "galera_writer",
         }
     }
 }
@@ -506,6 +620,9 @@ impl Command {
             Command::OpenGaleraOutage { .. }
             | Command::BootstrapGalera { .. }
             | Command::EndGaleraOutage { .. } => Authority::Galera,
+            Command::SetGaleraWriter { .. }
+            | Command::EvictGaleraNode { .. }
+            | Command::ClearGaleraEviction { .. } => Authority::GaleraWriter,
         }
     }
 
@@ -524,6 +641,11 @@ impl Command {
                     kind: BootstrapKind::Automatic,
                     ..
                 }
+                | Command::SetGaleraWriter {
+                    kind: ChangeKind::Automatic,
+                    ..
+                }
+                | Command::EvictGaleraNode { .. }
         )
     }
 }
@@ -569,6 +691,9 @@ pub struct ClusterState {
     /// Galera recovery authority.
     #[serde(default)]
     pub galera: GaleraAuthority,
+    /// Galera writer authority.
+    #[serde(default)]
+    pub galera_writer: GaleraWriterAuthority,
     /// Index of the last entry applied (commands, empty and invalid entries alike).
     pub applied: LogIndex,
 }
@@ -714,7 +839,148 @@ impl ClusterState {
             Command::EndGaleraOutage { outage, reason } => {
                 self.end_galera_outage(meta, *outage, reason)
             }
+            Command::SetGaleraWriter {
+                node,
+                epoch,
+                kind,
+                reason,
+            } => self.set_galera_writer(meta, *node, *epoch, *kind, reason),
+            Command::EvictGaleraNode {
+                node,
+                gcomm_uuid,
+                reason,
+            } => self.evict_galera_node(meta, *node, gcomm_uuid, reason),
+            Command::ClearGaleraEviction {
+                node,
+                gcomm_uuid,
+                reason,
+            } => {
+                let w = &mut self.galera_writer;
+                if w.evicted.get(node).map(|e| &e.gcomm_uuid) != Some(gcomm_uuid) {
+                    return Outcome::Unchanged;
+                }
+                w.evicted.remove(node);
+                self.record(
+                    meta,
+                    "galera_writer",
+                    format!("eviction of {node} ({gcomm_uuid}) cleared: {reason}"),
+                );
+                Outcome::Changed
+            }
         }
+    }
+
+    fn set_galera_writer(
+        &mut self,
+        meta: EntryMeta,
+        node: NodeId,
+        epoch: Epoch,
+        kind: ChangeKind,
+        reason: &str,
+    ) -> Outcome {
+        let w = &self.galera_writer;
+        let what = format!("{} galera writer {node} at epoch {epoch}", kind.as_str());
+        let refusal = if epoch != w.epoch.next() {
+            Some(format!(
+                "{what} rejected: current epoch is {} (stale decision)",
+                w.epoch
+            ))
+        } else if !self.members.is_empty() && !self.members.contains_key(&node) {
+            Some(format!("{what} rejected: not a member"))
+        } else if w.evicted.contains_key(&node) {
+            Some(format!("{what} rejected: it is evicted"))
+        } else if kind == ChangeKind::Initial && w.writer.is_some() {
+            Some(format!(
+                "{what} rejected: {} is already the writer",
+                fmt_node(w.writer)
+            ))
+        } else if kind != ChangeKind::Initial && w.writer.is_none() {
+            Some(format!("{what} rejected: no writer recorded yet"))
+        } else if w.writer == Some(node) {
+            Some(format!("{what} rejected: it is already the writer"))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            return self.reject(meta, "galera_writer", why);
+        }
+        let from = w.writer;
+        let w = &mut self.galera_writer;
+        w.writer = Some(node);
+        w.epoch = epoch;
+        w.last_change = Some(MasterChange {
+            kind,
+            from,
+            to: node,
+            epoch,
+            index: meta.index,
+            term: meta.term,
+            at: meta.at,
+            reason: reason.to_string(),
+        });
+        self.record(
+            meta,
+            "galera_writer",
+            format!(
+                "{} galera writer {} -> {node} at epoch {epoch}: {reason}",
+                kind.as_str(),
+                fmt_node(from)
+            ),
+        );
+        Outcome::Changed
+    }
+
+    fn evict_galera_node(
+        &mut self,
+        meta: EntryMeta,
+        node: NodeId,
+        gcomm_uuid: &str,
+        reason: &str,
+    ) -> Outcome {
+        let w = &self.galera_writer;
+        let what = format!("eviction of {node} ({gcomm_uuid})");
+        let others = w.evicted.keys().filter(|&&n| n != node).count();
+        let members = self.members.len();
+        let refusal = if !self.members.is_empty() && !self.members.contains_key(&node) {
+            Some(format!("{what} rejected: not a member"))
+        } else if !is_gcomm_uuid(gcomm_uuid) {
+            Some(format!("{what} rejected: not a gcomm UUID"))
+        } else if w.writer == Some(node) {
+            Some(format!(
+                "{what} rejected: it is the writer (change the writer first)"
+            ))
+        } else if members > 0 && 2 * (others + 1) >= members {
+            Some(format!(
+                "{what} rejected: {others} other node(s) already evicted of {members};                  evicting a majority makes no Primary"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            return self.reject(meta, "galera_writer", why);
+        }
+        if w.evicted
+            .get(&node)
+            .is_some_and(|e| e.gcomm_uuid == gcomm_uuid)
+        {
+            return Outcome::Unchanged;
+        }
+        self.galera_writer.evicted.insert(
+            node,
+            GaleraEviction {
+                gcomm_uuid: gcomm_uuid.to_string(),
+                index: meta.index,
+                term: meta.term,
+                at: meta.at,
+                reason: reason.to_string(),
+            },
+        );
+        self.record(
+            meta,
+            "galera_writer",
+            format!("evict {node} ({gcomm_uuid}) from the galera component: {reason}"),
+        );
+        Outcome::Changed
     }
 
     fn reject(&mut self, meta: EntryMeta, kind: &str, why: String) -> Outcome {
@@ -1544,5 +1810,173 @@ mod tests {
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         assert_eq!(s.history[0].index, LogIndex(HISTORY_LIMIT as u64 + 50));
         assert_eq!(s.history[HISTORY_LIMIT - 1].index, LogIndex(51));
+    }
+
+    fn writer(node: u64, epoch: u64, kind: ChangeKind) -> Command {
+        Command::SetGaleraWriter {
+            node: NodeId(node),
+            epoch: Epoch(epoch),
+            kind,
+            reason: "r".into(),
+        }
+    }
+
+    fn evict(node: u64, uuid: &str) -> Command {
+        Command::EvictGaleraNode {
+            node: NodeId(node),
+            gcomm_uuid: uuid.into(),
+            reason: "gone".into(),
+        }
+    }
+
+    fn clear(node: u64, uuid: &str) -> Command {
+        Command::ClearGaleraEviction {
+            node: NodeId(node),
+            gcomm_uuid: uuid.into(),
+            reason: "back".into(),
+        }
+    }
+
+    const U1: &str = "11111111-aaaa-11f1-b809-474591e831a5";
+    const U2: &str = "22222222-aaaa-11f1-b809-474591e831a5";
+    const U3: &str = "33333333-aaaa-11f1-b809-474591e831a5";
+
+    /// The writer authority, step by step: each command, its outcome, and the writer, epoch
+    /// and evicted nodes after it. Refusals are audited and change nothing.
+    #[test]
+    fn galera_writer_is_compare_and_set_and_evictions_are_bounded() {
+        type Step = (Command, &'static str, Option<u64>, u64, &'static [u64]);
+        let steps: Vec<Step> = vec![
+            (writer(1, 2, ChangeKind::Initial), "rejected", None, 0, &[]),
+            (
+                writer(1, 1, ChangeKind::Automatic),
+                "rejected",
+                None,
+                0,
+                &[],
+            ),
+            (writer(9, 1, ChangeKind::Initial), "rejected", None, 0, &[]),
+            (
+                writer(1, 1, ChangeKind::Initial),
+                "changed",
+                Some(1),
+                1,
+                &[],
+            ),
+            (
+                writer(2, 2, ChangeKind::Initial),
+                "rejected",
+                Some(1),
+                1,
+                &[],
+            ),
+            (
+                writer(1, 2, ChangeKind::Automatic),
+                "rejected",
+                Some(1),
+                1,
+                &[],
+            ),
+            (evict(1, U1), "rejected", Some(1), 1, &[]),
+            (evict(2, "not-a-uuid"), "rejected", Some(1), 1, &[]),
+            (evict(2, U2), "changed", Some(1), 1, &[2]),
+            (evict(2, U2), "unchanged", Some(1), 1, &[2]),
+            (evict(3, U3), "rejected", Some(1), 1, &[2]),
+            (
+                writer(2, 2, ChangeKind::Automatic),
+                "rejected",
+                Some(1),
+                1,
+                &[2],
+            ),
+            (
+                writer(3, 2, ChangeKind::Automatic),
+                "changed",
+                Some(3),
+                2,
+                &[2],
+            ),
+            (clear(2, U3), "unchanged", Some(3), 2, &[2]),
+            (clear(2, U2), "changed", Some(3), 2, &[]),
+            (clear(2, U2), "unchanged", Some(3), 2, &[]),
+            (evict(1, U1), "changed", Some(3), 2, &[1]),
+            (evict(1, U3), "changed", Some(3), 2, &[1]),
+            (
+                writer(2, 3, ChangeKind::Switchover),
+                "changed",
+                Some(2),
+                3,
+                &[1],
+            ),
+        ];
+        let mut s = ClusterState::default();
+        s.apply(
+            meta(1),
+            &Command::RegisterMembers {
+                members: fixtures::members(3),
+            },
+        );
+        for (i, (command, outcome, w, epoch, evicted)) in steps.into_iter().enumerate() {
+            let before = s.history.len();
+            let got = s.apply(meta(i as u64 + 2), &command);
+            assert_eq!(got.name(), outcome, "step {i}: {command:?}: {got:?}");
+            let g = &s.galera_writer;
+            assert_eq!(g.writer, w.map(NodeId), "step {i}");
+            assert_eq!(g.epoch, Epoch(epoch), "step {i}");
+            let ev: Vec<u64> = g.evicted.keys().map(|n| n.0).collect();
+            assert_eq!(ev, evicted, "step {i}");
+            let audited = s.history.len() > before;
+            assert_eq!(audited, outcome != "unchanged", "step {i}: audit");
+            assert_eq!(g.check(), Ok(()), "step {i}");
+        }
+        assert_eq!(s.galera_writer.evicted[&NodeId(1)].gcomm_uuid, U3);
+        let c = s.galera_writer.last_change.as_ref().expect("a change");
+        assert_eq!(
+            (c.from, c.to, c.kind),
+            (Some(NodeId(3)), NodeId(2), ChangeKind::Switchover)
+        );
+    }
+
+    /// Writer commands belong to the writer authority; automatic changes and evictions are
+    /// held back by `[failover] automatic = false`, switchovers and clears are not.
+    #[test]
+    fn galera_writer_commands_know_their_authority() {
+        let cases = [
+            (writer(2, 2, ChangeKind::Automatic), true),
+            (writer(2, 2, ChangeKind::Switchover), false),
+            (writer(2, 1, ChangeKind::Initial), false),
+            (evict(2, U2), true),
+            (clear(2, U2), false),
+        ];
+        for (command, automatic) in cases {
+            assert_eq!(command.authority(), Authority::GaleraWriter, "{command:?}");
+            assert_eq!(command.is_automatic_failover(), automatic, "{command:?}");
+        }
+    }
+
+    #[test]
+    fn galera_writer_check_names_impossible_values() {
+        let ok = GaleraWriterAuthority::default();
+        assert_eq!(ok.check(), Ok(()));
+        let eviction = |u: &str| GaleraEviction {
+            gcomm_uuid: u.into(),
+            index: LogIndex(1),
+            term: Term(1),
+            at: UnixMillis(0),
+            reason: String::new(),
+        };
+        let mut a = ok.clone();
+        a.writer = Some(NodeId(2));
+        a.evicted.insert(NodeId(2), eviction(U2));
+        assert_eq!(a.check(), Err("galera writer n2 is evicted".into()));
+        let mut b = ok.clone();
+        b.evicted.insert(NodeId(3), eviction("XYZ"));
+        assert!(b
+            .check()
+            .expect_err("bad uuid")
+            .contains("not a gcomm UUID"));
+        let mut c = ok;
+        c.writer = Some(NodeId(0));
+        assert_eq!(c.check(), Err("galera writer 0".into()));
     }
 }

@@ -134,6 +134,35 @@ pub fn encode_entry(p: &Proposal) -> Vec<u8> {
                 reason: reason.clone(),
             })
         }
+        Command::SetGaleraWriter {
+            node,
+            epoch,
+            kind,
+            reason,
+        } => pb::command::Kind::SetGaleraWriter(pb::SetGaleraWriter {
+            node: node.get(),
+            epoch: epoch.0,
+            kind: kind.as_str().to_string(),
+            reason: reason.clone(),
+        }),
+        Command::EvictGaleraNode {
+            node,
+            gcomm_uuid,
+            reason,
+        } => pb::command::Kind::EvictGaleraNode(pb::EvictGaleraNode {
+            node: node.get(),
+            gcomm_uuid: gcomm_uuid.clone(),
+            reason: reason.clone(),
+        }),
+        Command::ClearGaleraEviction {
+            node,
+            gcomm_uuid,
+            reason,
+        } => pb::command::Kind::ClearGaleraEviction(pb::ClearGaleraEviction {
+            node: node.get(),
+            gcomm_uuid: gcomm_uuid.clone(),
+            reason: reason.clone(),
+        }),
         Command::RegisterMembers { members } => {
             pb::command::Kind::RegisterMembers(pb::RegisterMembers {
                 members: members
@@ -168,6 +197,16 @@ fn node_id(raw: u64, field: &'static str) -> Result<NodeId, CodecError> {
         });
     }
     Ok(NodeId(raw))
+}
+
+fn gcomm_uuid(raw: String, field: &'static str) -> Result<String, CodecError> {
+    if !crate::cluster::is_gcomm_uuid(&raw) {
+        return Err(CodecError::Field {
+            field,
+            problem: format!("`{raw}` is not a gcomm UUID (8-4-4-4-12 lowercase hex)"),
+        });
+    }
+    Ok(raw)
 }
 
 fn outage_id(raw: u64, field: &'static str) -> Result<OutageId, CodecError> {
@@ -304,6 +343,25 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
             outage: outage_id(m.outage, "command.end_galera_outage.outage")?,
             reason: m.reason,
         },
+        pb::command::Kind::SetGaleraWriter(m) => Command::SetGaleraWriter {
+            node: node_id(m.node, "command.set_galera_writer.node")?,
+            epoch: Epoch(m.epoch),
+            kind: ChangeKind::parse(&m.kind).ok_or_else(|| CodecError::Field {
+                field: "command.set_galera_writer.kind",
+                problem: format!("unknown kind `{}`", m.kind),
+            })?,
+            reason: m.reason,
+        },
+        pb::command::Kind::EvictGaleraNode(m) => Command::EvictGaleraNode {
+            node: node_id(m.node, "command.evict_galera_node.node")?,
+            gcomm_uuid: gcomm_uuid(m.gcomm_uuid, "command.evict_galera_node.gcomm_uuid")?,
+            reason: m.reason,
+        },
+        pb::command::Kind::ClearGaleraEviction(m) => Command::ClearGaleraEviction {
+            node: node_id(m.node, "command.clear_galera_eviction.node")?,
+            gcomm_uuid: gcomm_uuid(m.gcomm_uuid, "command.clear_galera_eviction.gcomm_uuid")?,
+            reason: m.reason,
+        },
     };
     Ok(Proposal {
         id: ProposalId {
@@ -351,6 +409,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ClusterState, CodecError> {
     let state: ClusterState =
         serde_json::from_value(doc.state).map_err(|e| CodecError::Snapshot(e.to_string()))?;
     state.galera.check().map_err(CodecError::Snapshot)?;
+    state.galera_writer.check().map_err(CodecError::Snapshot)?;
     Ok(state)
 }
 
@@ -452,7 +511,68 @@ mod tests {
                 outage: OutageId(1),
                 reason: "n3 Primary with 3 nodes".into(),
             },
+            Command::SetGaleraWriter {
+                node: NodeId(2),
+                epoch: Epoch(4),
+                kind: ChangeKind::Automatic,
+                reason: "n1 not Synced".into(),
+            },
+            Command::EvictGaleraNode {
+                node: NodeId(1),
+                gcomm_uuid: "0c9e4d3a-efac-11f1-8d3a-2b1f0e3c4d5e".into(),
+                reason: "mariadbd gone".into(),
+            },
+            Command::ClearGaleraEviction {
+                node: NodeId(1),
+                gcomm_uuid: "0c9e4d3a-efac-11f1-8d3a-2b1f0e3c4d5e".into(),
+                reason: "back".into(),
+            },
         ]
+    }
+
+    /// A peer's writer entry with a bad node, kind or gcomm UUID is an error naming the field.
+    #[test]
+    fn bad_galera_writer_entries_are_errors_not_panics() {
+        let cases = [
+            (
+                pb::command::Kind::SetGaleraWriter(pb::SetGaleraWriter {
+                    node: 0,
+                    epoch: 1,
+                    kind: "initial".into(),
+                    reason: String::new(),
+                }),
+                "field command.set_galera_writer.node: 0 is not a node id",
+            ),
+            (
+                pb::command::Kind::SetGaleraWriter(pb::SetGaleraWriter {
+                    node: 1,
+                    epoch: 1,
+                    kind: "whim".into(),
+                    reason: String::new(),
+                }),
+                "field command.set_galera_writer.kind: unknown kind `whim`",
+            ),
+            (
+                pb::command::Kind::EvictGaleraNode(pb::EvictGaleraNode {
+                    node: 1,
+                    gcomm_uuid: "'; DROP".into(),
+                    reason: String::new(),
+                }),
+                "field command.evict_galera_node.gcomm_uuid: `'; DROP` is not a gcomm UUID",
+            ),
+            (
+                pb::command::Kind::ClearGaleraEviction(pb::ClearGaleraEviction {
+                    node: 1,
+                    gcomm_uuid: String::new(),
+                    reason: String::new(),
+                }),
+                "field command.clear_galera_eviction.gcomm_uuid: `` is not a gcomm UUID",
+            ),
+        ];
+        for (kind, want) in cases {
+            let err = decode_entry(&entry(kind)).expect_err("refused");
+            assert!(err.to_string().contains(want), "{err} / {want}");
+        }
     }
 
     fn entry(kind: pb::command::Kind) -> Vec<u8> {

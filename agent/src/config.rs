@@ -212,9 +212,22 @@ pub struct MariadbSection {
     /// Also probe the peers' MariaDB. Default true.
     #[serde(default = "yes")]
     pub cross_check: bool,
-    /// Timing overrides.
+    /// Timing overrides. The Galera writer's failover waits on them, so interval and timeout
+    /// default to `500ms` and `450ms` rather than to `[probes]` (one `SHOW STATUS` on a kept
+    /// connection costs well under a millisecond); rise and fall default to `[probes]`.
     #[serde(default)]
     pub timing: ProbeDefaults,
+}
+
+impl MariadbSection {
+    /// Effective timing of the MariaDB probes.
+    pub fn effective_timing(&self, defaults: &ProbeDefaults) -> ProbeTiming {
+        self.timing.resolve(&ProbeDefaults {
+            interval: Some(Duration::from_millis(500)),
+            timeout: Some(Duration::from_millis(450)),
+            ..*defaults
+        })
+    }
 }
 
 /// `[phpfpm]`: the local PHP-FPM pool.
@@ -590,16 +603,21 @@ pub enum BackendRole {
     /// Only the server of the committed Redis master is in service (`ready`); every other
     /// server is in maintenance. Needs `[redis]`.
     RedisMaster,
+    /// Only the server of the committed Galera writer is in service (`ready`); every other
+    /// server is in maintenance. Needs `[galera]`. The servers' checks should ask each node's
+    /// own agent (`GET /galera/writer`), see the README.
+    GaleraWriter,
 }
 
 impl BackendRole {
     /// Every role, in the order `check-config` lists them.
-    pub const ALL: &'static [BackendRole] = &[BackendRole::RedisMaster];
+    pub const ALL: &'static [BackendRole] = &[BackendRole::RedisMaster, BackendRole::GaleraWriter];
 
     /// The name as written in the config (`redis-master`).
     pub fn as_str(self) -> &'static str {
         match self {
             BackendRole::RedisMaster => "redis-master",
+            BackendRole::GaleraWriter => "galera-writer",
         }
     }
 
@@ -612,6 +630,7 @@ impl BackendRole {
     pub fn describe(self) -> &'static str {
         match self {
             BackendRole::RedisMaster => "only the committed Redis master in service",
+            BackendRole::GaleraWriter => "only the committed Galera writer in service",
         }
     }
 
@@ -619,6 +638,7 @@ impl BackendRole {
     pub fn needs(self) -> &'static str {
         match self {
             BackendRole::RedisMaster => "[redis]",
+            BackendRole::GaleraWriter => "[galera]",
         }
     }
 
@@ -626,6 +646,7 @@ impl BackendRole {
     fn is_served_by(self, config: &Config) -> bool {
         match self {
             BackendRole::RedisMaster => config.redis.is_some(),
+            BackendRole::GaleraWriter => config.galera.is_some(),
         }
     }
 
@@ -852,6 +873,14 @@ pub struct GaleraSection {
     /// and `triad_galera_restart_capped` say so. `1` to `100`. Default `6`.
     #[serde(default = "default_restarts_per_hour")]
     pub restarts_per_hour: u32,
+    /// Every node's `auto_increment_increment`: the platform fixes it, with one
+    /// `auto_increment_offset` per node and `wsrep_auto_increment_control=OFF`, so that ids
+    /// taken on different nodes never collide. The MariaDB probes report a serving node as
+    /// degraded, with the reason, when its increment differs, its offset is outside
+    /// `1..=increment`, or Galera's auto-control is ON. `0` turns the check off (without
+    /// `[galera]` it is off). `0` to `65535`. Default `3`.
+    #[serde(default = "default_auto_increment_increment")]
+    pub auto_increment_increment: u64,
     /// The local recovery's cycle. `50ms` to `60s`. Default `500ms`.
     #[serde(default = "default_galera_interval", with = "humantime_serde")]
     pub reconcile_interval: Duration,
@@ -878,6 +907,24 @@ pub struct GaleraSection {
     /// File with that account's password (absent: none, socket authentication).
     #[serde(default)]
     pub admin_password_file: Option<PathBuf>,
+    /// Evict a node whose mariadbd is definitely gone (its own agent finds the process
+    /// stopped or its socket refusing; or, its agent silent, a majority of checks refused)
+    /// from the survivors' component at once, with `evs.evict` of the gcomm UUID it reported
+    /// while healthy, instead of letting every commit in the cluster stall for Galera's
+    /// suspect timeout (~6 s). Uses `admin_user`. A hung or cut-off node is never evicted.
+    /// Default true.
+    #[serde(default = "yes")]
+    pub evict_dead: bool,
+    /// The writer reconciler's cycle: how often each agent reads its own node's wsrep state
+    /// (what `GET /galera/writer`, and so every HAProxy's check of this server, answers from)
+    /// and converges its HAProxy's `galera-writer` backend and the evict list. `50ms` to
+    /// `10s`. Default `200ms`.
+    #[serde(default = "default_writer_interval", with = "humantime_serde")]
+    pub writer_interval: Duration,
+}
+
+fn default_writer_interval() -> Duration {
+    Duration::from_millis(200)
 }
 
 fn default_open_after_stopped() -> Duration {
@@ -897,6 +944,9 @@ fn default_restart_backoff() -> Duration {
 }
 fn default_restarts_per_hour() -> u32 {
     6
+}
+fn default_auto_increment_increment() -> u64 {
+    3
 }
 fn default_galera_interval() -> Duration {
     Duration::from_millis(500)
@@ -923,6 +973,14 @@ impl GaleraSection {
             open_after_non_primary_ms: millis(self.open_after_non_primary),
             rebootstrap_after_ms: millis(self.rebootstrap_after),
             plant: crate::decide::galera::GaleraPlant::None,
+        }
+    }
+
+    /// The writer decision's tunables.
+    pub fn writer_settings(&self) -> crate::decide::galera_writer::WriterSettings {
+        crate::decide::galera_writer::WriterSettings {
+            freshness_ms: millis(self.freshness),
+            evict: self.evict_dead,
         }
     }
 }
@@ -1471,7 +1529,7 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
         }
     }
     if let Some(m) = &config.mariadb {
-        timing("mariadb.timing", m.timing.resolve(&config.probes))?;
+        timing("mariadb.timing", m.effective_timing(&config.probes))?;
         file_exists("mariadb.password_file", &m.password_file)?;
         if m.user.trim().is_empty() {
             return Err(invalid("mariadb.user", "must not be empty".into()));
@@ -1857,6 +1915,13 @@ fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
             "the local recovery runs this often",
         ),
         (
+            "galera.writer_interval",
+            g.writer_interval,
+            Duration::from_millis(50),
+            Duration::from_secs(10),
+            "the writer's own agent answers HAProxy's check from a cycle this recent",
+        ),
+        (
             "galera.recover_timeout",
             g.recover_timeout,
             Duration::from_secs(1),
@@ -1884,6 +1949,14 @@ fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
         1,
         100,
         "a node that keeps failing must stay down for an operator",
+    )?;
+    in_range(
+        path,
+        "galera.auto_increment_increment",
+        g.auto_increment_increment,
+        0,
+        65_535,
+        "MariaDB's auto_increment_increment is 1 to 65535 (0 turns the check off)",
     )?;
     let Some(db) = &config.mariadb else {
         return Err(invalid(
@@ -2540,11 +2613,11 @@ mounts = ["/mnt/shop"]
         let redis = backend("be_redis", "redis-master", "redis");
         let cases: Vec<(String, &[&str])> = vec![
             (
-                backend("be_galera", "galera-writer", "db"),
+                backend("be_web", "web-pool", "php"),
                 &[
                     "haproxy.backends[0].role",
-                    "unknown role \"galera-writer\"",
-                    "known roles: redis-master",
+                    "unknown role \"web-pool\"",
+                    "known roles: redis-master, galera-writer",
                 ],
             ),
             (
@@ -2852,6 +2925,14 @@ redis = "redis-server.service"
         let g = v.config.galera.as_ref().expect("galera");
         assert!(g.rejoin);
         assert_eq!(g.settings().open_after_stopped_ms, 1000);
+        assert_eq!(g.auto_increment_increment, 3);
+        let off = check(&format!("{base}\n[galera]\nauto_increment_increment = 0\n"))
+            .expect("0 turns the check off");
+        let text = Explanation::of(&off).lines().join("\n");
+        assert!(
+            text.contains("galera auto-increment: not checked"),
+            "explanation:\n{text}"
+        );
         let text = Explanation::of(&v).lines().join("\n");
         for want in [
             "used by the Galera recovery",
@@ -2860,6 +2941,8 @@ redis = "redis-server.service"
             "a bootstrapped node that falls again before anyone joined it: the next outage \
              after 10s",
             "--wsrep-recover reads /etc/mysql/my.cnf",
+            "galera auto-increment: every node increment 3 with its own offset in 1..=3, \
+             wsrep_auto_increment_control OFF; a serving node that differs is degraded",
         ] {
             assert!(text.contains(want), "explanation lacks {want:?}:\n{text}");
         }
@@ -2874,6 +2957,11 @@ redis = "redis-server.service"
                 "[galera]\n",
                 "[galera]\nfreshness = \"100ms\"\n",
                 "galera.freshness",
+            ),
+            (
+                "[galera]\n",
+                "[galera]\nauto_increment_increment = 65536\n",
+                "galera.auto_increment_increment",
             ),
             (
                 "[galera]\n",
@@ -2922,7 +3010,7 @@ redis = "redis-server.service"
         for want in [
             "cluster triad: members n1, n2, n3",
             "probe redis: on n1, n2, n3 every 250ms (timeout 200ms, rise 2, fall 2)",
-            "probe mariadb: on n2 every 1s",
+            "probe mariadb: on n2 every 500ms",
             "probe phpfpm: unix:/run/php/fpm.sock on n2 every 1s",
             "probe gluster: shop on n2 every 5s",
             "probe gluster_mount: /mnt/shop on n2 every 1s",

@@ -31,6 +31,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::actuator::galera_sql::MysqlGaleraSql;
 use crate::actuator::haproxy::HaproxySocket;
 use crate::actuator::redis::RedisServer;
 use crate::actuator::service::{service_control, ServiceState, StartMode};
@@ -50,10 +51,12 @@ use crate::probe::mariadb::GaleraNotes;
 use crate::probe::wsrep_recover::{recover_position, RecoverSpec};
 use crate::raft::transport::Transport;
 use crate::reconcile::galera::{GaleraRecovery, PeerChecks, RecoverySettings, StartKind, Step};
+use crate::reconcile::galera_writer::WriterReconciler;
 use crate::reconcile::redis::{HaproxyTarget, Pace, Pacer, RedisReconciler};
 use crate::reconcile::Timer;
 use crate::status::{
-    GaleraCoreView, Liveness, LocalGaleraView, LocalRedisView, RedisCoreView, ServiceViews,
+    GaleraCoreView, Liveness, LocalGaleraView, LocalRedisView, LocalWriterView, RedisCoreView,
+    ServiceViews, WriterCoreView,
 };
 
 /// The running local reconcilers of this node. See the module docs.
@@ -63,6 +66,7 @@ pub struct LocalReconcilers {
     redis_managed: bool,
     galera: Arc<Mutex<LocalGaleraView>>,
     galera_managed: bool,
+    writer: Arc<Mutex<LocalWriterView>>,
 }
 
 impl LocalReconcilers {
@@ -109,12 +113,20 @@ impl LocalReconcilers {
                 targets.insert(Authority::Galera, tx);
             }
         }
+        let writer = Arc::new(Mutex::new(LocalWriterView::default()));
+        if cfg.config.galera.is_some() {
+            let (tx, rx) = watch::channel(driver.target(Authority::GaleraWriter).cloned());
+            if spawn_galera_writer(cfg, rx, writer.clone(), metrics.clone(), shutdown.clone())? {
+                targets.insert(Authority::GaleraWriter, tx);
+            }
+        }
         Ok(LocalReconcilers {
             targets,
             redis,
             redis_managed: cfg.config.redis.is_some(),
             galera,
             galera_managed: cfg.config.galera.is_some(),
+            writer,
         })
     }
 
@@ -150,6 +162,10 @@ impl LocalReconcilers {
                 plan: galera_plan(driver).cloned(),
                 local: self.galera.clone(),
             }),
+            galera_writer: self.galera_managed.then(|| WriterCoreView {
+                plan: writer_plan(driver).cloned(),
+                local: self.writer.clone(),
+            }),
         }
     }
 
@@ -163,7 +179,15 @@ impl LocalReconcilers {
                 g.plan.as_ref() == galera_plan(driver) && Arc::ptr_eq(&g.local, &self.galera)
             }
         };
+        let writer = match (&views.galera_writer, self.galera_managed) {
+            (None, managed) => !managed,
+            (Some(_), false) => false,
+            (Some(w), true) => {
+                w.plan.as_ref() == writer_plan(driver) && Arc::ptr_eq(&w.local, &self.writer)
+            }
+        };
         galera
+            && writer
             && match (&views.redis, self.redis_managed) {
                 (None, managed) => !managed,
                 (Some(_), false) => false,
@@ -181,6 +205,125 @@ fn galera_plan(driver: &Driver) -> Option<&crate::decide::galera::GaleraPlan> {
     driver
         .plan(Authority::Galera)
         .and_then(ServicePlan::as_galera)
+}
+
+/// The leader's latest Galera writer plan, as the driver has it.
+fn writer_plan(driver: &Driver) -> Option<&crate::decide::galera_writer::WriterPlan> {
+    driver
+        .plan(Authority::GaleraWriter)
+        .and_then(ServicePlan::as_galera_writer)
+}
+
+/// Starts the Galera writer reconciler task: every `galera.writer_interval` (and at once on
+/// a new target) one [`WriterReconciler::cycle`]: the local node's state and evict list, and
+/// the local HAProxy's `galera-writer` backend. Returns false without `[galera]` or
+/// `[mariadb] socket` (the admin statements run over the local socket).
+fn spawn_galera_writer(
+    cfg: &Validated,
+    mut targets: watch::Receiver<Option<ServiceTarget>>,
+    view: Arc<Mutex<LocalWriterView>>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<bool, ConfigError> {
+    let me = cfg.node_id();
+    let c = &cfg.config;
+    let (Some(g), Some(socket)) = (&c.galera, c.mariadb.as_ref().and_then(|m| m.socket.clone()))
+    else {
+        return Ok(false);
+    };
+    let password = g
+        .admin_password_file
+        .as_deref()
+        .map(|p| crate::config::read_secret(p, "galera.admin_password_file"))
+        .transpose()?;
+    let timeout = c.failover.action_timeout;
+    let sql = Arc::new(MysqlGaleraSql::new(
+        socket,
+        g.admin_user.clone(),
+        password,
+        timeout,
+    ));
+    let haproxy = c.haproxy.as_ref().and_then(|h| {
+        let backend = h.backend(BackendRole::GaleraWriter)?;
+        let mut sock = HaproxySocket::new(&h.admin_socket, timeout);
+        if let Some(f) = &h.state_file {
+            sock = sock.with_state_file(f);
+        }
+        Some(HaproxyTarget {
+            haproxy: Arc::new(sock),
+            backend: backend.name.clone(),
+            servers: cfg
+                .members
+                .iter()
+                .map(|m| (m.id, backend.server(m.id)))
+                .collect(),
+            save_state: h.state_file.is_some(),
+        })
+    });
+    let timer: Timer = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
+    let mut rec = WriterReconciler::new(me, sql, haproxy).with_deadline(timeout, timer);
+    let every = g.writer_interval;
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_errors: (Option<String>, Option<String>) = (None, None);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+                r = targets.changed() => if r.is_err() { break },
+            }
+            let Some(target) = targets
+                .borrow()
+                .as_ref()
+                .and_then(ServiceTarget::as_galera_writer)
+                .cloned()
+            else {
+                continue;
+            };
+            let report = rec.cycle(&target).await;
+            for op in &report.evictions {
+                let label = if op == "clear" { "clear" } else { "evict" };
+                metrics
+                    .galera_evictions_run
+                    .with_label_values(&[label])
+                    .inc();
+                tracing::warn!(op = %op, epoch = %target.authority.epoch,
+                    "galera evict list changed on the local node");
+            }
+            if !report.haproxy_actions.is_empty() {
+                metrics
+                    .reconcile_actions
+                    .with_label_values(&["haproxy_mysql"])
+                    .inc_by(report.haproxy_actions.len() as u64);
+                tracing::info!(actions = ?report.haproxy_actions, writer = ?target.authority.writer,
+                    epoch = %target.authority.epoch, "routed the local HAProxy's MySQL backend");
+            }
+            for (side, err, last) in [
+                ("galera_writer", &report.local_error, &mut last_errors.0),
+                ("haproxy_mysql", &report.haproxy_error, &mut last_errors.1),
+            ] {
+                if err.is_some() {
+                    metrics.reconcile_errors.with_label_values(&[side]).inc();
+                }
+                if err != last {
+                    match err {
+                        Some(e) => {
+                            tracing::warn!(side, error = %e, "writer reconciliation failed; retrying")
+                        }
+                        None => tracing::info!(side, "writer reconciliation works again"),
+                    }
+                    last.clone_from(err);
+                }
+            }
+            if let Ok(mut v) = view.lock() {
+                v.cycles += 1;
+                v.last_cycle = Some(report);
+                v.last_cycle_at = Some(Instant::now());
+            }
+        }
+    });
+    Ok(true)
 }
 
 /// The leader's latest Redis plan, as the driver has it.

@@ -97,6 +97,17 @@ pub struct Metrics {
     pub galera_restart_capped: IntGauge,
     /// Local recovery steps that failed, by step (recover, start, stop, pc_bootstrap).
     pub galera_recovery_errors: IntCounterVec,
+    /// The committed Galera writer's epoch in this node's view.
+    pub galera_writer_epoch: IntGauge,
+    /// The committed Galera writer's node id in this node's view (0: none yet).
+    pub galera_writer_node: IntGauge,
+    /// Nodes evicted from the Galera component in this node's view.
+    pub galera_evicted: IntGauge,
+    /// Writer decisions proposed by this node as leader, by kind (initial, automatic,
+    /// evict, clear).
+    pub galera_writer_decisions: IntCounterVec,
+    /// `evs.evict` statements run on the local mariadbd, by op (evict, clear).
+    pub galera_evictions_run: IntCounterVec,
 }
 
 impl Metrics {
@@ -336,6 +347,29 @@ impl Metrics {
                 "triad_galera_bootstraps_total",
                 "Committed Galera bootstraps applied here, by kind (automatic, operator).",
                 &["kind"],
+            )?,
+            galera_writer_epoch: int_gauge(
+                "triad_galera_writer_epoch",
+                "The committed Galera writer's epoch in this node's view.",
+            )?,
+            galera_writer_node: int_gauge(
+                "triad_galera_writer_node",
+                "The committed Galera writer's node id in this node's view (0: none yet).",
+            )?,
+            galera_evicted: int_gauge(
+                "triad_galera_evicted_nodes",
+                "Nodes evicted from the Galera component in this node's view.",
+            )?,
+            galera_writer_decisions: counter_vec(
+                "triad_galera_writer_decisions_total",
+                "Writer decisions proposed by this node as leader, by kind (initial, \
+                 automatic, evict, clear).",
+                &["kind"],
+            )?,
+            galera_evictions_run: counter_vec(
+                "triad_galera_evictions_run_total",
+                "evs.evict statements run on the local mariadbd, by op (evict, clear).",
+                &["op"],
             )?,
             galera_restarts: counter_vec(
                 "triad_galera_restarts_total",

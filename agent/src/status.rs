@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::cluster::{ClusterState, Command};
 use crate::config::Validated;
 use crate::decide::galera::{GaleraPlan, ProcessState};
+use crate::decide::galera_writer::WriterPlan;
 use crate::decide::redis::RedisPlan;
 use crate::driver::{Applied, ProposeError};
 use crate::health::HealthStore;
@@ -26,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::raft::transport::Transport;
 use crate::raft::RaftStatus;
 use crate::reconcile::galera::{RecoveryView, Step};
+use crate::reconcile::galera_writer::WriterReport;
 use crate::reconcile::redis::CycleReport;
 
 /// A request from the API to the event loop.
@@ -64,6 +66,30 @@ pub struct ServiceViews {
     pub redis: Option<RedisCoreView>,
     /// Galera recovery state, when `[galera]` is configured.
     pub galera: Option<GaleraCoreView>,
+    /// The Galera writer, when `[galera]` is configured.
+    pub galera_writer: Option<WriterCoreView>,
+}
+
+/// The Galera writer side of the published status.
+#[derive(Clone, Debug)]
+pub struct WriterCoreView {
+    /// The leader's latest decision (absent on followers).
+    pub plan: Option<WriterPlan>,
+    /// The local writer reconciler's view, written by its task.
+    pub local: Arc<std::sync::Mutex<LocalWriterView>>,
+}
+
+/// What the local writer reconciler last did, shown in status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LocalWriterView {
+    /// Cycles run since start.
+    pub cycles: u64,
+    /// The last cycle, if any.
+    pub last_cycle: Option<WriterReport>,
+    /// When the last cycle ended (this process's monotonic clock): `GET /galera/writer`
+    /// trusts only a recent cycle.
+    #[serde(skip)]
+    pub last_cycle_at: Option<Instant>,
 }
 
 /// The Galera side of the published status.

@@ -521,6 +521,9 @@ impl Sim {
                         plant: self.plant.galera_plant(),
                         ..g.section.settings()
                     }),
+                    // Not yet in the simulation: the writer's reconciler has no simulated
+                    // HAProxy MySQL backend here (see the README's caveats).
+                    galera_writer: None,
                 },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,

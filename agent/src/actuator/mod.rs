@@ -26,6 +26,7 @@
 //!   new as anything executed before the restart.
 //! - Actuators never read the clock to decide anything; timeouts bound I/O only.
 
+pub mod galera_sql;
 pub mod haproxy;
 pub mod redis;
 pub mod service;

@@ -133,6 +133,13 @@ pub struct GaleraPlan {
     pub restart_backoff_ms: u64,
     /// The option file `--wsrep-recover` reads.
     pub defaults_file: PathBuf,
+    /// Every node's expected `auto_increment_increment`, which the MariaDB probes check
+    /// (0: not checked).
+    pub auto_increment_increment: u64,
+    /// Whether a dead node is evicted from the survivors' component at once.
+    pub evict_dead: bool,
+    /// The writer reconciler's cycle (ms).
+    pub writer_interval_ms: u64,
 }
 
 /// How local services are started and stopped.
@@ -218,7 +225,7 @@ impl Explanation {
                 Service::Mariadb,
                 String::new(),
                 nodes,
-                db.timing.resolve(&c.probes),
+                db.effective_timing(&c.probes),
             ));
         }
         if let Some(f) = &c.phpfpm {
@@ -293,6 +300,9 @@ impl Explanation {
             restarts_per_hour: g.restarts_per_hour,
             restart_backoff_ms: millis(g.restart_backoff),
             defaults_file: g.defaults_file.clone(),
+            auto_increment_increment: g.auto_increment_increment,
+            evict_dead: g.evict_dead,
+            writer_interval_ms: millis(g.writer_interval),
         });
         // Validation bounds every factor far below overflow; saturate all the same.
         let ticks = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -450,6 +460,28 @@ impl Explanation {
                 g.defaults_file.display()
             ),
         });
+        if let Some(g) = &self.galera {
+            out.push(format!(
+                "galera writer: the leader commits one writer (sticky; moved when it is not \
+                 Synced and Primary) and every HAProxy's galera-writer backend routes to it \
+                 only; each agent checks its node every {}; {}",
+                ms(g.writer_interval_ms),
+                if g.evict_dead {
+                    "a node whose mariadbd is gone is evicted at once (evs.evict)"
+                } else {
+                    "a gone node is left to Galera's suspect timeout (galera.evict_dead = false)"
+                }
+            ));
+            out.push(match g.auto_increment_increment {
+                0 => "galera auto-increment: not checked (galera.auto_increment_increment = 0)"
+                    .into(),
+                n => format!(
+                    "galera auto-increment: every node increment {n} with its own offset in \
+                     1..={n}, wsrep_auto_increment_control OFF; a serving node that differs is \
+                     degraded"
+                ),
+            });
+        }
         let t = &self.timing;
         out.push(format!(
             "raft timing: tick {}, election timeout {} to {}, ping every {}",

@@ -28,7 +28,8 @@
 //! Pure: no I/O and no clock; time comes in as [`Clock`] values and observations as the
 //! [`Reports`] the driver extracted from the health store.
 //!
-//! Controllers today: [`redis`] (the Redis master) and [`galera`] (full-outage recovery).
+//! Controllers today: [`redis`] (the Redis master), [`galera`] (full-outage recovery) and
+//! [`galera_writer`] (the writer every HAProxy routes to, and evictions).
 //!
 //! Caveats:
 //! - The lease embargo is the union of every controller's: a peer behind the newest decision
@@ -37,6 +38,7 @@
 //!   out); a second reconciled authority needs one per authority in the report.
 
 pub mod galera;
+pub mod galera_writer;
 pub mod redis;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,12 +46,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::cluster::{Authority, ClusterState, Command};
 use crate::config::Validated;
 use crate::decide::galera::GaleraSettings;
+use crate::decide::galera_writer::WriterSettings;
 use crate::decide::redis::FailoverSettings;
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::health::Seen;
 use crate::ids::{NodeId, UnixMillis};
 use crate::metrics::Metrics;
 use crate::reconcile::galera::GaleraTarget;
+use crate::reconcile::galera_writer::WriterTarget;
 use crate::reconcile::redis::RedisTarget;
 
 /// The time, as the shell hands it in.
@@ -68,6 +72,8 @@ pub enum ServiceTarget {
     Redis(RedisTarget),
     /// The Galera authority and maintenance.
     Galera(GaleraTarget),
+    /// The Galera writer authority, maintenance and whether an outage is open.
+    GaleraWriter(WriterTarget),
 }
 
 impl ServiceTarget {
@@ -75,7 +81,7 @@ impl ServiceTarget {
     pub fn as_redis(&self) -> Option<&RedisTarget> {
         match self {
             ServiceTarget::Redis(t) => Some(t),
-            ServiceTarget::Galera(_) => None,
+            _ => None,
         }
     }
 
@@ -83,7 +89,15 @@ impl ServiceTarget {
     pub fn as_galera(&self) -> Option<&GaleraTarget> {
         match self {
             ServiceTarget::Galera(t) => Some(t),
-            ServiceTarget::Redis(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The Galera writer target, when this is one.
+    pub fn as_galera_writer(&self) -> Option<&WriterTarget> {
+        match self {
+            ServiceTarget::GaleraWriter(t) => Some(t),
+            _ => None,
         }
     }
 }
@@ -167,6 +181,8 @@ pub struct Services {
     pub redis: Option<RedisSettings>,
     /// Galera recovery, when `[galera]` is configured.
     pub galera: Option<GaleraSettings>,
+    /// The Galera writer and evictions, when `[galera]` is configured.
+    pub galera_writer: Option<WriterSettings>,
 }
 
 /// The Redis controller's settings.
@@ -191,6 +207,7 @@ impl Services {
                 .unwrap_or(u64::MAX),
             }),
             galera: c.galera.as_ref().map(|g| g.settings()),
+            galera_writer: c.galera.as_ref().map(|g| g.writer_settings()),
         }
     }
 
@@ -218,6 +235,12 @@ impl Services {
         }
         if let Some(g) = &self.galera {
             out.push(Box::new(galera::GaleraController::new(*g, metrics.clone())));
+        }
+        if let Some(w) = &self.galera_writer {
+            out.push(Box::new(galera_writer::GaleraWriterController::new(
+                *w,
+                metrics.clone(),
+            )));
         }
         out
     }

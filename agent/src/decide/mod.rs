@@ -6,9 +6,12 @@
 //!
 //! The plan is composed: membership first (here), then every managed service's own decision
 //! module, each from its own inputs ([`ServiceInputs`]) to its own plan ([`ServicePlan`]).
-//! Today that is the Redis master ([`redis`]) and Galera full-outage recovery ([`galera`]);
-//! backups add a module and one variant in each enum. A service's decision never sees another service's inputs, and
-//! the composition only concatenates: no service can hold back another.
+//! Today that is the Redis master ([`redis`]), Galera full-outage recovery ([`galera`]) and
+//! the Galera writer with its evictions ([`galera_writer`]); backups add a module and one
+//! variant in each enum. A service's decision never sees another service's inputs, and the
+//! composition only concatenates: no service can hold back another.
+//! Beside them, [`auto_increment`] is a pure cross-node check for the status (Galera nodes
+//! sharing an `auto_increment_offset`); it proposes nothing.
 //!
 //! Invariants:
 //! - Until the replicated membership equals the configured one, no service decides: each
@@ -17,7 +20,9 @@
 //!   proposed again (each service's inputs say so), so a slow commit cannot cause duplicate
 //!   actions.
 
+pub mod auto_increment;
 pub mod galera;
+pub mod galera_writer;
 pub mod redis;
 pub mod timeline;
 
@@ -33,6 +38,8 @@ pub enum ServiceInputs<'a> {
     Redis(redis::RedisInputs<'a>),
     /// Galera full-outage recovery.
     Galera(galera::GaleraInputs<'a>),
+    /// The Galera writer and evictions.
+    GaleraWriter(galera_writer::WriterInputs<'a>),
 }
 
 impl ServiceInputs<'_> {
@@ -41,6 +48,7 @@ impl ServiceInputs<'_> {
         match self {
             ServiceInputs::Redis(_) => Authority::Redis,
             ServiceInputs::Galera(_) => Authority::Galera,
+            ServiceInputs::GaleraWriter(_) => Authority::GaleraWriter,
         }
     }
 }
@@ -52,6 +60,8 @@ pub enum ServicePlan {
     Redis(redis::RedisPlan),
     /// Galera full-outage recovery.
     Galera(galera::GaleraPlan),
+    /// The Galera writer and evictions.
+    GaleraWriter(galera_writer::WriterPlan),
 }
 
 impl ServicePlan {
@@ -60,6 +70,7 @@ impl ServicePlan {
         match self {
             ServicePlan::Redis(_) => Authority::Redis,
             ServicePlan::Galera(_) => Authority::Galera,
+            ServicePlan::GaleraWriter(_) => Authority::GaleraWriter,
         }
     }
 
@@ -68,6 +79,7 @@ impl ServicePlan {
         match self {
             ServicePlan::Redis(p) => &p.verdict,
             ServicePlan::Galera(p) => &p.verdict,
+            ServicePlan::GaleraWriter(p) => &p.verdict,
         }
     }
 
@@ -75,7 +87,7 @@ impl ServicePlan {
     pub fn as_redis(&self) -> Option<&redis::RedisPlan> {
         match self {
             ServicePlan::Redis(p) => Some(p),
-            ServicePlan::Galera(_) => None,
+            _ => None,
         }
     }
 
@@ -83,7 +95,15 @@ impl ServicePlan {
     pub fn as_galera(&self) -> Option<&galera::GaleraPlan> {
         match self {
             ServicePlan::Galera(p) => Some(p),
-            ServicePlan::Redis(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The Galera writer plan, when this is one.
+    pub fn as_galera_writer(&self) -> Option<&galera_writer::WriterPlan> {
+        match self {
+            ServicePlan::GaleraWriter(p) => Some(p),
+            _ => None,
         }
     }
 
@@ -92,6 +112,7 @@ impl ServicePlan {
         match self {
             ServicePlan::Redis(p) => &p.proposals,
             ServicePlan::Galera(p) => &p.proposals,
+            ServicePlan::GaleraWriter(p) => &p.proposals,
         }
     }
 
@@ -178,6 +199,7 @@ pub fn decide(view: &View<'_>) -> Plan {
         .map(|inputs| match inputs {
             ServiceInputs::Redis(i) => ServicePlan::Redis(redis::decide(i)),
             ServiceInputs::Galera(i) => ServicePlan::Galera(galera::decide(i)),
+            ServiceInputs::GaleraWriter(i) => ServicePlan::GaleraWriter(galera_writer::decide(i)),
         })
         .collect();
     let verdict = match services.as_slice() {

@@ -1,5 +1,9 @@
 //! Builds the probes an agent runs from its validated configuration: its own node's services,
 //! plus its peers' Redis and MariaDB when cross-checks are on. Secrets are read here, once.
+//!
+//! The MariaDB probes check the auto-increment settings against
+//! `galera.auto_increment_increment` (peers' too, with cross-checks); without `[galera]` they
+//! do not check them.
 
 use std::sync::Arc;
 
@@ -60,7 +64,12 @@ pub fn from_config_with(
     }
     if let Some(db) = &cfg.mariadb {
         let password = secret(&db.password_file, "mariadb.password_file")?;
-        let timing = db.timing.resolve(defaults);
+        let timing = db.effective_timing(defaults);
+        // The platform's auto-increment convention is checked only with `[galera]`.
+        let increment = cfg
+            .galera
+            .as_ref()
+            .map_or(0, |g| g.auto_increment_increment);
         for m in &v.members {
             let local = m.id == me;
             if !local && !db.cross_check {
@@ -78,7 +87,8 @@ pub fn from_config_with(
                 password.clone(),
                 if local { db.datadir.clone() } else { None },
                 timing,
-            );
+            )
+            .with_expected_increment(increment);
             if let (true, Some(n)) = (local, &notes) {
                 probe = probe.with_notes(n.clone());
             }

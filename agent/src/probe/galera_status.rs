@@ -1,7 +1,20 @@
 //! Parsers for MariaDB/Galera health: `SHOW GLOBAL STATUS LIKE 'wsrep_%'` rows, a few global
-//! variables (`grastate.dat` is `probe::grastate`).
+//! variables (`grastate.dat` is `probe::grastate`), and the per-node auto-increment check.
 //!
 //! Pure; table-tested on real captures in `agent/tests/fixtures/galera/`.
+//!
+//! `wsrep_gcomm_uuid` is the node's identity in the group channel (not the cluster's history,
+//! `wsrep_local_state_uuid`): `evs.evict` names a member by it. It is new at every start
+//! unless `gvwstate.dat` survives, so it must be read while the node answers; a dead node
+//! cannot be asked.
+//!
+//! The auto-increment check ([`GaleraStatus::auto_increment_problem`]) is the platform's
+//! convention, not Galera's: every node has the same fixed `auto_increment_increment` (3) and
+//! its own `auto_increment_offset`, with `wsrep_auto_increment_control=OFF`. With Galera's
+//! control on, Galera rewrites both at every membership change (seen on MariaDB 10.11: `SET
+//! GLOBAL wsrep_auto_increment_control=ON` on a lone node made them 1 and 1 at once), so ids
+//! taken on different nodes can collide after a failover. Whether two nodes share an offset
+//! needs every node's report: `decide::auto_increment`.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +54,12 @@ pub struct GaleraStatus {
     pub auto_increment_increment: Option<i64>,
     /// `auto_increment_offset`.
     pub auto_increment_offset: Option<i64>,
+    /// `wsrep_auto_increment_control` (a variable): whether Galera sets the two above by
+    /// itself from the cluster's membership. The platform wants it OFF.
+    pub auto_increment_control: Option<bool>,
+    /// `wsrep_gcomm_uuid`: the node's member id in the group channel, which `evs.evict`
+    /// takes. Changes when mariadbd restarts (unless `gvwstate.dat` is kept).
+    pub gcomm_uuid: Option<String>,
 }
 
 impl GaleraStatus {
@@ -71,6 +90,43 @@ impl GaleraStatus {
             return Some("wsrep_ready is OFF".into());
         }
         None
+    }
+
+    /// What is wrong with the node's auto-increment settings for a cluster whose nodes all
+    /// use `expected_increment` with one offset each (`0`: no check), if anything: an
+    /// increment other than expected, an offset outside `1..=increment` (MariaDB ignores it
+    /// then), or Galera's `wsrep_auto_increment_control` ON. Several problems are joined with
+    /// `; `. A value the node did not report is not a problem: it is not evidence of a
+    /// misconfiguration (the whole-cluster simulation reports none of them).
+    pub fn auto_increment_problem(&self, expected_increment: u64) -> Option<String> {
+        if expected_increment == 0 {
+            return None;
+        }
+        let mut problems = Vec::new();
+        if let Some(inc) = self.auto_increment_increment {
+            if u64::try_from(inc).ok() != Some(expected_increment) {
+                problems.push(format!(
+                    "auto_increment_increment is {inc}, expected {expected_increment}"
+                ));
+            }
+        }
+        if let (Some(off), Some(inc)) = (self.auto_increment_offset, self.auto_increment_increment)
+        {
+            // An increment below 1 is named above; no range to hold the offset to.
+            if inc >= 1 && (off < 1 || off > inc) {
+                problems.push(format!(
+                    "auto_increment_offset {off} is outside 1..={inc}: MariaDB ignores it"
+                ));
+            }
+        }
+        if self.auto_increment_control == Some(true) {
+            problems.push(
+                "wsrep_auto_increment_control is ON: Galera rewrites the increment and offset \
+                 at every membership change (set it OFF)"
+                    .to_string(),
+            );
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
     }
 }
 
@@ -104,6 +160,10 @@ pub fn from_rows<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> Gale
         read_only: get("read_only").and_then(on_off),
         auto_increment_increment: num("auto_increment_increment"),
         auto_increment_offset: num("auto_increment_offset"),
+        auto_increment_control: get("wsrep_auto_increment_control").and_then(on_off),
+        gcomm_uuid: get("wsrep_gcomm_uuid")
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
     }
 }
 
@@ -142,8 +202,140 @@ mod tests {
         assert_eq!(g.read_only, Some(false));
         assert_eq!(g.auto_increment_increment, Some(3));
         assert_eq!(g.auto_increment_offset, Some(2));
+        assert_eq!(g.auto_increment_control, Some(false));
+        assert_eq!(
+            g.gcomm_uuid.as_deref(),
+            Some("de9c8213-ebe1-11f1-99b5-eea5fd5db039")
+        );
+        assert_eq!(
+            g.state_uuid.as_deref(),
+            Some("de5b593b-ebe1-11f1-b996-0bbce3f5b979")
+        );
         assert!(g.is_serving());
         assert_eq!(g.problem(), None);
+        assert_eq!(g.auto_increment_problem(3), None);
+        assert_eq!(g.auto_increment_problem(0), None);
+    }
+
+    /// The variables right after `SET GLOBAL wsrep_auto_increment_control=ON` on a lone node
+    /// that had 3 and 2: Galera rewrote them to 1 and 1.
+    #[test]
+    fn galera_auto_control_on() {
+        let vars = fixture("variables_auto_control_on.tsv");
+        let g = from_rows(parse_tsv(&vars));
+        assert_eq!(g.auto_increment_control, Some(true));
+        assert_eq!(g.auto_increment_increment, Some(1));
+        assert_eq!(g.auto_increment_offset, Some(1));
+        assert_eq!(g.gcomm_uuid, None);
+        let p = g.auto_increment_problem(3).unwrap_or_default();
+        for want in [
+            "auto_increment_increment is 1, expected 3",
+            "wsrep_auto_increment_control is ON",
+        ] {
+            assert!(p.contains(want), "{p:?} lacks {want:?}");
+        }
+        assert_eq!(g.auto_increment_problem(0), None);
+    }
+
+    /// (increment, offset, auto-control, expected increment) -> the problem's parts, in order
+    /// (none: no problem).
+    #[test]
+    fn auto_increment_problems() {
+        type Case<'a> = (Option<i64>, Option<i64>, Option<bool>, u64, &'a [&'a str]);
+        let cases: &[Case] = &[
+            (Some(3), Some(1), Some(false), 3, &[]),
+            (Some(3), Some(3), Some(false), 3, &[]),
+            (Some(3), Some(2), None, 3, &[]),
+            (None, None, None, 3, &[]),
+            (
+                Some(1),
+                Some(1),
+                Some(false),
+                3,
+                &["increment is 1, expected 3"],
+            ),
+            (
+                Some(5),
+                Some(2),
+                Some(false),
+                3,
+                &["increment is 5, expected 3"],
+            ),
+            (
+                Some(-1),
+                Some(1),
+                Some(false),
+                3,
+                &["increment is -1, expected 3"],
+            ),
+            (
+                Some(3),
+                Some(4),
+                Some(false),
+                3,
+                &["offset 4 is outside 1..=3"],
+            ),
+            (
+                Some(3),
+                Some(0),
+                Some(false),
+                3,
+                &["offset 0 is outside 1..=3"],
+            ),
+            (
+                Some(3),
+                Some(2),
+                Some(true),
+                3,
+                &["wsrep_auto_increment_control is ON"],
+            ),
+            (
+                Some(2),
+                Some(3),
+                Some(true),
+                3,
+                &[
+                    "increment is 2, expected 3",
+                    "offset 3 is outside 1..=2",
+                    "control is ON",
+                ],
+            ),
+            // Another fixed increment.
+            (Some(5), Some(4), Some(false), 5, &[]),
+            // 0: the check is off, whatever the node says.
+            (Some(1), Some(9), Some(true), 0, &[]),
+        ];
+        for &(inc, off, control, expected, wants) in cases {
+            let g = GaleraStatus {
+                auto_increment_increment: inc,
+                auto_increment_offset: off,
+                auto_increment_control: control,
+                ..GaleraStatus::default()
+            };
+            let got = g.auto_increment_problem(expected);
+            let case = format!("{inc:?} {off:?} {control:?} expect {expected}");
+            if wants.is_empty() {
+                assert_eq!(got, None, "{case}");
+                continue;
+            }
+            let p = got.unwrap_or_else(|| panic!("{case}: no problem"));
+            assert_eq!(p.split("; ").count(), wants.len(), "{case}: {p}");
+            for (part, want) in p.split("; ").zip(wants.iter()) {
+                assert!(part.contains(want), "{case}: {part:?} lacks {want:?}");
+            }
+        }
+    }
+
+    /// An empty `wsrep_gcomm_uuid` is no id (wsrep status rows can be empty, as
+    /// `wsrep_evs_delayed` is in the captures; an empty gcomm id was not seen).
+    #[test]
+    fn empty_gcomm_uuid_is_none() {
+        let g = from_rows([
+            ("wsrep_gcomm_uuid", ""),
+            ("wsrep_auto_increment_control", "OFF"),
+        ]);
+        assert_eq!(g.gcomm_uuid, None);
+        assert_eq!(g.auto_increment_control, Some(false));
     }
 
     /// (cluster_status, local_state, comment, ready) -> problem mentions

@@ -7,6 +7,13 @@
 //! recovery needs to choose a bootstrap node (`grastate_missing` when there is none), with the
 //! local recovery's notes ([`LocalGaleraNotes`]: the process state, the recovered position).
 //!
+//! The details of an answered check are the [`GaleraStatus`] as JSON, among them the node's
+//! `gcomm_uuid` (what `evs.evict` needs, readable only while the node answers) and its
+//! auto-increment settings (`auto_increment_increment`, `auto_increment_offset`,
+//! `auto_increment_control`). A node that serves but breaks the platform's auto-increment
+//! convention ([`GaleraStatus::auto_increment_problem`]) is reported degraded with the
+//! reason; a node that does not serve stays down, whatever its settings.
+//!
 //! The connection is kept between checks; when it fails, the same check retries on a fresh
 //! connection, so a server that died is classified as refused (or timed out) at once.
 //!
@@ -51,6 +58,8 @@ pub struct MariadbProbe {
     password: Option<String>,
     datadir: Option<PathBuf>,
     timing: ProbeTiming,
+    /// `galera.auto_increment_increment`: every node's expected increment (0: not checked).
+    expected_increment: u64,
     /// The connection kept between checks (authentication per check would cost more CPU than
     /// the rest of the agent); dropped on any error so the next check reconnects and
     /// classifies a dead server as refused.
@@ -98,7 +107,8 @@ impl LocalGaleraNotes {
 pub type GaleraNotes = std::sync::Arc<std::sync::Mutex<LocalGaleraNotes>>;
 
 impl MariadbProbe {
-    /// A probe; `datadir` only for the local server.
+    /// A probe; `datadir` only for the local server. The auto-increment settings are not
+    /// checked until [`MariadbProbe::with_expected_increment`].
     pub fn new(
         id: ProbeId,
         target: MysqlTarget,
@@ -114,9 +124,18 @@ impl MariadbProbe {
             password,
             datadir,
             timing,
+            expected_increment: 0,
             conn: tokio::sync::Mutex::new(None),
             notes: None,
         }
+    }
+
+    /// Reports a serving node whose auto-increment settings break the convention (every
+    /// node `increment` with its own offset, Galera's auto-control OFF) as degraded; `0`: no
+    /// check.
+    pub fn with_expected_increment(mut self, increment: u64) -> Self {
+        self.expected_increment = increment;
+        self
     }
 
     /// Attaches the local recovery's notes to every failed check's details.
@@ -127,7 +146,7 @@ impl MariadbProbe {
 
     async fn run(&self) -> CheckResult {
         match self.query().await {
-            Ok(g) => judge(g),
+            Ok(g) => judge(g, self.expected_increment),
             Err(e) => {
                 let mut r = classify(&e, &self.target);
                 if let Some(dir) = &self.datadir {
@@ -180,7 +199,8 @@ impl MariadbProbe {
         let vars: Vec<(String, String)> = conn
             .query(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN \
-                 ('read_only', 'auto_increment_increment', 'auto_increment_offset', 'wsrep_on')",
+                 ('read_only', 'auto_increment_increment', 'auto_increment_offset', 'wsrep_on', \
+                 'wsrep_auto_increment_control')",
             )
             .await?;
         let rows = status
@@ -191,16 +211,21 @@ impl MariadbProbe {
     }
 }
 
-/// The result of a check the server answered, from what it answered. Pure: the
-/// whole-cluster simulation builds its MariaDB reports with it.
-pub fn judge(g: GaleraStatus) -> CheckResult {
+/// The result of a check the server answered, from what it answered: down when the node
+/// should not take traffic; otherwise degraded when Galera is not enabled or the
+/// auto-increment settings are wrong for `expected_increment` (0: not checked), else healthy.
+/// Pure: the whole-cluster simulation builds its MariaDB reports with it.
+pub fn judge(g: GaleraStatus, expected_increment: u64) -> CheckResult {
     let details = serde_json::to_value(&g).unwrap_or_default();
     if g.local_state.is_none() && g.cluster_status.is_none() {
         return CheckResult::degraded(details, "wsrep status empty: Galera is not enabled");
     }
-    match g.problem() {
+    if let Some(p) = g.problem() {
+        return CheckResult::down(details, p);
+    }
+    match g.auto_increment_problem(expected_increment) {
         None => CheckResult::healthy(details),
-        Some(p) => CheckResult::down(details, p),
+        Some(p) => CheckResult::degraded(details, p),
     }
 }
 
@@ -239,3 +264,89 @@ fn classify(e: &mysql_async::Error, target: &MysqlTarget) -> CheckResult {
 }
 
 super::impl_probe!(MariadbProbe);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::Status;
+
+    /// The captured Synced node (status and variables of node 2), with `vars` over it.
+    fn synced(vars: &[(&str, &str)]) -> GaleraStatus {
+        let status = crate::probe::fixture("galera", "status_synced_size2.tsv");
+        let variables = crate::probe::fixture("galera", "variables.tsv");
+        let mut rows = galera_status::parse_tsv(&status);
+        rows.extend(galera_status::parse_tsv(&variables));
+        rows.extend(vars.iter().copied());
+        galera_status::from_rows(rows)
+    }
+
+    /// (variables over the Synced capture, expected increment) -> status and reason.
+    #[test]
+    fn judged_by_state_then_auto_increment() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], u64, Status, &'a str);
+        let cases: &[Case] = &[
+            (&[], 3, Status::Healthy, ""),
+            (&[], 0, Status::Healthy, ""),
+            (
+                &[("wsrep_auto_increment_control", "ON")],
+                3,
+                Status::Degraded,
+                "wsrep_auto_increment_control is ON",
+            ),
+            (
+                &[("auto_increment_increment", "1")],
+                3,
+                Status::Degraded,
+                "auto_increment_increment is 1, expected 3",
+            ),
+            (&[("auto_increment_increment", "1")], 0, Status::Healthy, ""),
+            // A node that does not serve is down for that, whatever its settings.
+            (
+                &[
+                    ("wsrep_cluster_status", "non-Primary"),
+                    ("wsrep_auto_increment_control", "ON"),
+                ],
+                3,
+                Status::Down,
+                "cluster status non-Primary (not Primary)",
+            ),
+            (
+                &[
+                    ("wsrep_local_state", "2"),
+                    ("wsrep_local_state_comment", "Donor/Desynced"),
+                    ("auto_increment_increment", "1"),
+                ],
+                3,
+                Status::Down,
+                "local state 2 (Donor/Desynced)",
+            ),
+        ];
+        for (vars, expected, status, why) in cases {
+            let r = judge(synced(vars), *expected);
+            assert_eq!(r.status, *status, "{vars:?}: {r:?}");
+            let error = r.error.as_deref().unwrap_or("");
+            assert!(error.starts_with(why), "{vars:?}: {error:?} is not {why:?}");
+            assert_eq!(error.is_empty(), why.is_empty(), "{vars:?}: {error:?}");
+            if *status == Status::Degraded {
+                assert_eq!(r.failure, None, "degraded is not a failure");
+            }
+        }
+    }
+
+    /// The details carry the gcomm id and the auto-increment settings under these keys.
+    #[test]
+    fn details_keys() {
+        let d = judge(synced(&[]), 3).details;
+        let want = serde_json::json!({
+            "gcomm_uuid": "de9c8213-ebe1-11f1-99b5-eea5fd5db039",
+            "state_uuid": "de5b593b-ebe1-11f1-b996-0bbce3f5b979",
+            "last_committed": 11,
+            "auto_increment_increment": 3,
+            "auto_increment_offset": 2,
+            "auto_increment_control": false,
+        });
+        for (k, v) in want.as_object().into_iter().flatten() {
+            assert_eq!(d.get(k), Some(v), "details[{k}] in {d}");
+        }
+    }
+}

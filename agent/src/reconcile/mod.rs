@@ -1,7 +1,9 @@
 //! Local reconcilers: each agent drives *its own* services towards the committed authority of
 //! each managed service, one idempotent cycle at a time (see `controller` for the shape).
 //!
-//! One module per service: [`redis`] (the local Redis and its HAProxy backend). A reconciler
+//! One module per service: [`redis`] (the local Redis and its HAProxy backend), [`galera`]
+//! (the local mariadbd's rejoin and bootstrap) and [`galera_writer`] (the HAProxy MySQL
+//! backend and the local evict list). A reconciler
 //! - plans with pure planners from what the service reports and the target its controller
 //!   published, and runs the actions through the actuator traits (real or `Sim*`);
 //! - admits every action through its own [`crate::actuator::EpochFence`], keyed by the epoch
@@ -24,6 +26,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub mod galera;
+pub mod galera_writer;
 pub mod redis;
 
 /// Sleeps for the given time: how the reconciler measures its deadlines without naming a

@@ -1418,20 +1418,24 @@ impl World {
             Phase::Synced | Phase::NonPrimary => (0, "Initialized"),
         };
         let size = comp.map_or(1, |c| c.members.len() + c.ghosts.len());
-        judge(GaleraStatus {
-            local_state: Some(state),
-            local_state_comment: Some(comment.into()),
-            cluster_status: Some(if primary { "Primary" } else { "non-Primary" }.into()),
-            cluster_size: Some(i64::try_from(size).unwrap_or(0)),
-            ready: Some(primary && state == 4),
-            connected: Some(true),
-            last_committed: Some(db.seqno),
-            state_uuid: Some(
-                db.uuid
-                    .map_or_else(|| triad::probe::grastate::NIL_UUID.to_string(), uuid_str),
-            ),
-            ..GaleraStatus::default()
-        })
+        // The simulation models no auto-increment settings: no check (0).
+        judge(
+            GaleraStatus {
+                local_state: Some(state),
+                local_state_comment: Some(comment.into()),
+                cluster_status: Some(if primary { "Primary" } else { "non-Primary" }.into()),
+                cluster_size: Some(i64::try_from(size).unwrap_or(0)),
+                ready: Some(primary && state == 4),
+                connected: Some(true),
+                last_committed: Some(db.seqno),
+                state_uuid: Some(
+                    db.uuid
+                        .map_or_else(|| triad::probe::grastate::NIL_UUID.to_string(), uuid_str),
+                ),
+                ..GaleraStatus::default()
+            },
+            0,
+        )
     }
 
     /// One line per node for the scripts' `galera` status.

@@ -1,0 +1,361 @@
+//! The local Galera node's SQL actuator: what the writer reconciler reads and changes on its
+//! own mariadbd over the local socket, as the admin account (`[galera] admin_user`).
+//!
+//! - [`GaleraSql::read`]: `wsrep_cluster_status`, `wsrep_local_state`, `wsrep_ready`,
+//!   `wsrep_gcomm_uuid` and `wsrep_evs_evict_list` in one statement;
+//! - [`GaleraSql::evict`]: `SET GLOBAL wsrep_provider_options='evs.evict=UUID'` (the UUID is
+//!   checked to be a gcomm UUID first: nothing else ever reaches the statement);
+//! - [`GaleraSql::clear_evictions`]: `evs.evict=` (empty: clears this node's evict list);
+//! - [`GaleraSql::causal_wait`]: one read with `wsrep_sync_wait=1`, which returns only once
+//!   this node has applied every write set committed in the cluster before it began: a new
+//!   writer has applied everything the old one committed before it takes writes.
+//!
+//! [`MysqlGaleraSql`] is the real one (mysql_async, a connection per call: the calls are rare
+//! and a kept connection to a restarted server would fail anyway); [`SimGaleraSql`] is an
+//! in-memory node for tests and the simulation. Both pass `agent/tests/galera_sql_contract.rs`.
+//!
+//! Errors classify the cause like the other actuators: refused (no server), timeout (hung),
+//! or the server's own refusal with its text (a missing privilege says which account needs
+//! SUPER).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::cluster::is_gcomm_uuid;
+use crate::probe::galera_status::STATE_SYNCED;
+
+/// What the local node says about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalWsrep {
+    /// `wsrep_cluster_status` is `Primary`.
+    pub primary: bool,
+    /// `wsrep_local_state` is 4 (Synced).
+    pub synced: bool,
+    /// `wsrep_ready` is ON.
+    pub ready: bool,
+    /// `wsrep_gcomm_uuid`, lowercase.
+    pub gcomm_uuid: Option<String>,
+    /// `wsrep_evs_evict_list`, split on commas, lowercase, sorted.
+    pub evict_list: Vec<String>,
+    /// `wsrep_local_state_comment`, for messages.
+    pub state: String,
+}
+
+impl LocalWsrep {
+    /// Synced, Primary and ready: the only state a writer may take writes in.
+    pub fn serving(&self) -> bool {
+        self.primary && self.synced && self.ready
+    }
+}
+
+/// Why a statement failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GaleraSqlError {
+    /// Nothing listens (mariadbd is not running).
+    #[error("mariadbd at {at} refused the connection: it is not running")]
+    Refused {
+        /// The socket.
+        at: String,
+    },
+    /// No answer in time.
+    #[error("mariadbd at {at} did not answer within {after:?}: hung or overloaded")]
+    Timeout {
+        /// The socket.
+        at: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The server refused the statement.
+    #[error("mariadbd refused `{what}` for {user}: {message} (galera.admin_user needs SUPER)")]
+    Refusal {
+        /// The statement, short.
+        what: String,
+        /// The account.
+        user: String,
+        /// The server's text.
+        message: String,
+    },
+    /// Not a gcomm UUID: never sent.
+    #[error("`{0}` is not a gcomm UUID; not sent")]
+    BadUuid(String),
+}
+
+impl GaleraSqlError {
+    /// Whether the server is surely not running.
+    pub fn refused(&self) -> bool {
+        matches!(self, GaleraSqlError::Refused { .. })
+    }
+}
+
+/// The local node's SQL actuator. See the module docs.
+pub trait GaleraSql: Send + Sync {
+    /// Reads the local node's wsrep state and evict list.
+    fn read(&self) -> BoxFuture<'_, Result<LocalWsrep, GaleraSqlError>>;
+    /// Adds `gcomm_uuid` to the evict list (evicting it from the component).
+    fn evict<'a>(&'a self, gcomm_uuid: &'a str) -> BoxFuture<'a, Result<(), GaleraSqlError>>;
+    /// Clears this node's evict list.
+    fn clear_evictions(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
+    /// Waits until this node has applied everything committed in the cluster so far.
+    fn causal_wait(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
+}
+
+/// Parses the evict list as `wsrep_evs_evict_list` shows it (comma separated UUIDs).
+pub fn parse_evict_list(raw: &str) -> Vec<String> {
+    let mut out: Vec<String> = raw
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The real actuator over the local socket.
+pub struct MysqlGaleraSql {
+    socket: PathBuf,
+    user: String,
+    password: Option<String>,
+    timeout: Duration,
+}
+
+impl MysqlGaleraSql {
+    /// An actuator for the server at `socket`, as `user`.
+    pub fn new(socket: PathBuf, user: String, password: Option<String>, timeout: Duration) -> Self {
+        MysqlGaleraSql {
+            socket,
+            user,
+            password,
+            timeout,
+        }
+    }
+
+    fn at(&self) -> String {
+        self.socket.display().to_string()
+    }
+
+    async fn run<T, F>(&self, what: &str, f: F) -> Result<T, GaleraSqlError>
+    where
+        F: for<'c> FnOnce(
+                &'c mut mysql_async::Conn,
+            ) -> BoxFuture<'c, Result<T, mysql_async::Error>>
+            + Send,
+        T: Send,
+    {
+        let opts = mysql_async::OptsBuilder::default()
+            .user(Some(self.user.clone()))
+            .pass(self.password.clone())
+            .socket(Some(self.socket.to_string_lossy().into_owned()))
+            .prefer_socket(true);
+        let work = async {
+            let mut conn = mysql_async::Conn::new(opts).await?;
+            let out = f(&mut conn).await;
+            let _ = conn.disconnect().await;
+            out
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(&e, what, &self.user, self.at())),
+            Err(_) => Err(GaleraSqlError::Timeout {
+                at: self.at(),
+                after: self.timeout,
+            }),
+        }
+    }
+}
+
+fn classify(e: &mysql_async::Error, what: &str, user: &str, at: String) -> GaleraSqlError {
+    if let mysql_async::Error::Io(io) = e {
+        let text = io.to_string();
+        if text.contains("refused") || text.contains("No such file") {
+            return GaleraSqlError::Refused { at };
+        }
+    }
+    GaleraSqlError::Refusal {
+        what: what.to_string(),
+        user: user.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl GaleraSql for MysqlGaleraSql {
+    fn read(&self) -> BoxFuture<'_, Result<LocalWsrep, GaleraSqlError>> {
+        Box::pin(self.run("SHOW GLOBAL STATUS", |c| {
+            Box::pin(async move {
+                use mysql_async::prelude::Queryable;
+                let rows: Vec<(String, String)> = c
+                    .query(
+                        "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_status', \
+                         'wsrep_local_state', 'wsrep_local_state_comment', 'wsrep_ready', \
+                         'wsrep_gcomm_uuid', 'wsrep_evs_evict_list')",
+                    )
+                    .await?;
+                let get = |k: &str| {
+                    rows.iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                        .map(|(_, v)| v.clone())
+                };
+                Ok(LocalWsrep {
+                    primary: get("wsrep_cluster_status").as_deref() == Some("Primary"),
+                    synced: get("wsrep_local_state")
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .is_some_and(|s| s == STATE_SYNCED),
+                    ready: get("wsrep_ready").is_some_and(|s| s.eq_ignore_ascii_case("ON")),
+                    gcomm_uuid: get("wsrep_gcomm_uuid").map(|u| u.to_ascii_lowercase()),
+                    evict_list: parse_evict_list(&get("wsrep_evs_evict_list").unwrap_or_default()),
+                    state: get("wsrep_local_state_comment").unwrap_or_default(),
+                })
+            })
+        }))
+    }
+
+    fn evict<'a>(&'a self, gcomm_uuid: &'a str) -> BoxFuture<'a, Result<(), GaleraSqlError>> {
+        Box::pin(async move {
+            if !is_gcomm_uuid(gcomm_uuid) {
+                return Err(GaleraSqlError::BadUuid(gcomm_uuid.to_string()));
+            }
+            let stmt = format!("SET GLOBAL wsrep_provider_options='evs.evict={gcomm_uuid}'");
+            self.run("evs.evict", move |c| {
+                Box::pin(async move {
+                    use mysql_async::prelude::Queryable;
+                    c.query_drop(stmt).await
+                })
+            })
+            .await
+        })
+    }
+
+    fn clear_evictions(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
+        Box::pin(self.run("evs.evict= (clear)", |c| {
+            Box::pin(async move {
+                use mysql_async::prelude::Queryable;
+                c.query_drop("SET GLOBAL wsrep_provider_options='evs.evict='")
+                    .await
+            })
+        }))
+    }
+
+    fn causal_wait(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
+        Box::pin(self.run("wsrep_sync_wait read", |c| {
+            Box::pin(async move {
+                use mysql_async::prelude::Queryable;
+                c.query_drop("SET SESSION wsrep_sync_wait=1").await?;
+                c.query_drop("SELECT 1").await
+            })
+        }))
+    }
+}
+
+/// An in-memory Galera node: its state, its evict list, and every statement it received.
+#[derive(Clone, Default)]
+pub struct SimGaleraSql {
+    inner: Arc<Mutex<SimNode>>,
+}
+
+/// The simulated node's state.
+#[derive(Clone, Debug, Default)]
+pub struct SimNode {
+    /// What [`GaleraSql::read`] answers (its evict list is kept by the statements).
+    pub wsrep: LocalWsrep,
+    /// `None`: answers; `Some(e)`: every call fails with it.
+    pub fail: Option<GaleraSqlError>,
+    /// Statements received, in order (`evict UUID`, `clear`, `causal`).
+    pub log: Vec<String>,
+}
+
+impl SimGaleraSql {
+    /// A Synced, Primary node with `gcomm_uuid`.
+    pub fn serving(gcomm_uuid: &str) -> Self {
+        let s = SimGaleraSql::default();
+        s.with(|n| {
+            n.wsrep = LocalWsrep {
+                primary: true,
+                synced: true,
+                ready: true,
+                gcomm_uuid: Some(gcomm_uuid.to_string()),
+                evict_list: vec![],
+                state: "Synced".into(),
+            }
+        });
+        s
+    }
+
+    /// Runs `f` on the node's state.
+    pub fn with<T>(&self, f: impl FnOnce(&mut SimNode) -> T) -> T {
+        match self.inner.lock() {
+            Ok(mut n) => f(&mut n),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    fn call(&self, what: String, f: impl FnOnce(&mut SimNode)) -> Result<(), GaleraSqlError> {
+        self.with(|n| {
+            if let Some(e) = &n.fail {
+                return Err(e.clone());
+            }
+            n.log.push(what);
+            f(n);
+            Ok(())
+        })
+    }
+}
+
+impl GaleraSql for SimGaleraSql {
+    fn read(&self) -> BoxFuture<'_, Result<LocalWsrep, GaleraSqlError>> {
+        let r = self.with(|n| match &n.fail {
+            Some(e) => Err(e.clone()),
+            None => Ok(n.wsrep.clone()),
+        });
+        Box::pin(async move { r })
+    }
+
+    fn evict<'a>(&'a self, gcomm_uuid: &'a str) -> BoxFuture<'a, Result<(), GaleraSqlError>> {
+        let r = if is_gcomm_uuid(gcomm_uuid) {
+            self.call(format!("evict {gcomm_uuid}"), |n| {
+                n.wsrep.evict_list.push(gcomm_uuid.to_string());
+                n.wsrep.evict_list.sort();
+                n.wsrep.evict_list.dedup();
+            })
+        } else {
+            Err(GaleraSqlError::BadUuid(gcomm_uuid.to_string()))
+        };
+        Box::pin(async move { r })
+    }
+
+    fn clear_evictions(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
+        let r = self.call("clear".into(), |n| n.wsrep.evict_list.clear());
+        Box::pin(async move { r })
+    }
+
+    fn causal_wait(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
+        let r = self.call("causal".into(), |_| {});
+        Box::pin(async move { r })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evict_lists_parse_sorted_lowercase_and_without_blanks() {
+        let cases: [(&str, &[&str]); 4] = [
+            ("", &[]),
+            (" ", &[]),
+            (
+                "B1111111-aaaa-11f1-b809-474591e831a5,a2222222-aaaa-11f1-b809-474591e831a5",
+                &[
+                    "a2222222-aaaa-11f1-b809-474591e831a5",
+                    "b1111111-aaaa-11f1-b809-474591e831a5",
+                ],
+            ),
+            ("x, x ,", &["x"]),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(parse_evict_list(raw), want, "{raw:?}");
+        }
+    }
+}

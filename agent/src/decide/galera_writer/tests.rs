@@ -1,0 +1,424 @@
+//! Data-driven cases of the writer decision: a compact world per row, the verdict and the
+//! commands expected.
+
+use super::*;
+use crate::cluster::{GaleraEviction, GaleraWriterAuthority};
+use crate::ids::{Epoch, LogIndex, Term, UnixMillis};
+
+const U1: &str = "11111111-aaaa-11f1-b809-474591e831a5";
+const U2: &str = "22222222-aaaa-11f1-b809-474591e831a5";
+const U3: &str = "33333333-aaaa-11f1-b809-474591e831a5";
+
+/// One node in a case: `S` Synced (seqno), `D` donor, `J` joined, `N` non-Primary, `X`
+/// stopped by its own agent's word, `H` hung check, `-` silent agent, `R` silent agent and
+/// refused by both peers.
+fn node(code: char, committed: i64) -> Option<WriterEvidence> {
+    let mut e = WriterEvidence {
+        reported: true,
+        answered: true,
+        last_committed: Some(committed),
+        ..WriterEvidence::default()
+    };
+    match code {
+        'S' => {
+            e.serving = true;
+            e.primary = true;
+            e.state = "Synced".into();
+        }
+        'D' => {
+            e.primary = true;
+            e.state = "Donor/Desynced".into();
+        }
+        'J' => {
+            e.primary = true;
+            e.state = "Joined".into();
+        }
+        'N' => e.state = "non-Primary".into(),
+        'X' => {
+            e.answered = false;
+            e.gone = true;
+            e.last_committed = None;
+            e.state = "refused".into();
+        }
+        'H' => {
+            e.answered = false;
+            e.last_committed = None;
+            e.state = "hung (its check timed out)".into();
+        }
+        '-' => return None,
+        'R' => {
+            return Some(WriterEvidence {
+                refused_by: [NodeId(8), NodeId(9)].into_iter().collect(),
+                ..WriterEvidence::default()
+            })
+        }
+        _ => unreachable!("unknown code {code}"),
+    }
+    Some(e)
+}
+
+struct Case {
+    name: &'static str,
+    /// Three nodes' codes, n1..n3.
+    nodes: &'static str,
+    writer: Option<u64>,
+    evicted: &'static [u64],
+    maintenance: bool,
+    outage: bool,
+    verdict: &'static str,
+    /// Commands as short strings: `writer N kind`, `evict N`, `clear N`.
+    commands: &'static [&'static str],
+}
+
+fn short(c: &Command) -> String {
+    match c {
+        Command::SetGaleraWriter { node, kind, .. } => {
+            format!("writer {} {}", node.0, kind.as_str())
+        }
+        Command::EvictGaleraNode { node, .. } => format!("evict {}", node.0),
+        Command::ClearGaleraEviction { node, .. } => format!("clear {}", node.0),
+        other => format!("{other:?}"),
+    }
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "first writer is the most advanced Synced node (n2 is one ahead)",
+        nodes: "SSS",
+        writer: None,
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "record n2 as the first writer",
+        commands: &["writer 2 initial"],
+    },
+    Case {
+        name: "first writer skips a donor; equals go to the lowest id",
+        nodes: "SDS",
+        writer: None,
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "record n1 as the first writer",
+        commands: &["writer 1 initial"],
+    },
+    Case {
+        name: "a Synced writer stays (sticky)",
+        nodes: "SSS",
+        writer: Some(3),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "no action: writer n3 at epoch 1 is Synced",
+        commands: &[],
+    },
+    Case {
+        name: "a killed writer moves, then is evicted in the same cycle",
+        nodes: "XSS",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "move the writer n1 -> n2; evict n1, whose mariadbd is gone",
+        commands: &["writer 2 automatic", "evict 1"],
+    },
+    Case {
+        name: "a donor writer moves to the Synced node, nobody is evicted",
+        nodes: "JDS",
+        writer: Some(2),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "move the writer n2 -> n3",
+        commands: &["writer 3 automatic"],
+    },
+    Case {
+        name: "a killed non-writer is evicted, the writer stays",
+        nodes: "SXS",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "evict n2, whose mariadbd is gone",
+        commands: &["evict 2"],
+    },
+    Case {
+        name: "a hung node is left to Galera's suspect timeout",
+        nodes: "SHS",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "no action: writer n1 at epoch 1 is Synced",
+        commands: &[],
+    },
+    Case {
+        name: "a silent agent is not evidence enough on its own",
+        nodes: "S-S",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "no action: writer n1 at epoch 1 is Synced",
+        commands: &[],
+    },
+    Case {
+        name: "a silent agent whose node a majority finds refused is evicted",
+        nodes: "SRS",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "evict n2, whose mariadbd is gone",
+        commands: &["evict 2"],
+    },
+    Case {
+        name: "a hung writer moves but is not evicted",
+        nodes: "HSS",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "move the writer n1 -> n2",
+        commands: &["writer 2 automatic"],
+    },
+    Case {
+        name: "in maintenance the writer stays and nobody is evicted",
+        nodes: "XSS",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: true,
+        outage: false,
+        verdict: "writer n1 is not Synced but stays: maintenance is on",
+        commands: &[],
+    },
+    Case {
+        name: "during a full outage the writer stays",
+        nodes: "XXN",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: true,
+        verdict: "writer n1 is not Synced and no other node is: nothing to move to",
+        commands: &[],
+    },
+    Case {
+        name: "no eviction without a Primary elsewhere",
+        nodes: "NXN",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "writer n1 is not Synced and no other node is: nothing to move to",
+        commands: &[],
+    },
+    Case {
+        name: "one eviction at a time",
+        nodes: "SXX",
+        writer: Some(1),
+        evicted: &[3],
+        maintenance: false,
+        outage: false,
+        verdict: "no action: writer n1 at epoch 1 is Synced",
+        commands: &[],
+    },
+    Case {
+        name: "an evicted node that answers again is cleared, even while joining",
+        nodes: "SJS",
+        writer: Some(1),
+        evicted: &[2],
+        maintenance: false,
+        outage: false,
+        verdict: "clear the eviction of n2: it answers again",
+        commands: &["clear 2"],
+    },
+    Case {
+        name: "an evicted Synced node is not eligible until cleared",
+        nodes: "XSS",
+        writer: Some(1),
+        evicted: &[2],
+        maintenance: false,
+        outage: false,
+        verdict: "move the writer n1 -> n3; clear the eviction of n2: it answers again",
+        commands: &["writer 3 automatic", "clear 2"],
+    },
+];
+
+fn gcomm() -> BTreeMap<NodeId, String> {
+    [(1, U1), (2, U2), (3, U3)]
+        .into_iter()
+        .map(|(n, u)| (NodeId(n), u.to_string()))
+        .collect()
+}
+
+fn authority(writer: Option<u64>, evicted: &[u64]) -> GaleraWriterAuthority {
+    let g = gcomm();
+    GaleraWriterAuthority {
+        writer: writer.map(NodeId),
+        epoch: Epoch(u64::from(writer.is_some())),
+        last_change: None,
+        evicted: evicted
+            .iter()
+            .map(|&n| {
+                (
+                    NodeId(n),
+                    GaleraEviction {
+                        gcomm_uuid: g[&NodeId(n)].clone(),
+                        index: LogIndex(5),
+                        term: Term(1),
+                        at: UnixMillis(0),
+                        reason: String::new(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn writer_decisions_table() {
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let gcomm = gcomm();
+    for c in CASES {
+        let evidence: BTreeMap<NodeId, WriterEvidence> = c
+            .nodes
+            .chars()
+            .zip(1..)
+            .filter_map(|(code, n)| node(code, 100 + i64::from(n == 2)).map(|e| (NodeId(n), e)))
+            .collect();
+        let a = authority(c.writer, c.evicted);
+        let plan = decide(&WriterInputs {
+            members: &members,
+            authority: &a,
+            evidence: &evidence,
+            gcomm: &gcomm,
+            outage_open: c.outage,
+            maintenance: c.maintenance,
+            in_flight: false,
+            settings: WriterSettings {
+                freshness_ms: 2000,
+                evict: true,
+            },
+        });
+        assert_eq!(plan.verdict, c.verdict, "{}", c.name);
+        let got: Vec<String> = plan.proposals.iter().map(short).collect();
+        assert_eq!(got, c.commands, "{}", c.name);
+        // The commands apply in order on a state that holds the authority.
+        let mut s = crate::cluster::ClusterState {
+            members: crate::cluster::fixtures::members(3),
+            galera_writer: a.clone(),
+            ..Default::default()
+        };
+        for (k, cmd) in plan.proposals.iter().enumerate() {
+            let meta = crate::cluster::EntryMeta {
+                term: Term(1),
+                index: LogIndex(10 + k as u64),
+                at: UnixMillis(0),
+            };
+            let out = s.apply(meta, cmd);
+            assert_eq!(out.name(), "changed", "{}: {cmd:?}", c.name);
+        }
+        // Eligible nodes come first, and only Synced unevicted nodes are eligible.
+        let eligible: Vec<bool> = plan.ranking.iter().map(|r| r.eligible).collect();
+        let mut sorted = eligible.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(eligible, sorted, "{}", c.name);
+    }
+}
+
+#[test]
+fn ranking_explains_each_node() {
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut evidence = BTreeMap::new();
+    evidence.insert(NodeId(1), node('D', 100).expect("d"));
+    evidence.insert(NodeId(2), node('S', 101).expect("s"));
+    evidence.insert(NodeId(3), node('S', 100).expect("s"));
+    let a = authority(Some(3), &[]);
+    let ranking = rank(&WriterInputs {
+        members: &members,
+        authority: &a,
+        evidence: &evidence,
+        gcomm: &gcomm(),
+        outage_open: false,
+        maintenance: false,
+        in_flight: false,
+        settings: WriterSettings {
+            freshness_ms: 2000,
+            evict: true,
+        },
+    });
+    let lines: Vec<String> = ranking
+        .iter()
+        .map(|r| format!("{} {} {}", r.node, r.eligible, r.reason))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "n3 true writer: Synced, Primary, last committed 100",
+            "n2 true Synced, Primary, last committed 101",
+            "n1 false Donor/Desynced",
+        ]
+    );
+}
+
+#[test]
+fn eviction_can_be_switched_off() {
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let evidence: BTreeMap<NodeId, WriterEvidence> = [(1, 'S'), (2, 'X'), (3, 'S')]
+        .into_iter()
+        .filter_map(|(n, c)| node(c, 1).map(|e| (NodeId(n), e)))
+        .collect();
+    let a = authority(Some(1), &[]);
+    let plan = decide(&WriterInputs {
+        members: &members,
+        authority: &a,
+        evidence: &evidence,
+        gcomm: &gcomm(),
+        outage_open: false,
+        maintenance: false,
+        in_flight: false,
+        settings: WriterSettings {
+            freshness_ms: 2000,
+            evict: false,
+        },
+    });
+    assert!(plan.proposals.is_empty(), "{plan:?}");
+}
+
+/// Two nodes sharing an offset stay eligible, and the ranking says they are degraded.
+#[test]
+fn shared_offsets_are_reported_in_the_ranking() {
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut evidence = BTreeMap::new();
+    for (n, off) in [(1, 1), (2, 3), (3, 3)] {
+        let mut e = node('S', 100).expect("s");
+        e.auto_increment_offset = Some(off);
+        evidence.insert(NodeId(n), e);
+    }
+    let a = authority(Some(1), &[]);
+    let ranking = rank(&WriterInputs {
+        members: &members,
+        authority: &a,
+        evidence: &evidence,
+        gcomm: &gcomm(),
+        outage_open: false,
+        maintenance: false,
+        in_flight: false,
+        settings: WriterSettings {
+            freshness_ms: 2000,
+            evict: true,
+        },
+    });
+    let lines: Vec<String> = ranking
+        .iter()
+        .map(|r| format!("{} {} {}", r.node, r.eligible, r.reason))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "n1 true writer: Synced, Primary, last committed 100",
+            "n2 true Synced, Primary, last committed 100; degraded: auto_increment_offset 3 is also n3's",
+            "n3 true Synced, Primary, last committed 100; degraded: auto_increment_offset 3 is also n2's",
+        ]
+    );
+}
