@@ -17,6 +17,8 @@
 //!   Synced, Primary, ready and caught up for this epoch), else 503 with the reason. Every
 //!   HAProxy's MySQL backend checks each server against its own agent with it, like
 //!   `/redis/master`. `GET /v1/galera/writer`: the writer part of status.
+//! - `POST /v1/galera/switchover` `{}` or `{"to": N}` (token): moves the Galera writer (see
+//!   `switchover::galera`); answers the steps and the write pause.
 //! - `POST /v1/maintenance` `{"enabled": bool, "reason": "..."}`: commits through Raft and
 //!   answers once applied on this node.
 //!
@@ -248,6 +250,7 @@ pub fn router(h: Handles) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/redis/switchover", post(redis_switchover))
+        .route("/v1/galera/switchover", post(galera_switchover))
         .route("/v1/galera", get(galera_status))
         .route("/galera/synced", get(galera_synced))
         .route("/galera/writer", get(galera_writer))
@@ -942,6 +945,33 @@ async fn redis_switchover(
                 (code, Json(body)).into_response()
             }
         }
+    }
+}
+
+async fn galera_switchover(
+    State(h): State<Arc<Handles>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use crate::switchover::galera::{self, GaleraSwitchoverError as E};
+    let req: SwitchoverRequest = match json_request(
+        &h,
+        &headers,
+        body,
+        Some(SwitchoverRequest::default()),
+        "{} or {\"to\": NODE_ID}",
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match galera::request(&h, req.to).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e @ E::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ E::Conflict(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ E::Commit(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ E::NotServing { .. }) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
     }
 }
 

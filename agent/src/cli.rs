@@ -90,10 +90,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: GaleraCmd,
     },
-    /// Planned switchover: pause writes on the master, wait for the target to catch up,
-    /// commit the change, resume. No acknowledged write is lost.
+    /// Planned switchover: Redis (pause writes on the master, wait for the target to catch
+    /// up, commit the change, resume) or the Galera writer (commit, drain the old writer,
+    /// the new one takes writes once it has applied everything). No acknowledged write is lost.
     Switchover {
-        /// What to switch over (`redis`).
+        /// What to switch over (`redis` or `galera`).
         service: SwitchService,
         /// Target node id (default: the best-ranked replica).
         #[arg(long)]
@@ -154,6 +155,8 @@ enum GaleraCmd {
 enum SwitchService {
     /// The Redis master.
     Redis,
+    /// The Galera writer every HAProxy routes MySQL writes to.
+    Galera,
 }
 
 #[derive(clap::Args, Debug)]
@@ -212,6 +215,13 @@ pub fn main() -> ExitCode {
             token_file,
             json,
         } => client(async move { switchover(&target, to, token_file, json).await }),
+        Cmd::Switchover {
+            service: SwitchService::Galera,
+            to,
+            target,
+            token_file,
+            json,
+        } => client(async move { galera_switchover(&target, to, token_file, json).await }),
         Cmd::Galera {
             cmd: GaleraCmd::Status { target, json },
         } => client(async move { galera_status(&target, json, false).await }),
@@ -880,6 +890,46 @@ async fn switchover(
         }
         println!(
             "redis master is now n{} at epoch {} (writes paused {} ms)",
+            r["to"], r["epoch"], r["paused_ms"]
+        );
+    }
+    Ok(())
+}
+
+/// `triad switchover galera [--to N]`: `POST /v1/galera/switchover`.
+async fn galera_switchover(
+    target: &Target,
+    to: Option<u64>,
+    token_file: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let body = match to {
+        Some(t) => serde_json::json!({ "to": t }),
+        None => serde_json::json!({}),
+    };
+    if !json {
+        eprintln!(
+            "moving the Galera writer{} (writes pause until the new writer has caught up) ...",
+            to.map(|t| format!(" to n{t}")).unwrap_or_default()
+        );
+    }
+    let r = post_json(
+        target,
+        "/v1/galera/switchover",
+        token_file,
+        body,
+        Duration::from_secs(30),
+        json,
+    )
+    .await?;
+    if !json {
+        if let Some(steps) = r["steps"].as_array() {
+            for s in steps.iter().filter_map(|s| s.as_str()) {
+                println!("  {s}");
+            }
+        }
+        println!(
+            "galera writer is now n{} at epoch {} (writes paused {} ms, plus one HAProxy check)",
             r["to"], r["epoch"], r["paused_ms"]
         );
     }

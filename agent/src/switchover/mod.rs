@@ -1,5 +1,6 @@
 //! Planned switchovers: an operator moves a service's authority to another node without losing
-//! an acknowledged write. One module per service: [`redis`]. Each is an adapter run by the
+//! an acknowledged write. One module per service: [`redis`] and [`galera`] (the writer). Each is an adapter run by the
 //! agent that received the request; the API only parses the request and answers.
 
+pub mod galera;
 pub mod redis;
