@@ -41,9 +41,11 @@ use crate::cluster::{ChangeKind, Command, GaleraWriterAuthority};
 use crate::decide::galera::{evidence_of, ProcessState};
 use crate::health::Seen;
 use crate::ids::NodeId;
-use crate::observation::{FailureKind, Status};
-use crate::probe::galera_status::STATE_SYNCED;
-use crate::probe::Service;
+use crate::observation::{FailureKind, Service, Status};
+
+/// `wsrep_local_state` 4: Synced (as `probe::galera_status` names it; the core does not
+/// import the probes).
+const STATE_SYNCED: i64 = 4;
 
 /// Tunables of the writer decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
