@@ -12,7 +12,11 @@
 //!
 //! The Galera recovery cases (`triad_tests::lab::galera_cases`, a to g) come after the other
 //! faults, as `lab::galera::NAME` (`-- lab::galera::` runs only them, and the teardown check
-//! after them). In them the agents recover MariaDB, so one that fails halfway is put back by
+//! after them), then the Galera writer cases (issue 13: kill -9 of the writer and of a
+//! non-writer, partition of the writer, each under an insert load through every HAProxy and
+//! watched by `galera_writer::RoutingMonitor`) as `lab::galera_writer::NAME`, and the planned
+//! Galera switchover as `lab::galera_writer_switchover::NAME` (its own trial, see
+//! `GALERA_SWITCHOVER_LANDED`). In them the agents recover MariaDB, so one that fails halfway is put back by
 //! starting any agent it stopped and letting the agents finish; only if they do not, by a
 //! scripted manual recovery.
 //!
@@ -29,8 +33,8 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use triad_tests::lab::{
-    self, agents_leader_among, down, galera_cases, health_problems, net, query, GaleraStatus, Lab,
-    LabSpec, Liveness, Service, Signal,
+    self, agents_leader_among, down, galera_cases, galera_writer, health_problems, net, query,
+    GaleraStatus, Lab, LabSpec, Liveness, Service, Signal,
 };
 
 /// Bound on getting the whole lab healthy again after a fault.
@@ -230,29 +234,48 @@ fn every_service_is_healthy_on_every_node(lab: &Lab) -> Result<()> {
             "redis n{n}: {r}"
         );
     }
+    // be_mysql routes to the committed Galera writer only; the others are in maintenance.
+    let writer = galera_writer::agreed_writer(lab, &spec.nodes())
+        .map_err(|e| anyhow!("the agents do not agree on a Galera writer: {e}"))?
+        .writer
+        .ok_or_else(|| anyhow!("no Galera writer committed"))?;
     for n in spec.nodes() {
         let servers = lab.haproxy_servers(n)?;
         let words: Vec<String> = servers
             .iter()
-            .map(|s| format!("{}={}", s.server, s.word()))
+            .map(|s| {
+                let b = if s.backup { " backup" } else { "" };
+                format!("{}/{}={}{b}", s.backend, s.server, s.word())
+            })
             .collect();
-        let want = [
-            "redis1=UP",
-            "redis2=MAINT",
-            "redis3=MAINT",
-            "db1=UP",
-            "db2=UP",
-            "db3=UP",
-            "php1=UP",
-            "php2=UP",
-            "php3=UP",
-        ];
+        let mut want: Vec<String> = [
+            "be_redis/redis1=UP",
+            "be_redis/redis2=MAINT",
+            "be_redis/redis3=MAINT",
+            "be_mysql_recipe/db1=UP",
+            "be_mysql_recipe/db2=UP backup",
+            "be_mysql_recipe/db3=UP backup",
+            "be_php/php1=UP",
+            "be_php/php2=UP",
+            "be_php/php3=UP",
+        ]
+        .map(String::from)
+        .to_vec();
+        for p in spec.nodes() {
+            let word = if p == writer { "UP" } else { "MAINT" };
+            want.push(format!("be_mysql/db{p}={word}"));
+        }
         for w in want {
             ensure!(
-                words.iter().any(|x| x == w),
-                "haproxy n{n}: want {w} in {words:?}"
+                words.contains(&w),
+                "haproxy n{n}: want {w} in {words:?} (Galera writer n{writer})"
             );
         }
+        let r = galera_writer::routing(&servers, galera_writer::WRITER_BACKEND);
+        ensure!(
+            r.routes_only_to(writer),
+            "haproxy n{n}: be_mysql {r}, want db{writer} only"
+        );
     }
     Ok(())
 }
@@ -260,6 +283,10 @@ fn every_service_is_healthy_on_every_node(lab: &Lab) -> Result<()> {
 fn php_page_reads_and_writes_through_haproxy_on_every_node(lab: &Lab) -> Result<()> {
     let spec = lab.spec();
     let mut last_hits = 0;
+    let writer = galera_writer::agreed_writer(lab, &spec.nodes())
+        .map_err(|e| anyhow!("the agents do not agree on a Galera writer: {e}"))?
+        .writer
+        .ok_or_else(|| anyhow!("no Galera writer committed"))?;
     for n in spec.nodes() {
         let r = lab.http_get_in(n, "http://127.0.0.1:8080/")?;
         ensure!(
@@ -275,12 +302,20 @@ fn php_page_reads_and_writes_through_haproxy_on_every_node(lab: &Lab) -> Result<
             "n{n}: served by {}",
             v["node"]
         );
-        // Writes go through HAProxy's single writer, db1, whose auto_increment offset is 1.
-        ensure!(v["db_node"] == "ha1", "n{n}: written on {}", v["db_node"]);
+        // Writes go through HAProxy's single writer, the committed Galera writer, whose
+        // auto_increment offset is its node id.
+        ensure!(
+            v["db_node"] == format!("ha{writer}"),
+            "n{n}: written on {}, not on the Galera writer n{writer}",
+            v["db_node"]
+        );
         let id = v["insert_id"]
             .as_u64()
             .ok_or_else(|| anyhow!("n{n}: no insert_id in {v}"))?;
-        ensure!(id % 3 == 1, "n{n}: insert id {id} not on offset 1");
+        ensure!(
+            id % 3 == writer % 3,
+            "n{n}: insert id {id} not on offset {writer}"
+        );
         let hits = v["hits"]
             .as_u64()
             .ok_or_else(|| anyhow!("n{n}: no hits in {v}"))?;
@@ -1303,6 +1338,480 @@ fn switchover_under_write_load_loses_no_acknowledged_write(lab: &Lab) -> Result<
     Ok(())
 }
 
+// ----- Galera writer (issue 13) -----------------------------------------------------------------
+
+/// Bound on the agents committing a new Galera writer after a fault.
+const WRITER_COMMIT: Duration = Duration::from_secs(20);
+/// Bound on every HAProxy following a committed writer.
+const WRITER_ROUTED: Duration = Duration::from_secs(10);
+/// Bound on writes being acknowledged through every HAProxy again after a fault.
+const WRITES_BACK: Duration = Duration::from_secs(30);
+/// How long the load runs before a writer case's fault.
+const WRITER_WARM_UP: Duration = Duration::from_secs(3);
+
+/// The start of every writer case: every agent running, all three Synced in a cluster of 3,
+/// the agents agreeing on a writer and every HAProxy routing `be_mysql` to it only. Returns
+/// the agreed view.
+fn writer_precondition(lab: &Lab, case: &str) -> Result<galera_writer::WriterView> {
+    let nodes = lab.spec().nodes();
+    for n in nodes {
+        ensure!(
+            lab.proc(n, Service::Agent)?.is_some(),
+            "{case}: the agent of n{n} does not run"
+        );
+    }
+    galera_cases::wait_all_synced(lab, galera_cases::SETTLE_TIMEOUT)
+        .with_context(|| format!("{case}: the start"))?;
+    lab.wait_for(
+        "a committed Galera writer routed to by every HAProxy",
+        galera_cases::SETTLE_TIMEOUT,
+        || {
+            let w = galera_writer::writer_routed_everywhere(lab)?;
+            let v = galera_writer::agreed_writer(lab, &nodes)?;
+            if v.writer == Some(w) {
+                Ok(v)
+            } else {
+                Err(format!("routed to db{w}, agents now say {}", v.line()))
+            }
+        },
+    )
+    .with_context(|| format!("{case}: the start"))
+}
+
+/// The writer of `v`, which the precondition guarantees.
+fn writer_of(case: &str, v: &galera_writer::WriterView) -> Result<u64> {
+    v.writer
+        .ok_or_else(|| anyhow!("{case}: no Galera writer: {}", v.line()))
+}
+
+/// Checks that the last change recorded in `v` is `kind` from `from` to `to` at `v`'s epoch.
+fn check_change(
+    case: &str,
+    v: &galera_writer::WriterView,
+    kind: &str,
+    from: Option<u64>,
+    to: u64,
+) -> Result<()> {
+    let c = v
+        .change
+        .as_ref()
+        .ok_or_else(|| anyhow!("{case}: no writer change recorded: {}", v.line()))?;
+    ensure!(
+        c.kind == kind && c.from == from && c.to == to && c.epoch == v.epoch,
+        "{case}: the change recorded is {} from {:?} to n{} at epoch {}; want {kind} from \
+         {from:?} to n{to} at epoch {} ({})",
+        c.kind,
+        c.from,
+        c.to,
+        c.epoch,
+        v.epoch,
+        v.line()
+    );
+    Ok(())
+}
+
+/// Waits until every agent of `nodes` agrees on writer `writer` at epoch `epoch` (an agent
+/// that was cut off or whose node was down catches up).
+fn wait_agreed_on(
+    lab: &Lab,
+    nodes: &[u64],
+    writer: u64,
+    epoch: u64,
+    timeout: Duration,
+) -> Result<galera_writer::WriterView> {
+    lab.wait_for(
+        &format!(
+            "agents {} to agree on writer n{writer} at epoch {epoch}",
+            galera_writer::names(nodes)
+        ),
+        timeout,
+        || {
+            let v = galera_writer::agreed_writer(lab, nodes)?;
+            if v.writer == Some(writer) && v.epoch == epoch {
+                Ok(v)
+            } else {
+                Err(v.line())
+            }
+        },
+    )
+}
+
+/// Waits (bounded by [`galera_cases::REJOIN_TIMEOUT`]) until node `n`'s mariadbd runs again
+/// as a process other than `old` (its agent restarted it) and is Synced in a cluster of 3.
+/// At every poll the agents of `observers` must not rank it eligible while it answers and is
+/// not Synced and Primary (the ranking is read first, then the node, which only moves towards
+/// Synced while it rejoins). Returns when it was first seen Synced in 3.
+fn wait_rejoined_never_eligible_early(
+    lab: &Lab,
+    case: &str,
+    n: u64,
+    old: lab::ProcId,
+    observers: &[u64],
+) -> Result<Instant> {
+    let mut early: Option<String> = None;
+    let synced = lab
+        .wait_for(
+            &format!("n{n} restarted by its agent and Synced in a cluster of 3"),
+            galera_cases::REJOIN_TIMEOUT,
+            || {
+                let ranked = observers
+                    .iter()
+                    .find_map(|&o| galera_writer::writer_view_of(lab, o).ok())
+                    .map(|v| v.eligible(n));
+                let now = galera_cases::mariadb_proc(lab, n)
+                    .map_err(|e| format!("{e:#}"))?
+                    .ok_or_else(|| format!("mariadb on n{n} does not run"))?;
+                if now == old {
+                    return Err(format!("n{n} still shows the killed pid {}", old.pid));
+                }
+                match lab.galera(n) {
+                    Ok(g) if g.is_synced_in(3) => Ok(Instant::now()),
+                    Ok(g) => {
+                        let synced_primary = g.state == "Synced" && g.cluster_status == "Primary";
+                        if ranked == Some(true) && !synced_primary && early.is_none() {
+                            early = Some(format!("ranked eligible as writer while {g}"));
+                        }
+                        Err(g.to_string())
+                    }
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            },
+        )
+        .map_err(|e| {
+            e.context(format!(
+                "{case}: the agents: {}",
+                galera_cases::agents_galera_line(lab)
+            ))
+        })?;
+    if let Some(e) = early {
+        bail!("{case}: n{n} was {e}");
+    }
+    Ok(synced)
+}
+
+/// Waits until every agent shows node `n` readmitted: not evicted, ranked eligible.
+fn wait_readmitted(lab: &Lab, case: &str, n: u64, timeout: Duration) -> Result<Instant> {
+    let nodes = lab.spec().nodes();
+    lab.wait_for(
+        &format!("{case}: every agent to show n{n} no longer evicted and ranked eligible"),
+        timeout,
+        || {
+            let bad: Vec<String> = nodes
+                .iter()
+                .filter_map(|&o| match galera_writer::writer_view_of(lab, o) {
+                    Ok(v) if v.readmitted(n) => None,
+                    Ok(v) => Some(format!("n{o}: {}", v.line())),
+                    Err(e) => Some(format!("n{o}: {e:#}")),
+                })
+                .collect();
+            if bad.is_empty() {
+                Ok(Instant::now())
+            } else {
+                Err(bad.join(" | "))
+            }
+        },
+    )
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// a. kill -9 of the writer's mariadbd under load through every HAProxy: the survivors commit
+/// a new writer, every HAProxy (the dead writer's node's too) routes `be_mysql` to it only,
+/// and writes continue through every HAProxy; the killed node's agent rejoins it, it is
+/// never routable nor ranked eligible while not Synced, its eviction is cleared once it is
+/// back, and the writer stays where it is (sticky). Every acknowledged insert is on all three.
+fn kill9_of_the_writer_commits_a_new_one_and_every_haproxy_follows(lab: &Lab) -> Result<()> {
+    let case = "galera writer a (kill -9 of the writer)";
+    let before = writer_precondition(lab, case)?;
+    let w = writer_of(case, &before)?;
+    let nodes = lab.spec().nodes();
+    let survivors: Vec<u64> = nodes.iter().copied().filter(|&n| n != w).collect();
+    let old = galera_cases::mariadb_proc(lab, w)?
+        .ok_or_else(|| anyhow!("{case}: n{w}'s mariadb does not run"))?;
+    let mut monitor = galera_writer::RoutingMonitor::start(lab)?;
+    let mut load = galera_cases::start_load(lab, "wa")?;
+    std::thread::sleep(WRITER_WARM_UP);
+    monitor.watch(w);
+    let at = galera_cases::signal_mariadb_at_once(lab, &[w], Signal::Kill)?;
+    let after = galera_writer::wait_new_writer(lab, &survivors, &before, WRITER_COMMIT)?;
+    let committed = at.elapsed();
+    let new = writer_of(case, &after)?;
+    check_change(case, &after, "automatic", Some(w), new)?;
+    let routed = galera_writer::wait_routed_to(lab, &nodes, new, WRITER_ROUTED)?;
+    let writes = load.wait_every_target_acked_after(at, WRITES_BACK)?;
+    eprintln!(
+        "{case}: n{w} killed; n{new} committed as writer (epoch {}) after {:.2}s; every \
+         HAProxy routes be_mysql to db{new} only after {:.2}s; writes through every HAProxy \
+         after {:.2}s; {}",
+        after.epoch,
+        secs(committed),
+        secs(routed.saturating_duration_since(at)),
+        secs(writes.saturating_duration_since(at)),
+        after.line()
+    );
+    let synced = wait_rejoined_never_eligible_early(lab, case, w, old, &survivors)?;
+    let readmitted = wait_readmitted(lab, case, w, Duration::from_secs(30))?;
+    eprintln!(
+        "{case}: n{w} rejoined by its agent, Synced in 3 {:.2}s after the kill; readmitted \
+         (eviction cleared, ranked eligible) {:.2}s after it was Synced",
+        secs(synced.saturating_duration_since(at)),
+        secs(readmitted.saturating_duration_since(synced))
+    );
+    // Sticky: the old writer's return does not move the writer back.
+    wait_agreed_on(lab, &nodes, new, after.epoch, Duration::from_secs(10))
+        .with_context(|| format!("{case}: the writer after n{w} rejoined"))?;
+    galera_writer::wait_routed_to(lab, &nodes, new, WRITER_ROUTED)?;
+    let report = monitor.stop();
+    eprintln!("{case}: {report}");
+    report.ensure_clean(case)?;
+    galera_cases::finish(lab, case, std::slice::from_mut(&mut load))?;
+    Ok(())
+}
+
+/// b. kill -9 of a non-writer's mariadbd under load: the agents show it evicted with the
+/// gcomm UUID it had, writes keep flowing through every HAProxy and the writer does not
+/// move; the longest stretch without an acknowledged insert after the kill is printed (not
+/// asserted). Once its agent has rejoined it, `evicted` no longer lists it and it is ranked
+/// eligible again. Every acknowledged insert is on all three.
+fn kill9_of_a_non_writer_evicts_it_and_writes_keep_flowing(lab: &Lab) -> Result<()> {
+    let case = "galera writer b (kill -9 of a non-writer)";
+    let before = writer_precondition(lab, case)?;
+    let w = writer_of(case, &before)?;
+    let nodes = lab.spec().nodes();
+    let victim = nodes
+        .iter()
+        .copied()
+        .filter(|&n| n != w)
+        .max()
+        .ok_or_else(|| anyhow!("{case}: no node other than the writer"))?;
+    let survivors: Vec<u64> = nodes.iter().copied().filter(|&n| n != victim).collect();
+    let uuid = galera_writer::gcomm_uuid(lab, victim)?;
+    let old = galera_cases::mariadb_proc(lab, victim)?
+        .ok_or_else(|| anyhow!("{case}: n{victim}'s mariadb does not run"))?;
+    let mut monitor = galera_writer::RoutingMonitor::start(lab)?;
+    let mut load = galera_cases::start_load(lab, "wb")?;
+    std::thread::sleep(WRITER_WARM_UP);
+    monitor.watch(victim);
+    let at = galera_cases::signal_mariadb_at_once(lab, &[victim], Signal::Kill)?;
+    let evicted = lab.wait_for(
+        &format!(
+            "agents {} to show n{victim} evicted with gcomm uuid {uuid}",
+            galera_writer::names(&survivors)
+        ),
+        WRITER_COMMIT,
+        || {
+            let mut seen = Vec::new();
+            for &o in &survivors {
+                let v = galera_writer::writer_view_of(lab, o).map_err(|e| format!("{e:#}"))?;
+                match v.evicted.get(&victim) {
+                    Some(e) if e.gcomm_uuid == uuid => seen.push(e.clone()),
+                    _ => return Err(format!("n{o}: {}", v.line())),
+                }
+            }
+            Ok((Instant::now(), seen.remove(0)))
+        },
+    )?;
+    let writes = load.wait_every_target_acked_after(at, WRITES_BACK)?;
+    let v = galera_writer::agreed_writer(lab, &survivors).map_err(|e| anyhow!("{case}: {e}"))?;
+    ensure!(
+        v.writer == Some(w) && v.epoch == before.epoch,
+        "{case}: the death of a non-writer moved the writer: was {}, now {}",
+        before.line(),
+        v.line()
+    );
+    let synced = wait_rejoined_never_eligible_early(lab, case, victim, old, &survivors)?;
+    let gap = load.longest_gap_between(at, synced);
+    let readmitted = wait_readmitted(lab, case, victim, Duration::from_secs(30))?;
+    eprintln!(
+        "{case}: n{victim} killed; evicted ({}, index {}: {}) after {:.2}s; writes through \
+         every HAProxy after {:.2}s; longest commit gap from the kill to its rejoin {}; Synced \
+         in 3 again after {:.2}s, eviction cleared and ranked eligible {:.2}s after that",
+        evicted.1.gcomm_uuid,
+        evicted.1.index,
+        evicted.1.reason,
+        secs(evicted.0.saturating_duration_since(at)),
+        secs(writes.saturating_duration_since(at)),
+        gap.map_or_else(|| "(none)".to_string(), |g| g.to_string()),
+        secs(synced.saturating_duration_since(at)),
+        secs(readmitted.saturating_duration_since(synced))
+    );
+    wait_agreed_on(lab, &nodes, w, before.epoch, Duration::from_secs(10))?;
+    galera_writer::wait_routed_to(lab, &nodes, w, WRITER_ROUTED)?;
+    let report = monitor.stop();
+    eprintln!("{case}: {report}");
+    report.ensure_clean(case)?;
+    galera_cases::finish(lab, case, std::slice::from_mut(&mut load))?;
+    Ok(())
+}
+
+/// c. The writer's node cut off from its peers for 15 s under load: the majority commits a
+/// new writer and routes to it, and writes flow through the majority's HAProxies; the cut
+/// node goes non-Primary and its HAProxy routes nothing writable (no server but its own
+/// non-Primary one is routable, and no insert through it that started after the cut is
+/// acknowledged before the heal). After the heal everything converges: the cut node Synced
+/// in 3, every agent on the new writer (sticky), every HAProxy routing to it, writes through
+/// every HAProxy, every acknowledged insert on all three.
+fn partition_of_the_writer_moves_it_to_the_majority(lab: &Lab) -> Result<()> {
+    let case = "galera writer c (partition of the writer's node)";
+    let before = writer_precondition(lab, case)?;
+    let w = writer_of(case, &before)?;
+    let nodes = lab.spec().nodes();
+    let majority: Vec<u64> = nodes.iter().copied().filter(|&n| n != w).collect();
+    let mut monitor = galera_writer::RoutingMonitor::start(lab)?;
+    let mut load = galera_cases::start_load(lab, "wc")?;
+    std::thread::sleep(WRITER_WARM_UP);
+    lab.partition(w, None, false)?;
+    let cut = Instant::now();
+    let after = galera_writer::wait_new_writer(lab, &majority, &before, Duration::from_secs(30))?;
+    let committed = cut.elapsed();
+    let new = writer_of(case, &after)?;
+    check_change(case, &after, "automatic", Some(w), new)?;
+    let routed = galera_writer::wait_routed_to(lab, &majority, new, WRITER_ROUTED)?;
+    let majority_targets: Vec<lab::load::Target> = majority
+        .iter()
+        .map(|&n| lab::load::Target::Haproxy(n))
+        .collect();
+    let writes = load.wait_targets_acked_after(&majority_targets, cut, WRITES_BACK)?;
+    lab.wait_for(
+        &format!("n{w}, cut off, to be non-Primary"),
+        Duration::from_secs(20),
+        || galera_probe(lab, w, |g| g.cluster_status != "Primary"),
+    )?;
+    let non_primary = cut.elapsed();
+    let mut samples = 0;
+    while cut.elapsed() < Duration::from_secs(15) {
+        let r = galera_writer::routing_of(
+            lab.spec(),
+            w,
+            galera_writer::WRITER_BACKEND,
+            query::QUERY_TIMEOUT,
+        )?;
+        let foreign: Vec<u64> = r.routable.iter().copied().filter(|&p| p != w).collect();
+        ensure!(
+            foreign.is_empty(),
+            "{case}: n{w}'s HAProxy, cut off, routes be_mysql to another node ({r})"
+        );
+        if r.routable.contains(&w) {
+            galera_probe(lab, w, |g| g.cluster_status != "Primary").map_err(|g| {
+                anyhow!("{case}: n{w}'s HAProxy, cut off, routes to its own db{w}, which is {g}")
+            })?;
+        }
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.heal()?;
+    let healed = Instant::now();
+    monitor.watch(w);
+    let island = load.acked_through_between(lab::load::Target::Haproxy(w), cut, healed);
+    ensure!(
+        island.is_empty(),
+        "{case}: {} inserts through the cut n{w}'s HAProxy that started after the cut were \
+         acknowledged before the heal (first: {} at +{:.2}s)",
+        island.len(),
+        island[0].id,
+        secs(island[0].ended.saturating_duration_since(cut))
+    );
+    eprintln!(
+        "{case}: n{w} cut off; n{new} committed as writer (epoch {}) after {:.2}s, routed by \
+         the majority after {:.2}s, writes through the majority's HAProxies after {:.2}s; n{w} \
+         non-Primary after {:.2}s and its HAProxy routed nothing writable in {samples} samples",
+        after.epoch,
+        secs(committed),
+        secs(routed.saturating_duration_since(cut)),
+        secs(writes.saturating_duration_since(cut)),
+        secs(non_primary)
+    );
+    let synced = galera_cases::wait_recovered(lab, &[w], 3, galera_cases::REJOIN_TIMEOUT)?;
+    wait_agreed_on(lab, &nodes, new, after.epoch, Duration::from_secs(30))
+        .with_context(|| format!("{case}: after the heal"))?;
+    let all_routed = galera_writer::wait_routed_to(lab, &nodes, new, Duration::from_secs(20))?;
+    let everywhere = load.wait_every_target_acked_after(healed, WRITES_BACK)?;
+    eprintln!(
+        "{case}: healed; n{w} Synced in 3 after {:.2}s, every HAProxy routes to db{new} after \
+         {:.2}s, writes through every HAProxy after {:.2}s",
+        secs(synced.saturating_duration_since(healed)),
+        secs(all_routed.saturating_duration_since(healed)),
+        secs(everywhere.saturating_duration_since(healed))
+    );
+    let report = monitor.stop();
+    eprintln!("{case}: {report}");
+    report.ensure_clean(case)?;
+    galera_cases::finish(lab, case, std::slice::from_mut(&mut load))?;
+    Ok(())
+}
+
+/// d. A planned switchover under load (`triad switchover galera --to N --json`, which posts
+/// `{"to": N}` to `POST /v1/switchover/galera`): it succeeds, the agents commit N at a higher
+/// epoch as a `switchover` change, every HAProxy routes to N only, writes continue through
+/// every HAProxy, no acknowledged insert is lost; the write pause the agent reports and the
+/// longest stretch without an acknowledged insert are printed.
+fn switchover_under_load_loses_no_acknowledged_insert(lab: &Lab) -> Result<()> {
+    let case = "galera writer d (planned switchover under load)";
+    let before = writer_precondition(lab, case)?;
+    let w = writer_of(case, &before)?;
+    let nodes = lab.spec().nodes();
+    let to = nodes
+        .iter()
+        .copied()
+        .find(|&n| n != w)
+        .ok_or_else(|| anyhow!("{case}: no node other than the writer"))?;
+    let mut monitor = galera_writer::RoutingMonitor::start(lab)?;
+    let mut load = galera_cases::start_load(lab, "wd")?;
+    std::thread::sleep(WRITER_WARM_UP);
+    let asked = Instant::now();
+    let run = galera_cases::triad_cli(
+        lab,
+        to,
+        &["switchover", "galera", "--to", &to.to_string(), "--json"],
+    )?;
+    let answered = Instant::now();
+    ensure!(
+        run.code == 0,
+        "{case}: triad switchover galera --to {to} failed (exit {}): {} {}",
+        run.code,
+        run.stdout.trim(),
+        run.stderr.trim()
+    );
+    let answer = run.json()?;
+    let after = lab.wait_for(
+        &format!("every agent to commit n{to} as the writer"),
+        Duration::from_secs(10),
+        || {
+            let v = galera_writer::agreed_writer(lab, &nodes)?;
+            if v.writer == Some(to) && v.epoch > before.epoch {
+                Ok(v)
+            } else {
+                Err(v.line())
+            }
+        },
+    )?;
+    check_change(case, &after, "switchover", Some(w), to)?;
+    let routed = galera_writer::wait_routed_to(lab, &nodes, to, WRITER_ROUTED)?;
+    let writes = load.wait_every_target_acked_after(answered, WRITES_BACK)?;
+    let gap = load.longest_gap_between(asked, writes);
+    let paused = answer.get("paused_ms").map_or_else(
+        || format!("not given (answer: {answer})"),
+        |p| format!("{p} ms"),
+    );
+    eprintln!(
+        "{case}: n{w} -> n{to} (epoch {}): the switchover took {:.2}s; write pause reported by \
+         the agent: {paused}; longest stretch without an acknowledged insert {}; every HAProxy \
+         routes to db{to} {:.2}s after the answer, writes through every HAProxy {:.2}s after it",
+        after.epoch,
+        secs(answered.saturating_duration_since(asked)),
+        gap.map_or_else(|| "(none)".to_string(), |g| g.to_string()),
+        secs(routed.saturating_duration_since(answered)),
+        secs(writes.saturating_duration_since(answered))
+    );
+    let report = monitor.stop();
+    eprintln!("{case}: {report}");
+    report.ensure_clean(case)?;
+    galera_cases::finish(lab, case, std::slice::from_mut(&mut load))?;
+    Ok(())
+}
+
 // ----- teardown -----------------------------------------------------------------------------
 
 /// Tears the lab down and checks that nothing of it is left: none of its processes, no mount
@@ -1729,6 +2238,44 @@ const FAULTS: [(&str, TestFn); 16] = [
     ),
 ];
 
+/// The Galera writer cases (issue 13), after the Galera recovery cases, as
+/// `lab::galera_writer::NAME` (`-- lab::galera_writer::` runs only them). Each runs like a
+/// Galera recovery case ([`galera_test`]).
+const GALERA_WRITER: [(&str, TestFn); 3] = [
+    (
+        "kill9_of_the_writer_commits_a_new_one_and_every_haproxy_follows",
+        kill9_of_the_writer_commits_a_new_one_and_every_haproxy_follows,
+    ),
+    (
+        "kill9_of_a_non_writer_evicts_it_and_writes_keep_flowing",
+        kill9_of_a_non_writer_evicts_it_and_writes_keep_flowing,
+    ),
+    (
+        "partition_of_the_writer_moves_it_to_the_majority",
+        partition_of_the_writer_moves_it_to_the_majority,
+    ),
+];
+
+/// The planned switchover of the Galera writer, a trial of its own
+/// (`lab::galera_writer_switchover::NAME`) so that it can be left out on its own: while the
+/// agent has no `triad switchover galera`, set [`GALERA_SWITCHOVER_LANDED`] to false and the
+/// trial is reported ignored (`--include-ignored` still runs it).
+const GALERA_WRITER_SWITCHOVER: [(&str, TestFn); 1] = [(
+    "switchover_under_load_loses_no_acknowledged_insert",
+    switchover_under_load_loses_no_acknowledged_insert,
+)];
+
+/// Whether the agent implements the Galera switchover (see [`GALERA_WRITER_SWITCHOVER`]).
+const GALERA_SWITCHOVER_LANDED: bool = true;
+
+fn galera_writer_name(case: &str) -> String {
+    format!("galera_writer::{case}")
+}
+
+fn galera_switchover_name(case: &str) -> String {
+    format!("galera_writer_switchover::{case}")
+}
+
 const TEARDOWN: &str = "zz_down_stops_everything_and_leaves_nothing";
 
 /// The Galera recovery cases run after the other faults (they take the longest, and some take
@@ -1743,6 +2290,12 @@ fn trial_names() -> Vec<String> {
         .chain(FAULTS.iter())
         .map(|(n, _)| n.to_string())
         .chain(galera_cases::cases().iter().map(|(n, _)| galera_name(n)))
+        .chain(GALERA_WRITER.iter().map(|(n, _)| galera_writer_name(n)))
+        .chain(
+            GALERA_WRITER_SWITCHOVER
+                .iter()
+                .map(|(n, _)| galera_switchover_name(n)),
+        )
         .chain(std::iter::once(TEARDOWN.to_string()))
         .collect()
 }
@@ -1777,6 +2330,23 @@ fn trials(shared: &Shared, reuse: bool) -> Vec<Trial> {
             format!("lab::{}", galera_name(name)),
             move || galera_test(&s, f),
         ));
+    }
+    for (name, f) in GALERA_WRITER {
+        let s = Arc::clone(shared);
+        out.push(Trial::test(
+            format!("lab::{}", galera_writer_name(name)),
+            move || galera_test(&s, f),
+        ));
+    }
+    for (name, f) in GALERA_WRITER_SWITCHOVER {
+        let s = Arc::clone(shared);
+        out.push(
+            Trial::test(
+                format!("lab::{}", galera_switchover_name(name)),
+                move || galera_test(&s, f),
+            )
+            .with_ignored_flag(!GALERA_SWITCHOVER_LANDED),
+        );
     }
     let s = Arc::clone(shared);
     out.push(Trial::ignorable_test(

@@ -78,6 +78,13 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "role = \"redis-master\"");
     let _ = writeln!(out, "server_prefix = \"redis\"");
     let _ = writeln!(out);
+    // The lab's haproxy.cfg `be_mysql` (servers `db1..3`, no backups): only the committed
+    // Galera writer in service. `be_mysql_recipe` (the benchmark's baseline) is not Triad's.
+    let _ = writeln!(out, "[[haproxy.backends]]");
+    let _ = writeln!(out, "name = \"be_mysql\"");
+    let _ = writeln!(out, "role = \"galera-writer\"");
+    let _ = writeln!(out, "server_prefix = \"db\"");
+    let _ = writeln!(out);
     // The agent runs inside the node's namespace, so a daemon it starts lands there too. It
     // shares each daemon's pidfile with the lab (tests/src/lab/services.rs writes it at every
     // launch): neither starts a second daemon while the other's runs.
@@ -177,6 +184,26 @@ mod tests {
     }
 
     #[test]
+    fn be_mysql_follows_the_galera_writer_and_the_recipe_is_not_managed() {
+        let text = agent_config(&LabSpec::new("/bin/true"), 3);
+        assert!(
+            text.contains(
+                "[[haproxy.backends]]\nname = \"be_mysql\"\nrole = \"galera-writer\"\n\
+                 server_prefix = \"db\"\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "[[haproxy.backends]]\nname = \"be_redis\"\nrole = \"redis-master\"\n\
+                 server_prefix = \"redis\"\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("be_mysql_recipe"), "{text}");
+    }
+
+    #[test]
     fn config_is_accepted_by_the_agent_parser() {
         let spec = LabSpec::new("/bin/true");
         let text = agent_config(&spec, 1);
@@ -188,6 +215,14 @@ mod tests {
             .expect("a redis-master backend");
         assert_eq!(redis.name, "be_redis");
         assert_eq!(redis.server(triad::ids::NodeId(2)), "redis2");
+        // By name and the role's config word: this compiles before the agent knows the role.
+        let mysql = haproxy
+            .backends()
+            .iter()
+            .find(|b| b.name == "be_mysql")
+            .expect("a be_mysql backend");
+        assert_eq!(mysql.role.as_str(), "galera-writer");
+        assert_eq!(mysql.server(triad::ids::NodeId(3)), "db3");
         assert_eq!(
             config.services.control,
             triad::config::ServiceControlKind::Process,

@@ -13,14 +13,16 @@
 //!   notice).
 //! - HAProxy 2.6: `no option keep-conn` in the `fcgi-app` (idle kept connections each pin a
 //!   pool worker and new requests hang); the server-state file exists with the single line `1`
-//!   (missing: "can't open", empty: "can't get version"); redis2/redis3 start `disabled`,
-//!   which leaves admin_state bit 0x04 set for good, so read admin_state as a bitmask.
+//!   (missing: "can't open", empty: "can't get version"); redis2/redis3 and db2/db3 start
+//!   `disabled`, which leaves admin_state bit 0x04 set for good, so read admin_state as a
+//!   bitmask.
 
 use std::fmt::Write as _;
 
 use super::spec::{
-    LabSpec, AGENT_API_PORT, HAPROXY_CHECK_USER, HAPROXY_MYSQL_PORT, HAPROXY_REDIS_PORT,
-    HAPROXY_WEB_PORT, MONITOR_USER, MYSQL_PORT, PHPFPM_PORT, REDIS_PORT, SHOP_DB, SHOP_USER,
+    LabSpec, AGENT_API_PORT, HAPROXY_CHECK_USER, HAPROXY_MYSQL_PORT, HAPROXY_MYSQL_RECIPE_PORT,
+    HAPROXY_REDIS_PORT, HAPROXY_WEB_PORT, MONITOR_USER, MYSQL_PORT, PHPFPM_PORT, REDIS_PORT,
+    SHOP_DB, SHOP_USER,
 };
 
 /// The lab's generated passwords.
@@ -174,13 +176,16 @@ pub fn phpfpm_conf(lab: &LabSpec, n: u64, secrets: &Secrets) -> String {
     )
 }
 
-/// `haproxy.cfg` of node `n`: Redis to the master only (a short connect timeout and
-/// `option redispatch 1`, so a connection that hits the dead master is retried on the new one
-/// after 300 ms instead of three times one second), MySQL to one writer (others backup),
-/// web to the local PHP-FPM pool (the other two as backup), admin socket and state file.
+/// `haproxy.cfg` of node `n`: Redis to the master only and MySQL to the committed Galera
+/// writer only (both with a short connect timeout and `option redispatch 1`, so a connection
+/// that hits the dead server is retried on the new one after 300 ms instead of three times one
+/// second, and both checked against each server's own agent), the clustercheck-style MySQL
+/// recipe on a second frontend for the benchmark's comparison, web to the local PHP-FPM pool
+/// (the other two as backup), admin socket and state file.
 pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
     let mut redis = String::new();
     let mut mysql = String::new();
+    let mut recipe = String::new();
     for p in lab.nodes() {
         let ip = lab.node_ip(p);
         let disabled = if p == 1 { "" } else { " disabled" };
@@ -189,9 +194,14 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
             "    server redis{p} {ip}:{REDIS_PORT} check port {AGENT_API_PORT} inter 300ms \
              fall 1 rise 1{disabled}"
         );
-        let backup = if p == 1 { "" } else { " backup" };
         let _ = writeln!(
             mysql,
+            "    server db{p} {ip}:{MYSQL_PORT} check port {AGENT_API_PORT} inter 300ms \
+             fall 1 rise 1{disabled}"
+        );
+        let backup = if p == 1 { "" } else { " backup" };
+        let _ = writeln!(
+            recipe,
             "    server db{p} {ip}:{MYSQL_PORT} check inter 2s fall 2 rise 1{backup}"
         );
     }
@@ -239,8 +249,30 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
          \x20   bind 127.0.0.1:{HAPROXY_MYSQL_PORT}\n\
          \x20   default_backend be_mysql\n\
          backend be_mysql\n\
-         \x20   option mysql-check user {HAPROXY_CHECK_USER} post-41\n\
+         \x20   # No `backup` servers: Triad's runtime state is the routing. Each agent sets the\n\
+         \x20   # committed Galera writer's server ready and every other one maint (db2/db3\n\
+         \x20   # start disabled until it does), and cuts the sessions of a server that leaves.\n\
+         \x20   # Each server is also checked against its own agent, which answers 200 only while\n\
+         \x20   # that node is the committed writer and its own fresh check says Synced and\n\
+         \x20   # Primary: a writer that dies, desyncs or is cut off leaves this HAProxy within\n\
+         \x20   # 300 ms even when the local agent is dead. A short connect timeout with\n\
+         \x20   # redispatch retries a connection to a dead writer on the new one after 300 ms.\n\
+         \x20   timeout connect 300ms\n\
+         \x20   option redispatch 1\n\
+         \x20   option httpchk\n\
+         \x20   http-check send meth GET uri /galera/writer\n\
+         \x20   http-check expect status 200\n\
+         \x20   timeout check 300ms\n\
          {mysql}\
+         frontend fe_mysql_recipe\n\
+         \x20   bind 127.0.0.1:{HAPROXY_MYSQL_RECIPE_PORT}\n\
+         \x20   default_backend be_mysql_recipe\n\
+         backend be_mysql_recipe\n\
+         \x20   # The common clustercheck-style recipe, for the Galera benchmark's comparison\n\
+         \x20   # only; Triad does not manage it. One active writer, the others as backups in a\n\
+         \x20   # fixed order, a check that only sees that mysqld answers a handshake.\n\
+         \x20   option mysql-check user {HAPROXY_CHECK_USER} post-41\n\
+         {recipe}\
          fcgi-app php\n\
          \x20   docroot {www}\n\
          \x20   index index.php\n\
@@ -318,11 +350,70 @@ mod tests {
             "server redis2 10.77.0.12:6379 check port 7100 inter 300ms fall 1 rise 1 disabled"
         ));
         assert!(cfg.contains("http-check send meth GET uri /redis/master\n"));
-        assert!(cfg.contains("server db3 10.77.0.13:3306 check inter 2s fall 2 rise 1 backup"));
         assert!(cfg.contains("    no option keep-conn\n"));
         // The local pool is the active one.
         assert!(cfg.contains("server php2 10.77.0.12:9000 proto fcgi check inter 2s\n"));
         assert!(cfg.contains("path-info ^(/.+\\.php)(/.*)?$\n"));
+    }
+
+    /// The lines of section `header` (`backend be_mysql`) of a generated config, header
+    /// excluded, comments dropped.
+    fn section<'a>(cfg: &'a str, header: &str) -> Vec<&'a str> {
+        cfg.lines()
+            .skip_while(|l| *l != header)
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect()
+    }
+
+    #[test]
+    fn be_mysql_has_no_backups_and_checks_each_server_against_its_own_agent() {
+        let cfg = haproxy_cfg(&LabSpec::new("/bin/true"), 3);
+        let be = section(&cfg, "backend be_mysql");
+        assert_eq!(
+            be,
+            [
+                "timeout connect 300ms",
+                "option redispatch 1",
+                "option httpchk",
+                "http-check send meth GET uri /galera/writer",
+                "http-check expect status 200",
+                "timeout check 300ms",
+                "server db1 10.77.0.11:3306 check port 7100 inter 300ms fall 1 rise 1",
+                "server db2 10.77.0.12:3306 check port 7100 inter 300ms fall 1 rise 1 disabled",
+                "server db3 10.77.0.13:3306 check port 7100 inter 300ms fall 1 rise 1 disabled",
+            ],
+            "{cfg}"
+        );
+        assert!(!be.iter().any(|l| l.contains("backup")), "{be:?}");
+        assert_eq!(
+            section(&cfg, "frontend fe_mysql"),
+            ["bind 127.0.0.1:3307", "default_backend be_mysql"]
+        );
+        // The reason is written next to it.
+        assert!(cfg.contains("# No `backup` servers: Triad's runtime state is the routing."));
+    }
+
+    #[test]
+    fn the_recipe_frontend_keeps_todays_clustercheck_style_backend() {
+        let cfg = haproxy_cfg(&LabSpec::new("/bin/true"), 2);
+        assert_eq!(
+            section(&cfg, "frontend fe_mysql_recipe"),
+            ["bind 127.0.0.1:3308", "default_backend be_mysql_recipe"]
+        );
+        assert_eq!(
+            section(&cfg, "backend be_mysql_recipe"),
+            [
+                "option mysql-check user haproxy_check post-41",
+                "server db1 10.77.0.11:3306 check inter 2s fall 2 rise 1",
+                "server db2 10.77.0.12:3306 check inter 2s fall 2 rise 1 backup",
+                "server db3 10.77.0.13:3306 check inter 2s fall 2 rise 1 backup",
+            ]
+        );
+        // Only the recipe uses mysql-check.
+        assert_eq!(cfg.matches("mysql-check").count(), 1, "{cfg}");
     }
 
     #[test]

@@ -994,8 +994,9 @@ pub fn crash_with_seqno_minus_one_everywhere_bootstraps_the_node_recovery_says_i
 
 /// Case c with any node ahead: `ahead` takes 8 inserts that the other two receive but do not
 /// apply (their appliers wait on a table lock), then every mariadbd is killed at once. The
-/// agents must bootstrap `ahead` and lose no acknowledged insert. With `ahead` = 1 (the node
-/// every HAProxy writes to) this is the harder variant: see the module docs.
+/// agents must bootstrap `ahead` and lose no acknowledged insert. With `ahead` the committed
+/// Galera writer (the node every HAProxy writes to) this is the harder variant: see the
+/// module docs.
 pub fn crash_with_one_node_ahead(lab: &Lab, ahead: u64) -> Result<()> {
     let case = format!("galera c (seqno -1 everywhere, n{ahead} ahead)");
     let case = case.as_str();
@@ -1006,7 +1007,8 @@ pub fn crash_with_one_node_ahead(lab: &Lab, ahead: u64) -> Result<()> {
     let before = newest_outage_number(lab, &nodes)?;
     let mut through_haproxy = start_load(lab, "gc1")?;
     std::thread::sleep(WARM_UP);
-    // The HAProxies write through n1, whose table may be about to be locked.
+    // The HAProxies write through the committed Galera writer, whose table may be about to be
+    // locked.
     through_haproxy.stop();
     // Hold the appliers of the others: each lock lives as long as its session (until kill).
     let spec = lab.spec().clone();

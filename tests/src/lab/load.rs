@@ -4,7 +4,9 @@
 //!
 //! [`WriteLoad::start`] creates `shop.galera_load (id VARCHAR(64) PRIMARY KEY, at BIGINT)` when
 //! missing, then runs one writer thread per [`Target`]: a node's HAProxy MySQL frontend
-//! (`127.0.0.1:3307` inside the node, what the shop uses) or a node's MariaDB directly. Each
+//! (`127.0.0.1:3307` inside the node, what the shop uses, routed by Triad to the committed
+//! Galera writer), the clustercheck-style recipe frontend next to it (`127.0.0.1:3308`, the
+//! Galera benchmark's baseline), or a node's MariaDB directly. Each
 //! writer inserts one row with a unique id every `interval` (steady rate; an attempt that takes
 //! longer delays the next, it never bursts to catch up), as the shop user, in autocommit: an
 //! OK is a committed (acknowledged) insert. Anything else (refused connection, a Galera error
@@ -41,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context as _, Result};
 use mysql_async::prelude::Queryable as _;
 
-use super::spec::{LabSpec, HAPROXY_MYSQL_PORT, SHOP_DB, SHOP_USER};
+use super::spec::{LabSpec, HAPROXY_MYSQL_PORT, HAPROXY_MYSQL_RECIPE_PORT, SHOP_DB, SHOP_USER};
 use super::{query, Lab};
 
 /// The table the load writes.
@@ -52,6 +54,9 @@ pub const LOAD_TABLE: &str = "shop.galera_load";
 pub enum Target {
     /// Node N's HAProxy MySQL frontend (127.0.0.1:3307 inside node N): the shop's path.
     Haproxy(u64),
+    /// Node N's HAProxy recipe frontend (127.0.0.1:3308 inside node N, `be_mysql_recipe`):
+    /// the clustercheck-style baseline of the Galera benchmark, which Triad does not manage.
+    Recipe(u64),
     /// Node N's MariaDB directly (its address, port 3306, from inside node N).
     Direct(u64),
 }
@@ -60,7 +65,7 @@ impl Target {
     /// The node whose namespace the writer runs in.
     pub fn node(self) -> u64 {
         match self {
-            Target::Haproxy(n) | Target::Direct(n) => n,
+            Target::Haproxy(n) | Target::Recipe(n) | Target::Direct(n) => n,
         }
     }
 
@@ -68,14 +73,17 @@ impl Target {
     pub fn addr(self, spec: &LabSpec) -> SocketAddr {
         match self {
             Target::Haproxy(_) => SocketAddr::from(([127, 0, 0, 1], HAPROXY_MYSQL_PORT)),
+            Target::Recipe(_) => SocketAddr::from(([127, 0, 0, 1], HAPROXY_MYSQL_RECIPE_PORT)),
             Target::Direct(n) => spec.mysql_addr(n),
         }
     }
 
-    /// Short label, used in ids: `h2` (n2's HAProxy), `d3` (n3 directly).
+    /// Short label, used in ids: `h2` (n2's HAProxy), `r1` (n1's recipe frontend), `d3` (n3
+    /// directly).
     pub fn label(self) -> String {
         match self {
             Target::Haproxy(n) => format!("h{n}"),
+            Target::Recipe(n) => format!("r{n}"),
             Target::Direct(n) => format!("d{n}"),
         }
     }
@@ -85,6 +93,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Haproxy(n) => write!(f, "n{n}'s HAProxy"),
+            Target::Recipe(n) => write!(f, "n{n}'s HAProxy recipe frontend"),
             Target::Direct(n) => write!(f, "n{n}'s MariaDB"),
         }
     }
@@ -116,6 +125,15 @@ impl LoadOptions {
     pub fn every_haproxy(spec: &LabSpec, label: &str) -> Self {
         LoadOptions::to(
             spec.nodes().into_iter().map(Target::Haproxy).collect(),
+            label,
+        )
+    }
+
+    /// Every 20 ms through every node's HAProxy recipe frontend (`fe_mysql_recipe`), for at
+    /// most 10 minutes.
+    pub fn every_recipe_frontend(spec: &LabSpec, label: &str) -> Self {
+        LoadOptions::to(
+            spec.nodes().into_iter().map(Target::Recipe).collect(),
             label,
         )
     }
@@ -208,6 +226,25 @@ pub fn longest_gap(acks: &[Duration], end: Duration) -> Option<Gap> {
         prev = p;
     }
     best.filter(|g| end > Duration::ZERO || g.length > Duration::ZERO)
+}
+
+/// [`longest_gap`] inside the window `from..=to` only (`acks` and both bounds as offsets since
+/// the load's start): the window's bounds count as boundaries, acknowledgements outside it are
+/// ignored. `None` for an empty window.
+pub fn longest_gap_in(acks: &[Duration], from: Duration, to: Duration) -> Option<Gap> {
+    if to <= from {
+        return None;
+    }
+    let inside: Vec<Duration> = acks
+        .iter()
+        .filter(|&&a| a >= from && a <= to)
+        .map(|&a| a - from)
+        .collect();
+    longest_gap(&inside, to - from).map(|g| Gap {
+        length: g.length,
+        from: g.from + from,
+        to: g.to + from,
+    })
 }
 
 /// The acknowledged ids that are not in `present`, in the order given.
@@ -476,6 +513,37 @@ impl WriteLoad {
         longest_gap(&acks, self.end().saturating_duration_since(self.started))
     }
 
+    /// The longest stretch without an acknowledged write (any target) between `from` and `to`
+    /// (both bounds count as boundaries, so a stall that began at `from` is measured from
+    /// there). `None` when the window is empty.
+    pub fn longest_gap_between(&self, from: Instant, to: Instant) -> Option<Gap> {
+        let since = |t: Instant| t.saturating_duration_since(self.started);
+        let acks: Vec<Duration> = self
+            .shared
+            .attempts()
+            .iter()
+            .filter(|a| a.acked())
+            .map(|a| since(a.ended))
+            .collect();
+        longest_gap_in(&acks, since(from), since(to))
+    }
+
+    /// The acknowledged attempts through `target` that started at or after `from` and ended at
+    /// or before `to`.
+    pub fn acked_through_between(
+        &self,
+        target: Target,
+        from: Instant,
+        to: Instant,
+    ) -> Vec<Attempt> {
+        self.shared
+            .attempts()
+            .iter()
+            .filter(|a| a.target == target && a.acked() && a.started >= from && a.ended <= to)
+            .cloned()
+            .collect()
+    }
+
     /// When `target` first had an insert acknowledged that *started* at or after `after`.
     pub fn first_ack_after(&self, target: Target, after: Instant) -> Option<Instant> {
         self.shared
@@ -495,9 +563,27 @@ impl WriteLoad {
         after: Instant,
         timeout: Duration,
     ) -> Result<Instant> {
-        let targets = self.opts.targets.clone();
+        self.wait_targets_acked_after(&self.opts.targets.clone(), after, timeout)
+    }
+
+    /// [`WriteLoad::wait_every_target_acked_after`] for some of the load's targets only (say,
+    /// the HAProxies of the majority side of a partition).
+    pub fn wait_targets_acked_after(
+        &self,
+        targets: &[Target],
+        after: Instant,
+        timeout: Duration,
+    ) -> Result<Instant> {
+        let targets = targets.to_vec();
         crate::poll_until(
-            "an acknowledged insert through every load target",
+            &format!(
+                "an acknowledged insert through {}",
+                targets
+                    .iter()
+                    .map(Target::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             timeout,
             Duration::from_millis(100),
             || {
@@ -795,6 +881,22 @@ mod tests {
     }
 
     #[test]
+    fn a_windowed_gap_starts_at_the_window_and_ignores_acks_outside() {
+        // Acks every 100 ms up to 2.0 s, then none until 8.5 s; the fault at 2.05 s.
+        let mut acks: Vec<Duration> = (1..=20).map(|i| ms(i * 100)).collect();
+        acks.extend([ms(8500), ms(8600)]);
+        let g = longest_gap_in(&acks, ms(2050), ms(9000)).unwrap();
+        assert_eq!((g.length, g.from, g.to), (ms(6450), ms(2050), ms(8500)));
+        // The earlier, shorter gaps do not count, nor does anything before the window.
+        let g = longest_gap_in(&acks, ms(0), ms(1000)).unwrap();
+        assert_eq!(g.length, ms(100));
+        assert_eq!(longest_gap_in(&acks, ms(5), ms(5)), None);
+        // Nothing acknowledged in the window: the whole window.
+        let g = longest_gap_in(&acks, ms(3000), ms(4000)).unwrap();
+        assert_eq!((g.from, g.to), (ms(3000), ms(4000)));
+    }
+
+    #[test]
     fn acks_after_the_end_are_ignored() {
         let g = longest_gap(&[ms(100), ms(9000)], ms(1000)).unwrap();
         assert_eq!((g.from, g.to), (ms(100), ms(1000)));
@@ -849,6 +951,20 @@ mod tests {
         );
         assert_eq!(Target::Direct(3).node(), 3);
         assert_eq!(Target::Haproxy(1).to_string(), "n1's HAProxy");
+        assert_eq!(
+            Target::Recipe(1).addr(&spec),
+            "127.0.0.1:3308".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(Target::Recipe(2).node(), 2);
+        assert_ne!(
+            row_id("t", Target::Recipe(2), 1),
+            row_id("t", Target::Haproxy(2), 1)
+        );
+        let spec_targets = LoadOptions::every_recipe_frontend(&spec, "x").targets;
+        assert_eq!(
+            spec_targets,
+            vec![Target::Recipe(1), Target::Recipe(2), Target::Recipe(3)]
+        );
     }
 
     #[test]

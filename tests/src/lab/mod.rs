@@ -5,9 +5,11 @@
 //! Each "VM" is a network namespace `haN` (10.77.0.1N on bridge `trlab0`, the host at
 //! 10.77.0.1) running MariaDB Galera, Redis (n1 master), a PHP-FPM pool, glusterd with a brick
 //! of the replica-3 volume `shop` FUSE-mounted at `nN/mnt`, HAProxy (Redis to the master,
-//! MySQL to one writer, web to the pools) and the `triad` agent (API on 10.77.0.1N:7100, Raft
-//! on :7200). State lives in `/tmp/triad-lab` (see [`LabSpec`]): a JSON state file with the
-//! identity of every daemon, secrets, the PHP page, and one tmpfs per node for all data.
+//! MySQL to the committed Galera writer, web to the pools; plus the clustercheck-style MySQL
+//! recipe on 127.0.0.1:3308 for the Galera benchmark) and the `triad` agent (API on
+//! 10.77.0.1N:7100, Raft on :7200). State lives in `/tmp/triad-lab` (see [`LabSpec`]): a JSON
+//! state file with the identity of every daemon, secrets, the PHP page, and one tmpfs per
+//! node for all data.
 //!
 //! Design:
 //! - Every daemon runs in the foreground under its own session, launched through a throwaway
@@ -38,6 +40,7 @@ pub mod down;
 pub mod error;
 pub mod faults;
 pub mod galera_cases;
+pub mod galera_writer;
 pub mod load;
 pub mod net;
 pub mod process;
@@ -403,8 +406,10 @@ impl Lab {
 
     /// Waits until the services of every node are healthy again after a fault: every
     /// recorded daemon running, Galera Synced with size 3 everywhere, both Redis replicas
-    /// linked, every HAProxy seeing all MySQL and PHP servers UP, the agents agreeing on a
-    /// leader. Fault tests call it to leave the lab as they found it.
+    /// linked, every HAProxy seeing all PHP servers and all servers of the MySQL recipe
+    /// backend UP, the agents agreeing on a leader and on a Galera writer, and every HAProxy
+    /// routing `be_mysql` to that writer only. Fault tests call it to leave the lab as they
+    /// found it.
     pub fn wait_healthy(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let left = || deadline.saturating_duration_since(Instant::now());
@@ -441,13 +446,16 @@ impl Lab {
         }
         for n in self.spec.nodes() {
             self.wait_for(
-                &format!("HAProxy n{n}: every MySQL and PHP server UP"),
+                &format!("HAProxy n{n}: every PHP server and every MySQL recipe server UP"),
                 left(),
                 || {
                     let servers = self.haproxy_servers(n).map_err(|e| format!("{e:#}"))?;
                     let bad: Vec<String> = servers
                         .iter()
-                        .filter(|s| s.backend != "be_redis" && !s.is_up())
+                        .filter(|s| {
+                            s.backend == "be_php" || s.backend == galera_writer::RECIPE_BACKEND
+                        })
+                        .filter(|s| !s.is_up())
                         .map(|s| format!("{}/{} {}", s.backend, s.server, s.word()))
                         .collect();
                     if bad.is_empty() {
@@ -461,6 +469,12 @@ impl Lab {
         self.wait_for("the agents to agree on a leader", left(), || {
             agents_leader(&self.spec)
         })?;
+        self.wait_for(
+            "the agents to agree on a Galera writer and every HAProxy to route be_mysql to it \
+             only",
+            left(),
+            || galera_writer::writer_routed_everywhere(self),
+        )?;
         Ok(())
     }
 }

@@ -261,7 +261,7 @@ pub fn haproxy_socket(path: &Path, command: &str, timeout: Duration) -> Result<S
 /// One row of `show servers state`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HaproxyServer {
-    /// Backend name (`be_redis`, `be_mysql`, `be_php`).
+    /// Backend name (`be_redis`, `be_mysql`, `be_mysql_recipe`, `be_php`).
     pub backend: String,
     /// Server name (`redis1`, `db2`, `php3`).
     pub server: String,
@@ -293,6 +293,16 @@ impl HaproxyServer {
     /// Health checks pass (op_state 2).
     pub fn is_up(&self) -> bool {
         self.op_state == 2
+    }
+
+    /// In service by its admin state (`ready`): neither in maintenance nor draining.
+    pub fn is_in_service(&self) -> bool {
+        !self.is_maint() && !self.is_drain()
+    }
+
+    /// What HAProxy may send a new connection to: in service and passing its checks.
+    pub fn is_routable(&self) -> bool {
+        self.is_in_service() && self.is_up()
     }
 
     /// One word for status: MAINT, DRAIN, UP or DOWN.
@@ -456,6 +466,16 @@ mod tests {
         // `disabled` in the config, then `state ready`: 4 means in service.
         assert_eq!(rows[2].word(), "UP");
         assert_eq!(rows[3].word(), "DRAIN");
+        assert!(rows[0].is_routable() && rows[2].is_routable());
+        assert!(!rows[1].is_in_service() && !rows[1].is_routable());
+        assert!(!rows[3].is_in_service() && !rows[3].is_routable());
+        // In service (ready) but failing its checks: not routable.
+        let down = HaproxyServer {
+            op_state: 0,
+            admin_state: 4,
+            ..rows[2].clone()
+        };
+        assert!(down.is_in_service() && !down.is_routable());
     }
 
     #[test]

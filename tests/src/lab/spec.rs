@@ -34,8 +34,13 @@ pub const MYSQL_PORT: u16 = 3306;
 pub const PHPFPM_PORT: u16 = 9000;
 /// HAProxy's Redis frontend (127.0.0.1 inside each node).
 pub const HAPROXY_REDIS_PORT: u16 = 6380;
-/// HAProxy's MySQL frontend (127.0.0.1 inside each node).
+/// HAProxy's MySQL frontend (127.0.0.1 inside each node): `be_mysql`, routed by Triad to the
+/// committed Galera writer only.
 pub const HAPROXY_MYSQL_PORT: u16 = 3307;
+/// HAProxy's second MySQL frontend (127.0.0.1 inside each node): `be_mysql_recipe`, the common
+/// clustercheck-style recipe (n1 active, n2/n3 `backup`, `mysql-check`), which Triad does not
+/// manage. Only the Galera benchmark uses it, as the baseline.
+pub const HAPROXY_MYSQL_RECIPE_PORT: u16 = 3308;
 /// HAProxy's web frontend (127.0.0.1 and the node's address).
 pub const HAPROXY_WEB_PORT: u16 = 8080;
 

@@ -205,7 +205,7 @@ fn detail(lab: &LabSpec, state: &LabState, n: u64, svc: Service) -> String {
 
 fn haproxy_summary(servers: &[HaproxyServer]) -> String {
     let mut parts = Vec::new();
-    for be in ["be_redis", "be_mysql", "be_php"] {
+    for be in ["be_redis", "be_mysql", "be_mysql_recipe", "be_php"] {
         let list: Vec<String> = servers
             .iter()
             .filter(|s| s.backend == be)
@@ -231,13 +231,17 @@ fn agent_view(lab: &LabSpec, n: u64) -> Result<(String, serde_json::Value)> {
     let leader = json["leader_id"]
         .as_u64()
         .map_or_else(|| "none".to_string(), |l| format!("n{l}"));
-    let text = format!(
+    let mut text = format!(
         "{} term {}, leader {leader}, applied {}, verdict: {}",
         json["role"].as_str().unwrap_or("?"),
         json["term"],
         json["applied_index"],
         json["verdict"].as_str().unwrap_or("?")
     );
+    // An agent without the Galera writer authority has no such section.
+    if let Ok(w) = super::galera_writer::writer_view(&json) {
+        text.push_str(&format!("; galera {}", w.line()));
+    }
     Ok((text, json))
 }
 

@@ -10,8 +10,10 @@
 //!    for the single donor anyway), Gluster (three glusterd, peer probe, replica-3 volume,
 //!    FUSE mounts, directories), and in this thread Redis, PHP-FPM and HAProxy;
 //! 4. the agents, once every service is up, so their first view is a healthy cluster;
-//! 5. ready when every HAProxy sees all MySQL and PHP servers UP (right after the joins, db3
-//!    may still be DOWN from checks made before n3 joined) and the agents agree on a leader.
+//! 5. ready when the agents agree on a leader, every HAProxy sees all PHP servers and all
+//!    servers of the MySQL recipe backend UP (right after the joins, db3 may still be DOWN
+//!    from checks made before n3 joined), and every HAProxy routes `be_mysql` to one and the
+//!    same server only: the Galera writer the agents committed.
 //!
 //! `up` on a healthy lab changes nothing; on a broken or partial one (a crashed run, a
 //! killed service, a cut) it tears that down first.
@@ -29,7 +31,7 @@ use super::query::{self, QUERY_TIMEOUT};
 use super::services::{self, MariadbStart};
 use super::spec::{LabSpec, Service, GLUSTER_DIRS, GLUSTER_VOLUME, REDIS_PORT};
 use super::state::{LabLock, LabState, Phase};
-use super::{agents_leader, health_problems, Progress};
+use super::{agents_leader, galera_writer, health_problems, Progress};
 use crate::poll_until;
 
 /// What `up` did.
@@ -310,7 +312,9 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
     let t = Instant::now();
     for n in lab.nodes() {
         poll_until(
-            &format!("HAProxy on n{n} to see every MySQL and PHP server and the Redis master UP"),
+            &format!(
+                "HAProxy on n{n} to see every PHP and MySQL recipe server and the Redis master UP"
+            ),
             Duration::from_secs(15),
             Duration::from_millis(200),
             || {
@@ -321,7 +325,7 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
                     // The Redis master too: its agent admits it once it holds its lease
                     // and has reconciled (its `httpchk` on /redis/master).
                     .filter(|s| {
-                        s.backend == "be_mysql"
+                        s.backend == galera_writer::RECIPE_BACKEND
                             || s.backend == "be_php"
                             || (s.backend == "be_redis" && s.server == "redis1")
                     })
@@ -336,8 +340,36 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
             },
         )?;
     }
+    // be_mysql: the agents commit a Galera writer, and each sets its server alone in service
+    // (its `httpchk` on /galera/writer passes once its own agent has a fresh Synced check).
+    let writer = poll_until(
+        "every HAProxy to route be_mysql to one and the same server only",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            let mut seen = Vec::new();
+            for n in lab.nodes() {
+                let r =
+                    galera_writer::routing_of(lab, n, galera_writer::WRITER_BACKEND, QUERY_TIMEOUT)
+                        .map_err(|e| format!("n{n}: {e:#}"))?;
+                seen.push((n, r));
+            }
+            let first = seen[0].1.routable.clone();
+            match first.as_slice() {
+                [w] if seen.iter().all(|(_, r)| r.routes_only_to(*w)) => Ok(*w),
+                _ => Err(seen
+                    .iter()
+                    .map(|(n, r)| format!("n{n}: {r}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+            }
+        },
+    )?;
     progress.step(
-        "HAProxy: every node sees all MySQL and PHP servers and the Redis master UP",
+        &format!(
+            "HAProxy: every node sees all PHP and MySQL recipe servers and the Redis master UP, \
+             and routes be_mysql to db{writer} only"
+        ),
         t.elapsed(),
     );
     Ok(())
