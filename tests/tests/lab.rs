@@ -255,15 +255,15 @@ fn every_service_is_healthy_on_every_node(lab: &Lab) -> Result<()> {
             "be_mysql_recipe/db1=UP",
             "be_mysql_recipe/db2=UP backup",
             "be_mysql_recipe/db3=UP backup",
-            "be_php/php1=UP",
-            "be_php/php2=UP",
-            "be_php/php3=UP",
         ]
         .map(String::from)
         .to_vec();
         for p in spec.nodes() {
             let word = if p == writer { "UP" } else { "MAINT" };
             want.push(format!("be_mysql/db{p}={word}"));
+            // The local pool first, the others as backups.
+            let backup = if p == n { "" } else { " backup" };
+            want.push(format!("be_php/php{p}=UP{backup}"));
         }
         for w in want {
             ensure!(
@@ -1410,6 +1410,40 @@ fn check_change(
     Ok(())
 }
 
+/// The writer every agent of `nodes` agrees on once a node has rejoined, when `w` was the
+/// writer before. A rejoin is an IST from one of the survivors: when that donor is the
+/// writer, it is Donor/Desynced for a moment and the writer moves (issue 13: never route to
+/// a node that is not Synced). Any other move fails.
+fn writer_after_rejoin(lab: &Lab, case: &str, nodes: &[u64], w: u64) -> Result<u64> {
+    let after = lab.wait_for(
+        &format!(
+            "agents {} to agree on a writer",
+            galera_writer::names(nodes)
+        ),
+        Duration::from_secs(10),
+        || galera_writer::agreed_writer(lab, nodes).map_err(|e| e.to_string()),
+    )?;
+    let now = after
+        .writer
+        .ok_or_else(|| anyhow!("{case}: no writer after the rejoin"))?;
+    if now != w {
+        let c = after
+            .change
+            .as_ref()
+            .ok_or_else(|| anyhow!("{case}: the writer moved without a change record"))?;
+        ensure!(
+            c.kind == "automatic" && c.reason.contains("Donor/Desynced"),
+            "{case}: the writer moved from n{w} for another reason than a donor's state: {}",
+            after.line()
+        );
+        eprintln!(
+            "{case}: the writer n{w} was a rejoin's IST donor and moved to n{now}: {}",
+            c.reason
+        );
+    }
+    Ok(now)
+}
+
 /// Waits until every agent of `nodes` agrees on writer `writer` at epoch `epoch` (an agent
 /// that was cut off or whose node was down catches up).
 fn wait_agreed_on(
@@ -1559,10 +1593,11 @@ fn kill9_of_the_writer_commits_a_new_one_and_every_haproxy_follows(lab: &Lab) ->
         secs(synced.saturating_duration_since(at)),
         secs(readmitted.saturating_duration_since(synced))
     );
-    // Sticky: the old writer's return does not move the writer back.
-    wait_agreed_on(lab, &nodes, new, after.epoch, Duration::from_secs(10))
+    // Sticky: the old writer's return does not move the writer back (only its being the
+    // rejoin's donor may move it, see `writer_after_rejoin`).
+    let now_writer = writer_after_rejoin(lab, case, &nodes, new)
         .with_context(|| format!("{case}: the writer after n{w} rejoined"))?;
-    galera_writer::wait_routed_to(lab, &nodes, new, WRITER_ROUTED)?;
+    galera_writer::wait_routed_to(lab, &nodes, now_writer, WRITER_ROUTED)?;
     let report = monitor.stop();
     eprintln!("{case}: {report}");
     report.ensure_clean(case)?;
@@ -1637,8 +1672,8 @@ fn kill9_of_a_non_writer_evicts_it_and_writes_keep_flowing(lab: &Lab) -> Result<
         secs(synced.saturating_duration_since(at)),
         secs(readmitted.saturating_duration_since(synced))
     );
-    wait_agreed_on(lab, &nodes, w, before.epoch, Duration::from_secs(10))?;
-    galera_writer::wait_routed_to(lab, &nodes, w, WRITER_ROUTED)?;
+    let now_writer = writer_after_rejoin(lab, case, &nodes, w)?;
+    galera_writer::wait_routed_to(lab, &nodes, now_writer, WRITER_ROUTED)?;
     let report = monitor.stop();
     eprintln!("{case}: {report}");
     report.ensure_clean(case)?;

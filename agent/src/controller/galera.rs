@@ -192,6 +192,7 @@ impl Controller for GaleraController {
         Some(ServiceTarget::Galera(GaleraTarget {
             authority: state.galera.clone(),
             maintenance: state.maintenance.enabled,
+            evicted: state.galera_writer.evicted.keys().copied().collect(),
         }))
     }
 }

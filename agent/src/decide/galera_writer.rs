@@ -23,8 +23,12 @@
 //!   another node is Primary: the survivors then continue at once instead of waiting out
 //!   Galera's suspect timeout. Never on one agent's word about another node, never in
 //!   maintenance or during an outage, and the apply rule keeps it to a minority.
-//! - **Clear**: an evicted node whose own agent's fresh check answers again (it came back
-//!   with a new gcomm UUID): its eviction is cleared.
+//! - **Clear**: as soon as the eviction has done its work (every Primary survivor counts
+//!   fewer members: its component dropped the node), or the node's own agent's fresh check
+//!   answers again. Measured on the lab: a node restarted while the survivors' evict list
+//!   still holds its old UUID hangs in the join for a suspect timeout, every commit stalled;
+//!   so the node's own recovery rejoins only once its eviction is cleared. A node the
+//!   survivors' component no longer counts is not evicted (nothing to gain).
 //!
 //! Caveats:
 //! - A new leader knows a node's gcomm UUID only from reports of it while it answers (its own
@@ -79,6 +83,9 @@ pub struct WriterEvidence {
     /// `auto_increment_offset`, when it answered.
     #[serde(default)]
     pub auto_increment_offset: Option<i64>,
+    /// `wsrep_cluster_size`, when it answered.
+    #[serde(default)]
+    pub cluster_size: Option<u64>,
 }
 
 /// Every input of the writer decision.
@@ -261,14 +268,19 @@ pub fn decide(i: &WriterInputs<'_>) -> WriterPlan {
         }
     }
     for (&n, ev) in &a.evicted {
-        if i.evidence.get(&n).is_some_and(|e| e.answered) {
-            verdicts.push(format!("clear the eviction of {n}: it answers again"));
-            proposals.push(Command::ClearGaleraEviction {
-                node: n,
-                gcomm_uuid: ev.gcomm_uuid.clone(),
-                reason: format!("{n} answers again"),
-            });
-        }
+        let why = if i.evidence.get(&n).is_some_and(|e| e.answered) {
+            "it answers again"
+        } else if dropped_by_survivors(i, n) {
+            "the survivors' component no longer counts it"
+        } else {
+            continue;
+        };
+        verdicts.push(format!("clear the eviction of {n}: {why}"));
+        proposals.push(Command::ClearGaleraEviction {
+            node: n,
+            gcomm_uuid: ev.gcomm_uuid.clone(),
+            reason: format!("{n}: {why}"),
+        });
     }
     let verdict = if verdicts.is_empty() {
         match a.writer {
@@ -279,6 +291,21 @@ pub fn decide(i: &WriterInputs<'_>) -> WriterPlan {
         verdicts.join("; ")
     };
     plan(verdict, proposals, ranking)
+}
+
+/// Whether every other node that reports itself Primary counts fewer members than the
+/// cluster has (at least one does): its component no longer holds `n`.
+fn dropped_by_survivors(i: &WriterInputs<'_>, n: NodeId) -> bool {
+    let members = u64::try_from(i.members.len()).unwrap_or(u64::MAX);
+    let mut sizes = i
+        .members
+        .iter()
+        .filter(|&&m| m != n)
+        .filter_map(|m| i.evidence.get(m))
+        .filter(|e| e.primary)
+        .map(|e| e.cluster_size)
+        .peekable();
+    sizes.peek().is_some() && sizes.all(|s| s.is_some_and(|s| s < members))
 }
 
 /// The first node to evict this cycle, if any (see the module docs).
@@ -293,7 +320,7 @@ fn eviction(i: &WriterInputs<'_>, writer: Option<NodeId>) -> Option<Command> {
             .any(|&m| m != n && i.evidence.get(&m).is_some_and(|e| e.primary))
     };
     i.members.iter().find_map(|&n| {
-        if writer == Some(n) || !primary_elsewhere(n) {
+        if writer == Some(n) || !primary_elsewhere(n) || dropped_by_survivors(i, n) {
             return None;
         }
         let e = i.evidence.get(&n)?;
@@ -394,6 +421,7 @@ pub fn writer_evidence_from_reports(
             e.gone = !e.answered && g.process == ProcessState::Stopped;
             e.last_committed = g.last_committed;
             e.auto_increment_offset = d.auto_increment_offset.filter(|_| e.answered);
+            e.cluster_size = g.cluster_size.filter(|_| e.answered);
             e.state = if e.answered {
                 match (d.cluster_status.as_deref(), d.local_state_comment) {
                     (Some("Primary"), Some(c)) if d.ready == Some(true) => c,

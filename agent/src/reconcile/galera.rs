@@ -82,6 +82,9 @@ pub struct GaleraTarget {
     pub authority: GaleraAuthority,
     /// Whether maintenance is on (nothing is restarted).
     pub maintenance: bool,
+    /// Nodes whose eviction from the component is committed and in force (the writer
+    /// authority's): a node of them rejoins only once it is cleared.
+    pub evicted: BTreeSet<NodeId>,
 }
 
 /// The recovery's tunables (`[galera]`).
@@ -537,7 +540,7 @@ impl GaleraRecovery {
             .as_ref()
             .and_then(|o| o.bootstrap.as_ref())
             .map(|b| b.node);
-        self.no_outage(f, bootstrapped)
+        self.no_outage(f, bootstrapped, t.evicted.contains(&self.me))
     }
 
     fn recover_or(&self, f: &LocalFacts, why: &str) -> Result<Option<String>, Step> {
@@ -782,7 +785,7 @@ impl GaleraRecovery {
         })
     }
 
-    fn no_outage(&mut self, f: &LocalFacts, bootstrapped: Option<NodeId>) -> Step {
+    fn no_outage(&mut self, f: &LocalFacts, bootstrapped: Option<NodeId>, evicted: bool) -> Step {
         let quorum = u64::try_from(self.members / 2 + 1).unwrap_or(u64::MAX);
         let mut primaries = self.fresh_primaries(f, quorum);
         if let Some(b) = bootstrapped.filter(|b| self.fresh_primaries(f, 1).contains(b)) {
@@ -892,6 +895,17 @@ impl GaleraRecovery {
                         "stopped while {peers} are Primary: rejoining once their component has \
                          dropped this node's old process (it still counts {members} nodes; \
                          at most {:.0}s more)",
+                        (EVICT_WAIT_MS - stopped_for) as f64 / 1000.0
+                    ));
+                }
+                // Measured on the lab: a process started while the survivors' evict list
+                // still holds this node's old gcomm UUID hangs in the join for a suspect
+                // timeout (~6 s, every commit stalled); the leader clears the eviction as soon
+                // as the survivors' component has dropped the old process.
+                if evicted && stopped_for < EVICT_WAIT_MS {
+                    return Step::idle(format!(
+                        "stopped while {peers} are Primary: rejoining once the eviction of this \
+                         node's old process is cleared (at most {:.0}s more)",
                         (EVICT_WAIT_MS - stopped_for) as f64 / 1000.0
                     ));
                 }

@@ -9,7 +9,8 @@ const U1: &str = "11111111-aaaa-11f1-b809-474591e831a5";
 const U2: &str = "22222222-aaaa-11f1-b809-474591e831a5";
 const U3: &str = "33333333-aaaa-11f1-b809-474591e831a5";
 
-/// One node in a case: `S` Synced (seqno), `D` donor, `J` joined, `N` non-Primary, `X`
+/// One node in a case: `S` Synced (seqno) in a component of 3, `s` Synced in a component of
+/// 2, `D` donor, `J` joined, `N` non-Primary, `X`
 /// stopped by its own agent's word, `H` hung check, `-` silent agent, `R` silent agent and
 /// refused by both peers.
 fn node(code: char, committed: i64) -> Option<WriterEvidence> {
@@ -17,9 +18,16 @@ fn node(code: char, committed: i64) -> Option<WriterEvidence> {
         reported: true,
         answered: true,
         last_committed: Some(committed),
+        cluster_size: Some(3),
         ..WriterEvidence::default()
     };
     match code {
+        's' => {
+            e.serving = true;
+            e.primary = true;
+            e.cluster_size = Some(2);
+            e.state = "Synced".into();
+        }
         'S' => {
             e.serving = true;
             e.primary = true;
@@ -38,6 +46,7 @@ fn node(code: char, committed: i64) -> Option<WriterEvidence> {
             e.answered = false;
             e.gone = true;
             e.last_committed = None;
+            e.cluster_size = None;
             e.state = "refused".into();
         }
         'H' => {
@@ -241,6 +250,26 @@ const CASES: &[Case] = &[
         outage: false,
         verdict: "move the writer n1 -> n3; clear the eviction of n2: it answers again",
         commands: &["writer 3 automatic", "clear 2"],
+    },
+    Case {
+        name: "an eviction that took effect is cleared before the node comes back",
+        nodes: "sXs",
+        writer: Some(1),
+        evicted: &[2],
+        maintenance: false,
+        outage: false,
+        verdict: "clear the eviction of n2: the survivors' component no longer counts it",
+        commands: &["clear 2"],
+    },
+    Case {
+        name: "a gone node the survivors' component no longer counts is not evicted",
+        nodes: "sXs",
+        writer: Some(1),
+        evicted: &[],
+        maintenance: false,
+        outage: false,
+        verdict: "no action: writer n1 at epoch 1 is Synced",
+        commands: &[],
     },
 ];
 

@@ -50,6 +50,7 @@ fn target(outage: Option<Option<(u64, BootstrapMode)>>, maintenance: bool) -> Ga
     GaleraTarget {
         authority,
         maintenance,
+        evicted: Default::default(),
     }
 }
 
@@ -640,4 +641,37 @@ fn a_rejoin_waits_until_the_old_process_is_dropped() {
     assert_eq!(kind(&r.next(t.as_ref(), &f)), "idle");
     f.now_ms = EVICT_WAIT_MS;
     assert_eq!(kind(&r.next(t.as_ref(), &f)), format!("join {UUID}:9"));
+}
+
+/// A node whose eviction is still in force rejoins only once it is cleared (a start while
+/// the survivors' evict list holds the old UUID hangs in the join), or after `EVICT_WAIT_MS`.
+#[test]
+fn a_rejoin_waits_until_the_eviction_is_cleared() {
+    let mut evicted = target(None, false);
+    evicted.evicted = [NodeId(3)].into();
+    let cleared = target(None, false);
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    let mut f = facts(Stopped, false, &[(1, 2), (2, 2)]);
+    f.grastate = grastate(Some(9), false);
+    f.now_ms = 0;
+    let s = r.next(Some(&evicted), &f);
+    assert_eq!(kind(&s), "idle", "{s:?}");
+    assert!(
+        s.why()
+            .contains("eviction of this node's old process is cleared"),
+        "{s:?}"
+    );
+    f.now_ms = 1_000;
+    assert_eq!(kind(&r.next(Some(&cleared), &f)), format!("join {UUID}:9"));
+    // Another node's eviction does not hold this one back.
+    let mut other = target(None, false);
+    other.evicted = [NodeId(2)].into();
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    f.now_ms = 0;
+    assert_eq!(kind(&r.next(Some(&other), &f)), format!("join {UUID}:9"));
+    // Never cleared: it starts anyway after EVICT_WAIT_MS.
+    let mut r = GaleraRecovery::new(NodeId(3), 3, settings());
+    assert_eq!(kind(&r.next(Some(&evicted), &f)), "idle");
+    f.now_ms = EVICT_WAIT_MS;
+    assert_eq!(kind(&r.next(Some(&evicted), &f)), format!("join {UUID}:9"));
 }
