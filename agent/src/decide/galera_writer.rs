@@ -17,7 +17,7 @@
 //!   is open and maintenance is off: the top eligible node, automatically. Otherwise the
 //!   writer stays (and no HAProxy routes to it while its own agent says it is not Synced).
 //! - **Evict**: a node whose mariadbd is definitely gone (its own agent's fresh report says
-//!   the process is stopped or its socket refuses; or, while its agent is silent, a majority
+//!   the process is stopped or its socket refuses, whatever service control last said; or, while its agent is silent, a majority
 //!   of the members' fresh checks were refused), whose gcomm UUID was reported while it was
 //!   healthy, that is not the writer (after a change in the same cycle: not the new one), while
 //!   another node is Primary: the survivors then continue at once instead of waiting out
@@ -418,7 +418,14 @@ pub fn writer_evidence_from_reports(
             e.answered = o.last.status != Status::Unreachable;
             e.primary = e.answered && d.cluster_status.as_deref() == Some("Primary");
             e.serving = e.primary && d.local_state == Some(STATE_SYNCED) && d.ready == Some(true);
-            e.gone = !e.answered && g.process == ProcessState::Stopped;
+            // Definitive (issue 13): the process is gone, or its socket refuses. A refusal
+            // counts even while service control last said "running" (its note is up to a
+            // recovery cycle old): a mariadbd that refuses is exiting or starting, and the
+            // UUID evicted is the one its *previous* process reported, so a starting process
+            // (a new gcomm UUID) is never the one evicted.
+            e.gone = !e.answered
+                && (o.last.failure == Some(FailureKind::Refused)
+                    || g.process == ProcessState::Stopped);
             e.last_committed = g.last_committed;
             e.auto_increment_offset = d.auto_increment_offset.filter(|_| e.answered);
             e.cluster_size = g.cluster_size.filter(|_| e.answered);

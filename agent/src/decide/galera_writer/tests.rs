@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::cluster::{GaleraEviction, GaleraWriterAuthority};
+use crate::health::Seen;
 use crate::ids::{Epoch, LogIndex, Term, UnixMillis};
+use crate::observation::{FailureKind, Service};
 
 const U1: &str = "11111111-aaaa-11f1-b809-474591e831a5";
 const U2: &str = "22222222-aaaa-11f1-b809-474591e831a5";
@@ -449,5 +451,76 @@ fn shared_offsets_are_reported_in_the_ranking() {
             "n2 true Synced, Primary, last committed 100; degraded: auto_increment_offset 3 is also n3's",
             "n3 true Synced, Primary, last committed 100; degraded: auto_increment_offset 3 is also n2's",
         ]
+    );
+}
+
+fn observation(
+    subject: u64,
+    last: crate::observation::CheckResult,
+) -> crate::observation::Observation {
+    crate::observation::Observation {
+        id: crate::observation::ProbeId {
+            subject: NodeId(subject),
+            service: Service::Mariadb,
+            target: String::new(),
+        },
+        status: last.status,
+        last,
+        failures: 0,
+        successes: 1,
+        latency_us: 0,
+        observed_at: UnixMillis(0),
+    }
+}
+
+fn seen(observer: u64, subject: u64, last: crate::observation::CheckResult, age_ms: u64) -> Seen {
+    Seen {
+        observer: NodeId(observer),
+        observation: observation(subject, last),
+        age_ms,
+    }
+}
+
+/// From the reports: a Synced node's gcomm UUID is kept; a refused socket is "gone" even
+/// while service control last said running (the note may be a cycle old); a timed-out check
+/// is not; a stale report is not evidence; peers' refusals are counted.
+#[test]
+fn writer_evidence_reads_the_reports() {
+    use crate::observation::CheckResult;
+    let synced = CheckResult::healthy(serde_json::json!({
+        "cluster_status": "Primary", "cluster_size": 3, "local_state": 4,
+        "local_state_comment": "Synced", "ready": true, "last_committed": 7,
+        "gcomm_uuid": U1.to_uppercase(), "auto_increment_offset": 1,
+    }));
+    let mut refused_running = CheckResult::unreachable(FailureKind::Refused, "refused");
+    refused_running.details = serde_json::json!({ "service": "running" });
+    let hung = CheckResult::unreachable(FailureKind::Timeout, "timeout");
+    let refused = CheckResult::unreachable(FailureKind::Refused, "refused");
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let reports = vec![
+        seen(1, 1, synced.clone(), 100),
+        seen(2, 2, refused_running, 100),
+        seen(1, 2, refused.clone(), 100),
+        seen(3, 3, hung, 100),
+        seen(1, 3, refused, 9_000),
+    ];
+    let mut gcomm = BTreeMap::new();
+    let ev = writer_evidence_from_reports(&members, &reports, 2000, &mut gcomm);
+    let n1 = &ev[&NodeId(1)];
+    assert!(n1.serving && n1.primary && !n1.gone, "{n1:?}");
+    assert_eq!(
+        (n1.cluster_size, n1.last_committed, n1.auto_increment_offset),
+        (Some(3), Some(7), Some(1))
+    );
+    assert_eq!(gcomm.get(&NodeId(1)).map(String::as_str), Some(U1));
+    let n2 = &ev[&NodeId(2)];
+    assert!(n2.gone && !n2.answered, "{n2:?}");
+    assert_eq!(n2.refused_by, [NodeId(1)].into_iter().collect());
+    let n3 = &ev[&NodeId(3)];
+    assert!(!n3.gone && !n3.serving, "{n3:?}");
+    assert_eq!(n3.state, "hung (its check timed out)");
+    assert!(
+        n3.refused_by.is_empty(),
+        "a stale peer report is not evidence"
     );
 }
