@@ -387,10 +387,15 @@ pub fn writer_evidence_from_reports(
                     && s.observation.id.target.is_empty()
             })
             .collect();
-        // The own agent's word first, so its gcomm UUID wins over a peer's.
-        for s in fresh.iter().filter(|s| s.observer != m) {
-            if let Some(u) = gcomm_uuid_of(&s.observation) {
-                gcomm.insert(m, u);
+        // A node's gcomm UUID comes from its own agent's check; a peer's only while its own
+        // agent has never reported one (a silent agent). Otherwise a peer's check of a
+        // restarted, joining process (its new UUID) could pair with its own agent's older
+        // "refused" report, and the joining process would be evicted.
+        if !gcomm.contains_key(&m) {
+            for s in fresh.iter().filter(|s| s.observer != m) {
+                if let Some(u) = gcomm_uuid_of(&s.observation) {
+                    gcomm.insert(m, u);
+                }
             }
         }
         let refused_by: BTreeSet<NodeId> = fresh
@@ -423,7 +428,15 @@ pub fn writer_evidence_from_reports(
             // recovery cycle old): a mariadbd that refuses is exiting or starting, and the
             // UUID evicted is the one its *previous* process reported, so a starting process
             // (a new gcomm UUID) is never the one evicted.
+            // A peer's check that answered after it (a smaller age on this clock) means the
+            // node is back, whatever its own agent's older report says.
+            let answered_since = fresh.iter().any(|s| {
+                s.observer != m
+                    && s.observation.last.status != Status::Unreachable
+                    && s.age_ms < own.age_ms
+            });
             e.gone = !e.answered
+                && !answered_since
                 && (o.last.failure == Some(FailureKind::Refused)
                     || g.process == ProcessState::Stopped);
             e.last_committed = g.last_committed;

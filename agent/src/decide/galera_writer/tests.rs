@@ -524,3 +524,37 @@ fn writer_evidence_reads_the_reports() {
         "a stale peer report is not evidence"
     );
 }
+
+/// A joining process's new UUID, seen by a peer, never pairs with its own agent's older
+/// "refused": the node counts as back, and the UUID kept is the own agent's.
+#[test]
+fn a_peer_seeing_the_node_back_after_its_own_refusal_is_not_gone() {
+    use crate::observation::CheckResult;
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let new = "99999999-aaaa-11f1-b809-474591e831a5";
+    let back = CheckResult::healthy(serde_json::json!({
+        "cluster_status": "Primary", "cluster_size": 3, "local_state": 1,
+        "local_state_comment": "Joining", "ready": false, "gcomm_uuid": new,
+    }));
+    let refused = CheckResult::unreachable(FailureKind::Refused, "refused");
+    let mut gcomm: BTreeMap<NodeId, String> = [(NodeId(2), U2.to_string())].into();
+    let reports = vec![seen(2, 2, refused.clone(), 400), seen(1, 2, back, 100)];
+    let ev = writer_evidence_from_reports(&members, &reports, 2000, &mut gcomm);
+    assert!(!ev[&NodeId(2)].gone, "{:?}", ev[&NodeId(2)]);
+    assert_eq!(
+        gcomm[&NodeId(2)],
+        U2,
+        "a peer's UUID does not replace the own agent's"
+    );
+    // The other order: the peer's answer is older than the refusal: gone.
+    let reports = vec![seen(2, 2, refused, 100), seen(1, 2, synced_check(), 400)];
+    let ev = writer_evidence_from_reports(&members, &reports, 2000, &mut gcomm);
+    assert!(ev[&NodeId(2)].gone, "{:?}", ev[&NodeId(2)]);
+}
+
+fn synced_check() -> crate::observation::CheckResult {
+    crate::observation::CheckResult::healthy(serde_json::json!({
+        "cluster_status": "Primary", "cluster_size": 3, "local_state": 4,
+        "local_state_comment": "Synced", "ready": true,
+    }))
+}
