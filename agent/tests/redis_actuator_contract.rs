@@ -34,6 +34,23 @@ fn info(port: u16) -> RedisInfo {
     parse_info(&String::from_utf8_lossy(&out.stdout))
 }
 
+fn raw_info(port: u16) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "replication"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `min_slaves_good_slaves` from INFO replication: the replicas the write guard counts.
+fn good_replicas(port: u16) -> u32 {
+    raw_info(port)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("min_slaves_good_slaves:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn write(port: u16) -> String {
     let out = std::process::Command::new("redis-cli")
         .args(["-p", &port.to_string(), "SET", "k", "v"])
@@ -127,7 +144,19 @@ fn real_redis_promote_follow_fence() {
     rt.block_on(guarded.apply(&RedisAction::Unfence, Epoch(2)))
         .expect("set up the guard");
     assert!(!rt.block_on(guarded.is_fenced()).expect("read"));
-    // b has a linked replica (a), so the guard lets writes through.
+    // b has a linked replica (a), so the guard lets writes through. "Linked" is judged from
+    // the master's side: Redis counts a replica as good only once that replica's first
+    // REPLCONF ACK arrived (about a second after the replica sees its link up), so wait for
+    // b's own count before writing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while good_replicas(b.port) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "b never counted a good replica: {}",
+            raw_info(b.port)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(write(b.port), "OK");
 
     // A stopped server: a clear error naming it.
