@@ -361,13 +361,15 @@ fn writer_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<WriterSt
                 .lock()
                 .map(|health| health.all(now))
                 .unwrap_or_default();
-            let mut gcomm = BTreeMap::new();
+            let mut memory = gw::WriterMemory::default();
             let evidence = gw::writer_evidence_from_reports(
                 &members,
                 &seen,
                 settings.freshness_ms,
-                &mut gcomm,
+                now,
+                &mut memory,
             );
+            let gcomm = memory.uuids();
             gw::rank(&gw::WriterInputs {
                 members: &members,
                 authority: a,

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use crate::cluster::{Authority, ClusterState};
 use crate::decide::galera_writer::{
-    writer_evidence_from_reports, WriterEvidence, WriterInputs, WriterSettings,
+    writer_evidence_from_reports, WriterEvidence, WriterInputs, WriterMemory, WriterSettings,
 };
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::ids::NodeId;
@@ -39,8 +39,9 @@ pub struct GaleraWriterController {
     settings: WriterSettings,
     metrics: Metrics,
     evidence: BTreeMap<NodeId, WriterEvidence>,
-    /// The newest gcomm UUID seen for each node while it answered.
-    gcomm: BTreeMap<NodeId, String>,
+    /// The newest gcomm UUID seen for each node while it answered, and when it last did
+    /// (this node's monotonic clock).
+    memory: WriterMemory,
     /// The UUID each node's committed eviction named, once seen in force: it is never
     /// evicted again (a restarted node refuses on its socket while it joins, with a new UUID
     /// not yet reported; evicting the old one again would put it back on the survivors'
@@ -59,7 +60,7 @@ impl GaleraWriterController {
             settings,
             metrics,
             evidence: BTreeMap::new(),
-            gcomm: BTreeMap::new(),
+            memory: WriterMemory::default(),
             spent: BTreeMap::new(),
             evictable: BTreeMap::new(),
             seen: None,
@@ -119,13 +120,14 @@ impl Controller for GaleraWriterController {
             cx.members,
             &cx.reports.seen,
             self.settings.freshness_ms,
-            &mut self.gcomm,
+            cx.clock.mono_ms,
+            &mut self.memory,
         );
         self.evictable = self
-            .gcomm
-            .iter()
+            .memory
+            .uuids()
+            .into_iter()
             .filter(|(n, u)| self.spent.get(n) != Some(u))
-            .map(|(n, u)| (*n, u.clone()))
             .collect();
         false
     }
@@ -225,6 +227,7 @@ mod tests {
     fn evictions(
         c: &mut GaleraWriterController,
         state: &ClusterState,
+        now_ms: u64,
         seen: Vec<Seen>,
     ) -> Vec<String> {
         let members = [NodeId(1), NodeId(2), NodeId(3)];
@@ -241,7 +244,7 @@ mod tests {
             reports: &reports,
             in_flight: &in_flight,
             clock: Clock {
-                mono_ms: 0,
+                mono_ms: now_ms,
                 wall: UnixMillis(0),
             },
             skip_lease_wait: false,
@@ -301,14 +304,17 @@ mod tests {
                 seen(3, 3, synced(size, "33333333-aaaa-11f1-b809-474591e831a5")),
             ]
         };
-        assert!(evictions(&mut c, &state, healthy(3)).is_empty());
+        assert!(evictions(&mut c, &state, 2000, healthy(3)).is_empty());
         let refused = || CheckResult::unreachable(FailureKind::Refused, "refused");
         let gone = |size| {
             let mut s = healthy(size);
             s[0] = seen(1, 1, refused());
             s
         };
-        assert_eq!(evictions(&mut c, &state, gone(3)), [format!("n1 {OLD}")]);
+        assert_eq!(
+            evictions(&mut c, &state, 3000, gone(3)),
+            [format!("n1 {OLD}")]
+        );
         state.apply(
             meta(2),
             &Command::EvictGaleraNode {
@@ -325,13 +331,17 @@ mod tests {
                 reason: String::new(),
             },
         );
-        // Restarted and joining: counted again, its socket still refuses. Not again.
-        assert!(evictions(&mut c, &state, gone(3)).is_empty());
+        // Restarted and joining: counted again, its socket still refuses (its new UUID not
+        // reported yet). Not again.
+        assert!(evictions(&mut c, &state, 4000, gone(3)).is_empty());
         // It answered with a new UUID and died again: that one is evicted.
         let new = "44444444-aaaa-11f1-b809-474591e831a5";
         let mut back = healthy(3);
         back[0] = seen(1, 1, synced(3, new));
-        assert!(evictions(&mut c, &state, back).is_empty());
-        assert_eq!(evictions(&mut c, &state, gone(3)), [format!("n1 {new}")]);
+        assert!(evictions(&mut c, &state, 5000, back).is_empty());
+        assert_eq!(
+            evictions(&mut c, &state, 6000, gone(3)),
+            [format!("n1 {new}")]
+        );
     }
 }

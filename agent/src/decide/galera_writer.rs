@@ -17,8 +17,10 @@
 //!   is open and maintenance is off: the top eligible node, automatically. Otherwise the
 //!   writer stays (and no HAProxy routes to it while its own agent says it is not Synced).
 //! - **Evict**: a node whose mariadbd is definitely gone (its own agent's fresh report says
-//!   the process is stopped or its socket refuses, whatever service control last said; or, while its agent is silent, a majority
-//!   of the members' fresh checks were refused), whose gcomm UUID was reported while it was
+//!   the process is stopped or its socket refuses, whatever service control last said; or,
+//!   while its agent is silent, a majority of the members' fresh checks were refused), newer
+//!   than every check that found it answering ([`WriterMemory`]: so only a dead process's
+//!   UUID is named, never a restarted one's), whose gcomm UUID was reported while it was
 //!   healthy, that is not the writer (after a change in the same cycle: not the new one), while
 //!   another node is Primary: the survivors then continue at once instead of waiting out
 //!   Galera's suspect timeout. Never on one agent's word about another node, never in
@@ -367,14 +369,45 @@ pub fn gcomm_uuid_of(o: &crate::observation::Observation) -> Option<String> {
         .filter(|u| crate::cluster::is_gcomm_uuid(u))
 }
 
+/// What the leader keeps between decisions about each member's MariaDB, on its own monotonic
+/// clock (a report's time is `now_ms` minus its age): the newest gcomm UUID a check found,
+/// and when a check last found the node answering. A new leader starts empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterMemory {
+    /// The gcomm UUID the newest answered check of each node reported, and that check's time.
+    pub gcomm: BTreeMap<NodeId, (String, u64)>,
+    /// When a check (anyone's) last found each node answering.
+    pub answered_at: BTreeMap<NodeId, u64>,
+}
+
+impl WriterMemory {
+    /// The gcomm UUID known for each node.
+    pub fn uuids(&self) -> BTreeMap<NodeId, String> {
+        self.gcomm
+            .iter()
+            .map(|(n, (u, _))| (*n, u.clone()))
+            .collect()
+    }
+}
+
 /// Every member's writer evidence from the fresh reports: its own agent's check of its
-/// MariaDB, and which peers' checks of it were refused. Also updates `gcomm` with every gcomm
-/// UUID a fresh answered check reports.
+/// MariaDB, and which peers' checks of it were refused. Updates `memory` first: the gcomm UUID
+/// of the newest fresh check that answered with one (its own agent's or a peer's), and when a
+/// check last found each node answering.
+///
+/// Death is judged against that memory, so that only a dead process's UUID is ever evicted:
+/// a node is gone (and a peer's refusal counts) only if the report saying so is newer than
+/// every check that found it answering. Once a check found it answering after its own agent
+/// said "stopped" or "refused", it came back as a new process (whose new UUID `memory` now
+/// holds); evicting that would cut the live, rejoining process off. The memory keeps this
+/// across decisions: the answering check may be replaced by a failed one (a cut) before the
+/// own agent's next report.
 pub fn writer_evidence_from_reports(
     members: &[NodeId],
     seen: &[Seen],
     freshness_ms: u64,
-    gcomm: &mut BTreeMap<NodeId, String>,
+    now_ms: u64,
+    memory: &mut WriterMemory,
 ) -> BTreeMap<NodeId, WriterEvidence> {
     let mut out = BTreeMap::new();
     for &m in members {
@@ -387,23 +420,43 @@ pub fn writer_evidence_from_reports(
                     && s.observation.id.target.is_empty()
             })
             .collect();
-        // A node's gcomm UUID comes from its own agent's check; a peer's only while its own
-        // agent has never reported one (a silent agent). Otherwise a peer's check of a
-        // restarted, joining process (its new UUID) could pair with its own agent's older
-        // "refused" report, and the joining process would be evicted.
-        if !gcomm.contains_key(&m) {
-            for s in fresh.iter().filter(|s| s.observer != m) {
-                if let Some(u) = gcomm_uuid_of(&s.observation) {
-                    gcomm.insert(m, u);
-                }
+        let at = |s: &Seen| now_ms.saturating_sub(s.age_ms);
+        // The newest answered check that names a UUID (ties: the own agent's, then by id).
+        let newest_uuid = fresh
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    at(s),
+                    s.observer != m,
+                    s.observer,
+                    gcomm_uuid_of(&s.observation)?,
+                ))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+        if let Some((t, _, _, u)) = newest_uuid {
+            let newer = memory.gcomm.get(&m).is_none_or(|(_, known)| t >= *known);
+            if newer {
+                memory.gcomm.insert(m, (u, t));
             }
         }
+        if let Some(t) = fresh
+            .iter()
+            .filter(|s| s.observation.last.status != Status::Unreachable)
+            .map(|s| at(s))
+            .max()
+        {
+            let last = memory.answered_at.entry(m).or_insert(t);
+            *last = (*last).max(t);
+        }
+        let answered_at = memory.answered_at.get(&m).copied();
+        let after_last_answer = |s: &Seen| answered_at.is_none_or(|a| at(s) > a);
         let refused_by: BTreeSet<NodeId> = fresh
             .iter()
             .filter(|s| {
                 s.observer != m
                     && s.observation.last.status == Status::Unreachable
                     && s.observation.last.failure == Some(FailureKind::Refused)
+                    && after_last_answer(s)
             })
             .map(|s| s.observer)
             .collect();
@@ -413,9 +466,6 @@ pub fn writer_evidence_from_reports(
             ..WriterEvidence::default()
         };
         if let Some(own) = own {
-            if let Some(u) = gcomm_uuid_of(&own.observation) {
-                gcomm.insert(m, u);
-            }
             let o = &own.observation;
             let d = Details::deserialize(&o.last.details).unwrap_or_default();
             let g = evidence_of(o);
@@ -428,15 +478,9 @@ pub fn writer_evidence_from_reports(
             // recovery cycle old): a mariadbd that refuses is exiting or starting, and the
             // UUID evicted is the one its *previous* process reported, so a starting process
             // (a new gcomm UUID) is never the one evicted.
-            // A peer's check that answered after it (a smaller age on this clock) means the
-            // node is back, whatever its own agent's older report says.
-            let answered_since = fresh.iter().any(|s| {
-                s.observer != m
-                    && s.observation.last.status != Status::Unreachable
-                    && s.age_ms < own.age_ms
-            });
+            // Only if nothing found it answering since (see above).
             e.gone = !e.answered
-                && !answered_since
+                && after_last_answer(own)
                 && (o.last.failure == Some(FailureKind::Refused)
                     || g.process == ProcessState::Stopped);
             e.last_committed = g.last_committed;

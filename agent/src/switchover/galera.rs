@@ -28,7 +28,6 @@
 // Reads the clock (adapter: a switchover waits on real time); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +35,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ChangeKind, Command, Outcome};
-use crate::decide::galera_writer::{rank, writer_evidence_from_reports, WriterInputs};
+use crate::decide::galera_writer::{
+    rank, writer_evidence_from_reports, WriterInputs, WriterMemory,
+};
 use crate::ids::{Epoch, LogIndex, NodeId};
 use crate::status::Handles;
 
@@ -121,8 +122,10 @@ pub async fn request(
     let settings = g.writer_settings();
     let now = h.liveness.mono_ms();
     let seen = core.health.lock().map(|hs| hs.all(now)).unwrap_or_default();
-    let mut gcomm = BTreeMap::new();
-    let evidence = writer_evidence_from_reports(&members, &seen, settings.freshness_ms, &mut gcomm);
+    let mut memory = WriterMemory::default();
+    let evidence =
+        writer_evidence_from_reports(&members, &seen, settings.freshness_ms, now, &mut memory);
+    let gcomm = memory.uuids();
     let ranking = rank(&WriterInputs {
         members: &members,
         authority: &a,

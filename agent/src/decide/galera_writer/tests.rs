@@ -504,8 +504,9 @@ fn writer_evidence_reads_the_reports() {
         seen(3, 3, hung, 100),
         seen(1, 3, refused, 9_000),
     ];
-    let mut gcomm = BTreeMap::new();
-    let ev = writer_evidence_from_reports(&members, &reports, 2000, &mut gcomm);
+    let mut memory = WriterMemory::default();
+    let ev = writer_evidence_from_reports(&members, &reports, 2000, 10_000, &mut memory);
+    let gcomm = memory.uuids();
     let n1 = &ev[&NodeId(1)];
     assert!(n1.serving && n1.primary && !n1.gone, "{n1:?}");
     assert_eq!(
@@ -526,7 +527,7 @@ fn writer_evidence_reads_the_reports() {
 }
 
 /// A joining process's new UUID, seen by a peer, never pairs with its own agent's older
-/// "refused": the node counts as back, and the UUID kept is the own agent's.
+/// "refused": the node counts as back, and the UUID kept is the newest one seen.
 #[test]
 fn a_peer_seeing_the_node_back_after_its_own_refusal_is_not_gone() {
     use crate::observation::CheckResult;
@@ -537,19 +538,104 @@ fn a_peer_seeing_the_node_back_after_its_own_refusal_is_not_gone() {
         "local_state_comment": "Joining", "ready": false, "gcomm_uuid": new,
     }));
     let refused = CheckResult::unreachable(FailureKind::Refused, "refused");
-    let mut gcomm: BTreeMap<NodeId, String> = [(NodeId(2), U2.to_string())].into();
+    let mut memory = WriterMemory::default();
+    memory.gcomm.insert(NodeId(2), (U2.to_string(), 5_000));
     let reports = vec![seen(2, 2, refused.clone(), 400), seen(1, 2, back, 100)];
-    let ev = writer_evidence_from_reports(&members, &reports, 2000, &mut gcomm);
+    let ev = writer_evidence_from_reports(&members, &reports, 2000, 10_000, &mut memory);
     assert!(!ev[&NodeId(2)].gone, "{:?}", ev[&NodeId(2)]);
     assert_eq!(
-        gcomm[&NodeId(2)],
-        U2,
-        "a peer's UUID does not replace the own agent's"
+        memory.uuids()[&NodeId(2)],
+        new,
+        "the newest UUID seen is kept"
     );
-    // The other order: the peer's answer is older than the refusal: gone.
+    // The other order, for a node never seen answering before: the peer's answer is older
+    // than the refusal: gone.
+    let mut memory = WriterMemory::default();
     let reports = vec![seen(2, 2, refused, 100), seen(1, 2, synced_check(), 400)];
-    let ev = writer_evidence_from_reports(&members, &reports, 2000, &mut gcomm);
+    let ev = writer_evidence_from_reports(&members, &reports, 2000, 10_000, &mut memory);
     assert!(ev[&NodeId(2)].gone, "{:?}", ev[&NodeId(2)]);
+}
+
+/// Found by the whole-cluster simulation (seed 15): a node's own agent reported its mariadbd
+/// stopped; the node was started again and a peer's check found the new process answering
+/// (its new gcomm UUID) before the own agent's next report; then the node was cut off, so the
+/// peer's next check timed out while the own "stopped" report was still fresh. Judged on the
+/// current reports alone the node was gone, and the eviction named the live, rejoining
+/// process's UUID. The memory of the answer keeps it not gone; a refusal after the answer
+/// (the new process died too) makes it gone again, with the new UUID.
+#[test]
+fn a_node_answering_since_its_own_gone_report_is_not_evicted() {
+    use crate::observation::CheckResult;
+    const U3_NEW: &str = "33333333-bbbb-11f1-b809-474591e831a5";
+    let joining = CheckResult::healthy(serde_json::json!({
+        "cluster_status": "Primary", "local_state": 1, "local_state_comment": "Joining",
+        "ready": false, "last_committed": 100, "gcomm_uuid": U3_NEW,
+    }));
+    let mut stopped = CheckResult::unreachable(FailureKind::Refused, "connection refused");
+    stopped.details = serde_json::json!({"service": "stopped"});
+    let timed_out = CheckResult::unreachable(FailureKind::Timeout, "timed out");
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let synced = |n: u64, u: &str| {
+        let mut c = synced_check();
+        c.details["gcomm_uuid"] = serde_json::json!(u);
+        c.details["last_committed"] = serde_json::json!(100);
+        seen(n, n, c, 100)
+    };
+    let evictions = |evidence: &BTreeMap<NodeId, WriterEvidence>, memory: &WriterMemory| {
+        let a = authority(Some(1), &[]);
+        let gcomm = memory.uuids();
+        let plan = decide(&WriterInputs {
+            members: &members,
+            authority: &a,
+            evidence,
+            gcomm: &gcomm,
+            outage_open: false,
+            maintenance: false,
+            in_flight: false,
+            settings: WriterSettings {
+                freshness_ms: 2000,
+                evict: true,
+            },
+        });
+        plan.proposals.iter().map(short).collect::<Vec<String>>()
+    };
+    // (age of n3's own "stopped" report, age of n1's check finding n3 Joining, evicted?)
+    for (own_age, peer_age, evicted) in [(900, 200, false), (900, 1500, true)] {
+        let now = 10_000;
+        let mut memory = WriterMemory::default();
+        memory.gcomm.insert(NodeId(3), (U3.to_string(), 1_000));
+        let reports = vec![
+            synced(1, U1),
+            synced(2, U2),
+            seen(3, 3, stopped.clone(), own_age),
+            seen(1, 3, joining.clone(), peer_age),
+        ];
+        let ev = writer_evidence_from_reports(&members, &reports, 2000, now, &mut memory);
+        assert_eq!(ev[&NodeId(3)].gone, evicted, "{own_age} {peer_age}");
+        assert_eq!(memory.uuids()[&NodeId(3)], U3_NEW, "the newest UUID seen");
+        let want: &[&str] = if evicted { &["evict 3"] } else { &[] };
+        assert_eq!(evictions(&ev, &memory), want, "{own_age} {peer_age}");
+        // 300 ms later n1's next check of n3 times out (a cut); n3's own report is unchanged.
+        let reports = vec![
+            synced(1, U1),
+            synced(2, U2),
+            seen(3, 3, stopped.clone(), own_age + 300),
+            seen(1, 3, timed_out.clone(), 100),
+        ];
+        let ev = writer_evidence_from_reports(&members, &reports, 2000, now + 300, &mut memory);
+        assert_eq!(ev[&NodeId(3)].gone, evicted, "later: {own_age} {peer_age}");
+        assert_eq!(evictions(&ev, &memory), want, "later: {own_age} {peer_age}");
+        // Then its own agent reports it stopped again: the new process died too.
+        let reports = vec![
+            synced(1, U1),
+            synced(2, U2),
+            seen(3, 3, stopped.clone(), 50),
+            seen(1, 3, timed_out.clone(), 100),
+        ];
+        let ev = writer_evidence_from_reports(&members, &reports, 2000, now + 600, &mut memory);
+        assert!(ev[&NodeId(3)].gone, "died again: {own_age} {peer_age}");
+        assert_eq!(evictions(&ev, &memory), ["evict 3"]);
+    }
 }
 
 fn synced_check() -> crate::observation::CheckResult {
