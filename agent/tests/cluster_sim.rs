@@ -12,9 +12,13 @@
 //! leader's full-outage decision, with its clock and evidence from the reports), each agent's
 //! `GaleraRecovery` planner fed as `local::spawn_galera` feeds it, and the MariaDB probe's
 //! `judge`, `grastate_json` and notes, parsed back by `evidence_of` exactly as production
-//! reports are (see `sim_galera`). Only the adapters differ: probes read the simulated world
-//! instead of a socket; reports, pings and Raft messages travel over the simulated network as
-//! values; the clock is the simulated one.
+//! reports are (see `sim_galera`); for the Galera writer, the `GaleraWriterController` in every
+//! driver (the leader's writer and eviction decision) and each agent's [`WriterReconciler`]
+//! over a [`SimGaleraSql`] mirroring its node's mariadbd and its HAProxy's `be_mysql`, run as
+//! `local::spawn_galera_writer` runs it, with HAProxy's check of each MySQL server answered by
+//! [`serving_writer`] as `GET /galera/writer` answers it. Only the adapters differ: probes
+//! read the simulated world instead of a socket; reports, pings and Raft messages travel over
+//! the simulated network as values; the clock is the simulated one.
 //!
 //! The world: Redis `nX` at 10.0.0.X:6379; a replica copies its master's offset while the
 //! master is up and reachable; a master gains offset every step while it accepts writes:
@@ -32,7 +36,12 @@
 //! commits a write to the Primary component on about every other step; every agent checks
 //! the three servers every second (its own through the socket, unaffected by cuts), and its
 //! Galera recovery task runs every 500 ms and at once on a new target, carrying out the
-//! planner's steps on the world (the only way mariadbd is ever started).
+//! planner's steps on the world (the only way mariadbd is ever started). Every HAProxy has a
+//! MySQL backend `be_mysql` (db1 in service, db2 and db3 `disabled` at start, as in the lab);
+//! every agent's writer reconciler runs every 200 ms (`galera.writer_interval`) and at once
+//! on a new target: it routes its own HAProxy to the committed writer, and the `evs.evict`
+//! statements it runs on its own node are carried out on the world (the survivors drop a dead
+//! member at once instead of stalling for the suspect timeout).
 //!
 //! Faults from the seed: symmetric and one-way cuts, isolation of a node, message loss, delay
 //! and reordering, crash and restart of one agent or all three (memory lost, the store kept),
@@ -58,12 +67,21 @@
 //!   carried out per outage number, counted across agent restarts (but for the same node's
 //!   agent restarted since, by design: `TRIAD_SIM_GALERA_STRICT=1` counts that too), and none
 //!   while any node is in a Primary component; no start from a position other than the node's
-//!   durable one; mariadbd started only through a planner step.
+//!   durable one; mariadbd started only through a planner step;
+//! - the Galera writer ([`Sim::check_galera_writer`]): at most one `be_mysql` server `ready` in
+//!   any HAProxy, after every HAProxy command, not only between steps; every routable server
+//!   (`ready` in some HAProxy, and its own agent answers `GET /galera/writer` 200) alive,
+//!   Synced and Primary in the world, unless it stopped being so after that agent's last writer
+//!   cycle (at most one writer interval ago: no agent can know sooner); every eviction, when
+//!   it commits, names a gcomm UUID of that node that no running mariadbd has (alive or
+//!   hung); the committed writer never evicted.
 //!
 //! Checked at the end, after faults stop: a leader within 3 election timeouts, and every
 //! HAProxy, Redis role and fence matching the committed master within 2 reconciliation periods
 //! of the authority settling; all three mariadbd Synced in one Primary component of three and
-//! every agent past the last outage within [`GALERA_LIVE_MS`] of the faults stopping.
+//! every agent past the last outage within [`galera_live_ms`] of the faults stopping, and then
+//! the Galera writer settled: no eviction left in force, every HAProxy routing MySQL to the
+//! committed writer alone, whose agent answers HAProxy's check 200.
 //!
 //! The worlds of the Redis plants have no Galera (their checks are about Redis alone); the
 //! scripts have it only with `cluster seed=N galera`.
@@ -83,10 +101,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use triad::actuator::haproxy::{AdminMode, Haproxy, SimHaproxy};
+use triad::actuator::galera_sql::SimGaleraSql;
+use triad::actuator::haproxy::{
+    AdminMode, Haproxy, HaproxyError, HaproxyInfo, ServerRow, SimHaproxy,
+};
 use triad::actuator::redis::{RedisAction, SimRedis};
 use triad::cluster::{Authority, Command, MemberInfo};
 use triad::codec;
@@ -104,6 +126,9 @@ use triad::probe::redis_info::{RedisInfo, RedisRole};
 use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds};
 use triad::raft::transport::lease_from_grants;
 use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
+use triad::reconcile::galera_writer::{
+    serving_writer, WriterReconciler, WriterReport, WriterTarget,
+};
 use triad::reconcile::redis::{
     serving_master, CycleReport, HaproxyTarget, Pace, Pacer, RedisReconciler, RedisTarget,
 };
@@ -157,8 +182,27 @@ fn galera_section() -> GaleraSection {
     toml::from_str("").unwrap_or_else(|e| panic!("[galera] with its defaults: {e}"))
 }
 /// After the faults stop, every mariadbd must be Synced in one Primary component of three,
-/// and the outage ended, within this.
-const GALERA_LIVE_MS: u64 = 90_000;
+/// and the outage ended, within this: the longest restart back-off (16 times
+/// `galera.restart_backoff`, 80 s by default: a node whose starts failed during the faults
+/// may have just begun it) and two state transfers in series (the donor serves one at a time;
+/// the world's SST takes about 10 s) with 10 s to spare. Seed 2 (10 minutes) needs 91 s: its
+/// two broken nodes began the 80 s wait 8 s before the faults stopped.
+fn galera_live_ms(g: &GaleraSection) -> u64 {
+    u64::try_from(g.restart_backoff.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(16)
+        .saturating_add(30_000)
+}
+/// The MySQL backend of every HAProxy (the lab's): servers `db1..db3`, `db1` in service and
+/// the others `disabled` at start, checked against each server's own agent
+/// (`GET /galera/writer`).
+const MYSQL: &str = "be_mysql";
+
+/// How old a writer cycle `GET /galera/writer` still answers from (`api::galera_writer`'s
+/// formula: two writer intervals and two action timeouts).
+fn writer_max_age(g: &GaleraSection) -> Duration {
+    g.writer_interval.saturating_mul(2) + ACTION_TIMEOUT.saturating_mul(2)
+}
 
 /// Bugs the checker must catch (proves the invariants are not vacuous).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -184,6 +228,10 @@ enum Plant {
     /// The Galera decision treats a silent or unknown node as absent
     /// ([`GaleraPlant::SilentAsAbsent`], planted in the decision and its controller).
     GaleraSilentAsAbsent,
+    /// Each agent answers HAProxy's check of its MySQL server (`GET /galera/writer`) as if
+    /// its last writer cycle had found its node Synced, Primary and ready (`serving_writer`
+    /// ignoring `serving`; planted here, in the simulation's adapter of the API).
+    WriterIgnoresServing,
 }
 
 impl Plant {
@@ -192,7 +240,10 @@ impl Plant {
     fn galera(self) -> bool {
         matches!(
             self,
-            Plant::None | Plant::GaleraRankByNodeId | Plant::GaleraSilentAsAbsent
+            Plant::None
+                | Plant::GaleraRankByNodeId
+                | Plant::GaleraSilentAsAbsent
+                | Plant::WriterIgnoresServing
         )
     }
 
@@ -252,6 +303,117 @@ struct Agent {
     pacer: Pacer,
     /// Its Galera recovery task (with Galera only).
     glue: Option<sim_galera::Glue>,
+    /// Its Galera writer reconciler task (with Galera only).
+    writer: Option<WriterTask>,
+}
+
+/// One agent's Galera writer reconciler task, as `local::spawn_galera_writer` runs it: the
+/// production [`WriterReconciler`] over a [`SimGaleraSql`] that mirrors the node's simulated
+/// mariadbd before every cycle, and its HAProxy's `be_mysql` backend. Lost when the agent
+/// crashes.
+struct WriterTask {
+    rec: WriterReconciler,
+    sql: SimGaleraSql,
+    /// The last cycle's report, when it ran, and whether the world had the node serving
+    /// (alive, Synced, Primary) then: what `GET /galera/writer` answers from, and the ground
+    /// truth it is checked against.
+    last: Option<(WriterReport, u64, bool)>,
+    /// The target the last cycle saw (a new one wakes the task at once).
+    last_target: Option<WriterTarget>,
+}
+
+/// The `be_mysql` servers `ready` in each HAProxy, as [`CheckedHaproxy`] read them after
+/// every change, and the first violation it saw.
+#[derive(Debug, Default)]
+struct MysqlSeen {
+    /// By HAProxy (node): its servers in `ready` state (by node).
+    ready: BTreeMap<u64, Vec<u64>>,
+    /// The first time a HAProxy had two servers `ready`, for the step's check.
+    violation: Option<String>,
+}
+
+/// Agent `me`'s HAProxy as its writer reconciler sees it: the node's [`SimHaproxy`], reading
+/// its `be_mysql` back after every `set server` so that the invariant (at most one server
+/// `ready`) holds at every instant, not only between steps. Nothing else changes that
+/// backend in the simulation (no reload), so what it read is also each step's state: the
+/// checks read it from there rather than parse `show servers state` thrice a step.
+struct CheckedHaproxy {
+    inner: SimHaproxy,
+    me: u64,
+    seen: Arc<std::sync::Mutex<MysqlSeen>>,
+}
+
+/// The `be_mysql` servers `ready` in `h` (by node). Inside the cycle's executor too: the
+/// simulated HAProxy answers at once.
+fn read_mysql_ready(h: &SimHaproxy) -> Vec<u64> {
+    futures::FutureExt::now_or_never(h.show_servers_state(Some(MYSQL)))
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.admin_state.mode() == AdminMode::Ready)
+        .filter_map(|r| r.server.strip_prefix("db")?.parse::<u64>().ok())
+        .collect()
+}
+
+impl CheckedHaproxy {
+    fn check(&self, command: String) {
+        let ready = read_mysql_ready(&self.inner);
+        if let Ok(mut seen) = self.seen.lock() {
+            if ready.len() > 1 && seen.violation.is_none() {
+                seen.violation = Some(format!(
+                    "galera writer: n{}'s HAProxy has {ready:?} ready after `{command}`",
+                    self.me
+                ));
+            }
+            seen.ready.insert(self.me, ready);
+        }
+    }
+}
+
+impl Haproxy for CheckedHaproxy {
+    fn show_servers_state<'a>(
+        &'a self,
+        backend: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<ServerRow>, HaproxyError>> {
+        self.inner.show_servers_state(backend)
+    }
+
+    fn set_server_state<'a>(
+        &'a self,
+        backend: &'a str,
+        server: &'a str,
+        mode: AdminMode,
+    ) -> BoxFuture<'a, Result<(), HaproxyError>> {
+        Box::pin(async move {
+            let r = self.inner.set_server_state(backend, server, mode).await;
+            self.check(format!("set server {backend}/{server} state {mode}"));
+            r
+        })
+    }
+
+    fn shutdown_sessions<'a>(
+        &'a self,
+        backend: &'a str,
+        server: &'a str,
+    ) -> BoxFuture<'a, Result<(), HaproxyError>> {
+        self.inner.shutdown_sessions(backend, server)
+    }
+
+    fn force_health_up<'a>(
+        &'a self,
+        backend: &'a str,
+        server: &'a str,
+    ) -> BoxFuture<'a, Result<(), HaproxyError>> {
+        self.inner.force_health_up(backend, server)
+    }
+
+    fn show_info(&self) -> BoxFuture<'_, Result<HaproxyInfo, HaproxyError>> {
+        self.inner.show_info()
+    }
+
+    fn save_server_state(&self) -> BoxFuture<'_, Result<usize, HaproxyError>> {
+        self.inner.save_server_state()
+    }
 }
 
 /// A Galera fault due later (the sequences of [`Sim::inject_galera_fault`]).
@@ -275,6 +437,12 @@ struct GaleraSim {
     agent_starts: u64,
     /// `[galera]` as the agents run it.
     section: GaleraSection,
+    /// The writer reconciler's cycle, in steps (`galera.writer_interval`).
+    writer_every: u64,
+    /// Evictions seen committed, by (node, log index), each checked once.
+    evictions: BTreeSet<(NodeId, u64)>,
+    /// Every HAProxy's `be_mysql`, as the [`CheckedHaproxy`]s read it after every change.
+    mysql: Arc<std::sync::Mutex<MysqlSeen>>,
 }
 
 struct RedisWorld {
@@ -420,6 +588,11 @@ impl Sim {
                 for s in 1..=N {
                     h.add_server("be_redis", &format!("redis{s}"), 6379, s != 1);
                 }
+                if galera {
+                    for s in 1..=N {
+                        h.add_server(MYSQL, &format!("db{s}"), 3306, s != 1);
+                    }
+                }
                 h
             })
             .collect();
@@ -465,14 +638,31 @@ impl Sim {
             silent_promotions: 0,
             galera_verdict: String::new(),
             galera_record: None,
-            galera: galera.then(|| GaleraSim {
-                world: sim_galera::World::new(seed),
-                pending: Vec::new(),
-                faults: 0,
-                agent_starts: 0,
-                section: galera_section(),
+            galera: galera.then(|| {
+                let section = galera_section();
+                GaleraSim {
+                    world: sim_galera::World::new(seed),
+                    pending: Vec::new(),
+                    faults: 0,
+                    agent_starts: 0,
+                    writer_every: (u64::try_from(section.writer_interval.as_millis())
+                        .unwrap_or(u64::MAX)
+                        / STEP_MS)
+                        .max(1),
+                    section,
+                    evictions: BTreeSet::new(),
+                    mysql: Arc::default(),
+                }
             }),
         };
+        if let Some(g) = sim.galera.as_ref() {
+            if let Ok(mut seen) = g.mysql.lock() {
+                for h in 1..=N {
+                    seen.ready
+                        .insert(h, read_mysql_ready(&sim.haproxy[h as usize - 1]));
+                }
+            }
+        }
         for i in 0..N as usize {
             sim.start(i)
                 .unwrap_or_else(|e| panic!("seed {seed}: start: {e}"));
@@ -521,9 +711,7 @@ impl Sim {
                         plant: self.plant.galera_plant(),
                         ..g.section.settings()
                     }),
-                    // Not yet in the simulation: the writer's reconciler has no simulated
-                    // HAProxy MySQL backend here (see the README's caveats).
-                    galera_writer: None,
+                    galera_writer: self.galera.as_ref().map(|g| g.section.writer_settings()),
                 },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,
@@ -580,6 +768,30 @@ impl Sim {
             glue: self.galera.as_mut().map(|g| {
                 g.agent_starts += 1;
                 sim_galera::Glue::new(i, g.agent_starts, sim_galera::recovery_settings(&g.section))
+            }),
+            writer: self.galera.as_ref().map(|g| {
+                let sql = SimGaleraSql::default();
+                let haproxy = CheckedHaproxy {
+                    inner: self.haproxy[i].clone(),
+                    me: id.get(),
+                    seen: g.mysql.clone(),
+                };
+                let rec = WriterReconciler::new(
+                    id,
+                    Arc::new(sql.clone()),
+                    Some(HaproxyTarget {
+                        haproxy: Arc::new(haproxy),
+                        backend: MYSQL.into(),
+                        servers: (1..=N).map(|n| (NodeId(n), format!("db{n}"))).collect(),
+                        save_state: false,
+                    }),
+                );
+                WriterTask {
+                    rec,
+                    sql,
+                    last: None,
+                    last_target: None,
+                }
             }),
         });
         Ok(())
@@ -1055,7 +1267,8 @@ impl Sim {
             self.agent_work(i)?;
         }
         self.haproxy_checks();
-        self.check_writable()
+        self.check_writable()?;
+        self.check_galera_writer()
     }
 
     fn deliver(&mut self) {
@@ -1260,7 +1473,9 @@ impl Sim {
         if changed || tick {
             self.reconcile(i)?;
         }
-        self.galera_task(i)
+        self.galera_task(i)?;
+        self.writer_task(i);
+        Ok(())
     }
 
     /// Agent `i`'s checks of the three MariaDB servers (a slow node skips rounds), as the
@@ -1331,6 +1546,251 @@ impl Sim {
                 self.galera_events();
                 Err(self.fail(&e))
             }
+        }
+    }
+
+    /// Agent `i`'s Galera writer reconciler task: every `galera.writer_interval`, and at once
+    /// on a new target, one cycle, as `local::spawn_galera_writer` runs it. Its
+    /// [`SimGaleraSql`] answers as the node's mariadbd does at that moment (refused when it
+    /// is dead or does not serve SQL yet, a timeout when it is hung), and the evict-list
+    /// statements the cycle ran are carried out on the world after it.
+    fn writer_task(&mut self, i: usize) {
+        let now = self.now;
+        let me = NodeId(i as u64 + 1);
+        let (Some(g), Some(a)) = (self.galera.as_mut(), self.agents[i].as_mut()) else {
+            return;
+        };
+        let Some(w) = a.writer.as_mut() else {
+            return;
+        };
+        let target =
+            a.d.target(Authority::GaleraWriter)
+                .and_then(|t| t.as_galera_writer());
+        let tick = (self.step_no + i as u64).is_multiple_of(g.writer_every);
+        if !tick && w.last_target.as_ref() == target {
+            return;
+        }
+        w.last_target = target.cloned();
+        let Some(target) = target.cloned() else {
+            return;
+        };
+        let local = g.world.local_sql(i, ACTION_TIMEOUT);
+        let serving = g.world.serving(i);
+        w.sql.with(|n| match local {
+            Ok(l) => {
+                n.wsrep = l;
+                n.fail = None;
+            }
+            Err(e) => n.fail = Some(e),
+        });
+        let report = futures::executor::block_on(w.rec.cycle(&target));
+        for statement in w.sql.with(|n| std::mem::take(&mut n.log)) {
+            let done = match statement.strip_prefix("evict ") {
+                Some(u) => g.world.evict(i, u, now),
+                None if statement == "clear" => g.world.clear_evictions(i),
+                None => Ok(()),
+            };
+            if let Err(e) = done {
+                // Never: the statement succeeded on the mirror of this very moment.
+                self.trace
+                    .push(format!("t={now}ms {me} writer: {statement}: {e}"));
+            }
+        }
+        let mut lines = Vec::new();
+        if !report.evictions.is_empty() {
+            let ops: Vec<String> = report
+                .evictions
+                .iter()
+                .map(|op| match op.strip_prefix("evict ") {
+                    Some(u) => format!("evs.evict={}", sim_galera::gcomm_short(u)),
+                    None => "evs.evict= (clear)".into(),
+                })
+                .collect();
+            lines.push(format!("{me} writer: {}", ops.join(", ")));
+        }
+        if !report.haproxy_actions.is_empty() {
+            let verdict = report.haproxy_verdict.as_deref().unwrap_or("haproxy");
+            lines.push(format!("{me} writer: {verdict}"));
+        }
+        w.last = Some((report, now, serving));
+        for line in lines {
+            self.galera_line(line);
+        }
+        self.galera_events();
+    }
+
+    /// Servers in `ready` state in node `h`'s HAProxy MySQL backend, by node (as last read
+    /// after a change: see [`CheckedHaproxy`]).
+    fn mysql_ready(&self, h: u64) -> Vec<u64> {
+        self.galera
+            .as_ref()
+            .and_then(|g| g.mysql.lock().ok()?.ready.get(&h).cloned())
+            .unwrap_or_default()
+    }
+
+    /// What agent `n` answers to HAProxy's check of its MySQL server (`GET /galera/writer`), as
+    /// `api::galera_writer` computes it: `serving_writer` on its applied authority, its last
+    /// writer cycle and that cycle's age. `None` when its agent is dead (connection refused:
+    /// the check fails) or this world has no Galera.
+    fn writer_answer(&self, n: u64) -> Option<Result<(), String>> {
+        let g = self.galera.as_ref()?;
+        let a = self.agents[n as usize - 1].as_ref()?;
+        let w = a.writer.as_ref()?;
+        let planted;
+        let last = match &w.last {
+            Some((r, at, _)) => {
+                let age = Duration::from_millis(self.now.saturating_sub(*at));
+                if self.plant == Plant::WriterIgnoresServing {
+                    planted = WriterReport {
+                        serving: true,
+                        ..r.clone()
+                    };
+                    Some((&planted, age))
+                } else {
+                    Some((r, age))
+                }
+            }
+            None => None,
+        };
+        Some(serving_writer(
+            NodeId(n),
+            &a.d.state().galera_writer,
+            last,
+            writer_max_age(&g.section),
+        ))
+    }
+
+    /// The Galera writer's invariants, after every step:
+    /// - every HAProxy's MySQL backend has at most one server `ready`, between steps and
+    ///   after every command of a cycle ([`CheckedHaproxy`]);
+    /// - a routable server (`ready` in some HAProxy, and its own agent answers HAProxy's check
+    ///   yes) is alive, Synced and Primary in the world, unless it stopped being so after its
+    ///   agent's last writer cycle, which ran at most one writer interval ago (no agent can
+    ///   know sooner; HAProxy's own check interval comes on top in reality);
+    /// - a committed eviction names a gcomm UUID of that node that no running mariadbd has
+    ///   (alive or hung) when it commits: only a dead process is ever evicted;
+    /// - the committed writer is never evicted.
+    fn check_galera_writer(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let Some(g) = self.galera.as_ref() else {
+            return Ok(());
+        };
+        let instant = g.mysql.lock().ok().and_then(|mut v| v.violation.take());
+        if let Some(v) = instant {
+            return Err(self.fail(&v));
+        }
+        let mut routable = BTreeSet::new();
+        for h in 1..=N {
+            let ready = self.mysql_ready(h);
+            if ready.len() > 1 {
+                return Err(self.fail(&format!(
+                    "galera writer: n{h}'s HAProxy has {ready:?} ready at once"
+                )));
+            }
+            routable.extend(ready);
+        }
+        let interval = g.writer_every * STEP_MS;
+        for s in routable {
+            if !matches!(self.writer_answer(s), Some(Ok(()))) || g.world.serving(s as usize - 1) {
+                continue;
+            }
+            let last = self.agents[s as usize - 1]
+                .as_ref()
+                .and_then(|a| a.writer.as_ref())
+                .and_then(|w| w.last.as_ref());
+            if let Some((r, at, true)) = last {
+                if now - at <= interval {
+                    // It stopped serving since the last cycle saw it serving.
+                    continue;
+                }
+                return Err(self.fail(&format!(
+                    "galera writer: db{s} is routable and not serving, its agent answering from \
+                     a cycle {}ms old (the world had it serving then; cycles run every \
+                     {interval}ms): {r:?}",
+                    now - at
+                )));
+            }
+            let rows = g.world.status_rows(now);
+            return Err(self.fail(&format!(
+                "galera writer: db{s} is routable (ready in a HAProxy, its agent answers \
+                 /galera/writer 200) but its mariadbd is not alive, Synced and Primary, and was \
+                 not at its agent's last writer cycle either: {}; last cycle {last:?}",
+                rows[s as usize - 1].join(" ")
+            )));
+        }
+        let mut fresh = Vec::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let Some(a) = a else {
+                continue;
+            };
+            let w = &a.d.state().galera_writer;
+            if let Some(x) = w.writer.filter(|x| w.evicted.contains_key(x)) {
+                return Err(self.fail(&format!(
+                    "galera writer: n{} applied {x} as the writer while it is evicted",
+                    i + 1
+                )));
+            }
+            for (&node, e) in &w.evicted {
+                if !g.evictions.contains(&(node, e.index.0)) {
+                    fresh.push((node, e.index.0, e.gcomm_uuid.clone()));
+                }
+            }
+        }
+        for (node, index, uuid) in &fresh {
+            let (node, index) = (*node, *index);
+            let running = (0..N as usize).find(|&k| g.world.running_gcomm(k) == Some(uuid));
+            let owner = sim_galera::gcomm_node(uuid);
+            if running.is_some() || owner != Some(node.get() as usize - 1) {
+                return Err(self.fail(&format!(
+                    "galera eviction: {node} evicted at index {index} with gcomm UUID {uuid} ({}), \
+                     which {}",
+                    sim_galera::gcomm_short(uuid),
+                    match running {
+                        Some(k) => format!(
+                            "n{}'s mariadbd runs with ({})",
+                            k + 1,
+                            g.world.status_rows(now)[k].join(" ")
+                        ),
+                        None => "is not one of that node's processes".into(),
+                    }
+                )));
+            }
+        }
+        if let Some(g) = self.galera.as_mut() {
+            g.evictions
+                .extend(fresh.into_iter().map(|(node, index, _)| (node, index)));
+        }
+        Ok(())
+    }
+
+    /// Whether the Galera writer settled: a writer committed, no eviction in force, every
+    /// HAProxy routing MySQL to it alone, and its agent answering HAProxy's check yes.
+    fn writer_converged(&self) -> Result<(), String> {
+        if self.galera.is_none() {
+            return Ok(());
+        }
+        let a = self
+            .agents
+            .iter()
+            .flatten()
+            .max_by_key(|a| a.d.state().applied.0)
+            .ok_or("no agent running")?;
+        let auth = &a.d.state().galera_writer;
+        let w = auth.writer.ok_or("no Galera writer committed")?.get();
+        if !auth.evicted.is_empty() {
+            let e: Vec<String> = auth.evicted.keys().map(|n| n.to_string()).collect();
+            return Err(format!("evictions still in force: {}", e.join(", ")));
+        }
+        for h in 1..=N {
+            let ready = self.mysql_ready(h);
+            if ready != [w] {
+                return Err(format!("n{h}'s HAProxy has {ready:?} ready, not db{w}"));
+            }
+        }
+        match self.writer_answer(w) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(why)) => Err(format!("n{w}'s agent answers 503 for db{w}: {why}")),
+            None => Err(format!("n{w}'s agent is dead")),
         }
     }
 
@@ -1635,10 +2095,20 @@ impl Sim {
                 )));
             }
             let took = galera_at.map_or(u64::MAX, |t| t.saturating_sub(healed));
-            if took > GALERA_LIVE_MS {
+            let limit = self
+                .galera
+                .as_ref()
+                .map_or(0, |g| galera_live_ms(&g.section));
+            if took > limit {
                 return Err(self.fail(&format!(
                     "liveness: galera recovered {took}ms after the faults stopped (limit \
-                     {GALERA_LIVE_MS}ms)"
+                     {limit}ms)"
+                )));
+            }
+            if let Err(e) = self.writer_converged() {
+                return Err(self.fail(&format!(
+                    "liveness: galera writer not settled at the end: {e}; {}",
+                    self.galera_summary()
                 )));
             }
         }
@@ -1659,6 +2129,14 @@ impl Sim {
                 .unwrap_or(0),
             writes: g.map_or(0, |g| g.world.writes),
             rebootstraps: g.map_or(0, |g| g.world.rebootstraps),
+            evictions: g.map_or(0, |g| g.evictions.len() as u64),
+            writer_changes: self
+                .agents
+                .iter()
+                .flatten()
+                .map(|a| a.d.state().galera_writer.epoch.0)
+                .max()
+                .unwrap_or(0),
         })
     }
 
@@ -1733,6 +2211,10 @@ struct Stats {
     writes: u64,
     /// Galera outages bootstrapped again by the same node after its agent restarted.
     rebootstraps: u64,
+    /// Galera evictions committed.
+    evictions: u64,
+    /// Galera writers committed (the newest writer epoch).
+    writer_changes: u64,
 }
 
 fn steps() -> u64 {
@@ -1809,11 +2291,13 @@ fn cluster_is_safe_and_live_under_faults() {
     let bootstrapped: u64 = stats.iter().map(|s| s.outages).sum();
     let opened: u64 = stats.iter().map(|s| s.outages_opened).sum();
     let rebootstraps: u64 = stats.iter().map(|s| s.rebootstraps).sum();
+    let evictions: u64 = stats.iter().map(|s| s.evictions).sum();
     eprintln!(
         "cluster sim: {} seeds x {} simulated minutes in {secs:.1}s ({:.2} seeds/s); per seed \
          {:.1} faults, {:.1} terms, {:.1} failovers, {:.1} galera outages opened, {:.1} \
          bootstrapped ({rebootstraps} bootstraps again after an agent restart), {:.0} galera \
-         writes; promotions proposed: {fast} fast path, {silent} silent path",
+         writes, {:.1} galera writers, {:.1} evictions; promotions proposed: {fast} fast path, \
+         {silent} silent path",
         stats.len(),
         steps * STEP_MS / 60_000,
         stats.len() as f64 / secs,
@@ -1823,6 +2307,8 @@ fn cluster_is_safe_and_live_under_faults() {
         opened as f64 / n,
         bootstrapped as f64 / n,
         stats.iter().map(|s| s.writes).sum::<u64>() as f64 / n,
+        stats.iter().map(|s| s.writer_changes).sum::<u64>() as f64 / n,
+        evictions as f64 / n,
     );
     // Every path must actually run, or the invariants above say little about one of them.
     if stats.len() >= 20 {
@@ -1834,6 +2320,7 @@ fn cluster_is_safe_and_live_under_faults() {
             bootstrapped > 0,
             "no Galera outage was bootstrapped ({opened} opened)"
         );
+        assert!(evictions > 0, "no Galera eviction was committed");
     }
 }
 
@@ -2140,7 +2627,12 @@ fn scenario_in(
     plant: Plant,
     f: impl FnOnce(&mut Sim) -> Result<(), String>,
 ) {
-    let mut sim = Sim::new(seed, plant);
+    scenario_on(name, Sim::new(seed, plant), f);
+}
+
+/// Runs a scenario on `sim` (see [`scenario`]).
+fn scenario_on(name: &str, mut sim: Sim, f: impl FnOnce(&mut Sim) -> Result<(), String>) {
+    let seed = sim.seed;
     let trace = sim.trace.clone();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut sim))) {
         Ok(Ok(())) => {
@@ -2481,12 +2973,14 @@ fn restarted_follower_reconciles_from_its_snapshot(sim: &mut Sim) -> Result<(), 
     Ok(())
 }
 
+/// Without Galera: a crash of the Galera writer's agent moves the writer (its agent is
+/// silent), a commit that would end the quiet this scenario needs.
 #[test]
 fn scenario_a_restarted_follower_reconciles_from_its_snapshot() {
     for seed in 1..=5 {
-        scenario(
+        scenario_on(
             "restarted follower, snapshot at its applied index, quiet cluster",
-            seed,
+            Sim::build(seed, Plant::None, DriverPlant::None, false),
             restarted_follower_reconciles_from_its_snapshot,
         );
     }

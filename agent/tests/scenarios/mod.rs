@@ -38,7 +38,11 @@
 //!   `galera-synced` (all three Synced in one Primary component of three, every agent past
 //!   the last outage), `db-primary=nX` (mariadbd nX is in a Primary component), `outage-open`,
 //!   `outage-ended` (an outage was opened and the newest one has ended), `bootstrap=nX` (the
-//!   open outage's committed bootstrap is nX).
+//!   open outage's committed bootstrap is nX), `writer=nX` (the committed Galera writer is
+//!   nX), `mysql-writes-to=nX` (mariadbd nX serves, and MySQL writes go to it through the
+//!   HAProxy of every node whose agent runs and that is not isolated, and to nothing else
+//!   through any HAProxy: `ready` in `be_mysql` and its own agent answering `GET
+//!   /galera/writer` 200).
 //! - Redis: `kill-redis nX` (SIGKILL: connections refused), `hang-redis nX` (SIGSTOP: nothing
 //!   answers), `resume-redis nX` (SIGCONT), `start-redis nX` (a killed one boots from its
 //!   config: a fenced master until its agent gives it its role), `restart-redis nX` (kill
@@ -53,23 +57,31 @@
 //!   node: its mariadbd and component, its data `hN:SEQNO` (history N), its grastate
 //!   `hN:SEQNO safe F`, and what its agent's recovery does), `kill-db nX` (SIGKILL),
 //!   `stop-db nX` (a clean stop by an operator), `hang-db nX` / `resume-db nX` (SIGSTOP and
-//!   SIGCONT), `break-db nX` / `repair-db nX` (its starts fail until repaired), `kill-all-db`.
+//!   SIGCONT), `break-db nX` / `repair-db nX` (its starts fail until repaired), `kill-all-db`;
+//!   `writer` (the committed Galera writer, its epoch and the evictions in force (`n1#4`: the
+//!   gcomm UUID of n1's fourth mariadbd process), then one row per node: the `be_mysql`
+//!   servers `ready` in its HAProxy and where MySQL writes go through it, and its agent's
+//!   answer to HAProxy's check of its own server, `GET /galera/writer`).
 //!
 //! `run`, `until`, `stabilize` and `maintenance` also print every decision committed while
 //! they ran, from the audit history (`+0.4s committed ...`), and with Galera what the Galera
 //! world did (`+0.4s galera: ...`: views, transfers, starts, exits) and every step an agent's
-//! recovery carried out (`+0.4s n2 galera: ...`). Every printed time counts from
+//! recovery carried out (`+0.4s n2 galera: ...`), and what each agent's Galera writer
+//! reconciler did (`+0.4s n2 writer: ...`: its `evs.evict` statements, its HAProxy's
+//! `be_mysql` changes). Every printed time counts from
 //! the start of the block (so `kill-redis n1` then `until writes-to-master` prints the time
 //! from the kill until writes work again); times are simulated, deterministic for a seed, and
 //! rounded to 0.1 s. Replication offsets in verdicts are masked (`offset *`): any change of
 //! timing moves them, and the ranking order already shows what they decided.
 //!
-//! Each script has its `#[test]` (`scripts!` below; a test fails when a file has none). Four
+//! Each script has its `#[test]` (`scripts!` below; a test fails when a file has none). Five
 //! more run scripts with a bug planted, to prove the recorded stories catch what matters: a
 //! driver that skips the silent path's lease wait (the output differs; no invariant breaks in
-//! that world), agents that ignore their lease (the invariant stops the script), and the two
+//! that world), agents that ignore their lease (the invariant stops the script), the two
 //! Galera decision plants (a bootstrap chosen by node id, a silent node counted as absent:
-//! the lost acknowledged writes stop the Galera scripts).
+//! the lost acknowledged writes stop the Galera scripts), and agents that answer HAProxy's
+//! MySQL check as if their node were serving (the writer script stops at the routable,
+//! non-Primary old writer).
 //!
 //! Caveats: the language covers the faults the scripts need, not every fault of the random
 //! runs (no message loss, one-way cuts, slow probes or clock jumps, lost grastate); switchover
@@ -310,6 +322,8 @@ enum Cond {
     OutageOpen,
     OutageEnded,
     Bootstrap(u64),
+    Writer(u64),
+    MysqlWritesTo(u64),
 }
 
 fn node(s: &str) -> Result<u64, String> {
@@ -378,12 +392,16 @@ fn cond(s: &str) -> Result<Cond, String> {
                 Cond::DbPrimary(node(n)?)
             } else if let Some(n) = s.strip_prefix("bootstrap=") {
                 Cond::Bootstrap(node(n)?)
+            } else if let Some(n) = s.strip_prefix("writer=") {
+                Cond::Writer(node(n)?)
+            } else if let Some(n) = s.strip_prefix("mysql-writes-to=") {
+                Cond::MysqlWritesTo(node(n)?)
             } else {
                 return Err(format!(
                     "unknown condition `{s}` (leader, converged, master-moved, master=nX, \
                      suspect=nX, no-suspect, nX-follows-nY, nX-fenced, nX-sees-master=nY, \
                      writes-to=nX, writes-to-master, galera-synced, db-primary=nX, \
-                     outage-open, outage-ended, bootstrap=nX)"
+                     outage-open, outage-ended, bootstrap=nX, writer=nX, mysql-writes-to=nX)"
                 ));
             }
         }
@@ -548,7 +566,35 @@ impl Sim {
                     .decided()
                     .is_some_and(|b| b.node.get() == n)
             }),
+            Cond::Writer(n) => self
+                .newest()
+                .is_some_and(|a| a.d.state().galera_writer.writer == Some(NodeId(n))),
+            Cond::MysqlWritesTo(m) => self.mysql_writes_only_to(m),
         }
+    }
+
+    /// MySQL servers each HAProxy would send a write to now: `ready`, and that server's own
+    /// agent answers HAProxy's check (`GET /galera/writer`) 200.
+    fn mysql_routes(&self, h: u64) -> Vec<u64> {
+        self.mysql_ready(h)
+            .into_iter()
+            .filter(|&s| matches!(self.writer_answer(s), Some(Ok(()))))
+            .collect()
+    }
+
+    /// Whether MySQL writes go to `m` through the HAProxy of every node whose agent runs and
+    /// that is not isolated, and to no other server through any HAProxy, with `m` serving.
+    fn mysql_writes_only_to(&self, m: u64) -> bool {
+        let serving = self
+            .galera
+            .as_ref()
+            .is_some_and(|g| g.world.serving(m as usize - 1));
+        serving
+            && (1..=N).all(|h| {
+                let w = self.mysql_routes(h);
+                let counted = self.agents[h as usize - 1].is_some() && !self.is_isolated(h);
+                w.iter().all(|&x| x == m) && (!counted || w == [m])
+            })
     }
 
     /// The status table (see the module docs).
@@ -780,6 +826,70 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// The `writer` status: the committed Galera writer, its epoch and the evictions in
+    /// force, then one row per node: the servers `ready` in its HAProxy's MySQL backend, and
+    /// its agent's answer to HAProxy's check of its own server (`GET /galera/writer`).
+    fn writer_lines(&self) -> Result<Vec<String>, String> {
+        if self.galera.is_none() {
+            return Err("no Galera in this cluster (`cluster seed=N galera`)".into());
+        }
+        let mut out = Vec::new();
+        out.push(match self.newest().map(|a| &a.d.state().galera_writer) {
+            None => "writer: no agent running".into(),
+            Some(w) => {
+                let evicted: Vec<String> = w
+                    .evicted
+                    .iter()
+                    .map(|(n, e)| {
+                        format!("{n} ({})", crate::sim_galera::gcomm_short(&e.gcomm_uuid))
+                    })
+                    .collect();
+                format!(
+                    "writer: {}, epoch {}; evicted: {}",
+                    w.writer.map_or("none".into(), |n| n.to_string()),
+                    w.epoch,
+                    if evicted.is_empty() {
+                        "none".into()
+                    } else {
+                        evicted.join(", ")
+                    }
+                )
+            }
+        });
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "be_mysql".into(),
+            "/galera/writer".into(),
+        ]];
+        for n in 1..=N {
+            let ready: Vec<String> = self
+                .mysql_ready(n)
+                .iter()
+                .map(|s| format!("db{s}"))
+                .collect();
+            let routes: Vec<String> = self
+                .mysql_routes(n)
+                .iter()
+                .map(|s| format!("n{s}"))
+                .collect();
+            let haproxy = match (ready.is_empty(), routes.is_empty()) {
+                (true, _) => "none, no writes".to_string(),
+                (false, true) => format!("{}, no writes", ready.join("+")),
+                (false, false) => format!("{}, writes to {}", ready.join("+"), routes.join("+")),
+            };
+            let answer = match self.writer_answer(n) {
+                None => "refused (agent dead)".to_string(),
+                Some(Ok(())) => "200".into(),
+                Some(Err(why)) => format!("503 {why}"),
+            };
+            rows.push(vec![format!("n{n}"), haproxy, answer]);
+        }
+        out.extend(table(&rows));
+        Ok(out)
+    }
+}
+
 impl Runner {
     fn sim(&mut self) -> Result<&mut Sim, String> {
         self.sim
@@ -810,8 +920,11 @@ impl Runner {
         }
         // The invariants are checked after every step; this also covers a command that changed
         // the world without stepping.
-        match self.sim.as_ref() {
-            Some(sim) => sim.check_writable(),
+        match self.sim.as_mut() {
+            Some(sim) => {
+                sim.check_writable()?;
+                sim.check_galera_writer()
+            }
             None => Ok(()),
         }
     }
@@ -847,6 +960,13 @@ impl Runner {
                     return Err("`galera` takes no arguments".into());
                 }
                 let lines = self.sim()?.galera_lines()?;
+                out.extend(lines);
+            }
+            "writer" => {
+                if !args.is_empty() {
+                    return Err("`writer` takes no arguments".into());
+                }
+                let lines = self.sim()?.writer_lines()?;
                 out.extend(lines);
             }
             "kill-db" | "stop-db" | "hang-db" | "resume-db" | "break-db" | "repair-db" => {
@@ -1149,6 +1269,7 @@ scripts! {
     script_old_master_node_rejoins => "06_old_master_node_rejoins.txt",
     script_galera_full_outage => "07_galera_full_outage.txt",
     script_galera_last_node_standing => "08_galera_last_node_standing.txt",
+    script_galera_writer => "09_galera_writer.txt",
 }
 
 /// Bugs planted in the decision or the simulated agents, each caught by the script named,
@@ -1162,11 +1283,14 @@ scripts! {
 ///   acknowledged writes (n1, behind, is bootstrapped);
 /// - a silent Galera node counts as absent: the last node standing stops at lost
 ///   acknowledged writes (a node without n3's newest commits is bootstrapped while n3's
-///   agent is silent).
+///   agent is silent);
+/// - each agent answers HAProxy's check of its MySQL server as if its node were serving
+///   (`serving_writer` ignoring its last cycle's `serving`): the writer script stops when
+///   the cut-off old writer, non-Primary, is still routable through its own HAProxy.
 #[test]
 fn scripts_catch_planted_bugs() {
     type Case = (&'static str, Plant, DriverPlant, &'static [&'static str]);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (
             "02_hung_master_silent_path.txt",
             Plant::None,
@@ -1190,6 +1314,12 @@ fn scripts_catch_planted_bugs() {
             Plant::GaleraSilentAsAbsent,
             DriverPlant::None,
             &["invariant: lost acknowledged writes"],
+        ),
+        (
+            "09_galera_writer.txt",
+            Plant::WriterIgnoresServing,
+            DriverPlant::None,
+            &["invariant: galera writer: db2 is routable"],
         ),
     ];
     for (file, plant, driver, says) in cases {

@@ -10,6 +10,11 @@
 //!   it cleanly (an operator's `systemctl stop`).
 //! - **Data**: the state UUID (a history number, shown as a UUID) and the last committed
 //!   seqno, kept across crashes.
+//! - **gcomm UUID** (`wsrep_gcomm_uuid`, its member id in the group, what `evs.evict` takes):
+//!   new at every start of mariadbd ([`gcomm_str`], deterministic: the node and the number of
+//!   the process in the world), reported by every check that it answers; and its **evict
+//!   list**, in memory (a restart clears it), kept by the `evs.evict` statements its agent's
+//!   writer reconciler runs on it ([`World::evict`], [`World::clear_evictions`]).
 //! - **grastate.dat**: while mariadbd runs, `seqno: -1` and `safe_to_bootstrap: 1` only while
 //!   it is alone in a Primary component; a crash leaves that behind (so after a crash of a
 //!   larger component: `seqno: -1, safe_to_bootstrap: 0`, and the position only by
@@ -28,6 +33,11 @@
 //!   the group is a strict majority of it. An evicted hung node finds itself alone and
 //!   non-Primary when it resumes. A clean stop is a graceful leave: the others stay Primary
 //!   whatever their number.
+//! - `evs.evict` of a dead member's gcomm UUID, run on a member of its component, drops it at
+//!   once: the rest install a new view, Primary when it was and they are a strict majority of
+//!   the view before (the suspect timeout's rule, without the wait). Of a running member's
+//!   UUID (which no correct decision asks for), it cuts that member off alone, non-Primary,
+//!   and the member never joins anything again until it restarts.
 //! - Components whose members have reached each other for [`MERGE_MS`] merge: non-Primary
 //!   nodes join a Primary component (IST of [`IST_MS`] when their UUID matches and their
 //!   seqno is within the donor's gcache of [`GCACHE_SEQNOS`] seqnos, else SST of
@@ -76,9 +86,11 @@
 //!   spawned, a stop once it is gone; a stop of a hung mariadbd ends in SIGKILL.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use triad::actuator::galera_sql::{GaleraSqlError, LocalWsrep};
 use triad::config::GaleraSection;
 use triad::decide::galera::{GaleraPosition, GrastateEvidence, ProcessState};
 use triad::health::HealthStore;
@@ -165,6 +177,13 @@ pub struct Proc {
     pub comp: Option<u64>,
     /// The last Primary view it was a member of since it started: (view id, size).
     pub last_prim: Option<(u64, usize)>,
+    /// `wsrep_gcomm_uuid`: its member id in the group, new at every start.
+    pub gcomm: String,
+    /// Its evict list (`evs.evict`; in memory: a restart clears it).
+    pub evict_list: BTreeSet<String>,
+    /// Evicted (its gcomm UUID named by a member's `evs.evict` while it ran): it never joins
+    /// anything again until it restarts.
+    pub evicted: bool,
 }
 
 /// `grastate.dat` as the world keeps it (histories by number).
@@ -203,8 +222,9 @@ pub struct Db {
 pub struct Comp {
     /// Its members whose mariadbd runs (alive or hung).
     pub members: BTreeSet<usize>,
-    /// Members whose mariadbd died, not evicted yet (a restarted node is a new member).
-    pub ghosts: BTreeSet<usize>,
+    /// Members whose mariadbd died, not evicted yet (a restarted node is a new member), with
+    /// the gcomm UUID of the process that died.
+    pub ghosts: BTreeMap<usize, String>,
     /// Primary: the position it commits at (history, seqno).
     pub primary: Option<(u32, i64)>,
     /// Since when a member has been silent (evicted at [`SUSPECT_MS`]).
@@ -219,6 +239,8 @@ pub struct World {
     pub comps: BTreeMap<u64, Comp>,
     next_view: u64,
     next_uuid: u32,
+    /// mariadbd processes started so far (each one's gcomm UUID is told apart by it).
+    processes: u64,
     /// Since when each pair of nodes reaches each other (both alive, no cut), by (a, b), a < b.
     linked_since: [[Option<u64>; N]; N],
     /// The newest acknowledged write: (history, seqno).
@@ -244,6 +266,31 @@ pub fn uuid_str(u: u32) -> String {
         "9eaceb67-efac-11f1-b809-{:012x}",
         0x4745_9100_0000_u64 + u64::from(u)
     )
+}
+
+/// The gcomm UUID of the `k`th mariadbd process started in the world, on node `n`: new at
+/// every start, as `wsrep_gcomm_uuid` is (no `gvwstate.dat` is kept).
+pub fn gcomm_str(n: usize, k: u64) -> String {
+    format!("6a1e0000-0000-11f1-8000-{:04x}{:08x}", n + 1, k)
+}
+
+/// The node (index) whose process had gcomm UUID `u` ([`gcomm_str`]).
+pub fn gcomm_node(u: &str) -> Option<usize> {
+    let tail = u.strip_prefix("6a1e0000-0000-11f1-8000-")?;
+    let n = usize::from_str_radix(tail.get(..4)?, 16).ok()?;
+    n.checked_sub(1)
+}
+
+/// A gcomm UUID for display: the process number on its node's name (`n1#4`).
+pub fn gcomm_short(u: &str) -> String {
+    match (gcomm_node(u), u.get(u.len().saturating_sub(8)..)) {
+        (Some(n), Some(k)) => format!(
+            "{}#{}",
+            name(n),
+            u64::from_str_radix(k, 16).unwrap_or_default()
+        ),
+        _ => u.to_string(),
+    }
 }
 
 /// A position for display: `uuid-tail:seqno`.
@@ -277,17 +324,20 @@ impl World {
             Comp {
                 members,
                 primary: Some((0, 0)),
-                ghosts: BTreeSet::new(),
+                ghosts: BTreeMap::new(),
                 unstable_since: None,
             },
         );
         let dbs = (0..N)
-            .map(|_| Db {
+            .map(|n| Db {
                 proc: Some(Proc {
                     phase: Phase::Synced,
                     hung_until: None,
                     comp: Some(1),
                     last_prim: Some((1, N)),
+                    gcomm: gcomm_str(n, n as u64 + 1),
+                    evict_list: BTreeSet::new(),
+                    evicted: false,
                 }),
                 uuid: Some(0),
                 seqno: 0,
@@ -304,6 +354,7 @@ impl World {
             comps,
             next_view: 2,
             next_uuid: 1,
+            processes: N as u64,
             linked_since: [[Some(0); N]; N],
             acked: None,
             writes: 0,
@@ -363,7 +414,9 @@ impl World {
     fn stable(&self, c: &Comp) -> bool {
         c.unstable_since.is_none()
             && c.ghosts.is_empty()
-            && c.members.iter().all(|&m| self.alive(m))
+            && c.members
+                .iter()
+                .all(|&m| self.alive(m) && self.proc(m).is_some_and(|p| !p.evicted))
             && c.members
                 .iter()
                 .all(|&a| c.members.iter().all(|&b| self.linked(a, b)))
@@ -426,7 +479,7 @@ impl World {
             id,
             Comp {
                 members,
-                ghosts: BTreeSet::new(),
+                ghosts: BTreeMap::new(),
                 primary,
                 unstable_since: None,
             },
@@ -622,7 +675,11 @@ impl World {
             let was = if ghosts.is_empty() {
                 names(&members)
             } else {
-                format!("{}, {} gone", names(&members), names(&ghosts))
+                format!(
+                    "{}, {} gone",
+                    names(&members),
+                    names(&ghosts.keys().copied().collect())
+                )
             };
             for g in groups {
                 let stays = primary.filter(|_| 2 * g.len() > before);
@@ -1020,7 +1077,8 @@ impl World {
         if let Some(id) = self.dbs[n].proc.as_ref().and_then(|p| p.comp) {
             if let Some(c) = self.comps.get_mut(&id) {
                 if c.members.remove(&n) {
-                    c.ghosts.insert(n);
+                    let gcomm = self.dbs[n].proc.as_ref().map(|p| p.gcomm.clone());
+                    c.ghosts.insert(n, gcomm.unwrap_or_default());
                 }
             }
         }
@@ -1159,11 +1217,15 @@ impl World {
             Phase::Connecting { since: now }
         };
         let joiner = matches!(phase, Phase::Connecting { .. });
+        self.processes += 1;
         self.dbs[n].proc = Some(Proc {
             phase,
             hung_until: None,
             comp: None,
             last_prim: None,
+            gcomm: gcomm_str(n, self.processes),
+            evict_list: BTreeSet::new(),
+            evicted: false,
         });
         if joiner {
             self.install(BTreeSet::from([n]), None);
@@ -1329,6 +1391,169 @@ impl World {
 
     // ----- what the agents see -------------------------------------------------------------
 
+    /// What mariadbd `n` answers on its socket: its process, `wsrep_local_state` and its
+    /// comment, and whether it is in a Primary component; else why not (refused: not running,
+    /// or not serving SQL yet; timeout: hung).
+    fn answer(&self, n: usize) -> Result<(&Proc, i64, &'static str, bool), FailureKind> {
+        let p = self.proc(n).ok_or(FailureKind::Refused)?;
+        if p.hung_until.is_some() {
+            return Err(FailureKind::Timeout);
+        }
+        let primary = self.is_primary(n);
+        let (state, comment) = match p.phase {
+            Phase::Connecting { .. } | Phase::Booting { .. } | Phase::Failing { .. } => {
+                return Err(FailureKind::Refused);
+            }
+            Phase::Joining { .. } => (1, "Joining"),
+            Phase::Donor { .. } => (2, "Donor/Desynced"),
+            Phase::Synced if primary => (4, "Synced"),
+            Phase::Synced | Phase::NonPrimary => (0, "Initialized"),
+        };
+        Ok((p, state, comment, primary))
+    }
+
+    /// Whether mariadbd `n` may take writes now: it answers, Synced, in a Primary component
+    /// (what `wsrep_ready` and the writer's own check require).
+    pub fn serving(&self, n: usize) -> bool {
+        matches!(self.answer(n), Ok((_, 4, _, true)))
+    }
+
+    /// The gcomm UUID of node `n`'s running mariadbd (alive or hung, whatever it does).
+    pub fn running_gcomm(&self, n: usize) -> Option<&str> {
+        self.proc(n).map(|p| p.gcomm.as_str())
+    }
+
+    /// What the writer reconciler's [`GaleraSql::read`] gets from node `n` over its socket:
+    /// the same answer as the probe's (`answer`), with its gcomm UUID and evict list.
+    ///
+    /// [`GaleraSql::read`]: triad::actuator::galera_sql::GaleraSql::read
+    pub fn local_sql(&self, n: usize, timeout: Duration) -> Result<LocalWsrep, GaleraSqlError> {
+        let at = format!("sim:n{}/mysqld.sock", n + 1);
+        match self.answer(n) {
+            Ok((p, state, comment, primary)) => Ok(LocalWsrep {
+                primary,
+                synced: state == 4,
+                ready: primary && state == 4,
+                gcomm_uuid: Some(p.gcomm.clone()),
+                evict_list: p.evict_list.iter().cloned().collect(),
+                state: comment.into(),
+            }),
+            Err(FailureKind::Timeout) => Err(GaleraSqlError::Timeout { at, after: timeout }),
+            Err(_) => Err(GaleraSqlError::Refused { at }),
+        }
+    }
+
+    /// `SET GLOBAL wsrep_provider_options='evs.evict=UUID'` run on node `n` (its agent's
+    /// writer reconciler did; `Err` when it does not answer): the UUID joins its evict list,
+    /// and a member of its component with that UUID is dropped from the component at once
+    /// (Galera's eviction instead of the suspect timeout). A dead member's (a ghost's): the
+    /// rest install a new view without it, Primary when it was and they are a strict majority
+    /// of the view before (as the suspect timeout would, only now). A running member's (a
+    /// bug: the simulation checks that none is ever committed): it is cut off alone,
+    /// non-Primary, for good (an evicted process never rejoins until it restarts).
+    pub fn evict(&mut self, n: usize, uuid: &str, now: u64) -> Result<(), String> {
+        if self.answer(n).is_err() {
+            return Err(format!("evs.evict on {}: no answer", name(n)));
+        }
+        let Some(p) = self.dbs[n].proc.as_mut() else {
+            return Ok(());
+        };
+        p.evict_list.insert(uuid.to_string());
+        let Some((id, c)) = self.comp_of(n) else {
+            return Ok(());
+        };
+        let ghost = c.ghosts.iter().find(|(_, u)| *u == uuid).map(|(&g, _)| g);
+        let member = c
+            .members
+            .iter()
+            .copied()
+            .find(|&m| m != n && self.running_gcomm(m) == Some(uuid));
+        if ghost.is_none() && member.is_none() {
+            return Ok(());
+        }
+        let Some(c) = self.comps.remove(&id) else {
+            return Ok(());
+        };
+        let before = c.members.len() + c.ghosts.len();
+        let was = format!(
+            "{}{}",
+            names(&c.members),
+            if c.ghosts.is_empty() {
+                String::new()
+            } else {
+                format!(", {} gone", names(&c.ghosts.keys().copied().collect()))
+            }
+        );
+        let mut rest = c.members.clone();
+        let mut ghosts = c.ghosts.clone();
+        let gone = ghost.or(member).unwrap_or(n);
+        if let Some(g) = ghost {
+            ghosts.remove(&g);
+        }
+        if let Some(m) = member {
+            rest.remove(&m);
+        }
+        let stays = c.primary.filter(|_| 2 * rest.len() > before);
+        if stays.is_none() {
+            for &m in &rest {
+                self.lose_primary(m, now);
+            }
+        }
+        let rest: BTreeSet<usize> = rest
+            .into_iter()
+            .filter(|&m| self.dbs[m].proc.is_some())
+            .collect();
+        if !rest.is_empty() {
+            let silent = !ghosts.is_empty() || rest.iter().any(|&m| !self.alive(m));
+            let new = self.install(rest.clone(), stays);
+            if let Some(nc) = self.comps.get_mut(&new) {
+                nc.ghosts = ghosts;
+                nc.unstable_since = c.unstable_since.filter(|_| silent);
+            }
+        }
+        if let Some(m) = member {
+            self.lose_primary(m, now);
+            if let Some(p) = self.dbs[m].proc.as_mut() {
+                p.evicted = true;
+            }
+            if self.dbs[m].proc.is_some() {
+                self.install(BTreeSet::from([m]), None);
+            }
+        }
+        self.event(
+            now,
+            format!(
+                "evs.evict on {} of {} ({}): view {{{}}} {} (was {{{was}}})",
+                name(n),
+                name(gone),
+                if member.is_some() { "running" } else { "dead" },
+                names(
+                    &self
+                        .comp_of(n)
+                        .map(|(_, c)| c.members.clone())
+                        .unwrap_or_default()
+                ),
+                if stays.is_some() {
+                    "Primary"
+                } else {
+                    "non-Primary"
+                },
+            ),
+        );
+        Ok(())
+    }
+
+    /// `evs.evict=` run on node `n`: clears its evict list (`Err` when it does not answer).
+    pub fn clear_evictions(&mut self, n: usize) -> Result<(), String> {
+        if self.answer(n).is_err() {
+            return Err(format!("evs.evict= on {}: no answer", name(n)));
+        }
+        if let Some(p) = self.dbs[n].proc.as_mut() {
+            p.evict_list.clear();
+        }
+        Ok(())
+    }
+
     /// What service control says of mariadbd `n`.
     pub fn service(&self, n: usize) -> ProcessState {
         if self.dbs[n].proc.is_some() {
@@ -1400,23 +1625,12 @@ impl World {
         if !local && !reaches {
             return failed(FailureKind::Timeout, "timed out");
         }
-        let Some(p) = db.proc.as_ref() else {
-            return failed(FailureKind::Refused, "connection refused");
+        let (p, state, comment, primary) = match self.answer(subject) {
+            Ok(a) => a,
+            Err(FailureKind::Timeout) => return failed(FailureKind::Timeout, "timed out"),
+            Err(kind) => return failed(kind, "connection refused"),
         };
-        if p.hung_until.is_some() {
-            return failed(FailureKind::Timeout, "timed out");
-        }
         let comp = p.comp.and_then(|id| self.comps.get(&id));
-        let primary = comp.is_some_and(|c| c.primary.is_some());
-        let (state, comment) = match p.phase {
-            Phase::Connecting { .. } | Phase::Booting { .. } | Phase::Failing { .. } => {
-                return failed(FailureKind::Refused, "connection refused");
-            }
-            Phase::Joining { .. } => (1, "Joining"),
-            Phase::Donor { .. } => (2, "Donor/Desynced"),
-            Phase::Synced if primary => (4, "Synced"),
-            Phase::Synced | Phase::NonPrimary => (0, "Initialized"),
-        };
         let size = comp.map_or(1, |c| c.members.len() + c.ghosts.len());
         // The simulation models no auto-increment settings: no check (0).
         judge(
@@ -1432,6 +1646,7 @@ impl World {
                     db.uuid
                         .map_or_else(|| triad::probe::grastate::NIL_UUID.to_string(), uuid_str),
                 ),
+                gcomm_uuid: Some(p.gcomm.clone()),
                 ..GaleraStatus::default()
             },
             0,
