@@ -816,3 +816,92 @@ async fn pc_bootstrap(
         )),
     }
 }
+
+/// How long the exit watch waits before reading a service's state again when it is not
+/// running, or after an exit (a restart takes at least this long anyway).
+const EXIT_WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The local probes to check at once when a watched process exits: this node's MariaDB and
+/// Redis checks, by the service control name that runs each.
+pub fn exit_watch_kicks(cfg: &Validated) -> BTreeMap<ServiceName, crate::probe::ProbeId> {
+    let me = cfg.node_id();
+    let mut out = BTreeMap::new();
+    let id = |service| crate::probe::ProbeId {
+        subject: me,
+        service,
+        target: String::new(),
+    };
+    if cfg.config.mariadb.is_some() {
+        out.insert(ServiceName::Mariadb, id(crate::probe::Service::Mariadb));
+    }
+    if cfg.config.redis.is_some() {
+        out.insert(ServiceName::Redis, id(crate::probe::Service::Redis));
+    }
+    out
+}
+
+/// Starts one exit watch per entry of `kicks` whose service this node's service control
+/// runs: it reads the service's main pid, waits for that process to exit
+/// ([`process_exit`](crate::actuator::service::process_exit): a pidfd, no polling while it
+/// runs) and then notifies the kick, so that the service's local probe checks at once. A
+/// `kill -9` of mariadbd or redis-server is then reported within a report gap instead of up
+/// to a probe interval later, which is most of the time to evict a dead Galera node or to
+/// fail over a dead Redis master. Without service control (or for a service it does not run)
+/// nothing is watched and the probes' own interval applies.
+pub fn spawn_exit_watch(
+    cfg: &Validated,
+    kicks: BTreeMap<ServiceName, Arc<tokio::sync::Notify>>,
+    shutdown: &CancellationToken,
+) {
+    let Some(control) = service_control(cfg) else {
+        return;
+    };
+    for (service, kick) in kicks {
+        let control = Arc::clone(&control);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let name = service.as_str();
+            let mut last_exit: Option<u32> = None;
+            loop {
+                let state = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    s = tokio::time::timeout(std::time::Duration::from_secs(10), control.state(name)) => s,
+                };
+                match state {
+                    Ok(Ok(ServiceState::Running { pid: Some(pid) })) if last_exit != Some(pid) => {
+                        let exited = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            r = crate::actuator::service::process_exit(pid) => r,
+                        };
+                        match exited {
+                            Ok(()) => {
+                                tracing::info!(
+                                    service = name,
+                                    pid,
+                                    "process exited: checking it at once"
+                                );
+                                kick.notify_one();
+                                last_exit = Some(pid);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                kick.notify_one();
+                                last_exit = Some(pid);
+                            }
+                            Err(e) => {
+                                tracing::warn!(service = name, pid, error = %e,
+                                    "cannot watch the process for its exit; its probe's interval applies");
+                                return;
+                            }
+                        }
+                    }
+                    Ok(Err(crate::actuator::service::ServiceError::Unknown(_))) => return,
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(EXIT_WATCH_POLL) => {}
+                }
+            }
+        });
+    }
+}

@@ -194,12 +194,22 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let probe_count = probes.len();
     {
         let m = metrics.clone();
+        // The local MariaDB and Redis probes check at once when their process exits.
+        let mut kicks = std::collections::BTreeMap::new();
+        let mut watches = std::collections::BTreeMap::new();
+        for (service, id) in crate::local::exit_watch_kicks(&cfg) {
+            let kick = Arc::new(tokio::sync::Notify::new());
+            kicks.insert(id, kick.clone());
+            watches.insert(service, kick);
+        }
         probe::runner::spawn_all(
             probes,
             probe_tx,
             shutdown.clone(),
             Arc::new(move |_| m.probe_results_dropped.inc()),
+            &kicks,
         );
+        crate::local::spawn_exit_watch(&cfg, watches, &shutdown);
     }
     let is_member = {
         let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();

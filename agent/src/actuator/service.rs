@@ -144,6 +144,40 @@ pub trait ServiceControl: Send + Sync + 'static {
     }
 }
 
+/// Resolves when process `pid` exits: a Linux pidfd (`pidfd_open(2)`, Linux 5.3) turns
+/// readable once the process has terminated, so the caller learns of a `kill -9` at once
+/// instead of at its next poll. `Err` when the process cannot be watched: `NotFound` when it
+/// is already gone (the caller treats that as an exit), another kind when pidfds are
+/// unavailable. The pid comes from [`ServiceControl::state`] just before, so a recycled pid is
+/// as unlikely here as everywhere else in this module.
+pub async fn process_exit(pid: u32) -> std::io::Result<()> {
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("pid {pid} is not valid"),
+            )
+        })?;
+    let fd = pidfd_open(pid, PidfdFlags::NONBLOCK).map_err(|e| {
+        if e == rustix::io::Errno::SRCH {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("pid {pid:?} is gone"))
+        } else {
+            std::io::Error::from(e)
+        }
+    })?;
+    // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`: it stays open, and its
+    // `as_raw_fd` is the same descriptor, until the `AsyncFd` is dropped (tokio's condition).
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(std::io::Error::from)?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
 /// The service control `[services]` configures: [`Systemd`] over the configured units,
 /// [`Process`] over the configured specs, or `None` with `control = "none"`. The daemon does
 /// drives it for the Galera recovery (later PHP-FPM remediation too). It lives here rather
@@ -834,5 +868,34 @@ listen = "127.0.0.1:7101"
                 .unwrap_or_default();
             assert!(e.contains("not a Galera position"), "{bad:?}: {e}");
         }
+    }
+
+    /// The exit watch resolves when the watched process exits (here a child killed with
+    /// SIGKILL, as `kill -9` would), not before; a pid that is already gone is `NotFound`.
+    #[test]
+    fn process_exit_resolves_when_the_process_exits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut child = tokio::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("spawn sleep");
+            let pid = child.id().expect("pid");
+            let watch = tokio::spawn(process_exit(pid));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!watch.is_finished(), "resolved while the process runs");
+            child.start_kill().expect("kill");
+            let _ = child.wait().await;
+            tokio::time::timeout(Duration::from_secs(10), watch)
+                .await
+                .expect("the watch resolves after the exit")
+                .expect("join")
+                .expect("watched");
+            let gone = process_exit(pid).await.expect_err("already reaped");
+            assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
+        });
     }
 }

@@ -1,15 +1,17 @@
 //! Runs probes: one tokio task per probe, each check cut at the probe's timeout, each result
 //! sent to the event loop as a [`ProbeEvent`] without ever blocking on it (a full channel
 //! drops the result and counts it). Start times are staggered across the first interval so the
-//! checks of one agent do not all fire at once.
+//! checks of one agent do not all fire at once. A probe can also be kicked to check at once
+//! (the local process it checks just exited).
 
 // Reads the clock (adapter: stamps probe results); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{CheckResult, FailureKind, Probe, ProbeId};
@@ -55,18 +57,22 @@ pub fn now_millis() -> UnixMillis {
 }
 
 /// Spawns one task per probe; they stop when `shutdown` is cancelled. `dropped` is called for
-/// each result dropped on a full channel.
+/// each result dropped on a full channel. A probe with an entry in `kicks` also checks at once
+/// whenever that entry is notified (for example when the local process it checks exited: see
+/// `local::spawn_exit_watch`), and its next periodic check comes one interval after that.
 pub fn spawn_all(
     probes: Vec<Arc<dyn Probe>>,
     tx: mpsc::Sender<ProbeEvent>,
     shutdown: CancellationToken,
     dropped: Arc<dyn Fn(&ProbeId) + Send + Sync>,
+    kicks: &BTreeMap<ProbeId, Arc<Notify>>,
 ) {
     let n = probes.len().max(1) as u32;
     for (i, probe) in probes.into_iter().enumerate() {
         let tx = tx.clone();
         let shutdown = shutdown.clone();
         let dropped = dropped.clone();
+        let kick = kicks.get(probe.id()).cloned();
         tokio::spawn(async move {
             let timing = probe.timing();
             let offset = timing.interval * i as u32 / n;
@@ -74,9 +80,16 @@ pub fn spawn_all(
                 tokio::time::interval_at(tokio::time::Instant::now() + offset, timing.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let kicked = async {
+                    match &kick {
+                        Some(k) => k.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = ticker.tick() => {}
+                    _ = kicked => ticker.reset(),
                 }
                 let (result, latency) = tokio::select! {
                     _ = shutdown.cancelled() => return,
