@@ -59,6 +59,16 @@ use crate::status::{
     ServiceViews, WriterCoreView,
 };
 
+/// What the local reconcilers share with the event loop's other parts.
+pub struct LocalShared<'a> {
+    /// The notes the Galera recovery leaves for the MariaDB probe.
+    pub galera_notes: &'a GaleraNotes,
+    /// The event loop's clock and liveness.
+    pub liveness: &'a Arc<Liveness>,
+    /// The local MariaDB probe's kick (checks at once when notified).
+    pub mariadb_kick: Option<Arc<tokio::sync::Notify>>,
+}
+
 /// The running local reconcilers of this node. See the module docs.
 pub struct LocalReconcilers {
     targets: BTreeMap<Authority, watch::Sender<Option<ServiceTarget>>>,
@@ -77,10 +87,14 @@ impl LocalReconcilers {
         driver: &Driver,
         transport: &Transport,
         metrics: &Metrics,
-        galera_notes: &GaleraNotes,
-        liveness: &Arc<Liveness>,
+        shared: LocalShared<'_>,
         shutdown: &CancellationToken,
     ) -> Result<Self, ConfigError> {
+        let LocalShared {
+            galera_notes,
+            liveness,
+            mariadb_kick,
+        } = shared;
         let redis = Arc::new(Mutex::new(LocalRedisView {
             waiting: Some("starting".into()),
             ..LocalRedisView::default()
@@ -116,7 +130,12 @@ impl LocalReconcilers {
         let writer = Arc::new(Mutex::new(LocalWriterView::default()));
         if cfg.config.galera.is_some() {
             let (tx, rx) = watch::channel(driver.target(Authority::GaleraWriter).cloned());
-            if spawn_galera_writer(cfg, rx, writer.clone(), metrics.clone(), shutdown.clone())? {
+            let io = WriterTaskIo {
+                view: writer.clone(),
+                metrics: metrics.clone(),
+                kick: mariadb_kick,
+            };
+            if spawn_galera_writer(cfg, rx, io, shutdown.clone())? {
                 targets.insert(Authority::GaleraWriter, tx);
             }
         }
@@ -216,15 +235,21 @@ fn writer_plan(driver: &Driver) -> Option<&crate::decide::galera_writer::WriterP
 
 /// Starts the Galera writer reconciler task: every `galera.writer_interval` (and at once on
 /// a new target) one [`WriterReconciler::cycle`]: the local node's state and evict list, and
-/// the local HAProxy's `galera-writer` backend. Returns false without `[galera]` or
-/// `[mariadb] socket` (the admin statements run over the local socket).
+/// the local HAProxy's `galera-writer` backend. A cycle that finds the local node's state
+/// changed (Synced, Donor, refused...) kicks the local MariaDB probe, so the leader hears of
+/// it within a report gap. Returns false without `[galera]` or `[mariadb] socket` (the admin
+/// statements run over the local socket).
 fn spawn_galera_writer(
     cfg: &Validated,
     mut targets: watch::Receiver<Option<ServiceTarget>>,
-    view: Arc<Mutex<LocalWriterView>>,
-    metrics: Metrics,
+    io: WriterTaskIo,
     shutdown: CancellationToken,
 ) -> Result<bool, ConfigError> {
+    let WriterTaskIo {
+        view,
+        metrics,
+        kick,
+    } = io;
     let me = cfg.node_id();
     let c = &cfg.config;
     let (Some(g), Some(socket)) = (&c.galera, c.mariadb.as_ref().and_then(|m| m.socket.clone()))
@@ -267,6 +292,7 @@ fn spawn_galera_writer(
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_errors: (Option<String>, Option<String>) = (None, None);
+        let mut last_local: Option<(bool, Option<String>, bool)> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -282,6 +308,20 @@ fn spawn_galera_writer(
                 continue;
             };
             let report = rec.cycle(&target).await;
+            // The local node turned Synced, Donor, refused...: the MariaDB probe checks at
+            // once, so that the leader's writer decision (and readmission) need not wait for
+            // its next interval.
+            let local = (
+                report.serving,
+                report.local_state.clone(),
+                report.local_error.is_some(),
+            );
+            if last_local.as_ref().is_some_and(|l| *l != local) {
+                if let Some(k) = &kick {
+                    k.notify_one();
+                }
+            }
+            last_local = Some(local);
             for op in &report.evictions {
                 let label = if op == "clear" { "clear" } else { "evict" };
                 metrics
@@ -324,6 +364,15 @@ fn spawn_galera_writer(
         }
     });
     Ok(true)
+}
+
+/// What the writer reconciler task shares with the rest of the agent.
+struct WriterTaskIo {
+    /// Its status view.
+    view: Arc<Mutex<LocalWriterView>>,
+    metrics: Metrics,
+    /// The local MariaDB probe's kick: notified when a cycle finds the node's state changed.
+    kick: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The leader's latest Redis plan, as the driver has it.

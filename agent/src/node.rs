@@ -192,7 +192,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     }));
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
     let probe_count = probes.len();
-    {
+    // The local MariaDB probe also checks at once when the writer reconciler sees its node's
+    // state change.
+    let mariadb_kick = {
         let m = metrics.clone();
         // The local MariaDB and Redis probes check at once when their process exits.
         let mut kicks = std::collections::BTreeMap::new();
@@ -209,8 +211,10 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             Arc::new(move |_| m.probe_results_dropped.inc()),
             &kicks,
         );
+        let mariadb_kick = watches.get(&crate::config::ServiceName::Mariadb).cloned();
         crate::local::spawn_exit_watch(&cfg, watches, &shutdown);
-    }
+        mariadb_kick
+    };
     let is_member = {
         let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
         move |n: NodeId| ids.contains(&n)
@@ -221,8 +225,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         &driver,
         &transport,
         &metrics,
-        &galera_notes,
-        &liveness,
+        crate::local::LocalShared {
+            galera_notes: &galera_notes,
+            liveness: &liveness,
+            mariadb_kick,
+        },
         &shutdown,
     )?;
     let cfg = Arc::new(cfg);
