@@ -921,8 +921,20 @@ pub struct GaleraSection {
     /// `10s`. Default `200ms`.
     #[serde(default = "default_writer_interval", with = "humantime_serde")]
     pub writer_interval: Duration,
+    /// Galera's `evs.join_retrans_period`, which the writer reconciler sets at runtime on
+    /// its own node, once per mariadbd process (a runtime setting does not survive a
+    /// restart). Galera installs the view without an evicted member only at the next JOIN
+    /// retransmission: with Galera's default `PT1S`, every commit in the cluster stalls about
+    /// a second after an eviction (measured on the lab: 1.09 s, and 1.5 s when the node
+    /// rejoins); with `100ms`, 89 ms and 0.5 s. Raise it on a high-latency network. `0s`
+    /// leaves the node's own setting alone; otherwise `10ms` to `10s`. Default `100ms`.
+    #[serde(default = "default_join_retrans", with = "humantime_serde")]
+    pub join_retrans_period: Duration,
 }
 
+fn default_join_retrans() -> Duration {
+    Duration::from_millis(100)
+}
 fn default_writer_interval() -> Duration {
     Duration::from_millis(200)
 }
@@ -1931,6 +1943,16 @@ fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
     ] {
         in_range(path, key, value, min, max, why)?;
     }
+    if !g.join_retrans_period.is_zero() {
+        in_range(
+            path,
+            "galera.join_retrans_period",
+            g.join_retrans_period,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            "Galera retransmits membership JOIN messages this often (0s: leave it alone)",
+        )?;
+    }
     if g.rebootstrap_after < g.open_after_stopped {
         return Err(invalid(
             "galera.rebootstrap_after",
@@ -2926,6 +2948,14 @@ redis = "redis-server.service"
         assert!(g.rejoin);
         assert_eq!(g.settings().open_after_stopped_ms, 1000);
         assert_eq!(g.auto_increment_increment, 3);
+        assert_eq!(g.join_retrans_period, Duration::from_millis(100));
+        let kept = check(&format!("{base}\n[galera]\njoin_retrans_period = \"0s\"\n"))
+            .expect("0s leaves Galera's setting alone");
+        let text = Explanation::of(&kept).lines().join("\n");
+        assert!(
+            text.contains("galera evs.join_retrans_period: left as each node configures it"),
+            "explanation:\n{text}"
+        );
         let off = check(&format!("{base}\n[galera]\nauto_increment_increment = 0\n"))
             .expect("0 turns the check off");
         let text = Explanation::of(&off).lines().join("\n");
@@ -2943,6 +2973,7 @@ redis = "redis-server.service"
             "--wsrep-recover reads /etc/mysql/my.cnf",
             "galera auto-increment: every node increment 3 with its own offset in 1..=3, \
              wsrep_auto_increment_control OFF; a serving node that differs is degraded",
+            "galera evs.join_retrans_period: set to 100ms on each node by its agent",
         ] {
             assert!(text.contains(want), "explanation lacks {want:?}:\n{text}");
         }
@@ -2977,6 +3008,16 @@ redis = "redis-server.service"
                 "[galera]\n",
                 "[galera]\nopen_after_stopped = \"20s\"\nrebootstrap_after = \"10s\"\n",
                 "galera.rebootstrap_after",
+            ),
+            (
+                "[galera]\n",
+                "[galera]\njoin_retrans_period = \"5ms\"\n",
+                "galera.join_retrans_period",
+            ),
+            (
+                "[galera]\n",
+                "[galera]\njoin_retrans_period = \"11s\"\n",
+                "galera.join_retrans_period",
             ),
             ("[galera]\n", "[galera]\nbogus = 1\n", "bogus"),
             (

@@ -286,7 +286,9 @@ fn spawn_galera_writer(
         })
     });
     let timer: Timer = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
-    let mut rec = WriterReconciler::new(me, sql, haproxy).with_deadline(timeout, timer);
+    let mut rec = WriterReconciler::new(me, sql, haproxy)
+        .with_deadline(timeout, timer)
+        .with_join_retrans(g.join_retrans_period);
     let every = g.writer_interval;
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(every);
@@ -330,6 +332,9 @@ fn spawn_galera_writer(
                     .inc();
                 tracing::warn!(op = %op, epoch = %target.authority.epoch,
                     "galera evict list changed on the local node");
+            }
+            if !report.provider_options.is_empty() {
+                tracing::info!(options = ?report.provider_options, "set Galera provider options on the local node");
             }
             if !report.haproxy_actions.is_empty() {
                 metrics

@@ -7,7 +7,8 @@
 //! keeps any well-formed UUID in `wsrep_evs_evict_list`, member or not: seen on galera-4
 //! 26.4.23 with MariaDB 10.11), and evicting it again is no error and lists it once; clearing
 //! empties the list; a value that is not a gcomm UUID (an injection attempt among them) is
-//! refused as `BadUuid` before anything reaches the server; a causal wait succeeds; and once
+//! refused as `BadUuid` before anything reaches the server; a causal wait succeeds;
+//! `evs.join_retrans_period` is set as Galera writes it (`PT0.1S`); and once
 //! the server is stopped, a read fails as refused, naming the socket.
 //!
 //! "Nothing reaches the server" is counted: the simulation's statement log, and the real
@@ -50,6 +51,8 @@ trait Node {
     fn stop(&mut self) -> BoxFuture<'_, ()>;
     /// The socket the actuator talks to, as its errors name it.
     fn socket(&self) -> String;
+    /// The node's `evs.join_retrans_period`, as it reports it.
+    fn join_retrans(&mut self) -> BoxFuture<'_, String>;
 }
 
 async fn contract(sql: &dyn GaleraSql, node: &mut dyn Node) {
@@ -107,7 +110,18 @@ async fn contract(sql: &dyn GaleraSql, node: &mut dyn Node) {
     // 5. A causal wait on a lone node returns at once.
     sql.causal_wait().await.expect("causal wait");
 
-    // 6. A stopped server: refused, naming the socket; a bad UUID is still refused by name.
+    // 6. The JOIN retransmission period is set as Galera writes it, and stays serving.
+    sql.set_join_retrans(Duration::from_millis(100))
+        .await
+        .expect("set evs.join_retrans_period");
+    assert_eq!(node.join_retrans().await, "PT0.1S");
+    sql.set_join_retrans(Duration::from_millis(1500))
+        .await
+        .expect("set it again");
+    assert_eq!(node.join_retrans().await, "PT1.5S");
+    assert!(sql.read().await.expect("read").serving());
+
+    // 7. A stopped server: refused, naming the socket; a bad UUID is still refused by name.
     node.stop().await;
     let socket = node.socket();
     let err = sql.read().await.expect_err("read a stopped server");
@@ -149,6 +163,18 @@ impl Node for SimNode {
     fn socket(&self) -> String {
         SIM_SOCKET.to_string()
     }
+
+    fn join_retrans(&mut self) -> BoxFuture<'_, String> {
+        let last = self.sim.with(|n| {
+            n.log
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix("join_retrans "))
+                .unwrap_or_default()
+                .to_string()
+        });
+        Box::pin(async move { last })
+    }
 }
 
 #[test]
@@ -163,6 +189,8 @@ fn sim_galera_sql_passes_the_contract() {
             format!("evict {STRANGER}"),
             "clear".to_string(),
             "causal".to_string(),
+            "join_retrans PT0.1S".to_string(),
+            "join_retrans PT1.5S".to_string(),
         ]
     );
 }
@@ -273,6 +301,23 @@ impl Node for RealGalera {
                 .expect("read Connections");
             row.and_then(|(_, v)| v.parse().ok())
                 .expect("Connections is a number")
+        })
+    }
+
+    fn join_retrans(&mut self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let c = self.observer.as_mut().expect("observer connection");
+            let opts: Option<String> = c
+                .query_first("SELECT @@GLOBAL.wsrep_provider_options")
+                .await
+                .expect("read wsrep_provider_options");
+            let opts = opts.unwrap_or_default();
+            opts.split(';')
+                .find_map(|o| {
+                    let (k, v) = o.split_once('=')?;
+                    (k.trim() == "evs.join_retrans_period").then(|| v.trim().to_string())
+                })
+                .unwrap_or_else(|| panic!("no evs.join_retrans_period in {opts}"))
         })
     }
 

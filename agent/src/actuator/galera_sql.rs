@@ -6,6 +6,8 @@
 //! - [`GaleraSql::evict`]: `SET GLOBAL wsrep_provider_options='evs.evict=UUID'` (the UUID is
 //!   checked to be a gcomm UUID first: nothing else ever reaches the statement);
 //! - [`GaleraSql::clear_evictions`]: `evs.evict=` (empty: clears this node's evict list);
+//! - [`GaleraSql::set_join_retrans`]: `evs.join_retrans_period` (how soon Galera installs a
+//!   view after an eviction, see `galera.join_retrans_period`);
 //! - [`GaleraSql::causal_wait`]: one read with `wsrep_sync_wait=1`, which returns only once
 //!   this node has applied every write set committed in the cluster before it began: a new
 //!   writer has applied everything the old one committed before it takes writes.
@@ -100,6 +102,22 @@ pub trait GaleraSql: Send + Sync {
     fn clear_evictions(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
     /// Waits until this node has applied everything committed in the cluster so far.
     fn causal_wait(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
+    /// `SET GLOBAL wsrep_provider_options='evs.join_retrans_period=PT…S'` (until the process
+    /// restarts).
+    fn set_join_retrans(&self, period: Duration) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
+}
+
+/// A duration as Galera's options write it (ISO 8601, seconds with at most millisecond
+/// precision): 100 ms is `PT0.1S`, 1.5 s is `PT1.5S`, 2 s is `PT2S`.
+pub fn galera_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let (secs, frac) = (ms / 1000, ms % 1000);
+    if frac == 0 {
+        format!("PT{secs}S")
+    } else {
+        let f = format!("{frac:03}");
+        format!("PT{secs}.{}S", f.trim_end_matches('0'))
+    }
 }
 
 /// Parses the evict list as `wsrep_evs_evict_list` shows it (comma separated UUIDs).
@@ -238,6 +256,19 @@ impl GaleraSql for MysqlGaleraSql {
         }))
     }
 
+    fn set_join_retrans(&self, period: Duration) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
+        let stmt = format!(
+            "SET GLOBAL wsrep_provider_options='evs.join_retrans_period={}'",
+            galera_duration(period)
+        );
+        Box::pin(self.run("evs.join_retrans_period", move |c| {
+            Box::pin(async move {
+                use mysql_async::prelude::Queryable;
+                c.query_drop(stmt).await
+            })
+        }))
+    }
+
     fn causal_wait(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
         Box::pin(self.run("wsrep_sync_wait read", |c| {
             Box::pin(async move {
@@ -262,7 +293,7 @@ pub struct SimNode {
     pub wsrep: LocalWsrep,
     /// `None`: answers; `Some(e)`: every call fails with it.
     pub fail: Option<GaleraSqlError>,
-    /// Statements received, in order (`evict UUID`, `clear`, `causal`).
+    /// Statements received, in order (`evict UUID`, `clear`, `causal`, `join_retrans PT…S`).
     pub log: Vec<String>,
 }
 
@@ -334,11 +365,29 @@ impl GaleraSql for SimGaleraSql {
         let r = self.call("causal".into(), |_| {});
         Box::pin(async move { r })
     }
+
+    fn set_join_retrans(&self, period: Duration) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
+        let r = self.call(format!("join_retrans {}", galera_duration(period)), |_| {});
+        Box::pin(async move { r })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_written_as_galera_reads_them() {
+        for (ms, want) in [
+            (100, "PT0.1S"),
+            (10, "PT0.01S"),
+            (1500, "PT1.5S"),
+            (2000, "PT2S"),
+            (1250, "PT1.25S"),
+        ] {
+            assert_eq!(galera_duration(Duration::from_millis(ms)), want, "{ms} ms");
+        }
+    }
 
     #[test]
     fn evict_lists_parse_sorted_lowercase_and_without_blanks() {

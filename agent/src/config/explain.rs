@@ -140,6 +140,8 @@ pub struct GaleraPlan {
     pub evict_dead: bool,
     /// The writer reconciler's cycle (ms).
     pub writer_interval_ms: u64,
+    /// `evs.join_retrans_period` set on each node (ms; 0: left alone).
+    pub join_retrans_period_ms: u64,
 }
 
 /// How local services are started and stopped.
@@ -303,6 +305,7 @@ impl Explanation {
             auto_increment_increment: g.auto_increment_increment,
             evict_dead: g.evict_dead,
             writer_interval_ms: millis(g.writer_interval),
+            join_retrans_period_ms: millis(g.join_retrans_period),
         });
         // Validation bounds every factor far below overflow; saturate all the same.
         let ticks = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -472,6 +475,16 @@ impl Explanation {
                     "a gone node is left to Galera's suspect timeout (galera.evict_dead = false)"
                 }
             ));
+            out.push(match g.join_retrans_period_ms {
+                0 => "galera evs.join_retrans_period: left as each node configures it (Galera's \
+                      default PT1S stalls commits about a second after an eviction)"
+                    .to_string(),
+                p => format!(
+                    "galera evs.join_retrans_period: set to {} on each node by its agent, once \
+                     per mariadbd process (the view without an evicted member comes that soon)",
+                    ms(p)
+                ),
+            });
             out.push(match g.auto_increment_increment {
                 0 => "galera auto-increment: not checked (galera.auto_increment_increment = 0)"
                     .into(),

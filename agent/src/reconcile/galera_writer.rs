@@ -3,7 +3,9 @@
 //! writer's node, proves the local node ready to take writes.
 //!
 //! A cycle ([`WriterReconciler::cycle`]):
-//! 1. reads the local node (`wsrep_*` and the evict list, [`GaleraSql::read`]);
+//! 1. reads the local node (`wsrep_*` and the evict list, [`GaleraSql::read`]), and once per
+//!    mariadbd process sets `evs.join_retrans_period` (`galera.join_retrans_period`: how soon
+//!    Galera installs the view without an evicted member);
 //! 2. on the writer's node, Synced, Primary and ready, once per writer epoch: a causal read
 //!    ([`GaleraSql::causal_wait`]), so the new writer has applied everything committed before
 //!    it takes writes. [`serving_writer`] (what `GET /galera/writer` answers, and so every
@@ -80,6 +82,9 @@ pub struct WriterReport {
     pub caught_up: Option<Epoch>,
     /// Eviction statements run this cycle.
     pub evictions: Vec<String>,
+    /// Provider options set this cycle (`evs.join_retrans_period=PT0.1S`, once per process).
+    #[serde(default)]
+    pub provider_options: Vec<String>,
     /// HAProxy actions run this cycle.
     pub haproxy_actions: Vec<String>,
     /// HAProxy verdict, when HAProxy is managed.
@@ -202,6 +207,10 @@ pub struct WriterReconciler {
     fence: EpochFence,
     caught_up: Option<Epoch>,
     deadline: Option<(Duration, Timer)>,
+    /// `evs.join_retrans_period` to set on the local node, once per process.
+    join_retrans: Option<Duration>,
+    /// The gcomm UUID (the process) it was set on.
+    tuned: Option<String>,
 }
 
 impl WriterReconciler {
@@ -214,7 +223,16 @@ impl WriterReconciler {
             fence: EpochFence::new(),
             caught_up: None,
             deadline: None,
+            join_retrans: None,
+            tuned: None,
         }
+    }
+
+    /// Sets `evs.join_retrans_period` to `period` on the local node once per mariadbd
+    /// process (identified by its gcomm UUID); zero leaves the node's setting alone.
+    pub fn with_join_retrans(mut self, period: Duration) -> Self {
+        self.join_retrans = (!period.is_zero()).then_some(period);
+        self
     }
 
     /// Bounds each side of a cycle by `deadline` (see the Redis reconciler).
@@ -253,6 +271,20 @@ impl WriterReconciler {
         r.serving = local.serving();
         r.local_state = Some(local.state.clone());
         r.gcomm_uuid.clone_from(&local.gcomm_uuid);
+        if let (Some(p), Some(u)) = (self.join_retrans, &local.gcomm_uuid) {
+            if self.tuned.as_ref() != Some(u) {
+                match self.sql.set_join_retrans(p).await {
+                    Ok(()) => {
+                        self.tuned = Some(u.clone());
+                        r.provider_options.push(format!(
+                            "evs.join_retrans_period={}",
+                            crate::actuator::galera_sql::galera_duration(p)
+                        ));
+                    }
+                    Err(e) => r.local_error = Some(format!("evs.join_retrans_period: {e}")),
+                }
+            }
+        }
         let a = &target.authority;
         if a.writer == Some(self.me) && r.serving && self.caught_up != Some(a.epoch) {
             match self.sql.causal_wait().await {

@@ -245,3 +245,50 @@ fn eviction_plans() {
         );
     }
 }
+
+/// `evs.join_retrans_period` is set once per mariadbd process: again after a restart (a new
+/// gcomm UUID), never while the node does not answer, and not at all when configured off.
+#[test]
+fn join_retrans_is_set_once_per_process() {
+    let joins = |sql: &SimGaleraSql| {
+        sql.with(|n| {
+            n.log
+                .iter()
+                .filter(|l| l.starts_with("join_retrans"))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let (rec, sql, _h) = setup(1, U1);
+    let mut rec = rec.with_join_retrans(Duration::from_millis(100));
+    let mut log = Log::new();
+    log.writer(1, ChangeKind::Initial);
+    let r = block(rec.cycle(&log.target()));
+    assert_eq!(r.provider_options, ["evs.join_retrans_period=PT0.1S"]);
+    block(rec.cycle(&log.target()));
+    assert_eq!(
+        joins(&sql),
+        ["join_retrans PT0.1S"],
+        "once for this process"
+    );
+    sql.with(|n| {
+        n.fail = Some(crate::actuator::galera_sql::GaleraSqlError::Refused { at: "sock".into() })
+    });
+    block(rec.cycle(&log.target()));
+    sql.with(|n| {
+        n.fail = None;
+        n.wsrep.gcomm_uuid = Some("44444444-aaaa-11f1-b809-474591e831a5".into());
+    });
+    let r = block(rec.cycle(&log.target()));
+    assert_eq!(r.provider_options, ["evs.join_retrans_period=PT0.1S"]);
+    assert_eq!(
+        joins(&sql),
+        ["join_retrans PT0.1S", "join_retrans PT0.1S"],
+        "again for the restarted process"
+    );
+
+    let (rec, sql, _h) = setup(1, U1);
+    let mut rec = rec.with_join_retrans(Duration::ZERO);
+    block(rec.cycle(&log.target()));
+    assert!(joins(&sql).is_empty(), "0s leaves the node's setting alone");
+}
