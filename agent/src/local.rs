@@ -31,7 +31,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::actuator::galera_sql::MysqlGaleraSql;
+use crate::actuator::galera_sql::{EvsPeriod, MysqlGaleraSql};
 use crate::actuator::haproxy::HaproxySocket;
 use crate::actuator::redis::RedisServer;
 use crate::actuator::service::{service_control, ServiceState, StartMode};
@@ -288,7 +288,10 @@ fn spawn_galera_writer(
     let timer: Timer = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
     let mut rec = WriterReconciler::new(me, sql, haproxy)
         .with_deadline(timeout, timer)
-        .with_join_retrans(g.join_retrans_period);
+        .with_evs_periods(&[
+            (EvsPeriod::JoinRetrans, g.join_retrans_period),
+            (EvsPeriod::Keepalive, g.keepalive_period),
+        ]);
     let every = g.writer_interval;
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(every);

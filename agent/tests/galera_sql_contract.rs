@@ -8,7 +8,7 @@
 //! 26.4.23 with MariaDB 10.11), and evicting it again is no error and lists it once; clearing
 //! empties the list; a value that is not a gcomm UUID (an injection attempt among them) is
 //! refused as `BadUuid` before anything reaches the server; a causal wait succeeds;
-//! `evs.join_retrans_period` is set as Galera writes it (`PT0.1S`); and once
+//! the EVS timing options are set as Galera writes them (`PT0.1S`); and once
 //! the server is stopped, a read fails as refused, naming the socket.
 //!
 //! "Nothing reaches the server" is counted: the simulation's statement log, and the real
@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use common::{binary, free_port, is_root, Proc, MARIADB_SIZES};
 use futures::future::BoxFuture;
 use mysql_async::prelude::Queryable;
-use triad::actuator::galera_sql::{GaleraSql, GaleraSqlError, MysqlGaleraSql, SimGaleraSql};
+use triad::actuator::galera_sql::{
+    EvsPeriod, GaleraSql, GaleraSqlError, MysqlGaleraSql, SimGaleraSql,
+};
 use triad::cluster::is_gcomm_uuid;
 
 /// A well-formed gcomm UUID that is no member of any cluster here.
@@ -51,8 +53,8 @@ trait Node {
     fn stop(&mut self) -> BoxFuture<'_, ()>;
     /// The socket the actuator talks to, as its errors name it.
     fn socket(&self) -> String;
-    /// The node's `evs.join_retrans_period`, as it reports it.
-    fn join_retrans(&mut self) -> BoxFuture<'_, String>;
+    /// The node's provider option `key`, as it reports it.
+    fn provider_option<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, String>;
 }
 
 async fn contract(sql: &dyn GaleraSql, node: &mut dyn Node) {
@@ -110,15 +112,26 @@ async fn contract(sql: &dyn GaleraSql, node: &mut dyn Node) {
     // 5. A causal wait on a lone node returns at once.
     sql.causal_wait().await.expect("causal wait");
 
-    // 6. The JOIN retransmission period is set as Galera writes it, and stays serving.
-    sql.set_join_retrans(Duration::from_millis(100))
+    // 6. The EVS timing options are set in one statement as Galera writes them, and the
+    //    node stays serving.
+    let both = [
+        (EvsPeriod::JoinRetrans, Duration::from_millis(100)),
+        (EvsPeriod::Keepalive, Duration::from_millis(200)),
+    ];
+    sql.set_evs(&both).await.expect("set the EVS periods");
+    assert_eq!(
+        node.provider_option("evs.join_retrans_period").await,
+        "PT0.1S"
+    );
+    assert_eq!(node.provider_option("evs.keepalive_period").await, "PT0.2S");
+    sql.set_evs(&[(EvsPeriod::JoinRetrans, Duration::from_millis(1500))])
         .await
-        .expect("set evs.join_retrans_period");
-    assert_eq!(node.join_retrans().await, "PT0.1S");
-    sql.set_join_retrans(Duration::from_millis(1500))
-        .await
-        .expect("set it again");
-    assert_eq!(node.join_retrans().await, "PT1.5S");
+        .expect("set one again");
+    assert_eq!(
+        node.provider_option("evs.join_retrans_period").await,
+        "PT1.5S"
+    );
+    assert_eq!(node.provider_option("evs.keepalive_period").await, "PT0.2S");
     assert!(sql.read().await.expect("read").serving());
 
     // 7. A stopped server: refused, naming the socket; a bad UUID is still refused by name.
@@ -164,16 +177,22 @@ impl Node for SimNode {
         SIM_SOCKET.to_string()
     }
 
-    fn join_retrans(&mut self) -> BoxFuture<'_, String> {
-        let last = self.sim.with(|n| {
+    fn provider_option<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, String> {
+        // The newest `evs` statement that set `key`.
+        let value = self.sim.with(|n| {
             n.log
                 .iter()
                 .rev()
-                .find_map(|l| l.strip_prefix("join_retrans "))
+                .filter_map(|l| l.strip_prefix("evs "))
+                .find_map(|opts| {
+                    opts.split(';').find_map(|o| {
+                        let (k, v) = o.split_once('=')?;
+                        (k == key).then(|| v.to_string())
+                    })
+                })
                 .unwrap_or_default()
-                .to_string()
         });
-        Box::pin(async move { last })
+        Box::pin(async move { value })
     }
 }
 
@@ -189,8 +208,8 @@ fn sim_galera_sql_passes_the_contract() {
             format!("evict {STRANGER}"),
             "clear".to_string(),
             "causal".to_string(),
-            "join_retrans PT0.1S".to_string(),
-            "join_retrans PT1.5S".to_string(),
+            "evs evs.join_retrans_period=PT0.1S;evs.keepalive_period=PT0.2S".to_string(),
+            "evs evs.join_retrans_period=PT1.5S".to_string(),
         ]
     );
 }
@@ -304,7 +323,7 @@ impl Node for RealGalera {
         })
     }
 
-    fn join_retrans(&mut self) -> BoxFuture<'_, String> {
+    fn provider_option<'a>(&'a mut self, key: &'a str) -> BoxFuture<'a, String> {
         Box::pin(async move {
             let c = self.observer.as_mut().expect("observer connection");
             let opts: Option<String> = c
@@ -315,9 +334,9 @@ impl Node for RealGalera {
             opts.split(';')
                 .find_map(|o| {
                     let (k, v) = o.split_once('=')?;
-                    (k.trim() == "evs.join_retrans_period").then(|| v.trim().to_string())
+                    (k.trim() == key).then(|| v.trim().to_string())
                 })
-                .unwrap_or_else(|| panic!("no evs.join_retrans_period in {opts}"))
+                .unwrap_or_else(|| panic!("no {key} in {opts}"))
         })
     }
 

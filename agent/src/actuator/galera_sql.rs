@@ -6,8 +6,9 @@
 //! - [`GaleraSql::evict`]: `SET GLOBAL wsrep_provider_options='evs.evict=UUID'` (the UUID is
 //!   checked to be a gcomm UUID first: nothing else ever reaches the statement);
 //! - [`GaleraSql::clear_evictions`]: `evs.evict=` (empty: clears this node's evict list);
-//! - [`GaleraSql::set_join_retrans`]: `evs.join_retrans_period` (how soon Galera installs a
-//!   view after an eviction, see `galera.join_retrans_period`);
+//! - [`GaleraSql::set_evs`]: EVS timing options (`evs.join_retrans_period`,
+//!   `evs.keepalive_period`: how soon Galera installs a view after an eviction or a join, see
+//!   `galera.join_retrans_period`);
 //! - [`GaleraSql::causal_wait`]: one read with `wsrep_sync_wait=1`, which returns only once
 //!   this node has applied every write set committed in the cluster before it began: a new
 //!   writer has applied everything the old one committed before it takes writes.
@@ -102,9 +103,40 @@ pub trait GaleraSql: Send + Sync {
     fn clear_evictions(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
     /// Waits until this node has applied everything committed in the cluster so far.
     fn causal_wait(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
-    /// `SET GLOBAL wsrep_provider_options='evs.join_retrans_period=PT…S'` (until the process
+    /// `SET GLOBAL wsrep_provider_options='evs.…=PT…S;…'` in one statement (until the process
     /// restarts).
-    fn set_join_retrans(&self, period: Duration) -> BoxFuture<'_, Result<(), GaleraSqlError>>;
+    fn set_evs<'a>(
+        &'a self,
+        periods: &'a [(EvsPeriod, Duration)],
+    ) -> BoxFuture<'a, Result<(), GaleraSqlError>>;
+}
+
+/// A Galera EVS timing option that Triad sets at runtime (see `galera.join_retrans_period`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EvsPeriod {
+    /// `evs.join_retrans_period`: how often membership JOIN messages are retransmitted.
+    JoinRetrans,
+    /// `evs.keepalive_period`: how often a quiet member signals that it is alive.
+    Keepalive,
+}
+
+impl EvsPeriod {
+    /// The option's name.
+    pub fn key(self) -> &'static str {
+        match self {
+            EvsPeriod::JoinRetrans => "evs.join_retrans_period",
+            EvsPeriod::Keepalive => "evs.keepalive_period",
+        }
+    }
+}
+
+/// The options as `wsrep_provider_options` takes them: `evs.join_retrans_period=PT0.1S;…`.
+pub fn evs_settings(periods: &[(EvsPeriod, Duration)]) -> String {
+    periods
+        .iter()
+        .map(|(p, d)| format!("{}={}", p.key(), galera_duration(*d)))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// A duration as Galera's options write it (ISO 8601, seconds with at most millisecond
@@ -256,12 +288,16 @@ impl GaleraSql for MysqlGaleraSql {
         }))
     }
 
-    fn set_join_retrans(&self, period: Duration) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
+    fn set_evs<'a>(
+        &'a self,
+        periods: &'a [(EvsPeriod, Duration)],
+    ) -> BoxFuture<'a, Result<(), GaleraSqlError>> {
+        // Built from the enum's names and formatted durations only: nothing else reaches it.
         let stmt = format!(
-            "SET GLOBAL wsrep_provider_options='evs.join_retrans_period={}'",
-            galera_duration(period)
+            "SET GLOBAL wsrep_provider_options='{}'",
+            evs_settings(periods)
         );
-        Box::pin(self.run("evs.join_retrans_period", move |c| {
+        Box::pin(self.run("evs timing options", move |c| {
             Box::pin(async move {
                 use mysql_async::prelude::Queryable;
                 c.query_drop(stmt).await
@@ -293,7 +329,7 @@ pub struct SimNode {
     pub wsrep: LocalWsrep,
     /// `None`: answers; `Some(e)`: every call fails with it.
     pub fail: Option<GaleraSqlError>,
-    /// Statements received, in order (`evict UUID`, `clear`, `causal`, `join_retrans PT…S`).
+    /// Statements received, in order (`evict UUID`, `clear`, `causal`, `evs KEY=PT…S;…`).
     pub log: Vec<String>,
 }
 
@@ -366,8 +402,11 @@ impl GaleraSql for SimGaleraSql {
         Box::pin(async move { r })
     }
 
-    fn set_join_retrans(&self, period: Duration) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
-        let r = self.call(format!("join_retrans {}", galera_duration(period)), |_| {});
+    fn set_evs<'a>(
+        &'a self,
+        periods: &'a [(EvsPeriod, Duration)],
+    ) -> BoxFuture<'a, Result<(), GaleraSqlError>> {
+        let r = self.call(format!("evs {}", evs_settings(periods)), |_| {});
         Box::pin(async move { r })
     }
 }

@@ -142,6 +142,8 @@ pub struct GaleraPlan {
     pub writer_interval_ms: u64,
     /// `evs.join_retrans_period` set on each node (ms; 0: left alone).
     pub join_retrans_period_ms: u64,
+    /// `evs.keepalive_period` set on each node (ms; 0: left alone).
+    pub keepalive_period_ms: u64,
 }
 
 /// How local services are started and stopped.
@@ -306,6 +308,7 @@ impl Explanation {
             evict_dead: g.evict_dead,
             writer_interval_ms: millis(g.writer_interval),
             join_retrans_period_ms: millis(g.join_retrans_period),
+            keepalive_period_ms: millis(g.keepalive_period),
         });
         // Validation bounds every factor far below overflow; saturate all the same.
         let ticks = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -475,15 +478,24 @@ impl Explanation {
                     "a gone node is left to Galera's suspect timeout (galera.evict_dead = false)"
                 }
             ));
-            out.push(match g.join_retrans_period_ms {
-                0 => "galera evs.join_retrans_period: left as each node configures it (Galera's \
-                      default PT1S stalls commits about a second after an eviction)"
-                    .to_string(),
-                p => format!(
-                    "galera evs.join_retrans_period: set to {} on each node by its agent, once \
-                     per mariadbd process (the view without an evicted member comes that soon)",
-                    ms(p)
-                ),
+            let evs: Vec<String> = [
+                ("evs.join_retrans_period", g.join_retrans_period_ms),
+                ("evs.keepalive_period", g.keepalive_period_ms),
+            ]
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k} {}", ms(v)))
+            .collect();
+            out.push(if evs.is_empty() {
+                "galera EVS timing: left as each node configures it (Galera's defaults of PT1S \
+                 stall commits about a second after an eviction or a rejoin)"
+                    .to_string()
+            } else {
+                format!(
+                    "galera EVS timing: {}, set on each node by its agent once per mariadbd \
+                     process (views after an eviction or a join come that soon)",
+                    evs.join(", ")
+                )
             });
             out.push(match g.auto_increment_increment {
                 0 => "galera auto-increment: not checked (galera.auto_increment_increment = 0)"

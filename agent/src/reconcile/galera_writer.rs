@@ -4,8 +4,8 @@
 //!
 //! A cycle ([`WriterReconciler::cycle`]):
 //! 1. reads the local node (`wsrep_*` and the evict list, [`GaleraSql::read`]), and once per
-//!    mariadbd process sets `evs.join_retrans_period` (`galera.join_retrans_period`: how soon
-//!    Galera installs the view without an evicted member);
+//!    mariadbd process sets the EVS timing options (`galera.join_retrans_period` and
+//!    `galera.keepalive_period`: how soon Galera installs a view after an eviction or a join);
 //! 2. on the writer's node, Synced, Primary and ready, once per writer epoch: a causal read
 //!    ([`GaleraSql::causal_wait`]), so the new writer has applied everything committed before
 //!    it takes writes. [`serving_writer`] (what `GET /galera/writer` answers, and so every
@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actuator::galera_sql::{GaleraSql, LocalWsrep};
+use crate::actuator::galera_sql::{EvsPeriod, GaleraSql, LocalWsrep};
 use crate::actuator::haproxy::{self, AdminMode, Policy, Sessions};
 use crate::actuator::{DecisionEpoch, EpochFence};
 use crate::cluster::GaleraWriterAuthority;
@@ -82,7 +82,7 @@ pub struct WriterReport {
     pub caught_up: Option<Epoch>,
     /// Eviction statements run this cycle.
     pub evictions: Vec<String>,
-    /// Provider options set this cycle (`evs.join_retrans_period=PT0.1S`, once per process).
+    /// Provider options set this cycle (`evs.join_retrans_period=PT0.1S;…`, once per process).
     #[serde(default)]
     pub provider_options: Vec<String>,
     /// HAProxy actions run this cycle.
@@ -207,8 +207,8 @@ pub struct WriterReconciler {
     fence: EpochFence,
     caught_up: Option<Epoch>,
     deadline: Option<(Duration, Timer)>,
-    /// `evs.join_retrans_period` to set on the local node, once per process.
-    join_retrans: Option<Duration>,
+    /// EVS timing options to set on the local node, once per process.
+    evs: Vec<(EvsPeriod, Duration)>,
     /// The gcomm UUID (the process) it was set on.
     tuned: Option<String>,
 }
@@ -223,15 +223,19 @@ impl WriterReconciler {
             fence: EpochFence::new(),
             caught_up: None,
             deadline: None,
-            join_retrans: None,
+            evs: Vec::new(),
             tuned: None,
         }
     }
 
-    /// Sets `evs.join_retrans_period` to `period` on the local node once per mariadbd
-    /// process (identified by its gcomm UUID); zero leaves the node's setting alone.
-    pub fn with_join_retrans(mut self, period: Duration) -> Self {
-        self.join_retrans = (!period.is_zero()).then_some(period);
+    /// Sets these EVS timing options on the local node once per mariadbd process (identified
+    /// by its gcomm UUID); a zero period leaves that option as the node has it.
+    pub fn with_evs_periods(mut self, periods: &[(EvsPeriod, Duration)]) -> Self {
+        self.evs = periods
+            .iter()
+            .copied()
+            .filter(|(_, d)| !d.is_zero())
+            .collect();
         self
     }
 
@@ -271,17 +275,15 @@ impl WriterReconciler {
         r.serving = local.serving();
         r.local_state = Some(local.state.clone());
         r.gcomm_uuid.clone_from(&local.gcomm_uuid);
-        if let (Some(p), Some(u)) = (self.join_retrans, &local.gcomm_uuid) {
+        if let Some(u) = local.gcomm_uuid.as_ref().filter(|_| !self.evs.is_empty()) {
             if self.tuned.as_ref() != Some(u) {
-                match self.sql.set_join_retrans(p).await {
+                match self.sql.set_evs(&self.evs).await {
                     Ok(()) => {
                         self.tuned = Some(u.clone());
-                        r.provider_options.push(format!(
-                            "evs.join_retrans_period={}",
-                            crate::actuator::galera_sql::galera_duration(p)
-                        ));
+                        r.provider_options
+                            .push(crate::actuator::galera_sql::evs_settings(&self.evs));
                     }
-                    Err(e) => r.local_error = Some(format!("evs.join_retrans_period: {e}")),
+                    Err(e) => r.local_error = Some(format!("EVS timing options: {e}")),
                 }
             }
         }

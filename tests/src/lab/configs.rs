@@ -40,11 +40,12 @@ pub struct Secrets {
 
 /// `my.cnf` of node `n` (server and client sections; pass it with `--defaults-file`).
 ///
-/// `evs.join_retrans_period=PT0.1S` is what the README asks of production: Galera installs a
-/// new view (a member evicted, or a restarted one joining) only at the next JOIN
-/// retransmission of every member, the joiner's included, and with the default `PT1S` every
-/// commit stalls about a second each time. Each agent also sets it at runtime
-/// (`galera.join_retrans_period`), but a starting process joins with this file's value.
+/// `evs.join_retrans_period=PT0.1S` and `evs.keepalive_period=PT0.1S` are what the README asks
+/// of production: Galera installs a new view (a member evicted, or a restarted one joining)
+/// only at the next JOIN retransmission or keepalive of every member, the joiner's included,
+/// and with the defaults of `PT1S` every commit stalls about a second each time. Each agent
+/// also sets them at runtime (`galera.join_retrans_period`, `galera.keepalive_period`), but a
+/// starting process joins with this file's values.
 pub fn my_cnf(lab: &LabSpec, n: u64) -> String {
     let ip = lab.node_ip(n);
     let cluster: Vec<String> = lab
@@ -76,7 +77,7 @@ pub fn my_cnf(lab: &LabSpec, n: u64) -> String {
          wsrep_auto_increment_control=OFF\n\
          wsrep_on=ON\n\
          wsrep_provider=/usr/lib/galera/libgalera_smm.so\n\
-         wsrep_provider_options=\"gcache.size=32M;evs.join_retrans_period=PT0.1S\"\n\
+         wsrep_provider_options=\"gcache.size=32M;evs.join_retrans_period=PT0.1S;evs.keepalive_period=PT0.1S\"\n\
          wsrep_cluster_name=triad-lab\n\
          wsrep_cluster_address=gcomm://{cluster}\n\
          wsrep_node_address={ip}\n\

@@ -246,31 +246,32 @@ fn eviction_plans() {
     }
 }
 
-/// `evs.join_retrans_period` is set once per mariadbd process: again after a restart (a new
-/// gcomm UUID), never while the node does not answer, and not at all when configured off.
+/// The EVS timing options are set once per mariadbd process: again after a restart (a new
+/// gcomm UUID), never while the node does not answer, and a zero period is left alone.
 #[test]
-fn join_retrans_is_set_once_per_process() {
-    let joins = |sql: &SimGaleraSql| {
+fn evs_periods_are_set_once_per_process() {
+    use crate::actuator::galera_sql::EvsPeriod::{JoinRetrans, Keepalive};
+    const BOTH: &str = "evs.join_retrans_period=PT0.1S;evs.keepalive_period=PT0.2S";
+    let sets = |sql: &SimGaleraSql| {
         sql.with(|n| {
             n.log
                 .iter()
-                .filter(|l| l.starts_with("join_retrans"))
-                .cloned()
+                .filter_map(|l| l.strip_prefix("evs "))
+                .map(str::to_string)
                 .collect::<Vec<_>>()
         })
     };
     let (rec, sql, _h) = setup(1, U1);
-    let mut rec = rec.with_join_retrans(Duration::from_millis(100));
+    let mut rec = rec.with_evs_periods(&[
+        (JoinRetrans, Duration::from_millis(100)),
+        (Keepalive, Duration::from_millis(200)),
+    ]);
     let mut log = Log::new();
     log.writer(1, ChangeKind::Initial);
     let r = block(rec.cycle(&log.target()));
-    assert_eq!(r.provider_options, ["evs.join_retrans_period=PT0.1S"]);
+    assert_eq!(r.provider_options, [BOTH]);
     block(rec.cycle(&log.target()));
-    assert_eq!(
-        joins(&sql),
-        ["join_retrans PT0.1S"],
-        "once for this process"
-    );
+    assert_eq!(sets(&sql), [BOTH], "once for this process");
     sql.with(|n| {
         n.fail = Some(crate::actuator::galera_sql::GaleraSqlError::Refused { at: "sock".into() })
     });
@@ -280,15 +281,22 @@ fn join_retrans_is_set_once_per_process() {
         n.wsrep.gcomm_uuid = Some("44444444-aaaa-11f1-b809-474591e831a5".into());
     });
     let r = block(rec.cycle(&log.target()));
-    assert_eq!(r.provider_options, ["evs.join_retrans_period=PT0.1S"]);
-    assert_eq!(
-        joins(&sql),
-        ["join_retrans PT0.1S", "join_retrans PT0.1S"],
-        "again for the restarted process"
-    );
+    assert_eq!(r.provider_options, [BOTH]);
+    assert_eq!(sets(&sql), [BOTH, BOTH], "again for the restarted process");
 
     let (rec, sql, _h) = setup(1, U1);
-    let mut rec = rec.with_join_retrans(Duration::ZERO);
+    let mut rec = rec.with_evs_periods(&[
+        (JoinRetrans, Duration::ZERO),
+        (Keepalive, Duration::from_millis(100)),
+    ]);
     block(rec.cycle(&log.target()));
-    assert!(joins(&sql).is_empty(), "0s leaves the node's setting alone");
+    assert_eq!(
+        sets(&sql),
+        ["evs.keepalive_period=PT0.1S"],
+        "0s is left alone"
+    );
+    let (rec, sql, _h) = setup(1, U1);
+    let mut rec = rec.with_evs_periods(&[(JoinRetrans, Duration::ZERO)]);
+    block(rec.cycle(&log.target()));
+    assert!(sets(&sql).is_empty(), "nothing to set: no statement");
 }
