@@ -522,7 +522,8 @@ struct Rejoin {
 /// process (not `old`) and readmitted: for Triad, `observer`'s status shows it no longer
 /// evicted and ranked eligible; for the recipe, it is UP in `be_mysql_recipe` of every
 /// HAProxy. Readmission counts only after it was first seen out. Each sample reads the
-/// readmission first, then the node. For the recipe, Triad must not touch it (maintenance).
+/// readmission first, then the node, and stamps both with its start (readmitted before Synced
+/// means in an earlier sample). For the recipe, Triad must not touch it (maintenance).
 fn watch_rejoin(
     lab: &Lab,
     side: Side,
@@ -588,10 +589,13 @@ fn watch_rejoin(
                 .ok()
                 .flatten()
                 .is_some_and(|p| p != old);
-            let q = Instant::now();
+            // Stamped with the sample's start, as the readmission is: both are known to sample
+            // granularity. A readmission seen in the same sample counts as 0, not as early:
+            // Triad readmits only on its agent's own check that found the node Synced, which
+            // came before this sample (this query only confirms it a few ms later).
             if restarted && query::galera_status(spec, node, short).is_ok_and(|g| g.is_synced_in(3))
             {
-                synced = Some(q);
+                synced = Some(t);
             }
         }
         if let (Some(synced), Some(readmitted)) = (synced, readmitted) {
