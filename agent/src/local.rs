@@ -962,3 +962,64 @@ pub fn spawn_exit_watch(
         });
     }
 }
+
+/// The peers' Redis servers this agent probes (`redis.cross_check`), by the probe that
+/// checks each: what [`spawn_peer_watch`] watches.
+pub fn peer_watch_targets(cfg: &Validated) -> Vec<(crate::probe::ProbeId, std::net::SocketAddr)> {
+    let me = cfg.node_id();
+    if !cfg.config.redis.as_ref().is_some_and(|r| r.cross_check) {
+        return Vec::new();
+    }
+    cfg.members
+        .iter()
+        .filter(|m| m.id != me)
+        .filter_map(|m| {
+            let id = crate::probe::ProbeId {
+                subject: m.id,
+                service: crate::probe::Service::Redis,
+                target: String::new(),
+            };
+            Some((id, m.redis_addr?))
+        })
+        .collect()
+}
+
+/// Starts one connection watch per peer Redis: it keeps one idle TCP connection to the
+/// server (Redis sends nothing unasked and keeps idle clients by default) and notifies the
+/// kick of that server's probe when the connection ends. When a peer's redis-server exits,
+/// its kernel closes the connection at once, so this agent's check of it runs then instead
+/// of at its next interval: the leader gets every agent's refusal within a report gap. A
+/// network cut ends nothing (the probes' timeouts see that); a connection that cannot be
+/// made is retried every [`EXIT_WATCH_POLL`]. A kick is only a check: it decides nothing.
+pub fn spawn_peer_watch(
+    targets: Vec<(std::net::SocketAddr, Arc<tokio::sync::Notify>)>,
+    shutdown: &CancellationToken,
+) {
+    for (addr, kick) in targets {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    c = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        tokio::net::TcpStream::connect(addr),
+                    ) => c,
+                };
+                if let Ok(Ok(mut stream)) = conn {
+                    let mut buf = [0u8; 64];
+                    let ended = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = tokio::io::AsyncReadExt::read(&mut stream, &mut buf) => r,
+                    };
+                    tracing::debug!(%addr, ?ended, "peer redis connection ended: checking it at once");
+                    kick.notify_one();
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(EXIT_WATCH_POLL) => {}
+                }
+            }
+        });
+    }
+}

@@ -204,6 +204,14 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             kicks.insert(id, kick.clone());
             watches.insert(service, kick);
         }
+        // The peers' Redis probes check at once when a kept connection to the server ends.
+        let mut peers = Vec::new();
+        for (id, addr) in crate::local::peer_watch_targets(&cfg) {
+            let kick = Arc::new(tokio::sync::Notify::new());
+            kicks.insert(id, kick.clone());
+            peers.push((addr, kick));
+        }
+        crate::local::spawn_peer_watch(peers, &shutdown);
         probe::runner::spawn_all(
             probes,
             probe_tx,
