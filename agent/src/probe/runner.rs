@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::{CheckResult, FailureKind, Probe, ProbeId};
 use crate::ids::UnixMillis;
 
+/// The spacing of the follow-up checks after a kicked check failed (see [`spawn_all`]).
+pub const KICK_RECHECK: Duration = Duration::from_millis(50);
+
 /// One finished check.
 #[derive(Clone, Debug)]
 pub struct ProbeEvent {
@@ -59,7 +62,9 @@ pub fn now_millis() -> UnixMillis {
 /// Spawns one task per probe; they stop when `shutdown` is cancelled. `dropped` is called for
 /// each result dropped on a full channel. A probe with an entry in `kicks` also checks at once
 /// whenever that entry is notified (for example when the local process it checks exited: see
-/// `local::spawn_exit_watch`), and its next periodic check comes one interval after that.
+/// `local::spawn_exit_watch`), and its next periodic check comes one interval after that; a
+/// kicked check that fails is repeated every [`KICK_RECHECK`] until it passes or the probe's
+/// `fall` consecutive failures are in.
 pub fn spawn_all(
     probes: Vec<Arc<dyn Probe>>,
     tx: mpsc::Sender<ProbeEvent>,
@@ -79,22 +84,40 @@ pub fn spawn_all(
             let mut ticker =
                 tokio::time::interval_at(tokio::time::Instant::now() + offset, timing.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Follow-up checks left after a kick: a kicked check that fails is repeated
+            // every `KICK_RECHECK` until it passes or `fall` consecutive failures are in, so a
+            // process known to have exited is judged down in ~`KICK_RECHECK * (fall - 1)`
+            // rather than after `fall - 1` more intervals. A kick decides nothing by itself.
+            let mut burst: u32 = 0;
+            let mut follow_up = false;
             loop {
-                let kicked = async {
-                    match &kick {
-                        Some(k) => k.notified().await,
-                        None => std::future::pending().await,
+                if follow_up {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(KICK_RECHECK) => {}
                     }
-                };
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = ticker.tick() => {}
-                    _ = kicked => ticker.reset(),
+                } else {
+                    let kicked = async {
+                        match &kick {
+                            Some(k) => k.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = ticker.tick() => burst = 0,
+                        _ = kicked => {
+                            ticker.reset();
+                            burst = timing.fall.saturating_sub(1);
+                        }
+                    }
                 }
                 let (result, latency) = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     r = check_once(probe.as_ref()) => r,
                 };
+                follow_up = !result.status.is_up() && burst > 0;
+                burst = if follow_up { burst - 1 } else { 0 };
                 let event = ProbeEvent {
                     id: probe.id().clone(),
                     result,
@@ -108,6 +131,82 @@ pub fn spawn_all(
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProbeTiming;
+    use crate::ids::NodeId;
+    use crate::probe::sim::{SimControl, SimProbe};
+    use crate::probe::Service;
+
+    async fn next(rx: &mut mpsc::Receiver<ProbeEvent>) -> Option<ProbeEvent> {
+        tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// A kick checks at once; a kicked check that fails is repeated until `fall` failures are
+    /// in (here 3), each `KICK_RECHECK` apart, long before the next interval (10 s); a kick of
+    /// a healthy probe is one check.
+    #[test]
+    fn a_kick_checks_at_once_and_follows_a_failure_up_to_fall() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let id = ProbeId {
+                subject: NodeId(1),
+                service: Service::Redis,
+                target: String::new(),
+            };
+            let timing = ProbeTiming {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                rise: 1,
+                fall: 3,
+            };
+            let control = SimControl::healthy();
+            let probe: Arc<dyn Probe> =
+                Arc::new(SimProbe::new(id.clone(), timing, control.clone()));
+            let (tx, mut rx) = mpsc::channel(16);
+            let kick = Arc::new(Notify::new());
+            let shutdown = CancellationToken::new();
+            let kicks = BTreeMap::from([(id.clone(), kick.clone())]);
+            spawn_all(vec![probe], tx, shutdown.clone(), Arc::new(|_| {}), &kicks);
+            // The first periodic check comes at once (offset 0).
+            assert!(next(&mut rx)
+                .await
+                .expect("first check")
+                .result
+                .status
+                .is_up());
+            kick.notify_one();
+            assert!(next(&mut rx)
+                .await
+                .expect("kicked check")
+                .result
+                .status
+                .is_up());
+            assert!(next(&mut rx).await.is_none(), "a healthy kick is one check");
+            control.stop();
+            let start = Instant::now();
+            kick.notify_one();
+            for n in 1..=3 {
+                let e = next(&mut rx).await.unwrap_or_else(|| panic!("failure {n}"));
+                assert!(!e.result.status.is_up(), "failure {n}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the follow-ups come before the next interval"
+            );
+            assert!(next(&mut rx).await.is_none(), "no more than fall checks");
+            shutdown.cancel();
         });
     }
 }
