@@ -361,25 +361,7 @@ fn writer_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<WriterSt
                 .lock()
                 .map(|health| health.all(now))
                 .unwrap_or_default();
-            let mut memory = gw::WriterMemory::default();
-            let evidence = gw::writer_evidence_from_reports(
-                &members,
-                &seen,
-                settings.freshness_ms,
-                now,
-                &mut memory,
-            );
-            let gcomm = memory.uuids();
-            gw::rank(&gw::WriterInputs {
-                members: &members,
-                authority: a,
-                evidence: &evidence,
-                gcomm: &gcomm,
-                outage_open: core.cluster.galera.open().is_some(),
-                maintenance: core.cluster.maintenance.enabled,
-                in_flight: false,
-                settings,
-            })
+            gw::rank_from_reports(&members, &seen, &core.cluster, now, settings)
         }
     };
     Some(WriterStatus {

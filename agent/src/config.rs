@@ -928,18 +928,18 @@ pub struct GaleraSection {
     /// a second after an eviction (measured on the lab: 1.09 s, and 1.5 s when the node
     /// rejoins); with `100ms`, 89 ms and 0.5 s. Raise it on a high-latency network. `0s`
     /// leaves the node's own setting alone; otherwise `10ms` to `10s`. Default `100ms`.
-    #[serde(default = "default_join_retrans", with = "humantime_serde")]
+    #[serde(default = "default_evs_period", with = "humantime_serde")]
     pub join_retrans_period: Duration,
     /// Galera's `evs.keepalive_period`, set the same way: how often a quiet member signals it
     /// is alive. A joining member's view waits on it too: with Galera's default `PT1S` a
     /// node's rejoin stalled commits for 1.2-1.4 s in 4 of 6 runs on the lab, with `100ms`
     /// 0.4-0.5 s in 6 of 6. `0s` leaves the node's own setting alone; otherwise `10ms` to
     /// `10s` (keep it well below `evs.suspect_timeout`). Default `100ms`.
-    #[serde(default = "default_join_retrans", with = "humantime_serde")]
+    #[serde(default = "default_evs_period", with = "humantime_serde")]
     pub keepalive_period: Duration,
 }
 
-fn default_join_retrans() -> Duration {
+fn default_evs_period() -> Duration {
     Duration::from_millis(100)
 }
 fn default_writer_interval() -> Duration {

@@ -878,9 +878,40 @@ async fn pc_bootstrap(
 /// running, or after an exit (a restart takes at least this long anyway).
 const EXIT_WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// The kicks of the probes that [`spawn_watches`] watches.
+pub struct ProbeKicks {
+    /// By probe: what `probe::runner::spawn_all` takes.
+    pub by_probe: BTreeMap<crate::probe::ProbeId, Arc<tokio::sync::Notify>>,
+    /// The local MariaDB probe's, also for the writer reconciler ([`LocalShared`]).
+    pub mariadb: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// Starts the exit watch of the local mariadbd and redis-server ([`spawn_exit_watch`]) and the
+/// connection watch of the peers' Redis ([`spawn_peer_watch`]), and returns the kick of each
+/// probe they watch.
+pub fn spawn_watches(cfg: &Validated, shutdown: &CancellationToken) -> ProbeKicks {
+    let mut by_probe = BTreeMap::new();
+    let mut local = BTreeMap::new();
+    for (service, id) in exit_watch_kicks(cfg) {
+        let kick = Arc::new(tokio::sync::Notify::new());
+        by_probe.insert(id, kick.clone());
+        local.insert(service, kick);
+    }
+    let mut peers = Vec::new();
+    for (id, addr) in peer_watch_targets(cfg) {
+        let kick = Arc::new(tokio::sync::Notify::new());
+        by_probe.insert(id, kick.clone());
+        peers.push((addr, kick));
+    }
+    let mariadb = local.get(&ServiceName::Mariadb).cloned();
+    spawn_exit_watch(cfg, local, shutdown);
+    spawn_peer_watch(peers, shutdown);
+    ProbeKicks { by_probe, mariadb }
+}
+
 /// The local probes to check at once when a watched process exits: this node's MariaDB and
 /// Redis checks, by the service control name that runs each.
-pub fn exit_watch_kicks(cfg: &Validated) -> BTreeMap<ServiceName, crate::probe::ProbeId> {
+fn exit_watch_kicks(cfg: &Validated) -> BTreeMap<ServiceName, crate::probe::ProbeId> {
     let me = cfg.node_id();
     let mut out = BTreeMap::new();
     let id = |service| crate::probe::ProbeId {
@@ -905,7 +936,7 @@ pub fn exit_watch_kicks(cfg: &Validated) -> BTreeMap<ServiceName, crate::probe::
 /// to a probe interval later, which is most of the time to evict a dead Galera node or to
 /// fail over a dead Redis master. Without service control (or for a service it does not run)
 /// nothing is watched and the probes' own interval applies.
-pub fn spawn_exit_watch(
+fn spawn_exit_watch(
     cfg: &Validated,
     kicks: BTreeMap<ServiceName, Arc<tokio::sync::Notify>>,
     shutdown: &CancellationToken,
@@ -965,7 +996,7 @@ pub fn spawn_exit_watch(
 
 /// The peers' Redis servers this agent probes (`redis.cross_check`), by the probe that
 /// checks each: what [`spawn_peer_watch`] watches.
-pub fn peer_watch_targets(cfg: &Validated) -> Vec<(crate::probe::ProbeId, std::net::SocketAddr)> {
+fn peer_watch_targets(cfg: &Validated) -> Vec<(crate::probe::ProbeId, std::net::SocketAddr)> {
     let me = cfg.node_id();
     if !cfg.config.redis.as_ref().is_some_and(|r| r.cross_check) {
         return Vec::new();

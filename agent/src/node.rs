@@ -192,37 +192,18 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     }));
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
     let probe_count = probes.len();
-    // The local MariaDB probe also checks at once when the writer reconciler sees its node's
-    // state change.
-    let mariadb_kick = {
+    // Probes checked at once when a watched process exits (see `local::spawn_watches`).
+    let kicks = crate::local::spawn_watches(&cfg, &shutdown);
+    {
         let m = metrics.clone();
-        // The local MariaDB and Redis probes check at once when their process exits.
-        let mut kicks = std::collections::BTreeMap::new();
-        let mut watches = std::collections::BTreeMap::new();
-        for (service, id) in crate::local::exit_watch_kicks(&cfg) {
-            let kick = Arc::new(tokio::sync::Notify::new());
-            kicks.insert(id, kick.clone());
-            watches.insert(service, kick);
-        }
-        // The peers' Redis probes check at once when a kept connection to the server ends.
-        let mut peers = Vec::new();
-        for (id, addr) in crate::local::peer_watch_targets(&cfg) {
-            let kick = Arc::new(tokio::sync::Notify::new());
-            kicks.insert(id, kick.clone());
-            peers.push((addr, kick));
-        }
-        crate::local::spawn_peer_watch(peers, &shutdown);
         probe::runner::spawn_all(
             probes,
             probe_tx,
             shutdown.clone(),
             Arc::new(move |_| m.probe_results_dropped.inc()),
-            &kicks,
+            &kicks.by_probe,
         );
-        let mariadb_kick = watches.get(&crate::config::ServiceName::Mariadb).cloned();
-        crate::local::spawn_exit_watch(&cfg, watches, &shutdown);
-        mariadb_kick
-    };
+    }
     let is_member = {
         let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
         move |n: NodeId| ids.contains(&n)
@@ -236,7 +217,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         crate::local::LocalShared {
             galera_notes: &galera_notes,
             liveness: &liveness,
-            mariadb_kick,
+            mariadb_kick: kicks.mariadb,
         },
         &shutdown,
     )?;

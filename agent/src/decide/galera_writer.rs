@@ -346,6 +346,32 @@ fn eviction(i: &WriterInputs<'_>, writer: Option<NodeId>) -> Option<Command> {
     })
 }
 
+/// The ranking a newly elected leader would make from these reports alone (no memory
+/// between decisions): what a follower's status shows and what a switchover checks its
+/// target against.
+pub fn rank_from_reports(
+    members: &[NodeId],
+    seen: &[Seen],
+    state: &crate::cluster::ClusterState,
+    now_ms: u64,
+    settings: WriterSettings,
+) -> Vec<WriterRank> {
+    let mut memory = WriterMemory::default();
+    let evidence =
+        writer_evidence_from_reports(members, seen, settings.freshness_ms, now_ms, &mut memory);
+    let gcomm = memory.uuids();
+    rank(&WriterInputs {
+        members,
+        authority: &state.galera_writer,
+        evidence: &evidence,
+        gcomm: &gcomm,
+        outage_open: state.galera.open().is_some(),
+        maintenance: state.maintenance.enabled,
+        in_flight: false,
+        settings,
+    })
+}
+
 /// Details of a MariaDB check the writer decision reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -35,9 +35,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ChangeKind, Command, Outcome};
-use crate::decide::galera_writer::{
-    rank, writer_evidence_from_reports, WriterInputs, WriterMemory,
-};
+use crate::decide::galera_writer::rank_from_reports;
 use crate::ids::{Epoch, LogIndex, NodeId};
 use crate::status::Handles;
 
@@ -122,20 +120,7 @@ pub async fn request(
     let settings = g.writer_settings();
     let now = h.liveness.mono_ms();
     let seen = core.health.lock().map(|hs| hs.all(now)).unwrap_or_default();
-    let mut memory = WriterMemory::default();
-    let evidence =
-        writer_evidence_from_reports(&members, &seen, settings.freshness_ms, now, &mut memory);
-    let gcomm = memory.uuids();
-    let ranking = rank(&WriterInputs {
-        members: &members,
-        authority: &a,
-        evidence: &evidence,
-        gcomm: &gcomm,
-        outage_open: core.cluster.galera.open().is_some(),
-        maintenance: core.cluster.maintenance.enabled,
-        in_flight: false,
-        settings,
-    });
+    let ranking = rank_from_reports(&members, &seen, &core.cluster, now, settings);
     let why_not = |n: NodeId| {
         ranking
             .iter()

@@ -282,6 +282,29 @@ fn gcomm() -> BTreeMap<NodeId, String> {
         .collect()
 }
 
+/// The inputs of a leader with these facts: no outage, no maintenance, nothing in flight,
+/// reports fresh for 2 s, eviction on.
+fn inputs<'a>(
+    members: &'a [NodeId],
+    authority: &'a GaleraWriterAuthority,
+    evidence: &'a BTreeMap<NodeId, WriterEvidence>,
+    gcomm: &'a BTreeMap<NodeId, String>,
+) -> WriterInputs<'a> {
+    WriterInputs {
+        members,
+        authority,
+        evidence,
+        gcomm,
+        outage_open: false,
+        maintenance: false,
+        in_flight: false,
+        settings: WriterSettings {
+            freshness_ms: 2000,
+            evict: true,
+        },
+    }
+}
+
 fn authority(writer: Option<u64>, evicted: &[u64]) -> GaleraWriterAuthority {
     let g = gcomm();
     GaleraWriterAuthority {
@@ -319,17 +342,9 @@ fn writer_decisions_table() {
             .collect();
         let a = authority(c.writer, c.evicted);
         let plan = decide(&WriterInputs {
-            members: &members,
-            authority: &a,
-            evidence: &evidence,
-            gcomm: &gcomm,
             outage_open: c.outage,
             maintenance: c.maintenance,
-            in_flight: false,
-            settings: WriterSettings {
-                freshness_ms: 2000,
-                evict: true,
-            },
+            ..inputs(&members, &a, &evidence, &gcomm)
         });
         assert_eq!(plan.verdict, c.verdict, "{}", c.name);
         let got: Vec<String> = plan.proposals.iter().map(short).collect();
@@ -365,19 +380,7 @@ fn ranking_explains_each_node() {
     evidence.insert(NodeId(2), node('S', 101).expect("s"));
     evidence.insert(NodeId(3), node('S', 100).expect("s"));
     let a = authority(Some(3), &[]);
-    let ranking = rank(&WriterInputs {
-        members: &members,
-        authority: &a,
-        evidence: &evidence,
-        gcomm: &gcomm(),
-        outage_open: false,
-        maintenance: false,
-        in_flight: false,
-        settings: WriterSettings {
-            freshness_ms: 2000,
-            evict: true,
-        },
-    });
+    let ranking = rank(&inputs(&members, &a, &evidence, &gcomm()));
     let lines: Vec<String> = ranking
         .iter()
         .map(|r| format!("{} {} {}", r.node, r.eligible, r.reason))
@@ -401,17 +404,11 @@ fn eviction_can_be_switched_off() {
         .collect();
     let a = authority(Some(1), &[]);
     let plan = decide(&WriterInputs {
-        members: &members,
-        authority: &a,
-        evidence: &evidence,
-        gcomm: &gcomm(),
-        outage_open: false,
-        maintenance: false,
-        in_flight: false,
         settings: WriterSettings {
             freshness_ms: 2000,
             evict: false,
         },
+        ..inputs(&members, &a, &evidence, &gcomm())
     });
     assert!(plan.proposals.is_empty(), "{plan:?}");
 }
@@ -427,19 +424,7 @@ fn shared_offsets_are_reported_in_the_ranking() {
         evidence.insert(NodeId(n), e);
     }
     let a = authority(Some(1), &[]);
-    let ranking = rank(&WriterInputs {
-        members: &members,
-        authority: &a,
-        evidence: &evidence,
-        gcomm: &gcomm(),
-        outage_open: false,
-        maintenance: false,
-        in_flight: false,
-        settings: WriterSettings {
-            freshness_ms: 2000,
-            evict: true,
-        },
-    });
+    let ranking = rank(&inputs(&members, &a, &evidence, &gcomm()));
     let lines: Vec<String> = ranking
         .iter()
         .map(|r| format!("{} {} {}", r.node, r.eligible, r.reason))
@@ -584,19 +569,7 @@ fn a_node_answering_since_its_own_gone_report_is_not_evicted() {
     let evictions = |evidence: &BTreeMap<NodeId, WriterEvidence>, memory: &WriterMemory| {
         let a = authority(Some(1), &[]);
         let gcomm = memory.uuids();
-        let plan = decide(&WriterInputs {
-            members: &members,
-            authority: &a,
-            evidence,
-            gcomm: &gcomm,
-            outage_open: false,
-            maintenance: false,
-            in_flight: false,
-            settings: WriterSettings {
-                freshness_ms: 2000,
-                evict: true,
-            },
-        });
+        let plan = decide(&inputs(&members, &a, evidence, &gcomm));
         plan.proposals.iter().map(short).collect::<Vec<String>>()
     };
     // (age of n3's own "stopped" report, age of n1's check finding n3 Joining, evicted?)
