@@ -17,6 +17,9 @@
 //!   Synced, Primary, ready and caught up for this epoch), else 503 with the reason. Every
 //!   HAProxy's MySQL backend checks each server against its own agent with it, like
 //!   `/redis/master`. `GET /v1/galera/writer`: the writer part of status.
+//! - `POST /v1/redis/failover` `{"to": N, "reason": "..."}` (token): the operator's forced
+//!   Redis failover (see `switchover::failover`): refused unless the old master is fenced
+//!   (it is, first, when it answers) or down from a majority; answers the steps.
 //! - `POST /v1/galera/switchover` `{}` or `{"to": N}` (token): moves the Galera writer (see
 //!   `switchover::galera`); answers the steps and the write pause.
 //! - `POST /v1/maintenance` `{"enabled": bool, "reason": "..."}`: commits through Raft and
@@ -250,6 +253,7 @@ pub fn router(h: Handles) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/redis/switchover", post(redis_switchover))
+        .route("/v1/redis/failover", post(redis_failover))
         .route("/v1/galera/switchover", post(galera_switchover))
         .route("/v1/galera", get(galera_status))
         .route("/galera/synced", get(galera_synced))
@@ -467,6 +471,7 @@ impl GaleraNow {
             report_age_ms: &self.ages,
             no_primary_ms: None,
             bootstrap_fallen_ms: None,
+            bootstrap_fallen_running: false,
             maintenance: core.cluster.maintenance.enabled,
             in_flight: false,
             settings: self.settings,
@@ -908,6 +913,7 @@ async fn redis_switchover(
         Err(RequestError::BadRequest(why)) => error(StatusCode::BAD_REQUEST, why),
         Err(RequestError::Conflict(why)) => error(StatusCode::CONFLICT, why),
         Err(RequestError::Internal(why)) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
+        Err(RequestError::Forced(e)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(RequestError::Failed(e)) => {
             let code = match &e {
                 SwitchoverError::Precondition(_) | SwitchoverError::CatchUp { .. } => {
@@ -929,6 +935,44 @@ async fn redis_switchover(
                 (code, Json(body)).into_response()
             }
         }
+    }
+}
+
+/// Body of `POST /v1/redis/failover`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverRequest {
+    /// The node to promote.
+    to: NodeId,
+    /// Why (audit history).
+    reason: String,
+}
+
+async fn redis_failover(State(h): State<Arc<Handles>>, headers: HeaderMap, body: Body) -> Response {
+    use crate::switchover::failover::{self, FailoverError};
+    use crate::switchover::redis::RequestError;
+    let req: FailoverRequest = match json_request(
+        &h,
+        &headers,
+        body,
+        None,
+        "{\"to\": NODE_ID, \"reason\": \"why\"}",
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match failover::request(&h, req.to, &req.reason).await {
+        Ok(report) => Json(report).into_response(),
+        Err(RequestError::BadRequest(why)) => error(StatusCode::BAD_REQUEST, why),
+        Err(RequestError::Conflict(why)) => error(StatusCode::CONFLICT, why),
+        Err(RequestError::Internal(why)) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
+        Err(RequestError::Forced(FailoverError::Refused(why))) => error(StatusCode::CONFLICT, why),
+        Err(RequestError::Forced(FailoverError::Commit(why))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+        Err(RequestError::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

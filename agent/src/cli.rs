@@ -90,6 +90,29 @@ enum Cmd {
         #[command(subcommand)]
         cmd: GaleraCmd,
     },
+    /// Forced failover of the Redis master to the node you name, for when the cluster will
+    /// not do it itself (automatic failover off, maintenance, hold-down, or a dead master it
+    /// still waits on). Refused unless the old master is fenced (it is, first, when it still
+    /// answers) or down as seen from a majority of agents. Writes the old master had not yet
+    /// replicated to the target are lost: prefer `switchover` while the master is healthy.
+    Failover {
+        /// What to fail over (only `redis`).
+        service: FailoverService,
+        /// The node to promote.
+        #[arg(long)]
+        to: u64,
+        /// Why (recorded in the audit history).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+        /// File with the API bearer token (default: the config's api.token_file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Planned switchover: Redis (pause writes on the master, wait for the target to catch
     /// up, commit the change, resume) or the Galera writer (commit, drain the old writer,
     /// the new one takes writes once it has applied everything). No acknowledged write is lost.
@@ -152,6 +175,12 @@ enum GaleraCmd {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum FailoverService {
+    /// The Redis master.
+    Redis,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum SwitchService {
     /// The Redis master.
     Redis,
@@ -208,6 +237,14 @@ pub fn main() -> ExitCode {
             )
             .await
         }),
+        Cmd::Failover {
+            service: FailoverService::Redis,
+            to,
+            reason,
+            target,
+            token_file,
+            json,
+        } => client(async move { failover(&target, to, &reason, token_file, json).await }),
         Cmd::Switchover {
             service: SwitchService::Redis,
             to,
@@ -883,14 +920,52 @@ async fn switchover(
     )
     .await?;
     if !json {
-        if let Some(steps) = r["steps"].as_array() {
-            for s in steps.iter().filter_map(|s| s.as_str()) {
-                println!("  {s}");
-            }
-        }
+        print_steps(&r);
         println!(
             "redis master is now n{} at epoch {} (writes paused {} ms)",
             r["to"], r["epoch"], r["paused_ms"]
+        );
+    }
+    Ok(())
+}
+
+/// Prints an answer's `steps`, one per line, indented.
+fn print_steps(r: &serde_json::Value) {
+    if let Some(steps) = r["steps"].as_array() {
+        for s in steps.iter().filter_map(|s| s.as_str()) {
+            println!("  {s}");
+        }
+    }
+}
+
+/// `triad failover redis --to N --reason R`: `POST /v1/redis/failover`.
+async fn failover(
+    target: &Target,
+    to: u64,
+    reason: &str,
+    token_file: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    if !json {
+        eprintln!("forcing a Redis failover to n{to} ...");
+    }
+    let r = post_json(
+        target,
+        "/v1/redis/failover",
+        token_file,
+        serde_json::json!({ "to": to, "reason": reason }),
+        Duration::from_secs(30),
+        json,
+    )
+    .await?;
+    if !json {
+        print_steps(&r);
+        println!(
+            "redis master is now n{} at epoch {} (old master n{}: {})",
+            r["to"],
+            r["epoch"],
+            r["from"],
+            r["old_master"].as_str().unwrap_or("?")
         );
     }
     Ok(())
@@ -923,11 +998,7 @@ async fn galera_switchover(
     )
     .await?;
     if !json {
-        if let Some(steps) = r["steps"].as_array() {
-            for s in steps.iter().filter_map(|s| s.as_str()) {
-                println!("  {s}");
-            }
-        }
+        print_steps(&r);
         println!(
             "galera writer is now n{} at epoch {} (writes paused {} ms, plus one HAProxy check)",
             r["to"], r["epoch"], r["paused_ms"]

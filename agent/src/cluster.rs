@@ -76,6 +76,9 @@ pub enum ChangeKind {
     Automatic,
     /// A planned switchover asked by an operator.
     Switchover,
+    /// A failover forced by an operator (`triad failover redis --to N`): the old master was
+    /// fenced or down from a majority, and the target named by the operator.
+    Forced,
 }
 
 impl ChangeKind {
@@ -85,6 +88,7 @@ impl ChangeKind {
             ChangeKind::Initial => "initial",
             ChangeKind::Automatic => "automatic",
             ChangeKind::Switchover => "switchover",
+            ChangeKind::Forced => "forced",
         }
     }
 
@@ -94,6 +98,7 @@ impl ChangeKind {
             ChangeKind::Initial,
             ChangeKind::Automatic,
             ChangeKind::Switchover,
+            ChangeKind::Forced,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -440,6 +440,16 @@ pub struct FailoverSection {
     /// to 1 s on the servers). Default `3s`, whole seconds, `1s` to `1h`.
     #[serde(default = "default_link_stale_after", with = "humantime_serde")]
     pub link_stale_after: Duration,
+    /// A master whose own agent (on the same host) has had no answer from it for this long is
+    /// hung: a failover then waits neither for the replicas' links to go stale nor for the
+    /// lease, once every agent has taken it out of its HAProxy (see `decide::redis`). Above
+    /// twice the Redis probe's timeout, so one slow check is never enough. The default is
+    /// 1.5 times the 500 ms a slow command or a fork may block a healthy master; raise it for
+    /// a master whose fork takes longer (a large dataset on a hypervisor with slow page-table
+    /// copies). A run of timed-out checks grows in steps of the probe timeout (250 ms), so a
+    /// multiple of it wastes nothing. `0s` turns it off. Default `750ms`, at most `1h`.
+    #[serde(default = "default_hung_after", with = "humantime_serde")]
+    pub hung_after: Duration,
     /// Period of the local reconciliation of Redis and HAProxy. `10ms` to `60s`. Default `250ms`.
     #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
     pub reconcile_interval: Duration,
@@ -479,6 +489,7 @@ impl FailoverSection {
             hold_down_ms: millis(self.hold_down),
             max_lag_bytes: i64::try_from(self.max_lag_bytes).unwrap_or(i64::MAX),
             link_stale_after_s: i64::try_from(self.link_stale_after.as_secs()).unwrap_or(i64::MAX),
+            hung_after_ms: millis(self.hung_after),
         }
     }
 }
@@ -498,6 +509,7 @@ impl Default for FailoverSection {
             hold_down: default_hold_down(),
             max_lag_bytes: default_max_lag_bytes(),
             link_stale_after: default_link_stale_after(),
+            hung_after: default_hung_after(),
             reconcile_interval: default_reconcile_interval(),
             action_timeout: default_action_timeout(),
             redis_min_replicas_to_write: default_min_replicas(),
@@ -523,6 +535,9 @@ fn default_max_lag_bytes() -> u64 {
 }
 fn default_link_stale_after() -> Duration {
     Duration::from_secs(3)
+}
+fn default_hung_after() -> Duration {
+    Duration::from_millis(750)
 }
 fn default_reconcile_interval() -> Duration {
     Duration::from_millis(250)
@@ -1682,6 +1697,14 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
             MAX_FAILOVER_TIMER,
             "Redis takes it in whole seconds as an int",
         ),
+        (
+            "failover.hung_after",
+            f.hung_after,
+            // The lower bound (twice the probe timeout) is checked below.
+            Duration::ZERO,
+            MAX_FAILOVER_TIMER,
+            "a master its own agent has had no answer from for that long is hung",
+        ),
     ] {
         in_range(path, key, value, min, max, why)?;
     }
@@ -1751,6 +1774,23 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
                 f.clock_margin
             ),
         ));
+    }
+    let probe_timeout = config
+        .redis
+        .as_ref()
+        .map(|r| r.effective_timing(&config.probes).timeout);
+    if let Some(timeout) = probe_timeout {
+        if !f.hung_after.is_zero() && f.hung_after < timeout.saturating_mul(2) {
+            return Err(invalid(
+                "failover.hung_after",
+                format!(
+                    "{:?} is too short: it must be at least twice the Redis probe timeout \
+                     ({timeout:?}), so that one slow answer never makes a master hung; or `0s` \
+                     to turn the hung path off",
+                    f.hung_after
+                ),
+            ));
+        }
     }
     let probe = config
         .redis
@@ -2286,6 +2326,17 @@ tick_interval = "20ms"
                 "[failover]\nlease = \"800ms\"\n[raft]",
                 &["failover.lease", "too short"],
             ),
+            // Below twice the Redis probe timeout (250ms): one slow answer would be "hung".
+            (
+                "api_addr = \"127.0.0.1:7102\"",
+                "api_addr = \"127.0.0.1:7102\"\nredis_addr = \"127.0.0.1:6379\"\n[redis]\n\
+                 [failover]\nhung_after = \"400ms\"",
+                &[
+                    "failover.hung_after",
+                    "twice the Redis probe timeout",
+                    "`0s`",
+                ],
+            ),
             // The old check summed reconcile_interval + action_timeout + two pings (950ms
             // here) and accepted this; a cycle of two sides takes up to 2 * action_timeout,
             // so the worst case is max(250ms, 1s) + 200ms.
@@ -2548,6 +2599,10 @@ mounts = ["/mnt/shop"]
             (
                 section("failover", &format!("link_stale_after = {huge}")),
                 "failover.link_stale_after",
+            ),
+            (
+                section("failover", &format!("hung_after = {huge}")),
+                "failover.hung_after",
             ),
             (
                 section(

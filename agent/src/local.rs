@@ -77,6 +77,8 @@ pub struct LocalReconcilers {
     galera: Arc<Mutex<LocalGaleraView>>,
     galera_managed: bool,
     writer: Arc<Mutex<LocalWriterView>>,
+    /// Notified when the Redis reconciler carried out a newer decision.
+    reconciled_changed: Arc<tokio::sync::Notify>,
 }
 
 impl LocalReconcilers {
@@ -100,13 +102,14 @@ impl LocalReconcilers {
             ..LocalRedisView::default()
         }));
         let mut targets = BTreeMap::new();
+        let reconciled_changed = Arc::new(tokio::sync::Notify::new());
         if cfg.config.redis.is_some() {
             let (tx, rx) = watch::channel(driver.target(Authority::Redis).cloned());
             if spawn_redis(
                 cfg,
                 transport.clone(),
                 rx,
-                redis.clone(),
+                (redis.clone(), reconciled_changed.clone()),
                 metrics.clone(),
                 shutdown.clone(),
             )? {
@@ -146,7 +149,14 @@ impl LocalReconcilers {
             galera,
             galera_managed: cfg.config.galera.is_some(),
             writer,
+            reconciled_changed,
         })
+    }
+
+    /// Notified each time the local Redis reconciler carried out a newer decision
+    /// ([`LocalReconcilers::reconciled`] grew): the event loop reports it at once.
+    pub fn reconciled_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.reconciled_changed.clone()
     }
 
     /// Hands every reconciler the driver's current target (a send only on a change).
@@ -397,7 +407,7 @@ fn spawn_redis(
     cfg: &Validated,
     transport: Transport,
     mut targets: watch::Receiver<Option<ServiceTarget>>,
-    view: Arc<Mutex<LocalRedisView>>,
+    (view, reconciled_changed): (Arc<Mutex<LocalRedisView>>, Arc<tokio::sync::Notify>),
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<bool, ConfigError> {
@@ -480,6 +490,7 @@ fn spawn_redis(
                 Pace::Run(target) => target,
             };
             let report = rec.cycle(&target).await;
+            let before = pacer.reconciled();
             let reconciled = pacer.done(&target, &report);
             if report.fenced_now {
                 metrics.redis_fence_events.inc();
@@ -526,6 +537,9 @@ fn spawn_redis(
                 v.last_cycle_at = Some(Instant::now());
                 v.reconciled_index = reconciled;
             });
+            if reconciled != before {
+                reconciled_changed.notify_one();
+            }
         }
     });
     Ok(true)
@@ -878,6 +892,9 @@ async fn pc_bootstrap(
 /// running, or after an exit (a restart takes at least this long anyway).
 const EXIT_WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// After a peer's Redis connection ended, when the peer watch kicks its checks a second time.
+const PEER_RECHECK: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// The kicks of the probes that [`spawn_watches`] watches.
 pub struct ProbeKicks {
     /// By probe: what `probe::runner::spawn_all` takes.
@@ -898,10 +915,20 @@ pub fn spawn_watches(cfg: &Validated, shutdown: &CancellationToken) -> ProbeKick
         local.insert(service, kick);
     }
     let mut peers = Vec::new();
+    // A peer's Redis ending is checked at once, and so is the local one: when the peer was
+    // the master, the local replica's link just went down, and the decision waits until no
+    // replica reports its link up.
+    let local_redis = local.get(&ServiceName::Redis).cloned();
     for (id, addr) in peer_watch_targets(cfg) {
         let kick = Arc::new(tokio::sync::Notify::new());
         by_probe.insert(id, kick.clone());
-        peers.push((addr, kick));
+        peers.push((
+            addr,
+            [Some(kick), local_redis.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ));
     }
     let mariadb = local.get(&ServiceName::Mariadb).cloned();
     spawn_exit_watch(cfg, local, shutdown);
@@ -1019,14 +1046,15 @@ fn peer_watch_targets(cfg: &Validated) -> Vec<(crate::probe::ProbeId, std::net::
 /// server (Redis sends nothing unasked and keeps idle clients by default) and notifies the
 /// kick of that server's probe when the connection ends. When a peer's redis-server exits,
 /// its kernel closes the connection at once, so this agent's check of it runs then instead
-/// of at its next interval: the leader gets every agent's refusal within a report gap. A
+/// of at its next interval: the leader gets every agent's refusal within a report gap. Each
+/// entry's kicks are notified together, and again after [`PEER_RECHECK`]. A
 /// network cut ends nothing (the probes' timeouts see that); a connection that cannot be
 /// made is retried every [`EXIT_WATCH_POLL`]. A kick is only a check: it decides nothing.
 pub fn spawn_peer_watch(
-    targets: Vec<(std::net::SocketAddr, Arc<tokio::sync::Notify>)>,
+    targets: Vec<(std::net::SocketAddr, Vec<Arc<tokio::sync::Notify>>)>,
     shutdown: &CancellationToken,
 ) {
-    for (addr, kick) in targets {
+    for (addr, kicks) in targets {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -1044,7 +1072,18 @@ pub fn spawn_peer_watch(
                         r = tokio::io::AsyncReadExt::read(&mut stream, &mut buf) => r,
                     };
                     tracing::debug!(%addr, ?ended, "peer redis connection ended: checking it at once");
-                    kick.notify_one();
+                    for kick in &kicks {
+                        kick.notify_one();
+                    }
+                    // Once more a moment later: the local replica may not have handled its
+                    // own link's end yet when the first check reads it.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(PEER_RECHECK) => {}
+                    }
+                    for kick in &kicks {
+                        kick.notify_one();
+                    }
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -84,6 +84,45 @@ pub use crate::status::{CoreStatus, Handles, Liveness, Request, ServiceViews};
 
 type Reply = oneshot::Sender<Result<Applied, ProposeError>>;
 
+/// The probes checked back to back while they time out (`probe::runner::spawn_all`): this
+/// node's Redis, up to `failover.hung_after`, so that its run of timeouts proves a hung master
+/// within one probe timeout of that bound.
+fn rush_probes(cfg: &Validated) -> BTreeMap<crate::probe::ProbeId, Duration> {
+    let hung_after = cfg.config.failover.hung_after;
+    if cfg.config.redis.is_none() || hung_after.is_zero() {
+        return BTreeMap::new();
+    }
+    let id = crate::probe::ProbeId {
+        subject: cfg.node_id(),
+        service: crate::probe::Service::Redis,
+        target: String::new(),
+    };
+    BTreeMap::from([(id, hung_after)])
+}
+
+/// Sends this agent's health report to its peers and ingests it here, when one is due (a
+/// changed observation past the shortest gap, a request from the driver, or the longest gap).
+fn send_report_if_due(
+    driver: &mut Driver,
+    local: &mut LocalObservations,
+    transport: &Transport,
+    me: NodeId,
+    reconciled: u64,
+    clock: Clock,
+) {
+    if driver.take_report_request() {
+        local.mark_dirty();
+    }
+    let mono = clock.mono_ms;
+    if !local.report_due(mono) {
+        return;
+    }
+    let items = local.take_report(mono);
+    let applied = driver.state().applied.0;
+    transport.broadcast_report(&codec::encode_report(&items, applied, reconciled));
+    driver.ingest(me, observe::as_received(&items), applied, reconciled, clock);
+}
+
 /// Runs the agent until `shutdown` is cancelled or a fatal error occurs.
 pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), NodeError> {
     let me = cfg.node_id();
@@ -202,6 +241,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             shutdown.clone(),
             Arc::new(move |_| m.probe_results_dropped.inc()),
             &kicks.by_probe,
+            &rush_probes(&cfg),
         );
     }
     let is_member = {
@@ -245,6 +285,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let mut waiters: BTreeMap<ProposalId, Reply> = BTreeMap::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A changed observation waiting only for the shortest report gap wakes the loop then.
+    let mut report_wake: Option<tokio::time::Instant> = None;
+    let reconciled_changed = reconcilers.reconciled_changed();
 
     let result: Result<(), NodeError> = async {
         loop {
@@ -256,6 +299,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     driver.raft_tick();
                     ticked = true;
                 }
+                // The local reconciler carried out a decision: report it at once (the leader's
+                // fast path waits for it).
+                _ = reconciled_changed.notified() => {}
+                _ = tokio::time::sleep_until(report_wake.unwrap_or_else(tokio::time::Instant::now)),
+                    if report_wake.is_some() => {}
                 Some(msg) = inbound_rx.recv() => {
                     let mut handle = |m: Inbound| match m {
                         Inbound::Raft { from, bytes } => driver.step_peer(from, &bytes),
@@ -296,31 +344,25 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             }
             liveness.beat();
             driver.process()?;
+            // Reports and decisions follow events, not the tick: a changed observation goes
+            // out at once (within the shortest report gap), and the leader decides on news
+            // within the same event (see `Driver::on_news`).
+            let reconciled = reconcilers.reconciled();
+            driver.set_reconciled(reconciled);
+            send_report_if_due(&mut driver, &mut local, &transport, me, reconciled, clock());
+            if ticked {
+                driver.on_tick(clock())?;
+            } else {
+                driver.on_news(clock())?;
+            }
+            send_report_if_due(&mut driver, &mut local, &transport, me, reconciled, clock());
+            driver.on_news(clock())?;
+            report_wake = local
+                .next_report_in(liveness.mono_ms())
+                .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+            transport.set_embargo(driver.embargo().clone());
             if ticked {
                 let now = Instant::now();
-                let reconciled = reconcilers.reconciled();
-                driver.set_reconciled(reconciled);
-                if driver.take_report_request() {
-                    local.mark_dirty();
-                }
-                let mono = liveness.mono_ms();
-                if local.report_due(mono) {
-                    let items = local.take_report(mono);
-                    let applied = driver.state().applied.0;
-                    transport.broadcast_report(&codec::encode_report(&items, applied, reconciled));
-                    driver.ingest(
-                        me,
-                        observe::as_received(&items),
-                        applied,
-                        reconciled,
-                        clock(),
-                    );
-                }
-                driver.on_tick(clock())?;
-                if driver.take_report_request() {
-                    local.mark_dirty();
-                }
-                transport.set_embargo(driver.embargo().clone());
                 if let Some(period) = watchdog {
                     if now.duration_since(last_watchdog) >= period / 4 {
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);

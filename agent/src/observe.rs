@@ -1,9 +1,16 @@
 //! The node's own observations: rise/fall trackers for every probe this agent runs, the
 //! metrics they feed, and the periodic health report it broadcasts. Owned by the event loop.
 //!
-//! A report goes out at most every [`MIN_REPORT_GAP`] when a status, failure kind or reason
-//! changed, and at least every [`MAX_REPORT_GAP`] regardless (carrying fresh details such as
-//! offsets), so peers can tell a silent agent from a quiet one.
+//! A report goes out as soon as a status, failure kind or reason changed (the event loop asks
+//! after every event, and wakes itself when [`LocalObservations::next_report_in`] says so), at
+//! most every [`MIN_REPORT_GAP`], and at least every [`MAX_REPORT_GAP`] regardless (carrying
+//! fresh details such as offsets), so peers can tell a silent agent from a quiet one. The
+//! shortest gap bounds the traffic of a flapping service; it is short because every step of a
+//! failover waits for a report (the evidence, then the suspect's fence).
+//!
+//! A run of timed-out checks of one probe is dated: each result in it carries `unanswered_ms`,
+//! the time from the start of its first check to the end of this one (the Redis decision reads
+//! it from the master's own agent: see `decide::redis`, the hung path).
 //!
 //! Clock-free: times come in as milliseconds of the caller's monotonic clock, so the agent and
 //! the whole-cluster simulation pace reports with this same code.
@@ -14,10 +21,12 @@ use std::time::Duration;
 use crate::health::Received;
 use crate::ids::UnixMillis;
 use crate::metrics::Metrics;
-use crate::observation::{CheckResult, Observation, ProbeId, Service, Status, Thresholds, Tracker};
+use crate::observation::{
+    CheckResult, FailureKind, Observation, ProbeId, Service, Status, Thresholds, Tracker,
+};
 
 /// Shortest gap between two reports, in milliseconds.
-pub const MIN_REPORT_GAP: u64 = 100;
+pub const MIN_REPORT_GAP: u64 = 20;
 /// Longest gap between two reports, in milliseconds.
 pub const MAX_REPORT_GAP: u64 = 1000;
 
@@ -25,18 +34,38 @@ pub const MAX_REPORT_GAP: u64 = 1000;
 pub struct LocalObservations {
     /// Each probe's tracker and when (monotonic ms) its last result came.
     trackers: BTreeMap<ProbeId, (Tracker, Option<u64>)>,
+    /// Each probe's run of timed-out checks: when (monotonic ms) its first check started.
+    unanswered: BTreeMap<ProbeId, Option<u64>>,
     dirty: bool,
     last_report: Option<u64>,
+}
+
+/// Adds how long a run of timed-out checks has had no answer: `unanswered_ms` in the details
+/// (what the Redis decision's hung path reads) and in the reason, so that the report goes out
+/// as it grows.
+fn mark_unanswered(result: &mut CheckResult, ms: u64) {
+    if let Some(d) = result.details.as_object_mut() {
+        d.insert("unanswered_ms".into(), ms.into());
+    } else {
+        result.details = serde_json::json!({ "unanswered_ms": ms });
+    }
+    let reason = result.error.take().unwrap_or_default();
+    result.error = Some(format!(
+        "{reason} (no answer for {:.1}s)",
+        ms as f64 / 1000.0
+    ));
 }
 
 impl LocalObservations {
     /// Trackers for the given probes, with their rise/fall thresholds.
     pub fn new(probes: impl IntoIterator<Item = (ProbeId, Thresholds)>) -> Self {
+        let trackers: BTreeMap<ProbeId, (Tracker, Option<u64>)> = probes
+            .into_iter()
+            .map(|(id, th)| (id, (Tracker::new(th), None)))
+            .collect();
         LocalObservations {
-            trackers: probes
-                .into_iter()
-                .map(|(id, th)| (id, (Tracker::new(th), None)))
-                .collect(),
+            unanswered: trackers.keys().map(|id| (id.clone(), None)).collect(),
+            trackers,
             dirty: false,
             last_report: None,
         }
@@ -59,6 +88,17 @@ impl LocalObservations {
         let before = tracker.current().map(|o| o.status);
         let before_last = tracker.current().map(verdict_key);
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let mut result = result;
+        let streak = self.unanswered.get_mut(id);
+        match (result.failure, streak) {
+            (Some(FailureKind::Timeout), Some(since)) => {
+                let started = at_ms.saturating_sub(latency_us / 1000);
+                let from = *since.get_or_insert(started);
+                mark_unanswered(&mut result, at_ms.saturating_sub(from));
+            }
+            (_, Some(since)) => *since = None,
+            (_, None) => {}
+        }
         let o = tracker.record(id, result, latency_us, at);
         *seen = Some(at_ms);
         // Report at once only what changes a verdict (status, failure kind, reason); details
@@ -98,6 +138,18 @@ impl LocalObservations {
                 (self.dirty && gap >= MIN_REPORT_GAP) || gap >= MAX_REPORT_GAP
             }
         }
+    }
+
+    /// When a change waits only for [`MIN_REPORT_GAP`]: the milliseconds until the report is
+    /// due; `None` when nothing changed (the periodic report comes with the ticks).
+    pub fn next_report_in(&self, now_ms: u64) -> Option<u64> {
+        if !self.dirty {
+            return None;
+        }
+        let gap = self
+            .last_report
+            .map_or(MIN_REPORT_GAP, |last| now_ms.saturating_sub(last));
+        Some(MIN_REPORT_GAP.saturating_sub(gap))
     }
 
     /// Current observations with their ages, and marks a report as sent.
@@ -219,6 +271,33 @@ fn record_metrics(o: &Observation, latency: Duration, m: &Metrics) {
         if o.id.service == Service::Redis {
             let _ = m.redis_is_master.remove_label_values(&[&node]);
             let _ = m.redis_repl_offset.remove_label_values(&[&node]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change is reported at once unless the last report is younger than the shortest gap;
+    /// then `next_report_in` says how long to wait, and nothing unchanged asks for a wake-up.
+    #[test]
+    fn report_pacing_table() {
+        // (last report at, dirty, now) -> (due, next_report_in)
+        let cases = [
+            (None, false, 0, false, None),
+            (None, true, 0, true, Some(0)),
+            (Some(1000), true, 1000 + MIN_REPORT_GAP, true, Some(0)),
+            (Some(1000), true, 1005, false, Some(MIN_REPORT_GAP - 5)),
+            (Some(1000), false, 1005, false, None),
+            (Some(1000), false, 1000 + MAX_REPORT_GAP, true, None),
+        ];
+        for (last, dirty, now, due, next) in cases {
+            let mut l = LocalObservations::new([]);
+            l.last_report = last;
+            l.dirty = dirty;
+            assert_eq!(l.report_due(now), due, "{last:?} {dirty} {now}");
+            assert_eq!(l.next_report_in(now), next, "{last:?} {dirty} {now}");
         }
     }
 }

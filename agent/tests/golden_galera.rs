@@ -13,9 +13,9 @@
 //!
 //! Script lines:
 //! - `members N`; `settings key=MS ...` (freshness, open_after_stopped,
-//!   open_after_non_primary, rebootstrap_after); `no_primary MS`; `fallen MS` (how long the
-//!   decided bootstrap node has been stopped again after carrying it out, everything
-//!   stopped); `maintenance`; `in_flight`;
+//!   open_after_non_primary, rebootstrap_after); `no_primary MS`; `fallen MS [running]` (how
+//!   long the decided bootstrap node has been stopped again, or with `running` has run
+//!   non-Primary, after carrying it out, nothing Primary); `maintenance`; `in_flight`;
 //! - `outage N open|ended`: the newest committed outage; `decided nX uuid=U seqno=S
 //!   [kind=operator by=WHO] [mode=pc-bootstrap]`: its bootstrap;
 //! - `agent nX age=MS`: age of that agent's latest report;
@@ -109,6 +109,7 @@ fn run(script: &str, ranker: Ranker) -> String {
     let mut evidence = BTreeMap::new();
     let (mut no_primary, mut maintenance, mut in_flight) = (None, false, false);
     let mut fallen = None;
+    let mut fallen_running = false;
     let mut overrides = vec![];
     for line in script.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -139,7 +140,10 @@ fn run(script: &str, ranker: Ranker) -> String {
                 }
             }
             "no_primary" => no_primary = Some(parts[1].parse().expect("ms")),
-            "fallen" => fallen = Some(parts[1].parse().expect("ms")),
+            "fallen" => {
+                fallen = Some(parts[1].parse().expect("ms"));
+                fallen_running = parts.get(2) == Some(&"running");
+            }
             "maintenance" => maintenance = true,
             "in_flight" => in_flight = true,
             "outage" => {
@@ -236,6 +240,7 @@ fn run(script: &str, ranker: Ranker) -> String {
         report_age_ms: &ages,
         no_primary_ms: no_primary,
         bootstrap_fallen_ms: fallen,
+        bootstrap_fallen_running: fallen_running,
         maintenance,
         in_flight,
         settings,

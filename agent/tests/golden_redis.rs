@@ -7,13 +7,14 @@
 //!
 //! Script lines:
 //! - `members N`; `settings key=value ...` (freshness, lease, margin, hold_down, max_lag,
-//!   link_stale); `authority master=nX epoch=E [suspect]`; `since_change MS [kind=K]` (the
+//!   link_stale, hung_after); `authority master=nX epoch=E [suspect]`; `since_change MS [kind=K]` (the
 //!   last change, `automatic` unless K is `switchover` or `initial`); `embargo MS`;
 //!   `maintenance`; `in_flight`; `suspect_reconciled` (the suspect's agent reported the
-//!   suspicion carried out);
+//!   suspicion carried out); `suspect_applied_by_all` (every agent fresh and applied it);
 //! - `agent nX age=MS`: age of that agent's latest report;
 //! - `see OBSERVER SUBJECT STATUS [failure=K] [role=R] [link=up|down] [io=S] [offset=N]
-//!   [prio=N] [age=MS] [error=WORD]`: one observation of SUBJECT's Redis by OBSERVER.
+//!   [prio=N] [unanswered=MS] [age=MS] [error=WORD]`: one observation of SUBJECT's Redis by
+//!   OBSERVER.
 
 mod goldenkit;
 
@@ -36,6 +37,7 @@ fn run(script: &str) -> String {
         hold_down_ms: 30_000,
         max_lag_bytes: 1_048_576,
         link_stale_after_s: 3,
+        hung_after_ms: 750,
     };
     let mut authority = RedisAuthority::default();
     let mut ages = BTreeMap::new();
@@ -43,6 +45,7 @@ fn run(script: &str) -> String {
     let (mut since_change, mut embargo, mut maintenance, mut in_flight) =
         (None, None, false, false);
     let mut suspect_reconciled = false;
+    let mut suspect_applied_by_all = false;
     for line in script.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -66,6 +69,7 @@ fn run(script: &str) -> String {
                 set(&mut settings.lease_ms, "lease");
                 set(&mut settings.clock_margin_ms, "margin");
                 set(&mut settings.hold_down_ms, "hold_down");
+                set(&mut settings.hung_after_ms, "hung_after");
                 if let Some(v) = num("max_lag") {
                     settings.max_lag_bytes = v as i64;
                 }
@@ -105,6 +109,7 @@ fn run(script: &str) -> String {
             "embargo" => embargo = Some(parts[1].parse().expect("ms")),
             "maintenance" => maintenance = true,
             "suspect_reconciled" => suspect_reconciled = true,
+            "suspect_applied_by_all" => suspect_applied_by_all = true,
             "in_flight" => in_flight = true,
             "agent" => {
                 ages.insert(node(parts[1]), num("age").expect("age="));
@@ -121,6 +126,7 @@ fn run(script: &str) -> String {
                 for (k, key) in [
                     ("io", "master_last_io_seconds_ago"),
                     ("prio", "slave_priority"),
+                    ("unanswered", "unanswered_ms"),
                 ] {
                     if let Some(v) = args.get(k) {
                         details.insert(key.into(), v.parse::<i64>().expect("int").into());
@@ -175,6 +181,7 @@ fn run(script: &str) -> String {
         since_change_ms: since_change,
         suspect_embargo_ms: embargo,
         suspect_reconciled,
+        suspect_applied_by_all,
         maintenance,
         in_flight,
         settings,

@@ -30,7 +30,7 @@ fn a_killed_peer_redis_is_noticed_at_once() {
     let kick = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
     rt.block_on(async {
-        triad::local::spawn_peer_watch(vec![(addr, kick.clone())], &shutdown);
+        triad::local::spawn_peer_watch(vec![(addr, vec![kick.clone()])], &shutdown);
         // Running: no kick (the watch's idle connection gets nothing).
         let quiet = tokio::time::timeout(Duration::from_millis(700), kick.notified()).await;
         assert!(quiet.is_err(), "kicked while the server runs");

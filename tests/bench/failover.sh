@@ -2,7 +2,7 @@
 # Redis failover benchmark on the lab (not a test): Triad against Redis Sentinel, kill -9 of
 # the master, time until a write succeeds through every node's HAProxy (p50/p99/max, ratio,
 # spurious second failovers), and the partition case with lost acknowledged writes.
-#   tests/bench/failover.sh [--runs N] [--partition-runs N] [--skip-sentinel]
+#   tests/bench/failover.sh [--runs N] [--hung-runs N] [--partition-runs N] [--skip-sentinel]
 # Needs root. Builds the release agent and driver, brings a lab up with the release agent
 # (unless one is up already: then it uses that lab as it is), and takes it down at the end
 # when it brought it up.

@@ -1096,6 +1096,186 @@ fn kill9_redis_master_fails_over_and_every_haproxy_follows(lab: &Lab) -> Result<
     Ok(())
 }
 
+/// The committed Redis epoch and suspicion, as n2's agent has them.
+fn redis_epoch_and_suspect(lab: &Lab) -> Result<(u64, bool)> {
+    let a = lab
+        .agent_status(2)?
+        .redis
+        .ok_or_else(|| anyhow!("no redis status"))?
+        .authority;
+    Ok((a.epoch.0, a.suspect.is_some()))
+}
+
+/// A busy master is not a dead one: a Lua script that keeps the master busy for 500 ms (a
+/// slow command, as `KEYS *` on a big keyspace or a fork would), three times, leaves the
+/// master where it is with the default settings: no failover, not even a suspicion.
+fn slow_redis_master_is_not_failed_over(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    let (epoch, _) = redis_epoch_and_suspect(lab)?;
+    let busy = "#!lua flags=no-writes\nlocal t = redis.call('TIME') \
+                local start = t[1] * 1000000 + t[2] \
+                while true do local n = redis.call('TIME') \
+                if n[1] * 1000000 + n[2] - start > 500000 then break end end return 1";
+    for round in 1..=3 {
+        let began = Instant::now();
+        let r = lab.redis_from(1, 1, &["EVAL", busy, "0"], Duration::from_secs(5))?;
+        let took = began.elapsed();
+        ensure!(r.trim() == "1", "round {round}: the script answered {r:?}");
+        ensure!(
+            took >= Duration::from_millis(500),
+            "round {round}: the script took {took:?}, not 500 ms"
+        );
+        for _ in 0..15 {
+            let (e, suspect) = redis_epoch_and_suspect(lab)?;
+            ensure!(
+                e == epoch && !suspect,
+                "round {round}: a 500 ms stall led to epoch {e} (was {epoch}), suspicion {suspect}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    ensure!(lab.redis_master()? == 1, "the master moved");
+    Ok(())
+}
+
+/// A hung master (SIGSTOP): its own agent sees it time out on the same host for
+/// `failover.hung_after`, every agent takes it out of its HAProxy, and a replica is promoted
+/// without waiting for the replicas' links to go stale or for the lease. Exactly one failover;
+/// when the old master resumes it takes no write through any HAProxy and becomes a replica.
+fn hung_redis_master_fails_over_once_and_rejoins_as_a_replica(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    let (epoch, _) = redis_epoch_and_suspect(lab)?;
+    lab.kill(1, Service::Redis, Signal::Stop)?;
+    let stopped = Instant::now();
+    let took = writes_through_every_haproxy(lab, "triad:after-stop", Duration::from_secs(20));
+    // Resume it whatever happened, so that a failure leaves no stopped server behind.
+    let resume = |lab: &Lab| lab.kill(1, Service::Redis, Signal::Cont);
+    let took = match took {
+        Ok(t) => t,
+        Err(e) => {
+            resume(lab)?;
+            return Err(e);
+        }
+    };
+    let new = committed_master_other_than(lab, 1)?;
+    let status = lab.agent_status(new)?;
+    let change = status
+        .redis
+        .and_then(|r| r.authority.last_change)
+        .ok_or_else(|| anyhow!("no change recorded"))?;
+    // Stopped for 4 s in all, then resumed.
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(stopped.elapsed()));
+    resume(lab)?;
+    ensure!(
+        change.reason.contains("hung on its own host"),
+        "audit: {change:?}"
+    );
+    replica_of(lab, 1, new, Duration::from_secs(20))?;
+    for n in lab.spec().nodes() {
+        let routed = redis_routing(lab, n)?;
+        ensure!(
+            routed == [format!("redis{new}")],
+            "n{n}'s HAProxy routes Redis to {routed:?}, not only to redis{new}"
+        );
+    }
+    let (e, _) = redis_epoch_and_suspect(lab)?;
+    ensure!(
+        e == epoch + 1,
+        "{} failovers for one hung master (epoch {epoch} -> {e})",
+        e - epoch
+    );
+    eprintln!("redis SIGSTOP: writes through every HAProxy after {took:?}");
+    Ok(())
+}
+
+/// The operator's forced failover, where the cluster will not act by itself: in maintenance,
+/// with the master killed. `triad failover redis --to 2` finds it down from a majority,
+/// commits n2 as master (kind `forced`, with who and why in the audit), promotes it and points
+/// n3 at it; writes flow through every HAProxy. Once maintenance ends, the old master returns
+/// as a replica.
+fn forced_failover_in_maintenance_moves_the_master_and_is_audited(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    let maintenance = |state: &str| -> Result<()> {
+        let r = galera_cases::triad_cli(
+            lab,
+            2,
+            &["maintenance", state, "--reason", "forced failover test"],
+        )?;
+        ensure!(
+            r.code == 0,
+            "maintenance {state}: {} {}",
+            r.stdout,
+            r.stderr
+        );
+        Ok(())
+    };
+    maintenance("on")?;
+    let result = (|| -> Result<()> {
+        let (epoch, _) = redis_epoch_and_suspect(lab)?;
+        lab.kill(1, Service::Redis, Signal::Kill)?;
+        std::thread::sleep(Duration::from_secs(2));
+        ensure!(
+            lab.redis_master()? == 1,
+            "maintenance should hold the automatic failover"
+        );
+        let r = galera_cases::triad_cli(
+            lab,
+            3,
+            &[
+                "failover",
+                "redis",
+                "--to",
+                "2",
+                "--reason",
+                "n1 died in maintenance",
+                "--json",
+            ],
+        )?;
+        ensure!(r.code == 0, "triad failover: {} {}", r.stdout, r.stderr);
+        let report = r.json()?;
+        ensure!(
+            report["to"] == 2
+                && report["old_master"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("down from"))
+                && report["promoted"] == true,
+            "report: {report}"
+        );
+        let took = writes_through_every_haproxy(lab, "triad:forced", Duration::from_secs(20))?;
+        let a = lab
+            .agent_status(3)?
+            .redis
+            .ok_or_else(|| anyhow!("no redis status"))?
+            .authority;
+        let change = a.last_change.ok_or_else(|| anyhow!("no change recorded"))?;
+        ensure!(
+            a.master.map(|m| m.get()) == Some(2)
+                && a.epoch.0 == epoch + 1
+                && change.kind == triad::cluster::ChangeKind::Forced
+                && change
+                    .reason
+                    .contains("forced by api@n3: n1 died in maintenance"),
+            "audit: {change:?}"
+        );
+        eprintln!("forced failover: writes through every HAProxy after {took:?}");
+        Ok(())
+    })();
+    maintenance("off")?;
+    result?;
+    lab.start(1, Service::Redis)?;
+    replica_of(lab, 1, 2, Duration::from_secs(20))?;
+    Ok(())
+}
+
 /// `CONFIG GET min-replicas-to-write` of node `n`'s Redis, asked from inside node `n`.
 fn redis_min_replicas_to_write(lab: &Lab, n: u64) -> Result<u32> {
     let out = lab.redis_from(
@@ -2206,7 +2386,7 @@ const HEALTHY: [(&str, TestFn); 8] = [
     ),
 ];
 
-const FAULTS: [(&str, TestFn); 16] = [
+const FAULTS: [(&str, TestFn); 19] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
@@ -2258,6 +2438,18 @@ const FAULTS: [(&str, TestFn); 16] = [
     (
         "kill9_redis_master_fails_over_and_every_haproxy_follows",
         kill9_redis_master_fails_over_and_every_haproxy_follows,
+    ),
+    (
+        "slow_redis_master_is_not_failed_over",
+        slow_redis_master_is_not_failed_over,
+    ),
+    (
+        "hung_redis_master_fails_over_once_and_rejoins_as_a_replica",
+        hung_redis_master_fails_over_once_and_rejoins_as_a_replica,
+    ),
+    (
+        "forced_failover_in_maintenance_moves_the_master_and_is_audited",
+        forced_failover_in_maintenance_moves_the_master_and_is_audited,
     ),
     (
         "partition_of_the_redis_master_fences_it_and_the_majority_promotes",

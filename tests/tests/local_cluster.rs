@@ -700,6 +700,44 @@ fn api_rejects_bad_requests() {
         sw.body
     );
 
+    // Forced failover: the token first, then the body (both fields required), then whether
+    // Redis is managed at all.
+    let fo = cluster
+        .post(
+            n,
+            "/v1/redis/failover",
+            None,
+            br#"{"to": 2, "reason": "x"}"#,
+        )
+        .expect("POST");
+    assert_eq!(fo.status, 401, "{}", fo.body);
+    for bad in [
+        &b""[..],
+        br#"{"to": 2}"#,
+        br#"{"to": "two", "reason": "x"}"#,
+        br#"{"to": 2, "reason": "x", "force": true}"#,
+    ] {
+        let fo = cluster
+            .post(n, "/v1/redis/failover", Some(&token), bad)
+            .expect("POST");
+        assert_eq!(fo.status, 400, "{:?}: {}", text(bad), fo.body);
+        assert!(error_of(&fo).contains("invalid JSON body"), "{}", fo.body);
+    }
+    let fo = cluster
+        .post(
+            n,
+            "/v1/redis/failover",
+            Some(&token),
+            br#"{"to": 2, "reason": "master hangs"}"#,
+        )
+        .expect("POST");
+    assert_eq!(fo.status, 409, "{}", fo.body);
+    assert!(
+        error_of(&fo).contains("[redis] is not configured"),
+        "{}",
+        fo.body
+    );
+
     // Galera: the token first, then the body, then whether [galera] is configured (these
     // loopback agents run no MariaDB).
     let g = cluster

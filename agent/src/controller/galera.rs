@@ -49,6 +49,8 @@ pub struct GaleraController {
     /// carrying its bootstrap out (see [`GaleraInputs::bootstrap_fallen_ms`]), per outage,
     /// and whether every node's report confirms it this cycle.
     fallen_since: Option<(OutageId, u64, bool)>,
+    /// Whether that node runs (non-Primary) rather than stopped, as last seen.
+    fallen_running: bool,
     seen_outage: Option<(u64, bool, bool)>,
     plan: Option<ServicePlan>,
 }
@@ -62,6 +64,7 @@ impl GaleraController {
             evidence: BTreeMap::new(),
             no_primary_since: None,
             fallen_since: None,
+            fallen_running: false,
             seen_outage: None,
             plan: None,
         }
@@ -133,23 +136,30 @@ impl Controller for GaleraController {
             self.no_primary_since.get_or_insert(cx.clock.mono_ms);
         }
         // The committed bootstrap was carried out (its own agent says so, or that it refused
-        // it because its node's position moved) and that mariadbd is stopped again, nothing
-        // Primary anywhere (other nodes may run non-Primary, waiting to join it). A node
-        // whose report is missing this cycle neither confirms nor denies it: the time seen
-        // so far is kept, but not reported.
+        // it because its node's position moved) and that mariadbd fell again: stopped, or
+        // running non-Primary (alone after the node that joined it died), nothing Primary
+        // anywhere (other nodes may run non-Primary, waiting to join it). A node whose report
+        // is missing this cycle neither confirms nor denies it: the time seen so far is kept,
+        // but not reported.
+        let mut running = false;
         let fallen = cx.state.galera.open().and_then(|o| {
             let b = o.bootstrap.as_ref()?;
             let denied = primary
                 || self.evidence.values().any(|e| e.primary)
                 || self.evidence.get(&b.node).is_some_and(|e| {
-                    e.process != ProcessState::Stopped || e.bootstrapped != Some(o.number)
+                    e.process == ProcessState::Unknown || e.bootstrapped != Some(o.number)
                 });
             if denied {
                 return None;
             }
+            running = self
+                .evidence
+                .get(&b.node)
+                .is_some_and(|e| e.process == ProcessState::Running);
             let confirmed = cx.members.iter().all(|m| self.evidence.contains_key(m));
             Some((o.number, confirmed))
         });
+        self.fallen_running = running;
         self.fallen_since = match (fallen, self.fallen_since) {
             (Some((n, confirmed)), Some((m, since, _))) if n == m => Some((m, since, confirmed)),
             (Some((n, true)), _) => Some((n, cx.clock.mono_ms, true)),
@@ -174,6 +184,7 @@ impl Controller for GaleraController {
                 .fallen_since
                 .filter(|&(_, _, confirmed)| confirmed)
                 .map(|(_, s, _)| cx.clock.mono_ms.saturating_sub(s)),
+            bootstrap_fallen_running: self.fallen_running,
             maintenance: cx.state.maintenance.enabled,
             in_flight: cx.in_flight(Authority::Galera),
             settings: self.settings,

@@ -248,6 +248,7 @@ mod tests {
                 wall: UnixMillis(0),
             },
             skip_lease_wait: false,
+            assume_applied_by_all: false,
         };
         c.observe(&cx);
         let Some(crate::decide::ServiceInputs::GaleraWriter(i)) = c.inputs(&cx) else {

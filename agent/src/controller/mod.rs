@@ -136,6 +136,10 @@ pub struct Context<'a> {
     /// run out.
     #[doc(hidden)]
     pub skip_lease_wait: bool,
+    /// A planted bug (simulation only): tell the decision that every agent applied the
+    /// current suspicion.
+    #[doc(hidden)]
+    pub assume_applied_by_all: bool,
 }
 
 impl Context<'_> {

@@ -109,6 +109,12 @@ impl Controller for RedisController {
         // Peers lift their lease embargo on this node once its report shows that it applied
         // the newest decision: report at once.
         let report_now = decision_index != self.seen_decision;
+        if decision_index.1 != self.seen_decision.1 {
+            if let Some(s) = &authority.suspect {
+                tracing::warn!(suspect = %s.node, epoch = %s.epoch, index = %s.index,
+                    reason = %s.reason, "redis master suspected");
+            }
+        }
         self.seen_decision = decision_index;
         if authority.epoch != self.seen_epoch {
             self.seen_epoch = authority.epoch;
@@ -141,6 +147,17 @@ impl Controller for RedisController {
                 .get(&s.node)
                 .is_some_and(|&r| r >= s.index.0)
         });
+        let suspect_applied_by_all = authority.suspect.as_ref().is_some_and(|s| {
+            cx.assume_applied_by_all
+                || cx.members.iter().all(|m| {
+                    let fresh = cx
+                        .reports
+                        .ages
+                        .get(m)
+                        .is_some_and(|&a| a <= self.settings.freshness_ms);
+                    fresh && cx.reports.applied.get(m).is_some_and(|&a| a >= s.index.0)
+                })
+        });
         let wall_age = authority
             .last_change
             .as_ref()
@@ -153,6 +170,7 @@ impl Controller for RedisController {
             since_change_ms: self.timeline.since_change_ms(mono, wall_age),
             suspect_embargo_ms,
             suspect_reconciled,
+            suspect_applied_by_all,
             maintenance: cx.state.maintenance.enabled,
             in_flight: cx.in_flight(Authority::Redis),
             settings: self.settings,

@@ -23,8 +23,10 @@
 //! - a decided outage is never decided again, whatever a new leader's view says; it ends
 //!   when a node's own agent reports a Primary component of a majority of the members, of
 //!   the committed bootstrap node, or of a node holding every commit the others report, or
-//!   it is superseded by the next outage when its bootstrap node fell again with every node
-//!   stopped (`galera.rebootstrap_after`), which is then decided afresh;
+//!   it is superseded by the next outage when its bootstrap node fell again, nothing Primary
+//!   anywhere: stopped for `galera.rebootstrap_after`, or running non-Primary (it formed a
+//!   component of two with a joiner that then died: one of two is no majority) for the longer
+//!   of that and `galera.open_after_non_primary`; the next outage is then decided afresh;
 //! - every agent sees the open outage in its applied state: it stops restarting its node on
 //!   its own (a restart would change the evidence under the decision) and reports the
 //!   position `--wsrep-recover` finds on its stopped node.
@@ -196,8 +198,8 @@ pub struct GaleraEvidence {
     pub recovered: Option<GaleraPosition>,
     /// Peers whose fresh check of its MariaDB saw it in a Primary component.
     pub primary_seen_by: BTreeSet<NodeId>,
-    /// Stopped: the outage whose committed bootstrap its agent says it carried out (since
-    /// that agent started).
+    /// Stopped or running: the outage whose committed bootstrap its agent says it carried
+    /// out (since that agent started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrapped: Option<OutageId>,
 }
@@ -234,10 +236,14 @@ pub struct GaleraInputs<'a> {
     /// How long the leader has seen no Primary component in any fresh report (`None`: one is
     /// seen now, or not every node reports).
     pub no_primary_ms: Option<u64>,
-    /// How long the open outage's committed bootstrap node has been seen stopped after its
-    /// agent said it carried the bootstrap out, no Primary anywhere, every node reporting
-    /// (`None`: not so now).
+    /// How long the open outage's committed bootstrap node has been seen fallen (stopped, or
+    /// running non-Primary) after its agent said it carried the bootstrap out, no Primary
+    /// anywhere, every node reporting (`None`: not so now).
     pub bootstrap_fallen_ms: Option<u64>,
+    /// Whether that node runs (non-Primary: the node that joined it fell, and it is alone in
+    /// a component of two) rather than stopped; it is then given up only after the longer
+    /// `open_after_non_primary`, as Galera may re-form a Primary by itself.
+    pub bootstrap_fallen_running: bool,
     /// Whether maintenance mode is on.
     pub maintenance: bool,
     /// Whether an earlier Galera proposal is still in flight.
@@ -850,17 +856,27 @@ pub fn decide_ranked(i: &GaleraInputs<'_>, ranker: Ranker) -> GaleraPlan {
     }
     if let Some(b) = &outage.bootstrap {
         if let Some(t) = i.bootstrap_fallen_ms {
+            let (how, wait) = if i.bootstrap_fallen_running {
+                (
+                    "has run non-Primary",
+                    i.settings
+                        .rebootstrap_after_ms
+                        .max(i.settings.open_after_non_primary_ms),
+                )
+            } else {
+                ("has been stopped", i.settings.rebootstrap_after_ms)
+            };
             let fallen = format!(
                 "{}'s agent is done with the bootstrap of outage {n} (carried out, or refused \
-                 as its position moved) and its mariadbd has been stopped for {}, nothing \
-                 Primary anywhere",
+                 as its position moved) and its mariadbd {how} for {}, nothing Primary \
+                 anywhere",
                 b.node,
                 secs(t)
             );
             if i.maintenance {
                 return plan(format!("no action (maintenance): {fallen}"));
             }
-            if t >= i.settings.rebootstrap_after_ms {
+            if t >= wait {
                 let next = n.next();
                 let reason = format!("{fallen}: the bootstrap is given up");
                 return GaleraPlan {
@@ -874,7 +890,7 @@ pub fn decide_ranked(i: &GaleraInputs<'_>, ranker: Ranker) -> GaleraPlan {
             }
             return plan(format!(
                 "waiting: {fallen}; the next outage opens after {}",
-                secs(i.settings.rebootstrap_after_ms)
+                secs(wait)
             ));
         }
         return plan(format!(
@@ -1338,7 +1354,7 @@ pub fn evidence_of(o: &Observation) -> GaleraEvidence {
         primary_seen_by: BTreeSet::new(),
         bootstrapped: d
             .bootstrapped
-            .filter(|_| process == ProcessState::Stopped)
+            .filter(|_| process != ProcessState::Unknown)
             .map(OutageId),
     }
 }
@@ -1457,6 +1473,7 @@ mod tests {
                 report_age_ms: &self.ages,
                 no_primary_ms: Some(5000),
                 bootstrap_fallen_ms: None,
+                bootstrap_fallen_running: false,
                 maintenance: false,
                 in_flight: false,
                 settings: settings(),

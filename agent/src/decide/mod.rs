@@ -325,6 +325,7 @@ mod tests {
             hold_down_ms: 30_000,
             max_lag_bytes: 1 << 20,
             link_stale_after_s: 5,
+            hung_after_ms: 750,
         };
         let inputs = || RedisInputs {
             members: &ids,
@@ -334,6 +335,7 @@ mod tests {
             since_change_ms: None,
             suspect_embargo_ms: None,
             suspect_reconciled: false,
+            suspect_applied_by_all: false,
             maintenance: false,
             in_flight: false,
             settings,

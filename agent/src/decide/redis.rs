@@ -15,8 +15,8 @@
 //!   `master_link_status` is down or no I/O came from the master for `link_stale_after`.
 //!   Down as seen from one node only is reported in the verdict and not acted on.
 //!
-//! # Two paths
-//! Both start by committing `SuspectRedisMaster`: every HAProxy takes the master out of
+//! # Three paths
+//! All start by committing `SuspectRedisMaster`: every HAProxy takes the master out of
 //! service, every agent that applied it stops renewing the suspect's lease (its pongs stop),
 //! and the suspect's own agent fences its Redis (as without a lease).
 //! - **Fast path**: the master's own agent is alive (fresh report) and sees its local Redis
@@ -34,6 +34,28 @@
 //!   known to have applied the suspicion for `lease + clock_margin`
 //!   ([`RedisInputs::suspect_embargo_ms`]), so the old master is fenced before a new one
 //!   exists.
+//!
+//! - **Hung path**: the master's own agent is alive and has had no answer from its local
+//!   Redis for `hung_after` (one unbroken run of timed-out checks on the same host, reported as
+//!   `unanswered_ms`; see `probe::runner`). The process is there and does not serve: stopped
+//!   (SIGSTOP), swapping, or stuck. No network lies between that agent and its Redis, so this
+//!   is stronger evidence than a remote timeout, and the replicas' links do not hold it back: a
+//!   stopped process keeps its connections open, and replicas date its last I/O in whole
+//!   seconds (`link_stale_after`, 3 s by default, is what made a hung master take ~5 s). Once
+//!   every member's agent is fresh and reports the suspicion applied (each took the suspect
+//!   out of its HAProxy, and the suspect's own agent answers 503 to HAProxy's check and will
+//!   fence the Redis the moment it answers again), a replica is promoted without the lease
+//!   wait. If the old master resumes, no HAProxy routes to it, and its replicas have left it
+//!   (they detach on the suspicion), so `min-replicas-to-write` refuses writes once its count
+//!   refreshes. With an agent silent the silent path applies instead.
+//!   Why `hung_after` (750 ms by default) is safe against a busy master: a run of timed-out
+//!   checks spans at most the time the server was blocked (each check waits for its own
+//!   answer, and the next starts only when one gave up), so a 500 ms slow command or fork shows
+//!   at most 500 ms; the default leaves 1.5 times that (the lab test
+//!   `slow_redis_master_is_not_failed_over` blocks the master 500 ms, three times). A quorum
+//!   must still see the master down (`fall` failed checks each), as for any failover. Why not
+//!   longer: the time to restore writes is `hung_after` plus up to one probe interval (the
+//!   first timed-out check starts up to an interval after the hang), plus the decision.
 //!
 //! # Candidates
 //! Each other node's Redis, as its own agent sees it: excluded when its agent is not fresh,
@@ -81,6 +103,8 @@ pub struct FailoverSettings {
     pub max_lag_bytes: i64,
     /// A replica whose master sent nothing for this long counts as having lost it.
     pub link_stale_after_s: i64,
+    /// A master its own agent has had no answer from for this long is hung (0: never).
+    pub hung_after_ms: u64,
 }
 
 /// Everything the Redis decision looks at.
@@ -102,6 +126,9 @@ pub struct RedisInputs<'a> {
     /// Whether the suspected master's own agent reported the suspicion as carried out (its
     /// Redis fenced or unreachable): the fast path.
     pub suspect_reconciled: bool,
+    /// Whether every member's agent is fresh and reported the current suspicion applied (each
+    /// has taken the suspect out of its HAProxy): the hung path.
+    pub suspect_applied_by_all: bool,
     /// Whether maintenance mode is on.
     pub maintenance: bool,
     /// Whether an earlier Redis proposal is still in flight.
@@ -247,18 +274,31 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
             down.len()
         ));
     }
-    // A majority sees it down. Do the replicas confirm?
-    if let Some(holdout) = replica_with_link_up(i, master) {
-        return plan(format!(
-            "no action: master {master} down on {}/{n} agents but replica {holdout} still has \
-             its link to it up",
-            down.len()
-        ));
+    // A majority sees it down. Hung on its own host? Then the replicas' links prove nothing:
+    // a stopped process keeps its connections open, and the replicas date its last I/O in
+    // whole seconds.
+    let hung = unanswered_on_own_host(i, master).filter(|&ms| {
+        i.settings.hung_after_ms > 0 && ms >= i.settings.hung_after_ms && i.is_fresh(master)
+    });
+    // Otherwise, do the replicas confirm?
+    if hung.is_none() {
+        if let Some(holdout) = replica_with_link_up(i, master) {
+            return plan(format!(
+                "no action: master {master} down on {}/{n} agents but replica {holdout} still \
+                 has its link to it up",
+                down.len()
+            ));
+        }
     }
-    let evidence = if refused > 0 {
-        format!("{master} refused connections on {refused}/{n} agents")
-    } else {
-        format!("{master} unreachable from {}/{n} agents", down.len())
+    let evidence = match hung {
+        _ if refused > 0 => format!("{master} refused connections on {refused}/{n} agents"),
+        Some(ms) => format!(
+            "{master} unreachable from {}/{n} agents and hung on its own host (no answer for \
+             {:.1}s)",
+            down.len(),
+            ms as f64 / 1000.0
+        ),
+        None => format!("{master} unreachable from {}/{n} agents", down.len()),
     };
     let strong = refused >= quorum;
     // Hold-down guards against flapping between automatic failovers; a planned switchover or
@@ -288,9 +328,11 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
         .settings
         .lease_ms
         .saturating_add(i.settings.clock_margin_ms);
-    let fenced_by_agent = match (&i.authority.suspect, i.suspect_embargo_ms) {
+    let path = match (&i.authority.suspect, i.suspect_embargo_ms) {
         (None, _) => {
-            let how = if fast {
+            let how = if hung.is_some() {
+                "promoting once every agent has taken it out of its HAProxy".to_string()
+            } else if fast {
                 "its own agent sees it down; promoting once that agent has fenced it".to_string()
             } else {
                 format!(
@@ -313,7 +355,8 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
                 candidates,
             };
         }
-        (Some(_), _) if i.suspect_reconciled => true,
+        (Some(_), _) if i.suspect_reconciled => Path::Fenced,
+        (Some(_), _) if hung.is_some() && i.suspect_applied_by_all => Path::Hung,
         (Some(_), None) => {
             return RedisPlan {
                 verdict: format!(
@@ -335,7 +378,7 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
                 candidates,
             };
         }
-        (Some(_), Some(_)) => false,
+        (Some(_), Some(_)) => Path::LeaseExpired,
     };
     let Some(best) = best else {
         let reasons: Vec<String> = candidates
@@ -352,11 +395,15 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
         };
     };
     let mut verdict = format!("promote {} (epoch {}): {evidence}", best.node, epoch.next());
-    if fenced_by_agent {
-        let _ = write!(verdict, ", fenced by its agent");
-    } else {
-        let _ = write!(verdict, ", lease expired");
-    }
+    let _ = write!(
+        verdict,
+        "{}",
+        match path {
+            Path::Fenced => ", fenced by its agent",
+            Path::Hung => ", out of every HAProxy",
+            Path::LeaseExpired => ", lease expired",
+        }
+    );
     let ranked: Vec<String> = candidates
         .iter()
         .filter(|c| c.rank.is_some())
@@ -377,6 +424,26 @@ pub fn decide(i: &RedisInputs<'_>) -> RedisPlan {
         verdict,
         candidates,
     }
+}
+
+/// Why a suspected master may be replaced now.
+enum Path {
+    /// Its own agent fenced it (or found no process): the fast path.
+    Fenced,
+    /// Hung on its own host, and every agent has taken it out of its HAProxy: the hung path.
+    Hung,
+    /// Its lease has run out on a quorum: the silent path.
+    LeaseExpired,
+}
+
+/// How long `master`'s own agent has had no answer from it, when that agent's fresh view of
+/// it fails by timeout (the process is there and does not serve).
+fn unanswered_on_own_host(i: &RedisInputs<'_>, master: NodeId) -> Option<u64> {
+    let own = i.own_view(master)?;
+    if own.observation.last.failure != Some(FailureKind::Timeout) {
+        return None;
+    }
+    int(own, "unanswered_ms").and_then(|v| u64::try_from(v).ok())
 }
 
 /// The candidate ranking for replacing the committed master (empty without one); used by the

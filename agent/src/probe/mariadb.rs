@@ -103,6 +103,17 @@ impl LocalGaleraNotes {
     }
 }
 
+impl LocalGaleraNotes {
+    /// Adds the `bootstrapped` note to an answered check's details: a bootstrap node that
+    /// runs non-Primary (alone after the node that joined it died) has fallen as surely as a
+    /// stopped one, and the leader needs to know it carried its bootstrap out.
+    pub fn add_bootstrapped_to(&self, details: &mut serde_json::Value) {
+        if let (Some(o), Some(d)) = (self.bootstrapped, details.as_object_mut()) {
+            d.insert("bootstrapped".into(), o.0.into());
+        }
+    }
+}
+
 /// The notes, shared between the local recovery (writer) and the local probe (reader).
 pub type GaleraNotes = std::sync::Arc<std::sync::Mutex<LocalGaleraNotes>>;
 
@@ -138,25 +149,35 @@ impl MariadbProbe {
         self
     }
 
-    /// Attaches the local recovery's notes to every failed check's details.
+    /// Attaches the local recovery's notes to every failed check's details (and its
+    /// `bootstrapped` note to answered ones).
     pub fn with_notes(mut self, notes: GaleraNotes) -> Self {
         self.notes = Some(notes);
         self
     }
 
+    /// A copy of the local recovery's notes, when attached.
+    fn notes_now(&self) -> Option<LocalGaleraNotes> {
+        self.notes
+            .as_ref()
+            .and_then(|n| n.lock().ok().map(|n| n.clone()))
+    }
+
     async fn run(&self) -> CheckResult {
         match self.query().await {
-            Ok(g) => judge(g, self.expected_increment),
+            Ok(g) => {
+                let mut r = judge(g, self.expected_increment);
+                if let Some(n) = self.notes_now() {
+                    n.add_bootstrapped_to(&mut r.details);
+                }
+                r
+            }
             Err(e) => {
                 let mut r = classify(&e, &self.target);
                 if let Some(dir) = &self.datadir {
                     r.details = grastate_details(dir);
                 }
-                let notes = self
-                    .notes
-                    .as_ref()
-                    .and_then(|n| n.lock().ok().map(|n| n.clone()));
-                if let Some(n) = notes {
+                if let Some(n) = self.notes_now() {
                     n.add_to(&mut r.details);
                 }
                 r

@@ -65,12 +65,20 @@ pub fn now_millis() -> UnixMillis {
 /// `local::spawn_exit_watch`), and its next periodic check comes one interval after that; a
 /// kicked check that fails is repeated every [`KICK_RECHECK`] until it passes or the probe's
 /// `fall` consecutive failures are in.
+///
+/// A probe with an entry in `rush` (the local Redis, with `failover.hung_after`) follows a
+/// timed-out check with the next one at once, without waiting for its interval, until its run
+/// of timeouts spans that long: the run then proves the server blocked for that long (each
+/// check waits for its own answer, and the next starts when one gave up), and it reaches the
+/// bound within one timeout of it. The burst is a handful of checks (`hung_after / timeout`)
+/// per hang; after it the interval applies again.
 pub fn spawn_all(
     probes: Vec<Arc<dyn Probe>>,
     tx: mpsc::Sender<ProbeEvent>,
     shutdown: CancellationToken,
     dropped: Arc<dyn Fn(&ProbeId) + Send + Sync>,
     kicks: &BTreeMap<ProbeId, Arc<Notify>>,
+    rush: &BTreeMap<ProbeId, Duration>,
 ) {
     let n = probes.len().max(1) as u32;
     for (i, probe) in probes.into_iter().enumerate() {
@@ -78,6 +86,7 @@ pub fn spawn_all(
         let shutdown = shutdown.clone();
         let dropped = dropped.clone();
         let kick = kicks.get(probe.id()).cloned();
+        let rush_for = rush.get(probe.id()).copied();
         tokio::spawn(async move {
             let timing = probe.timing();
             let offset = timing.interval * i as u32 / n;
@@ -90,8 +99,14 @@ pub fn spawn_all(
             // rather than after `fall - 1` more intervals. A kick decides nothing by itself.
             let mut burst: u32 = 0;
             let mut follow_up = false;
+            // The start of the current run of timed-out checks, and whether to check again at
+            // once (see `rush`).
+            let mut timeouts_since: Option<Instant> = None;
+            let mut rushing = false;
             loop {
-                if follow_up {
+                if rushing {
+                    // Straight on to the next check.
+                } else if follow_up {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(KICK_RECHECK) => {}
@@ -118,6 +133,16 @@ pub fn spawn_all(
                 };
                 follow_up = !result.status.is_up() && burst > 0;
                 burst = if follow_up { burst - 1 } else { 0 };
+                if result.failure == Some(FailureKind::Timeout) {
+                    let since = *timeouts_since.get_or_insert(Instant::now() - latency);
+                    rushing = rush_for.is_some_and(|bound| since.elapsed() < bound);
+                } else {
+                    timeouts_since = None;
+                    rushing = false;
+                }
+                if rushing {
+                    ticker.reset();
+                }
                 let event = ProbeEvent {
                     id: probe.id().clone(),
                     result,
@@ -178,7 +203,14 @@ mod tests {
             let kick = Arc::new(Notify::new());
             let shutdown = CancellationToken::new();
             let kicks = BTreeMap::from([(id.clone(), kick.clone())]);
-            spawn_all(vec![probe], tx, shutdown.clone(), Arc::new(|_| {}), &kicks);
+            spawn_all(
+                vec![probe],
+                tx,
+                shutdown.clone(),
+                Arc::new(|_| {}),
+                &kicks,
+                &BTreeMap::new(),
+            );
             // The first periodic check comes at once (offset 0).
             assert!(next(&mut rx)
                 .await
@@ -207,6 +239,57 @@ mod tests {
             );
             assert!(next(&mut rx).await.is_none(), "no more than fall checks");
             shutdown.cancel();
+        });
+    }
+
+    /// A probe in `rush` follows a timed-out check with the next at once until its run of
+    /// timeouts spans the bound (here 4 timeouts of 100 ms reach 400 ms), then waits for its
+    /// interval (10 s) again; a probe not in `rush` waits for its interval after a timeout.
+    #[test]
+    fn a_rushed_probe_checks_back_to_back_while_it_times_out_up_to_the_bound() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let timing = ProbeTiming {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_millis(100),
+                rise: 1,
+                fall: 2,
+            };
+            let id = |n| ProbeId {
+                subject: NodeId(n),
+                service: Service::Redis,
+                target: String::new(),
+            };
+            for (rushed, expected) in [(true, 4), (false, 1)] {
+                let control = SimControl::healthy();
+                control.hang();
+                let probe: Arc<dyn Probe> = Arc::new(SimProbe::new(id(1), timing, control.clone()));
+                let (tx, mut rx) = mpsc::channel(16);
+                let shutdown = CancellationToken::new();
+                let rush = if rushed {
+                    BTreeMap::from([(id(1), Duration::from_millis(350))])
+                } else {
+                    BTreeMap::new()
+                };
+                spawn_all(
+                    vec![probe],
+                    tx,
+                    shutdown.clone(),
+                    Arc::new(|_| {}),
+                    &BTreeMap::new(),
+                    &rush,
+                );
+                let mut timeouts = 0;
+                while let Some(e) = next(&mut rx).await {
+                    assert_eq!(e.result.failure, Some(FailureKind::Timeout));
+                    timeouts += 1;
+                }
+                assert_eq!(timeouts, expected, "rushed: {rushed}");
+                shutdown.cancel();
+            }
         });
     }
 }

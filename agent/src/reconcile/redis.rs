@@ -33,6 +33,10 @@
 //!   (`reconciled_index`): the leader's fast path promotes only then. A Redis that does not
 //!   answer at all (hung, SIGSTOP) is never reported as carried out: it could resume unfenced,
 //!   so the leader waits for the silent path (lease plus clock margin).
+//! - A cycle reconciles HAProxy before the local Redis when the local server stays out of it
+//!   whatever the Redis side finds (no lease, suspected, or unreachable at the last cycle), so
+//!   that a hung local Redis, whose side waits out the deadline, does not delay the routing to
+//!   a new master.
 //! - In maintenance, roles are not changed (no promote, no follow); fencing, unfencing the
 //!   committed master, and routing still follow the committed state, so a switchover committed
 //!   during maintenance still takes effect through the switchover procedure.
@@ -341,8 +345,14 @@ impl RedisReconciler {
             .as_ref()
             .is_some_and(|s| s.node == self.me);
         let stop_serving = !target.has_lease || suspected_self;
+        // HAProxy first when the local server stays out of it whatever the Redis side finds:
+        // without a lease or suspected, and when the last cycle found the local Redis
+        // unreachable (should it answer now, it is back after an outage and untrusted until a
+        // fresh grant). A hung local Redis then holds up only the Redis side (cut at the
+        // deadline), not the routing to a newly promoted master.
+        let haproxy_first = stop_serving || self.down;
         let deadline = self.deadline.clone();
-        if stop_serving {
+        if haproxy_first {
             let done = within(
                 &deadline,
                 self.haproxy_side(target, epoch, Some(self.me), &mut report),
@@ -365,7 +375,7 @@ impl RedisReconciler {
             report.redis_settled = false;
             local_out = Some(self.me);
         }
-        if !stop_serving {
+        if !haproxy_first {
             let done = within(
                 &deadline,
                 self.haproxy_side(target, epoch, local_out, &mut report),

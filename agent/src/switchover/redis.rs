@@ -628,7 +628,8 @@ async fn retire(
 }
 
 /// Clears the busy flag when the switchover ends, however it ends.
-struct Busy(Arc<AtomicBool>);
+/// Clears the agent's one-at-a-time flag when a switchover or forced failover ends.
+pub(crate) struct Busy(pub(crate) Arc<AtomicBool>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -652,6 +653,39 @@ pub enum RequestError {
     /// It started and failed; see [`SwitchoverError`].
     #[error(transparent)]
     Failed(#[from] SwitchoverError),
+    /// A forced failover was refused or did not commit; see
+    /// [`FailoverError`](super::failover::FailoverError).
+    #[error(transparent)]
+    Forced(#[from] super::failover::FailoverError),
+}
+
+/// What a switchover or a forced failover starts from: `[redis]`, the status the event loop
+/// published, the committed Redis authority and its master; refused (409) without `[redis]`
+/// or before a master is recorded.
+pub(crate) fn committed_master(
+    h: &Handles,
+) -> Result<
+    (
+        &crate::config::RedisSection,
+        Arc<crate::status::CoreStatus>,
+        RedisAuthority,
+        NodeId,
+    ),
+    RequestError,
+> {
+    let Some(rcfg) = &h.config.config.redis else {
+        return Err(RequestError::Conflict(
+            "Redis is not managed by this agent ([redis] is not configured)".into(),
+        ));
+    };
+    let core = h.status.borrow().clone();
+    let authority = core.cluster.redis.clone();
+    let Some(from) = authority.master else {
+        return Err(RequestError::Conflict(
+            "no Redis master is recorded yet; wait until the agents have recorded one".into(),
+        ));
+    };
+    Ok((rcfg, core, authority, from))
 }
 
 /// Runs a Redis switchover asked of this agent (`POST /v1/redis/switchover`): to `to`, or to
@@ -664,18 +698,7 @@ pub async fn request(
 ) -> Result<SwitchoverReport, RequestError> {
     use RequestError::{BadRequest, Conflict, Internal};
     let cfg = &h.config.config;
-    let Some(rcfg) = &cfg.redis else {
-        return Err(Conflict(
-            "Redis is not managed by this agent ([redis] is not configured)".into(),
-        ));
-    };
-    let core = h.status.borrow().clone();
-    let authority = core.cluster.redis.clone();
-    let Some(from) = authority.master else {
-        return Err(Conflict(
-            "no Redis master is recorded yet; wait until the agents have recorded one".into(),
-        ));
-    };
+    let (rcfg, core, authority, from) = committed_master(h)?;
     let addr_of = |n: NodeId| h.config.members.iter().find(|m| m.id == n)?.redis_addr;
     let to = match to {
         Some(t) if t == from => return Err(Conflict(format!("{t} is already the Redis master"))),
@@ -700,6 +723,7 @@ pub async fn request(
                 since_change_ms: None,
                 suspect_embargo_ms: None,
                 suspect_reconciled: false,
+                suspect_applied_by_all: false,
                 maintenance: false,
                 in_flight: false,
                 settings: cfg.failover.settings(),

@@ -1270,6 +1270,7 @@ scripts! {
     script_galera_full_outage => "07_galera_full_outage.txt",
     script_galera_last_node_standing => "08_galera_last_node_standing.txt",
     script_galera_writer => "09_galera_writer.txt",
+    script_hung_master_hung_path => "10_hung_master_hung_path.txt",
 }
 
 /// Bugs planted in the decision or the simulated agents, each caught by the script named,
@@ -1277,6 +1278,8 @@ scripts! {
 /// - the driver's silent path does not wait for the old master's lease: no invariant breaks
 ///   in this world (the Redis-side guard is on), but the recorded story catches it (the
 ///   promotion comes too early);
+/// - the hung path does not wait for every agent to apply the suspicion (take the hung master
+///   out of its HAProxy): caught by the story likewise (the promotion comes too early);
 /// - a cut-off master's agent acts as if it held its lease: the partition script stops at
 ///   the violated invariant, with the seed;
 /// - Galera candidates ranked by node id, not by position: the full outage stops at lost
@@ -1290,11 +1293,17 @@ scripts! {
 #[test]
 fn scripts_catch_planted_bugs() {
     type Case = (&'static str, Plant, DriverPlant, &'static [&'static str]);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "02_hung_master_silent_path.txt",
             Plant::None,
             DriverPlant::SkipLeaseWait,
+            &["+ master-moved after"],
+        ),
+        (
+            "10_hung_master_hung_path.txt",
+            Plant::None,
+            DriverPlant::HungWithoutEveryAgent,
             &["+ master-moved after"],
         ),
         (

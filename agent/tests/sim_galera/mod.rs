@@ -1633,7 +1633,7 @@ impl World {
         let comp = p.comp.and_then(|id| self.comps.get(&id));
         let size = comp.map_or(1, |c| c.members.len() + c.ghosts.len());
         // The simulation models no auto-increment settings: no check (0).
-        judge(
+        let mut r = judge(
             GaleraStatus {
                 local_state: Some(state),
                 local_state_comment: Some(comment.into()),
@@ -1650,7 +1650,11 @@ impl World {
                 ..GaleraStatus::default()
             },
             0,
-        )
+        );
+        if local {
+            notes.add_bootstrapped_to(&mut r.details);
+        }
+        r
     }
 
     /// One line per node for the scripts' `galera` status.

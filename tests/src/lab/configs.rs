@@ -242,7 +242,10 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
          \x20   bind 127.0.0.1:{HAPROXY_REDIS_PORT}\n\
          \x20   default_backend be_redis\n\
          backend be_redis\n\
-         \x20   timeout connect 300ms\n\
+         \x20   # HAProxy retries a refused connection (a dead master) only after min(timeout\n\
+         \x20   # connect, 1s), then on the server ready by then (redispatch): keep it short.\n\
+         \x20   # A connect on a LAN takes well under a millisecond.\n\
+         \x20   timeout connect 50ms\n\
          \x20   option redispatch 1\n\
          \x20   # Each server is checked against its own agent: up only while that agent says\n\
          \x20   # its Redis may take writes, so a server whose agent says no, is dead or is cut\n\
@@ -263,8 +266,8 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
          \x20   # that node is the committed writer and its own fresh check says Synced and\n\
          \x20   # Primary: a writer that dies, desyncs or is cut off leaves this HAProxy within\n\
          \x20   # 300 ms even when the local agent is dead. A short connect timeout with\n\
-         \x20   # redispatch retries a connection to a dead writer on the new one after 300 ms.\n\
-         \x20   timeout connect 300ms\n\
+         \x20   # redispatch retries a connection to a dead writer on the new one after 50 ms.\n\
+         \x20   timeout connect 50ms\n\
          \x20   option redispatch 1\n\
          \x20   option httpchk\n\
          \x20   http-check send meth GET uri /galera/writer\n\
@@ -382,7 +385,7 @@ mod tests {
         assert_eq!(
             be,
             [
-                "timeout connect 300ms",
+                "timeout connect 50ms",
                 "option redispatch 1",
                 "option httpchk",
                 "http-check send meth GET uri /galera/writer",
