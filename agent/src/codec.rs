@@ -741,15 +741,25 @@ mod tests {
 /// Most observations accepted in one health report.
 pub const MAX_REPORT_OBSERVATIONS: usize = 256;
 
-/// Encodes observations with their current ages as a health report.
+/// Encodes observations with their current ages as a health report, with the sender's
+/// applied and reconciled indexes and, per peer, how long ago it last answered that peer's
+/// lease ping (see [`DecodedReport::pongs`]).
 pub fn encode_report(
     items: &[(crate::observation::Observation, u64)],
     applied_index: u64,
     reconciled_index: u64,
+    pongs: &BTreeMap<NodeId, u64>,
 ) -> pb::HealthReport {
     pb::HealthReport {
         applied_index,
         reconciled_index,
+        pongs: pongs
+            .iter()
+            .map(|(&node, &age_ms)| pb::PeerPong {
+                node: node.get(),
+                age_ms,
+            })
+            .collect(),
         observations: items
             .iter()
             .map(|(o, age_ms)| pb::ProbeObservation {
@@ -802,6 +812,11 @@ pub struct DecodedReport {
     pub applied_index: u64,
     /// The newest Redis decision the sender's reconciler carried out.
     pub reconciled_index: u64,
+    /// Per peer: milliseconds since the sender last answered that peer's lease ping (or since
+    /// it started, if it has not), when it sent the report. Every pong the sender decided on
+    /// before it reported `applied_index` is counted (the transport records a pong under the
+    /// same lock that installs the embargo, which is installed before the report is built).
+    pub pongs: BTreeMap<NodeId, u64>,
 }
 
 /// Decodes and validates a peer's health report. `is_member` says whether a node id belongs
@@ -814,6 +829,22 @@ pub fn decode_report(
     let reconciled_index = report.reconciled_index;
     use crate::observation::{CheckResult, Observation, ProbeId, Service, Status};
     let bad = |field: &'static str, problem: String| CodecError::Field { field, problem };
+    let mut pongs = BTreeMap::new();
+    for p in &report.pongs {
+        let node = NodeId(p.node);
+        if !is_member(node) {
+            return Err(bad(
+                "health_report.pongs.node",
+                format!("{node} is not a member"),
+            ));
+        }
+        if pongs.insert(node, p.age_ms).is_some() {
+            return Err(bad(
+                "health_report.pongs.node",
+                format!("{node} is listed twice"),
+            ));
+        }
+    }
     if report.observations.len() > MAX_REPORT_OBSERVATIONS {
         return Err(bad(
             "health_report.observations",
@@ -896,6 +927,7 @@ pub fn decode_report(
         observations: out,
         applied_index,
         reconciled_index,
+        pongs,
     })
 }
 
@@ -925,10 +957,12 @@ mod report_tests {
         let mut healthy = sample();
         healthy.status = Status::Healthy;
         healthy.last = CheckResult::healthy(serde_json::json!({"role": "master"}));
-        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)], 99, 42);
+        let pongs = BTreeMap::from([(NodeId(1), 120), (NodeId(3), 5)]);
+        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)], 99, 42, &pongs);
         let back = decode_report(pb, |n| n.get() <= 3).expect("decodes");
         assert_eq!(back.applied_index, 99);
         assert_eq!(back.reconciled_index, 42);
+        assert_eq!(back.pongs, pongs);
         let back = back.observations;
         assert_eq!(back[0].observation, sample());
         assert_eq!(back[0].age_at_receipt_ms, 40);
@@ -952,7 +986,7 @@ mod report_tests {
             ),
         ];
         for (mutate, want) in cases {
-            let mut pb = encode_report(&[(sample(), 1)], 1, 1);
+            let mut pb = encode_report(&[(sample(), 1)], 1, 1, &BTreeMap::new());
             mutate(&mut pb.observations[0]);
             let err = decode_report(pb, |n| n.get() <= 3)
                 .expect_err(want)
@@ -961,9 +995,27 @@ mod report_tests {
         }
         let many = pb::HealthReport {
             observations: vec![pb::ProbeObservation::default(); MAX_REPORT_OBSERVATIONS + 1],
-            applied_index: 0,
-            reconciled_index: 0,
+            ..Default::default()
         };
         assert!(decode_report(many, |_| true).is_err());
+        for (pongs, want) in [
+            (vec![(9, 1)], "not a member"),
+            (vec![(1, 1), (1, 2)], "listed twice"),
+        ] {
+            let pb = pb::HealthReport {
+                pongs: pongs
+                    .into_iter()
+                    .map(|(node, age_ms)| pb::PeerPong { node, age_ms })
+                    .collect(),
+                ..Default::default()
+            };
+            let err = decode_report(pb, |n| n.get() <= 3)
+                .expect_err(want)
+                .to_string();
+            assert!(
+                err.contains(want) && err.contains("pongs"),
+                "{err} lacks {want}"
+            );
+        }
     }
 }

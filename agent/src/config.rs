@@ -391,8 +391,11 @@ fn default_max_frame_bytes() -> usize {
 /// `[failover]`: Redis failover decision, leases and fencing.
 ///
 /// Timing invariant (checked at load): the silent path promotes a replica only
-/// `lease + clock_margin` after a quorum applied the suspicion of the old master; the old
-/// master's agent must have taken it out of its HAProxy and fenced it by then. The arithmetic:
+/// `lease + clock_margin` after the old master's lease was last renewed: after the last pong
+/// any other agent gave it (each reports when it last answered a peer, and answers none of the
+/// suspect's pings once it applied the suspicion), or after a quorum applied the suspicion.
+/// The old master's agent must have taken it out of its HAProxy and fenced it by then. The
+/// arithmetic:
 /// - its lease ends at most `lease` after the last grant (`L`);
 /// - each side of a reconciliation cycle (all its Redis commands, all its HAProxy commands)
 ///   is cut at `action_timeout`, so a cycle takes at most `2 * action_timeout`; the agent
@@ -406,7 +409,18 @@ fn default_max_frame_bytes() -> usize {
 ///
 /// Hence `clock_margin >= max(reconcile_interval, 2 * action_timeout) + 2 *
 /// raft.tick_interval * raft.heartbeat_ticks`. Clock *rate* drift between VMs is far below
-/// 1 % and is covered by the rest of the margin.
+/// 1 % and is covered by the rest of the margin. (The reconciler also wakes the moment its
+/// lease stops being usable, so in practice the fence comes `lease - 2 * action_timeout`
+/// after the last grant: 0.8 s with the defaults.)
+///
+/// With the defaults, a master whose node is cut off stops taking writes through any HAProxy
+/// about 0.8 s after the cut, and a replica is promoted about `lease + clock_margin` = 2.4 s
+/// after it (the replicas call the link lost after `link_stale_after`, 2 s, and the master's
+/// agent counts as silent after `freshness`, 2 s, both earlier).
+///
+/// A master whose agent is dead is out of every HAProxy already: each checks every Redis
+/// server against its own agent (`GET /redis/master`). Redis's own fence
+/// (`redis_min_replicas_to_write`) is the line for clients that bypass HAProxy.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverSection {
@@ -415,13 +429,16 @@ pub struct FailoverSection {
     #[serde(default = "yes")]
     pub automatic: bool,
     /// A peer report older than this does not count, and its agent counts as silent.
-    /// Default `3s`; at least twice the Redis probe interval and above 1 s (the longest gap
+    /// Default `2s`; at least twice the Redis probe interval and above 1 s (the longest gap
     /// between two reports); at most `1h`.
     #[serde(default = "default_freshness", with = "humantime_serde")]
     pub freshness: Duration,
     /// How long an agent's lease lasts after the last ping a peer answered. An agent without
-    /// a lease fences its local Redis master and takes every Redis server of its HAProxy out
-    /// of service. Default `2s`; at least three ping intervals and above 1 s; at most `1h`.
+    /// a usable lease (less than `2 * action_timeout` left) fences its local Redis master and
+    /// takes every Redis server of its HAProxy out of service, so a cut-off master stops
+    /// taking writes `lease - 2 * action_timeout` after the cut. Default `1400ms`; above 1 s,
+    /// at least three ping intervals, and usable for at least three ping intervals
+    /// (`lease - 2 * action_timeout`), so that one late pong never fences; at most `1h`.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: Duration,
     /// Extra wait on the silent path, on top of `lease`; see the timing invariant. At most `1h`.
@@ -436,8 +453,10 @@ pub struct FailoverSection {
     #[serde(default = "default_max_lag_bytes")]
     pub max_lag_bytes: u64,
     /// A replica that received nothing from its master for this long counts as having lost
-    /// its link. Must exceed Redis's `repl-ping-replica-period` (10 s by default: lower that
-    /// to 1 s on the servers). Default `3s`, whole seconds, `1s` to `1h`.
+    /// its link: its agent measures how long the replica's offset has not moved, to the
+    /// Redis probe interval. The master's pings move it every `repl-ping-replica-period`
+    /// (10 s by default: set it to 1 s on the servers). Default `2s`; above 1 s plus the
+    /// Redis probe interval; at most `1h`.
     #[serde(default = "default_link_stale_after", with = "humantime_serde")]
     pub link_stale_after: Duration,
     /// A master whose own agent (on the same host) has had no answer from it for this long is
@@ -466,8 +485,11 @@ pub struct FailoverSection {
     #[serde(default = "default_min_replicas")]
     pub redis_min_replicas_to_write: u32,
     /// The `min-replicas-max-lag` Triad keeps with it, whole seconds, `1s` to `1h`. Default
-    /// `2s`; at most `lease` when `redis_min_replicas_to_write` is above 0 (the silent path waits `lease +
-    /// clock_margin`, which must cover this Redis-side fence too).
+    /// `2s`. A cut-off master refuses writes by itself within this plus 2 s of the last
+    /// acknowledgement it got (Redis compares whole seconds and refreshes its count once a
+    /// second): the line for clients that bypass HAProxy, since a failover may come sooner
+    /// (see the timing invariant). `1s` would close it sooner, but replicas acknowledge once a
+    /// second, so a late acknowledgement would refuse a healthy master's writes.
     #[serde(default = "default_min_replicas_max_lag", with = "humantime_serde")]
     pub redis_min_replicas_max_lag: Duration,
 }
@@ -488,7 +510,7 @@ impl FailoverSection {
             clock_margin_ms: millis(self.clock_margin),
             hold_down_ms: millis(self.hold_down),
             max_lag_bytes: i64::try_from(self.max_lag_bytes).unwrap_or(i64::MAX),
-            link_stale_after_s: i64::try_from(self.link_stale_after.as_secs()).unwrap_or(i64::MAX),
+            link_stale_after_ms: millis(self.link_stale_after),
             hung_after_ms: millis(self.hung_after),
         }
     }
@@ -519,10 +541,10 @@ impl Default for FailoverSection {
 }
 
 fn default_freshness() -> Duration {
-    Duration::from_secs(3)
+    Duration::from_secs(2)
 }
 fn default_lease() -> Duration {
-    Duration::from_secs(2)
+    Duration::from_millis(1400)
 }
 fn default_clock_margin() -> Duration {
     Duration::from_secs(1)
@@ -534,7 +556,7 @@ fn default_max_lag_bytes() -> u64 {
     1024 * 1024
 }
 fn default_link_stale_after() -> Duration {
-    Duration::from_secs(3)
+    Duration::from_secs(2)
 }
 fn default_hung_after() -> Duration {
     Duration::from_millis(750)
@@ -1686,7 +1708,8 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
         (
             "failover.link_stale_after",
             f.link_stale_after,
-            one_s,
+            // The lower bound (above 1s plus the probe interval) is checked below.
+            Duration::ZERO,
             MAX_FAILOVER_TIMER,
             "a replica's link counts as lost after that long",
         ),
@@ -1744,6 +1767,24 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
                 "{:?} is too short: it must exceed 1s (the longest gap between two reports) and \
                  three ping intervals ({three_pings:?})",
                 f.lease,
+            ),
+        ));
+    }
+    // The part of the lease an agent acts on (see `reconcile::usable_lease`).
+    let usable = f
+        .action_timeout
+        .checked_mul(2)
+        .and_then(|cycle| f.lease.checked_sub(cycle));
+    if usable.is_none_or(|u| u < three_pings) {
+        return Err(invalid(
+            "failover.lease",
+            format!(
+                "{:?} leaves too little usable: an agent acts on its lease only while more than \
+                 2 * action_timeout ({:?}) of it is left, and that usable part must span three \
+                 ping intervals ({three_pings:?}), or one late pong fences a healthy master. \
+                 Raise lease or lower action_timeout",
+                f.lease,
+                f.action_timeout.saturating_mul(2),
             ),
         ));
     }
@@ -1820,21 +1861,18 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
             "must be a whole number of seconds, at least 1s (Redis counts whole seconds)".into(),
         ));
     }
-    if f.redis_min_replicas_to_write > 0 && lag > f.lease {
-        return Err(invalid(
-            "failover.redis_min_replicas_max_lag",
-            format!(
-                "{lag:?} is longer than failover.lease ({:?}): a cut-off master whose agent is \
-                 dead would still accept writes when the majority promotes another; lower it, \
-                 or set redis_min_replicas_to_write = 0 to give up that protection",
-                f.lease
-            ),
-        ));
-    }
-    if f.link_stale_after < one_s || f.link_stale_after.subsec_nanos() != 0 {
+    // The master's pings move a healthy replica's offset every second at best
+    // (`repl-ping-replica-period 1`), and its agent sees that only at its next check.
+    let quiet_floor = one_s.saturating_add(probe);
+    if config.redis.is_some() && f.link_stale_after <= quiet_floor {
         return Err(invalid(
             "failover.link_stale_after",
-            "must be a whole number of seconds, at least 1s (Redis reports whole seconds)".into(),
+            format!(
+                "{:?} is too short: it must exceed 1s (the shortest repl-ping-replica-period, \
+                 how often an idle master's pings move a replica's offset) plus the Redis probe \
+                 interval ({probe:?}), or a healthy idle link would look lost",
+                f.link_stale_after
+            ),
         ));
     }
     Ok(())
@@ -2353,16 +2391,29 @@ tick_interval = "20ms"
             ),
             (
                 "[raft]",
-                "[failover]\nredis_min_replicas_max_lag = \"5s\"\n[raft]",
+                "[failover]\nredis_min_replicas_max_lag = \"1500ms\"\n[raft]",
                 &[
                     "failover.redis_min_replicas_max_lag",
-                    "longer than failover.lease",
+                    "whole number of seconds",
                 ],
             ),
+            // 1s + the Redis probe interval (300ms by default) is the floor.
             (
-                "[raft]",
-                "[failover]\nlink_stale_after = \"1500ms\"\n[raft]",
-                &["failover.link_stale_after", "whole number of seconds"],
+                "api_addr = \"127.0.0.1:7102\"",
+                "api_addr = \"127.0.0.1:7102\"\nredis_addr = \"127.0.0.1:6379\"\n[redis]\n\
+                 [failover]\nlink_stale_after = \"1300ms\"",
+                &[
+                    "failover.link_stale_after",
+                    "too short",
+                    "repl-ping-replica-period",
+                ],
+            ),
+            // 1.2s - 2 * 300ms leaves 600ms: fine with 20ms ticks, but not with 250ms pings.
+            (
+                "tick_interval = \"20ms\"",
+                "tick_interval = \"125ms\"\nheartbeat_ticks = 2\n[failover]\nlease = \"1200ms\"\n\
+                 clock_margin = \"2s\"\n",
+                &["failover.lease", "usable", "three ping intervals (750ms)"],
             ),
             // HAProxy without [redis] is fine (see haproxy_backends_resolve); a backend that
             // follows the Redis master is not.
@@ -3148,8 +3199,8 @@ redis = "redis-server.service"
              redis-server.service; not acted on (no [galera])",
             "galera recovery: off (no [galera]; MariaDB is only probed)",
             "raft timing: tick 20ms, election timeout 200ms to 400ms, ping every 40ms",
-            "failover timing: lease 2s, clock margin 1s, fencing bound 600ms",
-            "silent-path promotion 3s",
+            "failover timing: lease 1s 400ms, clock margin 1s, fencing bound 600ms",
+            "silent-path promotion 2s 400ms after the old master's last lease renewal",
         ] {
             assert!(text.contains(want), "explanation lacks {want:?}:\n{text}");
         }
@@ -3198,9 +3249,9 @@ redis = "redis-server.service"
         );
         assert_eq!(j["service_control"]["kind"], "systemd");
         assert_eq!(j["service_control"]["active"], false);
-        assert_eq!(j["timing"]["lease_ms"], 2000);
+        assert_eq!(j["timing"]["lease_ms"], 1400);
         assert_eq!(j["timing"]["fencing_bound_ms"], 600);
-        assert_eq!(j["timing"]["silent_promotion_ms"], 3000);
+        assert_eq!(j["timing"]["silent_promotion_ms"], 2400);
         assert_eq!(j["probes"][0]["service"], "redis");
         assert_eq!(j["probes"][0]["interval_ms"], 250);
     }

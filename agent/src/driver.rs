@@ -10,7 +10,8 @@
 //! - [`Driver::propose`]: an operator's command;
 //! - [`Driver::on_tick`]: the periodic work (proposal expiry, every controller's observation
 //!   and lease embargo, the composed decision); [`Driver::on_news`]: the same on the leader
-//!   right after an event that brought news;
+//!   right after an event that brought news, and on a follower after an entry applied (so
+//!   that the embargo, and the applied index its report claims, follow at once);
 //! - [`Driver::process`]: drain Raft's ready state, apply, compact, answer proposers.
 //!
 //! Time comes in as a [`Clock`] value: the driver reads no clock and does no I/O (its store
@@ -52,7 +53,7 @@ pub use crate::controller::Clock;
 pub use crate::controller::Services;
 use crate::controller::{self, Context, Controller, Reports, ServiceTarget};
 use crate::decide::{self, ServicePlan, View};
-use crate::health::{HealthStore, Received};
+use crate::health::HealthStore;
 use crate::ids::{LogIndex, NodeId, UnixMillis};
 use crate::metrics::Metrics;
 use crate::raft::{CommittedEntry, RaftError, RaftNode, RaftStatus, Role};
@@ -243,6 +244,9 @@ pub struct Driver {
     decision_due: bool,
     decide_ticks: u64,
     last_reconciled: u64,
+    /// The applied index as of the controllers' last observation (see
+    /// [`Driver::reported_applied`]).
+    observed_applied: u64,
     verdict: String,
     embargo: BTreeSet<NodeId>,
     targets: BTreeMap<Authority, ServiceTarget>,
@@ -284,6 +288,7 @@ impl Driver {
             decision_due: true,
             decide_ticks: 0,
             last_reconciled: 0,
+            observed_applied: 0,
             verdict: "starting".into(),
             embargo,
             targets,
@@ -304,18 +309,17 @@ impl Driver {
     }
 
     /// Ingests a health report (a peer's, or this agent's own).
-    pub fn ingest(
-        &mut self,
-        observer: NodeId,
-        items: Vec<Received>,
-        applied: u64,
-        reconciled: u64,
-        clock: Clock,
-    ) {
+    pub fn ingest(&mut self, observer: NodeId, report: codec::DecodedReport, clock: Clock) {
         self.decision_due = true;
         if let Ok(mut h) = self.health.lock() {
-            h.ingest(observer, items, applied, clock.mono_ms);
-            h.set_reconciled(observer, reconciled);
+            h.ingest(
+                observer,
+                report.observations,
+                report.applied_index,
+                clock.mono_ms,
+            );
+            h.set_reconciled(observer, report.reconciled_index);
+            h.set_pongs(observer, &report.pongs);
         }
     }
 
@@ -447,11 +451,30 @@ impl Driver {
     /// only when there is news to decide on (a report was ingested, an entry applied): the
     /// leader then decides within the event instead of at the next tick, which is one tick
     /// less per step of a failover (suspicion, then promotion). Does nothing otherwise.
+    ///
+    /// On a follower it does the same work only when an entry applied since the controllers'
+    /// last observation, so that the embargo follows the applied state within the event: the
+    /// index a report may claim as applied is the one the embargo in force was computed from
+    /// ([`Driver::reported_applied`]).
     pub fn on_news(&mut self, clock: Clock) -> Result<(), DriverError> {
-        if !self.decision_due || self.raft.status().role != Role::Leader {
+        if !self.decision_due {
+            return Ok(());
+        }
+        if self.raft.status().role != Role::Leader
+            && self.sm.state.applied.0 == self.observed_applied
+        {
             return Ok(());
         }
         self.work(clock, false)
+    }
+
+    /// The applied index this agent's health report may claim: the one from which the
+    /// controllers last computed the lease embargo ([`Driver::embargo`]). Peers read "applied"
+    /// in a report as "its lease embargo follows this decision" (the silent failover path
+    /// counts the suspect's lease from the last pong of an agent that applied the suspicion),
+    /// so the shell installs the embargo before it sends a report with this index.
+    pub fn reported_applied(&self) -> u64 {
+        self.observed_applied
     }
 
     fn work(&mut self, clock: Clock, periodic: bool) -> Result<(), DriverError> {
@@ -473,6 +496,7 @@ impl Driver {
                 ages: h.report_ages(mono),
                 applied: h.applied(),
                 reconciled: h.reconciled(),
+                pongs: h.pongs(),
             },
             _ => Reports::default(),
         };
@@ -494,6 +518,7 @@ impl Driver {
             }
         }
         self.embargo = union_embargo(&self.controllers);
+        self.observed_applied = self.sm.state.applied.0;
         if !decide_now {
             return self.process();
         }

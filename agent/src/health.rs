@@ -34,6 +34,9 @@ struct Report {
     observations: Vec<Received>,
     applied_index: u64,
     reconciled_index: u64,
+    /// Per peer: when (this node's monotonic ms, dated late) the observer last answered that
+    /// peer's lease ping, as of this report.
+    pongs: BTreeMap<NodeId, u64>,
 }
 
 /// The latest report of every observer. Pure.
@@ -69,8 +72,31 @@ impl HealthStore {
                 observations,
                 applied_index,
                 reconciled_index: 0,
+                pongs: BTreeMap::new(),
             },
         );
+    }
+
+    /// Records when `observer` last answered each peer's lease ping, from the ages its latest
+    /// report gave (call right after [`HealthStore::ingest`]). Each answer is dated as
+    /// `received - age` on this node's clock: the report spent some time in transit, so the
+    /// date errs late, which makes a wait that counts from it longer, never shorter.
+    pub fn set_pongs(&mut self, observer: NodeId, ages_ms: &BTreeMap<NodeId, u64>) {
+        if let Some(r) = self.reports.get_mut(&observer) {
+            r.pongs = ages_ms
+                .iter()
+                .map(|(&peer, &age)| (peer, r.received_at_ms.saturating_sub(age)))
+                .collect();
+        }
+    }
+
+    /// Per observer, per peer: when (this node's monotonic ms) the observer last answered
+    /// that peer's lease ping, as its latest report told.
+    pub fn pongs(&self) -> BTreeMap<NodeId, BTreeMap<NodeId, u64>> {
+        self.reports
+            .iter()
+            .map(|(&o, r)| (o, r.pongs.clone()))
+            .collect()
     }
 
     /// Records the newest Redis decision `observer`'s reconciler carried out, as its latest

@@ -459,13 +459,20 @@ fn spawn_redis(
         let mut interval = tokio::time::interval(fo.reconcile_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_errors: (Option<String>, Option<String>) = (None, None);
+        // When the lease, unless renewed, stops being usable: a cycle runs then, not at the
+        // next interval, so that a cut-off agent fences as soon as it may no longer serve.
+        let mut lapse: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick() => pacer.tick(),
                 r = targets.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(lapse.unwrap_or_else(tokio::time::Instant::now)),
+                    if lapse.is_some() => {}
             }
             let lease = transport.lease(fo.lease, quorum - 1);
+            lapse = crate::reconcile::usable_for(lease.valid, lease.remaining, fo.action_timeout)
+                .map(|d| tokio::time::Instant::now() + d + std::time::Duration::from_millis(1));
             let target = targets
                 .borrow()
                 .as_ref()

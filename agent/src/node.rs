@@ -118,9 +118,22 @@ fn send_report_if_due(
         return;
     }
     let items = local.take_report(mono);
-    let applied = driver.state().applied.0;
-    transport.broadcast_report(&codec::encode_report(&items, applied, reconciled));
-    driver.ingest(me, observe::as_received(&items), applied, reconciled, clock);
+    // The index the installed embargo follows, and the pongs given up to now (see
+    // `Driver::reported_applied`): the caller installed the embargo first.
+    let applied = driver.reported_applied();
+    let pongs = transport.pong_ages_ms();
+    transport.broadcast_report(&codec::encode_report(&items, applied, reconciled, &pongs));
+    driver.ingest(
+        me,
+        codec::DecodedReport {
+            observations: observe::as_received(&items),
+            applied_index: applied,
+            reconciled_index: reconciled,
+            // Its own pongs: when it last answered each peer, on its own clock.
+            pongs,
+        },
+        clock,
+    );
 }
 
 /// Runs the agent until `shutdown` is cancelled or a fatal error occurs.
@@ -228,7 +241,10 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 fall: t.fall,
             },
         )
-    }));
+    }))
+    .with_link_stale_after(
+        u64::try_from(cfg.config.failover.link_stale_after.as_millis()).unwrap_or(u64::MAX),
+    );
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
     let probe_count = probes.len();
     // Probes checked at once when a watched process exits (see `local::spawn_watches`).
@@ -309,8 +325,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                         Inbound::Raft { from, bytes } => driver.step_peer(from, &bytes),
                         Inbound::Report { from, report } => {
                             match codec::decode_report(report, &is_member) {
-                                Ok(r) => driver.ingest(from, r.observations, r.applied_index,
-                                    r.reconciled_index, clock()),
+                                Ok(r) => driver.ingest(from, r, clock()),
                                 Err(err) => {
                                     metrics.reports_rejected.inc();
                                     tracing::warn!(peer = %from, %err, "health report rejected");
@@ -349,18 +364,20 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             // within the same event (see `Driver::on_news`).
             let reconciled = reconcilers.reconciled();
             driver.set_reconciled(reconciled);
-            send_report_if_due(&mut driver, &mut local, &transport, me, reconciled, clock());
             if ticked {
                 driver.on_tick(clock())?;
             } else {
                 driver.on_news(clock())?;
             }
+            // The embargo goes in before a report that claims its applied index (see
+            // `Driver::reported_applied`); the leader then decides on its own report too.
+            transport.set_embargo(driver.embargo().clone());
             send_report_if_due(&mut driver, &mut local, &transport, me, reconciled, clock());
             driver.on_news(clock())?;
+            transport.set_embargo(driver.embargo().clone());
             report_wake = local
                 .next_report_in(liveness.mono_ms())
                 .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
-            transport.set_embargo(driver.embargo().clone());
             if ticked {
                 let now = Instant::now();
                 if let Some(period) = watchdog {

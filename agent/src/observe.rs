@@ -12,6 +12,15 @@
 //! the time from the start of its first check to the end of this one (the Redis decision reads
 //! it from the master's own agent: see `decide::redis`, the hung path).
 //!
+//! A Redis replica's link is dated too: each result of a replica whose link is up carries
+//! `link_quiet_ms`, how long its replication offset has not moved, from the first check that
+//! saw the current offset to this one (so it errs short by up to a probe interval). The
+//! master's pings move the offset every `repl-ping-replica-period` even without writes. Redis's
+//! own `master_last_io_seconds_ago` counts whole seconds; this counts to the probe interval,
+//! which is what lets the failover decision call a cut link lost in about two seconds. A
+//! report goes out at once when a link's quiet time crosses `failover.link_stale_after` (either
+//! way), as it does for a verdict change.
+//!
 //! Clock-free: times come in as milliseconds of the caller's monotonic clock, so the agent and
 //! the whole-cluster simulation pace reports with this same code.
 
@@ -36,6 +45,10 @@ pub struct LocalObservations {
     trackers: BTreeMap<ProbeId, (Tracker, Option<u64>)>,
     /// Each probe's run of timed-out checks: when (monotonic ms) its first check started.
     unanswered: BTreeMap<ProbeId, Option<u64>>,
+    /// Each Redis replica's replication offset and when (monotonic ms) it was first seen.
+    links: BTreeMap<ProbeId, (i64, u64)>,
+    /// `failover.link_stale_after` in ms: crossing it asks for a report at once.
+    link_stale_after_ms: Option<u64>,
     dirty: bool,
     last_report: Option<u64>,
 }
@@ -66,9 +79,46 @@ impl LocalObservations {
         LocalObservations {
             unanswered: trackers.keys().map(|id| (id.clone(), None)).collect(),
             trackers,
+            links: BTreeMap::new(),
+            link_stale_after_ms: None,
             dirty: false,
             last_report: None,
         }
+    }
+
+    /// Reports at once when a replica link's quiet time crosses this (see the module docs).
+    pub fn with_link_stale_after(mut self, ms: u64) -> Self {
+        self.link_stale_after_ms = Some(ms);
+        self
+    }
+
+    /// Adds `link_quiet_ms` to a Redis replica's result whose link is up (see the module
+    /// docs); forgets the link otherwise. Returns whether the quiet time is past
+    /// `link_stale_after`.
+    fn date_link(&mut self, id: &ProbeId, result: &mut CheckResult, at_ms: u64) -> bool {
+        if id.service != Service::Redis {
+            return false;
+        }
+        let d = &result.details;
+        let replica = d.get("role").and_then(|r| r.as_str()) == Some("replica");
+        let up = d.get("master_link_up").and_then(|v| v.as_bool()) == Some(true);
+        let offset = d.get("slave_repl_offset").and_then(|v| v.as_i64());
+        let (true, true, Some(offset)) = (replica, up, offset) else {
+            self.links.remove(id);
+            return false;
+        };
+        let since = match self.links.get(id) {
+            Some(&(seen, since)) if seen == offset => since,
+            _ => {
+                self.links.insert(id.clone(), (offset, at_ms));
+                at_ms
+            }
+        };
+        let quiet = at_ms.saturating_sub(since);
+        if let Some(obj) = result.details.as_object_mut() {
+            obj.insert("link_quiet_ms".into(), quiet.into());
+        }
+        self.link_stale_after_ms.is_some_and(|limit| quiet > limit)
     }
 
     /// Records one check result of probe `id`, taken at `at` (wall clock, display only) and
@@ -82,13 +132,25 @@ impl LocalObservations {
         at_ms: u64,
         metrics: &Metrics,
     ) {
+        let Some((tracker, _)) = self.trackers.get(id) else {
+            return;
+        };
+        let was_stale = tracker
+            .current()
+            .and_then(|o| o.last.details.get("link_quiet_ms"))
+            .and_then(|v| v.as_u64())
+            .zip(self.link_stale_after_ms)
+            .is_some_and(|(q, limit)| q > limit);
+        let mut result = result;
+        if self.date_link(id, &mut result, at_ms) != was_stale {
+            self.dirty = true;
+        }
         let Some((tracker, seen)) = self.trackers.get_mut(id) else {
             return;
         };
         let before = tracker.current().map(|o| o.status);
         let before_last = tracker.current().map(verdict_key);
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let mut result = result;
         let streak = self.unanswered.get_mut(id);
         match (result.failure, streak) {
             (Some(FailureKind::Timeout), Some(since)) => {
@@ -299,5 +361,72 @@ mod tests {
             assert_eq!(l.report_due(now), due, "{last:?} {dirty} {now}");
             assert_eq!(l.next_report_in(now), next, "{last:?} {dirty} {now}");
         }
+    }
+
+    /// A replica's link is dated from the first check that saw its current offset; crossing
+    /// `link_stale_after` either way asks for a report; a link down or a master is not dated.
+    #[test]
+    fn replica_links_are_dated_by_their_offset() {
+        use crate::ids::NodeId;
+        let id = ProbeId {
+            subject: NodeId(2),
+            service: Service::Redis,
+            target: String::new(),
+        };
+        let th = Thresholds { rise: 1, fall: 1 };
+        let mut l = LocalObservations::new([(id.clone(), th)]).with_link_stale_after(2000);
+        let metrics = Metrics::new("n1").expect("metrics");
+        let replica = |offset: i64, up: bool| {
+            CheckResult::healthy(serde_json::json!({
+                "role": "replica", "master_link_up": up, "slave_repl_offset": offset,
+            }))
+        };
+        let quiet = |l: &mut LocalObservations, now: u64| {
+            let r = l.take_report(now);
+            r[0].0
+                .last
+                .details
+                .get("link_quiet_ms")
+                .and_then(|v| v.as_u64())
+        };
+        // (at ms, offset, link up) -> (link_quiet_ms, report asked for at once)
+        let steps = [
+            (0, 100, true, Some(0), false),
+            (300, 100, true, Some(300), false),
+            (1000, 140, true, Some(0), false),
+            (2900, 140, true, Some(1900), false),
+            (3300, 140, true, Some(2300), true),
+            (3600, 140, true, Some(2600), false),
+            (3900, 150, true, Some(0), true),
+            // The link's state is part of the verdict: reported at once either way.
+            (4200, 150, false, None, true),
+            (4500, 150, true, Some(0), true),
+        ];
+        for (at, offset, up, want, dirty) in steps {
+            l.dirty = false;
+            let before = l.trackers[&id].0.current().map(|o| o.status);
+            l.record(
+                &id,
+                replica(offset, up),
+                Duration::from_millis(1),
+                UnixMillis(0),
+                at,
+                &metrics,
+            );
+            // A link going down changes the verdict (degraded) on its own.
+            let status_changed = l.trackers[&id].0.current().map(|o| o.status) != before;
+            assert_eq!(l.dirty && !status_changed, dirty, "at {at}");
+            assert_eq!(quiet(&mut l, at), want, "at {at}");
+        }
+        let mut master = LocalObservations::new([(id.clone(), th)]);
+        master.record(
+            &id,
+            CheckResult::healthy(serde_json::json!({"role": "master", "master_repl_offset": 5})),
+            Duration::from_millis(1),
+            UnixMillis(0),
+            0,
+            &metrics,
+        );
+        assert_eq!(quiet(&mut master, 0), None);
     }
 }

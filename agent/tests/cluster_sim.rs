@@ -21,7 +21,8 @@
 //! the simulated network as values; the clock is the simulated one.
 //!
 //! The world: Redis `nX` at 10.0.0.X:6379; a replica copies its master's offset while the
-//! master is up and reachable; a master gains offset every step while it accepts writes:
+//! master is up and reachable; a master's pings to its replicas move its offset once a second
+//! while it runs (even fenced), and it gains offset every step while it accepts writes:
 //! up, not fenced, and counting at least one good replica (`min-replicas-to-write 1`,
 //! `min-replicas-max-lag 2`, which Triad keeps on every Redis by default), modelled at its
 //! worst: a replica counts for up to 3 s after its last acknowledgement (Redis compares whole
@@ -112,7 +113,7 @@ use triad::actuator::haproxy::{
 };
 use triad::actuator::redis::{RedisAction, SimRedis};
 use triad::cluster::{Authority, Command, MemberInfo};
-use triad::codec;
+use triad::codec::{self, DecodedReport};
 use triad::config::GaleraSection;
 use triad::controller::{RedisSettings, Services};
 use triad::decide::galera::{GaleraPlant, GaleraSettings};
@@ -149,15 +150,19 @@ const PING_EVERY: u64 = 3;
 const RECONCILE_EVERY: u64 = 5;
 const PROPOSAL_TIMEOUT_MS: u64 = 5000;
 const SNAPSHOT_EVERY: u64 = 50;
+/// `[failover]`'s defaults.
 const SETTINGS: FailoverSettings = FailoverSettings {
-    freshness_ms: 3000,
-    lease_ms: 2000,
+    freshness_ms: 2000,
+    lease_ms: 1400,
     clock_margin_ms: 1000,
     hold_down_ms: 30_000,
     max_lag_bytes: 1 << 20,
-    link_stale_after_s: 3,
+    link_stale_after_ms: 2000,
     hung_after_ms: 750,
 };
+/// A master's pings to its replicas (`repl-ping-replica-period 1`), which move their offsets
+/// even without writes.
+const REPL_PING_MS: u64 = 1000;
 const GRACE_MS: u64 = 2 * PING_EVERY * STEP_MS;
 /// Every HAProxy checks each Redis server against that server's agent (`GET /redis/master`)
 /// every `CHECK_EVERY` steps (`inter 300ms fall 1 rise 1`); a check of an agent it cannot
@@ -267,6 +272,7 @@ enum Msg {
         obs: Vec<Received>,
         applied: u64,
         reconciled: u64,
+        pongs: BTreeMap<NodeId, u64>,
     },
     Ping {
         sent_ms: u64,
@@ -292,6 +298,10 @@ struct Agent {
     metrics: Metrics,
     rec: RedisReconciler,
     grants: BTreeMap<NodeId, u64>,
+    /// When it last answered each peer's ping, and when it started (reported as pong ages,
+    /// as the transport does).
+    answered: BTreeMap<NodeId, u64>,
+    started_ms: u64,
     /// Newest Redis decision carried out locally (reported to peers).
     reconciled: u64,
     /// The applied Redis authority last traced.
@@ -608,7 +618,11 @@ impl Sim {
             seed,
             plant,
             settings: FailoverSettings {
-                link_stale_after_s: if skip { 0 } else { SETTINGS.link_stale_after_s },
+                link_stale_after_ms: if skip {
+                    0
+                } else {
+                    SETTINGS.link_stale_after_ms
+                },
                 ..SETTINGS
             },
             guard: !skip,
@@ -754,10 +768,13 @@ impl Sim {
                     };
                     (id, th)
                 })
-            })),
+            }))
+            .with_link_stale_after(self.settings.link_stale_after_ms),
             metrics,
             rec,
             grants: BTreeMap::new(),
+            answered: BTreeMap::new(),
+            started_ms: self.now,
             reconciled: 0,
             applied_key: None,
             last_target: None,
@@ -1188,10 +1205,17 @@ impl Sim {
             });
         }
         self.refresh_good_replicas();
+        let ping = self.now % REPL_PING_MS < STEP_MS;
         for m in 1..=N {
-            if self.accepts_writes(m) {
+            let snapshot = self.redis[m as usize - 1].server.snapshot();
+            let pinging = ping
+                && !snapshot.down
+                && !snapshot.hung
+                && snapshot.info.role == Some(RedisRole::Master);
+            let gain = if self.accepts_writes(m) { 10 } else { 0 } + i64::from(pinging);
+            if gain > 0 {
                 self.redis[m as usize - 1].server.with(|s| {
-                    s.info.master_repl_offset = Some(s.info.master_repl_offset.unwrap_or(0) + 10);
+                    s.info.master_repl_offset = Some(s.info.master_repl_offset.unwrap_or(0) + gain);
                     s.info.slave_repl_offset = None;
                 });
             }
@@ -1297,9 +1321,20 @@ impl Sim {
                     obs,
                     applied,
                     reconciled,
-                } => a.d.ingest(NodeId(m.from), obs, applied, reconciled, clock),
+                    pongs,
+                } => a.d.ingest(
+                    NodeId(m.from),
+                    DecodedReport {
+                        observations: obs,
+                        applied_index: applied,
+                        reconciled_index: reconciled,
+                        pongs,
+                    },
+                    clock,
+                ),
                 Msg::Ping { sent_ms } => {
                     if !a.d.embargo().contains(&NodeId(m.from)) {
+                        a.answered.insert(NodeId(m.from), self.now);
                         self.send(m.to, m.from, Msg::Pong { sent_ms });
                     }
                 }
@@ -1437,22 +1472,38 @@ impl Sim {
             }
             if a.local.report_due(now) {
                 let obs = observe::as_received(&a.local.take_report(now));
-                let applied = a.d.state().applied.0;
-                a.d.ingest(NodeId(me), obs.clone(), applied, a.reconciled, clock);
-                Some((obs, applied, a.reconciled))
+                // As `node.rs` reports: the index the embargo in force follows, and the pong
+                // ages as the transport gives them.
+                let applied = a.d.reported_applied();
+                let pongs: BTreeMap<NodeId, u64> = (1..=N)
+                    .filter(|&p| p != me)
+                    .map(|p| {
+                        let at = a.answered.get(&NodeId(p)).copied().unwrap_or(a.started_ms);
+                        (NodeId(p), now.saturating_sub(at))
+                    })
+                    .collect();
+                let report = DecodedReport {
+                    observations: obs,
+                    applied_index: applied,
+                    reconciled_index: a.reconciled,
+                    pongs,
+                };
+                a.d.ingest(NodeId(me), report.clone(), clock);
+                Some(report)
             } else {
                 None
             }
         };
-        if let Some((obs, applied, reconciled)) = report {
+        if let Some(r) = report {
             for to in (1..=N).filter(|&t| t != me) {
                 self.send(
                     me,
                     to,
                     Msg::Report {
-                        obs: obs.clone(),
-                        applied,
-                        reconciled,
+                        obs: r.observations.clone(),
+                        applied: r.applied_index,
+                        reconciled: r.reconciled_index,
+                        pongs: r.pongs.clone(),
                     },
                 );
             }

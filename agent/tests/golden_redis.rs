@@ -7,14 +7,14 @@
 //!
 //! Script lines:
 //! - `members N`; `settings key=value ...` (freshness, lease, margin, hold_down, max_lag,
-//!   link_stale, hung_after); `authority master=nX epoch=E [suspect]`; `since_change MS [kind=K]` (the
+//!   link_stale (seconds), link_stale_ms, hung_after); `authority master=nX epoch=E [suspect]`; `since_change MS [kind=K]` (the
 //!   last change, `automatic` unless K is `switchover` or `initial`); `embargo MS`;
 //!   `maintenance`; `in_flight`; `suspect_reconciled` (the suspect's agent reported the
 //!   suspicion carried out); `suspect_applied_by_all` (every agent fresh and applied it);
 //! - `agent nX age=MS`: age of that agent's latest report;
-//! - `see OBSERVER SUBJECT STATUS [failure=K] [role=R] [link=up|down] [io=S] [offset=N]
-//!   [prio=N] [unanswered=MS] [age=MS] [error=WORD]`: one observation of SUBJECT's Redis by
-//!   OBSERVER.
+//! - `see OBSERVER SUBJECT STATUS [failure=K] [role=R] [link=up|down] [io=S] [quiet=MS]
+//!   [offset=N] [prio=N] [unanswered=MS] [age=MS] [error=WORD]`: one observation of SUBJECT's
+//!   Redis by OBSERVER (`quiet` is `link_quiet_ms`).
 
 mod goldenkit;
 
@@ -36,7 +36,7 @@ fn run(script: &str) -> String {
         clock_margin_ms: 500,
         hold_down_ms: 30_000,
         max_lag_bytes: 1_048_576,
-        link_stale_after_s: 3,
+        link_stale_after_ms: 3000,
         hung_after_ms: 750,
     };
     let mut authority = RedisAuthority::default();
@@ -74,8 +74,9 @@ fn run(script: &str) -> String {
                     settings.max_lag_bytes = v as i64;
                 }
                 if let Some(v) = num("link_stale") {
-                    settings.link_stale_after_s = v as i64;
+                    settings.link_stale_after_ms = v * 1000;
                 }
+                set(&mut settings.link_stale_after_ms, "link_stale_ms");
             }
             "authority" => {
                 let master = args.get("master").map(|m| node(m));
@@ -127,6 +128,7 @@ fn run(script: &str) -> String {
                     ("io", "master_last_io_seconds_ago"),
                     ("prio", "slave_priority"),
                     ("unanswered", "unanswered_ms"),
+                    ("quiet", "link_quiet_ms"),
                 ] {
                     if let Some(v) = args.get(k) {
                         details.insert(key.into(), v.parse::<i64>().expect("int").into());

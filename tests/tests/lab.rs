@@ -967,7 +967,9 @@ fn exec_runs_inside_the_node_namespace(lab: &Lab) -> Result<()> {
 // ----- Redis failover ----------------------------------------------------------------------
 
 /// Lease of the lab agents (`[failover] lease` at its default).
-const LEASE: Duration = Duration::from_secs(2);
+fn lease() -> Duration {
+    triad::config::FailoverSection::default().lease
+}
 
 /// The Redis servers node `n`'s HAProxy routes to (in service: not in maintenance).
 fn redis_routing(lab: &Lab, n: u64) -> Result<Vec<String>> {
@@ -1314,7 +1316,7 @@ fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) 
     lab.partition(1, None, false)?;
     let cut = Instant::now();
     // The cut-off master refuses writes from a client on its own node once its lease is gone.
-    let fenced = lab.wait_for("n1's Redis to refuse writes", LEASE * 4, || {
+    let fenced = lab.wait_for("n1's Redis to refuse writes", lease() * 4, || {
         let r = lab
             .redis_from(1, 1, &["SET", "triad:island", "x"], Duration::from_secs(2))
             .map_err(|e| format!("{e:#}"))?;
@@ -1325,8 +1327,9 @@ fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) 
         }
     })?;
     ensure!(
-        fenced <= LEASE + Duration::from_secs(1) + lab::LAB_POLL * 2,
-        "n1 fenced only {fenced:?} after the cut (lease {LEASE:?} + 1 s)"
+        fenced <= lease() + Duration::from_secs(1) + lab::LAB_POLL * 2,
+        "n1 fenced only {fenced:?} after the cut (lease {:?} + 1 s)",
+        lease()
     );
     // The agent's own fence, apart from the guard: its lease lapses at most `lease` after the
     // cut, and it fences within the clock margin (which covers a reconcile cycle and one
@@ -1367,7 +1370,7 @@ fn partition_of_the_redis_master_fences_it_and_the_majority_promotes(lab: &Lab) 
     )?;
     let promoted = cut.elapsed();
     ensure!(
-        promoted > LEASE,
+        promoted > lease(),
         "promoted {promoted:?} after the cut, before the lease ran out"
     );
     for n in [2, 3] {

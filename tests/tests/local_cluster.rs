@@ -428,7 +428,7 @@ fn check_config_explains_what_the_agent_will_do() {
         "\n  haproxy backend be_redis (redis-master): only the committed Redis master in \
          service (servers redis1..redis3)",
         "\n  service control: none",
-        "\n  failover timing: lease 2s, clock margin 1s, fencing bound 600ms",
+        "\n  failover timing: lease 1s 400ms, clock margin 1s, fencing bound 600ms",
     ] {
         assert!(
             shown.contains(want),
@@ -455,7 +455,7 @@ fn check_config_explains_what_the_agent_will_do() {
         "{j}"
     );
     assert_eq!(j["service_control"]["kind"], "none", "{j}");
-    assert_eq!(j["timing"]["lease_ms"], 2000, "{j}");
+    assert_eq!(j["timing"]["lease_ms"], 1400, "{j}");
 
     let bad = dir.path().join("bad");
     std::fs::create_dir_all(&bad).expect("case dir");

@@ -177,8 +177,8 @@ pub struct TimingPlan {
     /// The longest a cut-off agent takes, after its lease lapsed, to take its HAProxy out of
     /// service and fence its Redis: `max(reconcile_interval, 2 * action_timeout)`.
     pub fencing_bound_ms: u64,
-    /// The silent path promotes a replica this long after a quorum applied the suspicion of
-    /// the old master: `lease + clock_margin`.
+    /// The silent path promotes a replica this long after the old master's lease was last
+    /// renewed (the last ping a peer answered for it): `lease + clock_margin`.
     pub silent_promotion_ms: u64,
 }
 
@@ -519,7 +519,7 @@ impl Explanation {
             out.push(format!(
                 "failover timing: lease {}, clock margin {}, fencing bound {} (a cut-off agent \
                  has stopped routing to its Redis and fenced it that long after its lease \
-                 lapsed), silent-path promotion {} after the suspicion",
+                 lapsed), silent-path promotion {} after the old master's last lease renewal",
                 ms(t.lease_ms),
                 ms(t.clock_margin_ms),
                 ms(t.fencing_bound_ms),

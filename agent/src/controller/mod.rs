@@ -113,6 +113,9 @@ pub struct Reports {
     pub applied: BTreeMap<NodeId, u64>,
     /// The reconciled index each agent last reported.
     pub reconciled: BTreeMap<NodeId, u64>,
+    /// Per agent, per peer: when (this node's monotonic ms) the agent last answered that
+    /// peer's lease ping, as its latest report told.
+    pub pongs: BTreeMap<NodeId, BTreeMap<NodeId, u64>>,
 }
 
 /// Everything a controller may look at in one driver cycle.

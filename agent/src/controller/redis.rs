@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use crate::cluster::{Authority, ChangeKind, ClusterState, RedisAuthority};
 use crate::decide::redis::{first_failure_age_ms, FailoverSettings, RedisInputs};
-use crate::decide::timeline::{embargo, RedisTimeline};
+use crate::decide::timeline::{embargo, suspect_lease_age_ms, RedisTimeline};
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::ids::{Epoch, LogIndex, NodeId};
 use crate::metrics::Metrics;
@@ -137,7 +137,19 @@ impl Controller for RedisController {
         let authority = &cx.state.redis;
         let mono = cx.clock.mono_ms;
         let quorum = cx.members.len() / 2 + 1;
-        let mut suspect_embargo_ms = self.timeline.suspect_embargo_ms(quorum, mono);
+        // The larger of the two bounds on the suspect's lease (see `decide::timeline`).
+        let mut suspect_embargo_ms = self
+            .timeline
+            .suspect_embargo_ms(quorum, mono)
+            .into_iter()
+            .chain(suspect_lease_age_ms(
+                cx.members,
+                authority,
+                &cx.reports.applied,
+                &cx.reports.pongs,
+                mono,
+            ))
+            .max();
         if cx.skip_lease_wait && authority.suspect.is_some() {
             suspect_embargo_ms = Some(u64::MAX / 2);
         }

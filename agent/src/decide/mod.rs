@@ -324,7 +324,7 @@ mod tests {
             clock_margin_ms: 1000,
             hold_down_ms: 30_000,
             max_lag_bytes: 1 << 20,
-            link_stale_after_s: 5,
+            link_stale_after_ms: 5000,
             hung_after_ms: 750,
         };
         let inputs = || RedisInputs {

@@ -12,7 +12,10 @@
 //! - The master is *objectively down* only when a majority of agents with fresh reports see it
 //!   down (`down` or `unreachable`), and the replicas confirm it: no live replica reports its
 //!   link to the master up (orchestrator's holistic rule). A link counts as lost when
-//!   `master_link_status` is down or no I/O came from the master for `link_stale_after`.
+//!   `master_link_status` is down or it carried nothing for `link_stale_after`: the replica's
+//!   own agent measures how long its replication offset has not moved (`link_quiet_ms`, to
+//!   the probe interval; the master's pings move it every `repl-ping-replica-period`), since
+//!   Redis's `master_last_io_seconds_ago` counts whole seconds.
 //!   Down as seen from one node only is reported in the verdict and not acted on.
 //!
 //! # Three paths
@@ -30,18 +33,21 @@
 //!   fences its own Redis and routes nothing to it; an agent that is itself dead cannot fence,
 //!   then Redis fences itself: Triad keeps `min-replicas-to-write 1` with
 //!   `min-replicas-max-lag` at most the lease on every server, so a master no replica
-//!   acknowledged for that long refuses writes. The leader promotes only after a quorum is
-//!   known to have applied the suspicion for `lease + clock_margin`
-//!   ([`RedisInputs::suspect_embargo_ms`]), so the old master is fenced before a new one
-//!   exists.
+//!   acknowledged for that long refuses writes. The leader promotes only once the suspect's
+//!   lease was last renewed `lease + clock_margin` ago ([`RedisInputs::suspect_embargo_ms`]),
+//!   so the old master is fenced before a new one exists. When was it last renewed: at the
+//!   last pong another agent gave it, as each agent's report dates it once that agent applied
+//!   the suspicion (a cut-off master's peers stopped answering at the cut), else when a
+//!   quorum applied the suspicion (`decide::timeline`).
 //!
 //! - **Hung path**: the master's own agent is alive and has had no answer from its local
 //!   Redis for `hung_after` (one unbroken run of timed-out checks on the same host, reported as
 //!   `unanswered_ms`; see `probe::runner`). The process is there and does not serve: stopped
 //!   (SIGSTOP), swapping, or stuck. No network lies between that agent and its Redis, so this
 //!   is stronger evidence than a remote timeout, and the replicas' links do not hold it back: a
-//!   stopped process keeps its connections open, and replicas date its last I/O in whole
-//!   seconds (`link_stale_after`, 3 s by default, is what made a hung master take ~5 s). Once
+//!   stopped process keeps its connections open, and a link goes stale only after
+//!   `link_stale_after` (once 3 s, counted by Redis in whole seconds: what made a hung master
+//!   take ~5 s). Once
 //!   every member's agent is fresh and reports the suspicion applied (each took the suspect
 //!   out of its HAProxy, and the suspect's own agent answers 503 to HAProxy's check and will
 //!   fence the Redis the moment it answers again), a replica is promoted without the lease
@@ -102,7 +108,7 @@ pub struct FailoverSettings {
     /// A candidate lagging the best one by more bytes is excluded.
     pub max_lag_bytes: i64,
     /// A replica whose master sent nothing for this long counts as having lost it.
-    pub link_stale_after_s: i64,
+    pub link_stale_after_ms: u64,
     /// A master its own agent has had no answer from for this long is hung (0: never).
     pub hung_after_ms: u64,
 }
@@ -121,7 +127,9 @@ pub struct RedisInputs<'a> {
     /// Time since this leader saw the last change of master applied (or since it started,
     /// whichever is shorter); `None` when there was no change.
     pub since_change_ms: Option<u64>,
-    /// Time since a quorum is known to have applied the current suspicion (silent path).
+    /// Time since the suspect's lease was last renewed, at least (silent path): since every
+    /// other agent's last pong to it, or since a quorum applied the suspicion, whichever is
+    /// known and longer (`decide::timeline`).
     pub suspect_embargo_ms: Option<u64>,
     /// Whether the suspected master's own agent reported the suspicion as carried out (its
     /// Redis fenced or unreachable): the fast path.
@@ -470,6 +478,20 @@ pub fn first_failure_age_ms(seen: &[Seen], subject: NodeId, interval_ms: u64) ->
         .max()
 }
 
+/// Whether a replica's link has carried nothing for more than `stale_after_ms`: by
+/// `link_quiet_ms` when its agent reports it (how long its replication offset has not moved,
+/// measured by that agent to the probe interval: see `observe`), else by Redis's own
+/// `master_last_io_seconds_ago` (whole seconds). A negative age is not trusted.
+fn link_quiet_too_long(s: &Seen, stale_after_ms: u64) -> bool {
+    match int(s, "link_quiet_ms") {
+        Some(q) => u64::try_from(q).map_or(true, |q| q > stale_after_ms),
+        None => {
+            let io = int(s, "master_last_io_seconds_ago").unwrap_or(0);
+            u64::try_from(io).map_or(true, |io| io.saturating_mul(1000) > stale_after_ms)
+        }
+    }
+}
+
 /// A live replica that still reports an up-to-date link to `master`, if any.
 fn replica_with_link_up(i: &RedisInputs<'_>, master: NodeId) -> Option<NodeId> {
     i.members
@@ -485,8 +507,7 @@ fn replica_with_link_up(i: &RedisInputs<'_>, master: NodeId) -> Option<NodeId> {
                 .get("master_link_up")
                 .and_then(|v| v.as_bool())
                 == Some(true);
-            let io = int(s, "master_last_io_seconds_ago").unwrap_or(0);
-            link_up && (0..=i.settings.link_stale_after_s).contains(&io)
+            link_up && !link_quiet_too_long(s, i.settings.link_stale_after_ms)
         })
         .map(|s| s.observer)
 }

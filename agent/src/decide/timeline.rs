@@ -16,6 +16,15 @@
 //!   comes back therefore gets no lease (and cannot unfence) until it has applied who the
 //!   master is now.
 //!
+//! # How long ago the suspect's lease was renewed
+//! The silent path waits until the suspected master's lease has surely run out. Two bounds,
+//! the larger wins:
+//! - [`RedisTimeline::suspect_embargo_ms`]: since a quorum is known to have applied the
+//!   suspicion (none of them answers the suspect's pings from then on);
+//! - [`suspect_lease_age_ms`]: since the last pong any other member gave the suspect, as their
+//!   reports date it, once each of them applied the suspicion. After a cut, that is the cut,
+//!   not the suspicion a few seconds later.
+//!
 //! A change already committed when the agent started has no time on this node's monotonic
 //! clock; [`since_change_ms`] then uses the wall-clock age of the change (the proposer's
 //! clock against this one), which only the hold-down (anti-flapping, not safety) reads.
@@ -119,6 +128,35 @@ impl RedisTimeline {
     }
 }
 
+/// Time since the suspected master's lease was last renewed, as its peers' reports bound it:
+/// `None` unless every other member's latest report shows the suspicion applied (from then on
+/// that agent answers none of the suspect's pings, so the pong date in the same report is its
+/// last) and dates its last pong to the suspect. The lease needs a pong from some peer, so it
+/// was last renewed at the latest of those dates (each dated late: see
+/// `HealthStore::set_pongs`).
+///
+/// This is what lets a cut-off master be replaced soon after the cut: its peers stopped
+/// answering it when the network did, long before they suspected it. The quorum rule of
+/// [`RedisTimeline::suspect_embargo_ms`] counts only from the suspicion.
+pub fn suspect_lease_age_ms(
+    members: &[NodeId],
+    authority: &RedisAuthority,
+    applied: &BTreeMap<NodeId, u64>,
+    pongs: &BTreeMap<NodeId, BTreeMap<NodeId, u64>>,
+    now_ms: u64,
+) -> Option<u64> {
+    let suspect = authority.suspect.as_ref()?;
+    let mut last = 0u64;
+    for &m in members.iter().filter(|&&m| m != suspect.node) {
+        if applied.get(&m).is_none_or(|&a| a < suspect.index.0) {
+            return None;
+        }
+        let at = pongs.get(&m)?.get(&suspect.node)?;
+        last = last.max(*at);
+    }
+    Some(now_ms.saturating_sub(last))
+}
+
 /// The peers whose pings this node must not answer; see the module docs.
 pub fn embargo(
     me: NodeId,
@@ -216,6 +254,60 @@ mod tests {
         // Cleared: no clock.
         t.observe(NodeId(2), &authority(Some(10), None), &applied(&[]), 3100);
         assert_eq!(t.suspect_embargo_ms(2, 3200), None);
+    }
+
+    #[test]
+    fn suspect_lease_age_counts_from_the_last_pong_of_agents_that_applied_the_suspicion() {
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let a = authority(Some(10), Some((1, 20)));
+        let pongs = |list: &[(u64, u64, u64)]| {
+            let mut m: BTreeMap<NodeId, BTreeMap<NodeId, u64>> = BTreeMap::new();
+            for &(observer, peer, at) in list {
+                m.entry(NodeId(observer))
+                    .or_default()
+                    .insert(NodeId(peer), at);
+            }
+            m
+        };
+        let both = pongs(&[(2, 1, 1000), (3, 1, 1400), (2, 3, 4900)]);
+        // Every other member applied it: the lease was last renewed at the latest pong.
+        assert_eq!(
+            suspect_lease_age_ms(&members, &a, &applied(&[(2, 20), (3, 21)]), &both, 5000),
+            Some(3600)
+        );
+        // The suspect's own report does not matter.
+        assert_eq!(
+            suspect_lease_age_ms(
+                &members,
+                &a,
+                &applied(&[(1, 5), (2, 20), (3, 20)]),
+                &both,
+                5000
+            ),
+            Some(3600)
+        );
+        // One of them has not applied it (it may still answer): unknown.
+        assert_eq!(
+            suspect_lease_age_ms(&members, &a, &applied(&[(2, 20), (3, 19)]), &both, 5000),
+            None
+        );
+        // One of them never dated its pongs to the suspect: unknown.
+        let partial = pongs(&[(2, 1, 1000)]);
+        assert_eq!(
+            suspect_lease_age_ms(&members, &a, &applied(&[(2, 20), (3, 20)]), &partial, 5000),
+            None
+        );
+        // No suspicion: nothing to count.
+        assert_eq!(
+            suspect_lease_age_ms(
+                &members,
+                &authority(Some(10), None),
+                &applied(&[(2, 20), (3, 20)]),
+                &both,
+                5000
+            ),
+            None
+        );
     }
 
     #[test]

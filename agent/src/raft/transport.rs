@@ -19,6 +19,9 @@
 //!
 //! Every writer also sends a `Ping` each ping interval; the peer echoes a `Pong`, giving the
 //! round-trip histogram and each peer's last contact, from which status reports reachability.
+//! A pong is a lease grant: it is withheld from the peers under embargo, and each one given
+//! is dated, under the same lock, for the health report (`Transport::pong_ages_ms`), so that
+//! the leader can tell when a suspected master's lease was last renewed.
 //!
 //! Caveats: no TLS or peer authentication yet (security wave); `Hello` only prevents mistakes,
 //! not attacks. Run the Raft port on a private network.
@@ -131,11 +134,21 @@ pub struct PeerView {
     pub rtt_ms: Option<f64>,
 }
 
+/// Whose pings are answered, and when each peer's was last answered: one lock, so that once
+/// [`Transport::set_embargo`] returns, every pong decided before it is already recorded.
+#[derive(Default)]
+struct Embargo {
+    /// Peers whose pings are not answered (their lease is not renewed).
+    peers: std::collections::BTreeSet<NodeId>,
+    /// Per peer, when (micros since the transport epoch) its ping was last answered.
+    answered: BTreeMap<NodeId, u64>,
+}
+
 #[derive(Default)]
 struct Shared {
     health: Mutex<BTreeMap<NodeId, PeerHealth>>,
-    /// Peers whose pings are not answered (their lease is not renewed).
-    embargo: Mutex<std::collections::BTreeSet<NodeId>>,
+    /// The embargo and the answered pings.
+    embargo: Mutex<Embargo>,
     /// Per peer, the send time (micros since the transport epoch) of the newest ping it
     /// answered: the start of the lease grant it gave us.
     granted: Mutex<BTreeMap<NodeId, u64>>,
@@ -194,7 +207,10 @@ impl Transport {
             // Until the event loop has applied the stored log and computed the embargo, no peer
             // gets a lease grant: this node cannot yet tell whether a peer is behind.
             shared: Arc::new(Shared {
-                embargo: Mutex::new(cfg.peers.keys().copied().filter(|&p| p != cfg.me).collect()),
+                embargo: Mutex::new(Embargo {
+                    peers: cfg.peers.keys().copied().filter(|&p| p != cfg.me).collect(),
+                    answered: BTreeMap::new(),
+                }),
                 ..Shared::default()
             }),
             metrics,
@@ -267,7 +283,7 @@ impl Transport {
     /// Sets the peers whose pings go unanswered, so their leases run out.
     pub fn set_embargo(&self, peers: std::collections::BTreeSet<NodeId>) {
         if let Ok(mut e) = self.shared.embargo.lock() {
-            if *e != peers {
+            if e.peers != peers {
                 let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
                 if peers.is_empty() {
                     tracing::info!("lease renewal resumed for every peer");
@@ -275,9 +291,31 @@ impl Transport {
                     tracing::warn!(peers = ?list,
                         "lease renewal withheld (peer suspected or behind the newest decision)");
                 }
-                *e = peers;
+                e.peers = peers;
             }
         }
+    }
+
+    /// Per peer, milliseconds since this agent last answered its ping, or since the transport
+    /// started when it has not (a grant given before a restart is older than that). Rounded
+    /// down, so a reader that dates the answer as `now - age` errs late, towards waiting
+    /// longer. Every pong decided before the last [`Transport::set_embargo`] returned counts.
+    pub fn pong_ages_ms(&self) -> BTreeMap<NodeId, u64> {
+        let now = self.micros();
+        let answered = self
+            .shared
+            .embargo
+            .lock()
+            .map(|e| e.answered.clone())
+            // Unknown: report every answer as just given (the longest wait).
+            .unwrap_or_else(|_| self.senders.keys().map(|&p| (p, now)).collect());
+        self.senders
+            .keys()
+            .map(|&p| {
+                let at = answered.get(&p).copied().unwrap_or(0);
+                (p, now.saturating_sub(at) / 1000)
+            })
+            .collect()
     }
 
     /// This agent's lease: valid while at least `grants_needed` peers answered a ping sent
@@ -462,13 +500,22 @@ async fn reader(
             }
             pb::peer_frame::Body::Ping(p) => {
                 t.shared.touch(from, None);
-                let embargoed = t
+                // Decided and recorded under the embargo's lock (see `Embargo`); a poisoned
+                // lock answers nothing.
+                let answer = t
                     .shared
                     .embargo
                     .lock()
-                    .map(|e| e.contains(&from))
+                    .map(|mut e| {
+                        let ok = !e.peers.contains(&from);
+                        if ok {
+                            let now = t.micros();
+                            e.answered.insert(from, now);
+                        }
+                        ok
+                    })
                     .unwrap_or(false);
-                if embargoed {
+                if !answer {
                     continue;
                 }
                 t.enqueue(

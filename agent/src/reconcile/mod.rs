@@ -54,3 +54,11 @@ async fn within(deadline: &Option<(Duration, Timer)>, work: impl Future<Output =
 pub fn usable_lease(valid: bool, remaining: Duration, side_deadline: Duration) -> bool {
     valid && remaining > side_deadline.saturating_mul(2)
 }
+
+/// How much longer a lease with `remaining` left stays usable (see [`usable_lease`]) if it is
+/// not renewed; `None` when it is not usable now. The reconciler wakes then, so that a lease
+/// that lapses is acted on at once rather than at the next interval.
+pub fn usable_for(valid: bool, remaining: Duration, side_deadline: Duration) -> Option<Duration> {
+    let cut = side_deadline.saturating_mul(2);
+    (valid && remaining > cut).then(|| remaining - cut)
+}

@@ -15,8 +15,10 @@
 //!    config epoch grows by more than 1 within 10 s.
 //! 3. **Triad, partition** (`--partition-runs`, default 3): the master's node cut from its
 //!    peers while every node's client appends unique values; the time until a write succeeds
-//!    through a majority node's HAProxy, and how many acknowledged appends are missing from
-//!    the final master afterwards (acknowledged by the cut-off master before it fenced itself).
+//!    through a majority node's HAProxy, the time until the cut-off master's last acknowledged
+//!    write (through its own node's HAProxy), and how many acknowledged appends are missing
+//!    from the final master afterwards (acknowledged by the cut-off master before it fenced
+//!    itself); targets: writable within 4 s, the cut-off master silent within 1 s.
 //!
 //! 4. **Hung master** (`--hung-runs`, default 20), Triad then Sentinel: SIGSTOP of the master
 //!    for 6 s, then SIGCONT, while every node's client appends unique values; the time until an
@@ -809,9 +811,25 @@ fn switchover_first(lab: &Lab, before: u64) -> Result<u64> {
     Ok(to)
 }
 
-fn partition_runs(lab: &Lab, runs: usize) -> Result<(Vec<Duration>, usize, usize)> {
-    let mut times = Vec::new();
-    let (mut lost_total, mut acked_total) = (0, 0);
+/// What the partition runs measured.
+struct PartitionFigures {
+    /// Per run: the cut to the first write that succeeded through a majority node's HAProxy.
+    writable: Vec<Duration>,
+    /// Per run: the cut to the last write the cut-off master acknowledged (through its own
+    /// node's HAProxy); zero when it acknowledged none after the cut.
+    island_acks: Vec<Duration>,
+    /// Per run: acknowledged writes lost.
+    lost: Vec<usize>,
+    acked: usize,
+}
+
+fn partition_runs(lab: &Lab, runs: usize) -> Result<PartitionFigures> {
+    let mut f = PartitionFigures {
+        writable: Vec::new(),
+        island_acks: Vec::new(),
+        lost: Vec::new(),
+        acked: 0,
+    };
     for run in 1..=runs {
         let before = agreed_master(lab)?;
         wait_replicas_linked(lab, before)?;
@@ -839,21 +857,30 @@ fn partition_runs(lab: &Lab, runs: usize) -> Result<(Vec<Duration>, usize, usize
             })
             .min()
             .context("no majority node ever wrote again")?;
+        let island_ack = attempts[(m - 1) as usize]
+            .iter()
+            .filter(|a| a.ok && a.end > cut_at)
+            .map(|a| Duration::from_nanos((a.end - cut_at) as u64))
+            .max()
+            .unwrap_or_default();
         lab.heal()?;
         let new = agreed_master(lab)?;
         wait_replicas_linked(lab, new)?;
         let (acked, lost) = lost_appends(lab, new, &key, &attempts)?;
         eprintln!(
-            "partition run {run}: cut n{m}; n{new} writable through a majority HAProxy after \
-             {:.0} ms; {} acknowledged, {lost} lost",
+            "partition run {run}: cut n{m}; its last acknowledged write {:.0} ms after the cut; \
+             n{new} writable through a majority HAProxy after {:.0} ms; {} acknowledged, {lost} \
+             lost",
+            ms(island_ack),
             ms(took),
             acked
         );
-        times.push(took);
-        lost_total += lost;
-        acked_total += acked;
+        f.writable.push(took);
+        f.island_acks.push(island_ack);
+        f.lost.push(lost);
+        f.acked += acked;
     }
-    Ok((times, lost_total, acked_total))
+    Ok(f)
 }
 
 fn run() -> Result<()> {
@@ -922,12 +949,30 @@ fn run() -> Result<()> {
         }
     }
     if args.partition_runs > 0 {
-        let (times, lost, acked) = partition_runs(&lab, args.partition_runs)?;
-        summary(
+        let f = partition_runs(&lab, args.partition_runs)?;
+        let (w50, _, wmax) = summary(
             "triad partition (writable new master via a majority HAProxy)",
-            &times,
+            &f.writable,
         );
-        println!("partition: {acked} acknowledged writes, {lost} lost (acknowledged by the cut-off master before it fenced itself)");
+        let (_, _, imax) = summary(
+            "triad partition (cut-off master's last acknowledged write after the cut)",
+            &f.island_acks,
+        );
+        let lost: usize = f.lost.iter().sum();
+        println!(
+            "partition: {} acknowledged writes, {lost} lost (acknowledged by the cut-off master \
+             before it fenced itself), per run {:?}",
+            f.acked, f.lost
+        );
+        println!(
+            "targets: writable new master <= 4000 ms {} (p50 {:.0}, max {:.0}), cut-off master \
+             stops acknowledging <= 1000 ms {} (max {:.0})",
+            verdict(ms(wmax) <= 4000.0),
+            ms(w50),
+            ms(wmax),
+            verdict(ms(imax) <= 1000.0),
+            ms(imax)
+        );
     }
     Ok(())
 }

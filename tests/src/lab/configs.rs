@@ -5,8 +5,8 @@
 //! - MariaDB: `wsrep_auto_increment_control=OFF`, or Galera rewrites the fixed increment 3 and
 //!   the per-node offsets; no `user=` under `[client]` (it breaks rsync/mariabackup SST).
 //! - Redis: `repl-diskless-sync-delay 0` (the default 5 s delays every replica's first link);
-//!   `repl-ping-replica-period 1`, so that a replica's `master_last_io_seconds_ago` stays below
-//!   the agent's `failover.link_stale_after` (3 s) on an idle master; `min-replicas-to-write
+//!   `repl-ping-replica-period 1`, so that an idle master's pings move its replicas' offsets
+//!   well within the agent's `failover.link_stale_after` (2 s); `min-replicas-to-write
 //!   1000`: every Redis boots fenced and its agent unfences it once it knows who the master is
 //!   (the recommended production setting).
 //! - PHP-FPM: `user = www-data` (root workers refuse to start, and `php-fpm -t` does not
