@@ -195,12 +195,7 @@ impl RedisInputs<'_> {
     fn views_of(&self, subject: NodeId) -> Vec<&Seen> {
         self.seen
             .iter()
-            .filter(|s| {
-                s.observation.id.service == Service::Redis
-                    && s.observation.id.subject == subject
-                    && self.is_fresh(s.observer)
-                    && s.age_ms <= self.settings.freshness_ms
-            })
+            .filter(|s| fresh_view_of(s, subject, self.report_age_ms, self.settings.freshness_ms))
             .collect()
     }
 
@@ -210,6 +205,36 @@ impl RedisInputs<'_> {
             .into_iter()
             .find(|s| s.observer == subject)
     }
+}
+
+/// Whether `s` is a view of `subject`'s Redis from an agent whose report, and the view itself,
+/// are at most `freshness_ms` old.
+fn fresh_view_of(
+    s: &Seen,
+    subject: NodeId,
+    report_age_ms: &BTreeMap<NodeId, u64>,
+    freshness_ms: u64,
+) -> bool {
+    s.observation.id.service == Service::Redis
+        && s.observation.id.subject == subject
+        && report_age_ms
+            .get(&s.observer)
+            .is_some_and(|a| *a <= freshness_ms)
+        && s.age_ms <= freshness_ms
+}
+
+/// How many agents with fresh reports see `subject`'s Redis down, by the decision's own rule
+/// (after rise/fall, or refused on the last check). The operator's forced failover asks the
+/// same question (`switchover::failover`).
+pub fn down_count(
+    seen: &[Seen],
+    report_age_ms: &BTreeMap<NodeId, u64>,
+    subject: NodeId,
+    freshness_ms: u64,
+) -> usize {
+    seen.iter()
+        .filter(|s| fresh_view_of(s, subject, report_age_ms, freshness_ms) && sees_down(s))
+        .count()
 }
 
 /// Whether a view counts as "down": after rise/fall, or refused on the last check.
@@ -680,5 +705,24 @@ mod tests {
             first_failure_age_ms(&absurd, NodeId(1), 300),
             Some(u64::MAX)
         );
+    }
+
+    /// Only fresh views from fresh agents count; a refused last check counts before the fall
+    /// threshold.
+    #[test]
+    fn down_count_uses_the_decisions_rule() {
+        let mut refused_once = view(3, 1, 0, 100);
+        refused_once.observation.last.failure = Some(FailureKind::Refused);
+        let seen = [
+            view(1, 1, 2, 100),  // down, fresh
+            view(2, 1, 2, 5000), // down, but the view is stale
+            refused_once,        // healthy so far, but refused on its last check
+            view(2, 2, 2, 100),  // another subject
+        ];
+        let ages = BTreeMap::from([(NodeId(1), 100), (NodeId(2), 100), (NodeId(3), 100)]);
+        assert_eq!(down_count(&seen, &ages, NodeId(1), 3000), 2);
+        // n1's agent is silent: its view does not count.
+        let ages = BTreeMap::from([(NodeId(1), 9000), (NodeId(2), 100), (NodeId(3), 100)]);
+        assert_eq!(down_count(&seen, &ages, NodeId(1), 3000), 1);
     }
 }

@@ -310,20 +310,9 @@ pub async fn request(
     let now = h.liveness.mono_ms();
     let down = match core.health.lock() {
         Ok(hs) => {
-            let ages = hs.report_ages(now);
-            hs.all(now)
-                .iter()
-                .filter(|s| {
-                    s.observation.id.service == crate::observation::Service::Redis
-                        && s.observation.id.subject == from
-                        && ages.get(&s.observer).is_some_and(|a| *a <= freshness)
-                        && s.age_ms <= freshness
-                        && (!s.observation.status.is_up()
-                            || s.observation.last.failure
-                                == Some(crate::observation::FailureKind::Refused))
-                })
-                .count()
+            crate::decide::redis::down_count(&hs.all(now), &hs.report_ages(now), from, freshness)
         }
+        // Unknown: nobody counts as seeing it down (the refusal errs towards no action).
         Err(_) => 0,
     };
     if h.switchover_busy.swap(true, Ordering::SeqCst) {
