@@ -12,8 +12,13 @@
 //! the server is stopped, a read fails as refused, naming the socket.
 //!
 //! "Nothing reaches the server" is counted: the simulation's statement log, and the real
-//! server's `Connections` status (each actuator call opens one connection), read on an
-//! observer connection opened beforehand, which itself adds none.
+//! server's `Connections` plus `Com_set_option` status (a connection opened, or a `SET`
+//! statement run: every evict-list change is one), read on an observer connection opened
+//! beforehand, which itself adds to neither.
+//!
+//! The real actuator keeps its connection between calls: the real test also checks that reads
+//! open no new connection, and that a kept connection killed on the server side is replaced
+//! within the same call (the read still answers).
 //!
 //! A missing binary or provider fails in CI and is skipped elsewhere with a reason naming its
 //! package (`common::binary`).
@@ -149,6 +154,51 @@ async fn contract(sql: &dyn GaleraSql, node: &mut dyn Node) {
         sql.evict("not-a-uuid").await,
         Err(GaleraSqlError::BadUuid(_))
     ));
+}
+
+/// The real actuator keeps one connection: reads after the first open none, and a kept
+/// connection killed on the server (as a restart would break it) is replaced within the call.
+async fn kept_connection(sql: &MysqlGaleraSql, node: &mut RealGalera) {
+    async fn connections(node: &mut RealGalera) -> u64 {
+        let c = node.observer.as_mut().expect("observer connection");
+        let row: Option<(String, u64)> = c
+            .query_first("SHOW GLOBAL STATUS LIKE 'Connections'")
+            .await
+            .expect("read Connections");
+        row.expect("Connections").1
+    }
+    sql.read().await.expect("first read");
+    let before = connections(node).await;
+    for _ in 0..5 {
+        sql.read().await.expect("read on the kept connection");
+    }
+    assert_eq!(connections(node).await, before, "reads opened connections");
+    let c = node.observer.as_mut().expect("observer connection");
+    let kept: Vec<u64> = c
+        .query(
+            "SELECT id FROM information_schema.processlist \
+             WHERE id <> CONNECTION_ID() AND user = 'root'",
+        )
+        .await
+        .expect("list connections");
+    assert_eq!(
+        kept.len(),
+        1,
+        "one kept connection besides the observer: {kept:?}"
+    );
+    c.query_drop(format!("KILL CONNECTION {}", kept[0]))
+        .await
+        .expect("kill the kept connection");
+    let w = sql
+        .read()
+        .await
+        .expect("read after the kept connection was killed");
+    assert!(w.serving(), "{w:?}");
+    assert_eq!(
+        connections(node).await,
+        before + 1,
+        "the killed connection was replaced by one new connection"
+    );
 }
 
 /// The simulated node: its statement log, and `fail` for a stopped server.
@@ -314,12 +364,19 @@ impl Node for RealGalera {
     fn reached(&mut self) -> BoxFuture<'_, u64> {
         Box::pin(async move {
             let c = self.observer.as_mut().expect("observer connection");
-            let row: Option<(String, String)> = c
-                .query_first("SHOW GLOBAL STATUS LIKE 'Connections'")
+            let rows: Vec<(String, String)> = c
+                .query(
+                    "SHOW GLOBAL STATUS WHERE Variable_name IN ('Connections', 'Com_set_option')",
+                )
                 .await
-                .expect("read Connections");
-            row.and_then(|(_, v)| v.parse().ok())
-                .expect("Connections is a number")
+                .expect("read Connections and Com_set_option");
+            assert_eq!(rows.len(), 2, "{rows:?}");
+            rows.iter()
+                .map(|(k, v)| {
+                    v.parse::<u64>()
+                        .unwrap_or_else(|e| panic!("{k} = {v:?} is not a number: {e}"))
+                })
+                .sum()
         })
     }
 
@@ -423,6 +480,7 @@ fn mysql_galera_sql_passes_the_contract_with_a_real_galera_node() {
             None,
             Duration::from_secs(10),
         );
+        kept_connection(&sql, &mut node).await;
         contract(&sql, &mut node).await;
         // Stopped: nothing answers on the socket, and the server removed it.
         assert!(node.proc.0.is_none());

@@ -165,11 +165,19 @@ pub fn parse_evict_list(raw: &str) -> Vec<String> {
 }
 
 /// The real actuator over the local socket.
+///
+/// One connection is kept between calls (the writer reconciler reads the node every cycle,
+/// and authenticating each time cost more CPU than the rest of the agent). It is dropped on
+/// any error other than the server's refusal of a statement, and on a timeout (its state is
+/// then unknown); the call is then retried once on a fresh connection, which also tells a dead
+/// server (refused) from a broken connection (a restarted mariadbd, `KILL`). The causal read
+/// sets a session variable, so it runs on a connection of its own.
 pub struct MysqlGaleraSql {
     socket: PathBuf,
     user: String,
     password: Option<String>,
     timeout: Duration,
+    kept: tokio::sync::Mutex<Option<mysql_async::Conn>>,
 }
 
 impl MysqlGaleraSql {
@@ -180,6 +188,7 @@ impl MysqlGaleraSql {
             user,
             password,
             timeout,
+            kept: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -187,7 +196,52 @@ impl MysqlGaleraSql {
         self.socket.display().to_string()
     }
 
+    fn opts(&self) -> mysql_async::OptsBuilder {
+        mysql_async::OptsBuilder::default()
+            .user(Some(self.user.clone()))
+            .pass(self.password.clone())
+            .socket(Some(self.socket.to_string_lossy().into_owned()))
+            .prefer_socket(true)
+            .stmt_cache_size(0)
+    }
+
+    /// Runs `f` on the kept connection (see the type's docs), within the timeout.
     async fn run<T, F>(&self, what: &str, f: F) -> Result<T, GaleraSqlError>
+    where
+        F: for<'c> Fn(&'c mut mysql_async::Conn) -> BoxFuture<'c, Result<T, mysql_async::Error>>
+            + Send
+            + Sync,
+        T: Send,
+    {
+        let work = async {
+            let mut slot = self.kept.lock().await;
+            // Taken out: a call cut by the timeout drops it, so it is never reused half-read.
+            if let Some(mut conn) = slot.take() {
+                match f(&mut conn).await {
+                    Ok(v) => {
+                        *slot = Some(conn);
+                        return Ok(v);
+                    }
+                    Err(e @ mysql_async::Error::Server(_)) => {
+                        *slot = Some(conn);
+                        return Err(e);
+                    }
+                    // The kept connection broke: judge the server on a fresh one.
+                    Err(_) => {}
+                }
+            }
+            let mut conn = mysql_async::Conn::new(self.opts()).await?;
+            let out = f(&mut conn).await;
+            if matches!(out, Ok(_) | Err(mysql_async::Error::Server(_))) {
+                *slot = Some(conn);
+            }
+            out
+        };
+        self.bounded(what, work).await
+    }
+
+    /// Runs `f` on a connection of its own, closed afterwards, within the timeout.
+    async fn run_once<T, F>(&self, what: &str, f: F) -> Result<T, GaleraSqlError>
     where
         F: for<'c> FnOnce(
                 &'c mut mysql_async::Conn,
@@ -195,17 +249,20 @@ impl MysqlGaleraSql {
             + Send,
         T: Send,
     {
-        let opts = mysql_async::OptsBuilder::default()
-            .user(Some(self.user.clone()))
-            .pass(self.password.clone())
-            .socket(Some(self.socket.to_string_lossy().into_owned()))
-            .prefer_socket(true);
         let work = async {
-            let mut conn = mysql_async::Conn::new(opts).await?;
+            let mut conn = mysql_async::Conn::new(self.opts()).await?;
             let out = f(&mut conn).await;
             let _ = conn.disconnect().await;
             out
         };
+        self.bounded(what, work).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+    ) -> Result<T, GaleraSqlError> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(&e, what, &self.user, self.at())),
@@ -269,6 +326,7 @@ impl GaleraSql for MysqlGaleraSql {
             }
             let stmt = format!("SET GLOBAL wsrep_provider_options='evs.evict={gcomm_uuid}'");
             self.run("evs.evict", move |c| {
+                let stmt = stmt.clone();
                 Box::pin(async move {
                     use mysql_async::prelude::Queryable;
                     c.query_drop(stmt).await
@@ -298,6 +356,7 @@ impl GaleraSql for MysqlGaleraSql {
             evs_settings(periods)
         );
         Box::pin(self.run("evs timing options", move |c| {
+            let stmt = stmt.clone();
             Box::pin(async move {
                 use mysql_async::prelude::Queryable;
                 c.query_drop(stmt).await
@@ -306,7 +365,7 @@ impl GaleraSql for MysqlGaleraSql {
     }
 
     fn causal_wait(&self) -> BoxFuture<'_, Result<(), GaleraSqlError>> {
-        Box::pin(self.run("wsrep_sync_wait read", |c| {
+        Box::pin(self.run_once("wsrep_sync_wait read", |c| {
             Box::pin(async move {
                 use mysql_async::prelude::Queryable;
                 c.query_drop("SET SESSION wsrep_sync_wait=1").await?;
