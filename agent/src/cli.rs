@@ -358,8 +358,12 @@ fn run(path: &Path, data_dir: Option<&Path>, log_format: LogFormat) -> ExitCode 
         }
     };
     init_logging(log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task (the event loop, the transport, probes, reconcilers, the
+    // API): the agent's work is many tiny events, and handing them between worker threads
+    // cost a third more wake-ups than the work itself. Blocking work stays off it
+    // (`spawn_blocking`: the gluster CLI, mount checks, state-file writes); see `node` for
+    // what a slow storage write holds up.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -12,6 +12,14 @@
 //! entry lost to a leadership change simply times out. Nothing authoritative happens before
 //! commit.
 //!
+//! The agent runs every task on one thread (see `cli::run`), so the loop's own work holds up
+//! the other tasks while it runs: it is short (microseconds) except for a Raft storage
+//! write, one `fsync` per batch of new entries, which happen only around decisions. A disk
+//! that takes long to sync delays this agent's pongs, API answers and probe checks by as much;
+//! that errs on the safe side (a peer's lease is renewed later, an HAProxy check may time out
+//! and take a server out, a local check may time out: one agent's view, and no failover rests
+//! on one agent's view), never the other way.
+//!
 //! Caveats: a storage error stops the agent (exit code 70) rather than continue on state that
 //! is not durable; systemd restarts it.
 
@@ -172,7 +180,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             listen: cfg.raft_listen,
             peers: cfg.members.iter().map(|m| (m.id, m.raft_addr)).collect(),
             max_frame_bytes: rcfg.max_frame_bytes,
-            ping_interval: tick * rcfg.heartbeat_ticks as u32,
+            ping_interval: tick * rcfg.ping_ticks as u32,
             reachable_window: election_timeout,
         },
         inbound_tx,
