@@ -338,10 +338,15 @@ pub struct RaftSection {
     /// `heartbeat_ticks`; at most 1000. Default 10.
     #[serde(default = "default_election_ticks")]
     pub election_ticks: usize,
-    /// Ticks between the leader's heartbeats, and between two lease pings to each peer
-    /// (`tick_interval * heartbeat_ticks`, the ping interval). 1 to 100. Default 2.
+    /// Ticks between the leader's heartbeats. 1 to 100. Default 2.
     #[serde(default = "default_heartbeat_ticks")]
     pub heartbeat_ticks: usize,
+    /// Ticks between two lease pings to each peer (`tick_interval * ping_ticks`, the ping
+    /// interval); each answer renews this agent's lease (`[failover]`). 1 to 100. Default 4
+    /// (200 ms): pings and their answers are the agent's most frequent wake-ups, and the
+    /// default lease's usable part (0.8 s) still spans four of them.
+    #[serde(default = "default_ping_ticks")]
+    pub ping_ticks: usize,
     /// Take a snapshot of the cluster state and compact the log once this many entries were
     /// applied since the last snapshot. 1 to 10 000 000 (the log between two snapshots is held
     /// in memory). Default 1000.
@@ -360,6 +365,7 @@ impl Default for RaftSection {
             tick_interval: default_tick(),
             election_ticks: default_election_ticks(),
             heartbeat_ticks: default_heartbeat_ticks(),
+            ping_ticks: default_ping_ticks(),
             snapshot_entries: default_snapshot_entries(),
             max_frame_bytes: default_max_frame_bytes(),
         }
@@ -380,6 +386,9 @@ fn default_election_ticks() -> usize {
 }
 fn default_heartbeat_ticks() -> usize {
     2
+}
+fn default_ping_ticks() -> usize {
+    4
 }
 fn default_snapshot_entries() -> u64 {
     1000
@@ -408,7 +417,7 @@ fn default_max_frame_bytes() -> usize {
 /// - an agent that just started waits up to two ping intervals for its first grants.
 ///
 /// Hence `clock_margin >= max(reconcile_interval, 2 * action_timeout) + 2 *
-/// raft.tick_interval * raft.heartbeat_ticks`. Clock *rate* drift between VMs is far below
+/// raft.tick_interval * raft.ping_ticks`. Clock *rate* drift between VMs is far below
 /// 1 % and is covered by the rest of the margin. (The reconciler also wakes the moment its
 /// lease stops being usable, so in practice the fence comes `lease - 2 * action_timeout`
 /// after the last grant: 0.8 s with the defaults.)
@@ -1390,7 +1399,15 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
         raft.heartbeat_ticks,
         1,
         MAX_HEARTBEAT_TICKS,
-        "the ping interval is tick_interval * heartbeat_ticks, and 0 would make it zero",
+        "0 would leave followers without heartbeats",
+    )?;
+    in_range(
+        path,
+        "raft.ping_ticks",
+        raft.ping_ticks,
+        1,
+        MAX_HEARTBEAT_TICKS,
+        "the ping interval is tick_interval * ping_ticks, and 0 would make it zero",
     )?;
     in_range(
         path,
@@ -1450,7 +1467,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
 }
 
 // Bounds of the numeric keys, documented on each field. They keep every duration and count
-// the agent derives from them (`tick_interval * heartbeat_ticks`, `Instant::now() + timeout`,
+// the agent derives from them (`tick_interval * ping_ticks`, `Instant::now() + timeout`,
 // milliseconds as `u64`, sums in the timing invariant) far from overflow and truncation, and
 // every interval above zero.
 const MAX_PROPOSAL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -1745,13 +1762,13 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
         )?;
     }
     // Bounded by validate's [raft] checks; checked all the same.
-    let ping = u32::try_from(config.raft.heartbeat_ticks)
+    let ping = u32::try_from(config.raft.ping_ticks)
         .ok()
         .and_then(|n| config.raft.tick_interval.checked_mul(n))
         .ok_or_else(|| {
             invalid(
-                "raft.heartbeat_ticks",
-                "raft.tick_interval * raft.heartbeat_ticks (the ping interval) overflows".into(),
+                "raft.ping_ticks",
+                "raft.tick_interval * raft.ping_ticks (the ping interval) overflows".into(),
             )
         })?;
     let three_pings = ping.checked_mul(3).ok_or_else(|| {
@@ -1799,7 +1816,7 @@ fn validate_failover(path: &Path, config: &Config) -> Result<(), ConfigError> {
             invalid(
                 "failover.clock_margin",
                 "max(failover.reconcile_interval, 2 * failover.action_timeout) + two ping \
-                 intervals (raft.tick_interval * raft.heartbeat_ticks) overflows"
+                 intervals (raft.tick_interval * raft.ping_ticks) overflows"
                     .into(),
             )
         })?;
@@ -2380,7 +2397,7 @@ tick_interval = "20ms"
             // so the worst case is max(250ms, 1s) + 200ms.
             (
                 "tick_interval = \"20ms\"",
-                "tick_interval = \"50ms\"\nheartbeat_ticks = 2\n[failover]\n\
+                "tick_interval = \"50ms\"\nping_ticks = 2\n[failover]\n\
                  clock_margin = \"1s\"\nreconcile_interval = \"250ms\"\n\
                  action_timeout = \"500ms\"\n",
                 &[
@@ -2411,7 +2428,7 @@ tick_interval = "20ms"
             // 1.2s - 2 * 300ms leaves 600ms: fine with 20ms ticks, but not with 250ms pings.
             (
                 "tick_interval = \"20ms\"",
-                "tick_interval = \"125ms\"\nheartbeat_ticks = 2\n[failover]\nlease = \"1200ms\"\n\
+                "tick_interval = \"125ms\"\nping_ticks = 2\n[failover]\nlease = \"1200ms\"\n\
                  clock_margin = \"2s\"\n",
                 &["failover.lease", "usable", "three ping intervals (750ms)"],
             ),
@@ -2589,6 +2606,8 @@ mounts = ["/mnt/shop"]
                 raft("heartbeat_ticks = 101\nelection_ticks = 1000"),
                 "raft.heartbeat_ticks",
             ),
+            (raft("ping_ticks = 0"), "raft.ping_ticks"),
+            (raft("ping_ticks = 4294967296"), "raft.ping_ticks"),
             (
                 raft("election_ticks = 9223372036854775807"),
                 "raft.election_ticks",
@@ -3198,7 +3217,7 @@ redis = "redis-server.service"
             "mariadb = mariadb.service, phpfpm = php8.2-fpm.service, redis = \
              redis-server.service; not acted on (no [galera])",
             "galera recovery: off (no [galera]; MariaDB is only probed)",
-            "raft timing: tick 20ms, election timeout 200ms to 400ms, ping every 40ms",
+            "raft timing: tick 20ms, election timeout 200ms to 400ms, ping every 80ms",
             "failover timing: lease 1s 400ms, clock margin 1s, fencing bound 600ms",
             "silent-path promotion 2s 400ms after the old master's last lease renewal",
         ] {

@@ -51,7 +51,7 @@ use crate::probe::mariadb::GaleraNotes;
 use crate::probe::wsrep_recover::{recover_position, RecoverSpec};
 use crate::raft::transport::Transport;
 use crate::reconcile::galera::{GaleraRecovery, PeerChecks, RecoverySettings, StartKind, Step};
-use crate::reconcile::galera_writer::WriterReconciler;
+use crate::reconcile::galera_writer::{self, WriterReconciler};
 use crate::reconcile::redis::{HaproxyTarget, Pace, Pacer, RedisReconciler};
 use crate::reconcile::Timer;
 use crate::status::{
@@ -298,6 +298,10 @@ fn spawn_galera_writer(
     let timer: Timer = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
     let mut rec = WriterReconciler::new(me, sql, haproxy)
         .with_deadline(timeout, timer)
+        .with_haproxy_recheck(galera_writer::cycles_per(
+            galera_writer::HAPROXY_RECHECK,
+            g.writer_interval,
+        ))
         .with_evs_periods(&[
             (EvsPeriod::JoinRetrans, g.join_retrans_period),
             (EvsPeriod::Keepalive, g.keepalive_period),
@@ -451,7 +455,7 @@ fn spawn_redis(
     let mut rec =
         RedisReconciler::new(me, addrs, redis, haproxy).with_deadline(fo.action_timeout, timer);
     let quorum = cfg.members.len() / 2 + 1;
-    let ping = c.raft.tick_interval * c.raft.heartbeat_ticks as u32;
+    let ping = c.raft.tick_interval * c.raft.ping_ticks as u32;
     let started = Instant::now();
     let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut pacer = Pacer::new(fo.lease, ping * 2, fo.action_timeout, now_ms());

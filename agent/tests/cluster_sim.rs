@@ -130,7 +130,7 @@ use triad::probe::{CheckResult, FailureKind, ProbeId, Service, Thresholds};
 use triad::raft::transport::lease_from_grants;
 use triad::raft::{CoreConfig, RaftNode, RaftStore, Role, SharedMemBackend};
 use triad::reconcile::galera_writer::{
-    serving_writer, WriterReconciler, WriterReport, WriterTarget,
+    self, serving_writer, WriterReconciler, WriterReport, WriterTarget,
 };
 use triad::reconcile::redis::{
     serving_master, CycleReport, HaproxyTarget, Pace, Pacer, RedisReconciler, RedisTarget,
@@ -147,7 +147,8 @@ const MAX_DELAY_MS: u64 = 3 * STEP_MS / 2;
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
 const PROBE_EVERY: u64 = 6;
-const PING_EVERY: u64 = 3;
+/// Steps between two lease pings of an agent to each peer (`raft.ping_ticks`, 200 ms).
+const PING_EVERY: u64 = 4;
 const RECONCILE_EVERY: u64 = 5;
 const PROPOSAL_TIMEOUT_MS: u64 = 5000;
 const SNAPSHOT_EVERY: u64 = 50;
@@ -807,7 +808,11 @@ impl Sim {
                         servers: (1..=N).map(|n| (NodeId(n), format!("db{n}"))).collect(),
                         save_state: false,
                     }),
-                );
+                )
+                .with_haproxy_recheck(galera_writer::cycles_per(
+                    galera_writer::HAPROXY_RECHECK,
+                    g.section.writer_interval,
+                ));
                 WriterTask {
                     rec,
                     sql,

@@ -313,7 +313,7 @@ impl Explanation {
         // Validation bounds every factor far below overflow; saturate all the same.
         let ticks = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let tick = c.raft.tick_interval;
-        let ping = tick.saturating_mul(ticks(c.raft.heartbeat_ticks));
+        let ping = tick.saturating_mul(ticks(c.raft.ping_ticks));
         let fencing = fo
             .reconcile_interval
             .max(fo.action_timeout.saturating_mul(2));

@@ -17,7 +17,12 @@
 //!    of a server that leaves, all admitted by an [`EpochFence`] keyed by the writer change's
 //!    term and index. A server entering service is *not* forced up: its check (the writer's own
 //!    agent, from a fresh local read) brings it up, so no HAProxy routes to a node its own
-//!    agent has not just seen Synced.
+//!    agent has not just seen Synced. Once HAProxy was found as desired, it is read again only
+//!    when the desired state changes, after a failed pass, or every
+//!    [`WriterReconciler::with_haproxy_recheck`] cycles (about once a second in the agent):
+//!    only the agent changes admin states, and a change made behind its back (an operator,
+//!    a restarted HAProxy) is undone within that time. HAProxy's own check of the writer
+//!    (step 2) is what takes a node that stops serving out at once.
 //!
 //! The same code runs against the real adapters in the agent and the `Sim*` ones in tests.
 //!
@@ -211,6 +216,24 @@ pub struct WriterReconciler {
     evs: Vec<(EvsPeriod, Duration)>,
     /// The gcomm UUID (the process) it was set on.
     tuned: Option<String>,
+    /// HAProxy is read at least every this many cycles once found as desired.
+    haproxy_recheck: u32,
+    /// What HAProxy was last found converged to, and the verdict then; `None` after a change
+    /// or a failed pass.
+    haproxy_converged: Option<(BTreeMap<String, AdminMode>, DecisionEpoch, String)>,
+    /// Cycles since HAProxy was last read.
+    haproxy_skipped: u32,
+}
+
+/// How often a quiet writer reconciler re-reads its HAProxy backend in the agent and the
+/// simulation: a change made behind the agent's back is undone within it.
+pub const HAPROXY_RECHECK: Duration = Duration::from_secs(1);
+
+/// How many writer cycles of `interval` make about `period` (at least one): the HAProxy
+/// re-read pace the agent uses (see [`WriterReconciler::with_haproxy_recheck`]).
+pub fn cycles_per(period: Duration, interval: Duration) -> u32 {
+    let n = period.as_micros() / interval.as_micros().max(1);
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
 }
 
 impl WriterReconciler {
@@ -225,7 +248,17 @@ impl WriterReconciler {
             deadline: None,
             evs: Vec::new(),
             tuned: None,
+            haproxy_recheck: 1,
+            haproxy_converged: None,
+            haproxy_skipped: 0,
         }
+    }
+
+    /// Once HAProxy was found as desired, reads it again only every `cycles` cycles while the
+    /// desired state stays the same (default 1: every cycle).
+    pub fn with_haproxy_recheck(mut self, cycles: u32) -> Self {
+        self.haproxy_recheck = cycles.max(1);
+        self
     }
 
     /// Sets these EVS timing options on the local node once per mariadbd process (identified
@@ -326,6 +359,16 @@ impl WriterReconciler {
             r.haproxy_verdict = Some("haproxy: no Galera writer recorded yet".into());
             return;
         };
+        let epoch = target.epoch();
+        if let Some((d, e, verdict)) = &self.haproxy_converged {
+            if *d == desired && *e == epoch && self.haproxy_skipped + 1 < self.haproxy_recheck {
+                self.haproxy_skipped += 1;
+                r.haproxy_verdict = Some(verdict.clone());
+                return;
+            }
+        }
+        self.haproxy_skipped = 0;
+        self.haproxy_converged = None;
         let rows = match h.haproxy.show_servers_state(Some(&h.backend)).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -345,6 +388,9 @@ impl WriterReconciler {
         );
         r.haproxy_verdict = Some(plan.verdict());
         if plan.actions.is_empty() {
+            if plan.missing.is_empty() {
+                self.haproxy_converged = Some((desired, epoch, plan.verdict()));
+            }
             return;
         }
         match haproxy::apply(h.haproxy.as_ref(), &mut self.fence, &plan.actions).await {

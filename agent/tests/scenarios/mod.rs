@@ -42,14 +42,17 @@
 //!   nX), `mysql-writes-to=nX` (mariadbd nX serves, and MySQL writes go to it through the
 //!   HAProxy of every node whose agent runs and that is not isolated, and to nothing else
 //!   through any HAProxy: `ready` in `be_mysql` and its own agent answering `GET
-//!   /galera/writer` 200).
+//!   /galera/writer` 200), `writer-moved` (the committed writer differs from the one when the
+//!   wait began), `mysql-writes-to-writer` (`mysql-writes-to` the committed writer, whichever
+//!   it is).
 //! - Redis: `kill-redis nX` (SIGKILL: connections refused), `hang-redis nX` (SIGSTOP: nothing
 //!   answers), `resume-redis nX` (SIGCONT), `start-redis nX` (a killed one boots from its
 //!   config: a fenced master until its agent gives it its role), `restart-redis nX` (kill
 //!   and start at once).
 //! - Agents: `kill-agent nX` (memory lost, Raft store kept), `start-agent nX`,
 //!   `restart-agent nX`.
-//! - Network: `isolate nX` (agent and Redis cut off from both others, both ways), `lag nX`
+//! - Network: `isolate nX` (agent and Redis cut off from both others, both ways; `isolate
+//!   writer`: the committed Galera writer's node, whichever it is), `lag nX`
 //!   (agent nX receives no Raft messages; reports and pings pass), `heal` (both undone).
 //! - `maintenance on|off [REASON...]`: proposed on the leader as the API would; steps until it
 //!   applied there (at most 5s).
@@ -323,7 +326,9 @@ enum Cond {
     OutageEnded,
     Bootstrap(u64),
     Writer(u64),
+    WriterMoved,
     MysqlWritesTo(u64),
+    MysqlWritesToWriter,
 }
 
 fn node(s: &str) -> Result<u64, String> {
@@ -375,6 +380,8 @@ fn cond(s: &str) -> Result<Cond, String> {
         "galera-synced" => Cond::GaleraSynced,
         "outage-open" => Cond::OutageOpen,
         "outage-ended" => Cond::OutageEnded,
+        "writer-moved" => Cond::WriterMoved,
+        "mysql-writes-to-writer" => Cond::MysqlWritesToWriter,
         _ => {
             if let Some(n) = s.strip_prefix("master=") {
                 Cond::Master(node(n)?)
@@ -401,7 +408,8 @@ fn cond(s: &str) -> Result<Cond, String> {
                     "unknown condition `{s}` (leader, converged, master-moved, master=nX, \
                      suspect=nX, no-suspect, nX-follows-nY, nX-fenced, nX-sees-master=nY, \
                      writes-to=nX, writes-to-master, galera-synced, db-primary=nX, \
-                     outage-open, outage-ended, bootstrap=nX, writer=nX, mysql-writes-to=nX)"
+                     outage-open, outage-ended, bootstrap=nX, writer=nX, writer-moved, \
+                     mysql-writes-to=nX, mysql-writes-to-writer)"
                 ));
             }
         }
@@ -475,6 +483,16 @@ impl Sim {
         self.newest()?.d.state().redis.master.map(NodeId::get)
     }
 
+    /// The committed Galera writer, as the most advanced agent applied it.
+    fn committed_writer(&self) -> Option<u64> {
+        self.newest()?
+            .d
+            .state()
+            .galera_writer
+            .writer
+            .map(NodeId::get)
+    }
+
     /// The leader of the highest term among the agents that claim leadership.
     fn current_leader(&self) -> Option<(u64, u64)> {
         (1..=N)
@@ -522,7 +540,10 @@ impl Sim {
         .collect()
     }
 
-    fn holds(&self, c: Cond, start_master: Option<u64>) -> bool {
+    /// Whether `c` holds; `start` is the committed Redis master and Galera writer when the
+    /// wait began (for `master-moved` and `writer-moved`).
+    fn holds(&self, c: Cond, start: (Option<u64>, Option<u64>)) -> bool {
+        let (start_master, start_writer) = start;
         match c {
             Cond::Leader => self.current_leader().is_some(),
             Cond::Converged => {
@@ -569,7 +590,11 @@ impl Sim {
             Cond::Writer(n) => self
                 .newest()
                 .is_some_and(|a| a.d.state().galera_writer.writer == Some(NodeId(n))),
+            Cond::WriterMoved => self.committed_writer() != start_writer,
             Cond::MysqlWritesTo(m) => self.mysql_writes_only_to(m),
+            Cond::MysqlWritesToWriter => self
+                .committed_writer()
+                .is_some_and(|w| self.mysql_writes_only_to(w)),
         }
     }
 
@@ -1130,7 +1155,14 @@ impl Runner {
                 sim.restart(n as usize - 1);
             }
             "isolate" => {
-                let n = one_node()?;
+                // `isolate writer`: the node of the committed Galera writer, whichever it is.
+                let n = match args {
+                    ["writer"] => self
+                        .sim()?
+                        .committed_writer()
+                        .ok_or("`isolate writer`: no Galera writer committed")?,
+                    _ => one_node()?,
+                };
                 self.sim()?.isolate(n);
             }
             "lag" => {
@@ -1224,14 +1256,15 @@ impl Runner {
 
     /// Steps until `c` holds (checked before each step), at most `limit` steps.
     fn step_until(&mut self, c: Cond, limit: u64, out: &mut Vec<String>) -> Result<bool, String> {
-        let start_master = self.sim()?.committed();
+        let sim = self.sim()?;
+        let start = (sim.committed(), sim.committed_writer());
         for _ in 0..limit {
-            if self.sim()?.holds(c, start_master) {
+            if self.sim()?.holds(c, start) {
                 return Ok(true);
             }
             self.step(out)?;
         }
-        Ok(self.sim()?.holds(c, start_master))
+        Ok(self.sim()?.holds(c, start))
     }
 }
 
@@ -1332,7 +1365,11 @@ fn scripts_catch_planted_bugs() {
             "09_galera_writer.txt",
             Plant::WriterIgnoresServing,
             DriverPlant::None,
-            &["invariant: galera writer: db2 is routable"],
+            &[
+                "invariant: galera writer: db",
+                "is routable (ready in a HAProxy, its agent answers /galera/writer 200) but its \
+                 mariadbd is not alive",
+            ],
         ),
     ];
     for (file, plant, driver, says) in cases {

@@ -57,6 +57,7 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "tick_interval = \"50ms\"");
     let _ = writeln!(out, "election_ticks = 10");
     let _ = writeln!(out, "heartbeat_ticks = 2");
+    let _ = writeln!(out, "ping_ticks = 4");
     // Probes at their defaults (1 s interval), as a production node would run them.
     let _ = writeln!(out);
     let _ = writeln!(out, "[redis]");

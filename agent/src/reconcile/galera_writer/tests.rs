@@ -300,3 +300,64 @@ fn evs_periods_are_set_once_per_process() {
     block(rec.cycle(&log.target()));
     assert!(sets(&sql).is_empty(), "nothing to set: no statement");
 }
+
+/// Once HAProxy is as desired, a quiet reconciler reads it only every `recheck` cycles (a
+/// stopped HAProxy goes unnoticed until then: no call is made); after a failed pass it reads
+/// every cycle; a change made behind its back is undone at the next read; a new writer is
+/// routed at once, whatever the count.
+#[test]
+fn a_quiet_reconciler_reads_haproxy_every_recheck_cycles_and_at_once_on_news() {
+    use AdminMode::{Maint, Ready};
+    let (rec, _sql, h) = setup(2, U2);
+    let mut rec = rec.with_haproxy_recheck(3);
+    let mut log = Log::new();
+    log.writer(1, ChangeKind::Initial);
+    let first = block(rec.cycle(&log.target()));
+    assert_eq!(first.haproxy_error, None);
+    assert_eq!(modes(&h), [Ready, Maint, Maint]);
+    h.set_running(false);
+    for i in 0..2 {
+        let r = block(rec.cycle(&log.target()));
+        assert_eq!(r.haproxy_error, None, "quiet cycle {i} called HAProxy");
+        assert_eq!(r.haproxy_verdict, first.haproxy_verdict, "quiet cycle {i}");
+    }
+    let r = block(rec.cycle(&log.target()));
+    assert!(r.haproxy_error.is_some(), "the third cycle reads: {r:?}");
+    let r = block(rec.cycle(&log.target()));
+    assert!(
+        r.haproxy_error.is_some(),
+        "after a failed pass, every cycle: {r:?}"
+    );
+    h.set_running(true);
+    let r = block(rec.cycle(&log.target()));
+    assert_eq!(r.haproxy_error, None);
+
+    // An operator (or a restart) puts db3 in service behind the agent's back.
+    block(h.set_server_state("be_mysql", "db3", Ready)).expect("operator's change");
+    for _ in 0..2 {
+        block(rec.cycle(&log.target()));
+        assert_eq!(modes(&h), [Ready, Maint, Ready], "not read yet");
+    }
+    let r = block(rec.cycle(&log.target()));
+    assert_eq!(
+        modes(&h),
+        [Ready, Maint, Maint],
+        "undone at the read: {r:?}"
+    );
+    assert!(!r.haproxy_actions.is_empty(), "{r:?}");
+
+    // A new writer right after a read: routed in the very next cycle.
+    block(rec.cycle(&log.target()));
+    log.writer(2, ChangeKind::Automatic);
+    let r = block(rec.cycle(&log.target()));
+    assert_eq!(modes(&h), [Maint, Ready, Maint], "{r:?}");
+}
+
+#[test]
+fn recheck_cycles_span_about_the_period() {
+    let ms = Duration::from_millis;
+    assert_eq!(cycles_per(ms(1000), ms(200)), 5);
+    assert_eq!(cycles_per(ms(1000), ms(300)), 3);
+    assert_eq!(cycles_per(ms(1000), ms(5000)), 1);
+    assert_eq!(cycles_per(ms(1000), Duration::ZERO), 1_000_000);
+}
