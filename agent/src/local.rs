@@ -162,11 +162,12 @@ impl LocalReconcilers {
     /// Hands every reconciler the driver's current target (a send only on a change).
     pub fn publish(&self, driver: &Driver) {
         for (&authority, tx) in &self.targets {
-            let target = driver.target(authority).cloned();
+            // Compared in place, cloned only when changed (this runs after every event).
+            let target = driver.target(authority);
             tx.send_if_modified(|cur| {
-                let changed = *cur != target;
+                let changed = cur.as_ref() != target;
                 if changed {
-                    *cur = target;
+                    *cur = target.cloned();
                 }
                 changed
             });

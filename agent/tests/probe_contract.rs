@@ -194,8 +194,41 @@ fn redis_probe_reports_replication_and_bad_input() {
     assert_eq!(r.status, Status::Healthy, "{r:?}");
     assert_eq!(r.details["role"], "master", "{}", r.details);
 
+    // A server that answers `PING` with an error (here a user not allowed to run it; a
+    // loading server does the same) but `INFO` fine: down, with Redis's error.
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], master.port).into();
+    rt.block_on(async {
+        let mut admin = triad::probe::redis::connect(addr, None, None, Duration::from_secs(2))
+            .await
+            .expect("connect as default");
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("noping")
+            .arg("on")
+            .arg(">pw")
+            .arg("+info")
+            .query_async(&mut admin)
+            .await
+            .expect("ACL SETUSER");
+    });
+    let noping = RedisProbe::new(
+        id(Service::Redis),
+        addr,
+        Some("noping".into()),
+        Some("pw".into()),
+        TIMING,
+    );
+    let (r, _) = rt.block_on(check_once(&noping));
+    assert_eq!(r.status, Status::Down, "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no permissions to run the 'ping' command"),
+        "Redis's own error is shown: {r:?}"
+    );
+
     // Wrong password against a server without one: a clear auth failure, no panic.
-    let addr = ([127, 0, 0, 1], master.port).into();
     let wrong = RedisProbe::new(
         id(Service::Redis),
         addr,

@@ -166,3 +166,75 @@ fn real_redis_promote_follow_fence() {
         .expect_err("down");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
+
+fn stat(port: u16, key: &str) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "stats"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in INFO stats"))
+}
+
+/// One handle keeps one connection: calls after the first open none; a kept connection
+/// killed on the server (as a restart or `CLIENT KILL` breaks it) is replaced within the
+/// call; once the server is gone, a call fails as refused (judged on a fresh connection, not
+/// on the dead kept one).
+#[test]
+fn real_redis_server_keeps_one_connection() {
+    let Some(bin) = binary("redis-server", &["/usr/bin/redis-server"]) else {
+        return;
+    };
+    let rt = rt();
+    let a = RealRedis::start(bin, None);
+    let ctl = RedisServer::new(
+        addr(a.port),
+        None,
+        None,
+        Duration::from_secs(1),
+        0,
+        Duration::from_secs(10),
+    );
+    rt.block_on(ctl.info()).expect("first read");
+    // redis-cli's own connections count too: one per `stat` call.
+    let before = stat(a.port, "total_connections_received");
+    for _ in 0..5 {
+        rt.block_on(ctl.info()).expect("info");
+        rt.block_on(ctl.is_fenced()).expect("is_fenced");
+    }
+    rt.block_on(ctl.apply(&RedisAction::Unfence, Epoch(1)))
+        .expect("unfence");
+    assert_eq!(
+        stat(a.port, "total_connections_received"),
+        before + 1,
+        "the calls opened connections (only the second redis-cli call should count)"
+    );
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &a.port.to_string(),
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "normal",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "killed the kept one"
+    );
+    let i = rt
+        .block_on(ctl.info())
+        .expect("info after the kept connection was killed");
+    assert_eq!(i.role, Some(RedisRole::Master));
+    let port = a.port;
+    drop(a);
+    let err = rt.block_on(ctl.info()).expect_err("server gone");
+    assert!(err.refused, "a stopped server reads as refused: {err}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}

@@ -153,7 +153,14 @@ pub trait RedisControl: Send + Sync + 'static {
     fn unpause(&self) -> BoxFuture<'_, Result<(), RedisActionError>>;
 }
 
-/// The real server, over a fresh connection per call.
+/// The real server. One connection is kept between calls (the reconciler reads the server
+/// every cycle); a call whose command gets no answer on it (a broken connection: the server
+/// restarted, or `CLIENT KILL`) drops it and is retried once on a fresh connection, which
+/// also tells a dead server (refused) from a broken link. An error *answered* by the server
+/// keeps the connection and is not retried. Every call is bounded by the action timeout,
+/// and a call cut by it drops the connection (its state is unknown). Every command sent is
+/// idempotent (role changes, `CONFIG SET`, `CLIENT KILL`/`PAUSE`/`UNPAUSE`), so the retry is
+/// safe even when the first attempt was carried out before its answer was lost.
 pub struct RedisServer {
     addr: SocketAddr,
     username: Option<String>,
@@ -163,6 +170,15 @@ pub struct RedisServer {
     normal_min_replicas: u32,
     /// `min-replicas-max-lag` (seconds) kept with it.
     normal_max_lag: u64,
+    /// The connection kept between calls.
+    kept: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+/// A command's failure on a connection.
+struct CmdError {
+    /// The server answered with an error: the connection is fine.
+    answered: bool,
+    err: RedisActionError,
 }
 
 impl RedisServer {
@@ -204,6 +220,51 @@ impl RedisServer {
             timeout,
             normal_min_replicas,
             normal_max_lag: normal_max_lag.as_secs(),
+            kept: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn cmd_err(&self, what: impl std::fmt::Display, e: &redis::RedisError) -> CmdError {
+        CmdError {
+            answered: e.code().is_some(),
+            err: self.err(format!("{what}: {e}")),
+        }
+    }
+
+    /// Runs `op` on the kept connection (see the type's docs).
+    async fn on_conn<'a, T>(
+        &'a self,
+        op: impl Fn(redis::aio::MultiplexedConnection) -> BoxFuture<'a, Result<T, CmdError>>,
+    ) -> Result<T, RedisActionError> {
+        let mut slot = self.kept.lock().await;
+        // Taken out: a call cut by the timeout drops it.
+        if let Some(c) = slot.take() {
+            match op(c.clone()).await {
+                Ok(v) => {
+                    *slot = Some(c);
+                    return Ok(v);
+                }
+                Err(e) if e.answered => {
+                    *slot = Some(c);
+                    return Err(e.err);
+                }
+                // No answer on the kept connection: judge the server on a fresh one.
+                Err(_) => {}
+            }
+        }
+        let c = self.conn().await?;
+        let out = op(c.clone()).await;
+        match out {
+            Ok(v) => {
+                *slot = Some(c);
+                Ok(v)
+            }
+            Err(e) => {
+                if e.answered {
+                    *slot = Some(c);
+                }
+                Err(e.err)
+            }
         }
     }
 
@@ -230,7 +291,14 @@ impl RedisServer {
     }
 
     async fn run(&self, action: &RedisAction) -> Result<(), RedisActionError> {
-        let mut c = self.conn().await?;
+        self.on_conn(|c| Box::pin(self.run_on(c, action))).await
+    }
+
+    async fn run_on(
+        &self,
+        mut c: redis::aio::MultiplexedConnection,
+        action: &RedisAction,
+    ) -> Result<(), CmdError> {
         let cmd = match action {
             RedisAction::Promote => {
                 let mut cmd = redis::cmd("REPLICAOF");
@@ -262,7 +330,7 @@ impl RedisServer {
         let _: redis::Value = cmd
             .query_async(&mut c)
             .await
-            .map_err(|e| self.err(format!("{action:?}: {e}")))?;
+            .map_err(|e| self.cmd_err(format_args!("{action:?}"), &e))?;
         if matches!(action, RedisAction::Promote | RedisAction::Follow(_)) {
             // Clients of a server that changed role must reconnect (through HAProxy) to the
             // committed master; replication links are of type `master`/`replica` and survive.
@@ -274,33 +342,41 @@ impl RedisServer {
                 .arg("yes")
                 .query_async(&mut c)
                 .await
-                .map_err(|e| self.err(format!("CLIENT KILL: {e}")))?;
+                .map_err(|e| self.cmd_err("CLIENT KILL", &e))?;
         }
         Ok(())
     }
 
     async fn read_info(&self) -> Result<RedisInfo, RedisActionError> {
-        let mut c = self.conn().await?;
-        // The default sections: `replication`, and `server` for the run_id that tells a
-        // restarted server from the one seen before.
-        let text: String = redis::cmd("INFO")
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.err(format!("INFO: {e}")))?;
-        Ok(crate::probe::redis_info::parse_info(&text))
+        self.on_conn(|mut c| {
+            Box::pin(async move {
+                // The default sections: `replication`, and `server` for the run_id that tells
+                // a restarted server from the one seen before.
+                let text: String = redis::cmd("INFO")
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| self.cmd_err("INFO", &e))?;
+                Ok(crate::probe::redis_info::parse_info(&text))
+            })
+        })
+        .await
     }
 
     async fn simple(&self, args: &[String]) -> Result<(), RedisActionError> {
-        let mut c = self.conn().await?;
-        let mut cmd = redis::cmd(&args[0]);
-        for a in &args[1..] {
-            cmd.arg(a);
-        }
-        let _: redis::Value = cmd
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.err(format!("{}: {e}", args.join(" "))))?;
-        Ok(())
+        self.on_conn(|mut c| {
+            Box::pin(async move {
+                let mut cmd = redis::cmd(&args[0]);
+                for a in &args[1..] {
+                    cmd.arg(a);
+                }
+                let _: redis::Value = cmd
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| self.cmd_err(args.join(" "), &e))?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn bounded<T>(
@@ -319,13 +395,18 @@ impl RedisServer {
     /// yet set up (another `min-replicas-to-write` or `min-replicas-max-lag`). Either way an
     /// `Unfence` is what brings it to the configured guard.
     async fn fenced(&self) -> Result<bool, RedisActionError> {
-        let mut c = self.conn().await?;
-        let v: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("min-replicas-*")
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.err(format!("CONFIG GET: {e}")))?;
+        let v: Vec<String> = self
+            .on_conn(|mut c| {
+                Box::pin(async move {
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("min-replicas-*")
+                        .query_async(&mut c)
+                        .await
+                        .map_err(|e| self.cmd_err("CONFIG GET", &e))
+                })
+            })
+            .await?;
         let get = |k: &str| -> u64 {
             v.chunks(2)
                 .find(|kv| kv.first().map(String::as_str) == Some(k))

@@ -1,4 +1,4 @@
-//! The Redis probe: `PING`, then `INFO replication persistence server`. The connection is
+//! The Redis probe: `PING` and `INFO replication persistence server`, pipelined. The connection is
 //! kept between checks (a new one per second per server costs more CPU than the rest of the
 //! agent); when the kept one fails, the same check retries on a fresh connection, so a dead or
 //! cut-off server is still classified as refused or timed out, never as a stale connection.
@@ -77,8 +77,11 @@ impl RedisProbe {
     }
 
     async fn read(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<RedisInfo> {
-        let _: String = redis::cmd("PING").query_async(conn).await?;
-        let text: String = redis::cmd("INFO")
+        // One round trip: `PING` (refused with an error while the server loads, or to a user
+        // not allowed to run it) and `INFO` (answered even then) pipelined.
+        let (_pong, text): (String, String) = redis::pipe()
+            .cmd("PING")
+            .cmd("INFO")
             .arg("replication")
             .arg("persistence")
             .arg("server")
