@@ -138,6 +138,39 @@ fn on_off(v: &str) -> Option<bool> {
     }
 }
 
+/// The status variables [`from_rows`] reads (what the probe asks for).
+pub const STATUS_NAMES: &[&str] = &[
+    "wsrep_local_state",
+    "wsrep_local_state_comment",
+    "wsrep_cluster_status",
+    "wsrep_cluster_size",
+    "wsrep_ready",
+    "wsrep_connected",
+    "wsrep_last_committed",
+    "wsrep_local_state_uuid",
+    "wsrep_flow_control_paused",
+    "wsrep_local_recv_queue",
+    "wsrep_gcomm_uuid",
+];
+
+/// The system variables [`from_rows`] reads.
+pub const VARIABLE_NAMES: &[&str] = &[
+    "read_only",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "wsrep_on",
+    "wsrep_auto_increment_control",
+];
+
+/// `SHOW GLOBAL STATUS|VARIABLES WHERE Variable_name IN (...)` for `names`.
+pub fn show_query(what: &str, names: &[&str]) -> String {
+    let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!(
+        "SHOW GLOBAL {what} WHERE Variable_name IN ({})",
+        list.join(", ")
+    )
+}
+
 /// Builds the status from `(name, value)` rows of status and variables (names in any case).
 pub fn from_rows<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> GaleraStatus {
     let map: BTreeMap<String, &str> = rows
@@ -358,5 +391,42 @@ mod tests {
             let p = g.problem().unwrap_or_default();
             assert!(p.contains(want), "{p} lacks {want}");
         }
+    }
+
+    #[test]
+    fn the_probe_asks_for_every_name_the_status_reads() {
+        // Every field filled from the named rows alone: nothing read is left out of the query.
+        let rows: Vec<(&str, &str)> = STATUS_NAMES
+            .iter()
+            .chain(VARIABLE_NAMES)
+            .map(|&n| {
+                let v = match n {
+                    "wsrep_cluster_status" | "wsrep_local_state_comment" => "Primary",
+                    "wsrep_local_state_uuid" | "wsrep_gcomm_uuid" => "u",
+                    "wsrep_flow_control_paused" => "0.5",
+                    "wsrep_ready"
+                    | "wsrep_connected"
+                    | "read_only"
+                    | "wsrep_on"
+                    | "wsrep_auto_increment_control" => "ON",
+                    _ => "4",
+                };
+                (n, v)
+            })
+            .collect();
+        let g = from_rows(rows);
+        let json = serde_json::to_value(&g).unwrap_or_default();
+        let fields = json.as_object().map(|o| o.len()).unwrap_or(0);
+        assert!(fields > 0, "{json}");
+        for (k, v) in json.as_object().into_iter().flatten() {
+            assert!(
+                !v.is_null(),
+                "{k} is not filled from the queried names: {json}"
+            );
+        }
+        assert_eq!(
+            show_query("STATUS", &["a", "b"]),
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('a', 'b')"
+        );
     }
 }

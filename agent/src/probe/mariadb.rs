@@ -215,14 +215,19 @@ impl MariadbProbe {
     }
 
     async fn read(conn: &mut Conn) -> Result<GaleraStatus, mysql_async::Error> {
-        let status: Vec<(String, String)> =
-            conn.query("SHOW GLOBAL STATUS LIKE 'wsrep\\_%'").await?;
+        // Only what `galera_status::from_rows` reads (all of `wsrep_%` is ~70 rows, read twice
+        // a second).
+        let status: Vec<(String, String)> = conn
+            .query(galera_status::show_query(
+                "STATUS",
+                galera_status::STATUS_NAMES,
+            ))
+            .await?;
         let vars: Vec<(String, String)> = conn
-            .query(
-                "SHOW GLOBAL VARIABLES WHERE Variable_name IN \
-                 ('read_only', 'auto_increment_increment', 'auto_increment_offset', 'wsrep_on', \
-                 'wsrep_auto_increment_control')",
-            )
+            .query(galera_status::show_query(
+                "VARIABLES",
+                galera_status::VARIABLE_NAMES,
+            ))
             .await?;
         let rows = status
             .iter()
