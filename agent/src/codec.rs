@@ -902,7 +902,7 @@ pub fn decode_report(
             })?
         };
         out.push(crate::health::Received {
-            observation: Observation {
+            observation: std::sync::Arc::new(Observation {
                 id: ProbeId {
                     subject,
                     service,
@@ -919,7 +919,7 @@ pub fn decode_report(
                 successes: o.successes,
                 latency_us: o.latency_us,
                 observed_at: UnixMillis(o.observed_at_ms),
-            },
+            }),
             age_at_receipt_ms: o.age_ms,
         });
     }
@@ -964,9 +964,9 @@ mod report_tests {
         assert_eq!(back.reconciled_index, 42);
         assert_eq!(back.pongs, pongs);
         let back = back.observations;
-        assert_eq!(back[0].observation, sample());
+        assert_eq!(back[0].observation, sample().into());
         assert_eq!(back[0].age_at_receipt_ms, 40);
-        assert_eq!(back[1].observation, healthy);
+        assert_eq!(back[1].observation, healthy.into());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! reporting keeps its last report, which simply grows old (consumers check the age).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -21,8 +22,9 @@ use crate::observation::{Observation, ProbeId, Status};
 /// An observation as received, with its age at receipt.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Received {
-    /// The observation.
-    pub observation: Observation,
+    /// The observation (shared: every decision reads the views of every report, and cloning
+    /// each one's details was most of the leader's work between events).
+    pub observation: Arc<Observation>,
     /// Its age when it arrived, in milliseconds.
     pub age_at_receipt_ms: u64,
 }
@@ -50,8 +52,8 @@ pub struct HealthStore {
 pub struct Seen {
     /// Who observed it.
     pub observer: NodeId,
-    /// The observation.
-    pub observation: Observation,
+    /// The observation, shared with the report it came in.
+    pub observation: Arc<Observation>,
     /// Its age now, in milliseconds.
     pub age_ms: u64,
 }
@@ -209,7 +211,7 @@ mod tests {
             _ => CheckResult::unreachable(crate::observation::FailureKind::Refused, "x"),
         };
         Received {
-            observation: Observation {
+            observation: std::sync::Arc::new(Observation {
                 id: ProbeId {
                     subject: NodeId(subject),
                     service,
@@ -221,7 +223,7 @@ mod tests {
                 successes: 1,
                 latency_us: 100,
                 observed_at: UnixMillis(0),
-            },
+            }),
             age_at_receipt_ms: 50,
         }
     }

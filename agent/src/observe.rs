@@ -260,7 +260,7 @@ pub fn as_received(items: &[(Observation, u64)]) -> Vec<Received> {
     items
         .iter()
         .map(|(o, age)| Received {
-            observation: o.clone(),
+            observation: o.clone().into(),
             age_at_receipt_ms: *age,
         })
         .collect()

@@ -155,7 +155,7 @@ fn run(script: &str) -> String {
                 };
                 seen.push(Seen {
                     observer: node(parts[1]),
-                    observation: Observation {
+                    observation: std::sync::Arc::new(Observation {
                         id: ProbeId {
                             subject: node(parts[2]),
                             service: Service::Redis,
@@ -167,7 +167,7 @@ fn run(script: &str) -> String {
                         successes: 0,
                         latency_us: 0,
                         observed_at: UnixMillis(0),
-                    },
+                    }),
                     age_ms: num("age").unwrap_or(100),
                 });
             }

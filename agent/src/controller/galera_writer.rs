@@ -199,7 +199,7 @@ mod tests {
     fn seen(observer: u64, subject: u64, last: CheckResult) -> Seen {
         Seen {
             observer: NodeId(observer),
-            observation: Observation {
+            observation: std::sync::Arc::new(Observation {
                 id: ProbeId {
                     subject: NodeId(subject),
                     service: Service::Mariadb,
@@ -211,7 +211,7 @@ mod tests {
                 successes: 1,
                 latency_us: 0,
                 observed_at: UnixMillis(0),
-            },
+            }),
             age_ms: 10,
         }
     }

@@ -1813,7 +1813,7 @@ mod tests {
         let seen =
             |observer: u64, subject: u64, age_ms: u64, r: crate::observation::CheckResult| Seen {
                 observer: NodeId(observer),
-                observation: observation(subject, r),
+                observation: observation(subject, r).into(),
                 age_ms,
             };
         let members: Vec<NodeId> = (1..=3).map(NodeId).collect();

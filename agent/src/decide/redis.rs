@@ -668,7 +668,7 @@ mod tests {
     fn view(observer: u64, subject: u64, failures: u32, age_ms: u64) -> Seen {
         Seen {
             observer: NodeId(observer),
-            observation: Observation {
+            observation: std::sync::Arc::new(Observation {
                 id: ProbeId {
                     subject: NodeId(subject),
                     service: Service::Redis,
@@ -684,7 +684,7 @@ mod tests {
                 successes: 0,
                 latency_us: 0,
                 observed_at: UnixMillis(0),
-            },
+            }),
             age_ms,
         }
     }
@@ -712,7 +712,9 @@ mod tests {
     #[test]
     fn down_count_uses_the_decisions_rule() {
         let mut refused_once = view(3, 1, 0, 100);
-        refused_once.observation.last.failure = Some(FailureKind::Refused);
+        std::sync::Arc::make_mut(&mut refused_once.observation)
+            .last
+            .failure = Some(FailureKind::Refused);
         let seen = [
             view(1, 1, 2, 100),  // down, fresh
             view(2, 1, 2, 5000), // down, but the view is stale

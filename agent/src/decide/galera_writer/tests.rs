@@ -461,7 +461,7 @@ fn observation(
 fn seen(observer: u64, subject: u64, last: crate::observation::CheckResult, age_ms: u64) -> Seen {
     Seen {
         observer: NodeId(observer),
-        observation: observation(subject, last),
+        observation: observation(subject, last).into(),
         age_ms,
     }
 }

@@ -560,7 +560,7 @@ fn a_timed_out_check_does_not_count_as_checked() {
         let last = CheckResult::unreachable(failure, "x");
         Seen {
             observer: NodeId(3),
-            observation: Observation {
+            observation: std::sync::Arc::new(Observation {
                 id: ProbeId {
                     subject: NodeId(subject),
                     service: Service::Mariadb,
@@ -572,7 +572,7 @@ fn a_timed_out_check_does_not_count_as_checked() {
                 successes: 0,
                 latency_us: 0,
                 observed_at: UnixMillis(0),
-            },
+            }),
             age_ms: 100,
         }
     };
