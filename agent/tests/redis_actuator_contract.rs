@@ -82,6 +82,18 @@ fn sim_redis_follows_actions() {
     assert!(err.to_string().contains("refused"));
 }
 
+/// The actuator for the server on `port`: no credentials, a 1 s timeout, no write guard.
+fn plain(port: u16) -> RedisServer {
+    RedisServer::new(
+        addr(port),
+        None,
+        None,
+        Duration::from_secs(1),
+        0,
+        Duration::from_secs(10),
+    )
+}
+
 #[test]
 fn real_redis_promote_follow_fence() {
     let Some(bin) = binary("redis-server", &["/usr/bin/redis-server"]) else {
@@ -90,16 +102,7 @@ fn real_redis_promote_follow_fence() {
     let rt = rt();
     let a = RealRedis::start(bin.clone(), None);
     let b = RealRedis::start(bin, Some(a.port));
-    let ctl = |port| {
-        RedisServer::new(
-            addr(port),
-            None,
-            None,
-            Duration::from_secs(1),
-            0,
-            Duration::from_secs(10),
-        )
-    };
+    let ctl = plain;
 
     // Fence the master: writes refused at once; unfence: accepted again.
     assert_eq!(write(a.port), "OK");
@@ -190,14 +193,7 @@ fn real_redis_server_keeps_one_connection() {
     };
     let rt = rt();
     let a = RealRedis::start(bin, None);
-    let ctl = RedisServer::new(
-        addr(a.port),
-        None,
-        None,
-        Duration::from_secs(1),
-        0,
-        Duration::from_secs(10),
-    );
+    let ctl = plain(a.port);
     rt.block_on(ctl.info()).expect("first read");
     // redis-cli's own connections count too: one per `stat` call.
     let before = stat(a.port, "total_connections_received");
