@@ -274,7 +274,10 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ApiError::Bind { addr, source })?;
-    let app = router(h);
+    // Routes are made into services once, here: served as a `Router`, axum would rebuild
+    // every route for each connection, and HAProxy's checks open one connection each (20 a
+    // second on the node of the Redis master and the Galera writer).
+    let app = router(h).with_state::<()>(()).into_make_service();
     Ok(tokio::spawn(async move {
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await });

@@ -5,7 +5,8 @@
 //!   [`health`] (reports), [`observation`] (what probes observe, as values), [`ids`]
 //!   (newtypes);
 //! - adapters: [`raft`] (raft-rs driver, redb storage, peer transport), [`api`] (HTTP),
-//!   [`metrics`], [`codec`] (encodings at the edge), [`config`];
+//!   [`metrics`], [`codec`] (encodings at the edge), [`config`], [`pace`] (periodic timers on
+//!   one grid);
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
 //!   through the [`actuator`] traits);
 //! - wiring: [`driver`] (the clock-free core the agent and the simulation both step),
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod node;
 pub mod observation;
 pub mod observe;
+pub mod pace;
 pub mod probe;
 pub mod raft;
 pub mod reconcile;

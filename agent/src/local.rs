@@ -309,8 +309,7 @@ fn spawn_galera_writer(
         ]);
     let every = g.writer_interval;
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut interval = crate::pace::interval(every);
         let mut last_errors: (Option<String>, Option<String>) = (None, None);
         let mut last_local: Option<(bool, Option<String>, bool)> = None;
         loop {
@@ -461,8 +460,7 @@ fn spawn_redis(
     let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut pacer = Pacer::new(fo.lease, ping * 2, fo.action_timeout, now_ms());
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(fo.reconcile_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut interval = crate::pace::interval(fo.reconcile_interval);
         let mut last_errors: (Option<String>, Option<String>) = (None, None);
         // When the lease, unless renewed, stops being usable: a cycle runs then, not at the
         // next interval, so that a cut-off agent fences as soon as it may no longer serve.
@@ -641,8 +639,7 @@ fn spawn_galera(
         started: Instant::now(),
     };
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(g.reconcile_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut interval = crate::pace::interval(g.reconcile_interval);
         let mut last_logged = String::new();
         loop {
             tokio::select! {

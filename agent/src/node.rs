@@ -307,8 +307,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let mut last_watchdog = Instant::now();
     let mut notified_ready = false;
     let mut waiters: BTreeMap<ProposalId, Reply> = BTreeMap::new();
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = crate::pace::interval(tick);
     // A changed observation waiting only for the shortest report gap wakes the loop then.
     let mut report_wake: Option<tokio::time::Instant> = None;
     let reconciled_changed = reconcilers.reconciled_changed();

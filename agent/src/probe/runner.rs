@@ -1,7 +1,8 @@
 //! Runs probes: one tokio task per probe, each check cut at the probe's timeout, each result
 //! sent to the event loop as a [`ProbeEvent`] without ever blocking on it (a full channel
-//! drops the result and counts it). Start times are staggered across the first interval so the
-//! checks of one agent do not all fire at once. A probe can also be kicked to check at once
+//! drops the result and counts it). Checks are paced on the agent's timer grid
+//! ([`crate::pace`]): probes whose intervals are multiples of one another check together, in
+//! one wake-up of the agent, rather than staggered. A probe can also be kicked to check at once
 //! (the local process it checks just exited).
 
 // Reads the clock (adapter: stamps probe results); see agent/.clippy.toml.
@@ -80,8 +81,7 @@ pub fn spawn_all(
     kicks: &BTreeMap<ProbeId, Arc<Notify>>,
     rush: &BTreeMap<ProbeId, Duration>,
 ) {
-    let n = probes.len().max(1) as u32;
-    for (i, probe) in probes.into_iter().enumerate() {
+    for probe in probes {
         let tx = tx.clone();
         let shutdown = shutdown.clone();
         let dropped = dropped.clone();
@@ -89,10 +89,7 @@ pub fn spawn_all(
         let rush_for = rush.get(probe.id()).copied();
         tokio::spawn(async move {
             let timing = probe.timing();
-            let offset = timing.interval * i as u32 / n;
-            let mut ticker =
-                tokio::time::interval_at(tokio::time::Instant::now() + offset, timing.interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticker = crate::pace::interval(timing.interval);
             // Follow-up checks left after a kick: a kicked check that fails is repeated
             // every `KICK_RECHECK` until it passes or `fall` consecutive failures are in, so a
             // process known to have exited is judged down in ~`KICK_RECHECK * (fall - 1)`
@@ -103,8 +100,13 @@ pub fn spawn_all(
             // once (see `rush`).
             let mut timeouts_since: Option<Instant> = None;
             let mut rushing = false;
+            // The first check runs at once; the ticks follow on the grid.
+            let mut first = true;
             loop {
-                if rushing {
+                if first {
+                    first = false;
+                    crate::pace::realign(&mut ticker);
+                } else if rushing {
                     // Straight on to the next check.
                 } else if follow_up {
                     tokio::select! {
@@ -122,7 +124,7 @@ pub fn spawn_all(
                         _ = shutdown.cancelled() => return,
                         _ = ticker.tick() => burst = 0,
                         _ = kicked => {
-                            ticker.reset();
+                            crate::pace::realign(&mut ticker);
                             burst = timing.fall.saturating_sub(1);
                         }
                     }
@@ -141,7 +143,7 @@ pub fn spawn_all(
                     rushing = false;
                 }
                 if rushing {
-                    ticker.reset();
+                    crate::pace::realign(&mut ticker);
                 }
                 let event = ProbeEvent {
                     id: probe.id().clone(),
@@ -211,7 +213,7 @@ mod tests {
                 &kicks,
                 &BTreeMap::new(),
             );
-            // The first periodic check comes at once (offset 0).
+            // The first check comes at once.
             assert!(next(&mut rx)
                 .await
                 .expect("first check")

@@ -606,8 +606,7 @@ async fn writer(
         }
         tracing::debug!(%peer, %addr, "connected to peer");
         backoff = BACKOFF_MIN;
-        let mut ping = tokio::time::interval(cfg.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping = crate::pace::interval(cfg.ping_interval);
         loop {
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => return,
