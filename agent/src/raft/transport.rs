@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -601,24 +601,47 @@ async fn writer(
                 protocol_version: triad_proto::PROTOCOL_VERSION,
             })),
         };
-        if send(&mut sink, hello).await.is_err() {
+        if send(&mut sink, vec![hello]).await.is_err() {
             continue;
         }
         tracing::debug!(%peer, %addr, "connected to peer");
         backoff = BACKOFF_MIN;
         let mut ping = crate::pace::interval(cfg.ping_interval);
+        let ping_frame = || pb::PeerFrame {
+            body: Some(pb::peer_frame::Body::Ping(pb::Ping {
+                sent_micros: t.micros(),
+            })),
+        };
         loop {
-            let frame = tokio::select! {
+            let mut batch = Vec::new();
+            let mut pinged = false;
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
                 f = rx.recv() => match f {
-                    Some(f) => f,
+                    Some(f) => batch.push(f),
                     None => return,
                 },
-                _ = ping.tick() => pb::PeerFrame {
-                    body: Some(pb::peer_frame::Body::Ping(pb::Ping { sent_micros: t.micros() })),
-                },
-            };
-            if let Err(err) = send(&mut sink, frame).await {
+                _ = ping.tick() => {
+                    batch.push(ping_frame());
+                    pinged = true;
+                }
+            }
+            // One write for what this turn of the runtime queues: let the tasks woken with
+            // this one run first (the event loop answering a Raft message that came with a
+            // ping, whose pong is already queued; the Raft tick that shares the ping's grid
+            // point), then take everything queued by then. The peer then reads it all in one
+            // wake-up too.
+            tokio::task::yield_now().await;
+            while batch.len() < BATCH_FRAMES {
+                match rx.try_recv() {
+                    Ok(f) => batch.push(f),
+                    Err(_) => break,
+                }
+            }
+            if !pinged && ping.tick().now_or_never().is_some() {
+                batch.push(ping_frame());
+            }
+            if let Err(err) = send(&mut sink, batch).await {
                 tracing::debug!(%peer, %addr, %err, "peer connection lost");
                 break;
             }
@@ -626,12 +649,21 @@ async fn writer(
     }
 }
 
+/// Frames written at most in one batch (see `writer`).
+const BATCH_FRAMES: usize = 64;
+
+/// Writes `frames` in order with one flush (one write when they fit the codec's buffer).
 async fn send(
     sink: &mut FramedWrite<TcpStream, LengthDelimitedCodec>,
-    frame: pb::PeerFrame,
+    frames: Vec<pb::PeerFrame>,
 ) -> Result<(), std::io::Error> {
-    let bytes = Bytes::from(frame.encode_to_vec());
-    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(bytes)).await {
+    let write = async {
+        for frame in frames {
+            sink.feed(Bytes::from(frame.encode_to_vec())).await?;
+        }
+        SinkExt::<Bytes>::flush(sink).await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
