@@ -337,6 +337,32 @@ impl Backend for RealFpm {
     }
 }
 
+/// The TCP connections made to `port` in the last minute or still open, from the kernel's
+/// table: the set of the clients' ports (a closed connection stays listed in TIME_WAIT on the
+/// side that closed first, and both sides are in this network namespace).
+fn connections_to(port: u16) -> std::collections::BTreeSet<String> {
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state) = (*f.get(1)?, *f.get(2)?, *f.get(3)?);
+            if state == "0A" {
+                return None; // LISTEN
+            }
+            if local.ends_with(&port) {
+                Some(remote.to_string())
+            } else if remote.ends_with(&port) {
+                Some(local.to_string())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn phpfpm_probe_meets_the_contract() {
     let Some(bin) = binary("php-fpm", &["/usr/sbin/php-fpm8.2"]) else {
@@ -355,6 +381,18 @@ fn phpfpm_probe_meets_the_contract() {
     // A static pool of 2 (the second child may still be forking right after start-up).
     let total = r.details["total_processes"].as_u64().unwrap_or(0);
     assert!((1..=2).contains(&total), "{r:?}");
+    // One connection per check: the ping and the status request share it (FastCGI
+    // keep-alive), and the probe closes it when the check ends.
+    let before = connections_to(f.port).len();
+    for _ in 0..3 {
+        let (r, _) = rt.block_on(check_once(f.probe().as_ref()));
+        assert_eq!(r.status, Status::Healthy, "{r:?}");
+    }
+    assert_eq!(
+        connections_to(f.port).len() - before,
+        3,
+        "one connection per check"
+    );
     contract("php-fpm", &mut f);
 
     // A wrong ping path: php-fpm answers "File not found.", which is not the ping response.

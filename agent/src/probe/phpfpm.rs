@@ -1,5 +1,7 @@
 //! The PHP-FPM probe: over FastCGI (TCP or UNIX socket), the pool's ping path must answer the
-//! configured response, then `status?json` is read and judged.
+//! configured response, then `status?json` is read and judged. Both requests of a check share
+//! one connection (FastCGI keep-alive), closed when the check ends: kept between checks, an idle
+//! connection would hold one of the pool's workers.
 //!
 //! Status: `healthy`; `degraded` when requests queue on two consecutive checks or the pool hit
 //! `pm.max_children` since the previous check; `down` when the ping answer is wrong or the
@@ -7,6 +9,7 @@
 
 use std::sync::Mutex;
 
+use fastcgi_client::conn::KeepAlive;
 use fastcgi_client::{Client, Params, Request};
 
 use super::phpfpm_status::{degradation, parse_status, FpmStatus};
@@ -48,7 +51,16 @@ impl PhpfpmProbe {
         }
     }
 
-    async fn request(&self, path: &str, query: &str) -> Result<Vec<u8>, Failure> {
+    /// One FastCGI request on `client`'s connection; the body of its stdout.
+    async fn request<S>(
+        &self,
+        client: &mut Client<S, KeepAlive>,
+        path: &str,
+        query: &str,
+    ) -> Result<Vec<u8>, Failure>
+    where
+        S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin,
+    {
         let params = Params::default()
             .request_method("GET")
             .script_name(path.to_string())
@@ -62,40 +74,45 @@ impl PhpfpmProbe {
             .server_name("triad")
             .remote_addr("127.0.0.1")
             .content_length(0);
-        let out = match &self.addr {
-            FcgiAddr::Tcp(a) => {
-                let stream = tokio::net::TcpStream::connect(a)
-                    .await
-                    .map_err(|e| Failure(FailureKind::of_io(&e), format!("php-fpm {a}: {e}")))?;
-                Client::new_tokio(stream)
-                    .execute_once(Request::new_tokio(params, tokio::io::empty()))
-                    .await
-            }
-            FcgiAddr::Unix(p) => {
-                let stream = tokio::net::UnixStream::connect(p).await.map_err(|e| {
-                    Failure(
-                        FailureKind::of_io(&e),
-                        format!("php-fpm {}: {e}", p.display()),
-                    )
-                })?;
-                Client::new_tokio(stream)
-                    .execute_once(Request::new_tokio(params, tokio::io::empty()))
-                    .await
-            }
-        };
-        let out = out.map_err(|e| {
-            let kind = match &e {
-                fastcgi_client::ClientError::Io(io) => FailureKind::of_io(io),
-                _ => FailureKind::Protocol,
-            };
-            Failure(kind, format!("php-fpm {}: {e}", self.addr))
-        })?;
+        let out = client
+            .execute(Request::new(params, futures::io::empty()))
+            .await
+            .map_err(|e| {
+                let kind = match &e {
+                    fastcgi_client::ClientError::Io(io) => FailureKind::of_io(io),
+                    _ => FailureKind::Protocol,
+                };
+                Failure(kind, format!("php-fpm {}: {e}", self.addr))
+            })?;
         let stdout = out.stdout.unwrap_or_default();
         Ok(body_of(&stdout).to_vec())
     }
 
+    /// Connects to the pool and runs the check's requests on that one connection (FastCGI
+    /// keep-alive, closed when the check ends: an idle kept connection would hold a worker).
     async fn run(&self) -> CheckResult {
-        let ping = match self.request(&self.ping_path, "").await {
+        match &self.addr {
+            FcgiAddr::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
+                Ok(stream) => self.run_on(Client::new_keep_alive_tokio(stream)).await,
+                Err(e) => {
+                    CheckResult::unreachable(FailureKind::of_io(&e), format!("php-fpm {a}: {e}"))
+                }
+            },
+            FcgiAddr::Unix(p) => match tokio::net::UnixStream::connect(p).await {
+                Ok(stream) => self.run_on(Client::new_keep_alive_tokio(stream)).await,
+                Err(e) => CheckResult::unreachable(
+                    FailureKind::of_io(&e),
+                    format!("php-fpm {}: {e}", p.display()),
+                ),
+            },
+        }
+    }
+
+    async fn run_on<S>(&self, mut client: Client<S, KeepAlive>) -> CheckResult
+    where
+        S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin,
+    {
+        let ping = match self.request(&mut client, &self.ping_path, "").await {
             Ok(b) => b,
             Err(Failure(kind, msg)) => return CheckResult::unreachable(kind, msg),
         };
@@ -111,7 +128,7 @@ impl PhpfpmProbe {
                 ),
             );
         }
-        let body = match self.request(&self.status_path, "json").await {
+        let body = match self.request(&mut client, &self.status_path, "json").await {
             Ok(b) => b,
             Err(Failure(kind, msg)) => return CheckResult::unreachable(kind, msg),
         };
