@@ -93,7 +93,13 @@ impl PhpfpmProbe {
     async fn run(&self) -> CheckResult {
         match &self.addr {
             FcgiAddr::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
-                Ok(stream) => self.run_on(Client::new_keep_alive_tokio(stream)).await,
+                Ok(stream) => {
+                    // The client writes a request in several small writes: on a connection
+                    // with a request already answered, Nagle's algorithm would hold them for
+                    // the server's delayed ACK (40 ms).
+                    let _ = stream.set_nodelay(true);
+                    self.run_on(Client::new_keep_alive_tokio(stream)).await
+                }
                 Err(e) => {
                     CheckResult::unreachable(FailureKind::of_io(&e), format!("php-fpm {a}: {e}"))
                 }
