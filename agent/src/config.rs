@@ -1557,7 +1557,7 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
             r.interval,
             MIN_PROBE_INTERVAL,
             MAX_PROBE_INTERVAL,
-            "probes start staggered by fractions of it, and failover waits on it",
+            "failover waits on it",
         )?;
         if r.timeout.is_zero() || r.timeout >= r.interval {
             return Err(invalid(
