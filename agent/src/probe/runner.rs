@@ -63,8 +63,8 @@ pub fn now_millis() -> UnixMillis {
 /// Spawns one task per probe; they stop when `shutdown` is cancelled. `dropped` is called for
 /// each result dropped on a full channel. A probe with an entry in `kicks` also checks at once
 /// whenever that entry is notified (for example when the local process it checks exited: see
-/// `local::spawn_exit_watch`), and its next periodic check comes one interval after that; a
-/// kicked check that fails is repeated every [`KICK_RECHECK`] until it passes or the probe's
+/// `local::spawn_exit_watch`), and its next periodic check comes at the first point of its grid
+/// at least one interval after that ([`crate::pace::realign`]); a kicked check that fails is repeated every [`KICK_RECHECK`] until it passes or the probe's
 /// `fall` consecutive failures are in.
 ///
 /// A probe with an entry in `rush` (the local Redis, with `failover.hung_after`) follows a
