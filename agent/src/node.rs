@@ -172,6 +172,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     };
     let tick = rcfg.tick_interval;
     let election_timeout = tick * rcfg.election_ticks as u32;
+    // One kernel timer beating on the Raft tick's grid drives every periodic task started
+    // below (see `pace`); without it they run on tokio timers, correctly but with more
+    // wake-ups.
+    if let Err(err) = crate::pace::start_metronome(tick) {
+        tracing::warn!(%err, "periodic work runs on tokio timers");
+    }
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(4096);
     let transport = Transport::start(
         TransportConfig {
