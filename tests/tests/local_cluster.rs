@@ -1088,5 +1088,28 @@ fn restarted_follower_reconciles_from_its_snapshot() {
             "n{m}: {}",
             r.body
         );
+        // HAProxy's own request (HTTP/1.0, one segment) takes the API's role-check path; the
+        // same request with a query goes through hyper. Both answer alike and close.
+        let body = |r: &str| r.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+        let short = raw_http(m, "GET /redis/master HTTP/1.0\r\n\r\n");
+        let full = raw_http(m, "GET /redis/master?via=hyper HTTP/1.0\r\n\r\n");
+        for (path, r) in [("role check", &short), ("hyper", &full)] {
+            assert!(
+                r.starts_with("HTTP/1.0 503 Service Unavailable\r\n"),
+                "n{m} {path}: {r}"
+            );
+            assert!(
+                r.to_ascii_lowercase()
+                    .contains("content-type: application/json\r\n"),
+                "n{m} {path}: {r}"
+            );
+        }
+        assert_eq!(body(&short), body(&full), "n{m}");
+        let writer = raw_http(m, "GET /galera/writer HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(writer.starts_with("HTTP/1.1 503 "), "n{m}: {writer}");
+        assert!(
+            writer.contains("not managed on this agent"),
+            "n{m}: {writer}"
+        );
     }
 }
