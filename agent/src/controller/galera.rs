@@ -33,15 +33,20 @@ use crate::decide::galera::{
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
+use crate::observation::Service;
 use crate::reconcile::galera::GaleraTarget;
 
-use super::{Context, Controller, ServiceTarget};
+use super::{Context, Controller, SeenKey, ServiceTarget};
 
 /// The Galera controller. See the module docs.
 pub struct GaleraController {
     settings: GaleraSettings,
     metrics: Metrics,
     evidence: BTreeMap<NodeId, GaleraEvidence>,
+    /// Whether any fresh report shows a Primary component, with `evidence`.
+    any_primary: bool,
+    /// The observations `evidence` and `any_primary` were computed from.
+    evidence_of: SeenKey,
     /// Since when (monotonic ms) this leader has seen no Primary anywhere, every member
     /// reporting.
     no_primary_since: Option<u64>,
@@ -62,6 +67,8 @@ impl GaleraController {
             settings,
             metrics,
             evidence: BTreeMap::new(),
+            any_primary: false,
+            evidence_of: SeenKey::default(),
             no_primary_since: None,
             fallen_since: None,
             fallen_running: false,
@@ -117,6 +124,7 @@ impl Controller for GaleraController {
         self.on_authority(cx.state);
         if !cx.is_leader {
             self.evidence.clear();
+            self.evidence_of = SeenKey::default();
             self.no_primary_since = None;
             self.fallen_since = None;
             return false;
@@ -126,10 +134,15 @@ impl Controller for GaleraController {
             return false;
         }
         let fresh = self.settings.freshness_ms;
-        self.evidence = evidence_from_reports(cx.members, &cx.reports.seen, fresh);
+        let key = SeenKey::of(&cx.reports.seen, Service::Mariadb, fresh, cx.clock.mono_ms);
+        if !key.same(&self.evidence_of) {
+            self.evidence = evidence_from_reports(cx.members, &cx.reports.seen, fresh);
+            self.any_primary = any_primary(&cx.reports.seen, fresh);
+            self.evidence_of = key;
+        }
         let everyone = cx.members.iter().all(|m| self.evidence.contains_key(m))
             || self.settings.plant == GaleraPlant::SilentAsAbsent;
-        let primary = any_primary(&cx.reports.seen, fresh);
+        let primary = self.any_primary;
         if primary || !everyone {
             self.no_primary_since = None;
         } else {

@@ -30,9 +30,10 @@ use crate::decide::galera_writer::{
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
+use crate::observation::Service;
 use crate::reconcile::galera_writer::WriterTarget;
 
-use super::{Context, Controller, ServiceTarget};
+use super::{Context, Controller, SeenKey, ServiceTarget};
 
 /// The Galera writer controller. See the module docs.
 pub struct GaleraWriterController {
@@ -42,6 +43,8 @@ pub struct GaleraWriterController {
     /// The newest gcomm UUID seen for each node while it answered, and when it last did
     /// (this node's monotonic clock).
     memory: WriterMemory,
+    /// The observations `evidence` was computed from.
+    evidence_of: SeenKey,
     /// The UUID each node's committed eviction named, once seen in force: it is never
     /// evicted again (a restarted node refuses on its socket while it joins, with a new UUID
     /// not yet reported; evicting the old one again would put it back on the survivors'
@@ -61,6 +64,7 @@ impl GaleraWriterController {
             metrics,
             evidence: BTreeMap::new(),
             memory: WriterMemory::default(),
+            evidence_of: SeenKey::default(),
             spent: BTreeMap::new(),
             evictable: BTreeMap::new(),
             seen: None,
@@ -111,18 +115,30 @@ impl Controller for GaleraWriterController {
         }
         if !cx.is_leader {
             self.evidence.clear();
+            self.evidence_of = SeenKey::default();
             return false;
         }
         if cx.reports.seen.is_empty() {
             return false;
         }
-        self.evidence = writer_evidence_from_reports(
-            cx.members,
+        // The same observations give the same evidence, and leave the memory as it is (it
+        // only takes newer UUIDs and later answers): skip the parsing then.
+        let key = SeenKey::of(
             &cx.reports.seen,
+            Service::Mariadb,
             self.settings.freshness_ms,
             cx.clock.mono_ms,
-            &mut self.memory,
         );
+        if !key.same(&self.evidence_of) {
+            self.evidence = writer_evidence_from_reports(
+                cx.members,
+                &cx.reports.seen,
+                self.settings.freshness_ms,
+                cx.clock.mono_ms,
+                &mut self.memory,
+            );
+            self.evidence_of = key;
+        }
         self.evictable = self
             .memory
             .uuids()

@@ -52,6 +52,7 @@ use crate::decide::{ServiceInputs, ServicePlan};
 use crate::health::Seen;
 use crate::ids::{NodeId, UnixMillis};
 use crate::metrics::Metrics;
+use crate::observation::{Observation, Service};
 use crate::reconcile::galera::GaleraTarget;
 use crate::reconcile::galera_writer::WriterTarget;
 use crate::reconcile::redis::RedisTarget;
@@ -256,4 +257,104 @@ impl Services {
 /// Whether `command` may be proposed with automatic failover set as configured.
 pub fn allowed(command: &Command, automatic: bool) -> bool {
     automatic || !command.is_automatic_failover()
+}
+
+/// The observations of one service that a decision cycle's evidence is computed from: who
+/// reported each, the observation itself (shared, `Arc`, until a newer report replaces it),
+/// whether it was within the freshness bound and when it was taken. The leader decides several
+/// times a second but reports change about once a second per agent; two cycles with the same
+/// key yield the same evidence, so a controller keeps its evidence instead of parsing every
+/// observation's JSON details again (that parsing was most of the leader's decision time).
+/// Holding the `Arc`s keeps their addresses from being reused while compared.
+#[derive(Debug, Default)]
+pub(crate) struct SeenKey(Vec<(NodeId, std::sync::Arc<Observation>, bool, u64)>);
+
+impl SeenKey {
+    /// The key of `seen`'s observations of `service`.
+    pub(crate) fn of(seen: &[Seen], service: Service, freshness_ms: u64, now_ms: u64) -> Self {
+        SeenKey(
+            seen.iter()
+                .filter(|s| s.observation.id.service == service)
+                .map(|s| {
+                    (
+                        s.observer,
+                        s.observation.clone(),
+                        s.age_ms <= freshness_ms,
+                        now_ms.saturating_sub(s.age_ms),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether both keys name the same observations, alike in freshness and time.
+    pub(crate) fn same(&self, other: &SeenKey) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|(a, b)| {
+                a.0 == b.0 && std::sync::Arc::ptr_eq(&a.1, &b.1) && a.2 == b.2 && a.3 == b.3
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::{CheckResult, ProbeId};
+    use std::sync::Arc;
+
+    fn observation(subject: u64, service: Service) -> Arc<Observation> {
+        let last = CheckResult::healthy(serde_json::json!({"cluster_status": "Primary"}));
+        Arc::new(Observation {
+            id: ProbeId {
+                subject: NodeId(subject),
+                service,
+                target: String::new(),
+            },
+            status: last.status,
+            last,
+            failures: 0,
+            successes: 1,
+            latency_us: 0,
+            observed_at: UnixMillis(0),
+        })
+    }
+
+    fn seen(observer: u64, observation: &Arc<Observation>, age_ms: u64) -> Seen {
+        Seen {
+            observer: NodeId(observer),
+            observation: observation.clone(),
+            age_ms,
+        }
+    }
+
+    /// Evidence is reused only for the very same observations, alike in freshness and in the
+    /// time they were taken; other services' observations do not matter.
+    #[test]
+    fn seen_key_names_the_same_observations_only() {
+        let db1 = observation(1, Service::Mariadb);
+        let db2 = observation(2, Service::Mariadb);
+        let redis = observation(1, Service::Redis);
+        let key = |seen: &[Seen], now: u64| SeenKey::of(seen, Service::Mariadb, 2000, now);
+        let base = key(&[seen(1, &db1, 100), seen(2, &db2, 300)], 10_000);
+        // The same reports 50 ms later: older by 50 ms, taken at the same time, still fresh.
+        let later = key(
+            &[seen(1, &db1, 150), seen(2, &db2, 350), seen(1, &redis, 10)],
+            10_050,
+        );
+        assert!(base.same(&later));
+        // One of them went stale.
+        assert!(!base.same(&key(&[seen(1, &db1, 2100), seen(2, &db2, 2300)], 12_000)));
+        // A new observation with the same content (a newer report).
+        let db1_again = observation(1, Service::Mariadb);
+        assert!(!base.same(&key(
+            &[seen(1, &db1_again, 100), seen(2, &db2, 300)],
+            10_000
+        )));
+        // The same observation arriving with a different age (another report).
+        assert!(!base.same(&key(&[seen(1, &db1, 100), seen(2, &db2, 200)], 10_000)));
+        // One missing, or seen by another observer.
+        assert!(!base.same(&key(&[seen(1, &db1, 100)], 10_000)));
+        assert!(!base.same(&key(&[seen(3, &db1, 100), seen(2, &db2, 300)], 10_000)));
+        assert!(SeenKey::default().same(&key(&[seen(1, &redis, 1)], 5)));
+    }
 }
