@@ -317,7 +317,8 @@ enum RoleCheck {
 }
 
 /// Largest request head the role-check path looks at; anything longer goes through hyper.
-const ROLE_CHECK_HEAD: usize = 1024;
+/// HAProxy's check is under 100 bytes; the buffers are part of every connection's task.
+const ROLE_CHECK_HEAD: usize = 512;
 
 /// Serves one API connection. A role check (`GET /redis/master` or `GET /galera/writer`, the
 /// whole request in its first segment, as HAProxy sends it) is answered by
@@ -342,9 +343,11 @@ async fn connection(
         return;
     }
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    tokio::pin!(conn);
+    // Boxed: the role checks' tasks need not carry hyper's connection state.
+    let mut conn = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+    );
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(err) = r {
