@@ -216,22 +216,22 @@ impl MariadbProbe {
 
     async fn read(conn: &mut Conn) -> Result<GaleraStatus, mysql_async::Error> {
         // Only what `galera_status::from_rows` reads (all of `wsrep_%` is ~70 rows, read twice
-        // a second).
-        let status: Vec<(String, String)> = conn
-            .query(galera_status::show_query(
-                "STATUS",
-                galera_status::STATUS_NAMES,
+        // a second), status and variables in one round trip (two statements, two result
+        // sets). A row that is not two strings is skipped rather than trusted.
+        let mut result = conn
+            .query_iter(format!(
+                "{}; {}",
+                galera_status::show_query("STATUS", galera_status::STATUS_NAMES),
+                galera_status::show_query("VARIABLES", galera_status::VARIABLE_NAMES),
             ))
             .await?;
-        let vars: Vec<(String, String)> = conn
-            .query(galera_status::show_query(
-                "VARIABLES",
-                galera_status::VARIABLE_NAMES,
-            ))
-            .await?;
+        let status = result.try_collect::<(String, String)>().await?;
+        let vars = result.try_collect::<(String, String)>().await?;
+        result.drop_result().await?;
         let rows = status
             .iter()
             .chain(vars.iter())
+            .filter_map(|r| r.as_ref().ok())
             .map(|(k, v)| (k.as_str(), v.as_str()));
         Ok(galera_status::from_rows(rows))
     }
