@@ -3,7 +3,8 @@
 //! Endpoints:
 //! - `GET /v1/status`: this node's Raft view, members with reachability, the replicated
 //!   cluster state and its audit history (newest first), and the last decision's verdict.
-//! - `GET /live`: 200 while the event loop ran within 3 tick intervals, else 503.
+//! - `GET /live`: 200 while the event loop ran within 6 Raft tick intervals (3 of its ticker's
+//!   wake-ups), else 503.
 //! - `GET /ready`: 200 once storage is loaded and a leader is known, else 503.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /redis/master`: 200 when this node's Redis may take writes (committed master, not

@@ -87,6 +87,11 @@ pub enum Plant {
     HungWithoutEveryAgent,
 }
 
+/// The leader decides at least every this many Raft ticks (200 ms at the default tick), for
+/// the decisions that wait on time alone (a lease running out, a hung master's bound); news
+/// (a report, an applied entry) is decided on at once.
+pub const DECIDE_EVERY_TICKS: u64 = 4;
+
 /// What the driver needs to know, fixed at start.
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
@@ -243,6 +248,8 @@ pub struct Driver {
     in_flight: BTreeMap<Authority, ProposalId>,
     decision_due: bool,
     decide_ticks: u64,
+    /// Whether the last ticks passed a multiple of [`DECIDE_EVERY_TICKS`].
+    periodic_due: bool,
     last_reconciled: u64,
     /// The applied index as of the controllers' last observation (see
     /// [`Driver::reported_applied`]).
@@ -287,6 +294,7 @@ impl Driver {
             in_flight: BTreeMap::new(),
             decision_due: true,
             decide_ticks: 0,
+            periodic_due: false,
             last_reconciled: 0,
             observed_applied: 0,
             verdict: "starting".into(),
@@ -443,7 +451,16 @@ impl Driver {
     /// The periodic work: proposal expiry, every controller's observation and lease embargo,
     /// the leader's decision and its proposals. Ends with [`Driver::process`].
     pub fn on_tick(&mut self, clock: Clock) -> Result<(), DriverError> {
-        self.decide_ticks += 1;
+        self.on_ticks(clock, 1)
+    }
+
+    /// [`Driver::on_tick`] once for `ticks` Raft ticks that passed together (the agent
+    /// applies its ticks in pairs, see `node`): the periodic decision is due when the count
+    /// passes a multiple of its period, as it would tick by tick.
+    pub fn on_ticks(&mut self, clock: Clock, ticks: u64) -> Result<(), DriverError> {
+        let before = self.decide_ticks;
+        self.decide_ticks = before.saturating_add(ticks);
+        self.periodic_due = before / DECIDE_EVERY_TICKS != self.decide_ticks / DECIDE_EVERY_TICKS;
         self.work(clock, true)
     }
 
@@ -485,7 +502,7 @@ impl Driver {
         self.in_flight.retain(|_, id| pending.contains_key(id));
         let is_leader = status.role == Role::Leader;
         let due = std::mem::replace(&mut self.decision_due, false);
-        let decide_now = !is_leader || due || (periodic && self.decide_ticks.is_multiple_of(4));
+        let decide_now = !is_leader || due || (periodic && self.periodic_due);
         let reports = match self.health.lock() {
             Ok(h) if !self.controllers.is_empty() => Reports {
                 seen: if is_leader && decide_now {

@@ -110,6 +110,15 @@ fn rush_probes(cfg: &Validated) -> BTreeMap<crate::probe::ProbeId, Duration> {
 
 /// Sends this agent's health report to its peers and ingests it here, when one is due (a
 /// changed observation past the shortest gap, a request from the driver, or the longest gap).
+/// Raft ticks applied per wake-up of the loop's ticker: the ticker runs every two ticks and
+/// applies both. Raft's logical time keeps its rate; the leader's heartbeats (every
+/// `heartbeat_ticks`, 2 by default) still go out every 100 ms, and a follower's election
+/// timeout (10 to 20 ticks) fires at most one tick late. Ticking every 50 ms made the Raft
+/// tick the only user of half the grid's beats (see `pace`): every other wake-up of every
+/// agent did nothing else. The whole-cluster simulation steps single ticks; the driver's
+/// decisions count ticks, not wake-ups ([`Driver::on_ticks`]).
+const RAFT_TICKS_PER_WAKE: u32 = 2;
+
 fn send_report_if_due(
     driver: &mut Driver,
     local: &mut LocalObservations,
@@ -207,7 +216,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             )
         })
         .collect();
-    let liveness = Arc::new(Liveness::new(tick * 3));
+    let liveness = Arc::new(Liveness::new(tick * 3 * RAFT_TICKS_PER_WAKE));
     liveness.beat();
     let clock = || Clock {
         mono_ms: liveness.mono_ms(),
@@ -313,7 +322,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     let mut last_watchdog = Instant::now();
     let mut notified_ready = false;
     let mut waiters: BTreeMap<ProposalId, Reply> = BTreeMap::new();
-    let mut ticker = crate::pace::interval(tick);
+    let mut ticker = crate::pace::interval(tick * RAFT_TICKS_PER_WAKE);
     // A changed observation waiting only for the shortest report gap wakes the loop then.
     let mut report_wake: Option<tokio::time::Instant> = None;
     let reconciled_changed = reconcilers.reconciled_changed();
@@ -325,7 +334,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
-                    driver.raft_tick();
+                    for _ in 0..RAFT_TICKS_PER_WAKE {
+                        driver.raft_tick();
+                    }
                     ticked = true;
                 }
                 // The local reconciler carried out a decision: report it at once (the leader's
@@ -378,7 +389,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             let reconciled = reconcilers.reconciled();
             driver.set_reconciled(reconciled);
             if ticked {
-                driver.on_tick(clock())?;
+                driver.on_ticks(clock(), u64::from(RAFT_TICKS_PER_WAKE))?;
             } else {
                 driver.on_news(clock())?;
             }

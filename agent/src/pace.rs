@@ -14,28 +14,29 @@
 //! an interval's next tick to the first grid point at least one period away, for the callers
 //! that restart their period (a probe kicked to check at once).
 //!
-//! The grid is also shared between agents: its origin is the last whole minute of the wall
-//! clock when the agent started (read once; the grid then runs on the monotonic clock). Three
-//! agents with synchronised clocks send their lease pings and heartbeats at the same moments,
-//! so each receives its peers' messages together, in one wake-up, instead of at three unrelated
-//! phases. With clocks apart by more than a message's flight, or a wall clock stepped before
-//! start, the grids drift apart and nothing but that saving is lost.
+//! The grid is per agent (its origin is the agent's start), so the three agents' grids have
+//! unrelated phases. That is deliberate: each agent probes the Redis master on its own grid,
+//! and a hung master is first seen by whichever agent checks next. With the grids aligned to
+//! the wall clock all three checked at the same instants: the hung master was first seen ~100
+//! ms later and its failover took ~110 ms longer at the median (lab, SIGSTOP runs), for no
+//! measurable saving of wake-ups.
 //!
 //! **The metronome.** Tokio's timer wheel wakes the runtime at every 64 ms boundary of its own
 //! clock that a pending timer crosses (it moves the timer to a finer level there), and a grid
 //! of 50 ms multiples never lines up with it: about 15 of the agent's ~100 wake-ups a second
 //! did nothing but that. [`start_metronome`] (called by the agent at start with the Raft tick)
-//! replaces the periodic timers by one kernel interval timer (a `timerfd` on the monotonic
-//! clock, armed on the grid). Each expiration is a beat; an [`Interval`] whose period is a
-//! multiple of the beat waits for its beats on a channel of its period, which is signalled
-//! only on the beats that are multiples of it. One epoll wake-up per beat then serves every
-//! periodic activity, and the timer wheel is left with the short timeouts of requests in
-//! flight. Without a metronome (tests, a period that is not a multiple of the beat) an
-//! interval is a tokio interval on the same grid; when the metronome's runtime ends, its
-//! intervals fall back to that too.
+//! replaces the periodic timers by one kernel timer (a `timerfd` on the monotonic clock,
+//! armed on the grid). An [`Interval`] whose period is a multiple of the beat waits for its
+//! beats on a channel of its period, which is signalled only on the beats that are multiples
+//! of it, and the timer is armed only for the next beat that some period needs (with the
+//! defaults, 2, 4, 5, 6, 10 and 20 beats: 36 beats in 60). One epoll wake-up per such beat
+//! serves every periodic activity due, and the timer wheel is left with the short timeouts of
+//! requests in flight. Without a metronome (tests, a period that is not a multiple of the
+//! beat) an interval is a tokio interval on the same grid; when the metronome's runtime ends,
+//! its intervals fall back to that too.
 //!
-//! Caveat: checks that share a deadline start together. Every probe does a few hundred
-//! microseconds of work, so a cluster-wide burst is a few milliseconds at most; it was the
+//! Caveat: an agent's checks that share a deadline start together. Every probe does a few
+//! hundred microseconds of work, so the burst is a few milliseconds at most; it was the
 //! reason for the former staggered start, which cost one wake-up per check.
 
 // Reads the clock (adapter: anchors timers); see agent/.clippy.toml.
@@ -44,37 +45,16 @@
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// Every default period divides it, so grids of the same period agree between agents.
-const ORIGIN_SPAN: Duration = Duration::from_secs(60);
-
-/// The process-wide origin of the grid, fixed the first time any interval asks for it: the
-/// last whole minute of the wall clock, as a monotonic instant.
+/// The process-wide origin of the grid: the first time any interval asked for it.
 fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(|| {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        aligned_origin(Instant::now(), since_epoch, ORIGIN_SPAN)
-    })
-}
-
-/// The instant, at or before `now`, at which the wall clock showed the last whole multiple of
-/// `span` since the epoch, given that it shows `since_epoch` at `now`. `now` itself when that
-/// instant is not representable (a monotonic clock younger than `span`) or `span` is zero.
-pub fn aligned_origin(now: Instant, since_epoch: Duration, span: Duration) -> Instant {
-    let span = span.as_nanos();
-    if span == 0 {
-        return now;
-    }
-    let into = u64::try_from(since_epoch.as_nanos() % span).unwrap_or(0);
-    now.checked_sub(Duration::from_nanos(into)).unwrap_or(now)
+    *ORIGIN.get_or_init(Instant::now)
 }
 
 /// The first grid point of `period` from `origin` that is at or after `at`. A zero period is
@@ -189,8 +169,20 @@ pub fn realign(interval: &mut Interval) {
 struct Metronome {
     beat: Duration,
     channels: Mutex<BTreeMap<u64, watch::Sender<u64>>>,
-    /// Closed when the metronome's task ends.
+    /// The last beat fired; closed when the metronome's task ends.
     alive: watch::Receiver<u64>,
+    /// Notified when a new period registers: the timer is re-armed for its beats.
+    rearm: tokio::sync::Notify,
+    /// Beats fired so far.
+    fired: std::sync::atomic::AtomicU64,
+}
+
+impl Metronome {
+    /// The beat that `at` falls in (beat 0 starts at the origin).
+    fn beat_at(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(origin()).as_nanos();
+        u64::try_from(since / self.beat.as_nanos().max(1)).unwrap_or(u64::MAX)
+    }
 }
 
 thread_local! {
@@ -213,12 +205,28 @@ fn subscribe(period: Duration) -> Option<(Duration, u64, watch::Receiver<u64>)> 
         return None;
     }
     let every = u64::try_from(p / beat).ok()?;
-    let now = *m.alive.borrow();
+    let now = m.beat_at(Instant::now());
     let mut channels = m.channels.lock().ok()?;
-    let tx = channels
-        .entry(every)
-        .or_insert_with(|| watch::channel(now).0);
-    Some((m.beat, every, tx.subscribe()))
+    let rx = match channels.get(&every) {
+        Some(tx) => tx.subscribe(),
+        None => {
+            let (tx, rx) = watch::channel(now);
+            channels.insert(every, tx);
+            m.rearm.notify_one();
+            rx
+        }
+    };
+    Some((m.beat, every, rx))
+}
+
+/// The first beat after `now` that is a multiple of one of `periods` (in beats); `None`
+/// without periods.
+pub fn next_needed_beat(now: u64, periods: impl IntoIterator<Item = u64>) -> Option<u64> {
+    periods
+        .into_iter()
+        .filter(|&p| p > 0)
+        .map(|p| (now / p).saturating_add(1).saturating_mul(p))
+        .min()
 }
 
 /// Why the metronome could not start.
@@ -232,48 +240,33 @@ pub enum MetronomeError {
     Register(#[source] std::io::Error),
 }
 
-/// Starts the metronome on the current tokio runtime: one beat every `beat` (at least 1 ms),
-/// on the grid. Intervals created afterwards on this thread whose period is a multiple of
-/// `beat` follow its beats; a later call replaces it for new intervals.
+/// Starts the metronome on the current tokio runtime, with beats every `beat` (at least
+/// 1 ms) on the grid. Intervals created afterwards on this thread whose period is a multiple
+/// of `beat` follow its beats; a later call replaces it for new intervals. It fires only the
+/// beats that some period needs: with periods of 2, 5 and 6 beats, 36 beats in 60.
 pub fn start_metronome(beat: Duration) -> Result<(), MetronomeError> {
-    use rustix::time::{
-        timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
-        TimerfdTimerFlags, Timespec,
-    };
+    use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
     let beat = beat.max(Duration::from_millis(1));
     let fd = timerfd_create(
         TimerfdClockId::Monotonic,
         TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
     )
     .map_err(|e| MetronomeError::Timer(e.into()))?;
-    let now = Instant::now();
-    let first = next_on_grid(origin(), now + Duration::from_micros(100), beat);
-    let first_beat = u64::try_from((first - origin()).as_nanos() / beat.as_nanos()).unwrap_or(0);
-    let spec = |d: Duration| Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    };
-    timerfd_settime(
-        &fd,
-        TimerfdTimerFlags::empty(),
-        &Itimerspec {
-            it_interval: spec(beat),
-            it_value: spec((first - now).max(Duration::from_nanos(1))),
-        },
-    )
-    .map_err(|e| MetronomeError::Timer(e.into()))?;
     // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`: it stays open, and its
     // `as_raw_fd` is the same descriptor, until the `AsyncFd` is dropped (tokio's condition).
     let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| MetronomeError::Register(e.into()))?;
-    let (alive_tx, alive) = watch::channel(first_beat.saturating_sub(1));
+    let (alive_tx, alive) = watch::channel(0);
     let m = Arc::new(Metronome {
         beat,
         channels: Mutex::new(BTreeMap::new()),
         alive,
+        rearm: tokio::sync::Notify::new(),
+        fired: std::sync::atomic::AtomicU64::new(0),
     });
+    alive_tx.send_replace(m.beat_at(Instant::now()));
     let _ = CURRENT.try_with(|c| *c.borrow_mut() = Some(m.clone()));
-    tokio::spawn(run_metronome(fd, m, alive_tx, first_beat));
+    tokio::spawn(run_metronome(fd, m, alive_tx));
     Ok(())
 }
 
@@ -296,48 +289,83 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Reads the timer's expirations and signals each period's channel on its beats.
-async fn run_metronome(
-    fd: AsyncFd<OwnedFd>,
-    m: Arc<Metronome>,
-    alive: watch::Sender<u64>,
-    first_beat: u64,
-) {
+/// Arms `fd` once, for the instant of `beat` (disarms it for `None`).
+fn arm(fd: &OwnedFd, beat: Option<(u64, Duration)>) -> std::io::Result<()> {
+    use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
+    let spec = |d: Duration| Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    };
+    let value = match beat {
+        // A zero value disarms; a deadline already passed fires at once.
+        Some((n, len)) => beat_instant(n, len)
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1)),
+        None => Duration::ZERO,
+    };
+    timerfd_settime(
+        fd,
+        TimerfdTimerFlags::empty(),
+        &Itimerspec {
+            it_interval: spec(Duration::ZERO),
+            it_value: spec(value),
+        },
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
+}
+
+/// Fires the beats the registered periods need, and signals each period's channel on its
+/// beats. A beat fired late is still that beat; the next one is computed from the time it
+/// actually fired, so beats missed meanwhile are skipped.
+async fn run_metronome(fd: AsyncFd<OwnedFd>, m: Arc<Metronome>, alive: watch::Sender<u64>) {
     let _close = CloseOnDrop(m.clone());
-    // The beat that the next expiration is.
-    let mut next = first_beat;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "{what} the agent's interval timer failed; periodic work falls back to tokio timers");
+    };
     loop {
-        let Ok(mut guard) = fd.readable().await else {
-            tracing::error!(
-                "the agent's interval timer failed; periodic work falls back to tokio timers"
-            );
+        let now = m.beat_at(Instant::now());
+        let next = {
+            let Ok(channels) = m.channels.lock() else {
+                return;
+            };
+            next_needed_beat(now, channels.keys().copied())
+        };
+        if let Err(e) = arm(fd.get_ref(), next.map(|n| (n, m.beat))) {
+            fail("arming", &e);
             return;
+        }
+        let mut guard = tokio::select! {
+            _ = m.rearm.notified() => continue,
+            g = fd.readable() => match g {
+                Ok(g) => g,
+                Err(e) => {
+                    fail("waiting on", &e);
+                    return;
+                }
+            },
         };
         let mut buf = [0u8; 8];
-        let count = match guard
+        match guard
             .try_io(|fd| rustix::io::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from))
         {
-            Ok(Ok(8)) => u64::from_ne_bytes(buf),
+            // The expiration is consumed: wait for the next one rather than read again.
+            Ok(Ok(8)) => guard.clear_ready(),
             Ok(Ok(_)) | Err(_) => continue,
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "reading the agent's interval timer failed; periodic work falls back to tokio timers");
+                fail("reading", &e);
                 return;
             }
-        };
-        if count == 0 {
-            continue;
         }
-        let from = next;
-        let now = next + count - 1;
-        next += count;
-        alive.send_replace(now);
+        let Some(beat) = next else { continue };
+        m.fired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        alive.send_replace(beat);
         let Ok(channels) = m.channels.lock() else {
             return;
         };
         for (&every, tx) in channels.iter() {
-            // Signal a period whose multiple is among the beats just passed.
-            if now / every * every >= from {
-                tx.send_replace(now);
+            if beat.is_multiple_of(every) {
+                tx.send_replace(beat);
             }
         }
     }
@@ -379,38 +407,6 @@ mod tests {
             );
         }
         assert_eq!(next_on_grid(origin, at(7), Duration::ZERO), at(7));
-    }
-
-    /// Table: (wall clock at `now` in ms since the epoch, span in ms, expected origin as ms
-    /// before `now`).
-    #[test]
-    fn origin_is_the_last_whole_span_of_the_wall_clock() {
-        let now = Instant::now() + Duration::from_secs(3600);
-        let cases: &[(u64, u64, u64)] = &[
-            (1_796_000_000_000, 60_000, 20_000),
-            (1_796_000_040_000, 60_000, 0),
-            (1_796_000_040_001, 60_000, 1),
-            (1_796_000_099_999, 60_000, 59_999),
-            (1_796_000_000_123, 1_000, 123),
-            (5, 0, 0),
-        ];
-        for &(wall, span, before) in cases {
-            assert_eq!(
-                aligned_origin(
-                    now,
-                    Duration::from_millis(wall),
-                    Duration::from_millis(span)
-                ),
-                now - Duration::from_millis(before),
-                "wall {wall} ms, span {span} ms"
-            );
-        }
-        // Two agents started at different moments of one synchronised clock share the grid:
-        // the same wall-clock instant is on both grids.
-        let a = aligned_origin(now, Duration::from_millis(1_796_000_012_345), ORIGIN_SPAN);
-        let later = now + Duration::from_millis(7_777);
-        let b = aligned_origin(later, Duration::from_millis(1_796_000_020_122), ORIGIN_SPAN);
-        assert_eq!(a, b);
     }
 
     /// Intervals of different periods started at different moments tick on one grid: every
@@ -509,6 +505,57 @@ mod tests {
             assert!(on(t, 15), "a fallen-back tick off the grid");
             assert!(matches!(slow.inner, Inner::Plain(_)));
             assert!(matches!(interval(ms(5)).inner, Inner::Plain(_)));
+        });
+    }
+
+    /// Table: the first beat after `now` that one of the periods needs.
+    #[test]
+    fn next_needed_beat_is_the_first_multiple_of_a_period() {
+        let cases: &[(u64, &[u64], Option<u64>)] = &[
+            (0, &[1], Some(1)),
+            (7, &[2, 5, 6], Some(8)),
+            (8, &[2, 5, 6], Some(10)),
+            (10, &[5, 6], Some(12)),
+            (11, &[4, 6], Some(12)),
+            (59, &[4, 5, 6], Some(60)),
+            (3, &[], None),
+            (3, &[0], None),
+        ];
+        for &(now, periods, expected) in cases {
+            assert_eq!(
+                next_needed_beat(now, periods.iter().copied()),
+                expected,
+                "now {now}, periods {periods:?}"
+            );
+        }
+    }
+
+    /// The metronome fires only the beats its intervals need: a lone 15 ms interval on 5 ms
+    /// beats costs one beat in three.
+    #[test]
+    fn the_metronome_fires_only_needed_beats() {
+        let ms = Duration::from_millis;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            start_metronome(ms(5)).expect("metronome");
+            let m = CURRENT
+                .with(|c| c.borrow().clone())
+                .expect("the metronome is installed");
+            let mut slow = interval(ms(15));
+            slow.tick().await;
+            let fired = m.fired.load(std::sync::atomic::Ordering::Relaxed);
+            for _ in 0..10 {
+                let t = slow.tick().await;
+                assert_eq!(next_on_grid(origin(), t, ms(15)), t, "a tick off the grid");
+            }
+            let beats = m.fired.load(std::sync::atomic::Ordering::Relaxed) - fired;
+            assert!(
+                (10..=12).contains(&beats),
+                "{beats} beats fired for 10 ticks of a 15 ms interval"
+            );
         });
     }
 }
