@@ -169,8 +169,8 @@ pub fn realign(interval: &mut Interval) {
 struct Metronome {
     beat: Duration,
     channels: Mutex<BTreeMap<u64, watch::Sender<u64>>>,
-    /// The last beat fired; closed when the metronome's task ends.
-    alive: watch::Receiver<u64>,
+    /// Closed when the metronome's task ends (it holds the sender).
+    alive: watch::Receiver<()>,
     /// Notified when a new period registers: the timer is re-armed for its beats.
     rearm: tokio::sync::Notify,
     /// Beats fired so far.
@@ -256,7 +256,7 @@ pub fn start_metronome(beat: Duration) -> Result<(), MetronomeError> {
     // `as_raw_fd` is the same descriptor, until the `AsyncFd` is dropped (tokio's condition).
     let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| MetronomeError::Register(e.into()))?;
-    let (alive_tx, alive) = watch::channel(0);
+    let (alive_tx, alive) = watch::channel(());
     let m = Arc::new(Metronome {
         beat,
         channels: Mutex::new(BTreeMap::new()),
@@ -264,7 +264,6 @@ pub fn start_metronome(beat: Duration) -> Result<(), MetronomeError> {
         rearm: tokio::sync::Notify::new(),
         fired: std::sync::atomic::AtomicU64::new(0),
     });
-    alive_tx.send_replace(m.beat_at(Instant::now()));
     let _ = CURRENT.try_with(|c| *c.borrow_mut() = Some(m.clone()));
     tokio::spawn(run_metronome(fd, m, alive_tx));
     Ok(())
@@ -318,7 +317,7 @@ fn arm(fd: &OwnedFd, beat: Option<(u64, Duration)>) -> std::io::Result<()> {
 /// Fires the beats the registered periods need, and signals each period's channel on its
 /// beats. A beat fired late is still that beat; the next one is computed from the time it
 /// actually fired, so beats missed meanwhile are skipped.
-async fn run_metronome(fd: AsyncFd<OwnedFd>, m: Arc<Metronome>, alive: watch::Sender<u64>) {
+async fn run_metronome(fd: AsyncFd<OwnedFd>, m: Arc<Metronome>, _alive: watch::Sender<()>) {
     let _close = CloseOnDrop(m.clone());
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "{what} the agent's interval timer failed; periodic work falls back to tokio timers");
@@ -359,7 +358,6 @@ async fn run_metronome(fd: AsyncFd<OwnedFd>, m: Arc<Metronome>, alive: watch::Se
         }
         let Some(beat) = next else { continue };
         m.fired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        alive.send_replace(beat);
         let Ok(channels) = m.channels.lock() else {
             return;
         };
