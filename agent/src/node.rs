@@ -108,8 +108,6 @@ fn rush_probes(cfg: &Validated) -> BTreeMap<crate::probe::ProbeId, Duration> {
     BTreeMap::from([(id, hung_after)])
 }
 
-/// Sends this agent's health report to its peers and ingests it here, when one is due (a
-/// changed observation past the shortest gap, a request from the driver, or the longest gap).
 /// Raft ticks applied per wake-up of the loop's ticker: the ticker runs every two ticks and
 /// applies both. Raft's logical time keeps its rate; the leader's heartbeats (every
 /// `heartbeat_ticks`, 2 by default) still go out every 100 ms, and a follower's election
@@ -119,6 +117,8 @@ fn rush_probes(cfg: &Validated) -> BTreeMap<crate::probe::ProbeId, Duration> {
 /// decisions count ticks, not wake-ups ([`Driver::on_ticks`]).
 const RAFT_TICKS_PER_WAKE: u32 = 2;
 
+/// Sends this agent's health report to its peers and ingests it here, when one is due (a
+/// changed observation past the shortest gap, a request from the driver, or the longest gap).
 fn send_report_if_due(
     driver: &mut Driver,
     local: &mut LocalObservations,
