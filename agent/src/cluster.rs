@@ -22,11 +22,18 @@
 //! Caveats: the audit history is bounded ([`HISTORY_LIMIT`] entries, newest first); older
 //! entries are dropped from the state (they remain in logs and metrics).
 
+mod backup;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Epoch, LogIndex, NodeId, Term, UnixMillis};
+pub use backup::{
+    BackupAuthority, BackupLease, BackupRecord, BackupRequest, BackupRetry, BackupRun,
+    BackupSummary, BackupTrigger, Component, ComponentSummary, CATALOG_LIMIT, MAX_ATTEMPTS,
+};
+
+use crate::ids::{BackupId, Epoch, LogIndex, NodeId, Term, UnixMillis};
 
 /// How many audit entries the replicated history keeps.
 pub const HISTORY_LIMIT: usize = 200;
@@ -574,6 +581,47 @@ pub enum Command {
         /// The decision's verdict.
         reason: String,
     },
+    /// Start counting backup windows from `since` (once, the first time a leader decides
+    /// with backups configured): earlier windows were not this cluster's to take.
+    ArmBackupSchedule {
+        /// The leader's wall clock when it armed the schedule.
+        since: UnixMillis,
+    },
+    /// An operator asks for a backup now (`triad backup now`); one request pends at a time.
+    RequestBackup {
+        /// Who asked.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// Lease backup run `id` (exactly the last id plus one) to `node` for `trigger`.
+    GrantBackupLease {
+        /// The run's number.
+        id: BackupId,
+        /// The node that runs it.
+        node: NodeId,
+        /// What it is for.
+        trigger: BackupTrigger,
+        /// 1, or 2 for the retry of a failed first attempt (on another node).
+        attempt: u32,
+        /// The run's bound.
+        max_duration_ms: u64,
+        /// The decision's verdict.
+        reason: String,
+    },
+    /// End backup run `id`: verified, failed as its runner reported, or expired.
+    FinishBackup {
+        /// The run.
+        id: BackupId,
+        /// Whether it is verified.
+        verified: bool,
+        /// Whether the leader ends it without its runner's result (the lease expired).
+        expired: bool,
+        /// What was verified, or why it failed.
+        reason: String,
+        /// What the runner reported (empty when the lease expired).
+        summary: BackupSummary,
+    },
 }
 
 /// The replicated authority a command changes. Each authority has its own proposals in flight
@@ -592,6 +640,8 @@ pub enum Authority {
     /// The Galera writer, its epoch and the evicted nodes.
     #[serde(rename = "galera_writer")]
     GaleraWriter,
+    /// The backup schedule, lease, request and catalog.
+    Backup,
 }
 
 impl Authority {
@@ -603,6 +653,7 @@ impl Authority {
             Authority::Redis => "redis",
             Authority::Galera => "galera",
             Authority::GaleraWriter => "galera_writer",
+            Authority::Backup => "backup",
         }
     }
 }
@@ -628,6 +679,10 @@ impl Command {
             Command::SetGaleraWriter { .. }
             | Command::EvictGaleraNode { .. }
             | Command::ClearGaleraEviction { .. } => Authority::GaleraWriter,
+            Command::ArmBackupSchedule { .. }
+            | Command::RequestBackup { .. }
+            | Command::GrantBackupLease { .. }
+            | Command::FinishBackup { .. } => Authority::Backup,
         }
     }
 
@@ -699,6 +754,9 @@ pub struct ClusterState {
     /// Galera writer authority.
     #[serde(default)]
     pub galera_writer: GaleraWriterAuthority,
+    /// Backup authority.
+    #[serde(default)]
+    pub backup: BackupAuthority,
     /// Index of the last entry applied (commands, empty and invalid entries alike).
     pub applied: LogIndex,
 }
@@ -872,6 +930,31 @@ impl ClusterState {
                 );
                 Outcome::Changed
             }
+            Command::ArmBackupSchedule { since } => self.arm_backups(meta, *since),
+            Command::RequestBackup { by, reason } => self.request_backup(meta, by, reason),
+            Command::GrantBackupLease {
+                id,
+                node,
+                trigger,
+                attempt,
+                max_duration_ms,
+                reason,
+            } => self.grant_backup_lease(
+                meta,
+                *id,
+                *node,
+                trigger,
+                *attempt,
+                *max_duration_ms,
+                reason,
+            ),
+            Command::FinishBackup {
+                id,
+                verified,
+                expired,
+                reason,
+                summary,
+            } => self.finish_backup(meta, *id, *verified, *expired, reason, summary),
         }
     }
 

@@ -7,11 +7,16 @@
 //!
 //! Decoding never panics; a bad entry becomes a [`CodecError`] that names what is wrong.
 
+mod backup;
+
 use std::collections::BTreeMap;
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use triad_proto::v1 as pb;
+
+pub use crate::cluster::BackupRun;
+pub use backup::{decode_run, encode_run, is_sha256};
 
 use crate::cluster::{
     is_state_uuid, BootstrapKind, BootstrapMode, ChangeKind, ClusterState, Command, MemberInfo,
@@ -61,6 +66,15 @@ pub enum CodecError {
 /// Encodes a proposal as the data of a Raft log entry.
 pub fn encode_entry(p: &Proposal) -> Vec<u8> {
     let command = match &p.command {
+        c @ (Command::ArmBackupSchedule { .. }
+        | Command::RequestBackup { .. }
+        | Command::GrantBackupLease { .. }
+        | Command::FinishBackup { .. }) => {
+            // Every backup command has a wire form.
+            backup::encode_command(c).unwrap_or(pb::command::Kind::RequestBackup(
+                pb::RequestBackup::default(),
+            ))
+        }
         Command::SetMaintenance {
             enabled,
             reason,
@@ -289,6 +303,16 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
         .command
         .and_then(|c| c.kind)
         .ok_or_else(|| missing("command"))?;
+    if let Some(command) = backup::decode_command(&kind)? {
+        return Ok(Proposal {
+            id: ProposalId {
+                node: NodeId(id.node_id),
+                seq: id.seq,
+            },
+            at: UnixMillis(entry.proposed_at_ms),
+            command,
+        });
+    }
     let command = match kind {
         pb::command::Kind::SetMaintenance(m) => Command::SetMaintenance {
             enabled: m.enabled,
@@ -362,6 +386,16 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
             gcomm_uuid: gcomm_uuid(m.gcomm_uuid, "command.clear_galera_eviction.gcomm_uuid")?,
             reason: m.reason,
         },
+        // Decoded above.
+        pb::command::Kind::ArmBackupSchedule(_)
+        | pb::command::Kind::RequestBackup(_)
+        | pb::command::Kind::GrantBackupLease(_)
+        | pb::command::Kind::FinishBackup(_) => {
+            return Err(CodecError::Field {
+                field: "command",
+                problem: "backup command not decoded".into(),
+            })
+        }
     };
     Ok(Proposal {
         id: ProposalId {
@@ -410,6 +444,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ClusterState, CodecError> {
         serde_json::from_value(doc.state).map_err(|e| CodecError::Snapshot(e.to_string()))?;
     state.galera.check().map_err(CodecError::Snapshot)?;
     state.galera_writer.check().map_err(CodecError::Snapshot)?;
+    state.backup.check().map_err(CodecError::Snapshot)?;
     Ok(state)
 }
 
@@ -749,8 +784,10 @@ pub fn encode_report(
     applied_index: u64,
     reconciled_index: u64,
     pongs: &BTreeMap<NodeId, u64>,
+    backup_run: Option<&BackupRun>,
 ) -> pb::HealthReport {
     pb::HealthReport {
+        backup_run: backup_run.map(encode_run),
         applied_index,
         reconciled_index,
         pongs: pongs
@@ -817,6 +854,8 @@ pub struct DecodedReport {
     /// before it reported `applied_index` is counted (the transport records a pong under the
     /// same lock that installs the embargo, which is installed before the report is built).
     pub pongs: BTreeMap<NodeId, u64>,
+    /// The backup the sender runs or last ran under a lease, if any.
+    pub backup_run: Option<BackupRun>,
 }
 
 /// Decodes and validates a peer's health report. `is_member` says whether a node id belongs
@@ -827,6 +866,7 @@ pub fn decode_report(
 ) -> Result<DecodedReport, CodecError> {
     let applied_index = report.applied_index;
     let reconciled_index = report.reconciled_index;
+    let backup_run = report.backup_run.map(decode_run).transpose()?;
     use crate::observation::{CheckResult, Observation, ProbeId, Service, Status};
     let bad = |field: &'static str, problem: String| CodecError::Field { field, problem };
     let mut pongs = BTreeMap::new();
@@ -928,6 +968,7 @@ pub fn decode_report(
         applied_index,
         reconciled_index,
         pongs,
+        backup_run,
     })
 }
 
@@ -958,7 +999,13 @@ mod report_tests {
         healthy.status = Status::Healthy;
         healthy.last = CheckResult::healthy(serde_json::json!({"role": "master"}));
         let pongs = BTreeMap::from([(NodeId(1), 120), (NodeId(3), 5)]);
-        let pb = encode_report(&[(sample(), 40), (healthy.clone(), 7)], 99, 42, &pongs);
+        let pb = encode_report(
+            &[(sample(), 40), (healthy.clone(), 7)],
+            99,
+            42,
+            &pongs,
+            None,
+        );
         let back = decode_report(pb, |n| n.get() <= 3).expect("decodes");
         assert_eq!(back.applied_index, 99);
         assert_eq!(back.reconciled_index, 42);
@@ -986,7 +1033,7 @@ mod report_tests {
             ),
         ];
         for (mutate, want) in cases {
-            let mut pb = encode_report(&[(sample(), 1)], 1, 1, &BTreeMap::new());
+            let mut pb = encode_report(&[(sample(), 1)], 1, 1, &BTreeMap::new(), None);
             mutate(&mut pb.observations[0]);
             let err = decode_report(pb, |n| n.get() <= 3)
                 .expect_err(want)

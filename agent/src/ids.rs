@@ -78,3 +78,24 @@ impl fmt::Display for Epoch {
         write!(f, "{}", self.0)
     }
 }
+
+/// A backup run's number: grows by one with every committed backup lease, so a runner's
+/// result names the very lease it ran under and a stale one is refused. Displayed as `b<id>`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct BackupId(pub u64);
+
+impl BackupId {
+    /// The id after this one.
+    pub fn next(self) -> BackupId {
+        BackupId(self.0 + 1)
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b{}", self.0)
+    }
+}
