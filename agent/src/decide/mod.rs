@@ -7,8 +7,7 @@
 //! The plan is composed: membership first (here), then every managed service's own decision
 //! module, each from its own inputs ([`ServiceInputs`]) to its own plan ([`ServicePlan`]).
 //! Today that is the Redis master ([`redis`]), Galera full-outage recovery ([`galera`]) and
-//! the Galera writer with its evictions ([`galera_writer`]); backups add a module and one
-//! variant in each enum. A service's decision never sees another service's inputs, and the
+//! the Galera writer with its evictions ([`galera_writer`]) and backups ([`backup`]). A service's decision never sees another service's inputs, and the
 //! composition only concatenates: no service can hold back another.
 //! Beside them, [`auto_increment`] is a pure cross-node check for the status (Galera nodes
 //! sharing an `auto_increment_offset`); it proposes nothing.
@@ -21,6 +20,7 @@
 //!   actions.
 
 pub mod auto_increment;
+pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;
@@ -40,6 +40,8 @@ pub enum ServiceInputs<'a> {
     Galera(galera::GaleraInputs<'a>),
     /// The Galera writer and evictions.
     GaleraWriter(galera_writer::WriterInputs<'a>),
+    /// Backups.
+    Backup(backup::BackupInputs<'a>),
 }
 
 impl ServiceInputs<'_> {
@@ -49,6 +51,7 @@ impl ServiceInputs<'_> {
             ServiceInputs::Redis(_) => Authority::Redis,
             ServiceInputs::Galera(_) => Authority::Galera,
             ServiceInputs::GaleraWriter(_) => Authority::GaleraWriter,
+            ServiceInputs::Backup(_) => Authority::Backup,
         }
     }
 }
@@ -62,6 +65,8 @@ pub enum ServicePlan {
     Galera(galera::GaleraPlan),
     /// The Galera writer and evictions.
     GaleraWriter(galera_writer::WriterPlan),
+    /// Backups.
+    Backup(backup::BackupPlan),
 }
 
 impl ServicePlan {
@@ -71,6 +76,7 @@ impl ServicePlan {
             ServicePlan::Redis(_) => Authority::Redis,
             ServicePlan::Galera(_) => Authority::Galera,
             ServicePlan::GaleraWriter(_) => Authority::GaleraWriter,
+            ServicePlan::Backup(_) => Authority::Backup,
         }
     }
 
@@ -80,6 +86,7 @@ impl ServicePlan {
             ServicePlan::Redis(p) => &p.verdict,
             ServicePlan::Galera(p) => &p.verdict,
             ServicePlan::GaleraWriter(p) => &p.verdict,
+            ServicePlan::Backup(p) => &p.verdict,
         }
     }
 
@@ -107,12 +114,21 @@ impl ServicePlan {
         }
     }
 
+    /// The backup plan, when this is one.
+    pub fn as_backup(&self) -> Option<&backup::BackupPlan> {
+        match self {
+            ServicePlan::Backup(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The commands the plan proposes.
     pub fn proposals(&self) -> &[Command] {
         match self {
             ServicePlan::Redis(p) => &p.proposals,
             ServicePlan::Galera(p) => &p.proposals,
             ServicePlan::GaleraWriter(p) => &p.proposals,
+            ServicePlan::Backup(p) => &p.proposals,
         }
     }
 
@@ -200,6 +216,7 @@ pub fn decide(view: &View<'_>) -> Plan {
             ServiceInputs::Redis(i) => ServicePlan::Redis(redis::decide(i)),
             ServiceInputs::Galera(i) => ServicePlan::Galera(galera::decide(i)),
             ServiceInputs::GaleraWriter(i) => ServicePlan::GaleraWriter(galera_writer::decide(i)),
+            ServiceInputs::Backup(i) => ServicePlan::Backup(backup::decide_backup(i)),
         })
         .collect();
     let verdict = match services.as_slice() {

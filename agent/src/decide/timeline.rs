@@ -146,12 +146,33 @@ pub fn suspect_lease_age_ms(
     now_ms: u64,
 ) -> Option<u64> {
     let suspect = authority.suspect.as_ref()?;
+    unanswered_since(
+        members,
+        suspect.node,
+        suspect.index.0,
+        applied,
+        pongs,
+        now_ms,
+    )
+}
+
+/// How long no other member has answered `node`'s lease pings, once every other member
+/// reported that it applied the entry at `index` (from which on it answers `node` no more, so
+/// its last answer is final); `None` until then, or when one has not reported its pongs.
+pub fn unanswered_since(
+    members: &[NodeId],
+    node: NodeId,
+    index: u64,
+    applied: &BTreeMap<NodeId, u64>,
+    pongs: &BTreeMap<NodeId, BTreeMap<NodeId, u64>>,
+    now_ms: u64,
+) -> Option<u64> {
     let mut last = 0u64;
-    for &m in members.iter().filter(|&&m| m != suspect.node) {
-        if applied.get(&m).is_none_or(|&a| a < suspect.index.0) {
+    for &m in members.iter().filter(|&&m| m != node) {
+        if applied.get(&m).is_none_or(|&a| a < index) {
             return None;
         }
-        let at = pongs.get(&m)?.get(&suspect.node)?;
+        let at = pongs.get(&m)?.get(&node)?;
         last = last.max(*at);
     }
     Some(now_ms.saturating_sub(last))
