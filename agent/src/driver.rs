@@ -85,6 +85,9 @@ pub enum Plant {
     /// Tell the decision that every agent applied the suspicion of a hung master (skips the
     /// hung path's wait for every HAProxy to drain it).
     HungWithoutEveryAgent,
+    /// Tell the backup decision that the holder of an expired lease has stopped (skips the
+    /// wait for its runner to lose its lease before the next grant).
+    BackupSkipsQuarantine,
 }
 
 /// The leader decides at least every this many Raft ticks (200 ms at the default tick), for
@@ -251,6 +254,8 @@ pub struct Driver {
     /// Whether the last ticks passed a multiple of [`DECIDE_EVERY_TICKS`].
     periodic_due: bool,
     last_reconciled: u64,
+    /// What the local backup runner last reported.
+    backup_run: Option<codec::BackupRun>,
     /// The applied index as of the controllers' last observation (see
     /// [`Driver::reported_applied`]).
     observed_applied: u64,
@@ -296,6 +301,7 @@ impl Driver {
             decide_ticks: 0,
             periodic_due: false,
             last_reconciled: 0,
+            backup_run: None,
             observed_applied: 0,
             verdict: "starting".into(),
             embargo,
@@ -328,6 +334,7 @@ impl Driver {
             );
             h.set_reconciled(observer, report.reconciled_index);
             h.set_pongs(observer, &report.pongs);
+            h.set_backup_run(observer, report.backup_run);
         }
     }
 
@@ -338,6 +345,20 @@ impl Driver {
             self.last_reconciled = index;
             self.out.report_now = true;
         }
+    }
+
+    /// Records what the local backup runner reports (the run under this node's lease, or
+    /// none); a change asks for a report at once (the leader commits the end from it).
+    pub fn set_backup_run(&mut self, run: Option<codec::BackupRun>) {
+        if run != self.backup_run {
+            self.backup_run = run;
+            self.out.report_now = true;
+        }
+    }
+
+    /// What the local backup runner last reported, for this agent's health report.
+    pub fn backup_run(&self) -> Option<&codec::BackupRun> {
+        self.backup_run.as_ref()
     }
 
     /// The newest decision the local reconciler carried out, as last set.
@@ -514,6 +535,7 @@ impl Driver {
                 applied: h.applied(),
                 reconciled: h.reconciled(),
                 pongs: h.pongs(),
+                backup_runs: h.backup_runs(),
             },
             _ => Reports::default(),
         };
@@ -528,6 +550,7 @@ impl Driver {
             clock,
             skip_lease_wait: self.cfg.plant == Plant::SkipLeaseWait,
             assume_applied_by_all: self.cfg.plant == Plant::HungWithoutEveryAgent,
+            assume_backup_stopped: self.cfg.plant == Plant::BackupSkipsQuarantine,
         };
         for c in &mut self.controllers {
             if c.observe(&cx) {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::cluster::BackupRun;
 use crate::ids::NodeId;
 use crate::observation::{Observation, ProbeId, Status};
 
@@ -39,6 +40,8 @@ struct Report {
     /// Per peer: when (this node's monotonic ms, dated late) the observer last answered that
     /// peer's lease ping, as of this report.
     pongs: BTreeMap<NodeId, u64>,
+    /// The backup the observer runs or last ran under a lease, as of this report.
+    backup_run: Option<BackupRun>,
 }
 
 /// The latest report of every observer. Pure.
@@ -75,6 +78,7 @@ impl HealthStore {
                 applied_index,
                 reconciled_index: 0,
                 pongs: BTreeMap::new(),
+                backup_run: None,
             },
         );
     }
@@ -107,6 +111,22 @@ impl HealthStore {
         if let Some(r) = self.reports.get_mut(&observer) {
             r.reconciled_index = index;
         }
+    }
+
+    /// Records the backup run `observer`'s latest report carried (call right after
+    /// [`HealthStore::ingest`]).
+    pub fn set_backup_run(&mut self, observer: NodeId, run: Option<BackupRun>) {
+        if let Some(r) = self.reports.get_mut(&observer) {
+            r.backup_run = run;
+        }
+    }
+
+    /// The backup run every observer's latest report carried, by observer (those with one).
+    pub fn backup_runs(&self) -> BTreeMap<NodeId, BackupRun> {
+        self.reports
+            .iter()
+            .filter_map(|(&o, r)| Some((o, r.backup_run.clone()?)))
+            .collect()
     }
 
     /// The reconciled index every observer last reported, by observer.

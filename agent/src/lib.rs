@@ -6,7 +6,7 @@
 //!   (newtypes);
 //! - adapters: [`raft`] (raft-rs driver, redb storage, peer transport), [`api`] (HTTP),
 //!   [`metrics`], [`codec`] (encodings at the edge), [`config`], [`pace`] (periodic timers on
-//!   one grid);
+//!   one grid), [`backup`] (the backup runner: restic, mariadb-backup, redis-cli);
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
 //!   through the [`actuator`] traits);
 //! - wiring: [`driver`] (the clock-free core the agent and the simulation both step),
@@ -14,6 +14,7 @@
 
 pub mod actuator;
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod codec;

@@ -9,8 +9,8 @@
 //! runs too; what is here is the thin tokio glue: timers, the lease source, logs, metrics and
 //! the status view.
 //!
-//! Two reconcilers today: Redis (with the local HAProxy's Redis backend on its side) and the
-//! Galera recovery (`reconcile::galera` plans each step; [`spawn_galera`] gathers the local
+//! The reconcilers: Redis (with the local HAProxy's Redis backend on its side), the backup
+//! runner (`backup`), the Galera writer, and the Galera recovery (`reconcile::galera` plans each step; [`spawn_galera`] gathers the local
 //! facts, carries the step out through service control, `--wsrep-recover`, `grastate.dat`
 //! and one SQL statement, and feeds the probe the notes the leader's evidence needs).
 //!
@@ -77,6 +77,8 @@ pub struct LocalReconcilers {
     galera: Arc<Mutex<LocalGaleraView>>,
     galera_managed: bool,
     writer: Arc<Mutex<LocalWriterView>>,
+    /// What the backup runner reports (the run under this node's lease).
+    backup: Arc<Mutex<Option<crate::codec::BackupRun>>>,
     /// Notified when the Redis reconciler carried out a newer decision.
     reconciled_changed: Arc<tokio::sync::Notify>,
 }
@@ -142,7 +144,22 @@ impl LocalReconcilers {
                 targets.insert(Authority::GaleraWriter, tx);
             }
         }
+        let backup = Arc::new(Mutex::new(None));
+        if cfg.config.backup.is_some() {
+            let (tx, rx) = watch::channel(driver.target(Authority::Backup).cloned());
+            if crate::backup::spawn(
+                cfg,
+                rx,
+                transport.clone(),
+                backup.clone(),
+                reconciled_changed.clone(),
+                shutdown.clone(),
+            )? {
+                targets.insert(Authority::Backup, tx);
+            }
+        }
         Ok(LocalReconcilers {
+            backup,
             targets,
             redis,
             redis_managed: cfg.config.redis.is_some(),
@@ -154,7 +171,8 @@ impl LocalReconcilers {
     }
 
     /// Notified each time the local Redis reconciler carried out a newer decision
-    /// ([`LocalReconcilers::reconciled`] grew): the event loop reports it at once.
+    /// ([`LocalReconcilers::reconciled`] grew), or the backup runner's report changed: the
+    /// event loop reports it at once.
     pub fn reconciled_changed(&self) -> Arc<tokio::sync::Notify> {
         self.reconciled_changed.clone()
     }
@@ -172,6 +190,11 @@ impl LocalReconcilers {
                 changed
             });
         }
+    }
+
+    /// What the backup runner reports now.
+    pub fn backup_run(&self) -> Option<crate::codec::BackupRun> {
+        self.backup.lock().ok().and_then(|g| g.clone())
     }
 
     /// The newest decision carried out locally (Redis's; 0 before the first cycle).

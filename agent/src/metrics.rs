@@ -108,6 +108,20 @@ pub struct Metrics {
     pub galera_writer_decisions: IntCounterVec,
     /// `evs.evict` statements run on the local mariadbd, by op (evict, clear).
     pub galera_evictions_run: IntCounterVec,
+    /// Unix time of the newest verified backup holding each component (committed catalog).
+    pub backup_last_success: IntGaugeVec,
+    /// Seconds the newest verified backup took per component.
+    pub backup_last_duration: IntGaugeVec,
+    /// Bytes of the newest verified backup per component.
+    pub backup_last_size: IntGaugeVec,
+    /// 1 when the newest finished backup is verified, 0 when it failed (-1: none yet).
+    pub backup_last_verified: IntGauge,
+    /// 1 while a backup lease is held.
+    pub backup_running: IntGauge,
+    /// Unix time the next backup window opens (leader only; 0 elsewhere).
+    pub backup_next_due: IntGauge,
+    /// Finished backups applied here, by result (verified, failed).
+    pub backup_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -384,6 +398,38 @@ impl Metrics {
                 "triad_galera_recovery_errors_total",
                 "Local Galera recovery steps that failed, by step.",
                 &["step"],
+            )?,
+            backup_last_success: gauge_vec(
+                "triad_backup_last_success_timestamp_seconds",
+                "Unix time of the newest verified backup holding each component.",
+                &["component"],
+            )?,
+            backup_last_duration: gauge_vec(
+                "triad_backup_last_duration_seconds",
+                "Seconds the newest verified backup took, per component.",
+                &["component"],
+            )?,
+            backup_last_size: gauge_vec(
+                "triad_backup_last_size_bytes",
+                "Bytes of the newest verified backup, per component.",
+                &["component"],
+            )?,
+            backup_last_verified: int_gauge(
+                "triad_backup_last_verified",
+                "1 when the newest finished backup is verified, 0 when it failed, -1 before the first.",
+            )?,
+            backup_running: int_gauge(
+                "triad_backup_running",
+                "1 while a backup lease is held in this node's view.",
+            )?,
+            backup_next_due: int_gauge(
+                "triad_backup_next_due_timestamp_seconds",
+                "Unix time the next backup window opens, on the leader (0 elsewhere).",
+            )?,
+            backup_runs: counter_vec(
+                "triad_backup_runs_total",
+                "Finished backups applied here, by result (verified, failed).",
+                &["result"],
             )?,
             registry,
         })

@@ -139,7 +139,14 @@ fn send_report_if_due(
     // `Driver::reported_applied`): the caller installed the embargo first.
     let applied = driver.reported_applied();
     let pongs = transport.pong_ages_ms();
-    transport.broadcast_report(&codec::encode_report(&items, applied, reconciled, &pongs));
+    let backup_run = driver.backup_run().cloned();
+    transport.broadcast_report(&codec::encode_report(
+        &items,
+        applied,
+        reconciled,
+        &pongs,
+        backup_run.as_ref(),
+    ));
     driver.ingest(
         me,
         codec::DecodedReport {
@@ -148,6 +155,7 @@ fn send_report_if_due(
             reconciled_index: reconciled,
             // Its own pongs: when it last answered each peer, on its own clock.
             pongs,
+            backup_run,
         },
         clock,
     );
@@ -348,7 +356,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     let mut handle = |m: Inbound| match m {
                         Inbound::Raft { from, bytes } => driver.step_peer(from, &bytes),
                         Inbound::Report { from, report } => {
-                            match codec::decode_report(report, &is_member) {
+                            match codec::decode_report(*report, &is_member) {
                                 Ok(r) => driver.ingest(from, r, clock()),
                                 Err(err) => {
                                     metrics.reports_rejected.inc();
@@ -388,6 +396,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             // within the same event (see `Driver::on_news`).
             let reconciled = reconcilers.reconciled();
             driver.set_reconciled(reconciled);
+            driver.set_backup_run(reconcilers.backup_run());
             if ticked {
                 driver.on_ticks(clock(), u64::from(RAFT_TICKS_PER_WAKE))?;
             } else {

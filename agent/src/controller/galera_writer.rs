@@ -265,6 +265,7 @@ mod tests {
             },
             skip_lease_wait: false,
             assume_applied_by_all: false,
+            assume_backup_stopped: false,
         };
         c.observe(&cx);
         let Some(crate::decide::ServiceInputs::GaleraWriter(i)) = c.inputs(&cx) else {

@@ -28,8 +28,9 @@
 //! Pure: no I/O and no clock; time comes in as [`Clock`] values and observations as the
 //! [`Reports`] the driver extracted from the health store.
 //!
-//! Controllers today: [`redis`] (the Redis master), [`galera`] (full-outage recovery) and
-//! [`galera_writer`] (the writer every HAProxy routes to, and evictions).
+//! Controllers today: [`redis`] (the Redis master), [`galera`] (full-outage recovery),
+//! [`galera_writer`] (the writer every HAProxy routes to, and evictions) and [`backup`] (the
+//! backup schedule, lease and catalog).
 //!
 //! Caveats:
 //! - The lease embargo is the union of every controller's: a peer behind the newest decision
@@ -37,6 +38,7 @@
 //! - The reconciled index an agent reports is one number (the newest Redis decision carried
 //!   out); a second reconciled authority needs one per authority in the report.
 
+pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;
@@ -45,6 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{Authority, ClusterState, Command};
 use crate::config::Validated;
+use crate::decide::backup::BackupSettings;
 use crate::decide::galera::GaleraSettings;
 use crate::decide::galera_writer::WriterSettings;
 use crate::decide::redis::FailoverSettings;
@@ -53,6 +56,7 @@ use crate::health::Seen;
 use crate::ids::{NodeId, UnixMillis};
 use crate::metrics::Metrics;
 use crate::observation::{Observation, Service};
+use crate::reconcile::backup::BackupTarget;
 use crate::reconcile::galera::GaleraTarget;
 use crate::reconcile::galera_writer::WriterTarget;
 use crate::reconcile::redis::RedisTarget;
@@ -75,6 +79,8 @@ pub enum ServiceTarget {
     Galera(GaleraTarget),
     /// The Galera writer authority, maintenance and whether an outage is open.
     GaleraWriter(WriterTarget),
+    /// The backup lease and what the runner needs beside it.
+    Backup(BackupTarget),
 }
 
 impl ServiceTarget {
@@ -90,6 +96,14 @@ impl ServiceTarget {
     pub fn as_galera(&self) -> Option<&GaleraTarget> {
         match self {
             ServiceTarget::Galera(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The backup target, when this is one.
+    pub fn as_backup(&self) -> Option<&BackupTarget> {
+        match self {
+            ServiceTarget::Backup(t) => Some(t),
             _ => None,
         }
     }
@@ -117,6 +131,8 @@ pub struct Reports {
     /// Per agent, per peer: when (this node's monotonic ms) the agent last answered that
     /// peer's lease ping, as its latest report told.
     pub pongs: BTreeMap<NodeId, BTreeMap<NodeId, u64>>,
+    /// The backup run each agent's latest report carried.
+    pub backup_runs: BTreeMap<NodeId, crate::cluster::BackupRun>,
 }
 
 /// Everything a controller may look at in one driver cycle.
@@ -144,6 +160,10 @@ pub struct Context<'a> {
     /// current suspicion.
     #[doc(hidden)]
     pub assume_applied_by_all: bool,
+    /// A planted bug (simulation only): tell the backup decision that the holder of an
+    /// expired lease has stopped.
+    #[doc(hidden)]
+    pub assume_backup_stopped: bool,
 }
 
 impl Context<'_> {
@@ -191,6 +211,8 @@ pub struct Services {
     pub galera: Option<GaleraSettings>,
     /// The Galera writer and evictions, when `[galera]` is configured.
     pub galera_writer: Option<WriterSettings>,
+    /// Backups, when `[backup]` is configured.
+    pub backup: Option<BackupSettings>,
 }
 
 /// The Redis controller's settings.
@@ -216,6 +238,7 @@ impl Services {
             }),
             galera: c.galera.as_ref().map(|g| g.settings()),
             galera_writer: c.galera.as_ref().map(|g| g.writer_settings()),
+            backup: crate::config::backup_settings(c),
         }
     }
 
@@ -247,6 +270,12 @@ impl Services {
         if let Some(w) = &self.galera_writer {
             out.push(Box::new(galera_writer::GaleraWriterController::new(
                 *w,
+                metrics.clone(),
+            )));
+        }
+        if let Some(b) = &self.backup {
+            out.push(Box::new(backup::BackupController::new(
+                b.clone(),
                 metrics.clone(),
             )));
         }

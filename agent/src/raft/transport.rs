@@ -87,8 +87,8 @@ pub enum Inbound {
     Report {
         /// The peer named in the connection's `Hello`.
         from: NodeId,
-        /// The report, not yet validated.
-        report: pb::HealthReport,
+        /// The report, not yet validated (boxed: it is much larger than a Raft message).
+        report: Box<pb::HealthReport>,
     },
 }
 
@@ -491,7 +491,10 @@ async fn reader(
             pb::peer_frame::Body::HealthReport(report) => {
                 t.shared.touch(from, None);
                 if inbound
-                    .send(Inbound::Report { from, report })
+                    .send(Inbound::Report {
+                        from,
+                        report: Box::new(report),
+                    })
                     .await
                     .is_err()
                 {

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;

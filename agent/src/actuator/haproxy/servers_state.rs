@@ -262,6 +262,7 @@ pub enum ParseError {
 }
 
 /// Column positions of the fields the parser needs.
+#[derive(Clone, Copy)]
 struct Columns {
     be_id: usize,
     be_name: usize,
@@ -275,7 +276,30 @@ struct Columns {
 }
 
 impl Columns {
+    /// The columns of `header`. HAProxy prints the same header every time, so the last one
+    /// parsed on this thread is kept: scanning its thirty-odd names was a tenth of the
+    /// whole-cluster simulation's time, which reads every simulated HAProxy's state at every
+    /// change.
     fn from_header(header: &str) -> Result<Columns, ParseError> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(String, Columns)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let cached = LAST.with(|l| {
+            l.borrow()
+                .as_ref()
+                .filter(|(h, _)| h == header)
+                .map(|(_, c)| *c)
+        });
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let c = Columns::parse_header(header)?;
+        LAST.with(|l| *l.borrow_mut() = Some((header.to_string(), c)));
+        Ok(c)
+    }
+
+    fn parse_header(header: &str) -> Result<Columns, ParseError> {
         let names: Vec<&str> = header.split_whitespace().collect();
         let at = |name: &'static str| {
             names

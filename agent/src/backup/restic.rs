@@ -1,0 +1,340 @@
+//! The restic repository, driven through the `restic` program.
+//!
+//! The repository and its password file go to restic in its environment
+//! (`RESTIC_REPOSITORY`, `RESTIC_PASSWORD_FILE`), so neither the password nor the repository's
+//! credentials ever appear in a command line; argv holds only paths, tags and snapshot ids.
+//! Every snapshot is written with `--host <cluster_name>` and the tags `triad` and its
+//! component, so that retention groups a component's snapshots across the nodes that took
+//! them (`forget --group-by host,tags`).
+//!
+//! Caveats: restic 0.14 (Debian 12) restores a snapshot's tree as it was given on the command
+//! line, relative to the working directory of the backup; each component is therefore backed
+//! up from its parent directory with relative paths.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+
+/// A restic failure, with what restic said.
+#[derive(Debug, thiserror::Error)]
+pub enum ResticError {
+    /// The program could not be started.
+    #[error("cannot run {program}: {source} (install restic, or set backup.programs.restic)")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It exited unsuccessfully.
+    #[error("restic {what} failed ({status}): {stderr}")]
+    Failed {
+        /// The subcommand.
+        what: String,
+        /// Its exit status.
+        status: String,
+        /// The end of its standard error.
+        stderr: String,
+    },
+    /// It ran past its deadline and was killed.
+    #[error("restic {what} did not finish within {after:?}")]
+    Timeout {
+        /// The subcommand.
+        what: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// Its output was not what restic prints.
+    #[error("restic {what}: unexpected output: {detail}")]
+    Output {
+        /// The subcommand.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// How to reach the repository.
+#[derive(Clone, Debug)]
+pub struct Restic {
+    /// The program.
+    pub program: PathBuf,
+    /// The repository (`RESTIC_REPOSITORY`).
+    pub repository: String,
+    /// Its password file (`RESTIC_PASSWORD_FILE`).
+    pub password_file: PathBuf,
+    /// The host name every snapshot is written with (the cluster's name).
+    pub host: String,
+    /// restic's cache directory.
+    pub cache_dir: PathBuf,
+}
+
+/// What a finished `restic backup` reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The new snapshot's short id.
+    pub id: String,
+    /// Bytes of the files it covers.
+    pub bytes: u64,
+}
+
+#[derive(Deserialize)]
+struct BackupLine {
+    message_type: String,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    total_bytes_processed: Option<u64>,
+    #[serde(default)]
+    bytes_done: Option<u64>,
+}
+
+/// Keeps the last `max` bytes of a stream (restic's error messages end its stderr), on one
+/// line (lines joined by ` | `).
+fn tail(s: &str, max: usize) -> String {
+    let one: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let joined = one.join(" | ");
+    let t = joined.as_str();
+    if t.len() <= max {
+        return t.to_string();
+    }
+    let mut start = t.len() - max;
+    while !t.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &t[start..])
+}
+
+/// Whether restic's error says there is no repository at the location.
+fn is_missing(stderr: &str) -> bool {
+    stderr.contains("Is there a repository at the following location?")
+        || stderr.contains("repository does not exist")
+}
+
+impl Restic {
+    fn command(&self, cwd: Option<&Path>) -> Command {
+        let mut c = Command::new(&self.program);
+        c.env("RESTIC_REPOSITORY", &self.repository)
+            .env("RESTIC_PASSWORD_FILE", &self.password_file)
+            .env("RESTIC_CACHE_DIR", &self.cache_dir)
+            .env_remove("RESTIC_PASSWORD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        super::die_with_parent(&mut c);
+        if let Some(d) = cwd {
+            c.current_dir(d);
+        }
+        c
+    }
+
+    /// Runs `restic <args>` to completion within `timeout`; its standard output.
+    async fn run(
+        &self,
+        what: &str,
+        args: &[&str],
+        cwd: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<String, ResticError> {
+        let mut c = self.command(cwd);
+        c.args(args);
+        let child = c.spawn().map_err(|source| ResticError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|source| ResticError::Spawn {
+                program: self.program.clone(),
+                source,
+            })?,
+            Err(_) => {
+                return Err(ResticError::Timeout {
+                    what: what.into(),
+                    after: timeout,
+                })
+            }
+        };
+        if !out.status.success() {
+            return Err(ResticError::Failed {
+                what: what.into(),
+                status: out.status.to_string(),
+                stderr: tail(&String::from_utf8_lossy(&out.stderr), 600),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates the repository unless it exists. Returns whether it created it. A repository
+    /// that exists but does not open (a wrong password, an unreachable backend) is an error,
+    /// never a reason to create one.
+    pub async fn ensure(&self, timeout: Duration) -> Result<bool, ResticError> {
+        match self
+            .run("cat config", &["cat", "config"], None, timeout)
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(ResticError::Failed { stderr, .. }) if is_missing(&stderr) => {
+                self.run("init", &["init"], None, timeout).await?;
+                Ok(true)
+            }
+            Err(ResticError::Failed { stderr, .. }) if stderr.contains("wrong password") => {
+                Err(ResticError::Failed {
+                    what: "open".into(),
+                    status: "wrong password".into(),
+                    stderr: format!(
+                        "the password in backup.password_file does not open the repository \
+                         {} (every node needs the same password file)",
+                        self.repository
+                    ),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Backs up `paths` (relative to `cwd`) as a snapshot of `component`, calling `progress`
+    /// with the bytes done so far as restic reports them.
+    pub async fn backup(
+        &self,
+        component: &str,
+        cwd: &Path,
+        paths: &[String],
+        timeout: Duration,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Snapshot, ResticError> {
+        let what = format!("backup of {component}");
+        let mut c = self.command(Some(cwd));
+        c.args(["backup", "--json", "--host", &self.host, "--tag"])
+            .arg(format!("triad,{component}"))
+            .args(paths);
+        let mut child = c.spawn().map_err(|source| ResticError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let work = async {
+            let mut summary = None;
+            if let Some(out) = stdout {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let Ok(l) = serde_json::from_str::<BackupLine>(&line) else {
+                        continue;
+                    };
+                    match l.message_type.as_str() {
+                        "status" => progress(l.bytes_done.unwrap_or(0)),
+                        "summary" => summary = Some(l),
+                        _ => {}
+                    }
+                }
+            }
+            let mut err = String::new();
+            if let Some(mut e) = stderr {
+                let _ = e.read_to_string(&mut err).await;
+            }
+            (summary, err, child.wait().await)
+        };
+        let (summary, err, status) =
+            tokio::time::timeout(timeout, work)
+                .await
+                .map_err(|_| ResticError::Timeout {
+                    what: what.clone(),
+                    after: timeout,
+                })?;
+        let status = status.map_err(|source| ResticError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        if !status.success() {
+            return Err(ResticError::Failed {
+                what,
+                status: status.to_string(),
+                stderr: tail(&err, 600),
+            });
+        }
+        let s = summary.ok_or_else(|| ResticError::Output {
+            what: what.clone(),
+            detail: "no summary line".into(),
+        })?;
+        Ok(Snapshot {
+            id: s.snapshot_id.ok_or_else(|| ResticError::Output {
+                what,
+                detail: "no snapshot id in the summary".into(),
+            })?,
+            bytes: s.total_bytes_processed.unwrap_or(0),
+        })
+    }
+
+    /// Restores snapshot `id` into `target` (which must not hold live data).
+    pub async fn restore(
+        &self,
+        id: &str,
+        target: &Path,
+        timeout: Duration,
+    ) -> Result<(), ResticError> {
+        let t = target.to_string_lossy();
+        self.run(
+            &format!("restore of {id}"),
+            &["restore", id, "--target", &t],
+            None,
+            timeout,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Applies the retention tiers (`args`, restic's `--keep-within*` flags) to Triad's
+    /// snapshots and prunes what they no longer keep.
+    pub async fn forget(&self, args: &[String], timeout: Duration) -> Result<(), ResticError> {
+        let mut all: Vec<&str> = vec![
+            "forget",
+            "--host",
+            &self.host,
+            "--tag",
+            "triad",
+            "--group-by",
+            "host,tags",
+            "--prune",
+        ];
+        all.extend(args.iter().map(String::as_str));
+        self.run("forget", &all, None, timeout).await.map(|_| ())
+    }
+
+    /// Checks the repository's structure (`restic check`).
+    pub async fn check(&self, timeout: Duration) -> Result<(), ResticError> {
+        self.run("check", &["check"], None, timeout)
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_repository_is_created() {
+        assert!(is_missing(
+            "Fatal: unable to open config file: stat /r/config: no such file or directory | \
+             Is there a repository at the following location? | /r"
+        ));
+        assert!(!is_missing("Fatal: wrong password or no key found"));
+        assert!(!is_missing(
+            "Fatal: unable to open config file: permission denied"
+        ));
+    }
+
+    #[test]
+    fn tail_keeps_the_end() {
+        assert_eq!(tail("  short \n", 10), "short");
+        assert_eq!(tail("a\n  b\n\nc\n", 20), "a | b | c");
+        assert_eq!(tail("0123456789abcdef", 6), "...abcdef");
+        // Never splits a character.
+        assert_eq!(tail("ééé", 3), "...é");
+    }
+}
