@@ -25,6 +25,8 @@
 //!   `switchover::galera`); answers the steps and the write pause.
 //! - `POST /v1/maintenance` `{"enabled": bool, "reason": "..."}`: commits through Raft and
 //!   answers once applied on this node.
+//! - `GET /v1/backups`, `GET /v1/backups/{id}`, `POST /v1/backup` `{"reason": "..."}`
+//!   (token): backups (see [`backup`]).
 //!
 //! Mutating endpoints need `Authorization: Bearer TOKEN` (from `api.token_file`): without a
 //! configured token they answer 403, with a missing or wrong token 401. Bad JSON answers 400
@@ -41,6 +43,8 @@
 //!
 //! Caveats: plain HTTP for now (TLS in the security wave); bind it to loopback or a private
 //! address.
+
+pub mod backup;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -152,6 +156,11 @@ pub struct StatusBody {
     /// this node's writer reconciliation. Absent without `[galera]`.
     #[serde(default)]
     pub galera_writer: Option<WriterStatus>,
+    /// Backups: the schedule, the next due time, the running backup's progress, the last
+    /// success per component and the last failure (the catalog is in `GET /v1/backups`).
+    /// Absent without `[backup]`.
+    #[serde(default)]
+    pub backup: Option<backup::BackupsBody>,
 }
 
 /// The Galera writer part of status (also `GET /v1/galera/writer`).
@@ -269,6 +278,9 @@ fn router_of(h: Arc<Handles>) -> Router {
         .route("/galera/writer", get(galera_writer))
         .route("/v1/galera/writer", get(galera_writer_status))
         .route("/v1/galera/bootstrap", post(galera_bootstrap))
+        .route("/v1/backups", get(backup::list))
+        .route("/v1/backups/{id}", get(backup::show))
+        .route("/v1/backup", post(backup::now))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(h)
@@ -507,6 +519,10 @@ pub fn status_body(h: &Handles) -> StatusBody {
         }),
         galera: galera_body(h, &core),
         galera_writer: writer_body(h, &core),
+        backup: backup::backups_body(h, &core).map(|mut b| {
+            b.catalog.clear();
+            b
+        }),
     }
 }
 

@@ -9,6 +9,8 @@
 //! the config file (`--config`, default `/etc/triad/triad.toml`) when it exists, else
 //! `http://127.0.0.1:7101`. Every command accepts `--json` for machine-readable output.
 
+mod backup;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -84,6 +86,11 @@ enum Cmd {
         /// Print the raw JSON answer.
         #[arg(long)]
         json: bool,
+    },
+    /// Backups: list, take one now, show one, restore a component into a directory.
+    Backup {
+        #[command(subcommand)]
+        cmd: backup::BackupCmd,
     },
     /// Galera recovery: status, and the bootstrap after a full outage.
     Galera {
@@ -221,6 +228,7 @@ pub fn main() -> ExitCode {
             log_format,
         } => run(&config, data_dir.as_deref(), log_format),
         Cmd::Status { target, json } => client(async move { status(&target, json).await }),
+        Cmd::Backup { cmd } => client(backup::dispatch(cmd)),
         Cmd::Maintenance {
             state,
             reason,
@@ -680,6 +688,9 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
     }
     render_redis(&mut out, s, others);
     render_galera_writer(&mut out, s, others);
+    if let Some(b) = &s.backup {
+        out.push_str(&backup::status_lines(b));
+    }
     if let Some(h) = s.history.front() {
         let _ = writeln!(
             out,

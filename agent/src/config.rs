@@ -14,7 +14,10 @@
 //! Caveats: membership is fixed by this file (no runtime membership change yet); a node whose
 //! stored Raft membership differs from the configured peers refuses to start.
 
+mod backup;
 mod explain;
+
+pub use backup::{settings as backup_settings, BackupPrograms, BackupSection, Retention};
 
 pub use explain::{
     BackendPlan, ControlPlan, Explanation, FailoverMode, FailoverPlan, HaproxyPlan, ProbePlan,
@@ -78,6 +81,10 @@ pub struct Config {
     /// `datadir` and a service control (`[services]`).
     #[serde(default)]
     pub galera: Option<GaleraSection>,
+    /// Coordinated backups of the database, Redis and the shared files to a restic
+    /// repository, verified by a restore (absent: no backups).
+    #[serde(default)]
+    pub backup: Option<BackupSection>,
 }
 
 /// `[node]`: who this agent is and where it keeps its state.
@@ -1232,6 +1239,9 @@ pub fn load(path: &Path, data_dir_override: Option<&Path>) -> Result<Validated, 
             config.api.token_file = Some(base.join(tf));
         }
     }
+    if let Some(b) = config.backup.as_mut() {
+        b.resolve(base);
+    }
     if let Some(dir) = data_dir_override {
         config.node.data_dir = dir.to_path_buf();
     }
@@ -1457,6 +1467,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     validate_haproxy(path, &config)?;
     validate_services(path, &config)?;
     validate_galera(path, &config)?;
+    backup::validate(path, &config)?;
     Ok(Validated {
         file: path.to_path_buf(),
         config,
@@ -3301,5 +3312,96 @@ redis = "redis-server.service"
         assert!(err.to_string().contains("token file is empty"));
         std::fs::write(&path, " secret \n").expect("write");
         assert_eq!(read_token(&path).expect("token"), "secret");
+    }
+}
+
+#[cfg(test)]
+mod backup_tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Validated, ConfigError> {
+        let path = Path::new("test.toml");
+        validate(path, parse(path, text)?)
+    }
+
+    const BASE: &str = r#"
+[node]
+id = 1
+data_dir = "/tmp/x"
+
+[[peers]]
+id = 1
+raft_addr = "127.0.0.1:7201"
+api_addr = "127.0.0.1:7101"
+
+[api]
+listen = "127.0.0.1:7101"
+"#;
+
+    /// `[backup]` validates with its defaults, and each bad value names its key and the fix.
+    #[test]
+    fn backup_section_validates_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pass = dir.path().join("restic.pass");
+        std::fs::write(&pass, "secret\n").expect("write");
+        let empty = dir.path().join("empty.pass");
+        std::fs::write(&empty, "\n").expect("write");
+        let section = |extra: &str| {
+            format!(
+                "{BASE}\n[backup]\nrepository = \"/srv/restic\"\npassword_file = {:?}\n{extra}",
+                pass.display().to_string()
+            )
+        };
+        let v = check(&section("")).expect("valid with defaults");
+        let b = v.config.backup.as_ref().expect("backup");
+        assert_eq!(b.schedule, "0 */6 * * *");
+        assert_eq!(b.max_duration, Duration::from_secs(7200));
+        assert!(Explanation::of(&v)
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("backup `0 */6 * * *` (UTC)")));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                section("schedule = \"0 */6 * *\""),
+                "backup.schedule: `0 */6 * *` has 4 fields",
+            ),
+            (section("schedule = \"0 25 * * *\""), "backup.schedule"),
+            (
+                format!(
+                    "{BASE}\n[backup]\nrepository = \"/r\"\npassword_file = {:?}\n",
+                    empty.display().to_string()
+                ),
+                "is empty; write the repository's password in it",
+            ),
+            (
+                format!("{BASE}\n[backup]\nrepository = \"/r\"\npassword_file = \"/nope/x\"\n"),
+                "backup.password_file: cannot read /nope/x",
+            ),
+            (
+                section("").replace("\"/srv/restic\"", "\" \""),
+                "backup.repository",
+            ),
+            (
+                section("max_duration = \"10s\""),
+                "backup.max_duration: 10s is outside 1m to 1day",
+            ),
+            (section("silence = \"1s\""), "backup.silence"),
+            (
+                section("files = [\"var\"]"),
+                "backup.files[0]: var must be absolute",
+            ),
+            (
+                section("[backup.retention]\nkeep_within_weekly = \"6w\""),
+                "`6w` is not a restic duration",
+            ),
+            (section("unknown = 1"), "unknown field `unknown`"),
+        ];
+        for (text, want) in cases {
+            let err = check(&text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(want), "want `{want}`, got `{err}`");
+        }
     }
 }

@@ -45,6 +45,8 @@ pub struct Explanation {
     pub galera: Option<GaleraPlan>,
     /// The timings the safety arguments rest on.
     pub timing: TimingPlan,
+    /// Backups (absent: no `[backup]`): one line saying what a run takes, when and where to.
+    pub backup: Option<String>,
 }
 
 /// One probed service.
@@ -340,6 +342,31 @@ impl Explanation {
             service_control,
             galera,
             timing,
+            backup: c.backup.as_ref().map(|b| {
+                let mut parts = Vec::new();
+                if c.galera.is_some() && c.mariadb.is_some() {
+                    parts.push(format!("db (as {})", b.db_user));
+                }
+                if c.redis.is_some() {
+                    parts.push("redis (RDB of a replica)".to_string());
+                }
+                if !b.files.is_empty() {
+                    parts.push(format!("{} directories", b.files.len()));
+                }
+                format!(
+                    "backup `{}` (UTC) of {} to restic {}, each run bounded by {} and verified \
+                     by a restore; retention {}",
+                    b.schedule,
+                    if parts.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        parts.join(", ")
+                    },
+                    b.repository,
+                    humantime::format_duration(b.max_duration),
+                    b.retention.args().join(" ")
+                )
+            }),
         }
     }
 
@@ -526,6 +553,7 @@ impl Explanation {
                 ms(t.silent_promotion_ms)
             ));
         }
+        out.extend(self.backup.clone());
         out
     }
 }
