@@ -96,6 +96,7 @@
 //! `TRIAD_SIM_ALL_FAILURES=1` runs every seed and lists every failing one.
 
 mod scenarios;
+mod sim_backup;
 mod sim_galera;
 mod simkit;
 
@@ -114,7 +115,7 @@ use triad::actuator::haproxy::{
 };
 use triad::actuator::redis::{RedisAction, SimRedis};
 use triad::cluster::{Authority, Command, MemberInfo};
-use triad::codec::{self, DecodedReport};
+use triad::codec::{self, BackupRun, DecodedReport};
 use triad::config::GaleraSection;
 use triad::controller::{RedisSettings, Services};
 use triad::decide::galera::{GaleraPlant, GaleraSettings};
@@ -243,6 +244,12 @@ enum Plant {
     /// its last writer cycle had found its node Synced, Primary and ready (`serving_writer`
     /// ignoring `serving`; planted here, in the simulation's adapter of the API).
     WriterIgnoresServing,
+    /// Backup runners go on as if they always held their lease from their peers (a cut-off
+    /// runner never stops; planted here, in the simulation's runner task).
+    BackupIgnoresLease,
+    /// The driver tells the backup decision that an expired holder has stopped at once
+    /// (planted in the driver).
+    BackupSkipsQuarantine,
 }
 
 impl Plant {
@@ -255,6 +262,8 @@ impl Plant {
                 | Plant::GaleraRankByNodeId
                 | Plant::GaleraSilentAsAbsent
                 | Plant::WriterIgnoresServing
+                | Plant::BackupIgnoresLease
+                | Plant::BackupSkipsQuarantine
         )
     }
 
@@ -275,6 +284,7 @@ enum Msg {
         applied: u64,
         reconciled: u64,
         pongs: BTreeMap<NodeId, u64>,
+        backup_run: Option<Box<BackupRun>>,
     },
     Ping {
         sent_ms: u64,
@@ -321,6 +331,8 @@ struct Agent {
     glue: Option<sim_galera::Glue>,
     /// Its Galera writer reconciler task (with Galera only).
     writer: Option<WriterTask>,
+    /// Its backup runner task.
+    backup: sim_backup::RunnerTask,
 }
 
 /// One agent's Galera writer reconciler task, as `local::spawn_galera_writer` runs it: the
@@ -474,6 +486,14 @@ struct RedisWorld {
 }
 
 struct Sim {
+    /// Whether the agents manage backups.
+    backups: bool,
+    /// Backups: the runs in the world and every committed end (see `sim_backup`).
+    backup: sim_backup::BackupWorld,
+    /// The backup world's own randomness (run lengths and failures).
+    backup_rng: StdRng,
+    /// Whether this step injects faults (backups fail only then).
+    faulty: bool,
     seed: u64,
     plant: Plant,
     settings: FailoverSettings,
@@ -559,14 +579,23 @@ impl Sim {
         let driver_plant = match plant {
             Plant::SkipLeaseWait => DriverPlant::SkipLeaseWait,
             Plant::TargetOnlyAfterApply => DriverPlant::TargetOnlyAfterApply,
+            Plant::BackupSkipsQuarantine => DriverPlant::BackupSkipsQuarantine,
             _ => DriverPlant::None,
         };
-        Sim::build(seed, plant, driver_plant, plant.galera())
+        Sim::build(seed, plant, driver_plant, plant.galera(), plant.galera())
     }
 
     /// The world of `plant` with `driver_plant` planted in every agent's driver (the scenario
-    /// scripts plant a driver bug alone, in the production world), with or without Galera.
-    fn build(seed: u64, plant: Plant, driver_plant: DriverPlant, galera: bool) -> Self {
+    /// scripts plant a driver bug alone, in the production world), with or without Galera, with
+    /// or without backups (the worlds of the Redis plants and the scripts have none: their
+    /// checks and transcripts are about failover alone).
+    fn build(
+        seed: u64,
+        plant: Plant,
+        driver_plant: DriverPlant,
+        galera: bool,
+        backups: bool,
+    ) -> Self {
         let redis = (1..=N)
             .map(|i| {
                 let info = if i == 1 {
@@ -617,6 +646,10 @@ impl Sim {
         // their link lost after one second.
         let skip = matches!(plant, Plant::SkipLeaseWait | Plant::Unguarded);
         let mut sim = Sim {
+            backups,
+            backup: sim_backup::BackupWorld::default(),
+            backup_rng: StdRng::seed_from_u64(seed ^ 0x0bac_c0de),
+            faulty: false,
             seed,
             plant,
             settings: FailoverSettings {
@@ -732,6 +765,14 @@ impl Sim {
                         ..g.section.settings()
                     }),
                     galera_writer: self.galera.as_ref().map(|g| g.section.writer_settings()),
+                    backup: self.backups.then(|| {
+                        sim_backup::settings(
+                            SETTINGS.lease_ms,
+                            SETTINGS.clock_margin_ms,
+                            SETTINGS.freshness_ms,
+                            self.galera.is_some(),
+                        )
+                    }),
                 },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,
@@ -820,6 +861,7 @@ impl Sim {
                     last_target: None,
                 }
             }),
+            backup: sim_backup::RunnerTask::new(id),
         });
         Ok(())
     }
@@ -1279,6 +1321,7 @@ impl Sim {
     // ----- one step ------------------------------------------------------------------------
 
     fn step(&mut self, faulty: bool) -> Result<(), String> {
+        self.faulty = faulty;
         self.now += STEP_MS;
         self.step_no += 1;
         if faulty {
@@ -1302,6 +1345,7 @@ impl Sim {
         }
         self.haproxy_checks();
         self.check_writable()?;
+        self.check_backups()?;
         self.check_galera_writer()
     }
 
@@ -1328,6 +1372,7 @@ impl Sim {
                     applied,
                     reconciled,
                     pongs,
+                    backup_run,
                 } => a.d.ingest(
                     NodeId(m.from),
                     DecodedReport {
@@ -1335,6 +1380,7 @@ impl Sim {
                         applied_index: applied,
                         reconciled_index: reconciled,
                         pongs,
+                        backup_run: backup_run.map(|b| *b),
                     },
                     clock,
                 ),
@@ -1472,6 +1518,7 @@ impl Sim {
             }
         }
         self.probe_mariadb(i);
+        self.backup_task(i)?;
         // Reports, paced by the agent's own `LocalObservations` (the driver asks for one at
         // once when the reconciler carried out a decision or a new decision applied).
         let clock = self.clock(i);
@@ -1498,6 +1545,7 @@ impl Sim {
                     applied_index: applied,
                     reconciled_index: a.reconciled,
                     pongs,
+                    backup_run: a.d.backup_run().cloned(),
                 };
                 a.d.ingest(NodeId(me), report.clone(), clock);
                 Some(report)
@@ -1515,6 +1563,7 @@ impl Sim {
                         applied: r.applied_index,
                         reconciled: r.reconciled_index,
                         pongs: r.pongs.clone(),
+                        backup_run: r.backup_run.clone().map(Box::new),
                     },
                 );
             }
@@ -1541,6 +1590,95 @@ impl Sim {
         }
         self.galera_task(i)?;
         self.writer_task(i);
+        Ok(())
+    }
+
+    /// Agent `i`'s backup runner task, as `local` runs it: on its interval and at once on a
+    /// new target, with the agent's ping lease; what it reports goes into the agent's next
+    /// health report.
+    fn backup_task(&mut self, i: usize) -> Result<(), String> {
+        let now = self.now;
+        let faulty = self.faulty;
+        let Some(a) = self.agents[i].as_mut() else {
+            return Ok(());
+        };
+        let target = a.d.target(Authority::Backup).and_then(|t| t.as_backup());
+        let tick = (self.step_no + i as u64).is_multiple_of(sim_backup::RUNNER_EVERY);
+        if !tick && a.backup.last_target.as_ref() == target {
+            return Ok(());
+        }
+        a.backup.last_target = target.cloned();
+        let Some(target) = target.cloned() else {
+            return Ok(());
+        };
+        let grants: Vec<u64> = a.grants.values().map(|ms| ms * 1000).collect();
+        let lease = lease_from_grants(
+            &grants,
+            now * 1000,
+            Duration::from_millis(SETTINGS.lease_ms),
+            N as usize / 2,
+        );
+        let rng = &mut self.backup_rng;
+        let mut draw = |lo: u64, hi: u64| rng.gen_range(lo..hi);
+        let line = self.backup.cycle(
+            i,
+            &mut a.backup,
+            &target,
+            lease.valid || self.plant == Plant::BackupIgnoresLease,
+            now,
+            faulty,
+            &mut draw,
+        );
+        a.d.set_backup_run(a.backup.runner.report(now));
+        if let Some(line) = line {
+            self.log(line);
+        }
+        Ok(())
+    }
+
+    /// The backup invariants of this step (see `sim_backup`): runs die with their agents,
+    /// never two at once, and every newly committed end is checked.
+    fn check_backups(&mut self) -> Result<(), String> {
+        for i in 0..N as usize {
+            if self.agents[i].is_none() {
+                if let Some(run) = self.backup.agent_died(i) {
+                    self.log(format!("backup {} dies with n{}'s agent", run.id, i + 1));
+                }
+            }
+        }
+        if let Err(e) = self.backup.check_exclusive() {
+            return Err(self.fail(&e));
+        }
+        let mut new = Vec::new();
+        for a in self.agents.iter().flatten() {
+            for r in &a.d.state().backup.catalog {
+                if self.backup.ends.contains_key(&r.id) {
+                    break;
+                }
+                new.push(r.clone());
+            }
+        }
+        new.sort_by_key(|r| r.id);
+        for r in new {
+            if let Err(e) = self.backup.check_end(&r, self.now) {
+                return Err(self.fail(&e));
+            }
+            self.log(format!(
+                "backup {} on {} for {} #{} committed {}: {}",
+                r.id,
+                r.node,
+                r.trigger,
+                r.attempt,
+                if r.verified {
+                    "verified"
+                } else if r.expired {
+                    "expired"
+                } else {
+                    "failed"
+                },
+                r.reason
+            ));
+        }
         Ok(())
     }
 
@@ -2183,8 +2321,27 @@ impl Sim {
                 )));
             }
         }
+        // A verified backup once everything recovered, when there was room for one: two
+        // windows, a run and its commit, and the wall clocks' spread.
+        let recovered = galera_at.unwrap_or(healed).max(healed);
+        let spread = self.wall_skew.iter().max().copied().unwrap_or(0)
+            - self.wall_skew.iter().min().copied().unwrap_or(0);
+        let room = 75_000 + u64::try_from(spread).unwrap_or(0);
+        if self.backups
+            && self.now.saturating_sub(recovered) >= room
+            && !self.backup.verified_after(recovered)
+        {
+            return Err(self.fail(&format!(
+                "liveness: no verified backup in the {}ms after everything recovered",
+                self.now - recovered
+            )));
+        }
+        let (backups, expired, retries) = self.backup.counts();
         let g = self.galera.as_ref();
         Ok(Stats {
+            backups,
+            backups_expired: expired,
+            backup_retries: retries,
             faults: self.faults + g.map_or(0, |g| g.faults),
             terms: self.elections.terms(),
             failovers: self.failovers.len() as u64,
@@ -2267,6 +2424,12 @@ impl Sim {
 }
 
 struct Stats {
+    /// Verified backups committed.
+    backups: u64,
+    /// Backup leases expired (their holder silent or past its bound).
+    backups_expired: u64,
+    /// Backups retried on another node.
+    backup_retries: u64,
     faults: u64,
     terms: u64,
     failovers: u64,
@@ -2363,12 +2526,16 @@ fn cluster_is_safe_and_live_under_faults() {
     let opened: u64 = stats.iter().map(|s| s.outages_opened).sum();
     let rebootstraps: u64 = stats.iter().map(|s| s.rebootstraps).sum();
     let evictions: u64 = stats.iter().map(|s| s.evictions).sum();
+    let backups: u64 = stats.iter().map(|s| s.backups).sum();
+    let expired: u64 = stats.iter().map(|s| s.backups_expired).sum();
+    let retries: u64 = stats.iter().map(|s| s.backup_retries).sum();
     eprintln!(
         "cluster sim: {} seeds x {} simulated minutes in {secs:.1}s ({:.2} seeds/s); per seed \
          {:.1} faults, {:.1} terms, {:.1} failovers, {:.1} galera outages opened, {:.1} \
          bootstrapped ({rebootstraps} bootstraps again after an agent restart), {:.0} galera \
          writes, {:.1} galera writers, {:.1} evictions; promotions proposed: {fast} fast path, \
-         {silent} silent path",
+         {silent} silent path; backups: {:.1} verified, {expired} leases expired, {retries} \
+         retried on another node",
         stats.len(),
         steps * STEP_MS / 60_000,
         stats.len() as f64 / secs,
@@ -2380,6 +2547,7 @@ fn cluster_is_safe_and_live_under_faults() {
         stats.iter().map(|s| s.writes).sum::<u64>() as f64 / n,
         stats.iter().map(|s| s.writer_changes).sum::<u64>() as f64 / n,
         evictions as f64 / n,
+        backups as f64 / n,
     );
     // Every path must actually run, or the invariants above say little about one of them.
     if stats.len() >= 20 {
@@ -2392,6 +2560,10 @@ fn cluster_is_safe_and_live_under_faults() {
             "no Galera outage was bootstrapped ({opened} opened)"
         );
         assert!(evictions > 0, "no Galera eviction was committed");
+        assert!(
+            expired > 0 && retries > 0,
+            "a backup path never ran: {expired} leases expired, {retries} retries"
+        );
     }
 }
 
@@ -2446,6 +2618,115 @@ fn checker_catches_a_cut_off_master_that_ignores_its_lease() {
     // Caught as the agent acting without its lease, or as what that costs: the island keeps
     // taking writes through its HAProxy once another master is committed.
     catches(Plant::IgnoreLease, &["without a lease", "lost writes: n"]);
+}
+
+/// A backup whose holder is cut off from the leader (both ways) while the third agent still
+/// hears it, with at least 12 s of its run left: the leader hears nothing and expires the
+/// lease after `backup.silence`; the holder keeps its lease through the third agent until that
+/// one applies the expiry. The next backup on another node may start only once the holder's
+/// runner surely stopped. Run with a plant, the same situation must end in two backups at once.
+fn backup_holder_cut_from_the_leader(sim: &mut Sim) -> Result<(), String> {
+    sim.settle()?;
+    sim.until(8000, "a long backup running away from the leader", |s| {
+        s.backup.running.iter().any(|(&i, r)| {
+            s.leader().is_some_and(|l| l != i as u64 + 1) && r.ends_ms >= s.now + 12_000
+        })
+    })?;
+    let (holder, id) = sim
+        .backup
+        .running
+        .iter()
+        .next()
+        .map(|(&i, r)| (i as u64 + 1, r.id))
+        .ok_or("no run")?;
+    let leader = sim.leader().ok_or("no leader")?;
+    sim.blocked.insert((holder, leader));
+    sim.blocked.insert((leader, holder));
+    sim.log(format!(
+        "scenario: cut backup holder n{holder} from leader n{leader}"
+    ));
+    // The next run (the retry, or the next window's when this was the retry) on another
+    // node, ended.
+    sim.until(1600, "the next backup on another node ended", |s| {
+        s.backup
+            .ends
+            .values()
+            .any(|e| e.id > id && e.node != NodeId(holder))
+    })?;
+    if !sim.backup.ends.get(&id).is_some_and(|e| e.expired) {
+        return Err(sim.fail("scenario: the cut-off holder's lease did not expire"));
+    }
+    sim.heal_links();
+    sim.quiet(200)
+}
+
+#[test]
+fn scenario_a_backup_holder_cut_from_the_leader_stops_before_the_retry() {
+    for seed in 1..=3 {
+        scenario(
+            "backup holder cut from the leader",
+            seed,
+            backup_holder_cut_from_the_leader,
+        );
+    }
+}
+
+/// The same situation with `plant`: caught as two backups at once within five seeds.
+fn backup_plant_caught(plant: Plant) {
+    for seed in 1..=5 {
+        let mut sim = Sim::new(seed, plant);
+        if let Err(e) = backup_holder_cut_from_the_leader(&mut sim) {
+            assert!(
+                e.contains("two backups run at once"),
+                "{plant:?} caught, but as: {e}"
+            );
+            eprintln!("{plant:?} caught at seed {seed}");
+            return;
+        }
+    }
+    panic!("{plant:?} was not caught within 5 seeds");
+}
+
+#[test]
+fn checker_catches_a_backup_runner_that_ignores_its_lease() {
+    backup_plant_caught(Plant::BackupIgnoresLease);
+}
+
+#[test]
+fn checker_catches_a_backup_grant_that_skips_the_quarantine() {
+    backup_plant_caught(Plant::BackupSkipsQuarantine);
+}
+
+/// A backup whose agent dies mid-run (and stays dead): the leader expires the lease once the
+/// agent is silent, and the retry runs on another node.
+#[test]
+fn scenario_a_backup_whose_agent_dies_is_retried_elsewhere() {
+    for seed in 1..=3 {
+        scenario("backup agent dies", seed, |sim| {
+            sim.settle()?;
+            sim.until(8000, "a backup running", |s| !s.backup.running.is_empty())?;
+            let (holder, id) = sim
+                .backup
+                .running
+                .iter()
+                .next()
+                .map(|(&i, r)| (i as u64 + 1, r.id))
+                .ok_or("no run")?;
+            sim.kill_agent(holder);
+            // (The retry may fail too: a simulated run may outlast `max_duration`.)
+            sim.until(1600, "the retry on another node ended", |s| {
+                s.backup
+                    .ends
+                    .values()
+                    .any(|e| e.id > id && e.attempt == 2 && e.node != NodeId(holder))
+            })?;
+            let expired = sim.backup.ends.get(&id).is_some_and(|e| e.expired);
+            if !expired {
+                return Err(sim.fail("scenario: the dead agent's lease did not expire"));
+            }
+            Ok(())
+        });
+    }
 }
 
 #[test]
@@ -3053,7 +3334,7 @@ fn scenario_a_restarted_follower_reconciles_from_its_snapshot() {
     for seed in 1..=5 {
         scenario_on(
             "restarted follower, snapshot at its applied index, quiet cluster",
-            Sim::build(seed, Plant::None, DriverPlant::None, false),
+            Sim::build(seed, Plant::None, DriverPlant::None, false, false),
             restarted_follower_reconciles_from_its_snapshot,
         );
     }

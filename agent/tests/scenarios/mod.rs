@@ -972,7 +972,7 @@ impl Runner {
                     .strip_prefix("seed=")
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| format!("bad argument `{seed}` (seed=N)"))?;
-                let mut sim = Sim::build(seed, self.plants.0, self.plants.1, galera);
+                let mut sim = Sim::build(seed, self.plants.0, self.plants.1, galera, false);
                 if galera {
                     sim.galera_record = Some(Vec::new());
                 }
