@@ -3,7 +3,7 @@
 # Safe to run repeatedly: does nothing when everything is installed.
 set -euo pipefail
 PACKAGES=(
-  mariadb-server galera-4 mariadb-backup rsync socat lsof
+  mariadb-server galera-4 mariadb-backup restic rsync socat lsof
   redis-server redis-sentinel haproxy php-fpm php8.2-mysql
   glusterfs-server glusterfs-client
   iproute2 nftables libfcgi-bin procps psmisc prometheus curl

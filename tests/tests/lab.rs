@@ -25,6 +25,7 @@
 //! it and leaves it up (no teardown test then). Build the agent first or let the harness do it
 //! (`cargo build -p triad --bin triad`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -451,16 +452,21 @@ fn monitor_user_reads_galera_status_but_no_shop_data(lab: &Lab) -> Result<()> {
         !denied.success() && denied.stderr.contains("denied"),
         "monitor read shop data: {denied:?}"
     );
+    // The backup account: what the backup runner needs (README "Backups") and no SUPER.
     let grants = lab.mysql(1, "SHOW GRANTS FOR 'triad_backup'@'localhost'")?;
     for g in [
         "RELOAD",
         "PROCESS",
         "LOCK TABLES",
         "BINLOG MONITOR",
-        "SLAVE MONITOR",
+        "SELECT",
     ] {
         ensure!(grants.contains(g), "backup grants lack {g}: {grants}");
     }
+    ensure!(
+        !grants.contains("SUPER") && !grants.contains("ALL PRIVILEGES"),
+        "backup grants more than it needs: {grants}"
+    );
     Ok(())
 }
 
@@ -2030,6 +2036,319 @@ fn switchover_under_load_loses_no_acknowledged_insert(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+// ----- backups (issue 15) -------------------------------------------------------------------
+
+/// Bound of one lab backup (the lab's data is small: about ten seconds).
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// `backup now` under an insert load through every HAProxy: verified, all three components;
+/// no insert fails and none waits long while a node is desynced; a restore of each component
+/// gives the same rows, the same Redis keys and the same files as the live cluster.
+fn backup_now_under_load_is_verified_and_restores_the_same_data(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let case = "backup now";
+    let w = writer_of(case, &writer_precondition(lab, case)?)?;
+    // What the restore must give back: rows nobody else writes, Redis keys, files.
+    let tag = format!("bk{}", std::process::id());
+    for i in 0..20 {
+        query::mysql(
+            spec,
+            w,
+            &format!("INSERT INTO shop.visits (node, hits) VALUES ('{tag}', {i})"),
+            Duration::from_secs(10),
+        )?;
+    }
+    let master = committed_master_other_than(lab, 0)?;
+    let keys: BTreeSet<String> = (0..30).map(|i| format!("{tag}:{i}")).collect();
+    for k in &keys {
+        query::redis(spec, master, &["SET", k, "v"], Duration::from_secs(5))?;
+    }
+    let media = spec
+        .gluster_mount(w)
+        .join("pub/media")
+        .join(format!("{tag}.jpg"));
+    query::write_file_bounded(&media, &format!("image {tag}"), Duration::from_secs(10))?;
+    let etc = spec
+        .gluster_mount(w)
+        .join("app/etc")
+        .join(format!("{tag}.xml"));
+    query::write_file_bounded(&etc, "<config/>", Duration::from_secs(10))?;
+    // Give the replicas a moment to have the keys (the RDB comes from one of them).
+    std::thread::sleep(Duration::from_secs(1));
+    let mut load =
+        lab::load::WriteLoad::start(lab, lab::load::LoadOptions::every_haproxy(spec, "bk"))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let record = lab::backup::now(spec, w, "lab: backup under load", BACKUP_TIMEOUT)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let summary = load.stop();
+    eprintln!(
+        "  {case}: {} on {}: {}; {summary}",
+        record.id, record.node, record.reason
+    );
+    ensure!(
+        record.verified,
+        "{case}: {} not verified: {}",
+        record.id,
+        record.reason
+    );
+    ensure!(
+        record.node != triad::ids::NodeId(w),
+        "{case}: taken on the writer n{w}"
+    );
+    let comps: Vec<&str> = record
+        .summary
+        .components
+        .iter()
+        .map(|c| c.component.as_str())
+        .collect();
+    ensure!(
+        comps == ["db", "redis", "files"],
+        "{case}: components {comps:?}"
+    );
+    ensure!(
+        summary.failed == 0 && summary.acked > 0,
+        "{case}: writes through every HAProxy failed during the backup: {summary}"
+    );
+    if let Some(g) = summary.longest_gap {
+        ensure!(
+            g.length < Duration::from_secs(2),
+            "{case}: writes stalled: {summary}"
+        );
+    }
+    ensure!(
+        !record.summary.galera_position.is_empty() && record.summary.redis_offset.is_some(),
+        "{case}: position or offset missing: {:?}",
+        record.summary
+    );
+    let id = record.id.to_string();
+    let dir = lab::backup::scratch("lab")?;
+    // The database: the rows nobody else writes, the same as live.
+    lab::backup::restore(spec, w, &id, "db", &dir.path().join("db"))?;
+    let sql = format!("SELECT id, hits FROM shop.visits WHERE node = '{tag}' ORDER BY id");
+    let restored =
+        lab::backup::restored_query(&dir.path().join("db/db"), &dir.path().join("m"), &sql)?;
+    let live = query::mysql(spec, w, &sql, Duration::from_secs(10))?;
+    ensure!(
+        restored.trim() == live.trim() && restored.lines().count() == 20,
+        "{case}: restored rows differ from the live ones:\n{restored}\nvs\n{live}"
+    );
+    // Redis: every key.
+    lab::backup::restore(spec, w, &id, "redis", &dir.path().join("redis"))?;
+    let rdb_keys = lab::backup::rdb_keys(
+        &dir.path().join("redis/redis/dump.rdb"),
+        &dir.path().join("r"),
+    )?;
+    let missing: Vec<&String> = keys.iter().filter(|k| !rdb_keys.contains(*k)).collect();
+    ensure!(
+        missing.is_empty(),
+        "{case}: keys missing from the restored RDB: {missing:?}"
+    );
+    // Files: the four directories as they are on the mount.
+    lab::backup::restore(spec, w, &id, "files", &dir.path().join("files"))?;
+    let restored = lab::backup::files_under(&dir.path().join("files"))?;
+    let mut live = BTreeMap::new();
+    for d in ["var", "pub/media", "pub/static", "app/etc"] {
+        for (k, v) in lab::backup::files_under(&spec.gluster_mount(w).join(d))? {
+            live.insert(format!("{d}/{k}"), v);
+        }
+    }
+    ensure!(
+        restored == live,
+        "{case}: restored files differ: restored {:?}, live {:?}",
+        restored.keys().collect::<Vec<_>>(),
+        live.keys().collect::<Vec<_>>()
+    );
+    ensure!(
+        restored.contains_key(&format!("pub/media/{tag}.jpg")),
+        "{case}: media file missing"
+    );
+    // A restore never goes over live data.
+    let refused = lab::backup::restore(spec, w, &id, "db", &spec.mysql_datadir(w).join("x"));
+    ensure!(
+        refused.is_err(),
+        "{case}: a restore into the live datadir was accepted"
+    );
+    Ok(())
+}
+
+/// `kill -9` of the backup node's agent while it runs: its programs die with it (nothing of
+/// the run is left), the lease expires after `backup.silence`, and the retry runs, verified, on
+/// another node; never two at once.
+fn kill9_of_the_backup_agent_retries_on_another_node(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let case = "backup agent killed";
+    writer_precondition(lab, case)?;
+    let out = Command::new(&spec.triad_bin)
+        .args([
+            "backup",
+            "now",
+            "--no-wait",
+            "--json",
+            "--reason",
+            "lab: agent killed",
+        ])
+        .args(["--api", &spec.api_url(1), "--token-file"])
+        .arg(spec.token_file())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{case}: backup now: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let index = v["applied_index"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("{case}: no index: {v}"))?;
+    let mine = triad::cluster::BackupTrigger::Manual {
+        request: triad::ids::LogIndex(index),
+    };
+    let running = lab::backup::wait_list(
+        spec,
+        1,
+        "the backup to start",
+        Duration::from_secs(20),
+        |b| {
+            b.running
+                .as_ref()
+                .is_some_and(|r| r.lease.trigger == mine && r.progress.is_some())
+        },
+    )?;
+    let lease = running
+        .running
+        .map(|r| r.lease)
+        .ok_or_else(|| anyhow!("{case}: no lease"))?;
+    let holder = lease.node.0;
+    lab.kill(holder, Service::Agent, Signal::Kill)?;
+    let killed = Instant::now();
+    // Its programs die with it.
+    let work = spec.agent_data_dir(holder).join("backup");
+    let left = lab.wait_for(
+        "the killed agent's backup programs to die",
+        Duration::from_secs(3),
+        || {
+            let p = lab::backup::processes_under(&work);
+            if p.is_empty() {
+                Ok(())
+            } else {
+                Err(p.join("; "))
+            }
+        },
+    );
+    let others: Vec<u64> = spec.nodes().into_iter().filter(|&n| n != holder).collect();
+    let ask = others[0];
+    let done = lab::backup::wait_list(
+        spec,
+        ask,
+        "the retry on another node",
+        BACKUP_TIMEOUT,
+        |b| {
+            b.catalog
+                .iter()
+                .any(|r| r.trigger == mine && r.attempt == 2)
+        },
+    );
+    lab.start(holder, Service::Agent)?;
+    left?;
+    let done = done?;
+    let first = done
+        .catalog
+        .iter()
+        .find(|r| r.trigger == mine && r.attempt == 1)
+        .cloned()
+        .ok_or_else(|| anyhow!("{case}: no first attempt in the catalog"))?;
+    let retry = done
+        .catalog
+        .iter()
+        .find(|r| r.trigger == mine && r.attempt == 2)
+        .cloned()
+        .ok_or_else(|| anyhow!("{case}: no retry"))?;
+    eprintln!(
+        "  {case}: {} on n{holder} ended after {:.1}s: {}; retry {} on {}: {}",
+        first.id,
+        killed.elapsed().as_secs_f64(),
+        first.reason,
+        retry.id,
+        retry.node,
+        retry.reason
+    );
+    ensure!(
+        !first.verified && first.expired,
+        "{case}: the first attempt did not expire: {first:?}"
+    );
+    ensure!(
+        retry.node.0 != holder,
+        "{case}: the retry ran on the killed node"
+    );
+    ensure!(retry.verified, "{case}: the retry failed: {}", retry.reason);
+    // Never two at once: the retry's lease came after the first attempt's end.
+    ensure!(
+        retry.started_at >= first.finished_at,
+        "{case}: the retry started at {:?}, before the first ended at {:?}",
+        retry.started_at,
+        first.finished_at
+    );
+    Ok(())
+}
+
+/// A repository with damaged pack files: the next backup is reported failed with the reason,
+/// not verified. The repository is then put aside and the next backup starts a new one.
+fn a_damaged_repository_fails_the_backup(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let case = "damaged repository";
+    writer_precondition(lab, case)?;
+    let (repo, aside) = lab::backup::repository(spec);
+    // Every pack file damaged in its middle: one of them holds trees (which `restic check`
+    // reads) and the others data the next backup shares by deduplication (which its restore
+    // reads); which is which is restic's business.
+    let packs: Vec<std::path::PathBuf> = std::fs::read_dir(repo.join("data"))?
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|f| f.path())
+        .filter(|p| p.is_file())
+        .collect();
+    ensure!(
+        !packs.is_empty(),
+        "{case}: no pack file in {}",
+        repo.display()
+    );
+    for pack in &packs {
+        let mut bytes = std::fs::read(pack)?;
+        let len = bytes.len();
+        for b in bytes.iter_mut().take(len.min(400)).skip(len.min(100)) {
+            *b ^= 0xff;
+        }
+        std::fs::set_permissions(pack, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        std::fs::write(pack, &bytes)?;
+    }
+    let record = lab::backup::now(spec, 1, "lab: damaged repository", BACKUP_TIMEOUT);
+    // Put the damaged repository aside whatever happened: later backups start a new one.
+    let _ = std::fs::remove_dir_all(&aside);
+    std::fs::rename(&repo, &aside)?;
+    std::fs::remove_dir_all(&aside)?;
+    let record = record?;
+    eprintln!(
+        "  {case}: {} (attempt {}) on {}: {}",
+        record.id, record.attempt, record.node, record.reason
+    );
+    ensure!(
+        !record.verified,
+        "{case}: {} verified despite the damage",
+        record.id
+    );
+    ensure!(
+        record.reason.contains("repository check") || record.reason.contains("verify"),
+        "{case}: the reason does not say what failed: {}",
+        record.reason
+    );
+    let b = lab::backup::list(spec, 2)?;
+    ensure!(
+        b.last_failure.as_ref().is_some_and(|f| f.id == record.id),
+        "{case}: status does not show the failure: {:?}",
+        b.last_failure
+    );
+    Ok(())
+}
+
 // ----- teardown -----------------------------------------------------------------------------
 
 /// Tears the lab down and checks that nothing of it is left: none of its processes, no mount
@@ -2495,6 +2814,27 @@ const GALERA_WRITER_SWITCHOVER: [(&str, TestFn); 1] = [(
     switchover_under_load_loses_no_acknowledged_insert,
 )];
 
+/// The backup cases (issue 15), after the Galera ones, as `lab::backup::NAME`. Each runs like
+/// a Galera case ([`galera_test`]): a node is desynced and agents are killed.
+const BACKUP: [(&str, TestFn); 3] = [
+    (
+        "backup_now_under_load_is_verified_and_restores_the_same_data",
+        backup_now_under_load_is_verified_and_restores_the_same_data,
+    ),
+    (
+        "kill9_of_the_backup_agent_retries_on_another_node",
+        kill9_of_the_backup_agent_retries_on_another_node,
+    ),
+    (
+        "a_damaged_repository_fails_the_backup",
+        a_damaged_repository_fails_the_backup,
+    ),
+];
+
+fn backup_name(case: &str) -> String {
+    format!("backup::{case}")
+}
+
 /// Whether the agent implements the Galera switchover (see [`GALERA_WRITER_SWITCHOVER`]).
 const GALERA_SWITCHOVER_LANDED: bool = true;
 
@@ -2526,6 +2866,7 @@ fn trial_names() -> Vec<String> {
                 .iter()
                 .map(|(n, _)| galera_switchover_name(n)),
         )
+        .chain(BACKUP.iter().map(|(n, _)| backup_name(n)))
         .chain(std::iter::once(TEARDOWN.to_string()))
         .collect()
 }
@@ -2577,6 +2918,13 @@ fn trials(shared: &Shared, reuse: bool) -> Vec<Trial> {
             )
             .with_ignored_flag(!GALERA_SWITCHOVER_LANDED),
         );
+    }
+    for (name, f) in BACKUP {
+        let s = Arc::clone(shared);
+        out.push(Trial::test(
+            format!("lab::{}", backup_name(name)),
+            move || galera_test(&s, f),
+        ));
     }
     let s = Arc::clone(shared);
     out.push(Trial::ignorable_test(

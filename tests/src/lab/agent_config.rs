@@ -158,6 +158,29 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "local_brick = {:?}", brick(node));
     let _ = writeln!(out, "mounts = [{:?}]", p(&lab.gluster_mount(node)));
     let _ = writeln!(out, "command = [{:?}]", p(&lab.gluster_cli(node)));
+    let _ = writeln!(out);
+    // Backups to one repository the three nodes share. The lab takes them on request
+    // (`triad backup now`) only: a window of the production schedule (every six hours) opening
+    // in the middle of the lab tests would desync a node under them. 2099 keeps the schedule
+    // valid and never due.
+    let files: Vec<String> = lab
+        .backup_files(node)
+        .iter()
+        .map(|f| format!("{:?}", p(f)))
+        .collect();
+    let _ = writeln!(out, "[backup]");
+    let _ = writeln!(out, "schedule = \"0 0 0 1 1 * 2099\"");
+    let _ = writeln!(out, "repository = {:?}", p(&lab.backup_repository()));
+    let _ = writeln!(out, "password_file = {:?}", p(&lab.restic_password_file()));
+    let _ = writeln!(out, "db_user = {:?}", super::spec::BACKUP_USER);
+    let _ = writeln!(
+        out,
+        "db_password_file = {:?}",
+        p(&lab.backup_password_file())
+    );
+    let _ = writeln!(out, "files = [{}]", files.join(", "));
+    let _ = writeln!(out, "max_duration = \"5m\"");
+    let _ = writeln!(out, "silence = \"15s\"");
     out
 }
 

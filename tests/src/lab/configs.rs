@@ -34,6 +34,8 @@ pub struct Secrets {
     pub monitor: String,
     /// Password of the backup user.
     pub backup: String,
+    /// Password of the restic repository.
+    pub restic: String,
     /// The agents' API bearer token.
     pub api_token: String,
 }
@@ -106,7 +108,7 @@ pub fn bootstrap_sql(lab: &LabSpec, secrets: &Secrets) -> String {
          CREATE USER '{MONITOR_USER}'@'%' IDENTIFIED BY '{monitor}';\n\
          GRANT PROCESS, REPLICATION CLIENT ON *.* TO '{MONITOR_USER}'@'%';\n\
          CREATE USER '{backup_user}'@'localhost' IDENTIFIED BY '{backup}';\n\
-         GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR ON *.* \
+         GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SELECT ON *.* \
            TO '{backup_user}'@'localhost';\n\
          CREATE USER '{HAPROXY_CHECK_USER}'@'{net}';\n",
         shop = secrets.shop,
@@ -347,6 +349,7 @@ mod tests {
             shop: "s".into(),
             monitor: "m".into(),
             backup: "b".into(),
+            restic: "r".into(),
             api_token: "t".into(),
         }
     }

@@ -327,6 +327,10 @@ pub fn down_locked(lab: &LabSpec, progress: &Progress) -> Result<DownReport> {
     // node directories are empty mount points now: remove_dir refuses anything else.
     let _ = std::fs::remove_dir_all(lab.secrets_dir());
     let _ = std::fs::remove_dir_all(lab.www_dir());
+    // The backup repository: its password went with the secrets.
+    if let Some(dir) = lab.backup_repository().parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     for n in lab.nodes() {
         if !is_mounted(&lab.node_dir(n), "") {
             let _ = std::fs::remove_dir(lab.node_dir(n));

@@ -35,6 +35,7 @@
 //!   `/proc/self/mounts` only.
 
 pub mod agent_config;
+pub mod backup;
 pub mod configs;
 pub mod down;
 pub mod error;

@@ -312,6 +312,25 @@ impl LabSpec {
         self.secrets_dir().join("mysql-triad_backup")
     }
 
+    /// Password file of the lab's restic repository (one line).
+    pub fn restic_password_file(&self) -> PathBuf {
+        self.secrets_dir().join("restic")
+    }
+
+    /// The lab's restic repository, shared by the three nodes as a production cluster shares
+    /// one repository (a mounted or remote one).
+    pub fn backup_repository(&self) -> PathBuf {
+        self.dir.join("backup").join("repo")
+    }
+
+    /// The shop's shared directories on node `n`'s GlusterFS mount, as the backup takes them.
+    pub fn backup_files(&self, n: u64) -> Vec<PathBuf> {
+        ["var", "pub/media", "pub/static", "app/etc"]
+            .iter()
+            .map(|d| self.gluster_mount(n).join(d))
+            .collect()
+    }
+
     /// Password file of [`SHOP_USER`] (one line).
     pub fn shop_password_file(&self) -> PathBuf {
         self.secrets_dir().join("mysql-shop")

@@ -92,7 +92,7 @@ pub fn up(lab: &LabSpec, progress: &Progress) -> Result<UpReport> {
 }
 
 /// Programs the lab runs (all from Debian packages in `tests/install-packages.sh`).
-const PROGRAMS: [&str; 16] = [
+const PROGRAMS: [&str; 19] = [
     "ip",
     "nft",
     "nsenter",
@@ -109,6 +109,9 @@ const PROGRAMS: [&str; 16] = [
     "glusterd",
     "glusterfs",
     "curl",
+    "restic",
+    "mariadb-backup",
+    "redis-check-rdb",
 ];
 
 /// Fails before touching anything when a program, the Galera provider, PHP's mysqli or the
@@ -240,6 +243,7 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
         shop: random_hex(12)?,
         monitor: random_hex(12)?,
         backup: random_hex(12)?,
+        restic: random_hex(16)?,
         api_token: random_hex(16)?,
     };
     let sdir = lab.secrets_dir();
@@ -248,6 +252,13 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
     write_secret(&lab.shop_password_file(), &secrets.shop)?;
     write_secret(&lab.monitor_password_file(), &secrets.monitor)?;
     write_secret(&lab.backup_password_file(), &secrets.backup)?;
+    write_secret(&lab.restic_password_file(), &secrets.restic)?;
+    // A repository left by an earlier lab was made with another password: start afresh.
+    if let Some(dir) = lab.backup_repository().parent() {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+    }
     write_secret(&lab.token_file(), &secrets.api_token)?;
     for n in lab.nodes() {
         write(&lab.mysql_defaults_file(n), &configs::my_cnf(lab, n))?;
