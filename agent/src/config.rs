@@ -3367,6 +3367,10 @@ listen = "127.0.0.1:7101"
             ),
             (section("schedule = \"0 25 * * *\""), "backup.schedule"),
             (
+                section("schedule = \"0 0 0 1 1 * 2001\""),
+                "backup.schedule: `0 0 0 1 1 * 2001` never fires again",
+            ),
+            (
                 format!(
                     "{BASE}\n[backup]\nrepository = \"/r\"\npassword_file = {:?}\n",
                     empty.display().to_string()

@@ -281,7 +281,20 @@ pub(super) fn validate(path: &Path, config: &Config) -> Result<(), ConfigError> 
         key: format!("backup.{key}"),
         message,
     };
-    b.parsed_schedule().map_err(|e| invalid("schedule", e))?;
+    let schedule = b.parsed_schedule().map_err(|e| invalid("schedule", e))?;
+    // The one clock read of validation: a schedule whose last time is past never backs up.
+    if schedule
+        .next_after(crate::probe::runner::now_millis())
+        .is_none()
+    {
+        return Err(invalid(
+            "schedule",
+            format!(
+                "`{}` never fires again; give a time in the future",
+                b.schedule
+            ),
+        ));
+    }
     if b.repository.trim().is_empty() {
         return Err(invalid(
             "repository",

@@ -67,7 +67,9 @@ impl PartialEq for BackupSchedule {
 pub const DEFAULT_SCHEDULE: &str = "0 */6 * * *";
 
 impl BackupSchedule {
-    /// Parses a cron expression; the error names the problem.
+    /// Parses a cron expression; the error names the problem. Pure: whether the schedule still
+    /// fires after today is for the caller to ask ([`BackupSchedule::next_after`] with its
+    /// clock), as config validation does.
     pub fn parse(source: &str) -> Result<BackupSchedule, String> {
         let fields = source.split_whitespace().count();
         let full = match fields {
@@ -81,9 +83,6 @@ impl BackupSchedule {
             }
         };
         let schedule = cron::Schedule::from_str(&full).map_err(|e| format!("`{source}`: {e}"))?;
-        if schedule.upcoming(Utc).next().is_none() {
-            return Err(format!("`{source}` never fires again"));
-        }
         Ok(BackupSchedule {
             source: source.trim().to_string(),
             schedule: Arc::new(schedule),
@@ -215,20 +214,41 @@ pub struct BackupPlan {
     pub next_due: Option<UnixMillis>,
 }
 
-fn fmt_time(t: UnixMillis) -> String {
+/// A time as status and the CLI show it: `2026-12-05T18:00:00Z` (UTC).
+pub fn fmt_time(t: UnixMillis) -> String {
     to_datetime(t).map_or_else(
         || format!("{} ms", t.0),
         |d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     )
 }
 
+/// The window due at `now` or, when none is, the next one to open: the decision's `next_due`
+/// and what status shows. Before the schedule is armed nothing is due, and the next window is
+/// the first after `now`.
+pub fn next_due(
+    schedule: &BackupSchedule,
+    a: &BackupAuthority,
+    now: UnixMillis,
+) -> Option<UnixMillis> {
+    windows(schedule, a, now).1
+}
+
+/// The window due at `now` (armed schedules only), and [`next_due`].
+fn windows(
+    schedule: &BackupSchedule,
+    a: &BackupAuthority,
+    now: UnixMillis,
+) -> (Option<UnixMillis>, Option<UnixMillis>) {
+    let since = a.armed_at.max(a.done_window).unwrap_or(now);
+    let due = a.armed_at.and_then(|_| schedule.due_window(since, now));
+    (due, due.or_else(|| schedule.next_after(now.max(since))))
+}
+
 /// Decides. See the module docs.
 pub fn decide_backup(i: &BackupInputs<'_>) -> BackupPlan {
     let a = i.authority;
     let s = i.settings;
-    let since = a.armed_at.max(a.done_window).unwrap_or(i.now);
-    let due = a.armed_at.and_then(|_| s.schedule.due_window(since, i.now));
-    let next_due = due.or_else(|| s.schedule.next_after(i.now.max(since)));
+    let (due, next_due) = windows(&s.schedule, a, i.now);
     let plan = |proposals: Vec<Command>, verdict: String| BackupPlan {
         proposals,
         verdict,
