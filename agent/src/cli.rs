@@ -1050,8 +1050,10 @@ async fn maintenance(
 }
 
 /// `triad galera status` and `triad galera bootstrap --dry-run`: `GET /v1/galera`.
-async fn galera_status(target: &Target, json: bool, dry_run: bool) -> Result<(), Failure> {
-    let url = format!("{}/v1/galera", base_url(target));
+/// GETs `path` from the agent; on success, the body as text and as JSON (`Null` when it is not
+/// JSON). A refusal names the URL, the status and the agent's `error`.
+async fn get_json(target: &Target, path: &str) -> Result<(String, serde_json::Value), Failure> {
+    let url = format!("{}{path}", base_url(target));
     let resp = http()?
         .get(&url)
         .send()
@@ -1059,23 +1061,26 @@ async fn galera_status(target: &Target, json: bool, dry_run: bool) -> Result<(),
         .map_err(|e| unreachable(&url, &e))?;
     let code = resp.status();
     let text = resp.text().await.map_err(|e| unreachable(&url, &e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     if !code.is_success() {
-        let msg = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or(text.clone());
+        let msg = v["error"].as_str().unwrap_or(&text).to_string();
         return Err(Failure {
             code: EXIT_REFUSED,
             message: format!("{url} answered {code}: {msg}"),
         });
     }
+    Ok((text, v))
+}
+
+async fn galera_status(target: &Target, json: bool, dry_run: bool) -> Result<(), Failure> {
+    let (text, _) = get_json(target, "/v1/galera").await?;
     if json {
         println!("{text}");
         return Ok(());
     }
     let g: crate::api::GaleraStatusBody = serde_json::from_str(&text).map_err(|e| Failure {
         code: EXIT_SOFTWARE,
-        message: format!("{url} answered something that is not a Galera status: {e}"),
+        message: format!("the agent's /v1/galera is not a Galera status: {e}"),
     })?;
     print!("{}", render_galera(&g, dry_run));
     Ok(())

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{error, json_request, propose, MAX_REASON};
 use crate::cluster::{BackupLease, BackupRecord, Command, Component};
 use crate::codec::BackupRun;
-use crate::decide::backup::BackupSchedule;
+use crate::decide::backup::{next_due, BackupSchedule};
 use crate::ids::UnixMillis;
 use crate::status::{CoreStatus, Handles};
 
@@ -85,15 +85,10 @@ pub struct BackupsBody {
 pub fn backups_body(h: &Handles, core: &CoreStatus) -> Option<BackupsBody> {
     let section = h.config.config.backup.as_ref()?;
     let b = &core.cluster.backup;
-    let schedule = BackupSchedule::parse(&section.schedule).ok();
     let now = crate::probe::runner::now_millis();
-    let since = b.armed_at.max(b.done_window);
-    let next_due = schedule.and_then(|s| match since {
-        Some(since) => s
-            .due_window(since, now)
-            .or_else(|| s.next_after(now.max(since))),
-        None => s.next_after(now),
-    });
+    let next_due = BackupSchedule::parse(&section.schedule)
+        .ok()
+        .and_then(|s| next_due(&s, b, now));
     let running = b.lease.as_ref().map(|l| {
         let progress = core.health.lock().ok().and_then(|h| {
             h.backup_runs()

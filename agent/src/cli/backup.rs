@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 
-use super::{base_url, http, post_json, unreachable, Failure, Target};
+use super::{get_json, post_json, Failure, Target};
 use super::{EXIT_REFUSED, EXIT_SOFTWARE, EXIT_USAGE};
 use crate::api::backup::{BackupsBody, RunningBackup};
 use crate::backup::restic::Restic;
@@ -125,26 +125,6 @@ pub(super) async fn dispatch(cmd: BackupCmd) -> Result<(), Failure> {
     }
 }
 
-async fn get_json(target: &Target, path: &str) -> Result<(String, serde_json::Value), Failure> {
-    let url = format!("{}{path}", base_url(target));
-    let resp = http()?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| unreachable(&url, &e))?;
-    let code = resp.status();
-    let text = resp.text().await.map_err(|e| unreachable(&url, &e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    if !code.is_success() {
-        let msg = v["error"].as_str().unwrap_or(&text).to_string();
-        return Err(Failure {
-            code: EXIT_REFUSED,
-            message: format!("{url} answered {code}: {msg}"),
-        });
-    }
-    Ok((text, v))
-}
-
 async fn fetch(target: &Target) -> Result<BackupsBody, Failure> {
     let (_, v) = get_json(target, "/v1/backups").await?;
     serde_json::from_value(v).map_err(|e| Failure {
@@ -154,10 +134,7 @@ async fn fetch(target: &Target) -> Result<BackupsBody, Failure> {
 }
 
 fn when(t: UnixMillis) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t.0).map_or_else(
-        || format!("{} ms", t.0),
-        |d| d.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-    )
+    crate::decide::backup::fmt_time(t)
 }
 
 fn size(bytes: u64) -> String {
