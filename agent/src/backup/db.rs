@@ -35,6 +35,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use tokio::process::Command;
 
+use super::run_program;
+
 /// A database step that failed, with the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -147,36 +149,6 @@ async fn status(conn: &mut Conn, name: &str) -> Result<String, DbError> {
     Ok(row.map(|(_, v)| v).unwrap_or_default())
 }
 
-/// Runs a program to completion within `timeout`; its stderr's end on failure.
-pub(super) async fn run_program(
-    what: &str,
-    mut c: Command,
-    timeout: Duration,
-) -> Result<std::process::Output, String> {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    super::die_with_parent(&mut c);
-    let child = c
-        .spawn()
-        .map_err(|e| format!("{what}: cannot start: {e}"))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| format!("{what}: did not finish within {timeout:?}"))?
-        .map_err(|e| format!("{what}: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last: Vec<&str> = err.lines().rev().take(3).collect();
-        return Err(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            last.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ));
-    }
-    Ok(out)
-}
-
 impl DbSpec {
     /// Writes the option file that hands mariadb-backup the account (mode 0600, in the run's
     /// private directory; the password never goes on a command line).
@@ -235,7 +207,7 @@ impl DbSpec {
         let copied = run_program("mariadb-backup --backup", c, self.copy_timeout).await;
         // Unlock whatever happened: the node catches up from here.
         let unlocked = conn.query_drop("UNLOCK TABLES").await;
-        copied.map_err(DbError::Program)?;
+        copied.map_err(|e| DbError::Program(e.to_string()))?;
         unlocked.map_err(sql("UNLOCK TABLES"))?;
         phase("db resync");
         let deadline = tokio::time::Instant::now() + self.resync_timeout;
@@ -261,7 +233,7 @@ impl DbSpec {
             .arg(format!("--target-dir={}", target.display()));
         run_program("mariadb-backup --prepare", c, self.copy_timeout)
             .await
-            .map_err(DbError::Program)?;
+            .map_err(|e| DbError::Program(e.to_string()))?;
         Ok(DbCopy {
             position: format!("{uuid}:{seqno}"),
             counts,

@@ -72,6 +72,87 @@ pub(crate) fn die_with_parent(c: &mut tokio::process::Command) {
     }
 }
 
+/// How a program run by [`run_program`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProgramError {
+    /// It could not be started, or waiting for it failed.
+    #[error("{what}: cannot start: {source}")]
+    Spawn {
+        /// What was run.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It ran past its deadline and was killed.
+    #[error("{what}: did not finish within {after:?}")]
+    Timeout {
+        /// What was run.
+        what: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// It exited unsuccessfully.
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed {
+        /// What was run.
+        what: String,
+        /// Its exit status.
+        status: String,
+        /// The end of its standard error ([`stderr_tail`]).
+        stderr: String,
+    },
+}
+
+/// The end of a program's standard error, where tools put their error, on one line: its
+/// non-empty lines joined by ` | `, cut to the last `max` bytes.
+pub(crate) fn stderr_tail(s: &str, max: usize) -> String {
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let t = lines.join(" | ");
+    if t.len() <= max {
+        return t;
+    }
+    let mut start = t.len() - max;
+    while !t.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &t[start..])
+}
+
+/// Runs a program to completion within `timeout`, with no standard input, its output
+/// collected, killed if the deadline passes or the agent dies ([`die_with_parent`]). `what`
+/// names it in the error.
+pub(crate) async fn run_program(
+    what: &str,
+    mut c: tokio::process::Command,
+    timeout: Duration,
+) -> Result<std::process::Output, ProgramError> {
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    die_with_parent(&mut c);
+    let spawn = |source| ProgramError::Spawn {
+        what: what.to_string(),
+        source,
+    };
+    let child = c.spawn().map_err(spawn)?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| ProgramError::Timeout {
+            what: what.to_string(),
+            after: timeout,
+        })?
+        .map_err(spawn)?;
+    if !out.status.success() {
+        return Err(ProgramError::Failed {
+            what: what.to_string(),
+            status: out.status.to_string(),
+            stderr: stderr_tail(&String::from_utf8_lossy(&out.stderr), 600),
+        });
+    }
+    Ok(out)
+}
+
 /// Everything a run needs, from the configuration.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -681,6 +762,15 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_tail_keeps_the_end() {
+        assert_eq!(stderr_tail("  short \n", 10), "short");
+        assert_eq!(stderr_tail("a\n  b\n\nc\n", 20), "a | b | c");
+        assert_eq!(stderr_tail("0123456789abcdef", 6), "...abcdef");
+        // Never splits a character.
+        assert_eq!(stderr_tail("ééé", 3), "...é");
+    }
 
     #[test]
     fn files_split_at_their_common_directory() {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::process::Command;
 
-use super::db::run_program;
+use super::run_program;
 
 /// What a digest covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +203,9 @@ impl RedisSpec {
             c.env("REDISCLI_AUTH", p);
         }
         c.arg("--rdb").arg(file);
-        run_program(&format!("redis-cli --rdb from {source}"), c, self.timeout).await?;
+        run_program(&format!("redis-cli --rdb from {source}"), c, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         self.check(file).await
     }
 
@@ -211,7 +213,9 @@ impl RedisSpec {
     pub async fn check(&self, file: &Path) -> Result<RdbCheck, String> {
         let mut c = Command::new(&self.redis_check_rdb);
         c.arg(file);
-        let out = run_program("redis-check-rdb", c, self.timeout).await?;
+        let out = run_program("redis-check-rdb", c, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         parse_check(&String::from_utf8_lossy(&out.stdout))
     }
 }

@@ -19,6 +19,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
+use super::ProgramError;
+
 /// A restic failure, with what restic said.
 #[derive(Debug, thiserror::Error)]
 pub enum ResticError {
@@ -93,22 +95,6 @@ struct BackupLine {
     bytes_done: Option<u64>,
 }
 
-/// Keeps the last `max` bytes of a stream (restic's error messages end its stderr), on one
-/// line (lines joined by ` | `).
-fn tail(s: &str, max: usize) -> String {
-    let one: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let joined = one.join(" | ");
-    let t = joined.as_str();
-    if t.len() <= max {
-        return t.to_string();
-    }
-    let mut start = t.len() - max;
-    while !t.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("...{}", &t[start..])
-}
-
 /// Whether restic's error says there is no repository at the location.
 fn is_missing(stderr: &str) -> bool {
     stderr.contains("Is there a repository at the following location?")
@@ -143,29 +129,24 @@ impl Restic {
     ) -> Result<String, ResticError> {
         let mut c = self.command(cwd);
         c.args(args);
-        let child = c.spawn().map_err(|source| ResticError::Spawn {
-            program: self.program.clone(),
-            source,
-        })?;
-        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(r) => r.map_err(|source| ResticError::Spawn {
-                program: self.program.clone(),
-                source,
-            })?,
-            Err(_) => {
-                return Err(ResticError::Timeout {
-                    what: what.into(),
-                    after: timeout,
-                })
-            }
-        };
-        if !out.status.success() {
-            return Err(ResticError::Failed {
-                what: what.into(),
-                status: out.status.to_string(),
-                stderr: tail(&String::from_utf8_lossy(&out.stderr), 600),
-            });
-        }
+        let out = super::run_program(what, c, timeout)
+            .await
+            .map_err(|e| match e {
+                ProgramError::Spawn { source, .. } => ResticError::Spawn {
+                    program: self.program.clone(),
+                    source,
+                },
+                ProgramError::Timeout { what, after } => ResticError::Timeout { what, after },
+                ProgramError::Failed {
+                    what,
+                    status,
+                    stderr,
+                } => ResticError::Failed {
+                    what,
+                    status,
+                    stderr,
+                },
+            })?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -254,7 +235,7 @@ impl Restic {
             return Err(ResticError::Failed {
                 what,
                 status: status.to_string(),
-                stderr: tail(&err, 600),
+                stderr: super::stderr_tail(&err, 600),
             });
         }
         let s = summary.ok_or_else(|| ResticError::Output {
@@ -327,14 +308,5 @@ mod tests {
         assert!(!is_missing(
             "Fatal: unable to open config file: permission denied"
         ));
-    }
-
-    #[test]
-    fn tail_keeps_the_end() {
-        assert_eq!(tail("  short \n", 10), "short");
-        assert_eq!(tail("a\n  b\n\nc\n", 20), "a | b | c");
-        assert_eq!(tail("0123456789abcdef", 6), "...abcdef");
-        // Never splits a character.
-        assert_eq!(tail("ééé", 3), "...é");
     }
 }
