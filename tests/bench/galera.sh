@@ -15,28 +15,7 @@
 #                         [--writer-runs N] [--nonwriter-runs N] [--skip-recipe]
 #   e.g. the writer cases alone: tests/bench/galera.sh --runs 0 --outage-runs 0 \
 #          --writer-runs 10 --nonwriter-runs 10
-# Needs root. Builds the release agent and driver, brings a lab up with the release agent
-# (unless one is up already: then it uses that lab as it is), and takes it down at the end
-# when it brought it up.
+# Needs root; builds the release agent, and brings a lab up unless one is (tests/bench/on-lab.sh).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-cargo="${CARGO:-cargo}"
-target="${CARGO_TARGET_DIR:-$root/target}"
-
-"$cargo" build --release -p triad --bin triad
-"$cargo" build --release -p triad-tests --bin triad-galera-bench --bin triad-lab
-export TRIAD_BIN="${TRIAD_BIN:-$target/release/triad}"
-
-owned=0
-if ! "$target/release/triad-lab" status >/dev/null 2>&1; then
-  "$target/release/triad-lab" up
-  owned=1
-fi
-status=0
-"$target/release/triad-galera-bench" "$@" || status=$?
-if [ "$owned" = 1 ]; then
-  "$target/release/triad-lab" down
-fi
-exit "$status"
+exec "$(dirname "${BASH_SOURCE[0]}")/on-lab.sh" triad-galera-bench "$@"
