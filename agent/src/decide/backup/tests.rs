@@ -174,6 +174,26 @@ struct Case {
     verdict: &'static str,
 }
 
+/// A case with the usual inputs: the schedule armed and the 12:00 window done, one second
+/// into the 18:00 window, every node a good candidate reporting fresh, no run, no lease, the
+/// Redis master on n2 (n1 is the Galera writer), no maintenance; no proposal expected.
+fn case() -> Case {
+    Case {
+        name: "",
+        authority: armed(),
+        now: at(18, 0, 1),
+        candidates: [good(), good(), good()],
+        runs: vec![],
+        ages: [0; 3],
+        lease_seen_ms: None,
+        previous: Ok(()),
+        maintenance: false,
+        master: 2,
+        expect: "-",
+        verdict: "",
+    }
+}
+
 fn armed() -> BackupAuthority {
     BackupAuthority {
         armed_at: Some(at(1, 0, 0)),
@@ -227,44 +247,24 @@ fn decision_table() {
             name: "a fresh cluster arms its schedule",
             authority: BackupAuthority::default(),
             now: at(13, 0, 0),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "arm",
             verdict: "first window is 2026-12-05T18:00:00Z",
+            ..case()
         },
         Case {
             name: "nothing due between windows",
-            authority: armed(),
             now: at(13, 0, 0),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "-",
             verdict: "next window 2026-12-05T18:00:00Z",
+            ..case()
         },
         Case {
             name: "the 18:00 window goes to a non-writer that is not the Redis master",
-            authority: armed(),
-            now: at(18, 0, 1),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
             // n1 is the writer, n2 the Redis master.
             master: 2,
             expect: "grant b5 n3 window 1796493600000 #1",
             verdict: "grant backup b5",
+            ..case()
         },
         Case {
             name: "rotation: the node that ran the last backup waits its turn",
@@ -272,16 +272,10 @@ fn decision_table() {
                 catalog: [record(4, 3), record(3, 2)].into(),
                 ..armed()
             },
-            now: at(18, 0, 1),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
             master: 1,
             expect: "grant b5 n2 window 1796493600000 #1",
             verdict: "on n2",
+            ..case()
         },
         Case {
             name: "keeping off the Redis master comes before rotation",
@@ -289,21 +283,12 @@ fn decision_table() {
                 catalog: [record(4, 3), record(3, 2)].into(),
                 ..armed()
             },
-            now: at(18, 0, 1),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "grant b5 n3 window 1796493600000 #1",
             verdict: "on n3",
+            ..case()
         },
         Case {
             name: "a joiner, a bad mount and the writer: nobody; every reason said",
-            authority: armed(),
-            now: at(18, 0, 1),
             candidates: [
                 good(),
                 Candidate {
@@ -316,28 +301,16 @@ fn decision_table() {
                     ..good()
                 },
             ],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "-",
             verdict: "n1: Galera writer; n2: MariaDB Joiner; n3: a Gluster mount is not healthy",
+            ..case()
         },
         Case {
             name: "maintenance holds a due window back",
-            authority: armed(),
-            now: at(18, 0, 1),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
             maintenance: true,
-            master: 2,
             expect: "-",
             verdict: "maintenance is on",
+            ..case()
         },
         Case {
             name: "a running backup is waited for, with its progress",
@@ -347,15 +320,11 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 1, 0),
-            candidates: [good(), good(), good()],
             runs: vec![(3, run(5, false, false))],
-            ages: [0; 3],
             lease_seen_ms: Some(60_000),
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "-",
             verdict: "running on n3: db copy, 1000 bytes, 5 s",
+            ..case()
         },
         Case {
             name: "the runner's result ends the run",
@@ -365,15 +334,12 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 1, 0),
-            candidates: [good(), good(), good()],
             runs: vec![(3, run(5, true, true))],
-            ages: [0; 3],
             lease_seen_ms: Some(60_000),
-            previous: Ok(()),
             maintenance: true,
-            master: 2,
             expect: "finish b5 true",
             verdict: "verified",
+            ..case()
         },
         Case {
             name: "a result of an older run on that node does not end this one",
@@ -383,15 +349,11 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 1, 0),
-            candidates: [good(), good(), good()],
             runs: vec![(3, run(2, true, true))],
-            ages: [0; 3],
             lease_seen_ms: Some(60_000),
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "-",
             verdict: "not started yet",
+            ..case()
         },
         Case {
             name: "the lease expires on the leader's clock",
@@ -401,15 +363,11 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 11, 0),
-            candidates: [good(), good(), good()],
             runs: vec![(3, run(5, false, false))],
-            ages: [0; 3],
             lease_seen_ms: Some(630_000),
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "finish b5 false",
             verdict: "lease expired: no result from n3 within 630 s",
+            ..case()
         },
         Case {
             name: "a silent holder's lease expires",
@@ -419,15 +377,12 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 1, 0),
-            candidates: [good(), good(), good()],
             runs: vec![(3, run(5, false, false))],
             ages: [0, 0, 31_000],
             lease_seen_ms: Some(40_000),
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "finish b5 false",
             verdict: "lease expired: n3's agent silent for 31 s",
+            ..case()
         },
         Case {
             name: "a holder heard from keeps its lease",
@@ -437,15 +392,12 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 1, 0),
-            candidates: [good(), good(), good()],
             runs: vec![(3, run(5, false, false))],
             ages: [0, 0, 29_000],
             lease_seen_ms: Some(40_000),
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "-",
             verdict: "running on n3",
+            ..case()
         },
         Case {
             name: "no retry while the expired holder may still run",
@@ -459,15 +411,10 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 12, 0),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
             previous: Err("n3's expired backup b5 may still run".into()),
-            maintenance: false,
-            master: 2,
             expect: "-",
             verdict: "waits: n3's expired backup b5 may still run",
+            ..case()
         },
         Case {
             name: "the retry goes to another node than the failed one",
@@ -481,15 +428,9 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 12, 0),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "grant b6 n2 window 1796493600000 #2",
             verdict: "retry; the first attempt failed on n3",
+            ..case()
         },
         Case {
             name: "a newer window supersedes a retry still owed",
@@ -506,15 +447,9 @@ fn decision_table() {
                 ..armed()
             },
             now: at(18, 0, 5),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "grant b6 n3 window 1796493600000 #1",
             verdict: "grant backup b6",
+            ..case()
         },
         Case {
             name: "an operator's request runs between windows",
@@ -528,15 +463,9 @@ fn decision_table() {
                 ..armed()
             },
             now: at(13, 0, 1),
-            candidates: [good(), good(), good()],
-            runs: vec![],
-            ages: [0; 3],
-            lease_seen_ms: None,
-            previous: Ok(()),
-            maintenance: false,
-            master: 2,
             expect: "grant b5 n3 request at index 42 #1",
             verdict: "grant backup b5",
+            ..case()
         },
     ];
     let members = [NodeId(1), NodeId(2), NodeId(3)];
