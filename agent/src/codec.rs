@@ -66,15 +66,23 @@ pub enum CodecError {
 /// Encodes a proposal as the data of a Raft log entry.
 pub fn encode_entry(p: &Proposal) -> Vec<u8> {
     let command = match &p.command {
-        c @ (Command::ArmBackupSchedule { .. }
-        | Command::RequestBackup { .. }
-        | Command::GrantBackupLease { .. }
-        | Command::FinishBackup { .. }) => {
-            // Every backup command has a wire form.
-            backup::encode_command(c).unwrap_or(pb::command::Kind::RequestBackup(
-                pb::RequestBackup::default(),
-            ))
-        }
+        Command::ArmBackupSchedule { since } => backup::encode_arm(*since),
+        Command::RequestBackup { by, reason } => backup::encode_request(by, reason),
+        Command::GrantBackupLease {
+            id,
+            node,
+            trigger,
+            attempt,
+            max_duration_ms,
+            reason,
+        } => backup::encode_grant(*id, *node, trigger, *attempt, *max_duration_ms, reason),
+        Command::FinishBackup {
+            id,
+            verified,
+            expired,
+            reason,
+            summary,
+        } => backup::encode_finish(*id, *verified, *expired, reason, summary),
         Command::SetMaintenance {
             enabled,
             reason,

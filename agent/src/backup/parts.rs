@@ -254,13 +254,31 @@ mod tests {
         assert_eq!((one.bytes, one.files), (11, 2));
         let listing =
             digest(root, &["a".into()], DigestKind::Listing).unwrap_or_else(|e| panic!("{e}"));
-        // Same size, other content: the content digest changes, the listing's does not.
-        std::fs::write(root.join("a/b/x"), b"HELLO").unwrap_or_else(|e| panic!("{e}"));
+        // Same size and time, other content: the content digest changes, the listing's (path,
+        // size and mtime) does not.
+        let x = root.join("a/b/x");
+        let mtime = std::fs::metadata(&x)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&x, b"HELLO").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::File::options()
+            .write(true)
+            .open(&x)
+            .and_then(|f| f.set_modified(mtime))
+            .unwrap_or_else(|e| panic!("{e}"));
         let two =
             digest(root, &["a".into()], DigestKind::Content).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(one.sha256, two.sha256);
         assert_eq!(one.sha256.len(), 64);
-        let _ = listing;
+        let same =
+            digest(root, &["a".into()], DigestKind::Listing).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listing, same);
+        // A new file changes both.
+        std::fs::write(root.join("a/z"), b"").unwrap_or_else(|e| panic!("{e}"));
+        let more =
+            digest(root, &["a".into()], DigestKind::Listing).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(listing.sha256, more.sha256);
+        assert_eq!(more.files, 3);
         assert!(digest(root, &["missing".into()], DigestKind::Content).is_err());
     }
 }

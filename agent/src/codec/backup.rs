@@ -7,7 +7,7 @@ use super::{node_id, CodecError};
 use crate::cluster::{
     BackupRun, BackupSummary, BackupTrigger, Command, Component, ComponentSummary,
 };
-use crate::ids::{BackupId, LogIndex, UnixMillis};
+use crate::ids::{BackupId, LogIndex, NodeId, UnixMillis};
 
 /// Longest text accepted in a backup report's or command's free-text fields.
 const MAX_TEXT: usize = 4096;
@@ -119,46 +119,52 @@ fn backup_id(raw: u64, field: &'static str) -> Result<BackupId, CodecError> {
     Ok(BackupId(raw))
 }
 
-/// The wire form of a backup command; `None` for the other commands.
-pub(super) fn encode_command(c: &Command) -> Option<pb::command::Kind> {
-    use pb::command::Kind;
-    Some(match c {
-        Command::ArmBackupSchedule { since } => {
-            Kind::ArmBackupSchedule(pb::ArmBackupSchedule { since_ms: since.0 })
-        }
-        Command::RequestBackup { by, reason } => Kind::RequestBackup(pb::RequestBackup {
-            by: by.clone(),
-            reason: reason.clone(),
-        }),
-        Command::GrantBackupLease {
-            id,
-            node,
-            trigger,
-            attempt,
-            max_duration_ms,
-            reason,
-        } => Kind::GrantBackupLease(pb::GrantBackupLease {
-            id: id.0,
-            node: node.get(),
-            trigger: Some(encode_trigger(trigger)),
-            attempt: *attempt,
-            max_duration_ms: *max_duration_ms,
-            reason: reason.clone(),
-        }),
-        Command::FinishBackup {
-            id,
-            verified,
-            expired,
-            reason,
-            summary,
-        } => Kind::FinishBackup(pb::FinishBackup {
-            id: id.0,
-            verified: *verified,
-            expired: *expired,
-            reason: reason.clone(),
-            summary: Some(encode_summary(summary)),
-        }),
-        _ => return None,
+/// The wire form of `ArmBackupSchedule`.
+pub(super) fn encode_arm(since: UnixMillis) -> pb::command::Kind {
+    pb::command::Kind::ArmBackupSchedule(pb::ArmBackupSchedule { since_ms: since.0 })
+}
+
+/// The wire form of `RequestBackup`.
+pub(super) fn encode_request(by: &str, reason: &str) -> pb::command::Kind {
+    pb::command::Kind::RequestBackup(pb::RequestBackup {
+        by: by.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+/// The wire form of `GrantBackupLease`.
+pub(super) fn encode_grant(
+    id: BackupId,
+    node: NodeId,
+    trigger: &BackupTrigger,
+    attempt: u32,
+    max_duration_ms: u64,
+    reason: &str,
+) -> pb::command::Kind {
+    pb::command::Kind::GrantBackupLease(pb::GrantBackupLease {
+        id: id.0,
+        node: node.get(),
+        trigger: Some(encode_trigger(trigger)),
+        attempt,
+        max_duration_ms,
+        reason: reason.to_string(),
+    })
+}
+
+/// The wire form of `FinishBackup`.
+pub(super) fn encode_finish(
+    id: BackupId,
+    verified: bool,
+    expired: bool,
+    reason: &str,
+    summary: &BackupSummary,
+) -> pb::command::Kind {
+    pb::command::Kind::FinishBackup(pb::FinishBackup {
+        id: id.0,
+        verified,
+        expired,
+        reason: reason.to_string(),
+        summary: Some(encode_summary(summary)),
     })
 }
 
