@@ -6,7 +6,8 @@
 //!   (newtypes);
 //! - adapters: [`raft`] (raft-rs driver, redb storage, peer transport), [`api`] (HTTP),
 //!   [`metrics`], [`codec`] (encodings at the edge), [`config`], [`pace`] (periodic timers on
-//!   one grid), [`backup`] (the backup runner: restic, mariadb-backup, redis-cli);
+//!   one grid), [`backup`] (the backup runner: restic, mariadb-backup, redis-cli), [`tls`]
+//!   (the cluster CA, node certificates and mutual TLS between agents);
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
 //!   through the [`actuator`] traits);
 //! - wiring: [`driver`] (the clock-free core the agent and the simulation both step),
@@ -35,3 +36,4 @@ pub mod raft;
 pub mod reconcile;
 pub mod status;
 pub mod switchover;
+pub mod tls;
