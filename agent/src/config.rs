@@ -16,8 +16,10 @@
 
 mod backup;
 mod explain;
+mod tls;
 
 pub use backup::{settings as backup_settings, BackupPrograms, BackupSection, Retention};
+pub use tls::{config_dir, load as load_tls, TlsSection};
 
 pub use explain::{
     BackendPlan, ControlPlan, Explanation, FailoverMode, FailoverPlan, HaproxyPlan, ProbePlan,
@@ -85,6 +87,9 @@ pub struct Config {
     /// repository, verified by a restore (absent: no backups).
     #[serde(default)]
     pub backup: Option<BackupSection>,
+    /// Mutual TLS between agents (on by default; see [`TlsSection`]).
+    #[serde(default)]
+    pub tls: TlsSection,
 }
 
 /// `[node]`: who this agent is and where it keeps its state.
@@ -1468,6 +1473,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     validate_services(path, &config)?;
     validate_galera(path, &config)?;
     backup::validate(path, &config)?;
+    tls::load(path, &config)?;
     Ok(Validated {
         file: path.to_path_buf(),
         config,
@@ -2329,9 +2335,15 @@ listen = "127.0.0.1:7102"
 tick_interval = "20ms"
 "#;
 
+    /// Validates `text`; a text without `[tls]` has plaintext peers, so that these tests of
+    /// other sections need no certificate files (`tls_tests` covers `[tls]`).
     fn check(text: &str) -> Result<Validated, ConfigError> {
         let path = Path::new("test.toml");
-        validate(path, parse(path, text)?)
+        let mut config = parse(path, text)?;
+        if !text.contains("[tls]") {
+            config.tls.insecure_plaintext_peers = true;
+        }
+        validate(path, config)
     }
 
     #[test]
@@ -3291,8 +3303,10 @@ redis = "redis-server.service"
         let path = Path::new("systemd/triad.toml.example");
         let text = include_str!("../../systemd/triad.toml.example");
         let mut config = parse(path, text).expect("example parses");
-        // The token file is a production path; everything else must validate as shipped.
+        // The token file and the certificates are production paths; everything else must
+        // validate as shipped.
         config.api.token_file = None;
+        config.tls.insecure_plaintext_peers = true;
         let v = validate(path, config).expect("example validates");
         assert_eq!(v.members.len(), 3);
         // The units it spells out are the defaults.
@@ -3319,9 +3333,15 @@ redis = "redis-server.service"
 mod backup_tests {
     use super::*;
 
+    /// Validates `text`; a text without `[tls]` has plaintext peers, so that these tests of
+    /// other sections need no certificate files (`tls_tests` covers `[tls]`).
     fn check(text: &str) -> Result<Validated, ConfigError> {
         let path = Path::new("test.toml");
-        validate(path, parse(path, text)?)
+        let mut config = parse(path, text)?;
+        if !text.contains("[tls]") {
+            config.tls.insecure_plaintext_peers = true;
+        }
+        validate(path, config)
     }
 
     const BASE: &str = r#"

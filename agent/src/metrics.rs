@@ -36,6 +36,9 @@ pub struct Metrics {
     pub peer_rtt: HistogramVec,
     /// Inbound peer frames that closed their connection, by reason.
     pub peer_bad_frames: IntCounterVec,
+    /// Peer connections refused in the TLS handshake or for their certificate's identity, by
+    /// reason (`tls::Refusal`), on either side of the connection.
+    pub peer_refused: IntCounterVec,
     /// Outbound frames dropped because a peer's queue was full, by peer.
     pub peer_frames_dropped: IntCounterVec,
     /// Unix time the event loop last ran.
@@ -244,6 +247,11 @@ impl Metrics {
             peer_bad_frames: counter_vec(
                 "triad_peer_bad_frames_total",
                 "Inbound peer connections closed for a bad frame, by reason.",
+                &["reason"],
+            )?,
+            peer_refused: counter_vec(
+                "triad_peer_refused_total",
+                "Peer connections refused (TLS handshake or certificate identity), by reason.",
                 &["reason"],
             )?,
             peer_frames_dropped: counter_vec(

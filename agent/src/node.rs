@@ -195,6 +195,14 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     if let Err(err) = crate::pace::start_metronome(tick) {
         tracing::warn!(%err, "periodic work runs on tokio timers");
     }
+    let tls = config::load_tls(&cfg.file, &cfg.config)?.map(Arc::new);
+    match &tls {
+        Some(_) => tracing::info!(cluster = %cfg.config.cluster_name, "peers: mutual TLS 1.3"),
+        None => tracing::warn!(
+            "peers: PLAINTEXT, unauthenticated (tls.insecure_plaintext_peers = true): anything \
+             that reaches the Raft port can join this cluster; for throwaway test clusters only"
+        ),
+    }
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(4096);
     let transport = Transport::start(
         TransportConfig {
@@ -205,6 +213,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             max_frame_bytes: rcfg.max_frame_bytes,
             ping_interval: tick * rcfg.ping_ticks as u32,
             reachable_window: election_timeout,
+            tls,
         },
         inbound_tx,
         metrics.clone(),

@@ -644,4 +644,24 @@ fn issue_unchecked(
 }
 
 #[cfg(test)]
+/// Tests: a client made straight from files, without [`PeerTls::load`]'s own-certificate check, so
+/// that a test can present what a bad peer would.
+pub(crate) fn raw_connector(ca: &Path, cert: &Path, key: &Path) -> tokio_rustls::TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for c in read_certs(ca, "ca").unwrap_or_else(|e| panic!("{e}")) {
+        roots.add(c).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let chain = read_certs(cert, "cert").unwrap_or_else(|e| panic!("{e}"));
+    let key = read_key(key).unwrap_or_else(|e| panic!("{e}"));
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .and_then(|b| {
+            b.with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[cfg(test)]
 mod tests;

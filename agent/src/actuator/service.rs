@@ -800,6 +800,8 @@ api_addr = "127.0.0.1:7101"
 redis_addr = "127.0.0.1:6371"
 [api]
 listen = "127.0.0.1:7101"
+[tls]
+insecure_plaintext_peers = true
 [redis]
 "#;
         let path = std::path::Path::new("test.toml");

@@ -23,8 +23,16 @@
 //! is dated, under the same lock, for the health report (`Transport::pong_ages_ms`), so that
 //! the leader can tell when a suspected master's lease was last renewed.
 //!
-//! Caveats: no TLS or peer authentication yet (security wave); `Hello` only prevents mistakes,
-//! not attacks. Run the Raft port on a private network.
+//! **Mutual TLS** (on unless `tls.insecure_plaintext_peers`): the listener takes only TLS 1.3
+//! with a client certificate from the cluster's CA (see [`crate::tls`]); the certificate names
+//! the node, and the `Hello` that follows must claim that same node. A dialler verifies the
+//! listener's certificate for the peer it dialled. A connection whose first byte is not a TLS
+//! handshake is refused as plaintext before anything is parsed. Every refusal closes the
+//! connection, counts in `triad_peer_refused_total{reason}` and is logged with the detail
+//! (a dialler logs a repeated refusal once per change of reason).
+//!
+//! Caveats: certificates are read at start; a rotation needs a restart of each agent in turn
+//! (which keeps the quorum). In insecure mode `Hello` only prevents mistakes, not attacks.
 
 // Reads the clock (adapter: lease grants and peer contact on the process clock); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -37,6 +45,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -45,6 +54,7 @@ use triad_proto::v1 as pb;
 
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
+use crate::tls::{client_identity, is_tls_handshake, PeerTls, Refusal};
 
 /// Frames queued per peer before new ones are dropped.
 pub const QUEUE_DEPTH: usize = 1024;
@@ -71,6 +81,8 @@ pub struct TransportConfig {
     pub ping_interval: Duration,
     /// A peer heard from within this window counts as reachable.
     pub reachable_window: Duration,
+    /// Mutual TLS; `None` only with `tls.insecure_plaintext_peers`.
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 /// A message received from a peer that passed the handshake.
@@ -192,6 +204,10 @@ impl Transport {
                     addr: cfg.listen,
                     source,
                 })?;
+        for r in Refusal::ALL {
+            // Every reason's series exists from the start, at 0, for rate() and alerts.
+            metrics.peer_refused.with_label_values(&[r.as_str()]);
+        }
         let mut senders = BTreeMap::new();
         let mut receivers = Vec::new();
         for (&id, &addr) in &cfg.peers {
@@ -397,7 +413,7 @@ async fn acceptor(
         match accepted {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(reader(
+                tokio::spawn(accept_peer(
                     t.clone(),
                     cfg.clone(),
                     stream,
@@ -419,10 +435,76 @@ fn bad_frame(t: &Transport, remote: SocketAddr, reason: &str, detail: &str) {
     tracing::warn!(%remote, reason, detail, "closing peer connection");
 }
 
-async fn reader(
+fn refused(t: &Transport, remote: SocketAddr, reason: Refusal, detail: &str) {
+    t.metrics
+        .peer_refused
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    tracing::warn!(%remote, reason = reason.as_str(), detail, "refused a peer connection");
+}
+
+/// Takes an accepted connection through the TLS handshake and the certificate's identity
+/// (unless peers are plaintext), then reads it.
+async fn accept_peer(
     t: Transport,
     cfg: Arc<TransportConfig>,
     stream: TcpStream,
+    remote: SocketAddr,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
+    let Some(tls) = cfg.tls.clone() else {
+        return reader(t, cfg, stream, None, remote, inbound, shutdown).await;
+    };
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        p = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)) => p,
+    };
+    match peeked {
+        Ok(Ok(0)) | Ok(Err(_)) => return,
+        Ok(Ok(_)) if !is_tls_handshake(first[0]) => {
+            return refused(
+                &t,
+                remote,
+                Refusal::Plaintext,
+                "not a TLS handshake (a peer with tls.insecure_plaintext_peers, or not a peer)",
+            )
+        }
+        Ok(Ok(_)) => {}
+        Err(_) => return refused(&t, remote, Refusal::Timeout, "no handshake within 5s"),
+    }
+    let accepted = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        a = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)) => a,
+    };
+    let stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return refused(&t, remote, Refusal::of_io(&e), &e.to_string()),
+        Err(_) => return refused(&t, remote, Refusal::Timeout, "no handshake within 5s"),
+    };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first().cloned());
+    let Some(cert) = cert else {
+        return refused(&t, remote, Refusal::NoCertificate, "no client certificate");
+    };
+    let certified = match client_identity(tls.cluster(), &cert) {
+        Ok(id) => id,
+        Err((reason, detail)) => return refused(&t, remote, reason, &detail),
+    };
+    reader(t, cfg, stream, Some(certified), remote, inbound, shutdown).await
+}
+
+/// Reads one peer's connection. `certified` is the node its TLS certificate is for (`None`
+/// with plaintext peers); its `Hello` must claim that node.
+async fn reader<S: AsyncRead + Unpin>(
+    t: Transport,
+    cfg: Arc<TransportConfig>,
+    stream: S,
+    certified: Option<NodeId>,
     remote: SocketAddr,
     inbound: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
@@ -451,6 +533,10 @@ async fn reader(
                 if id == cfg.me || !cfg.peers.contains_key(&id) {
                     let d = format!("node id {} is not a configured peer", h.node_id);
                     return bad_frame(&t, remote, "handshake", &d);
+                }
+                if let Some(c) = certified.filter(|&c| c != id) {
+                    let d = format!("its certificate is for {c}, its Hello claims {id}");
+                    return refused(&t, remote, Refusal::WrongNode, &d);
                 }
                 id
             }
@@ -568,6 +654,7 @@ async fn writer(
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut last_refusal: Option<Refusal> = None;
     loop {
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -593,61 +680,145 @@ async fn writer(
             }
         };
         let _ = stream.set_nodelay(true);
-        let codec = LengthDelimitedCodec::builder()
-            .max_frame_length(cfg.max_frame_bytes)
-            .new_codec();
-        let mut sink = FramedWrite::new(stream, codec);
-        let hello = pb::PeerFrame {
-            body: Some(pb::peer_frame::Body::Hello(pb::Hello {
-                cluster: cfg.cluster.clone(),
-                node_id: cfg.me.get(),
-                protocol_version: triad_proto::PROTOCOL_VERSION,
-            })),
+        let end = match &cfg.tls {
+            None => {
+                session(
+                    &t,
+                    &cfg,
+                    peer,
+                    addr,
+                    stream,
+                    &mut rx,
+                    &shutdown,
+                    &mut backoff,
+                )
+                .await
+            }
+            Some(tls) => {
+                let connected = match tls.server_name(peer) {
+                    Ok(name) => tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        c = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            tls.connector().connect(name, stream),
+                        ) => c.map_err(|_| (Refusal::Timeout, "no handshake within 5s".to_string()))
+                            .and_then(|r| r.map_err(|e| (Refusal::of_io(&e), e.to_string()))),
+                    },
+                    Err(e) => Err((Refusal::Handshake, e)),
+                };
+                match connected {
+                    Ok(s) => {
+                        last_refusal = None;
+                        session(&t, &cfg, peer, addr, s, &mut rx, &shutdown, &mut backoff).await
+                    }
+                    Err((reason, detail)) => {
+                        t.metrics
+                            .peer_refused
+                            .with_label_values(&[reason.as_str()])
+                            .inc();
+                        if last_refusal != Some(reason) {
+                            tracing::warn!(%peer, %addr, reason = reason.as_str(), %detail,
+                                "TLS handshake with peer failed");
+                            last_refusal = Some(reason);
+                        } else {
+                            tracing::debug!(%peer, %addr, reason = reason.as_str(), %detail,
+                                "TLS handshake with peer failed again");
+                        }
+                        Session::Refused
+                    }
+                }
+            }
         };
-        if send(&mut sink, vec![hello]).await.is_err() {
-            continue;
+        match end {
+            Session::Shutdown => return,
+            // Reconnect at once, as after any broken connection.
+            Session::Lost => {}
+            Session::Refused => {
+                if !drain_for(&mut rx, backoff, &shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
         }
-        tracing::debug!(%peer, %addr, "connected to peer");
-        backoff = BACKOFF_MIN;
-        let mut ping = crate::pace::interval(cfg.ping_interval);
-        let ping_frame = || pb::PeerFrame {
-            body: Some(pb::peer_frame::Body::Ping(pb::Ping {
-                sent_micros: t.micros(),
-            })),
-        };
-        loop {
-            let mut batch = Vec::new();
-            let mut pinged = false;
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                f = rx.recv() => match f {
-                    Some(f) => batch.push(f),
-                    None => return,
-                },
-                _ = ping.tick() => {
-                    batch.push(ping_frame());
-                    pinged = true;
-                }
-            }
-            // One write for what this turn of the runtime queues: let the tasks woken with
-            // this one run first (the event loop answering a Raft message that came with a
-            // ping, whose pong is already queued; the Raft tick that shares the ping's grid
-            // point), then take everything queued by then. The peer then reads it all in one
-            // wake-up too.
-            tokio::task::yield_now().await;
-            while batch.len() < BATCH_FRAMES {
-                match rx.try_recv() {
-                    Ok(f) => batch.push(f),
-                    Err(_) => break,
-                }
-            }
-            if !pinged && ping.tick().now_or_never().is_some() {
+    }
+}
+
+/// How a connection's session ended.
+enum Session {
+    /// The agent is stopping, or the queue closed.
+    Shutdown,
+    /// The connection broke: reconnect at once.
+    Lost,
+    /// The TLS handshake failed: reconnect after the backoff.
+    Refused,
+}
+
+/// Writes the `Hello`, then pings and queued frames until the connection breaks.
+#[allow(clippy::too_many_arguments)]
+async fn session<S: AsyncWrite + Unpin>(
+    t: &Transport,
+    cfg: &TransportConfig,
+    peer: NodeId,
+    addr: SocketAddr,
+    stream: S,
+    rx: &mut mpsc::Receiver<pb::PeerFrame>,
+    shutdown: &CancellationToken,
+    backoff: &mut Duration,
+) -> Session {
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(cfg.max_frame_bytes)
+        .new_codec();
+    let mut sink = FramedWrite::new(stream, codec);
+    let hello = pb::PeerFrame {
+        body: Some(pb::peer_frame::Body::Hello(pb::Hello {
+            cluster: cfg.cluster.clone(),
+            node_id: cfg.me.get(),
+            protocol_version: triad_proto::PROTOCOL_VERSION,
+        })),
+    };
+    if send(&mut sink, vec![hello]).await.is_err() {
+        return Session::Lost;
+    }
+    tracing::debug!(%peer, %addr, "connected to peer");
+    *backoff = BACKOFF_MIN;
+    let mut ping = crate::pace::interval(cfg.ping_interval);
+    let ping_frame = || pb::PeerFrame {
+        body: Some(pb::peer_frame::Body::Ping(pb::Ping {
+            sent_micros: t.micros(),
+        })),
+    };
+    loop {
+        let mut batch = Vec::new();
+        let mut pinged = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Session::Shutdown,
+            f = rx.recv() => match f {
+                Some(f) => batch.push(f),
+                None => return Session::Shutdown,
+            },
+            _ = ping.tick() => {
                 batch.push(ping_frame());
+                pinged = true;
             }
-            if let Err(err) = send(&mut sink, batch).await {
-                tracing::debug!(%peer, %addr, %err, "peer connection lost");
-                break;
+        }
+        // One write for what this turn of the runtime queues: let the tasks woken with
+        // this one run first (the event loop answering a Raft message that came with a
+        // ping, whose pong is already queued; the Raft tick that shares the ping's grid
+        // point), then take everything queued by then. The peer then reads it all in one
+        // wake-up too.
+        tokio::task::yield_now().await;
+        while batch.len() < BATCH_FRAMES {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
             }
+        }
+        if !pinged && ping.tick().now_or_never().is_some() {
+            batch.push(ping_frame());
+        }
+        if let Err(err) = send(&mut sink, batch).await {
+            tracing::debug!(%peer, %addr, %err, "peer connection lost");
+            return Session::Lost;
         }
     }
 }
@@ -656,8 +827,8 @@ async fn writer(
 const BATCH_FRAMES: usize = 64;
 
 /// Writes `frames` in order with one flush (one write when they fit the codec's buffer).
-async fn send(
-    sink: &mut FramedWrite<TcpStream, LengthDelimitedCodec>,
+async fn send<S: AsyncWrite + Unpin>(
+    sink: &mut FramedWrite<S, LengthDelimitedCodec>,
     frames: Vec<pb::PeerFrame>,
 ) -> Result<(), std::io::Error> {
     let write = async {

@@ -112,25 +112,6 @@ fn identity_comes_from_the_certificate_name() {
     );
 }
 
-/// A client made straight from files, without [`PeerTls::load`]'s own-certificate check, so
-/// that a test can present what a bad peer would.
-fn raw_connector(ca: &Path, cert: &Path, key: &Path) -> tokio_rustls::TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for c in read_certs(ca, "ca").unwrap_or_else(|e| panic!("{e}")) {
-        roots.add(c).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let chain = read_certs(cert, "cert").unwrap_or_else(|e| panic!("{e}"));
-    let key = read_key(key).unwrap_or_else(|e| panic!("{e}"));
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .and_then(|b| {
-            b.with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// One handshake: the server side's outcome (the identity, or the refusal) and the client's.
 async fn handshake(
     server: &PeerTls,
@@ -197,7 +178,7 @@ async fn handshakes_accept_members_and_refuse_the_rest() {
     let other = tmp();
     pki(other.path(), CLUSTER);
     let f = files(other.path(), 2);
-    let stranger = raw_connector(&d.path().join("ca.crt"), &f.cert, &f.key);
+    let stranger = super::raw_connector(&d.path().join("ca.crt"), &f.cert, &f.key);
     let (server, _) = handshake(&n1, stranger, NodeId(1)).await;
     assert_eq!(server, Err(Refusal::UnknownCa));
 
@@ -212,7 +193,7 @@ async fn handshakes_accept_members_and_refuse_the_rest() {
         time::OffsetDateTime::now_utc() - time::Duration::days(1),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let old = raw_connector(&d.path().join("ca.crt"), &e.cert, &e.key);
+    let old = super::raw_connector(&d.path().join("ca.crt"), &e.cert, &e.key);
     let (server, _) = handshake(&n1, old, NodeId(1)).await;
     assert_eq!(server, Err(Refusal::Expired));
 
@@ -220,7 +201,7 @@ async fn handshakes_accept_members_and_refuse_the_rest() {
     let foreign = tmp();
     let w = issue_unchecked(d.path(), foreign.path(), CLUSTER, "n2.other.triad")
         .unwrap_or_else(|e| panic!("{e}"));
-    let wrong = raw_connector(&d.path().join("ca.crt"), &w.cert, &w.key);
+    let wrong = super::raw_connector(&d.path().join("ca.crt"), &w.cert, &w.key);
     let (server, _) = handshake(&n1, wrong, NodeId(1)).await;
     assert_eq!(server, Err(Refusal::WrongCluster));
 }

@@ -3,12 +3,15 @@
 //! event loop (ticks, inbound messages stepped through the agent's `driver::step`, which counts
 //! refusals in its [`Metrics`], outputs sent through the transport).
 //!
-//! A fake peer connects to a node's Raft port, passes the `Hello` handshake under a configured
-//! peer's id, then sends well-formed frames carrying hostile raft-rs messages: a heartbeat
+//! The nodes speak mutual TLS with certificates from `triad cert`'s functions. A fake peer
+//! holding a member's certificate (a compromised member) connects to a node's Raft port,
+//! passes the TLS and `Hello` handshakes as that member, then sends well-formed frames
+//! carrying hostile raft-rs messages: a heartbeat
 //! committing far beyond the log, an append with a gap, a snapshot whose data does not decode,
 //! and a seeded random batch. Checked: no node stops, the targeted messages are each counted
 //! once as `invalid` and leave leader and term alone, and after the random batch the cluster
-//! still agrees on a leader and commits on all three nodes.
+//! still agrees on a leader and commits on all three nodes. Strangers (plaintext, another CA,
+//! a member's certificate claiming another member) are refused and counted by reason.
 
 // Reads the clock (test over real sockets and timers); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -30,6 +33,7 @@ use triad_proto::v1 as pb;
 use super::*;
 use crate::metrics::Metrics;
 use crate::raft::transport::{Inbound, Transport, TransportConfig};
+use crate::tls::PeerTls;
 
 const CLUSTER: &str = "over-tcp";
 const TICK: Duration = Duration::from_millis(10);
@@ -50,6 +54,8 @@ struct WireNode {
     metrics: Metrics,
     committed: Arc<Mutex<Vec<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
+    /// Its TLS setup (a fake peer claiming to be this node uses it).
+    tls: Arc<PeerTls>,
 }
 
 impl WireNode {
@@ -61,6 +67,13 @@ impl WireNode {
         self.metrics
             .raft_messages_rejected
             .with_label_values(&[label])
+            .get()
+    }
+
+    fn refused(&self, reason: crate::tls::Refusal) -> u64 {
+        self.metrics
+            .peer_refused
+            .with_label_values(&[reason.as_str()])
             .get()
     }
 
@@ -127,7 +140,28 @@ fn free_addrs() -> Vec<SocketAddr> {
         .collect()
 }
 
-async fn start_cluster(shutdown: &CancellationToken) -> Vec<WireNode> {
+/// A CA and certificates for nodes 1..=3 of [`CLUSTER`], in a new directory.
+fn pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a directory for the certificates");
+    crate::tls::init_ca(dir.path(), CLUSTER, 1).expect("a CA");
+    for &id in &VOTERS {
+        crate::tls::issue(dir.path(), dir.path(), CLUSTER, NodeId(id), 1).expect("a certificate");
+    }
+    dir
+}
+
+fn load_tls(pki: &std::path::Path, id: u64) -> Arc<PeerTls> {
+    let files = crate::tls::TlsFiles {
+        ca: pki.join("ca.crt"),
+        cert: pki.join(format!("n{id}.crt")),
+        key: pki.join(format!("n{id}.key")),
+    };
+    Arc::new(PeerTls::load(&files, CLUSTER, NodeId(id)).expect("load the certificates"))
+}
+
+/// Starts the three nodes; the returned directory holds their certificates.
+async fn start_cluster(shutdown: &CancellationToken) -> (Vec<WireNode>, tempfile::TempDir) {
+    let pki = pki();
     let addrs = free_addrs();
     let peers: BTreeMap<NodeId, SocketAddr> = VOTERS
         .iter()
@@ -141,6 +175,7 @@ async fn start_cluster(shutdown: &CancellationToken) -> Vec<WireNode> {
         let raft = Arc::new(Mutex::new(raft));
         let metrics = Metrics::new(&id.to_string()).expect("metrics");
         let (tx, rx) = mpsc::channel(4096);
+        let tls = load_tls(pki.path(), id);
         let transport = Transport::start(
             TransportConfig {
                 cluster: CLUSTER.into(),
@@ -150,6 +185,7 @@ async fn start_cluster(shutdown: &CancellationToken) -> Vec<WireNode> {
                 max_frame_bytes: 1 << 20,
                 ping_interval: TICK * 2,
                 reachable_window: TICK * 20,
+                tls: Some(tls.clone()),
             },
             tx,
             metrics.clone(),
@@ -173,9 +209,10 @@ async fn start_cluster(shutdown: &CancellationToken) -> Vec<WireNode> {
             metrics,
             committed,
             task,
+            tls,
         });
     }
-    nodes
+    (nodes, pki)
 }
 
 /// Fails the test when a node's driver ended (a panic in the core).
@@ -265,14 +302,21 @@ async fn commit_everywhere(nodes: &[WireNode], data: &[u8]) {
 struct FakePeer {
     claims: u64,
     to: u64,
-    sink: FramedWrite<TcpStream, LengthDelimitedCodec>,
+    sink: FramedWrite<tokio_rustls::client::TlsStream<TcpStream>, LengthDelimitedCodec>,
 }
 
 impl FakePeer {
-    async fn connect(node: &WireNode, claims: u64) -> FakePeer {
+    /// Connects to `node` with the certificate of `creds` and a `Hello` claiming `claims`.
+    async fn connect_as(node: &WireNode, creds: &PeerTls, claims: u64) -> FakePeer {
         let stream = TcpStream::connect(node.addr)
             .await
             .expect("connect to the Raft port");
+        let name = creds.server_name(NodeId(node.id)).expect("a server name");
+        let stream = creds
+            .connector()
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
         let mut peer = FakePeer {
             claims,
             to: node.id,
@@ -403,7 +447,7 @@ async fn counted(n: &WireNode, label: &str, want: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_frames_over_tcp_are_counted_and_the_cluster_keeps_its_quorum() {
     let shutdown = CancellationToken::new();
-    let nodes = start_cluster(&shutdown).await;
+    let (nodes, _pki) = start_cluster(&shutdown).await;
     let (l, term) = agreed_leader(&nodes).await;
     commit_everywhere(&nodes, b"before").await;
 
@@ -417,7 +461,8 @@ async fn hostile_frames_over_tcp_are_counted_and_the_cluster_keeps_its_quorum() 
         } else {
             nodes[l].id
         };
-        let mut peer = FakePeer::connect(victim, from).await;
+        let creds = &nodes.iter().find(|n| n.id == from).expect("the sender").tls;
+        let mut peer = FakePeer::connect_as(victim, creds, from).await;
         for (what, m) in targeted(victim, from) {
             eprintln!("n{}: sending {what} as n{from}", victim.id);
             peer.raft(&m).await;
@@ -484,4 +529,82 @@ async fn hostile_frames_over_tcp_are_counted_and_the_cluster_keeps_its_quorum() 
     for n in nodes {
         n.task.await.expect("driver task");
     }
+}
+
+/// Waits until `node` counted `want` refusals for `reason`.
+async fn refused_within(node: &WireNode, reason: crate::tls::Refusal, want: u64) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while node.refused(reason) < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n{} counted {} `{}` refusals, want {want}",
+            node.id,
+            node.refused(reason),
+            reason.as_str()
+        );
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_by_reason_and_the_cluster_keeps_its_quorum() {
+    use crate::tls::Refusal;
+    use tokio::io::AsyncWriteExt as _;
+    let shutdown = CancellationToken::new();
+    let (nodes, certs) = start_cluster(&shutdown).await;
+    agreed_leader(&nodes).await;
+    let victim = &nodes[0];
+
+    // Plaintext: a well-formed Hello without TLS.
+    let mut plain = TcpStream::connect(victim.addr).await.expect("connect");
+    let hello = pb::PeerFrame {
+        body: Some(pb::peer_frame::Body::Hello(pb::Hello {
+            cluster: CLUSTER.into(),
+            node_id: 2,
+            protocol_version: triad_proto::PROTOCOL_VERSION,
+        })),
+    }
+    .encode_to_vec();
+    let mut framed = (hello.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&hello);
+    plain.write_all(&framed).await.expect("write");
+    refused_within(victim, Refusal::Plaintext, 1).await;
+
+    // Another CA's certificate for the right name (from a client that trusts the victim, so
+    // that it gets as far as presenting its certificate).
+    let stranger_pki = pki();
+    let stranger = crate::tls::raw_connector(
+        &certs.path().join("ca.crt"),
+        &stranger_pki.path().join("n2.crt"),
+        &stranger_pki.path().join("n2.key"),
+    );
+    let stream = TcpStream::connect(victim.addr).await.expect("connect");
+    let name = nodes[1].tls.server_name(NodeId(victim.id)).expect("name");
+    if let Ok(mut tls) = stranger.connect(name, stream).await {
+        // TLS 1.3: the client's handshake ends before the server has checked its certificate.
+        let _ = tls.write_all(b"x").await;
+    }
+    refused_within(victim, Refusal::UnknownCa, 1).await;
+
+    // A member's certificate whose Hello claims another member.
+    let mut liar = FakePeer::connect_as(victim, &nodes[1].tls, 3).await;
+    liar.frame(pb::peer_frame::Body::Ping(pb::Ping { sent_micros: 0 }))
+        .await;
+    refused_within(victim, Refusal::WrongNode, 1).await;
+
+    // The members themselves were never refused, and the cluster still commits.
+    commit_everywhere(&nodes, b"after strangers").await;
+    for n in &nodes[1..] {
+        for r in Refusal::ALL {
+            assert_eq!(
+                n.refused(r),
+                0,
+                "n{} refused a member: {}",
+                n.id,
+                r.as_str()
+            );
+        }
+    }
+    drop(certs);
+    shutdown.cancel();
 }
