@@ -10,6 +10,7 @@
 //! `http://127.0.0.1:7101`. Every command accepts `--json` for machine-readable output.
 
 mod backup;
+mod cert;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,6 +92,11 @@ enum Cmd {
     Backup {
         #[command(subcommand)]
         cmd: backup::BackupCmd,
+    },
+    /// Certificates for mutual TLS between agents: create the cluster CA, issue a node's.
+    Cert {
+        #[command(subcommand)]
+        cmd: cert::CertCmd,
     },
     /// Galera recovery: status, and the bootstrap after a full outage.
     Galera {
@@ -229,6 +235,7 @@ pub fn main() -> ExitCode {
         } => run(&config, data_dir.as_deref(), log_format),
         Cmd::Status { target, json } => client(async move { status(&target, json).await }),
         Cmd::Backup { cmd } => client(backup::dispatch(cmd)),
+        Cmd::Cert { cmd } => cert::run(cmd),
         Cmd::Maintenance {
             state,
             reason,
