@@ -241,6 +241,11 @@ impl PeerTls {
         tokio_rustls::TlsConnector::from(self.client.clone())
     }
 
+    /// The client side's rustls configuration (for tests that speak to an agent as a member).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.client.clone()
+    }
+
     /// The name to verify when dialling `peer`.
     pub fn server_name(&self, peer: NodeId) -> Result<ServerName<'static>, String> {
         ServerName::try_from(node_name(&self.cluster, peer)).map_err(|e| e.to_string())

@@ -56,6 +56,13 @@ case "${1:-}" in
     echo "building triad..."
     (cd "$root" && cargo build -q -p triad --bin triad)
     echo "built in $(( SECONDS - t0 ))s"
+    if [ ! -f "$here/tls/ca.crt" ]; then
+      echo "making the cluster's certificates in $here/tls..."
+      "$bin" cert init --dir "$here/tls" --cluster triad-local --days 3650 >/dev/null
+      for n in 1 2 3; do
+        "$bin" cert issue --dir "$here/tls" --cluster triad-local --node "$n" --days 3650 >/dev/null
+      done
+    fi
     for n in 1 2 3; do start_node "$n"; done
     wait_leader
     "$bin" status --api 127.0.0.1:7101 || true

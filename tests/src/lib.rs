@@ -121,17 +121,100 @@ fn port(base: u16, n: u64) -> u16 {
     base.saturating_add(u16::try_from(n).unwrap_or(u16::MAX - base))
 }
 
-/// Writes a copy of `tests/local/node<n>.toml` into `dir`, with `token_file` made absolute (so
-/// the copy works from any directory) and then `edit` applied to the text. Returns its path.
+/// The loopback cluster's name, as in `tests/local/node<n>.toml`.
+pub const LOCAL_CLUSTER: &str = "triad-local";
+
+/// `tests/local/tls`: the loopback cluster's CA and node certificates (see
+/// [`ensure_local_pki`]).
+pub fn local_tls_dir() -> PathBuf {
+    local_dir().join("tls")
+}
+
+/// Makes the loopback cluster's CA and node certificates with `triad cert` unless they exist
+/// (no private key is kept in the repository). Concurrent test processes are safe: the files
+/// are made in a private directory that is then renamed into place, and a process that loses
+/// the race uses the winner's.
+pub fn ensure_local_pki() -> Result<PathBuf> {
+    let dir = local_tls_dir();
+    let complete = |d: &Path| {
+        d.join("ca.crt").is_file()
+            && NODES.iter().all(|n| {
+                d.join(format!("n{n}.crt")).is_file() && d.join(format!("n{n}.key")).is_file()
+            })
+    };
+    if complete(&dir) {
+        return Ok(dir);
+    }
+    let bin = triad_bin()?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tls-")
+        .tempdir_in(local_dir())
+        .context("cannot create a directory for the local certificates")?;
+    let run = |args: &[&str]| -> Result<()> {
+        let out = triad_command(&bin)
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {} {args:?}", bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "triad {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let at = tmp.path().display().to_string();
+    run(&[
+        "cert",
+        "init",
+        "--dir",
+        &at,
+        "--cluster",
+        LOCAL_CLUSTER,
+        "--days",
+        "3650",
+    ])?;
+    for n in NODES {
+        let node = n.to_string();
+        run(&[
+            "cert",
+            "issue",
+            "--dir",
+            &at,
+            "--cluster",
+            LOCAL_CLUSTER,
+            "--node",
+            &node,
+            "--days",
+            "3650",
+        ])?;
+    }
+    let made = tmp.keep();
+    if std::fs::rename(&made, &dir).is_err() {
+        // Another process put its files in place first.
+        let _ = std::fs::remove_dir_all(&made);
+        if !complete(&dir) {
+            bail!("{} is incomplete: remove it and run again", dir.display());
+        }
+    }
+    Ok(dir)
+}
+
+/// Writes a copy of `tests/local/node<n>.toml` into `dir`, with `token_file` and the `[tls]`
+/// files made absolute (so the copy works from any directory; the certificates are made when
+/// missing, see [`ensure_local_pki`]) and then `edit` applied to the text. Returns its path.
 pub fn write_config(dir: &Path, n: u64, edit: impl FnOnce(String) -> String) -> Result<PathBuf> {
     let source = local_config(n);
     let text = std::fs::read_to_string(&source)
         .with_context(|| format!("cannot read {}", source.display()))?;
     let token = token_path();
-    let text = text.replace(
-        "token_file = \"token\"",
-        &format!("token_file = {:?}", token.display().to_string()),
-    );
+    let tls = ensure_local_pki()?;
+    let text = text
+        .replace(
+            "token_file = \"token\"",
+            &format!("token_file = {:?}", token.display().to_string()),
+        )
+        .replace("= \"tls/", &format!("= \"{}/", tls.display()));
     let path = dir.join(format!("node{n}.toml"));
     std::fs::write(&path, edit(text))
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -538,6 +621,7 @@ impl LocalClusterBuilder {
             bail!("no node {n}: the local cluster has nodes 1, 2 and 3");
         }
         let lock = ClusterLock::acquire()?;
+        ensure_local_pki()?;
         let bin = match self.bin.take() {
             Some(b) => b,
             None => triad_bin()?,

@@ -11,8 +11,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use triad_tests::{
-    api_url, metric_sum, promtool_check_metrics, raft_addr, remove_key, token_path, triad_bin,
-    triad_command, wait_for, write_config, LocalCluster, NODES,
+    api_url, ensure_local_pki, metric_sum, promtool_check_metrics, raft_addr, remove_key,
+    token_path, triad_bin, triad_command, wait_for, write_config, LocalCluster, LOCAL_CLUSTER,
+    NODES,
 };
 
 /// Generous bound for things the issue puts no number on (catch-up, metrics, CLI effects).
@@ -857,8 +858,6 @@ fn node_without_token_file_answers_403() {
     assert_eq!(ok.status, 200, "{}", ok.body);
 }
 
-/// Sends `bytes` on a fresh connection to `addr` and closes it after the peer closed it or
-/// 1 s passed.
 /// Sends a raw HTTP/1.1 request to node `n`'s API and returns the whole response.
 fn raw_http(n: u64, request: &str) -> String {
     use std::io::{Read, Write};
@@ -871,6 +870,8 @@ fn raw_http(n: u64, request: &str) -> String {
     out
 }
 
+/// Sends `bytes` on a fresh connection to `addr` and closes it after the peer closed it or
+/// 1 s passed.
 fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) {
     use std::io::Read as _;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).expect("connect");
@@ -882,8 +883,37 @@ fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) {
     let _ = s.read(&mut buf);
 }
 
+/// Sends `bytes` to node `n`'s Raft port inside a TLS session authenticated as member `as_`
+/// (what a compromised member could send), and closes it after the node closed it or 1 s.
+fn send_as_member(n: u64, as_: u64, bytes: &[u8]) {
+    use std::io::Read as _;
+    let dir = ensure_local_pki().expect("the local certificates");
+    let files = triad::tls::TlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join(format!("n{as_}.crt")),
+        key: dir.join(format!("n{as_}.key")),
+    };
+    let tls = triad::tls::PeerTls::load(&files, LOCAL_CLUSTER, triad::ids::NodeId(as_))
+        .expect("load the member's certificate");
+    let name = tls
+        .server_name(triad::ids::NodeId(n))
+        .expect("the node's name");
+    let conn = rustls::ClientConnection::new(tls.client_config(), name).expect("a TLS client");
+    let tcp = TcpStream::connect_timeout(&raft_addr(n), Duration::from_secs(1)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("read timeout");
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(bytes).expect("write garbage in TLS");
+    s.flush().expect("flush");
+    let mut buf = [0u8; 64];
+    let _ = s.read(&mut buf);
+}
+
 /// (d) Garbage on the Raft port closes only that connection: every node stays live, the leader
-/// stays, `triad_peer_bad_frames_total` counts it, and `/metrics` still passes promtool.
+/// stays. Sent in plaintext, it is refused before any parsing
+/// (`triad_peer_refused_total{reason="plaintext"}`); sent by a member inside its
+/// authenticated TLS session, each frame is counted in `triad_peer_bad_frames_total`; and
+/// `/metrics` still passes promtool.
 #[test]
 fn garbage_on_raft_port_does_not_crash_nodes() {
     let mut cluster = LocalCluster::start().expect("start the local cluster");
@@ -904,21 +934,13 @@ fn garbage_on_raft_port_does_not_crash_nodes() {
         }),
         ("zero-length frame", 0u32.to_be_bytes().to_vec()),
     ];
-    for n in NODES {
-        let before = metric_sum(
-            &cluster.metrics(n).expect("metrics"),
-            "triad_peer_bad_frames_total",
-        );
-        for (what, bytes) in &frames {
-            eprintln!("sending {what} to n{n}'s Raft port");
-            send_raw(raft_addr(n), bytes);
-        }
-        let after = wait_for(
-            &format!("n{n} to count {} bad frames", frames.len()),
+    let counted = |cluster: &LocalCluster, n: u64, metric: &str, before: f64, what: &str| {
+        wait_for(
+            &format!("n{n} to count {} {what}", frames.len()),
             SETTLE,
             || {
                 let m = cluster.metrics(n).map_err(|e| format!("{e:#}"))?;
-                let after = metric_sum(&m, "triad_peer_bad_frames_total");
+                let after = metric_sum(&m, metric);
                 if after >= before + frames.len() as f64 {
                     Ok(after)
                 } else {
@@ -926,8 +948,36 @@ fn garbage_on_raft_port_does_not_crash_nodes() {
                 }
             },
         )
-        .expect("bad frames counted");
-        eprintln!("n{n}: triad_peer_bad_frames_total {before} -> {after}");
+        .expect(what)
+    };
+    for n in NODES {
+        let m = cluster.metrics(n).expect("metrics");
+        let refused = metric_sum(&m, "triad_peer_refused_total");
+        let bad = metric_sum(&m, "triad_peer_bad_frames_total");
+        for (what, bytes) in &frames {
+            eprintln!("sending {what} to n{n}'s Raft port in plaintext");
+            send_raw(raft_addr(n), bytes);
+        }
+        let after = counted(&cluster, n, "triad_peer_refused_total", refused, "refusals");
+        eprintln!("n{n}: triad_peer_refused_total {refused} -> {after}");
+        let as_ = others(n)[0];
+        for (what, bytes) in &frames {
+            eprintln!("sending {what} to n{n}'s Raft port as member n{as_}, in TLS");
+            send_as_member(n, as_, bytes);
+        }
+        let after = counted(
+            &cluster,
+            n,
+            "triad_peer_bad_frames_total",
+            bad,
+            "bad frames",
+        );
+        eprintln!("n{n}: triad_peer_bad_frames_total {bad} -> {after}");
+        let m = cluster.metrics(n).expect("metrics");
+        assert!(
+            m.contains("triad_peer_refused_total{reason=\"plaintext\"} 4"),
+            "n{n}: {m}"
+        );
     }
     // Still alive, still the same leader and term, and still committing.
     for n in NODES {
