@@ -10,7 +10,8 @@
 //! [`LabSpec::mysql_addr`], [`LabSpec::mysql_socket`], [`LabSpec::phpfpm_addr`] (FastCGI;
 //! `/ping` and `/status`), [`LabSpec::haproxy_admin_socket`], [`LabSpec::gluster_brick`],
 //! [`LabSpec::gluster_mount`], the monitoring user [`super::spec::MONITOR_USER`] with its
-//! password in [`LabSpec::monitor_password_file`], and [`LabSpec::token_file`].
+//! password in [`LabSpec::monitor_password_file`], [`LabSpec::token_file`], and the
+//! certificates in [`LabSpec::tls_dir`].
 
 use std::fmt::Write as _;
 
@@ -52,6 +53,16 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
         "token_file = {:?}",
         lab.token_file().display().to_string()
     );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[tls]");
+    let tls = lab.tls_dir();
+    for (key, file) in [
+        ("ca_file", "ca.crt".to_string()),
+        ("cert_file", format!("n{node}.crt")),
+        ("key_file", format!("n{node}.key")),
+    ] {
+        let _ = writeln!(out, "{key} = {:?}", tls.join(file).display().to_string());
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "[raft]");
     let _ = writeln!(out, "tick_interval = \"50ms\"");

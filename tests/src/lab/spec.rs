@@ -297,6 +297,11 @@ impl LabSpec {
         self.dir.join("secrets")
     }
 
+    /// The cluster CA and the agents' certificates (`triad cert`, made by every `up`).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.secrets_dir().join("tls")
+    }
+
     /// The agents' API bearer token file.
     pub fn token_file(&self) -> PathBuf {
         self.secrets_dir().join("api-token")

@@ -178,6 +178,51 @@ fn sh(cmd: &str, args: &[&str]) -> Result<()> {
     run_ok(&mut c, None, Duration::from_secs(30)).map(|_| ())
 }
 
+/// A fresh cluster CA and a certificate per agent, made by the agent binary's `triad cert`:
+/// the lab's agents speak mutual TLS like production ones.
+fn make_certificates(lab: &LabSpec) -> Result<()> {
+    let dir = lab.tls_dir();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    let bin = lab.triad_bin.display().to_string();
+    let at = dir.display().to_string();
+    let cluster = lab.cluster_name.as_str();
+    sh(
+        &bin,
+        &[
+            "cert",
+            "init",
+            "--dir",
+            &at,
+            "--cluster",
+            cluster,
+            "--days",
+            "30",
+        ],
+    )?;
+    for n in lab.nodes() {
+        let node = n.to_string();
+        sh(
+            &bin,
+            &[
+                "cert",
+                "issue",
+                "--dir",
+                &at,
+                "--cluster",
+                cluster,
+                "--node",
+                &node,
+                "--days",
+                "30",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
     // 1. State directory, one tmpfs per node, directories.
     let t = Instant::now();
@@ -260,6 +305,7 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
         }
     }
     write_secret(&lab.token_file(), &secrets.api_token)?;
+    make_certificates(lab)?;
     for n in lab.nodes() {
         write(&lab.mysql_defaults_file(n), &configs::my_cnf(lab, n))?;
         write(&lab.redis_conf(n), &configs::redis_conf(lab, n))?;
