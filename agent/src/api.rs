@@ -100,6 +100,10 @@ pub struct MemberStatus {
     pub is_self: bool,
     /// Whether it is the leader known to the node answering.
     pub is_leader: bool,
+    /// Why the node answering refused this member's last connection, when it did and the
+    /// member has not connected since (its safety timings differ, say).
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// The replicated part of status.
@@ -481,6 +485,7 @@ pub fn status_body(h: &Handles) -> StatusBody {
                 rtt_ms: view.and_then(|v| v.rtt_ms),
                 is_self,
                 is_leader: core.raft.leader == Some(m.id),
+                refused: view.and_then(|v| v.refused.clone()),
             }
         })
         .collect();

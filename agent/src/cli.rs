@@ -6,8 +6,10 @@
 //! stopped on a fatal error.
 //!
 //! Operator commands find the API from `--api URL`, else `TRIAD_API`, else the `api.listen` of
-//! the config file (`--config`, default `/etc/triad/triad.toml`) when it exists, else
-//! `http://127.0.0.1:7101`. Every command accepts `--json` for machine-readable output.
+//! the config file (`--config` or `TRIAD_CONFIG`; else `/etc/triad/triad.toml` when it
+//! exists), else `http://127.0.0.1:7100`. A config file that was named, or the default one
+//! that exists, must read and parse: it is never skipped silently. Every command accepts
+//! `--json` for machine-readable output.
 
 mod backup;
 mod cert;
@@ -27,7 +29,8 @@ const EXIT_USAGE: u8 = 64;
 const EXIT_UNAVAILABLE: u8 = 69;
 const EXIT_SOFTWARE: u8 = 70;
 const DEFAULT_CONFIG: &str = "/etc/triad/triad.toml";
-const DEFAULT_API: &str = "http://127.0.0.1:7101";
+/// The API's address when nothing else says (the port of the example config).
+const DEFAULT_API: &str = "http://127.0.0.1:7100";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -206,9 +209,19 @@ struct Target {
     /// Agent API base URL, e.g. http://127.0.0.1:7101.
     #[arg(long, env = "TRIAD_API")]
     api: Option<String>,
-    /// Config file to find the API address and token file in.
-    #[arg(long, env = "TRIAD_CONFIG", default_value = DEFAULT_CONFIG)]
-    config: PathBuf,
+    /// Config file to find the API address and token file in (default:
+    /// /etc/triad/triad.toml when it exists).
+    #[arg(long, env = "TRIAD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    /// The config file named, or the default.
+    fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -471,15 +484,26 @@ where
     }
 }
 
-fn config_file(target: &Target) -> Option<config::Config> {
-    let text = std::fs::read_to_string(&target.config).ok()?;
-    config::parse(&target.config, &text).ok()
+/// The config file: the one named, or the default when it exists (`None` when not). One that
+/// cannot be read or parsed is an error, never skipped.
+fn config_file(target: &Target) -> Result<Option<config::Config>, Failure> {
+    let path = target.config_path();
+    if target.config.is_none() && !path.exists() {
+        return Ok(None);
+    }
+    config::read(&path).map(Some).map_err(|e| Failure {
+        code: EXIT_USAGE,
+        message: format!(
+            "{e}\n(the CLI reads the API address and token file from it; pass --api URL and \
+             --token-file FILE to do without)"
+        ),
+    })
 }
 
-fn base_url(target: &Target) -> String {
+fn base_url(target: &Target) -> Result<String, Failure> {
     let raw = match &target.api {
         Some(a) => a.clone(),
-        None => match config_file(target) {
+        None => match config_file(target)? {
             Some(c) => c.api.listen.replace("0.0.0.0", "127.0.0.1"),
             None => DEFAULT_API.to_string(),
         },
@@ -489,7 +513,7 @@ fn base_url(target: &Target) -> String {
     } else {
         format!("http://{raw}")
     };
-    url.trim_end_matches('/').to_string()
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 fn http() -> Result<reqwest::Client, Failure> {
@@ -533,7 +557,7 @@ async fn fetch_status(client: &reqwest::Client, base: &str) -> Result<StatusBody
 }
 
 async fn status(target: &Target, json: bool) -> Result<(), Failure> {
-    let base = base_url(target);
+    let base = base_url(target)?;
     let client = http()?;
     if json {
         let url = format!("{base}/v1/status");
@@ -639,6 +663,11 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
             mem.raft_addr,
             mem.api_addr
         );
+    }
+    for mem in s.members.iter() {
+        if let Some(why) = &mem.refused {
+            let _ = writeln!(out, "  refused {}: {why}", mem.id);
+        }
     }
     if !s.nodes.is_empty() {
         let name_of = |svc: &crate::api::ServiceStatus| {
@@ -862,14 +891,14 @@ fn render_redis(out: &mut String, s: &StatusBody, others: &[Option<Option<Status
 fn token_for(target: &Target, token_file: Option<PathBuf>) -> Result<String, Failure> {
     let token_path = match token_file {
         Some(p) => p,
-        None => config_file(target)
+        None => config_file(target)?
             .and_then(|c| c.api.token_file)
             .ok_or_else(|| Failure {
                 code: EXIT_USAGE,
                 message: format!(
                     "no API token: pass --token-file FILE (or a --config whose api.token_file is set; \
                      {} has none)",
-                    target.config.display()
+                    target.config_path().display()
                 ),
             })?,
     };
@@ -889,7 +918,7 @@ async fn post_json(
     json: bool,
 ) -> Result<serde_json::Value, Failure> {
     let token = token_for(target, token_file)?;
-    let url = format!("{}{path}", base_url(target));
+    let url = format!("{}{path}", base_url(target)?);
     let resp = http()?
         .post(&url)
         .bearer_auth(token)
@@ -1060,7 +1089,7 @@ async fn maintenance(
 /// GETs `path` from the agent; on success, the body as text and as JSON (`Null` when it is not
 /// JSON). A refusal names the URL, the status and the agent's `error`.
 async fn get_json(target: &Target, path: &str) -> Result<(String, serde_json::Value), Failure> {
-    let url = format!("{}{path}", base_url(target));
+    let url = format!("{}{path}", base_url(target)?);
     let resp = http()?
         .get(&url)
         .send()

@@ -1229,28 +1229,59 @@ impl Validated {
 /// Reads, parses and validates a configuration file. `data_dir_override` replaces
 /// `node.data_dir` before validation.
 pub fn load(path: &Path, data_dir_override: Option<&Path>) -> Result<Validated, ConfigError> {
+    let mut config = read(path)?;
+    if let Some(dir) = data_dir_override {
+        config.node.data_dir = dir.to_path_buf();
+    }
+    validate(path, config)
+}
+
+/// Reads and parses a configuration file, with every relative file path made relative to
+/// the file's directory, without validating it (what the CLI needs to find the API and the
+/// token).
+pub fn read(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
     })?;
     let mut config = parse(path, &text)?;
     // Relative paths in the file are relative to the file's directory, not the working one.
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = tls::config_dir(path);
     if config.node.data_dir.is_relative() {
         config.node.data_dir = base.join(&config.node.data_dir);
     }
-    if let Some(tf) = &config.api.token_file {
-        if tf.is_relative() {
-            config.api.token_file = Some(base.join(tf));
+    // Every file path, the same way (programs excepted: they are found as given).
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
         }
+    };
+    let fix_opt = |p: &mut Option<PathBuf>| {
+        if let Some(p) = p.as_mut() {
+            fix(p);
+        }
+    };
+    fix_opt(&mut config.api.token_file);
+    if let Some(r) = config.redis.as_mut() {
+        fix_opt(&mut r.password_file);
+    }
+    if let Some(m) = config.mariadb.as_mut() {
+        fix_opt(&mut m.password_file);
+        fix_opt(&mut m.socket);
+        fix_opt(&mut m.datadir);
+    }
+    if let Some(h) = config.haproxy.as_mut() {
+        fix(&mut h.admin_socket);
+        fix_opt(&mut h.state_file);
+    }
+    if let Some(g) = config.galera.as_mut() {
+        fix(&mut g.defaults_file);
+        fix_opt(&mut g.admin_password_file);
     }
     if let Some(b) = config.backup.as_mut() {
         b.resolve(base);
     }
-    if let Some(dir) = data_dir_override {
-        config.node.data_dir = dir.to_path_buf();
-    }
-    validate(path, config)
+    Ok(config)
 }
 
 /// Keys an earlier version accepted, and what to write instead. The parser refuses them as
@@ -1378,12 +1409,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
         )
     })?;
     if let Some(token_file) = &config.api.token_file {
-        if !token_file.is_file() {
-            return Err(invalid(
-                "api.token_file",
-                format!("{} does not exist or is not a file", token_file.display()),
-            ));
-        }
+        check_secret_file(path, token_file, "api.token_file")?;
     }
     if config.api.proposal_timeout.is_zero() {
         return Err(invalid(
@@ -1600,11 +1626,8 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
     };
     let file_exists = |key: &str, f: &Option<PathBuf>| -> Result<(), ConfigError> {
         match f {
-            Some(f) if !f.is_file() => Err(invalid(
-                key,
-                format!("{} does not exist or is not a file", f.display()),
-            )),
-            _ => Ok(()),
+            Some(f) => check_secret_file(path, f, key),
+            None => Ok(()),
         }
     };
     timing("probes", ProbeDefaults::default().resolve(&config.probes))?;
@@ -1988,6 +2011,9 @@ fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
     let Some(g) = &config.galera else {
         return Ok(());
     };
+    if let Some(f) = &g.admin_password_file {
+        check_secret_file(path, f, "galera.admin_password_file")?;
+    }
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         file: path.to_path_buf(),
         key: key.to_string(),
@@ -2293,6 +2319,86 @@ pub fn read_secret(path: &Path, key: &str) -> Result<String, ConfigError> {
         });
     }
     Ok(secret.to_string())
+}
+
+/// The timings the safety argument assumes equal on every node, by config key, as text: the
+/// Raft timing (election and heartbeat, and the lease pings) and the failover policy (report
+/// freshness, the lease and its clock margin, the hung and link-loss bounds, the hold-down,
+/// the lag bound, and whether failover is automatic). Agents exchange them when they connect
+/// and refuse a peer whose values differ. Local pacing (`reconcile_interval`,
+/// `action_timeout`) and storage (`snapshot_entries`, `max_frame_bytes`) may differ.
+pub fn safety_timings(config: &Config) -> BTreeMap<String, String> {
+    let r = &config.raft;
+    let f = &config.failover;
+    let d = |v: Duration| humantime::format_duration(v).to_string();
+    [
+        ("raft.tick_interval", d(r.tick_interval)),
+        ("raft.election_ticks", r.election_ticks.to_string()),
+        ("raft.heartbeat_ticks", r.heartbeat_ticks.to_string()),
+        ("raft.ping_ticks", r.ping_ticks.to_string()),
+        ("failover.automatic", f.automatic.to_string()),
+        ("failover.freshness", d(f.freshness)),
+        ("failover.lease", d(f.lease)),
+        ("failover.clock_margin", d(f.clock_margin)),
+        ("failover.hold_down", d(f.hold_down)),
+        ("failover.max_lag_bytes", f.max_lag_bytes.to_string()),
+        ("failover.link_stale_after", d(f.link_stale_after)),
+        ("failover.hung_after", d(f.hung_after)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Where two nodes' [`safety_timings`] differ: one line per key, `key: ours X, theirs Y`
+/// (empty when they agree).
+pub fn safety_timings_diff(
+    ours: &BTreeMap<String, String>,
+    theirs: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let keys: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (a, b) = (ours.get(k), theirs.get(k));
+            (a != b).then(|| {
+                let show = |v: Option<&String>| v.map_or("(none)".to_string(), Clone::clone);
+                format!("{k}: ours {}, theirs {}", show(a), show(b))
+            })
+        })
+        .collect()
+}
+
+/// Checks a secret file named by config key `key` as the agent will use it: a regular file,
+/// readable by its owner only (mode 0600 or stricter; the error gives the `chmod`), holding one
+/// non-empty line. The secret itself never appears in errors.
+pub fn check_secret_file(config_file: &Path, path: &Path, key: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let invalid = |message: String| ConfigError::Invalid {
+        file: config_file.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{} does not exist or is not a file",
+                path.display()
+            ))
+        })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(invalid(format!(
+            "{} holds a secret but is readable by group or others (mode {mode:o}); run \
+             `chmod 600 {0}` and make it owned by the agent's user",
+            path.display()
+        )));
+    }
+    read_secret(path, key).map(|_| ()).map_err(|e| match e {
+        ConfigError::Invalid { message, .. } => invalid(format!("{}: {message}", path.display())),
+        other => invalid(other.to_string()),
+    })
 }
 
 /// Whether `name` is a valid HAProxy backend or server name: letters, digits, `-`, `_`, `.`
@@ -3366,6 +3472,11 @@ listen = "127.0.0.1:7101"
         std::fs::write(&pass, "secret\n").expect("write");
         let empty = dir.path().join("empty.pass");
         std::fs::write(&empty, "\n").expect("write");
+        // Secret files are readable by their owner only (see `check_secret_file`).
+        for f in [&pass, &empty] {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
         let section = |extra: &str| {
             format!(
                 "{BASE}\n[backup]\nrepository = \"/srv/restic\"\npassword_file = {:?}\n{extra}",
@@ -3426,6 +3537,151 @@ listen = "127.0.0.1:7101"
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(err.contains(want), "want `{want}`, got `{err}`");
+        }
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    const BASE: &str = "[node]\nid = 1\ndata_dir = \"data\"\n[[peers]]\nid = 1\n\
+                        raft_addr = \"127.0.0.1:7201\"\napi_addr = \"127.0.0.1:7101\"\n\
+                        redis_addr = \"127.0.0.1:6379\"\n[tls]\ninsecure_plaintext_peers = true\n";
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+
+    /// Secret files are read at validation (so `check-config` finds what `run` would refuse),
+    /// must be readable by their owner only, and relative paths start at the config file's
+    /// directory, for every secret alike.
+    #[test]
+    fn secret_files_are_checked_and_found_beside_the_config() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = d.path();
+        let config = |api: &str, redis: &str| {
+            let text =
+                format!("{BASE}[api]\nlisten = \"127.0.0.1:7101\"\n{api}\n[redis]\n{redis}\n");
+            write(dir, "triad.toml", &text, 0o644)
+        };
+        let err = |path: &Path| {
+            load(path, None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        write(dir, "token", "s3cret\n", 0o600);
+        write(dir, "redis.pass", "hunter2\n", 0o600);
+        // Relative to the config file, whatever the working directory.
+        let ok = config("token_file = \"token\"", "password_file = \"redis.pass\"");
+        let v = load(&ok, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.config.api.token_file, Some(dir.join("token")));
+        assert_eq!(
+            v.config
+                .redis
+                .as_ref()
+                .and_then(|r| r.password_file.clone()),
+            Some(dir.join("redis.pass"))
+        );
+        // Readable by others: refused with the fix, for the token and the Redis password.
+        write(dir, "token", "s3cret\n", 0o644);
+        let e = err(&ok);
+        assert!(
+            e.contains("api.token_file")
+                && e.contains("mode 644")
+                && e.contains(&format!("chmod 600 {}", dir.join("token").display())),
+            "{e}"
+        );
+        write(dir, "token", "s3cret\n", 0o600);
+        write(dir, "redis.pass", "hunter2\n", 0o640);
+        let e = err(&ok);
+        assert!(
+            e.contains("redis.password_file") && e.contains("chmod 600"),
+            "{e}"
+        );
+        // Empty: refused at validation, not only when the agent starts.
+        write(dir, "redis.pass", "hunter2\n", 0o600);
+        write(dir, "token", "\n", 0o600);
+        let e = err(&ok);
+        assert!(
+            e.contains("api.token_file") && e.contains("is empty"),
+            "{e}"
+        );
+        // The secret never appears in an error.
+        write(dir, "token", "s3cret\n", 0o666);
+        assert!(!err(&ok).contains("s3cret"));
+    }
+}
+
+#[cfg(test)]
+mod safety_timing_tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What two nodes' timings differ in, key by key, both ways, sorted.
+    #[test]
+    fn differences_name_the_keys_and_both_values() {
+        let ours = map(&[("failover.lease", "2s"), ("raft.election_ticks", "10")]);
+        let cases: [(BTreeMap<String, String>, &[&str]); 4] = [
+            (ours.clone(), &[]),
+            (
+                map(&[("failover.lease", "3s"), ("raft.election_ticks", "10")]),
+                &["failover.lease: ours 2s, theirs 3s"],
+            ),
+            (
+                map(&[("raft.election_ticks", "10")]),
+                &["failover.lease: ours 2s, theirs (none)"],
+            ),
+            (
+                map(&[
+                    ("failover.lease", "2s"),
+                    ("raft.election_ticks", "12"),
+                    ("raft.tick_interval", "50ms"),
+                ]),
+                &[
+                    "raft.election_ticks: ours 10, theirs 12",
+                    "raft.tick_interval: ours (none), theirs 50ms",
+                ],
+            ),
+        ];
+        for (theirs, want) in cases {
+            assert_eq!(safety_timings_diff(&ours, &theirs), want, "{theirs:?}");
+        }
+    }
+
+    /// Every key the safety argument names is exchanged, and local pacing is not.
+    #[test]
+    fn the_exchanged_timings_are_the_safety_ones() {
+        let text = "[node]\nid = 1\ndata_dir = \"/tmp/x\"\n[[peers]]\nid = 1\n\
+                    raft_addr = \"127.0.0.1:7201\"\napi_addr = \"127.0.0.1:7101\"\n\
+                    [api]\nlisten = \"127.0.0.1:7101\"\n";
+        let c = parse(Path::new("t.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+        let t = safety_timings(&c);
+        assert_eq!(
+            t.get("raft.tick_interval").map(String::as_str),
+            Some("50ms")
+        );
+        for key in [
+            "failover.lease",
+            "failover.clock_margin",
+            "raft.election_ticks",
+        ] {
+            assert!(t.contains_key(key), "{key}: {t:?}");
+        }
+        for key in ["failover.reconcile_interval", "raft.snapshot_entries"] {
+            assert!(!t.contains_key(key), "{key}: {t:?}");
         }
     }
 }

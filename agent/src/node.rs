@@ -214,6 +214,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             ping_interval: tick * rcfg.ping_ticks as u32,
             reachable_window: election_timeout,
             tls,
+            safety_timings: config::safety_timings(&cfg.config),
         },
         inbound_tx,
         metrics.clone(),
@@ -337,7 +338,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
 
     let watchdog = sd_notify::watchdog_enabled();
     let mut last_watchdog = Instant::now();
-    let mut notified_ready = false;
+    // READY now that storage is loaded and the listeners are up, not once a leader is known:
+    // an agent started while its peers are down must not be killed at systemd's start
+    // timeout, again and again. Whether there is a leader goes to STATUS= (and `/ready`).
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut notified_status = String::new();
     let mut waiters: BTreeMap<ProposalId, Reply> = BTreeMap::new();
     let mut ticker = crate::pace::interval(tick * RAFT_TICKS_PER_WAKE);
     // A changed observation waiting only for the shortest report gap wakes the loop then.
@@ -447,10 +452,14 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 .set(i64::from(status.role == Role::Leader));
             metrics.raft_commit_index.set(status.commit.0 as i64);
             metrics.raft_applied_index.set(status.applied.0 as i64);
-            if !notified_ready && status.leader.is_some() {
-                notified_ready = true;
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                tracing::info!(leader = ?status.leader.map(|l| l.to_string()), "ready");
+            let line = match status.leader {
+                Some(l) => format!("leader {l}, term {}", status.term),
+                None => "no leader: waiting for a quorum of peers".to_string(),
+            };
+            if line != notified_status {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+                tracing::info!(status = %line, "cluster status");
+                notified_status = line;
             }
             status_tx.send_if_modified(|cur| {
                 let changed = cur.raft != status

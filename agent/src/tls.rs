@@ -303,7 +303,8 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Why a peer connection was refused: the `reason` label of `triad_peer_refused_total`.
+/// Why a peer connection was refused (in its TLS handshake, for its certificate's identity or
+/// for its safety timings): the `reason` label of `triad_peer_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Refusal {
     /// The first bytes were not a TLS handshake.
@@ -326,11 +327,13 @@ pub enum Refusal {
     Timeout,
     /// Anything else in the handshake.
     Handshake,
+    /// The peer's safety timings differ from ours (`config::safety_timings`).
+    SafetyTimings,
 }
 
 impl Refusal {
     /// Every reason, for the metric's label set.
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::Plaintext,
         Refusal::UnknownCa,
         Refusal::Expired,
@@ -341,6 +344,7 @@ impl Refusal {
         Refusal::PeerAlert,
         Refusal::Timeout,
         Refusal::Handshake,
+        Refusal::SafetyTimings,
     ];
 
     /// The metric label.
@@ -356,6 +360,7 @@ impl Refusal {
             Refusal::PeerAlert => "peer_alert",
             Refusal::Timeout => "timeout",
             Refusal::Handshake => "handshake",
+            Refusal::SafetyTimings => "safety_timings",
         }
     }
 

@@ -63,6 +63,7 @@ case "${1:-}" in
         "$bin" cert issue --dir "$here/tls" --cluster triad-local --node "$n" --days 3650 >/dev/null
       done
     fi
+    chmod 600 "$here/token"   # a secret file: the agent refuses one others can read
     for n in 1 2 3; do start_node "$n"; done
     wait_leader
     "$bin" status --api 127.0.0.1:7101 || true

@@ -200,6 +200,15 @@ pub fn ensure_local_pki() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Makes `tests/local/token` readable by its owner only, as the agent requires of a secret
+/// file (git does not keep that mode: a fresh checkout has it readable by all).
+pub fn ensure_token_mode() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let token = token_path();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod 600 {}", token.display()))
+}
+
 /// Writes a copy of `tests/local/node<n>.toml` into `dir`, with `token_file` and the `[tls]`
 /// files made absolute (so the copy works from any directory; the certificates are made when
 /// missing, see [`ensure_local_pki`]) and then `edit` applied to the text. Returns its path.
@@ -208,6 +217,7 @@ pub fn write_config(dir: &Path, n: u64, edit: impl FnOnce(String) -> String) -> 
     let text = std::fs::read_to_string(&source)
         .with_context(|| format!("cannot read {}", source.display()))?;
     let token = token_path();
+    ensure_token_mode()?;
     let tls = ensure_local_pki()?;
     let text = text
         .replace(
@@ -622,6 +632,7 @@ impl LocalClusterBuilder {
         }
         let lock = ClusterLock::acquire()?;
         ensure_local_pki()?;
+        ensure_token_mode()?;
         let bin = match self.bin.take() {
             Some(b) => b,
             None => triad_bin()?,

@@ -560,6 +560,47 @@ fn status_against_unreachable_api_exits_69() {
     assert_eq!(out.status.code(), Some(69), "{}", describe(&out));
 }
 
+/// Review findings (#16): a config file the CLI was told to read is never skipped silently
+/// (it fell back to a default address), and with no config at all the CLI's default is the
+/// production port 7100, not the loopback test cluster's 7101.
+#[test]
+fn cli_never_skips_a_named_config_and_defaults_to_port_7100() {
+    let bin = triad_bin().expect("triad binary");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.toml");
+    let out = triad_command(&bin)
+        .args(["status", "--config"])
+        .arg(&missing)
+        .output()
+        .expect("run triad status");
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains(&missing.display().to_string())
+            && text(&out.stderr).contains("pass --api URL"),
+        "{}",
+        describe(&out)
+    );
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "cluster_name = [").expect("write");
+    let out = triad_command(&bin)
+        .args(["maintenance", "on", "--reason", "x", "--config"])
+        .arg(&broken)
+        .output()
+        .expect("run triad maintenance");
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    if !std::path::Path::new("/etc/triad/triad.toml").exists() {
+        let out = triad_command(&bin)
+            .arg("status")
+            .output()
+            .expect("run triad status");
+        assert!(
+            text(&out.stderr).contains("http://127.0.0.1:7100"),
+            "{}",
+            describe(&out)
+        );
+    }
+}
+
 /// (d) Bad API requests get the documented status codes and `{"error": ...}` bodies; without a
 /// quorum a proposal answers 503 with the leader it knows.
 #[test]
@@ -1162,4 +1203,117 @@ fn restarted_follower_reconciles_from_its_snapshot() {
             "n{m}: {writer}"
         );
     }
+}
+
+/// Review finding (#16): READY was sent only once a leader was known, so an agent started
+/// while its peers were down was killed at systemd's start timeout, again and again. An agent
+/// alone tells systemd READY=1 as soon as its storage and listeners are up, and says through
+/// STATUS= that it has no leader. The systemd notification socket is a datagram socket this
+/// test binds, as systemd would.
+#[test]
+fn a_lone_agent_is_ready_for_systemd_and_says_it_has_no_leader() {
+    use std::os::unix::net::UnixDatagram;
+    let _lock = triad_tests::ClusterLock::acquire().expect("the cluster lock");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&socket).expect("bind the notification socket");
+    listener
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let config = write_config(dir.path(), 1, |t| t).expect("config");
+    let bin = triad_bin().expect("triad binary");
+    let log = std::fs::File::create(dir.path().join("n1.log")).expect("log file");
+    let mut child = triad_command(&bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("n1"))
+        .env("NOTIFY_SOCKET", &socket)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start the agent");
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while t0.elapsed() < SETTLE {
+        if let Ok(n) = listener.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let ready = seen.iter().any(|m| m.lines().any(|l| l == "READY=1"));
+        let status = seen.iter().any(|m| {
+            m.lines()
+                .any(|l| l == "STATUS=no leader: waiting for a quorum of peers")
+        });
+        if ready && status {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("n1.log")).unwrap_or_default();
+    assert!(
+        seen.iter().any(|m| m.contains("READY=1")),
+        "no READY=1 within {SETTLE:?}; got {seen:?}\n{log}"
+    );
+    assert!(
+        seen.iter().any(|m| m.contains("STATUS=no leader")),
+        "no STATUS= saying there is no leader; got {seen:?}\n{log}"
+    );
+    eprintln!("READY=1 and STATUS= without peers after {took:?}: {seen:?}");
+}
+
+/// Review finding (#16): the lease argument assumes the three nodes have the same safety
+/// timings, and nothing checked it. Node 3 is started with another `raft.election_ticks`:
+/// nodes 1 and 2 refuse its connections, name the key and both values in their status and
+/// count the refusal, and go on as a majority of two.
+#[test]
+fn a_node_with_other_safety_timings_is_refused_and_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let odd = write_config(dir.path(), 3, |t| {
+        t.replace("election_ticks = 10", "election_ticks = 12")
+    })
+    .expect("config");
+    let cluster = LocalCluster::builder()
+        .config(3, odd)
+        .start()
+        .expect("start the local cluster");
+    let leader = wait_for("n1 and n2 to agree on a leader", SETTLE, || {
+        cluster.agreed_leader(&[1, 2])
+    })
+    .expect("a leader of n1 and n2");
+    assert_ne!(leader.id, 3, "{leader:?}");
+    for n in [1, 2] {
+        let why = wait_for(&format!("n{n} to show why it refuses n3"), SETTLE, || {
+            let s = cluster.status(n).map_err(|e| format!("{e:#}"))?;
+            let m = s.members.iter().find(|m| m.id.0 == 3).ok_or("no n3")?;
+            m.refused.clone().ok_or_else(|| format!("{m:?}"))
+        })
+        .expect("the refusal in status");
+        assert!(
+            why.contains("raft.election_ticks: ours 10, theirs 12"),
+            "n{n}: {why}"
+        );
+        let m = cluster.metrics(n).expect("metrics");
+        assert!(
+            metric_sum(&m, "triad_peer_refused_total{reason=\"safety_timings\"}") >= 1.0,
+            "n{n}: {m}"
+        );
+        assert!(cluster
+            .log(n)
+            .expect("log")
+            .contains("safety timings differ"));
+    }
+    let out = cluster
+        .triad()
+        .args(["status", "--api", &api_url(1)])
+        .output()
+        .expect("triad status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("refused n3: n3's safety timings differ from ours"),
+        "{text}"
+    );
 }

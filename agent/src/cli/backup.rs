@@ -475,7 +475,7 @@ async fn restore(
         code: EXIT_USAGE,
         message,
     };
-    let cfg = config::load(&target.config, None).map_err(|e| {
+    let cfg = config::load(&target.config_path(), None).map_err(|e| {
         usage(format!(
             "{e}\n(restore reads the repository and its password from the config: pass \
              --config)"
@@ -485,7 +485,7 @@ async fn restore(
     let b = c.backup.as_ref().ok_or_else(|| {
         usage(format!(
             "{} has no [backup] section: nothing to restore from",
-            target.config.display()
+            target.config_path().display()
         ))
     })?;
     let mut live = vec![c.node.data_dir.clone()];

@@ -319,6 +319,7 @@ pub(super) fn validate(path: &Path, config: &Config) -> Result<(), ConfigError> 
             ))
         }
     }
+    super::check_secret_file(path, &b.password_file, "backup.password_file")?;
     if let Some(f) = &b.db_password_file {
         std::fs::metadata(f).map_err(|e| {
             invalid(
@@ -326,6 +327,7 @@ pub(super) fn validate(path: &Path, config: &Config) -> Result<(), ConfigError> 
                 format!("cannot read {}: {e}", f.display()),
             )
         })?;
+        super::check_secret_file(path, f, "backup.db_password_file")?;
     }
     if b.db_user.trim().is_empty() {
         return Err(invalid("db_user", "must not be empty".into()));

@@ -13,7 +13,9 @@
 //! Writers reconnect with exponential backoff (100 ms to 2 s).
 //!
 //! The first frame on a connection must be `Hello` with this cluster's name, the protocol
-//! version, and a configured peer id other than ours. Anything else, a frame over
+//! version, a configured peer id other than ours, and the same safety timings as ours (see
+//! `config::safety_timings`: the lease argument assumes all three nodes have the same; a
+//! peer with others is refused, counted as `safety_timings`, and shown in status). Anything else, a frame over
 //! `raft.max_frame_bytes`, or a frame that is not a valid `PeerFrame` closes the connection and
 //! counts in `triad_peer_bad_frames_total{reason}`. Nothing a peer sends can panic the agent.
 //!
@@ -83,6 +85,9 @@ pub struct TransportConfig {
     pub reachable_window: Duration,
     /// Mutual TLS; `None` only with `tls.insecure_plaintext_peers`.
     pub tls: Option<Arc<PeerTls>>,
+    /// This node's safety timings (`config::safety_timings`), sent in `Hello`; a peer whose
+    /// `Hello` carries others is refused.
+    pub safety_timings: BTreeMap<String, String>,
 }
 
 /// A message received from a peer that passed the handshake.
@@ -136,7 +141,7 @@ pub struct Lease {
 }
 
 /// A view of one peer for status output.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PeerView {
     /// Heard from within the reachability window.
     pub reachable: bool,
@@ -144,6 +149,9 @@ pub struct PeerView {
     pub last_contact_ms: Option<u64>,
     /// Latest round-trip time in milliseconds.
     pub rtt_ms: Option<f64>,
+    /// Why this node refused the peer's last connection, when it did and the peer has not
+    /// connected since (for example its safety timings differ).
+    pub refused: Option<String>,
 }
 
 /// Whose pings are answered, and when each peer's was last answered: one lock, so that once
@@ -159,6 +167,9 @@ struct Embargo {
 #[derive(Default)]
 struct Shared {
     health: Mutex<BTreeMap<NodeId, PeerHealth>>,
+    /// Per peer, why its last connection was refused after it said who it is; cleared when
+    /// it connects.
+    refused: Mutex<BTreeMap<NodeId, String>>,
     /// The embargo and the answered pings.
     embargo: Mutex<Embargo>,
     /// Per peer, the send time (micros since the transport epoch) of the newest ping it
@@ -355,6 +366,12 @@ impl Transport {
             .lock()
             .map(|h| h.clone())
             .unwrap_or_default();
+        let refused = self
+            .shared
+            .refused
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
         let mut out = BTreeMap::new();
         for &id in self.senders.keys() {
             let h = health.get(&id).copied().unwrap_or_default();
@@ -370,6 +387,7 @@ impl Transport {
                     reachable,
                     last_contact_ms: age.map(|a| a.as_millis() as u64),
                     rtt_ms: h.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                    refused: refused.get(&id).cloned(),
                 },
             );
         }
@@ -537,6 +555,24 @@ async fn reader<S: AsyncRead + Unpin>(
                 if let Some(c) = certified.filter(|&c| c != id) {
                     let d = format!("its certificate is for {c}, its Hello claims {id}");
                     return refused(&t, remote, Refusal::WrongNode, &d);
+                }
+                let diff = crate::config::safety_timings_diff(
+                    &cfg.safety_timings,
+                    &h.safety_timings.into_iter().collect(),
+                );
+                if !diff.is_empty() {
+                    let d = format!(
+                        "{id}'s safety timings differ from ours ({}); make [raft] and \
+                         [failover] the same on every node",
+                        diff.join("; ")
+                    );
+                    if let Ok(mut r) = t.shared.refused.lock() {
+                        r.insert(id, d.clone());
+                    }
+                    return refused(&t, remote, Refusal::SafetyTimings, &d);
+                }
+                if let Ok(mut r) = t.shared.refused.lock() {
+                    r.remove(&id);
                 }
                 id
             }
@@ -774,6 +810,7 @@ async fn session<S: AsyncWrite + Unpin>(
             cluster: cfg.cluster.clone(),
             node_id: cfg.me.get(),
             protocol_version: triad_proto::PROTOCOL_VERSION,
+            safety_timings: cfg.safety_timings.clone().into_iter().collect(),
         })),
     };
     if send(&mut sink, vec![hello]).await.is_err() {

@@ -186,6 +186,7 @@ async fn start_cluster(shutdown: &CancellationToken) -> (Vec<WireNode>, tempfile
                 ping_interval: TICK * 2,
                 reachable_window: TICK * 20,
                 tls: Some(tls.clone()),
+                safety_timings: BTreeMap::new(),
             },
             tx,
             metrics.clone(),
@@ -326,6 +327,7 @@ impl FakePeer {
             cluster: CLUSTER.into(),
             node_id: claims,
             protocol_version: triad_proto::PROTOCOL_VERSION,
+            safety_timings: Default::default(),
         }))
         .await;
         peer
@@ -562,6 +564,7 @@ async fn strangers_are_refused_by_reason_and_the_cluster_keeps_its_quorum() {
             cluster: CLUSTER.into(),
             node_id: 2,
             protocol_version: triad_proto::PROTOCOL_VERSION,
+            safety_timings: Default::default(),
         })),
     }
     .encode_to_vec();
