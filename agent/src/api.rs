@@ -958,7 +958,8 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 
 /// Checks the bearer token; `Err` is the response to send.
 fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &h.token else {
+    let token = h.token.read().ok().and_then(|t| t.clone());
+    let Some(token) = token else {
         return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "mutating endpoints are disabled on this node: no api.token_file is configured",

@@ -39,6 +39,8 @@ pub struct Metrics {
     /// Peer connections refused in the TLS handshake or for their certificate's identity, by
     /// reason (`tls::Refusal`), on either side of the connection.
     pub peer_refused: IntCounterVec,
+    /// Config reloads (SIGHUP), by result (`ok`, `refused`, `error`).
+    pub config_reloads: IntCounterVec,
     /// Outbound frames dropped because a peer's queue was full, by peer.
     pub peer_frames_dropped: IntCounterVec,
     /// Unix time the event loop last ran.
@@ -248,6 +250,11 @@ impl Metrics {
                 "triad_peer_bad_frames_total",
                 "Inbound peer connections closed for a bad frame, by reason.",
                 &["reason"],
+            )?,
+            config_reloads: counter_vec(
+                "triad_config_reloads_total",
+                "Config reloads on SIGHUP, by result (ok, refused: a key needs a restart, error).",
+                &["result"],
             )?,
             peer_refused: counter_vec(
                 "triad_peer_refused_total",

@@ -183,10 +183,11 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         store,
     )?;
     let metrics = Metrics::new(&me.to_string())?;
-    let token = match &cfg.config.api.token_file {
-        Some(f) => Some(Arc::<str>::from(config::read_token(f)?)),
-        None => None,
-    };
+    let token: crate::reload::TokenCell =
+        Arc::new(std::sync::RwLock::new(match &cfg.config.api.token_file {
+            Some(f) => Some(Arc::<str>::from(config::read_token(f)?)),
+            None => None,
+        }));
     let tick = rcfg.tick_interval;
     let election_timeout = tick * rcfg.election_ticks as u32;
     // One kernel timer beating on the Raft tick's grid drives every periodic task started
@@ -327,12 +328,22 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             transport: transport.clone(),
             metrics: metrics.clone(),
             liveness: liveness.clone(),
-            token,
+            token: token.clone(),
             switchover_busy: Arc::new(AtomicBool::new(false)),
         },
         shutdown.clone(),
     )
     .await?;
+    crate::reload::spawn(
+        cfg.file.clone(),
+        cfg.clone(),
+        crate::reload::Targets {
+            token,
+            transport: transport.clone(),
+            metrics: metrics.clone(),
+        },
+        shutdown.clone(),
+    );
     tracing::info!(node = %me, raft = %cfg.raft_listen, api = %cfg.api_listen,
         applied = %driver.state().applied, probes = probe_count, "agent started");
 

@@ -209,8 +209,8 @@ pub struct Handles {
     pub metrics: Metrics,
     /// Loop liveness.
     pub liveness: Arc<Liveness>,
-    /// Bearer token for mutating endpoints, if configured.
-    pub token: Option<Arc<str>>,
+    /// Bearer token for mutating endpoints, if configured (replaced by a reload).
+    pub token: crate::reload::TokenCell,
     /// Set while a switchover runs through this agent (one at a time).
     pub switchover_busy: Arc<AtomicBool>,
 }

@@ -1317,3 +1317,151 @@ fn a_node_with_other_safety_timings_is_refused_and_named() {
         "{text}"
     );
 }
+
+fn sighup(cluster: &LocalCluster, n: u64) {
+    let pid = cluster.pid(n).expect("pid").expect("running");
+    // SAFETY: kill(2) with a pid this test's cluster started.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0, "SIGHUP to n{n}");
+}
+
+/// Waits until node `n` counted `want` reloads with `result`.
+fn reloads(cluster: &LocalCluster, n: u64, result: &str, want: f64) {
+    let name = format!("triad_config_reloads_total{{result=\"{result}\"}}");
+    wait_for(&format!("n{n} to count {want} `{result}` reloads"), SETTLE, || {
+        let m = cluster.metrics(n).map_err(|e| format!("{e:#}"))?;
+        let got = metric_sum(&m, &name);
+        if got >= want {
+            Ok(())
+        } else {
+            Err(format!("{got}"))
+        }
+    })
+    .expect("the reload counted");
+}
+
+/// #16: a CA rotation by reload on the three-agent cluster, without a restart and without
+/// losing the leader: (a) every node trusts the old and the new CA, (b) every node takes a
+/// certificate of the new CA, (c) every node trusts only the new CA. A node restarted then
+/// connects with its new certificate and is accepted. A reload that changes a key needing a
+/// restart is refused and names it; one whose certificate is for another node fails; neither
+/// changes anything.
+#[test]
+fn certificates_rotate_by_reload_without_losing_the_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    let local = ensure_local_pki().expect("local certificates");
+    for f in ["ca.crt", "n1.crt", "n1.key", "n2.crt", "n2.key", "n3.crt", "n3.key"] {
+        std::fs::copy(local.join(f), tls.join(f)).expect("copy a certificate");
+    }
+    let mut builder = LocalCluster::builder();
+    let mut configs = Vec::new();
+    for n in NODES {
+        let c = write_config(dir.path(), n, |t| {
+            t.replace(&local.display().to_string(), &tls.display().to_string())
+        })
+        .expect("config");
+        builder = builder.config(n, &c);
+        configs.push(c);
+    }
+    let mut cluster = builder.start().expect("start the local cluster");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .expect("leader");
+    let same_leader = |cluster: &LocalCluster, step: &str| {
+        let now = cluster.agreed_leader(&NODES).expect("a leader");
+        assert_eq!(now, leader, "the leader changed at {step}");
+    };
+
+    // A new CA and certificates, by the CLI.
+    let ca2 = dir.path().join("ca2");
+    let bin = cluster.bin().to_path_buf();
+    let cert = |args: &[&str]| {
+        let out = triad_command(&bin)
+            .arg("cert")
+            .args(args)
+            .args(["--dir", &ca2.display().to_string(), "--cluster", LOCAL_CLUSTER])
+            .output()
+            .expect("triad cert");
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    cert(&["init"]);
+    for n in NODES {
+        cert(&["issue", "--node", &n.to_string()]);
+    }
+    let old_ca = std::fs::read_to_string(local.join("ca.crt")).expect("old CA");
+    let new_ca = std::fs::read_to_string(ca2.join("ca.crt")).expect("new CA");
+
+    // (a) Both CAs.
+    std::fs::write(tls.join("ca.crt"), format!("{old_ca}{new_ca}")).expect("bundle");
+    for n in NODES {
+        sighup(&cluster, n);
+        reloads(&cluster, n, "ok", 1.0);
+    }
+    same_leader(&cluster, "(a)");
+    // (b) New certificates (copies keep mode 0600).
+    for n in NODES {
+        for ext in ["crt", "key"] {
+            let f = format!("n{n}.{ext}");
+            std::fs::remove_file(tls.join(&f)).expect("remove the old file");
+            std::fs::copy(ca2.join(&f), tls.join(&f)).expect("copy the new file");
+        }
+    }
+    for n in NODES {
+        sighup(&cluster, n);
+        reloads(&cluster, n, "ok", 2.0);
+    }
+    same_leader(&cluster, "(b)");
+    // (c) Only the new CA.
+    std::fs::write(tls.join("ca.crt"), &new_ca).expect("new CA only");
+    for n in NODES {
+        sighup(&cluster, n);
+        reloads(&cluster, n, "ok", 3.0);
+    }
+    same_leader(&cluster, "(c)");
+    // A follower restarted now has only new-CA material; the others accept it and it them.
+    let f = others(leader.id)[0];
+    let status = cluster.stop(f).expect("SIGTERM");
+    assert!(status.success(), "n{f}: {status}");
+    cluster.restart(f).expect("restart");
+    wait_for("the restarted follower to catch up", SETTLE, || {
+        cluster.caught_up(f, &NODES)
+    })
+    .expect("caught up with new certificates");
+    same_leader(&cluster, "the restart");
+    for n in NODES {
+        let m = cluster.metrics(n).expect("metrics");
+        assert_eq!(
+            metric_sum(&m, "triad_peer_refused_total"),
+            0.0,
+            "n{n} refused a member during the rotation"
+        );
+    }
+
+    // A key that needs a restart: refused, named, nothing changes.
+    let n = f;
+    let cfg = &configs[(n - 1) as usize];
+    let text = std::fs::read_to_string(cfg).expect("config");
+    std::fs::write(cfg, text.replace("election_ticks = 10", "election_ticks = 12"))
+        .expect("edit");
+    sighup(&cluster, n);
+    reloads(&cluster, n, "refused", 1.0);
+    let log = cluster.log(n).expect("log");
+    assert!(
+        log.contains("raft.election_ticks changed, which needs a restart"),
+        "{log}"
+    );
+    std::fs::write(cfg, &text).expect("restore");
+    // Another node's certificate: the reload fails and the old one stays.
+    let other = others(n)[0];
+    std::fs::copy(tls.join(format!("n{other}.crt")), tls.join(format!("n{n}.crt.new")))
+        .expect("copy");
+    std::fs::rename(tls.join(format!("n{n}.crt.new")), tls.join(format!("n{n}.crt")))
+        .expect("swap");
+    sighup(&cluster, n);
+    reloads(&cluster, n, "error", 1.0);
+    assert!(cluster.log(n).expect("log").contains("reload failed, nothing changed"));
+    same_leader(&cluster, "the refused reloads");
+    assert!(cluster.is_running(n).expect("running"), "n{n} stopped");
+}

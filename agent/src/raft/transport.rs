@@ -33,8 +33,10 @@
 //! connection, counts in `triad_peer_refused_total{reason}` and is logged with the detail
 //! (a dialler logs a repeated refusal once per change of reason).
 //!
-//! Caveats: certificates are read at start; a rotation needs a restart of each agent in turn
-//! (which keeps the quorum). In insecure mode `Hello` only prevents mistakes, not attacks.
+//! Certificates are replaced by a reload ([`Transport::set_tls`]): new connections use the new
+//! ones, established connections go on, so a rotation never drops the quorum.
+//!
+//! Caveats: in insecure mode `Hello` only prevents mistakes, not attacks.
 
 // Reads the clock (adapter: lease grants and peer contact on the process clock); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -83,7 +85,8 @@ pub struct TransportConfig {
     pub ping_interval: Duration,
     /// A peer heard from within this window counts as reachable.
     pub reachable_window: Duration,
-    /// Mutual TLS; `None` only with `tls.insecure_plaintext_peers`.
+    /// Mutual TLS at start (see [`Transport::set_tls`]); `None` only with
+    /// `tls.insecure_plaintext_peers`.
     pub tls: Option<Arc<PeerTls>>,
     /// This node's safety timings (`config::safety_timings`), sent in `Hello`; a peer whose
     /// `Hello` carries others is refused.
@@ -167,6 +170,8 @@ struct Embargo {
 #[derive(Default)]
 struct Shared {
     health: Mutex<BTreeMap<NodeId, PeerHealth>>,
+    /// The TLS setup new connections use (`None`: plaintext peers); replaced by a reload.
+    tls: std::sync::RwLock<Option<Arc<PeerTls>>>,
     /// Per peer, why its last connection was refused after it said who it is; cleared when
     /// it connects.
     refused: Mutex<BTreeMap<NodeId, String>>,
@@ -234,6 +239,7 @@ impl Transport {
             // Until the event loop has applied the stored log and computed the embargo, no peer
             // gets a lease grant: this node cannot yet tell whether a peer is behind.
             shared: Arc::new(Shared {
+                tls: std::sync::RwLock::new(cfg.tls.clone()),
                 embargo: Mutex::new(Embargo {
                     peers: cfg.peers.keys().copied().filter(|&p| p != cfg.me).collect(),
                     answered: BTreeMap::new(),
@@ -305,6 +311,21 @@ impl Transport {
 
     fn micros(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// The TLS setup for new connections (`None`: plaintext peers).
+    fn tls(&self) -> Option<Arc<PeerTls>> {
+        self.shared.tls.read().ok().and_then(|t| t.clone())
+    }
+
+    /// Replaces the certificates new connections use (a reload); established connections go
+    /// on. Ignored with plaintext peers (switching needs a restart).
+    pub fn set_tls(&self, tls: Arc<PeerTls>) {
+        if let Ok(mut t) = self.shared.tls.write() {
+            if t.is_some() {
+                *t = Some(tls);
+            }
+        }
     }
 
     /// Sets the peers whose pings go unanswered, so their leases run out.
@@ -471,7 +492,7 @@ async fn accept_peer(
     inbound: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
 ) {
-    let Some(tls) = cfg.tls.clone() else {
+    let Some(tls) = t.tls() else {
         return reader(t, cfg, stream, None, remote, inbound, shutdown).await;
     };
     let mut first = [0u8; 1];
@@ -716,7 +737,7 @@ async fn writer(
             }
         };
         let _ = stream.set_nodelay(true);
-        let end = match &cfg.tls {
+        let end = match &t.tls() {
             None => {
                 session(
                     &t,

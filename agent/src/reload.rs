@@ -1,0 +1,231 @@
+//! Reloading on SIGHUP (`systemctl reload triad`): what may change without a restart.
+//!
+//! On SIGHUP the agent reads its config file again, validates it as at start, and compares it
+//! with the running one key by key ([`changed_keys`]). Reloadable are the API token (the
+//! token file's content, or `api.token_file`) and the peer certificates (the files'
+//! contents, or `tls.ca_file`, `tls.cert_file`, `tls.key_file`). Any other changed key
+//! refuses the whole reload, naming the keys that need a restart, and nothing changes. A file
+//! that does not load (an empty token, a certificate for another node) is an error, and
+//! nothing changes either.
+//!
+//! New certificates apply to new peer connections; the established ones go on, so a rolling
+//! rotation never drops the quorum (see the README). Each outcome is logged and counted in
+//! `triad_config_reloads_total{result}` (`ok`, `refused`, `error`).
+//!
+//! Caveats: `node.data_dir` is not compared (`--data-dir` may override it); probe timings and
+//! the log filter (`TRIAD_LOG`, an environment variable) need a restart.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, Validated};
+use crate::metrics::Metrics;
+use crate::raft::transport::Transport;
+
+/// The API's bearer token, replaceable by a reload.
+pub type TokenCell = Arc<RwLock<Option<Arc<str>>>>;
+
+/// Keys a reload may change.
+pub const RELOADABLE: [&str; 4] = [
+    "api.token_file",
+    "tls.ca_file",
+    "tls.cert_file",
+    "tls.key_file",
+];
+
+/// The dotted keys whose values differ between two configs, sorted (`node.data_dir` aside).
+/// Pure.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return vec!["(the config does not serialise)".into()];
+    };
+    let mut out = BTreeSet::new();
+    walk("", &a, &b, &mut out);
+    out.remove("node.data_dir");
+    out.into_iter().collect()
+}
+
+fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut BTreeSet<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => {
+            out.insert(path.to_string());
+        }
+        _ => {}
+    }
+}
+
+/// What a reload replaces.
+#[derive(Clone)]
+pub struct Targets {
+    /// The API token.
+    pub token: TokenCell,
+    /// The peer transport (its certificates).
+    pub transport: Transport,
+    /// For `triad_config_reloads_total`.
+    pub metrics: Metrics,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Keys that need a restart changed.
+    #[error(
+        "reload refused, nothing changed: {} changed, which needs a restart (systemctl restart \
+         triad); a reload applies only {}",
+        .0.join(", "),
+        RELOADABLE.join(", ")
+    )]
+    NeedsRestart(Vec<String>),
+    /// The new config or a file it names does not load.
+    #[error("reload failed, nothing changed: {0}")]
+    Invalid(#[from] config::ConfigError),
+}
+
+/// Reloads `file` against the `running` config: on success, the new config and what was
+/// applied (for the log).
+pub fn reload(
+    file: &std::path::Path,
+    running: &Validated,
+    targets: &Targets,
+) -> Result<(Validated, String), ReloadError> {
+    let new = config::load(file, Some(&running.config.node.data_dir))?;
+    let changed = changed_keys(&running.config, &new.config);
+    let restart: Vec<String> = changed
+        .iter()
+        .filter(|k| !RELOADABLE.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if !restart.is_empty() {
+        return Err(ReloadError::NeedsRestart(restart));
+    }
+    // Everything is read before anything is replaced.
+    let token = match &new.config.api.token_file {
+        Some(f) => Some(Arc::<str>::from(config::read_token(f)?)),
+        None => None,
+    };
+    let tls = config::load_tls(&new.file, &new.config)?;
+    let mut applied = vec![if token.is_some() {
+        "API token"
+    } else {
+        "no API token"
+    }];
+    if let Ok(mut t) = targets.token.write() {
+        *t = token;
+    }
+    if let Some(tls) = tls {
+        targets.transport.set_tls(Arc::new(tls));
+        applied.push("peer certificates (for new connections)");
+    }
+    Ok((new, applied.join(", ")))
+}
+
+/// Reloads on every SIGHUP until `shutdown`. The handler is installed at once, so a SIGHUP
+/// never ends the agent (the default action would).
+pub fn spawn(
+    file: PathBuf,
+    running: Arc<Validated>,
+    targets: Targets,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(%err, "cannot handle SIGHUP: reloads are not available");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut current = (*running).clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = hup.recv() => if s.is_none() { return },
+            }
+            let count = |result: &str| {
+                targets
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&[result])
+                    .inc();
+            };
+            match reload(&file, &current, &targets) {
+                Ok((new, applied)) => {
+                    tracing::info!(file = %file.display(), %applied, "config reloaded");
+                    count("ok");
+                    current = new;
+                }
+                Err(e @ ReloadError::NeedsRestart(_)) => {
+                    tracing::error!(file = %file.display(), error = %e, "config reload refused");
+                    count("refused");
+                }
+                Err(e) => {
+                    tracing::error!(file = %file.display(), error = %e, "config reload failed");
+                    count("error");
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Config {
+        let text = format!(
+            "[node]\nid = 1\ndata_dir = \"/tmp/x\"\n[[peers]]\nid = 1\n\
+             raft_addr = \"127.0.0.1:7201\"\napi_addr = \"127.0.0.1:7101\"\n\
+             [api]\nlisten = \"127.0.0.1:7101\"\n{extra}"
+        );
+        config::parse(std::path::Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Changed keys, dotted and sorted, table-driven.
+    #[test]
+    fn changed_keys_are_named() {
+        let base = parse("");
+        let cases: [(&str, &[&str]); 5] = [
+            ("", &[]),
+            ("[tls]\nca_file = \"/x/ca.crt\"\n", &["tls.ca_file"]),
+            (
+                "[raft]\nelection_ticks = 12\n[failover]\nlease = \"3s\"\n",
+                &["failover.lease", "raft.election_ticks"],
+            ),
+            (
+                "[tls]\ninsecure_plaintext_peers = true\n",
+                &["tls.insecure_plaintext_peers"],
+            ),
+            ("[redis]\n", &["redis"]),
+        ];
+        for (extra, want) in cases {
+            let mut new = parse(extra);
+            if extra.contains("[redis]") {
+                // A new section shows as its own key.
+                assert!(new.redis.is_some());
+            }
+            new.node.data_dir = "/elsewhere".into();
+            assert_eq!(changed_keys(&base, &new), want, "{extra}");
+        }
+    }
+}
