@@ -28,8 +28,11 @@
 //! - `GET /v1/backups`, `GET /v1/backups/{id}`, `POST /v1/backup` `{"reason": "..."}`
 //!   (token): backups (see [`backup`]).
 //!
-//! Mutating endpoints need `Authorization: Bearer TOKEN` (from `api.token_file`): without a
-//! configured token they answer 403, with a missing or wrong token 401. Bad JSON answers 400
+//! Tokens have two scopes. Mutating endpoints need the admin token, `Authorization: Bearer
+//! TOKEN` (from `api.token_file`): without a configured token they answer 403, with a
+//! missing or wrong token 401. Read endpoints (`GET /v1/...`, `/metrics`) need the read token
+//! (`api.read_token_file`) or the admin token, unless `api.open_reads`. `/live`, `/ready` and
+//! the role checks are always open. Tokens are compared in constant time. Bad JSON answers 400
 //! with the parser's message, a body over 64 KiB 413, an unknown path 404, a wrong method 405.
 //! Every error body is
 //! `{"error": "..."}` naming the problem and what to do.
@@ -267,27 +270,87 @@ pub fn router(h: Handles) -> Router {
 }
 
 fn router_of(h: Arc<Handles>) -> Router {
-    Router::new()
+    // Reads: the read or the admin token, unless `api.open_reads`.
+    let reads = Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/v1/galera", get(galera_status))
+        .route("/v1/galera/writer", get(galera_writer_status))
+        .route("/v1/backups", get(backup::list))
+        .route("/v1/backups/{id}", get(backup::show))
+        .route_layer(axum::middleware::from_fn_with_state(
+            h.clone(),
+            require_read,
+        ));
+    // Always open: liveness, readiness and the role checks (HAProxy, systemd). Mutating
+    // endpoints check the admin token themselves, before reading the body.
+    Router::new()
+        .merge(reads)
         .route("/live", get(live))
         .route("/ready", get(ready))
         .route("/redis/master", get(redis_master))
-        .route("/metrics", get(metrics))
+        .route("/galera/synced", get(galera_synced))
+        .route("/galera/writer", get(galera_writer))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/redis/switchover", post(redis_switchover))
         .route("/v1/redis/failover", post(redis_failover))
         .route("/v1/galera/switchover", post(galera_switchover))
-        .route("/v1/galera", get(galera_status))
-        .route("/galera/synced", get(galera_synced))
-        .route("/galera/writer", get(galera_writer))
-        .route("/v1/galera/writer", get(galera_writer_status))
         .route("/v1/galera/bootstrap", post(galera_bootstrap))
-        .route("/v1/backups", get(backup::list))
-        .route("/v1/backups/{id}", get(backup::show))
         .route("/v1/backup", post(backup::now))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(h)
+}
+
+/// The read endpoints' guard: with `api.open_reads` everyone passes; otherwise the read or
+/// the admin token (compared in constant time), 401 without or with a wrong one, 403 when no
+/// token is configured at all.
+async fn require_read(
+    State(h): State<Arc<Handles>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if h.config.config.api.open_reads {
+        return next.run(req).await;
+    }
+    let tokens: Vec<Arc<str>> = [&h.token, &h.read_token]
+        .iter()
+        .filter_map(|c| c.read().ok().and_then(|t| t.clone()))
+        .collect();
+    if tokens.is_empty() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "reads need a token and none is configured on this node: set api.read_token_file \
+             (or api.token_file), or api.open_reads = true",
+        );
+    }
+    match bearer(req.headers()) {
+        Some(g)
+            if tokens
+                .iter()
+                .any(|t| constant_time_eq(g.as_bytes(), t.as_bytes())) =>
+        {
+            next.run(req).await
+        }
+        Some(_) => unauthorized("wrong bearer token"),
+        None => unauthorized(
+            "missing `Authorization: Bearer TOKEN` header (the read token from \
+             api.read_token_file, or the admin token)",
+        ),
+    }
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            // The scheme name is case-insensitive (RFC 9110 section 11.1).
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        })
+        .map(str::trim)
 }
 
 /// Binds the API and serves it until `shutdown`; returns the server task.
@@ -965,16 +1028,7 @@ fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
             "mutating endpoints are disabled on this node: no api.token_file is configured",
         )));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            // The scheme name is case-insensitive (RFC 9110 section 11.1).
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
-        })
-        .map(str::trim);
-    match given {
+    match bearer(headers) {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(Box::new(unauthorized("wrong bearer token"))),
         None => Err(Box::new(unauthorized(

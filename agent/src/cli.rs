@@ -213,6 +213,10 @@ struct Target {
     /// /etc/triad/triad.toml when it exists).
     #[arg(long, env = "TRIAD_CONFIG")]
     config: Option<PathBuf>,
+    /// File with a token that opens reads (the read or the admin token; default: the config's
+    /// api.read_token_file, else its api.token_file).
+    #[arg(long, env = "TRIAD_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -294,11 +298,18 @@ pub fn main() -> ExitCode {
             cmd:
                 GaleraCmd::Bootstrap {
                     dry_run: true,
-                    target,
+                    mut target,
+                    token_file,
                     json,
                     ..
                 },
-        } => client(async move { galera_status(&target, json, true).await }),
+        } => client(async move {
+            // The admin token also opens the read a dry run is.
+            if target.read_token_file.is_none() {
+                target.read_token_file = token_file;
+            }
+            galera_status(&target, json, true).await
+        }),
         Cmd::Galera {
             cmd:
                 GaleraCmd::Bootstrap {
@@ -537,10 +548,47 @@ fn unreachable(url: &str, e: &reqwest::Error) -> Failure {
     }
 }
 
-async fn fetch_status(client: &reqwest::Client, base: &str) -> Result<StatusBody, Failure> {
+/// The token for read requests: `--read-token-file`, else the config's
+/// `api.read_token_file`, else its `api.token_file` (`None` without any: the agent may have
+/// `api.open_reads`). A file that is named but cannot be read is an error.
+fn read_token_for(target: &Target) -> Result<Option<String>, Failure> {
+    let file = match &target.read_token_file {
+        Some(f) => f.clone(),
+        None => {
+            let Some(c) = config_file(target)? else {
+                return Ok(None);
+            };
+            let Some(file) = c.api.read_token_file.or(c.api.token_file) else {
+                return Ok(None);
+            };
+            file
+        }
+    };
+    config::read_token(&file).map(Some).map_err(|e| Failure {
+        code: EXIT_USAGE,
+        message: format!(
+            "{e}\n(reads send the read token; run as the agent's user, or pass \
+             --read-token-file FILE)"
+        ),
+    })
+}
+
+/// A GET with the read token, when there is one.
+fn get_with(client: &reqwest::Client, url: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+    let rb = client.get(url);
+    match token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    }
+}
+
+async fn fetch_status(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+) -> Result<StatusBody, Failure> {
     let url = format!("{base}/v1/status");
-    let resp = client
-        .get(&url)
+    let resp = get_with(client, &url, token)
         .send()
         .await
         .map_err(|e| unreachable(&url, &e))?;
@@ -558,11 +606,12 @@ async fn fetch_status(client: &reqwest::Client, base: &str) -> Result<StatusBody
 
 async fn status(target: &Target, json: bool) -> Result<(), Failure> {
     let base = base_url(target)?;
+    let token = read_token_for(target)?;
+    let token = token.as_deref();
     let client = http()?;
     if json {
         let url = format!("{base}/v1/status");
-        let resp = client
-            .get(&url)
+        let resp = get_with(&client, &url, token)
             .send()
             .await
             .map_err(|e| unreachable(&url, &e))?;
@@ -577,7 +626,7 @@ async fn status(target: &Target, json: bool) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let s = fetch_status(&client, &base).await?;
+    let s = fetch_status(&client, &base, token).await?;
     // Ask every other member for its own role; an unreachable one shows as such.
     let quick = reqwest::Client::builder()
         .timeout(Duration::from_millis(1500))
@@ -594,7 +643,7 @@ async fn status(target: &Target, json: bool) -> Result<(), Failure> {
             if is_self {
                 None
             } else {
-                Some(fetch_status(&quick, &url).await.ok())
+                Some(fetch_status(&quick, &url, token).await.ok())
             }
         }
     }))
@@ -1090,8 +1139,8 @@ async fn maintenance(
 /// JSON). A refusal names the URL, the status and the agent's `error`.
 async fn get_json(target: &Target, path: &str) -> Result<(String, serde_json::Value), Failure> {
     let url = format!("{}{path}", base_url(target)?);
-    let resp = http()?
-        .get(&url)
+    let token = read_token_for(target)?;
+    let resp = get_with(&http()?, &url, token.as_deref())
         .send()
         .await
         .map_err(|e| unreachable(&url, &e))?;

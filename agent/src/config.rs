@@ -331,6 +331,16 @@ pub struct ApiSection {
     /// relative to the config file's directory.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// File holding a read-only bearer token: it opens the read endpoints (`GET /v1/...`,
+    /// `/metrics`) and nothing else, for dashboards and Prometheus. The admin token
+    /// (`token_file`) opens them too. Same rules as `token_file`.
+    #[serde(default)]
+    pub read_token_file: Option<PathBuf>,
+    /// Leave the read endpoints open without a token (as before tokens had scopes). Default
+    /// `false`: reads need the read or the admin token. `/live`, `/ready` and the role checks
+    /// (`/redis/master`, `/galera/writer`) are always open: HAProxy and systemd use them.
+    #[serde(default)]
+    pub open_reads: bool,
     /// How long a mutating request waits for its command to be committed and applied on this
     /// node before answering 503. Above zero, at most `1h`. Default `5s`.
     #[serde(default = "default_proposal_timeout", with = "humantime_serde")]
@@ -1262,6 +1272,7 @@ pub fn read(path: &Path) -> Result<Config, ConfigError> {
         }
     };
     fix_opt(&mut config.api.token_file);
+    fix_opt(&mut config.api.read_token_file);
     if let Some(r) = config.redis.as_mut() {
         fix_opt(&mut r.password_file);
     }
@@ -1410,6 +1421,9 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     })?;
     if let Some(token_file) = &config.api.token_file {
         check_secret_file(path, token_file, "api.token_file")?;
+    }
+    if let Some(token_file) = &config.api.read_token_file {
+        check_secret_file(path, token_file, "api.read_token_file")?;
     }
     if config.api.proposal_timeout.is_zero() {
         return Err(invalid(

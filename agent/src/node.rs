@@ -183,11 +183,12 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         store,
     )?;
     let metrics = Metrics::new(&me.to_string())?;
-    let token: crate::reload::TokenCell =
-        Arc::new(std::sync::RwLock::new(match &cfg.config.api.token_file {
-            Some(f) => Some(Arc::<str>::from(config::read_token(f)?)),
-            None => None,
-        }));
+    let token: crate::reload::TokenCell = Arc::new(std::sync::RwLock::new(
+        crate::reload::read_token(cfg.config.api.token_file.as_deref())?,
+    ));
+    let read_token: crate::reload::TokenCell = Arc::new(std::sync::RwLock::new(
+        crate::reload::read_token(cfg.config.api.read_token_file.as_deref())?,
+    ));
     let tick = rcfg.tick_interval;
     let election_timeout = tick * rcfg.election_ticks as u32;
     // One kernel timer beating on the Raft tick's grid drives every periodic task started
@@ -329,6 +330,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             metrics: metrics.clone(),
             liveness: liveness.clone(),
             token: token.clone(),
+            read_token: read_token.clone(),
             switchover_busy: Arc::new(AtomicBool::new(false)),
         },
         shutdown.clone(),
@@ -339,6 +341,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         cfg.clone(),
         crate::reload::Targets {
             token,
+            read_token,
             transport: transport.clone(),
             metrics: metrics.clone(),
         },

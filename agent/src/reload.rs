@@ -1,8 +1,8 @@
 //! Reloading on SIGHUP (`systemctl reload triad`): what may change without a restart.
 //!
 //! On SIGHUP the agent reads its config file again, validates it as at start, and compares it
-//! with the running one key by key ([`changed_keys`]). Reloadable are the API token (the
-//! token file's content, or `api.token_file`) and the peer certificates (the files'
+//! with the running one key by key ([`changed_keys`]). Reloadable are the API tokens (the
+//! token files' contents, or `api.token_file`, `api.read_token_file`) and the peer certificates (the files'
 //! contents, or `tls.ca_file`, `tls.cert_file`, `tls.key_file`). Any other changed key
 //! refuses the whole reload, naming the keys that need a restart, and nothing changes. A file
 //! that does not load (an empty token, a certificate for another node) is an error, and
@@ -29,8 +29,9 @@ use crate::raft::transport::Transport;
 pub type TokenCell = Arc<RwLock<Option<Arc<str>>>>;
 
 /// Keys a reload may change.
-pub const RELOADABLE: [&str; 4] = [
+pub const RELOADABLE: [&str; 5] = [
     "api.token_file",
+    "api.read_token_file",
     "tls.ca_file",
     "tls.cert_file",
     "tls.key_file",
@@ -77,8 +78,10 @@ fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut BTre
 /// What a reload replaces.
 #[derive(Clone)]
 pub struct Targets {
-    /// The API token.
+    /// The API's admin token.
     pub token: TokenCell,
+    /// The API's read token.
+    pub read_token: TokenCell,
     /// The peer transport (its certificates).
     pub transport: Transport,
     /// For `triad_config_reloads_total`.
@@ -119,24 +122,32 @@ pub fn reload(
         return Err(ReloadError::NeedsRestart(restart));
     }
     // Everything is read before anything is replaced.
-    let token = match &new.config.api.token_file {
-        Some(f) => Some(Arc::<str>::from(config::read_token(f)?)),
-        None => None,
-    };
+    let token = read_token(new.config.api.token_file.as_deref())?;
+    let read_token = read_token(new.config.api.read_token_file.as_deref())?;
     let tls = config::load_tls(&new.file, &new.config)?;
-    let mut applied = vec![if token.is_some() {
-        "API token"
-    } else {
-        "no API token"
+    let mut applied = vec![match (&token, &read_token) {
+        (Some(_), Some(_)) => "API tokens (admin, read)",
+        (Some(_), None) => "API token (admin)",
+        (None, Some(_)) => "API token (read)",
+        (None, None) => "no API tokens",
     }];
     if let Ok(mut t) = targets.token.write() {
         *t = token;
+    }
+    if let Ok(mut t) = targets.read_token.write() {
+        *t = read_token;
     }
     if let Some(tls) = tls {
         targets.transport.set_tls(Arc::new(tls));
         applied.push("peer certificates (for new connections)");
     }
     Ok((new, applied.join(", ")))
+}
+
+/// A token file's token (`None` without a file).
+pub fn read_token(file: Option<&std::path::Path>) -> Result<Option<Arc<str>>, config::ConfigError> {
+    file.map(|f| config::read_token(f).map(Arc::<str>::from))
+        .transpose()
 }
 
 /// Reloads on every SIGHUP until `shutdown`. The handler is installed at once, so a SIGHUP

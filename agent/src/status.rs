@@ -209,8 +209,11 @@ pub struct Handles {
     pub metrics: Metrics,
     /// Loop liveness.
     pub liveness: Arc<Liveness>,
-    /// Bearer token for mutating endpoints, if configured (replaced by a reload).
+    /// The admin bearer token (mutating endpoints and reads), if configured (replaced by a
+    /// reload).
     pub token: crate::reload::TokenCell,
+    /// The read-only bearer token, if configured (replaced by a reload).
+    pub read_token: crate::reload::TokenCell,
     /// Set while a switchover runs through this agent (one at a time).
     pub switchover_busy: Arc<AtomicBool>,
 }

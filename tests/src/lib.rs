@@ -334,6 +334,7 @@ pub fn triad_command(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_remove("TRIAD_API")
         .env_remove("TRIAD_CONFIG")
+        .env_remove("TRIAD_READ_TOKEN_FILE")
         .stdin(Stdio::null());
     cmd
 }
@@ -719,7 +720,10 @@ impl LocalCluster {
 
     /// A `triad` command for the cluster's binary (see [`triad_command`]).
     pub fn triad(&self) -> Command {
-        triad_command(&self.bin)
+        let mut c = triad_command(&self.bin);
+        // The cluster's operator: reads carry its token.
+        c.env("TRIAD_READ_TOKEN_FILE", token_path());
+        c
     }
 
     /// The temporary directory holding data directories and logs.
@@ -970,8 +974,21 @@ impl LocalCluster {
         self.wait_live(n, START_TIMEOUT)
     }
 
-    /// `GET <path>` on node `n`'s API.
+    /// `GET <path>` on node `n`'s API, with the cluster's admin token (reads need a token).
     pub fn get(&self, n: u64, path: &str) -> Result<Reply> {
+        self.slot(n)?;
+        let url = format!("{}{path}", api_url(n));
+        self.http.send(
+            self.http
+                .client()
+                .get(&url)
+                .bearer_auth(&self.token)
+                .timeout(GET_TIMEOUT),
+        )
+    }
+
+    /// `GET <path>` on node `n`'s API without a token.
+    pub fn get_anonymous(&self, n: u64, path: &str) -> Result<Reply> {
         self.slot(n)?;
         self.http.get(&format!("{}{path}", api_url(n)))
     }

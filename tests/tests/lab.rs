@@ -2476,11 +2476,8 @@ fn probes_report_every_service_healthy_and_metrics_are_clean(lab: &Lab) -> Resul
                 );
             }
         }
-        let (code, metrics) = triad_tests::lab::services::http_get(
-            spec.api_addr(n),
-            "/metrics",
-            Duration::from_secs(2),
-        )?;
+        let (code, metrics) =
+            triad_tests::lab::services::agent_get(spec, n, "/metrics", Duration::from_secs(2))?;
         ensure!(code == 200, "n{n} /metrics answered {code}");
         for want in [
             "triad_service_up{node=\"n1\",service=\"redis\",target=\"\"} 1",

@@ -249,7 +249,8 @@ fn maintenance_via_follower_and_cli_is_visible_everywhere() {
 
     for n in NODES {
         let s = wait_for(&format!("n{n} to show `cli on`"), SETTLE, || {
-            let out = triad_command(cluster.bin())
+            let out = cluster
+                .triad()
                 .args(["status", "--json", "--api"])
                 .arg(api_url(n))
                 .output()
@@ -865,13 +866,23 @@ fn api_rejects_bad_requests() {
 fn node_without_token_file_answers_403() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), 3, |t| remove_key(&t, "token_file")).expect("config");
-    let mut cluster = LocalCluster::builder()
+    let cluster = LocalCluster::builder()
         .config(3, &config)
         .start()
         .expect("start the local cluster");
-    cluster
-        .wait_for_leader(Duration::from_secs(5))
-        .expect("leader");
+    // Node 3 has no token at all: its reads are closed too (`api.open_reads` is off), and
+    // say which keys open them.
+    wait_for("n1 and n2 to agree on a leader", SETTLE, || {
+        cluster.agreed_leader(&[1, 2])
+    })
+    .expect("leader");
+    let r = cluster.get(3, "/v1/status").expect("GET");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("api.read_token_file") && r.body.contains("api.open_reads"),
+        "{}",
+        r.body
+    );
     let body = br#"{"enabled": true, "reason": "x"}"#;
     let token = cluster.token().to_string();
     for bearer in [Some(token.as_str()), None, Some("other")] {
@@ -1328,15 +1339,19 @@ fn sighup(cluster: &LocalCluster, n: u64) {
 /// Waits until node `n` counted `want` reloads with `result`.
 fn reloads(cluster: &LocalCluster, n: u64, result: &str, want: f64) {
     let name = format!("triad_config_reloads_total{{result=\"{result}\"}}");
-    wait_for(&format!("n{n} to count {want} `{result}` reloads"), SETTLE, || {
-        let m = cluster.metrics(n).map_err(|e| format!("{e:#}"))?;
-        let got = metric_sum(&m, &name);
-        if got >= want {
-            Ok(())
-        } else {
-            Err(format!("{got}"))
-        }
-    })
+    wait_for(
+        &format!("n{n} to count {want} `{result}` reloads"),
+        SETTLE,
+        || {
+            let m = cluster.metrics(n).map_err(|e| format!("{e:#}"))?;
+            let got = metric_sum(&m, &name);
+            if got >= want {
+                Ok(())
+            } else {
+                Err(format!("{got}"))
+            }
+        },
+    )
     .expect("the reload counted");
 }
 
@@ -1352,7 +1367,9 @@ fn certificates_rotate_by_reload_without_losing_the_leader() {
     let tls = dir.path().join("tls");
     std::fs::create_dir_all(&tls).expect("tls dir");
     let local = ensure_local_pki().expect("local certificates");
-    for f in ["ca.crt", "n1.crt", "n1.key", "n2.crt", "n2.key", "n3.crt", "n3.key"] {
+    for f in [
+        "ca.crt", "n1.crt", "n1.key", "n2.crt", "n2.key", "n3.crt", "n3.key",
+    ] {
         std::fs::copy(local.join(f), tls.join(f)).expect("copy a certificate");
     }
     let mut builder = LocalCluster::builder();
@@ -1381,7 +1398,12 @@ fn certificates_rotate_by_reload_without_losing_the_leader() {
         let out = triad_command(&bin)
             .arg("cert")
             .args(args)
-            .args(["--dir", &ca2.display().to_string(), "--cluster", LOCAL_CLUSTER])
+            .args([
+                "--dir",
+                &ca2.display().to_string(),
+                "--cluster",
+                LOCAL_CLUSTER,
+            ])
             .output()
             .expect("triad cert");
         assert!(out.status.success(), "{}", describe(&out));
@@ -1443,8 +1465,11 @@ fn certificates_rotate_by_reload_without_losing_the_leader() {
     let n = f;
     let cfg = &configs[(n - 1) as usize];
     let text = std::fs::read_to_string(cfg).expect("config");
-    std::fs::write(cfg, text.replace("election_ticks = 10", "election_ticks = 12"))
-        .expect("edit");
+    std::fs::write(
+        cfg,
+        text.replace("election_ticks = 10", "election_ticks = 12"),
+    )
+    .expect("edit");
     sighup(&cluster, n);
     reloads(&cluster, n, "refused", 1.0);
     let log = cluster.log(n).expect("log");
@@ -1455,13 +1480,127 @@ fn certificates_rotate_by_reload_without_losing_the_leader() {
     std::fs::write(cfg, &text).expect("restore");
     // Another node's certificate: the reload fails and the old one stays.
     let other = others(n)[0];
-    std::fs::copy(tls.join(format!("n{other}.crt")), tls.join(format!("n{n}.crt.new")))
-        .expect("copy");
-    std::fs::rename(tls.join(format!("n{n}.crt.new")), tls.join(format!("n{n}.crt")))
-        .expect("swap");
+    std::fs::copy(
+        tls.join(format!("n{other}.crt")),
+        tls.join(format!("n{n}.crt.new")),
+    )
+    .expect("copy");
+    std::fs::rename(
+        tls.join(format!("n{n}.crt.new")),
+        tls.join(format!("n{n}.crt")),
+    )
+    .expect("swap");
     sighup(&cluster, n);
     reloads(&cluster, n, "error", 1.0);
-    assert!(cluster.log(n).expect("log").contains("reload failed, nothing changed"));
+    assert!(cluster
+        .log(n)
+        .expect("log")
+        .contains("reload failed, nothing changed"));
     same_leader(&cluster, "the refused reloads");
     assert!(cluster.is_running(n).expect("running"), "n{n} stopped");
+}
+
+/// #16: tokens have two scopes. The read token opens status and metrics and nothing that
+/// changes anything; the admin token opens both; without a token reads answer 401 unless
+/// `api.open_reads`; liveness, readiness and the role checks are open to all.
+#[test]
+fn read_and_admin_tokens_have_their_scopes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let read_file = dir.path().join("read-token");
+    std::fs::write(&read_file, "reader-secret\n").expect("write");
+    std::fs::set_permissions(&read_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let with_read = write_config(dir.path(), 1, |t| {
+        t.replace(
+            "[api]\n",
+            &format!(
+                "[api]\nread_token_file = {:?}\n",
+                read_file.display().to_string()
+            ),
+        )
+    })
+    .expect("config");
+    let open = write_config(dir.path(), 2, |t| {
+        t.replace("[api]\n", "[api]\nopen_reads = true\n")
+    })
+    .expect("config");
+    let mut cluster = LocalCluster::builder()
+        .config(1, &with_read)
+        .config(2, &open)
+        .start()
+        .expect("start the local cluster");
+    cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .expect("leader");
+    let admin = cluster.token().to_string();
+    let get = |n: u64, path: &str, bearer: Option<&str>| {
+        let mut rb = cluster.http().client().get(format!("{}{path}", api_url(n)));
+        if let Some(b) = bearer {
+            rb = rb.bearer_auth(b);
+        }
+        cluster.http().send(rb).expect("GET")
+    };
+    for path in ["/v1/status", "/metrics", "/v1/galera"] {
+        let r = get(1, path, None);
+        assert_eq!(r.status, 401, "{path} without a token: {}", r.body);
+        assert!(r.body.contains("api.read_token_file"), "{}", r.body);
+        assert_eq!(get(1, path, Some("wrong")).status, 401, "{path}");
+        let r = get(1, path, Some("reader-secret"));
+        assert!(
+            r.status != 401 && r.status != 403,
+            "{path} read token: {}",
+            r.status
+        );
+        let r = get(1, path, Some(&admin));
+        assert!(
+            r.status != 401 && r.status != 403,
+            "{path} admin token: {}",
+            r.status
+        );
+        // Node 2 leaves reads open; node 3 wants its admin token.
+        let r = get(2, path, None);
+        assert!(
+            r.status != 401 && r.status != 403,
+            "{path} open reads: {}",
+            r.status
+        );
+        assert_eq!(get(3, path, None).status, 401, "{path} on n3");
+    }
+    for path in ["/live", "/ready", "/redis/master", "/galera/writer"] {
+        let r = get(1, path, None);
+        assert!(
+            r.status != 401 && r.status != 403,
+            "{path} is open: {}",
+            r.status
+        );
+    }
+    // The read token changes nothing.
+    let r = cluster
+        .post(
+            1,
+            "/v1/maintenance",
+            Some("reader-secret"),
+            br#"{"enabled": true, "reason": "x"}"#,
+        )
+        .expect("POST");
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The CLI's reads carry the read token it is given.
+    let out = triad_command(cluster.bin())
+        .args([
+            "status",
+            "--json",
+            "--api",
+            &api_url(1),
+            "--read-token-file",
+        ])
+        .arg(&read_file)
+        .output()
+        .expect("triad status");
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = triad_command(cluster.bin())
+        .args(["status", "--api", &api_url(1)])
+        .output()
+        .expect("triad status");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("401"), "{}", describe(&out));
 }

@@ -110,10 +110,16 @@ pub(super) async fn dispatch(cmd: BackupCmd) -> Result<(), Failure> {
             reason,
             no_wait,
             timeout,
-            target,
+            mut target,
             token_file,
             json,
-        } => now(&target, &reason, no_wait, timeout, token_file, json).await,
+        } => {
+            // The admin token also opens the reads that follow the run.
+            if target.read_token_file.is_none() {
+                target.read_token_file = token_file.clone();
+            }
+            now(&target, &reason, no_wait, timeout, token_file, json).await
+        }
         BackupCmd::Show { id, target, json } => show(&target, &id, json).await,
         BackupCmd::Restore {
             id,

@@ -238,7 +238,7 @@ fn print_hints(spec: &LabSpec) {
         .to_string();
     println!(
         "\nLook:\n  \
-         {bin} status --api {api}     # the agents' view\n  \
+         {bin} status --api {api} --read-token-file {token}     # the agents' view\n  \
          tests/lab status [--json]                 # every node and service\n  \
          tests/lab exec 2 -- redis-cli -h 10.77.0.12 info replication\n  \
          curl http://10.77.0.11:8080/              # the shop page through n1's HAProxy\n\
@@ -247,6 +247,7 @@ fn print_hints(spec: &LabSpec) {
          tests/lab partition 3                     # cut n3 from its peers (--from 1, --oneway)\n  \
          tests/lab heal; tests/lab start 1 redis   # undo\n  \
          tests/lab down                            # remove everything",
-        api = spec.api_url(1)
+        api = spec.api_url(1),
+        token = spec.token_file().display()
     );
 }

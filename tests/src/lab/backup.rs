@@ -15,8 +15,10 @@ use triad::cluster::BackupRecord;
 
 use super::{query, LabSpec};
 
+/// The CLI as the lab's operator: its reads carry the lab's token.
 fn triad(spec: &LabSpec) -> Command {
     let mut c = Command::new(&spec.triad_bin);
+    c.env("TRIAD_READ_TOKEN_FILE", spec.token_file());
     super::process::clear_signal_mask(&mut c);
     c
 }

@@ -297,8 +297,7 @@ fn tail(text: &str, n: usize) -> String {
 /// Node `n`'s agent `GET /v1/status` as raw JSON (the typed [`crate::StatusBody`] drops
 /// fields it does not know, such as a new `galera` object).
 pub fn agent_status_json(lab: &Lab, n: u64) -> Result<Value> {
-    let (code, body) =
-        services::http_get(lab.spec().api_addr(n), "/v1/status", Duration::from_secs(2))?;
+    let (code, body) = services::agent_get(lab.spec(), n, "/v1/status", Duration::from_secs(2))?;
     if code != 200 {
         bail!(
             "agent n{n}: GET /v1/status answered {code}: {}",
@@ -631,6 +630,7 @@ impl CliRun {
 pub fn triad_cli(lab: &Lab, via: u64, args: &[&str]) -> Result<CliRun> {
     let spec = lab.spec();
     let mut cmd = crate::triad_command(&spec.triad_bin);
+    cmd.env("TRIAD_READ_TOKEN_FILE", spec.token_file());
     cmd.args(args)
         .arg("--api")
         .arg(spec.api_url(via))

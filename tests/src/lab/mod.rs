@@ -156,7 +156,7 @@ pub fn agents_leader_among(
     let mut seen = Vec::new();
     let mut views = Vec::new();
     for &n in nodes {
-        match services::http_get(lab.api_addr(n), "/v1/status", Duration::from_secs(2)) {
+        match services::agent_get(lab, n, "/v1/status", Duration::from_secs(2)) {
             Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(v) => {
                     let leader = v["leader_id"].as_u64();
@@ -398,7 +398,7 @@ impl Lab {
     /// Node `n`'s agent `GET /v1/status`, parsed.
     pub fn agent_status(&self, n: u64) -> Result<crate::StatusBody> {
         let (code, body) =
-            services::http_get(self.spec.api_addr(n), "/v1/status", Duration::from_secs(2))?;
+            services::agent_get(&self.spec, n, "/v1/status", Duration::from_secs(2))?;
         if code != 200 {
             bail!("agent n{n}: GET /v1/status answered {code}: {body}");
         }

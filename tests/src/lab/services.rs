@@ -553,9 +553,27 @@ pub fn start_agent(lab: &LabSpec, n: u64, timeout: Duration) -> Result<ProcId> {
     Ok(id)
 }
 
+/// `GET <path>` on node `n`'s agent API with the lab's token (reads need one): status,
+/// metrics, backups.
+pub fn agent_get(lab: &LabSpec, n: u64, path: &str, timeout: Duration) -> Result<(u16, String)> {
+    let token = std::fs::read_to_string(lab.token_file())
+        .with_context(|| format!("cannot read {}", lab.token_file().display()))?;
+    http_get_with(lab.api_addr(n), path, timeout, Some(token.trim()))
+}
+
 /// A minimal HTTP/1.1 GET from the host (no TLS, `Connection: close`), for liveness and
 /// status polling without an async runtime. Returns status and body.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String)> {
+    http_get_with(addr, path, timeout, None)
+}
+
+/// [`http_get`] with an optional bearer token.
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    bearer: Option<&str>,
+) -> Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let start = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
@@ -565,9 +583,10 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16,
         .max(Duration::from_millis(100));
     stream.set_read_timeout(Some(left))?;
     stream.set_write_timeout(Some(left))?;
+    let auth = bearer.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::faults::service_proc;
 use super::process::Liveness;
 use super::query::{self, HaproxyServer};
-use super::services::http_get;
+use super::services::agent_get;
 use super::spec::{LabSpec, Service};
 use super::state::{Cut, LabState, Phase};
 
@@ -224,7 +224,7 @@ fn haproxy_summary(servers: &[HaproxyServer]) -> String {
 }
 
 fn agent_view(lab: &LabSpec, n: u64) -> Result<(String, serde_json::Value)> {
-    let (code, body) = http_get(lab.api_addr(n), "/v1/status", STATUS_TIMEOUT)?;
+    let (code, body) = agent_get(lab, n, "/v1/status", STATUS_TIMEOUT)?;
     let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
         anyhow::anyhow!("GET /v1/status answered {code} with no JSON ({e}): {body}")
     })?;
