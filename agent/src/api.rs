@@ -32,7 +32,10 @@
 //! TOKEN` (from `api.token_file`): without a configured token they answer 403, with a
 //! missing or wrong token 401. Read endpoints (`GET /v1/...`, `/metrics`) need the read token
 //! (`api.read_token_file`) or the admin token, unless `api.open_reads`. `/live`, `/ready` and
-//! the role checks are always open. Tokens are compared in constant time. Bad JSON answers 400
+//! the role checks are always open. Tokens are compared in constant time. Mutating requests
+//! are rate limited (see [`limit`]): 429 with `Retry-After` past `api.mutation_burst` at once
+//! and `api.mutations_per_minute`, and past `api.auth_failure_burst` failed authentications
+//! (one more every 10 s). Bad JSON answers 400
 //! with the parser's message, a body over 64 KiB 413, an unknown path 404, a wrong method 405.
 //! Every error body is
 //! `{"error": "..."}` naming the problem and what to do.
@@ -48,6 +51,7 @@
 //! address.
 
 pub mod backup;
+pub mod limit;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -1019,7 +1023,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     )
 }
 
-/// Checks the bearer token; `Err` is the response to send.
+/// Checks the admin token and the rate limits (see [`limit`]); `Err` is the response to send.
 fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = h.token.read().ok().and_then(|t| t.clone());
     let Some(token) = token else {
@@ -1028,13 +1032,54 @@ fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
             "mutating endpoints are disabled on this node: no api.token_file is configured",
         )));
     };
-    match bearer(headers) {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Box::new(unauthorized("wrong bearer token"))),
-        None => Err(Box::new(unauthorized(
-            "missing `Authorization: Bearer TOKEN` header (token from api.token_file)",
-        ))),
+    let now = h.liveness.mono_ms();
+    let mut limits = match h.limits.lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(ms) = limits.failures.wait_ms(now) {
+        return Err(Box::new(too_many(
+            ms,
+            "too many failed authentications on this node (api.auth_failure_burst)",
+        )));
     }
+    match bearer(headers) {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+            limits.mutations.take(now).map_err(|ms| {
+                Box::new(too_many(
+                    ms,
+                    &format!(
+                        "too many mutating requests on this node (at most {} at once, {} a \
+                         minute: api.mutation_burst, api.mutations_per_minute)",
+                        h.config.config.api.mutation_burst,
+                        h.config.config.api.mutations_per_minute
+                    ),
+                ))
+            })
+        }
+        given => {
+            let _ = limits.failures.take(now);
+            Err(Box::new(match given {
+                Some(_) => unauthorized("wrong bearer token"),
+                None => unauthorized(
+                    "missing `Authorization: Bearer TOKEN` header (token from api.token_file)",
+                ),
+            }))
+        }
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1).
+fn too_many(wait_ms: u64, why: &str) -> Response {
+    let secs = wait_ms.div_ceil(1000).clamp(1, 86_400);
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("{why}; retry in {secs} s"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn unauthorized(msg: &str) -> Response {

@@ -341,6 +341,17 @@ pub struct ApiSection {
     /// (`/redis/master`, `/galera/writer`) are always open: HAProxy and systemd use them.
     #[serde(default)]
     pub open_reads: bool,
+    /// Mutating requests accepted at once before the rate limit applies (429 with
+    /// `Retry-After`). Default 10.
+    #[serde(default = "default_mutation_burst")]
+    pub mutation_burst: u32,
+    /// Mutating requests refilled per minute after the burst. Default 30.
+    #[serde(default = "default_mutations_per_minute")]
+    pub mutations_per_minute: u32,
+    /// Failed authentications accepted at once; past them every mutating request answers 429
+    /// until one more is refilled (one every 10 s). At least 1. Default 5.
+    #[serde(default = "default_auth_failure_burst")]
+    pub auth_failure_burst: u32,
     /// How long a mutating request waits for its command to be committed and applied on this
     /// node before answering 503. Above zero, at most `1h`. Default `5s`.
     #[serde(default = "default_proposal_timeout", with = "humantime_serde")]
@@ -396,6 +407,15 @@ impl Default for RaftSection {
 
 fn default_cluster_name() -> String {
     "triad".to_string()
+}
+fn default_mutation_burst() -> u32 {
+    10
+}
+fn default_mutations_per_minute() -> u32 {
+    30
+}
+fn default_auth_failure_burst() -> u32 {
+    5
 }
 fn default_proposal_timeout() -> Duration {
     Duration::from_secs(5)
@@ -1424,6 +1444,17 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     }
     if let Some(token_file) = &config.api.read_token_file {
         check_secret_file(path, token_file, "api.read_token_file")?;
+    }
+    for (key, value) in [
+        ("api.mutation_burst", config.api.mutation_burst),
+        ("api.auth_failure_burst", config.api.auth_failure_burst),
+    ] {
+        if value == 0 {
+            return Err(invalid(
+                key,
+                "must be at least 1 (0 would refuse every mutating request)".into(),
+            ));
+        }
     }
     if config.api.proposal_timeout.is_zero() {
         return Err(invalid(

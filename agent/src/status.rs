@@ -214,6 +214,8 @@ pub struct Handles {
     pub token: crate::reload::TokenCell,
     /// The read-only bearer token, if configured (replaced by a reload).
     pub read_token: crate::reload::TokenCell,
+    /// The rate limits of mutating requests.
+    pub limits: Arc<std::sync::Mutex<crate::api::limit::Limits>>,
     /// Set while a switchover runs through this agent (one at a time).
     pub switchover_busy: Arc<AtomicBool>,
 }

@@ -1604,3 +1604,73 @@ fn read_and_admin_tokens_have_their_scopes() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(text(&out.stderr).contains("401"), "{}", describe(&out));
 }
+
+/// #16: mutating endpoints are rate limited: past `api.mutation_burst` an authorized request
+/// answers 429 with `Retry-After`; after 5 failed authentications every mutating request
+/// answers 429 until the failure bucket refills, even with the right token. Reads are not
+/// limited.
+#[test]
+fn mutating_endpoints_are_rate_limited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let strict = write_config(dir.path(), 1, |t| {
+        t.replace("mutation_burst = 1000", "mutation_burst = 3")
+            .replace("mutations_per_minute = 60000", "mutations_per_minute = 6")
+    })
+    .expect("config");
+    let guarded = write_config(dir.path(), 2, |t| {
+        t.replace("auth_failure_burst = 1000", "auth_failure_burst = 5")
+    })
+    .expect("config");
+    let mut cluster = LocalCluster::builder()
+        .config(1, &strict)
+        .config(2, &guarded)
+        .start()
+        .expect("start the local cluster");
+    cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .expect("leader");
+    let token = cluster.token().to_string();
+    let body = |i: usize| {
+        format!(
+            r#"{{"enabled": {}, "reason": "limit {i}"}}"#,
+            i.is_multiple_of(2)
+        )
+    };
+    for i in 0..3 {
+        let r = cluster
+            .post(1, "/v1/maintenance", Some(&token), body(i).as_bytes())
+            .expect("POST");
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let r = cluster
+        .post(1, "/v1/maintenance", Some(&token), body(3).as_bytes())
+        .expect("POST");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("api.mutation_burst"), "{}", r.body);
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    // Reads are not limited.
+    for _ in 0..20 {
+        assert_eq!(cluster.get(1, "/v1/status").expect("GET").status, 200);
+    }
+    // Failed authentications on n2: five 401s, then 429 for everyone.
+    for i in 0..5 {
+        let r = cluster
+            .post(2, "/v1/maintenance", Some("guess"), body(i).as_bytes())
+            .expect("POST");
+        assert_eq!(r.status, 401, "guess {i}: {}", r.body);
+    }
+    let r = cluster
+        .post(2, "/v1/maintenance", Some(&token), body(9).as_bytes())
+        .expect("POST");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("failed authentications"), "{}", r.body);
+    // n3 is not affected.
+    let r = cluster
+        .post(3, "/v1/maintenance", Some(&token), body(10).as_bytes())
+        .expect("POST");
+    assert_eq!(r.status, 200, "{}", r.body);
+}

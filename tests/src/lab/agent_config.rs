@@ -53,6 +53,9 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
         "token_file = {:?}",
         lab.token_file().display().to_string()
     );
+    // The lab tests script many operations a minute (the default: 10 at once, 30 a minute).
+    let _ = writeln!(out, "mutation_burst = 100");
+    let _ = writeln!(out, "mutations_per_minute = 600");
     let _ = writeln!(out);
     let _ = writeln!(out, "[tls]");
     let tls = lab.tls_dir();
