@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that Triad's tests and lab use, when missing. Needs root.
+# Installs the Debian packages that Triad's tests and lab use, when missing, and the
+# schema-driven API client (schemathesis, from PyPI). Needs root.
 # Safe to run repeatedly: does nothing when everything is installed.
 set -euo pipefail
+SCHEMATHESIS=4.32.5
+install_schemathesis() {
+  if schemathesis --version 2>/dev/null | grep -q "version $SCHEMATHESIS"; then
+    return
+  fi
+  echo "install-packages: installing schemathesis $SCHEMATHESIS (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS"
+}
 PACKAGES=(
   mariadb-server galera-4 mariadb-backup restic rsync socat lsof
   redis-server redis-sentinel haproxy php-fpm php8.2-mysql
@@ -18,6 +27,7 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-packages: all ${#PACKAGES[@]} packages present"
+  install_schemathesis
   exit 0
 fi
 echo "install-packages: installing ${missing[*]}"
@@ -28,3 +38,4 @@ apt-get update -qq
 # tests start what they need themselves.
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-packages: done in $(( $(date +%s) - start ))s"
+install_schemathesis

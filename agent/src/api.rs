@@ -7,6 +7,7 @@
 //!   wake-ups), else 503.
 //! - `GET /ready`: 200 once storage is loaded and a leader is known, else 503.
 //! - `GET /metrics`: Prometheus text format.
+//! - `GET /openapi.json`: the OpenAPI document of this API (open).
 //! - `GET /redis/master`: 200 when this node's Redis may take writes (committed master, not
 //!   suspected, this agent holds a usable lease, and a recent cycle found the local Redis a
 //!   trusted, unfenced master), else 503 with the reason. Every HAProxy's Redis backend checks
@@ -292,6 +293,7 @@ fn router_of(h: Arc<Handles>) -> Router {
         .merge(reads)
         .route("/live", get(live))
         .route("/ready", get(ready))
+        .route("/openapi.json", get(openapi))
         .route("/redis/master", get(redis_master))
         .route("/galera/synced", get(galera_synced))
         .route("/galera/writer", get(galera_writer))
@@ -304,6 +306,14 @@ fn router_of(h: Arc<Handles>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(h)
+}
+
+/// The OpenAPI document of this API (`agent/openapi.json`; a test checks it against the
+/// routes here, and a schema-driven client runs it against a live agent).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// The read endpoints' guard: with `api.open_reads` everyone passes; otherwise the read or
@@ -1311,6 +1321,50 @@ async fn propose(h: &Handles, command: Command) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The routes this file builds, as (method, path), from its own source: every
+    /// `.route("PATH", get(..))` or `post(..)`.
+    fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
+        let source = include_str!("api.rs");
+        let mut out = std::collections::BTreeSet::new();
+        for line in source.lines() {
+            let line = line.trim();
+            let Some(rest) = line.strip_prefix(".route(\"") else {
+                continue;
+            };
+            let Some((path, handler)) = rest.split_once("\", ") else {
+                continue;
+            };
+            let method = handler.split('(').next().unwrap_or_default();
+            out.insert((method.to_string(), path.to_string()));
+        }
+        out
+    }
+
+    /// The OpenAPI document names exactly the routes the router has, with their methods (the
+    /// paths' `{id}` as axum writes it).
+    #[test]
+    fn openapi_document_matches_the_routes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(OPENAPI).unwrap_or_else(|e| panic!("openapi.json: {e}"));
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            for method in ops.as_object().into_iter().flatten().map(|(m, _)| m) {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let routes = routes_in_source();
+        assert!(routes.len() >= 15, "few routes found in api.rs: {routes:?}");
+        assert_eq!(documented, routes, "openapi.json against the router");
+        // Every operation has a summary and responses, and every response names its type.
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in ops.as_object().into_iter().flatten() {
+                assert!(op["summary"].is_string(), "{method} {path}: no summary");
+                let responses = op["responses"].as_object();
+                assert!(responses.is_some_and(|r| !r.is_empty()), "{method} {path}");
+            }
+        }
+    }
 
     /// Table: which first segments take the role-check path (check, head length, HTTP/1.0);
     /// everything else goes to hyper.
