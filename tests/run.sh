@@ -36,8 +36,11 @@ if command -v systemd-analyze >/dev/null; then
   # Unknown keys only warn (exit 0), so any output at all fails the check.
   out=$(systemd-analyze verify "$unit_dir/triad.service" 2>&1) || { echo "$out"; exit 1; }
   [ -z "$out" ] || { echo "systemd-analyze verify warned:"; echo "$out"; exit 1; }
-  rm -rf "$unit_dir"
   echo "systemd/triad.service verifies cleanly"
+  # The sandbox's exposure score, printed (issue 16 bounds it at 3.0 once the agent runs as
+  # its own user).
+  systemd-analyze security --offline=yes "$unit_dir/triad.service" 2>/dev/null | tail -n 1 || true
+  rm -rf "$unit_dir"
 else
   echo "systemd-analyze not installed: unit not verified"
 fi
