@@ -1724,7 +1724,10 @@ fn schema_driven_client_gets_only_documented_answers() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{report}");
-    assert!(out.status.success(), "schemathesis found problems:\n{report}");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
     for n in NODES {
         assert!(cluster.is_running(n).expect("running"), "n{n} stopped");
         let log = cluster.log(n).expect("log");
