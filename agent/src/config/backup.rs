@@ -271,6 +271,16 @@ fn within(d: Duration, lo: Duration, hi: Duration) -> bool {
     d >= lo && d <= hi
 }
 
+/// The wall clock, for the one question validation asks of it (does the schedule still fire?).
+/// Validation is an adapter: it reads files, and this clock.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+fn wall_clock() -> crate::ids::UnixMillis {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    crate::ids::UnixMillis(ms)
+}
+
 /// Checks `[backup]`; every error names its key and what to do.
 pub(super) fn validate(path: &Path, config: &Config) -> Result<(), ConfigError> {
     let Some(b) = &config.backup else {
@@ -282,11 +292,8 @@ pub(super) fn validate(path: &Path, config: &Config) -> Result<(), ConfigError> 
         message,
     };
     let schedule = b.parsed_schedule().map_err(|e| invalid("schedule", e))?;
-    // The one clock read of validation: a schedule whose last time is past never backs up.
-    if schedule
-        .next_after(crate::probe::runner::now_millis())
-        .is_none()
-    {
+    // A schedule whose last time is past never backs up.
+    if schedule.next_after(wall_clock()).is_none() {
         return Err(invalid(
             "schedule",
             format!(
