@@ -34,7 +34,7 @@
 //! missing or wrong token 401. Read endpoints (`GET /v1/...`, `/metrics`) need the read token
 //! (`api.read_token_file`) or the admin token, unless `api.open_reads`. `/live`, `/ready` and
 //! the role checks are always open. Tokens are compared in constant time. Mutating requests
-//! are rate limited (see [`limit`]): 429 with `Retry-After` past `api.mutation_burst` at once
+//! are rate limited (see [`crate::ratelimit`]): 429 with `Retry-After` past `api.mutation_burst` at once
 //! and `api.mutations_per_minute`, and past `api.auth_failure_burst` failed authentications
 //! (one more every 10 s). Bad JSON answers 400
 //! with the parser's message, a body over 64 KiB 413, an unknown path 404, a wrong method 405.
@@ -52,7 +52,6 @@
 //! address.
 
 pub mod backup;
-pub mod limit;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -1033,7 +1032,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     )
 }
 
-/// Checks the admin token and the rate limits (see [`limit`]); `Err` is the response to send.
+/// Checks the admin token and the rate limits (see [`crate::ratelimit`]); `Err` is the response to send.
 fn authorize(h: &Handles, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = h.token.read().ok().and_then(|t| t.clone());
     let Some(token) = token else {

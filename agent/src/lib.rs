@@ -8,7 +8,8 @@
 //!   [`metrics`], [`codec`] (encodings at the edge), [`config`], [`pace`] (periodic timers on
 //!   one grid), [`backup`] (the backup runner: restic, mariadb-backup, redis-cli), [`tls`]
 //!   (the cluster CA, node certificates and mutual TLS between agents), [`reload`] (SIGHUP:
-//!   token and certificates without a restart);
+//!   token and certificates without a restart), [`ratelimit`] (token buckets of the API's
+//!   mutating endpoints);
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
 //!   through the [`actuator`] traits);
 //! - wiring: [`driver`] (the clock-free core the agent and the simulation both step),
@@ -34,6 +35,7 @@ pub mod observe;
 pub mod pace;
 pub mod probe;
 pub mod raft;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod reload;
 pub mod status;

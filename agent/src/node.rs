@@ -331,7 +331,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             liveness: liveness.clone(),
             token: token.clone(),
             read_token: read_token.clone(),
-            limits: Arc::new(std::sync::Mutex::new(crate::api::limit::Limits::of(
+            limits: Arc::new(std::sync::Mutex::new(crate::ratelimit::Limits::of(
                 &cfg.config.api,
             ))),
             switchover_busy: Arc::new(AtomicBool::new(false)),

@@ -215,7 +215,7 @@ pub struct Handles {
     /// The read-only bearer token, if configured (replaced by a reload).
     pub read_token: crate::reload::TokenCell,
     /// The rate limits of mutating requests.
-    pub limits: Arc<std::sync::Mutex<crate::api::limit::Limits>>,
+    pub limits: Arc<std::sync::Mutex<crate::ratelimit::Limits>>,
     /// Set while a switchover runs through this agent (one at a time).
     pub switchover_busy: Arc<AtomicBool>,
 }
