@@ -3451,15 +3451,36 @@ redis = "redis-server.service"
 
     #[test]
     fn shipped_example_config_is_valid() {
-        let path = Path::new("systemd/triad.toml.example");
-        let text = include_str!("../../systemd/triad.toml.example");
-        let mut config = parse(path, text).expect("example parses");
-        // The token file and the certificates are production paths; everything else must
-        // validate as shipped.
-        config.api.token_file = None;
-        config.tls.insecure_plaintext_peers = true;
-        let v = validate(path, config).expect("example validates");
+        use std::os::unix::fs::PermissionsExt as _;
+        // Installed as an operator would: /etc/triad/ is a directory of its own here, with
+        // the secret files and node 1's certificates the template names.
+        let etc = tempfile::tempdir().expect("tempdir");
+        let text = include_str!("../../systemd/triad.toml.example")
+            .replace("/etc/triad/", &format!("{}/", etc.path().display()));
+        for secret in [
+            "token",
+            "redis-password",
+            "mariadb-password",
+            "restic.pass",
+            "mysql-backup.pass",
+        ] {
+            let f = etc.path().join(secret);
+            std::fs::write(&f, "secret\n").expect("write");
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let tls = etc.path().join("tls");
+        crate::tls::init_ca(&tls, "shop-prod", 1).expect("CA");
+        crate::tls::issue(&tls, &tls, "shop-prod", NodeId(1), 1).expect("certificate");
+        let path = etc.path().join("triad.toml");
+        let config = parse(&path, &text).expect("example parses");
+        let v = validate(&path, config).expect("example validates");
         assert_eq!(v.members.len(), 3);
+        // A complete template: every service is managed.
+        let c = &v.config;
+        assert!(c.redis.is_some() && c.mariadb.is_some() && c.phpfpm.is_some());
+        assert!(c.gluster.is_some() && c.galera.is_some() && c.backup.is_some());
+        assert_eq!(c.haproxy.as_ref().map(|h| h.backends().len()), Some(2));
+        assert!(!c.tls.insecure_plaintext_peers);
         // The units it spells out are the defaults.
         assert!(!v.config.services.units.is_empty());
         for (name, unit) in &v.config.services.units {
