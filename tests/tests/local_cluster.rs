@@ -1327,6 +1327,17 @@ fn a_node_with_other_safety_timings_is_refused_and_named() {
         text.contains("refused n3: n3's safety timings differ from ours"),
         "{text}"
     );
+    // n3 retries with its backoff (up to 2 s), not at every ping: a handful of refusals in
+    // 4 s, not one every ping interval (200 ms).
+    let count = |cluster: &LocalCluster| {
+        let m = cluster.metrics(1).expect("metrics");
+        metric_sum(&m, "triad_peer_refused_total{reason=\"safety_timings\"}")
+    };
+    let before = count(&cluster);
+    std::thread::sleep(Duration::from_secs(4));
+    let more = count(&cluster) - before;
+    eprintln!("n1 refused n3 {more} times in 4 s");
+    assert!(more <= 6.0, "n1 refused n3 {more} times in 4 s");
 }
 
 fn sighup(cluster: &LocalCluster, n: u64) {

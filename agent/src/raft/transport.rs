@@ -800,13 +800,17 @@ async fn writer(
     }
 }
 
+/// A session shorter than this that ends counts as refused (see `session`).
+const SHORT_SESSION: Duration = Duration::from_secs(1);
+
 /// How a connection's session ended.
 enum Session {
     /// The agent is stopping, or the queue closed.
     Shutdown,
-    /// The connection broke: reconnect at once.
+    /// The connection broke after it had lasted: reconnect at once.
     Lost,
-    /// The TLS handshake failed: reconnect after the backoff.
+    /// The TLS handshake failed, or the peer ended the connection at once: reconnect after
+    /// the backoff.
     Refused,
 }
 
@@ -834,11 +838,21 @@ async fn session<S: AsyncWrite + Unpin>(
             safety_timings: cfg.safety_timings.clone().into_iter().collect(),
         })),
     };
+    let connected = Instant::now();
+    // A connection the peer ends at once (it refused our Hello: another cluster name, other
+    // safety timings) is retried with the backoff, not in a loop; one that lasted resets it.
+    let lost = |backoff: &mut Duration| {
+        if connected.elapsed() < SHORT_SESSION {
+            Session::Refused
+        } else {
+            *backoff = BACKOFF_MIN;
+            Session::Lost
+        }
+    };
     if send(&mut sink, vec![hello]).await.is_err() {
-        return Session::Lost;
+        return lost(backoff);
     }
     tracing::debug!(%peer, %addr, "connected to peer");
-    *backoff = BACKOFF_MIN;
     let mut ping = crate::pace::interval(cfg.ping_interval);
     let ping_frame = || pb::PeerFrame {
         body: Some(pb::peer_frame::Body::Ping(pb::Ping {
@@ -876,7 +890,7 @@ async fn session<S: AsyncWrite + Unpin>(
         }
         if let Err(err) = send(&mut sink, batch).await {
             tracing::debug!(%peer, %addr, %err, "peer connection lost");
-            return Session::Lost;
+            return lost(backoff);
         }
     }
 }
