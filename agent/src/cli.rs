@@ -220,6 +220,14 @@ struct Target {
 }
 
 impl Target {
+    /// Lets a command's admin token (`--token-file`) also open its reads, unless a read
+    /// token was given.
+    fn reads_with(&mut self, token_file: &Option<PathBuf>) {
+        if self.read_token_file.is_none() {
+            self.read_token_file = token_file.clone();
+        }
+    }
+
     /// The config file named, or the default.
     fn config_path(&self) -> PathBuf {
         self.config
@@ -305,9 +313,7 @@ pub fn main() -> ExitCode {
                 },
         } => client(async move {
             // The admin token also opens the read a dry run is.
-            if target.read_token_file.is_none() {
-                target.read_token_file = token_file;
-            }
+            target.reads_with(&token_file);
             galera_status(&target, json, true).await
         }),
         Cmd::Galera {

@@ -115,9 +115,7 @@ pub(super) async fn dispatch(cmd: BackupCmd) -> Result<(), Failure> {
             json,
         } => {
             // The admin token also opens the reads that follow the run.
-            if target.read_token_file.is_none() {
-                target.read_token_file = token_file.clone();
-            }
+            target.reads_with(&token_file);
             now(&target, &reason, no_wait, timeout, token_file, json).await
         }
         BackupCmd::Show { id, target, json } => show(&target, &id, json).await,
