@@ -279,11 +279,22 @@ pub struct GlusterSection {
     /// removing a small file.
     #[serde(default)]
     pub mounts: Vec<PathBuf>,
-    /// Program and leading arguments of the gluster CLI. Default `["gluster"]`; for a
-    /// glusterd in another mount namespace, e.g. `["nsenter", "-t", "PID", "-m", "gluster"]`
-    /// or `["gluster", "--remote-host=ADDR"]`.
+    /// Program and leading arguments of the gluster CLI. Default `["gluster"]` (root: it
+    /// talks to glusterd over its root-only socket). The packaged agent, as the `triad` user:
+    /// `["gluster", "--remote-host=127.0.0.1", "--log-file=/var/lib/triad/gluster-cli.log"]`
+    /// (TCP, and a log it may write) with `heal_unit`. The lab's glusterd runs in another
+    /// mount namespace: `["nsenter", "-t", "PID", "-m", "gluster"]`, which needs root and a
+    /// unit without `RestrictNamespaces=` (the shipped unit forbids it).
     #[serde(default = "default_gluster_command")]
     pub command: Vec<String>,
+    /// Run `volume heal VOLUME info` by starting this helper unit instead of through
+    /// `command`: an agent that is not root reaches glusterd only over TCP
+    /// (`command = ["gluster", "--remote-host=127.0.0.1", "--log-file=..."]`), and `heal info`
+    /// needs its root-only socket. The package ships `triad-gluster-heal@.service`; name the
+    /// volume as its instance (`triad-gluster-heal@shop.service`). Its output is read from
+    /// `<node.data_dir>/<unit>.out`. Default none.
+    #[serde(default)]
+    pub heal_unit: Option<String>,
     /// Timing of the volume checks. The CLI is slow, so interval and timeout default to 5s and
     /// 4s rather than to `[probes]`; rise and fall default to `[probes]`.
     #[serde(default)]
@@ -900,6 +911,13 @@ pub struct ServicesSection {
     /// `haproxy` and `glusterd`.
     #[serde(default)]
     pub units: BTreeMap<String, String>,
+    /// With `systemd`: a Galera bootstrap starts this unit instead of running
+    /// `galera_new_cluster`, which only root can run (it sets the service manager's
+    /// environment). The package ships `triad-galera-bootstrap.service` (a oneshot running
+    /// `galera_new_cluster` as root); the polkit rule lets the `triad` user start it and
+    /// nothing else of the kind. Default none (`galera_new_cluster`, for an agent run as root).
+    #[serde(default)]
+    pub bootstrap_unit: Option<String>,
     /// `[services.process.NAME]` (only with `control = "process"`): how to run each service,
     /// one table per service with the same keys as `[services.units]`. Required for every
     /// service this node probes (`mariadb` with `[mariadb]`, `redis` with `[redis]`, `phpfpm`
@@ -983,6 +1001,13 @@ pub struct GaleraSection {
     /// file sets `user`). Default none.
     #[serde(default)]
     pub recover_user: Option<String>,
+    /// Run `--wsrep-recover` by starting this helper unit instead of running `mariadbd`
+    /// directly: an agent that is not root cannot run mariadbd as the datadir's owner. The
+    /// package ships `triad-wsrep-recover.service` (a oneshot, `User=mysql`, its log in
+    /// `<node.data_dir>/<unit>.out`); the polkit rule lets the `triad` user start it.
+    /// `mariadbd`, `defaults_file` and `recover_user` are then the unit's. Default none.
+    #[serde(default)]
+    pub recover_unit: Option<String>,
     /// Deadline of `--wsrep-recover` (it replays InnoDB's redo log). `1s` to `1h`. Default
     /// `120s`.
     #[serde(default = "default_recover_timeout", with = "humantime_serde")]
@@ -1064,6 +1089,28 @@ fn default_mariadbd() -> PathBuf {
 fn default_defaults_file() -> PathBuf {
     PathBuf::from("/etc/mysql/my.cnf")
 }
+/// A unit name reaches systemctl's command line: no option, no glob, nothing but the
+/// characters systemd allows in unit names.
+fn check_unit_name(path: &Path, key: &str, unit: &str, example: &str) -> Result<(), ConfigError> {
+    let ok = !unit.starts_with('-')
+        && !unit.is_empty()
+        && unit
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            message: format!(
+                "{unit:?} is not a systemd unit name: use letters, digits, ':', '-', '_', '.' \
+                 and '@' (for example \"{example}\")"
+            ),
+        })
+    }
+}
+
 fn default_recover_timeout() -> Duration {
     Duration::from_secs(120)
 }
@@ -1098,6 +1145,7 @@ impl Default for ServicesSection {
             control: ServiceControlKind::default(),
             stop_timeout: default_stop_timeout(),
             units: BTreeMap::new(),
+            bootstrap_unit: None,
             process: BTreeMap::new(),
         }
     }
@@ -1754,6 +1802,14 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
                 "must name the gluster program".into(),
             ));
         }
+        if let Some(unit) = &g.heal_unit {
+            check_unit_name(
+                path,
+                "gluster.heal_unit",
+                unit,
+                "triad-gluster-heal@shop.service",
+            )?;
+        }
         for (i, m) in g.mounts.iter().enumerate() {
             if !m.is_absolute() {
                 return Err(invalid(
@@ -2156,6 +2212,14 @@ fn validate_galera(path: &Path, config: &Config) -> Result<(), ConfigError> {
             )?;
         }
     }
+    if let Some(unit) = &g.recover_unit {
+        check_unit_name(
+            path,
+            "galera.recover_unit",
+            unit,
+            "triad-wsrep-recover.service",
+        )?;
+    }
     if g.rebootstrap_after < g.open_after_stopped {
         return Err(invalid(
             "galera.rebootstrap_after",
@@ -2264,23 +2328,16 @@ fn validate_services(path: &Path, config: &Config) -> Result<(), ConfigError> {
         }
     }
     for (name, unit) in &s.units {
-        // The unit reaches systemctl's command line: no option, no glob, nothing but the
-        // characters systemd allows in unit names.
-        let ok = !unit.starts_with('-')
-            && !unit.is_empty()
-            && unit.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.' | b'@')
-            });
-        if !ok {
-            return Err(invalid(
-                &format!("services.units.{name}"),
-                format!(
-                    "{unit:?} is not a systemd unit name: use letters, digits, ':', '-', '_', \
-                     '.' and '@' (for example \"{}\")",
-                    ServiceName::parse(name).map_or("mariadb.service", ServiceName::default_unit)
-                ),
-            ));
-        }
+        let example = ServiceName::parse(name).map_or("mariadb.service", ServiceName::default_unit);
+        check_unit_name(path, &format!("services.units.{name}"), unit, example)?;
+    }
+    if let Some(unit) = &s.bootstrap_unit {
+        check_unit_name(
+            path,
+            "services.bootstrap_unit",
+            unit,
+            "triad-galera-bootstrap.service",
+        )?;
     }
     if s.control == ServiceControlKind::Process {
         for name in config.managed_services() {

@@ -9,7 +9,8 @@
 //!   one grid), [`backup`] (the backup runner: restic, mariadb-backup, redis-cli), [`tls`]
 //!   (the cluster CA, node certificates and mutual TLS between agents), [`reload`] (SIGHUP:
 //!   token and certificates without a restart), [`ratelimit`] (token buckets of the API's
-//!   mutating endpoints);
+//!   mutating endpoints), [`helper_unit`] (root-only commands as fixed oneshot systemd units
+//!   the unprivileged agent starts);
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
 //!   through the [`actuator`] traits);
 //! - wiring: [`driver`] (the clock-free core the agent and the simulation both step),
@@ -26,6 +27,7 @@ pub mod controller;
 pub mod decide;
 pub mod driver;
 pub mod health;
+pub mod helper_unit;
 pub mod ids;
 pub mod local;
 pub mod metrics;

@@ -44,6 +44,7 @@ use crate::decide::galera::{GaleraPosition, GrastateEvidence, ProcessState};
 use crate::decide::ServicePlan;
 use crate::driver::Driver;
 use crate::health::HealthStore;
+use crate::helper_unit::HelperUnit;
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::probe::grastate::{read_grastate, set_safe_to_bootstrap};
@@ -639,6 +640,10 @@ fn spawn_galera(
     spec.user.clone_from(&g.recover_user);
     spec.socket.clone_from(&db.socket);
     spec.timeout = g.recover_timeout;
+    spec.unit = g
+        .recover_unit
+        .as_ref()
+        .map(|unit| HelperUnit::new(unit, &cfg.config.node.data_dir));
     spec.pidfile = c
         .services
         .process

@@ -199,10 +199,10 @@ enum Configured {
 impl Configured {
     fn from_section(s: &ServicesSection) -> Option<Configured> {
         match s.control {
-            ServiceControlKind::Systemd => Some(Configured::Systemd(Systemd::new(
-                s.systemd_units(),
-                s.stop_timeout,
-            ))),
+            ServiceControlKind::Systemd => Some(Configured::Systemd(
+                Systemd::new(s.systemd_units(), s.stop_timeout)
+                    .with_bootstrap_unit(s.bootstrap_unit.clone()),
+            )),
             ServiceControlKind::Process => Some(Configured::Process(Process::new(
                 s.process.clone(),
                 s.stop_timeout,
@@ -229,18 +229,43 @@ impl Configured {
 ///   rejoins by IST as the agent would) and `Restart=always` for Redis: a restarted Redis boots
 ///   fenced (`min-replicas-to-write 1000` in redis.conf) and its agent decides its role, so
 ///   neither races a decision. The agent's own restarts are bounded and recorded.
-/// - The agent runs as root (or with a polkit rule for these units): `systemctl` refuses
-///   otherwise, and the error says so.
+/// - The agent runs as root, or (the package) as the `triad` user with the shipped polkit
+///   rule, which lets it start, stop and restart these units and nothing else. As `triad`
+///   it cannot run `galera_new_cluster` (that sets the manager's environment, which only
+///   root may): a bootstrap then starts [`Systemd::with_bootstrap_unit`]'s oneshot unit,
+///   which runs it as root. `systemctl` refuses what polkit does not allow, and the error
+///   says so.
 #[derive(Clone, Debug)]
 pub struct Systemd {
     units: BTreeMap<String, String>,
     timeout: Duration,
+    bootstrap_unit: Option<String>,
+    systemctl: String,
 }
 
 impl Systemd {
     /// Controls the given units (service name -> unit name); each command is cut at `timeout`.
     pub fn new(units: BTreeMap<String, String>, timeout: Duration) -> Self {
-        Systemd { units, timeout }
+        Systemd {
+            units,
+            timeout,
+            bootstrap_unit: None,
+            systemctl: "systemctl".into(),
+        }
+    }
+
+    /// Runs this program instead of `systemctl` from the `PATH` (tests use a stand-in that
+    /// records its arguments).
+    pub fn with_systemctl(mut self, program: impl Into<String>) -> Self {
+        self.systemctl = program.into();
+        self
+    }
+
+    /// A Galera bootstrap starts this unit (`services.bootstrap_unit`) instead of running
+    /// `galera_new_cluster`.
+    pub fn with_bootstrap_unit(mut self, unit: Option<String>) -> Self {
+        self.bootstrap_unit = unit;
+        self
     }
 
     fn unit(&self, service: &str) -> Result<&str, ServiceError> {
@@ -320,7 +345,7 @@ impl ServiceControl for Systemd {
             let out = self
                 .run(
                     service,
-                    "systemctl",
+                    &self.systemctl,
                     &["show", "-p", "ActiveState,SubState,MainPID,Result", unit],
                 )
                 .await?;
@@ -340,13 +365,13 @@ impl ServiceControl for Systemd {
             }
             match mode {
                 StartMode::Normal => {
-                    self.run(service, "systemctl", &["start", unit]).await?;
+                    self.run(service, &self.systemctl, &["start", unit]).await?;
                 }
                 StartMode::GaleraRejoin { position } => {
                     // The unit recovers the position itself (`galera_recovery` in its
                     // `ExecStart`); the one asked for is checked, not passed.
                     check_position(service, mode, position)?;
-                    self.run(service, "systemctl", &["start", unit]).await?;
+                    self.run(service, &self.systemctl, &["start", unit]).await?;
                 }
                 StartMode::GaleraBootstrap { position } => {
                     // `galera_new_cluster` starts the unit, whose `ExecStart` recovers the
@@ -354,7 +379,15 @@ impl ServiceControl for Systemd {
                     if let Some(p) = position {
                         check_position(service, mode, p)?;
                     }
-                    self.run(service, "galera_new_cluster", &[]).await?;
+                    match &self.bootstrap_unit {
+                        Some(helper) => {
+                            self.run(service, &self.systemctl, &["start", helper])
+                                .await?;
+                        }
+                        None => {
+                            self.run(service, "galera_new_cluster", &[]).await?;
+                        }
+                    }
                 }
             }
             Ok(())
@@ -364,7 +397,7 @@ impl ServiceControl for Systemd {
     fn stop<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
             let unit = self.unit(service)?;
-            self.run(service, "systemctl", &["stop", unit]).await?;
+            self.run(service, &self.systemctl, &["stop", unit]).await?;
             Ok(())
         })
     }
@@ -749,6 +782,50 @@ impl ServiceControl for SimServices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As the `triad` user a bootstrap starts the helper unit (`galera_new_cluster` needs
+    /// root), and a plain start is `systemctl start` of the mapped unit; nothing else runs.
+    #[tokio::test]
+    async fn systemd_starts_the_bootstrap_helper_unit_when_configured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let systemctl = dir.path().join("systemctl");
+        let calls = dir.path().join("calls");
+        crate::helper_unit::testing::stand_in(
+            &systemctl,
+            &format!(
+                "echo \"$*\" >> '{}'\n\
+                 [ \"$1\" = show ] && printf 'ActiveState=inactive\\nSubState=dead\\n\
+                 MainPID=0\\nResult=success\\n'\n\
+                 exit 0",
+                calls.display()
+            ),
+        );
+        let units = BTreeMap::from([("mariadb".to_string(), "mariadb.service".to_string())]);
+        let control = Systemd::new(units, Duration::from_secs(5))
+            .with_bootstrap_unit(Some("triad-galera-bootstrap.service".into()))
+            .with_systemctl(systemctl.display().to_string());
+        let position = "9eaceb67-efac-11f1-b809-474591e831a5:6".to_string();
+        control
+            .start(
+                "mariadb",
+                &StartMode::GaleraBootstrap {
+                    position: Some(position.clone()),
+                },
+            )
+            .await
+            .expect("bootstrap");
+        control
+            .start("mariadb", &StartMode::GaleraRejoin { position })
+            .await
+            .expect("rejoin");
+        let show = "show -p ActiveState,SubState,MainPID,Result mariadb.service";
+        assert_eq!(
+            std::fs::read_to_string(&calls).expect("calls"),
+            format!(
+                "{show}\nstart triad-galera-bootstrap.service\n{show}\nstart mariadb.service\n"
+            )
+        );
+    }
 
     /// Recorded `systemctl show -p ActiveState,SubState,MainPID,Result` outputs.
     #[test]

@@ -13,6 +13,7 @@ use super::phpfpm::PhpfpmProbe;
 use super::redis::RedisProbe;
 use super::{Probe, ProbeId, Service};
 use crate::config::{self, ConfigError, Validated};
+use crate::helper_unit::HelperUnit;
 use crate::ids::NodeId;
 
 fn id(subject: NodeId, service: Service, target: &str) -> ProbeId {
@@ -111,14 +112,21 @@ pub fn from_config_with(
         )));
     }
     if let Some(g) = &cfg.gluster {
-        probes.push(Arc::new(GlusterProbe::new(
-            id(me, Service::Gluster, &g.volume),
-            g.command.clone(),
-            g.volume.clone(),
-            g.bricks.clone(),
-            g.local_brick.clone(),
-            g.volume_timing(defaults),
-        )));
+        probes.push(Arc::new(
+            GlusterProbe::new(
+                id(me, Service::Gluster, &g.volume),
+                g.command.clone(),
+                g.volume.clone(),
+                g.bricks.clone(),
+                g.local_brick.clone(),
+                g.volume_timing(defaults),
+            )
+            .with_heal_unit(
+                g.heal_unit
+                    .as_ref()
+                    .map(|unit| HelperUnit::new(unit, &cfg.node.data_dir)),
+            ),
+        ));
         for mount in &g.mounts {
             probes.push(Arc::new(MountProbe::new(
                 id(me, Service::GlusterMount, &mount.display().to_string()),

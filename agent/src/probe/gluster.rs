@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use super::gluster_xml::{self, bricks_down};
 use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::ProbeTiming;
+use crate::helper_unit::HelperUnit;
 
 /// Probes the volume through the gluster CLI.
 pub struct GlusterProbe {
@@ -33,8 +34,15 @@ pub struct GlusterProbe {
     local_brick: Option<String>,
     timing: ProbeTiming,
     checks: AtomicU64,
-    last_extra: std::sync::Mutex<(Vec<gluster_xml::BrickHeal>, Vec<gluster_xml::PeerStatus>)>,
+    last_extra: std::sync::Mutex<Extra>,
+    heal_unit: Option<HelperUnit>,
 }
+
+/// `heal info` (or why it failed) and `peer status`, from the last check that ran them.
+type Extra = (
+    Result<Vec<gluster_xml::BrickHeal>, String>,
+    Vec<gluster_xml::PeerStatus>,
+);
 
 /// `heal info` and `peer status` run on every [`EXTRA_EVERY`]-th check (each gluster CLI call
 /// costs about a quarter of a CPU second), and on every check while something is wrong.
@@ -58,8 +66,32 @@ impl GlusterProbe {
             local_brick,
             timing,
             checks: AtomicU64::new(0),
-            last_extra: std::sync::Mutex::new((Vec::new(), Vec::new())),
+            last_extra: std::sync::Mutex::new((Ok(Vec::new()), Vec::new())),
+            heal_unit: None,
         }
+    }
+
+    /// Runs `heal info` by starting this helper unit (the package's
+    /// `triad-gluster-heal@VOLUME.service`, as root) instead of through the CLI: `heal info`
+    /// runs `glfsheal`, which needs glusterd's root-only socket.
+    pub fn with_heal_unit(mut self, unit: Option<HelperUnit>) -> Self {
+        self.heal_unit = unit;
+        self
+    }
+
+    /// `volume heal VOLUME info`, parsed; an error says why it is unknown.
+    async fn heal_info(&self) -> Result<Vec<gluster_xml::BrickHeal>, String> {
+        let xml = match &self.heal_unit {
+            Some(unit) => unit
+                .run(self.timing.timeout, true)
+                .await
+                .map_err(|e| e.to_string())?,
+            None => self
+                .cli(&["volume", "heal", &self.volume, "info"])
+                .await
+                .map_err(|r| r.error.unwrap_or_else(|| "gluster CLI failed".into()))?,
+        };
+        gluster_xml::parse_heal_info(&xml)
     }
 
     async fn cli(&self, args: &[&str]) -> Result<String, CheckResult> {
@@ -156,15 +188,15 @@ impl GlusterProbe {
             .last_extra
             .lock()
             .map(|g| g.clone())
-            .unwrap_or_default();
+            .unwrap_or_else(|_| (Ok(Vec::new()), Vec::new()));
         let troubled = !down.is_empty()
-            || previous.0.iter().any(|b| b.entries.unwrap_or(0) > 0)
+            || previous
+                .0
+                .as_ref()
+                .map_or(true, |h| h.iter().any(|b| b.entries.unwrap_or(0) > 0))
             || previous.1.iter().any(|p| !p.connected);
         let (heal, peers) = if n.is_multiple_of(EXTRA_EVERY) || troubled {
-            let heal = match self.cli(&["volume", "heal", &self.volume, "info"]).await {
-                Ok(x) => gluster_xml::parse_heal_info(&x).unwrap_or_default(),
-                Err(_) => Vec::new(),
-            };
+            let heal = self.heal_info().await;
             let peers = match self.cli(&["peer", "status"]).await {
                 Ok(x) => gluster_xml::parse_peer_status(&x).unwrap_or_default(),
                 Err(_) => Vec::new(),
@@ -175,6 +207,10 @@ impl GlusterProbe {
             (heal, peers)
         } else {
             previous
+        };
+        let (heal, heal_error) = match heal {
+            Ok(h) => (h, None),
+            Err(e) => (Vec::new(), Some(e)),
         };
         let pending: u64 = heal.iter().filter_map(|b| b.entries).sum();
         let disconnected: Vec<&str> = peers
@@ -187,7 +223,8 @@ impl GlusterProbe {
             "bricks_expected": self.bricks.len(),
             "bricks_online": self.bricks.len() - down.len(),
             "bricks_down": down,
-            "heal_pending": pending,
+            "heal_pending": if heal_error.is_some() { serde_json::Value::Null } else { pending.into() },
+            "heal_error": heal_error,
             "peers_disconnected": disconnected,
             "bricks": bricks,
         });
@@ -207,6 +244,10 @@ impl GlusterProbe {
         }
         if pending > 0 {
             return CheckResult::degraded(details, format!("{pending} entries pending heal"));
+        }
+        if let Some(e) = heal_error {
+            // Unknown is not zero: a heal backlog that cannot be read is reported, not hidden.
+            return CheckResult::degraded(details, format!("heal info unavailable: {e}"));
         }
         CheckResult::healthy(details)
     }
@@ -329,5 +370,77 @@ mod tests {
         assert!(!is_busy(
             "gluster command failed (opRet -1): Volume shop does not exist"
         ));
+    }
+
+    use crate::helper_unit::testing::stand_in as script;
+
+    /// A stand-in gluster CLI answering from the real captures; `heal info` answers as it
+    /// does for a user that is not root (glfsheal cannot reach glusterd's socket).
+    fn probe(dir: &std::path::Path, heal_unit: Option<HelperUnit>) -> GlusterProbe {
+        let fixtures = format!("{}/tests/fixtures/gluster", env!("CARGO_MANIFEST_DIR"));
+        let cli = dir.join("gluster");
+        script(
+            &cli,
+            &format!(
+                "case \"$*\" in\n\
+                 *'volume status'*) cat {fixtures}/volume_status_detail.xml ;;\n\
+                 *'peer status'*) cat {fixtures}/peer_status.xml ;;\n\
+                 *'heal'*) echo '<cliOutput><opRet>-1</opRet><opErrno>13</opErrno><opErrstr>\
+                 Failed to set the log file path, Permission denied</opErrstr></cliOutput>' ;;\n\
+                 esac\n"
+            ),
+        );
+        let bricks = (1..=3)
+            .map(|n| format!("10.77.0.1{n}:/tmp/labproto/n{n}/brick"))
+            .collect();
+        GlusterProbe::new(
+            ProbeId {
+                subject: crate::ids::NodeId(1),
+                service: super::super::Service::Gluster,
+                target: "shop".into(),
+            },
+            vec![cli.display().to_string()],
+            "shop".into(),
+            bricks,
+            None,
+            ProbeTiming {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(5),
+                rise: 1,
+                fall: 1,
+            },
+        )
+        .with_heal_unit(heal_unit)
+    }
+
+    /// Unknown is not zero: a `heal info` the agent may not run is reported as such, and
+    /// the helper unit (as root) gives the counts.
+    #[tokio::test]
+    async fn heal_info_through_its_helper_unit_or_reported_unknown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = probe(dir.path(), None).run().await;
+        assert_eq!(r.status, crate::observation::Status::Degraded, "{r:?}");
+        let why = r.error.clone().unwrap_or_default();
+        assert!(why.contains("heal info unavailable"), "{why}");
+        assert!(why.contains("Permission denied"), "{why}");
+        assert!(r.details["heal_pending"].is_null(), "{r:?}");
+
+        let systemctl = dir.path().join("systemctl");
+        let fixtures = format!("{}/tests/fixtures/gluster", env!("CARGO_MANIFEST_DIR"));
+        let out = dir.path().join("triad-gluster-heal@shop.service.out");
+        script(
+            &systemctl,
+            &format!(
+                "[ \"$*\" = 'start triad-gluster-heal@shop.service' ] || exit 3\n\
+                 cat {fixtures}/heal_info.xml > '{}'\n",
+                out.display()
+            ),
+        );
+        let mut unit = HelperUnit::new("triad-gluster-heal@shop.service", dir.path());
+        unit.systemctl = systemctl;
+        let r = probe(dir.path(), Some(unit)).run().await;
+        assert_eq!(r.status, crate::observation::Status::Healthy, "{r:?}");
+        assert_eq!(r.details["heal_pending"], 0, "{r:?}");
+        assert!(r.details["heal_error"].is_null(), "{r:?}");
     }
 }

@@ -253,11 +253,33 @@ pub fn set_safe_to_bootstrap(datadir: &Path, safe: bool) -> Result<bool, Grastat
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &path)
     };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        read_err(source)
-    })?;
+    match write() {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // The agent as the `triad` user, a member of the server's group: the datadir is
+            // not writable (no temporary file, no chown) but grastate.dat is (mode 0660).
+            let _ = std::fs::remove_file(&tmp);
+            rewrite_in_place(&path, &out).map_err(read_err)?;
+        }
+        Err(source) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(read_err(source));
+        }
+    }
     Ok(true)
+}
+
+/// Rewrites `path` in place with `text` and syncs it: one `write` of a file of a few hundred
+/// bytes (a block), for an agent that may write the file but not its directory. The owner
+/// and mode stay as they are.
+fn rewrite_in_place(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 #[cfg(test)]
@@ -266,6 +288,27 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         crate::probe::fixture("galera", name)
+    }
+
+    /// The path an agent without write access to the datadir takes (it is in the server's
+    /// group): the file's text changes, its inode, owner and mode do not.
+    #[test]
+    fn in_place_rewrite_keeps_the_file() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(GRASTATE_FILE);
+        std::fs::write(&path, fixture("grastate_killed_single_node.dat")).expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+            .expect("chmod");
+        let before = std::fs::metadata(&path).expect("meta");
+        let text = fixture("grastate_clean_stop.dat");
+        rewrite_in_place(&path, &text).expect("rewrite");
+        let after = std::fs::metadata(&path).expect("meta");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+        assert_eq!(
+            (before.ino(), before.mode(), before.uid()),
+            (after.ino(), after.mode(), after.uid())
+        );
     }
 
     fn parse(text: &str) -> Result<Grastate, GrastateError> {

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::grastate::{parse_seqno, parse_state_uuid, NIL_UUID};
+use crate::helper_unit::{HelperError, HelperUnit};
 
 /// The log line's marker, followed by `UUID:SEQNO`.
 pub const RECOVERED_MARKER: &str = "WSREP: Recovered position:";
@@ -192,6 +193,10 @@ pub struct RecoverSpec {
     pub socket: Option<PathBuf>,
     /// Deadline for the whole run; past it mariadbd is killed.
     pub timeout: Duration,
+    /// Run recovery by starting this helper unit instead (an agent that is not root: the
+    /// package's `triad-wsrep-recover.service`), and read the log it leaves;
+    /// `mariadbd`, `defaults_file` and `user` are then the unit's.
+    pub unit: Option<HelperUnit>,
 }
 
 impl RecoverSpec {
@@ -204,6 +209,7 @@ impl RecoverSpec {
             pidfile: None,
             socket: None,
             timeout: Duration::from_secs(60),
+            unit: None,
         }
     }
 }
@@ -250,6 +256,9 @@ pub enum RecoverError {
     /// mariadbd exited normally but its log has no usable position.
     #[error(transparent)]
     Log(#[from] RecoverLogError),
+    /// The helper unit did not run, or failed (its log, if any, is in the error).
+    #[error("--wsrep-recover by helper unit: {0}; its last lines:\n{tail}", tail = tail(.0.output()))]
+    Helper(#[from] HelperError),
 }
 
 /// How many times (at most) [`recover_log`] looks for a running mariadbd before it refuses,
@@ -271,6 +280,9 @@ pub async fn recover_log(spec: &RecoverSpec) -> Result<String, RecoverError> {
             return Err(RecoverError::Running { evidence });
         }
         tokio::time::sleep(RUNNING_LOOK_EVERY).await;
+    }
+    if let Some(unit) = &spec.unit {
+        return Ok(unit.run(spec.timeout, true).await?);
     }
     let mut cmd = tokio::process::Command::new(&spec.mariadbd);
     // --defaults-file must come first; the log goes to stderr whatever the file says.
