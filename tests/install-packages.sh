@@ -11,12 +11,23 @@ install_schemathesis() {
   echo "install-packages: installing schemathesis $SCHEMATHESIS (pip)"
   python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS"
 }
+CARGO_DEB=3.8.0
+install_cargo_deb() {
+  if cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB"; then
+    return
+  fi
+  echo "install-packages: installing cargo-deb $CARGO_DEB (cargo install, ~1 min)"
+  cargo install --quiet --locked --version "$CARGO_DEB" cargo-deb
+}
+# polkitd: the package depends on it (its rule); nodejs: evaluates that rule in a test.
 PACKAGES=(
   mariadb-server galera-4 mariadb-backup restic rsync socat lsof
   redis-server redis-sentinel haproxy php-fpm php8.2-mysql
   glusterfs-server glusterfs-client
   iproute2 nftables libfcgi-bin procps psmisc prometheus curl
+  polkitd
 )
+command -v node >/dev/null || PACKAGES+=(nodejs)
 if [ "$(id -u)" != 0 ]; then
   echo "install-packages: not root; cannot install ${PACKAGES[*]}" >&2
   exit 1
@@ -28,6 +39,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-packages: all ${#PACKAGES[@]} packages present"
   install_schemathesis
+  install_cargo_deb
   exit 0
 fi
 echo "install-packages: installing ${missing[*]}"
@@ -39,3 +51,4 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-packages: done in $(( $(date +%s) - start ))s"
 install_schemathesis
+install_cargo_deb
