@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints, unit and golden tests, the
-# seeded simulations, process-level tests of real agents, and (as root) the lab tests against
-# real services. This is the README's test command and what CI runs.
+# seeded simulations, process-level tests of real agents, (as root) the Debian package's
+# install and removal and the lab tests against real services, and a short fuzzing run. This
+# is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -19,6 +20,7 @@ fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path agent/fuzz/Cargo.toml -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -53,5 +55,8 @@ tests/package.sh target/debug/triad
 
 step "tests"
 cargo test --workspace --locked
+
+step "fuzz (20 s per target; agent/fuzz/run.sh 600 is the long run)"
+agent/fuzz/run.sh 20
 
 step "all checks passed"
