@@ -292,6 +292,7 @@ fn router_of(h: Arc<Handles>) -> Router {
         .merge(reads)
         .route("/live", get(live))
         .route("/ready", get(ready))
+        .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .route("/redis/master", get(redis_master))
         .route("/galera/synced", get(galera_synced))
@@ -407,6 +408,7 @@ pub async fn serve(
 enum RoleCheck {
     RedisMaster,
     GaleraWriter,
+    Health,
 }
 
 /// Largest request head the role-check path looks at; anything longer goes through hyper.
@@ -470,6 +472,7 @@ fn role_check(bytes: &[u8]) -> Option<(RoleCheck, usize, bool)> {
     let check = match req.path? {
         "/redis/master" => RoleCheck::RedisMaster,
         "/galera/writer" => RoleCheck::GaleraWriter,
+        "/health" => RoleCheck::Health,
         _ => return None,
     };
     let body = req.headers.iter().any(|h| {
@@ -507,6 +510,7 @@ async fn answer_role_check(
     let response = match check {
         RoleCheck::RedisMaster => redis_master(State(h.clone())).await,
         RoleCheck::GaleraWriter => galera_writer(State(h.clone())).await,
+        RoleCheck::Health => health(State(h.clone())).await,
     };
     let bytes = role_check_response(response, http10).await;
     let _ = stream.write_all(&bytes).await;
@@ -965,6 +969,49 @@ async fn ready(State(h): State<Arc<Handles>>) -> Response {
     }
 }
 
+/// `GET /health`: whether this agent can vouch for its node from current committed state, in
+/// Patroni's style, for the shop's load balancer: its event loop runs, it knows a leader, and
+/// a majority of agents renewed its lease (so what it has applied is current, and a node cut
+/// off from the majority, whose Redis is fenced, is taken out of rotation). 503 says which
+/// failed. The web tier's committed routing (issue 17) will add whether the node serves.
+async fn health(State(h): State<Arc<Handles>>) -> Response {
+    if !h.liveness.is_live() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: the event loop last ran {} ms ago",
+                h.liveness.since_last().as_millis()
+            ),
+        );
+    }
+    let core = h.status.borrow().clone();
+    let Some(leader) = core.raft.leader.filter(|_| core.storage_loaded) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy: no leader known (no quorum, or still starting)",
+        );
+    };
+    let c = &h.config.config;
+    let quorum = h.config.members.len() / 2 + 1;
+    let lease = h.transport.lease(c.failover.lease, quorum - 1);
+    if !crate::reconcile::usable_lease(lease.valid, lease.remaining, c.failover.action_timeout) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: no lease from a majority (fewer than {} peers answered within {:?}): \
+                 this node is cut off",
+                quorum - 1,
+                c.failover.lease
+            ),
+        );
+    }
+    (
+        StatusCode::OK,
+        format!("healthy: leader {leader}, in touch with a majority\n"),
+    )
+        .into_response()
+}
+
 async fn redis_master(State(h): State<Arc<Handles>>) -> Response {
     let core = h.status.borrow().clone();
     let c = &h.config.config;
@@ -1372,10 +1419,12 @@ mod tests {
         let haproxy = "GET /redis/master HTTP/1.0\r\n\r\n";
         let curl = "GET /galera/writer HTTP/1.1\r\nHost: db1\r\nConnection: close\r\n\r\n";
         let empty_body = "GET /galera/writer HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        let lb = "GET /health HTTP/1.1\r\nHost: 10.0.0.11\r\n\r\n";
         type Parsed = Option<(RoleCheck, usize, bool)>;
         let cases: &[(&str, Parsed)] = &[
             (haproxy, Some((RoleCheck::RedisMaster, haproxy.len(), true))),
             (curl, Some((RoleCheck::GaleraWriter, curl.len(), false))),
+            (lb, Some((RoleCheck::Health, lb.len(), false))),
             (
                 empty_body,
                 Some((RoleCheck::GaleraWriter, empty_body.len(), false)),

@@ -63,6 +63,17 @@ fn three_nodes_agree_on_one_leader_within_5s() {
     for n in NODES {
         let ready = cluster.get(n, "/ready").expect("GET /ready");
         assert_eq!(ready.status, 200, "node {n} /ready: {}", ready.body);
+        // The load balancer's check: a leader and a lease from a majority (pings renew it
+        // within a few hundred milliseconds of agreement).
+        wait_for("/health to answer 200", SETTLE, || {
+            let r = cluster.get(n, "/health").map_err(|e| format!("{e:#}"))?;
+            if r.status == 200 && r.body.starts_with("healthy: leader n") {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        })
+        .expect("/health 200");
     }
     assert_eq!(cluster.running().expect("running"), NODES.to_vec());
     eprintln!("leader n{} term {} after {took:?}", leader.id, leader.term);
@@ -837,6 +848,16 @@ fn api_rejects_bad_requests() {
     for k in others(n) {
         cluster.kill9(k).expect("kill -9");
     }
+    // The load balancer's check fails once the lease from the majority runs out.
+    wait_for("/health to answer 503 when cut off", SETTLE, || {
+        let r = cluster.get(n, "/health").map_err(|e| format!("{e:#}"))?;
+        if r.status == 503 && r.body.contains("unhealthy") {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    })
+    .expect("/health 503");
     wait_for("/ready to answer 503 without a leader", SETTLE, || {
         let r = cluster.get(n, "/ready").map_err(|e| format!("{e:#}"))?;
         if r.status == 503 {
@@ -1577,7 +1598,13 @@ fn read_and_admin_tokens_have_their_scopes() {
         );
         assert_eq!(get(3, path, None).status, 401, "{path} on n3");
     }
-    for path in ["/live", "/ready", "/redis/master", "/galera/writer"] {
+    for path in [
+        "/live",
+        "/ready",
+        "/health",
+        "/redis/master",
+        "/galera/writer",
+    ] {
         let r = get(1, path, None);
         assert!(
             r.status != 401 && r.status != 403,
