@@ -380,18 +380,12 @@ fn check_config(file: &Path, json: bool) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    let format = match format {
+        LogFormat::Text => crate::logging::Format::Text,
+        LogFormat::Json => crate::logging::Format::Json,
+    };
+    crate::logging::init(format, level);
 }
 
 fn run(path: &Path, data_dir: Option<&Path>, log_format: LogFormat) -> ExitCode {
@@ -402,7 +396,7 @@ fn run(path: &Path, data_dir: Option<&Path>, log_format: LogFormat) -> ExitCode 
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(log_format);
+    init_logging(log_format, cfg.config.log.level.as_deref());
     // One thread runs every task (the event loop, the transport, probes, reconcilers, the
     // API): the agent's work is many tiny events, and handing them between worker threads
     // cost a third more wake-ups than the work itself. Blocking work stays off it

@@ -90,6 +90,20 @@ pub struct Config {
     /// Mutual TLS between agents (on by default; see [`TlsSection`]).
     #[serde(default)]
     pub tls: TlsSection,
+    /// The agent's log (see [`LogSection`]).
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: the agent's log output (stderr, which journald keeps).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// The filter, in `tracing`'s directive syntax: `info`, or `warn,triad::raft=debug` for
+    /// one module's detail. A reload (`systemctl reload triad`) applies a new value. Default:
+    /// `TRIAD_LOG` from the environment, else `info`.
+    #[serde(default)]
+    pub level: Option<String>,
 }
 
 /// `[node]`: who this agent is and where it keeps its state.
@@ -1589,6 +1603,9 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
         }
     }
     validate_haproxy(path, &config)?;
+    if let Some(level) = &config.log.level {
+        crate::logging::parse_level(level).map_err(|message| invalid("log.level", message))?;
+    }
     validate_services(path, &config)?;
     validate_galera(path, &config)?;
     backup::validate(path, &config)?;
@@ -3404,6 +3421,16 @@ redis = "redis-server.service"
                 "galera.keepalive_period",
             ),
             ("[galera]\n", "[galera]\nbogus = 1\n", "bogus"),
+            (
+                "[galera]\n",
+                "[galera]\nrecover_unit = \"-x.service\"\n",
+                "galera.recover_unit",
+            ),
+            (
+                "[galera]\n",
+                "[log]\nlevel = \"triad=loud\"\n[galera]\n",
+                "log.level",
+            ),
             (
                 "[galera]\n",
                 "[services]\ncontrol = \"none\"\n[galera]\n",

@@ -30,6 +30,7 @@ pub mod health;
 pub mod helper_unit;
 pub mod ids;
 pub mod local;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod observation;

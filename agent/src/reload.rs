@@ -12,8 +12,10 @@
 //! rotation never drops the quorum (see the README). Each outcome is logged and counted in
 //! `triad_config_reloads_total{result}` (`ok`, `refused`, `error`).
 //!
-//! Caveats: `node.data_dir` is not compared (`--data-dir` may override it); probe timings and
-//! the log filter (`TRIAD_LOG`, an environment variable) need a restart.
+//! The log filter (`log.level`) is reloadable too; removing it keeps the running filter.
+//!
+//! Caveats: `node.data_dir` is not compared (`--data-dir` may override it); probe timings
+//! need a restart.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,7 +31,8 @@ use crate::raft::transport::Transport;
 pub type TokenCell = Arc<RwLock<Option<Arc<str>>>>;
 
 /// Keys a reload may change.
-pub const RELOADABLE: [&str; 5] = [
+pub const RELOADABLE: [&str; 6] = [
+    "log.level",
     "api.token_file",
     "api.read_token_file",
     "tls.ca_file",
@@ -140,6 +143,12 @@ pub fn reload(
     if let Some(tls) = tls {
         targets.transport.set_tls(Arc::new(tls));
         applied.push("peer certificates (for new connections)");
+    }
+    if let Some(level) = &new.config.log.level {
+        // Validated with the config; a process without a subscriber (tests) has none to set.
+        if crate::logging::set_level(level).is_ok() {
+            applied.push("log level");
+        }
     }
     Ok((new, applied.join(", ")))
 }

@@ -1361,6 +1361,47 @@ fn a_node_with_other_safety_timings_is_refused_and_named() {
     assert!(more <= 6.0, "n1 refused n3 {more} times in 4 s");
 }
 
+/// #16: `log.level` sets the agent's filter, and a reload replaces it: node 1 starts at
+/// `warn` (no INFO line while its peers log theirs), then a reload to `debug` brings DEBUG
+/// lines, without a restart.
+#[test]
+fn the_log_level_comes_from_the_config_and_a_reload_changes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = |level: &str| {
+        let level = level.to_string();
+        write_config(dir.path(), 1, move |t| {
+            format!("{t}\n[log]\nlevel = \"{level}\"\n")
+        })
+        .expect("config")
+    };
+    let config = at("warn");
+    let cluster = LocalCluster::builder()
+        .config(1, &config)
+        .start()
+        .expect("start the local cluster");
+    wait_for("one leader", SETTLE, || cluster.agreed_leader(&NODES)).expect("leader");
+    let pid = cluster.pid(1).expect("pid");
+    let log = cluster.log(1).expect("log");
+    assert!(!log.contains(" INFO "), "n1 at warn logged INFO:\n{log}");
+    assert!(
+        cluster.log(2).expect("log").contains(" INFO "),
+        "n2 logs INFO"
+    );
+    assert_eq!(at("debug"), config, "the same file, rewritten");
+    sighup(&cluster, 1);
+    reloads(&cluster, 1, "ok", 1.0);
+    wait_for("n1 to log at debug", SETTLE, || {
+        let log = cluster.log(1).map_err(|e| format!("{e:#}"))?;
+        if log.contains(" DEBUG ") {
+            Ok(())
+        } else {
+            Err("no DEBUG line yet".to_string())
+        }
+    })
+    .expect("DEBUG lines after the reload");
+    assert_eq!(cluster.pid(1).expect("pid"), pid, "no restart");
+}
+
 fn sighup(cluster: &LocalCluster, n: u64) {
     let pid = cluster.pid(n).expect("pid").expect("running");
     // SAFETY: kill(2) with a pid this test's cluster started.
