@@ -6,6 +6,13 @@
 //! - `GET /live`: 200 while the event loop ran within 6 Raft tick intervals (3 of its ticker's
 //!   wake-ups), else 503.
 //! - `GET /ready`: 200 once storage is loaded and a leader is known, else 503.
+//! - `GET /health`: the shop load balancer's check (Patroni's style): 200 while the loop runs,
+//!   a leader is known and a majority renews this agent's lease, else 503 saying which.
+//!
+//! With `[api] tls_cert_file` the listener speaks only TLS (server authentication; tokens
+//! authenticate clients). Its role-check path then reads the first bytes after the handshake
+//! instead of peeking them, and hands anything else to hyper with those bytes put back.
+//!
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /openapi.json`: the OpenAPI document of this API (open).
 //! - `GET /redis/master`: 200 when this node's Redis may take writes (committed master, not
@@ -86,6 +93,9 @@ pub enum ApiError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `[api] tls_cert_file` / `tls_key_file` do not load.
+    #[error(transparent)]
+    Tls(#[from] crate::config::ConfigError),
 }
 
 /// A member as shown in status.
@@ -373,6 +383,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, ApiError> {
     let addr = h.config.api_listen;
+    let tls = crate::config::api_tls(&h.config.file, &h.config.config.api)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ApiError::Bind { addr, source })?;
@@ -387,9 +398,20 @@ pub async fn serve(
                 a = listener.accept() => a,
             };
             match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, h.clone(), app.clone(), shutdown.clone()));
-                }
+                Ok((stream, _)) => match &tls {
+                    None => {
+                        tokio::spawn(connection(stream, h.clone(), app.clone(), shutdown.clone()));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(tls_connection(
+                            stream,
+                            acceptor.clone(),
+                            h.clone(),
+                            app.clone(),
+                            shutdown.clone(),
+                        ));
+                    }
+                },
                 Err(err) => {
                     // Out of descriptors, mostly: wait a little instead of spinning.
                     tracing::warn!(%err, "API: accepting a connection failed");
@@ -437,6 +459,14 @@ async fn connection(
         answer_role_check(stream, &h, check, len, http10).await;
         return;
     }
+    serve_http(stream, app, shutdown).await;
+}
+
+/// Serves one connection with hyper (HTTP/1.1, keep-alive) until it ends or `shutdown`.
+async fn serve_http<S>(stream: S, app: Router, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper_util::service::TowerToHyperService::new(app);
     // Boxed: the role checks' tasks need not carry hyper's connection state.
     let mut conn = Box::pin(
@@ -453,6 +483,113 @@ async fn connection(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// How long a TLS client has for its handshake and first request bytes.
+const TLS_FIRST_BYTES: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one API connection over TLS (`[api] tls_cert_file`): the handshake, then the same
+/// split as [`connection`]: a whole role check in the first read is answered at once, and
+/// anything else goes to hyper with those bytes put back in front of the stream.
+async fn tls_connection(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    h: Arc<Handles>,
+    app: Router,
+    shutdown: CancellationToken,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.set_nodelay(true);
+    let remote = stream.peer_addr().ok();
+    let first = async {
+        let mut tls = acceptor.accept(stream).await?;
+        let mut head = vec![0u8; ROLE_CHECK_HEAD];
+        let n = tls.read(&mut head).await?;
+        head.truncate(n);
+        Ok::<_, std::io::Error>((tls, head))
+    };
+    let (mut tls, head) = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(TLS_FIRST_BYTES, first) => match r {
+            Ok(Ok(x)) => x,
+            Ok(Err(err)) => {
+                tracing::debug!(?remote, %err, "API: TLS handshake or first read failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(?remote, "API: no TLS request within {TLS_FIRST_BYTES:?}");
+                return;
+            }
+        },
+    };
+    if head.is_empty() {
+        return;
+    }
+    if let Some((check, _, http10)) = role_check(&head) {
+        let bytes = role_check_response(role_check_answer(&h, check).await, http10).await;
+        let _ = tls.write_all(&bytes).await;
+        let _ = tls.shutdown().await;
+        return;
+    }
+    serve_http(Prefixed::new(head, tls), app, shutdown).await;
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = (self.prefix.len() - self.at).min(buf.remaining());
+            let from = self.at;
+            buf.put_slice(&self.prefix[from..from + n]);
+            self.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -507,14 +644,18 @@ async fn answer_role_check(
     if stream.read_exact(&mut request[..len]).await.is_err() {
         return;
     }
-    let response = match check {
+    let bytes = role_check_response(role_check_answer(h, check).await, http10).await;
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The route's own answer to a role check.
+async fn role_check_answer(h: &Arc<Handles>, check: RoleCheck) -> Response {
+    match check {
         RoleCheck::RedisMaster => redis_master(State(h.clone())).await,
         RoleCheck::GaleraWriter => galera_writer(State(h.clone())).await,
         RoleCheck::Health => health(State(h.clone())).await,
-    };
-    let bytes = role_check_response(response, http10).await;
-    let _ = stream.write_all(&bytes).await;
-    let _ = stream.shutdown().await;
+    }
 }
 
 /// The HTTP/1.x bytes of a handler's response, with `Connection: close`.

@@ -217,6 +217,10 @@ struct Target {
     /// api.read_token_file, else its api.token_file).
     #[arg(long, env = "TRIAD_READ_TOKEN_FILE")]
     read_token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https API (default: the config's
+    /// api.tls_ca_file).
+    #[arg(long, env = "TRIAD_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -515,7 +519,14 @@ fn base_url(target: &Target) -> Result<String, Failure> {
     let raw = match &target.api {
         Some(a) => a.clone(),
         None => match config_file(target)? {
-            Some(c) => c.api.listen.replace("0.0.0.0", "127.0.0.1"),
+            Some(c) => {
+                let listen = c.api.listen.replace("0.0.0.0", "127.0.0.1");
+                if c.api.tls_cert_file.is_some() {
+                    format!("https://{listen}")
+                } else {
+                    listen
+                }
+            }
             None => DEFAULT_API.to_string(),
         },
     };
@@ -527,15 +538,37 @@ fn base_url(target: &Target) -> Result<String, Failure> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-fn http() -> Result<reqwest::Client, Failure> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| Failure {
-            code: EXIT_SOFTWARE,
-            message: format!("cannot build HTTP client: {e}"),
-        })
+fn http(target: &Target) -> Result<reqwest::Client, Failure> {
+    client_with(target, Duration::from_secs(10))
+}
+
+/// An HTTP client with this timeout that trusts the CA for an https API: `--ca-file`, else
+/// the config's `api.tls_ca_file` (none: no https API can be verified).
+fn client_with(target: &Target, timeout: Duration) -> Result<reqwest::Client, Failure> {
+    let ca = match &target.ca_file {
+        Some(f) => Some(f.clone()),
+        None => config_file(target)?.and_then(|c| c.api.tls_ca_file),
+    };
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(&ca).map_err(|e| Failure {
+            code: EXIT_USAGE,
+            message: format!("cannot read the CA file {}: {e}", ca.display()),
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Failure {
+            code: EXIT_USAGE,
+            message: format!("{}: not PEM certificates ({e})", ca.display()),
+        })?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| Failure {
+        code: EXIT_SOFTWARE,
+        message: format!("cannot build HTTP client: {e}"),
+    })
 }
 
 fn unreachable(url: &str, e: &reqwest::Error) -> Failure {
@@ -608,7 +641,7 @@ async fn status(target: &Target, json: bool) -> Result<(), Failure> {
     let base = base_url(target)?;
     let token = read_token_for(target)?;
     let token = token.as_deref();
-    let client = http()?;
+    let client = http(target)?;
     if json {
         let url = format!("{base}/v1/status");
         let resp = get_with(&client, &url, token)
@@ -628,17 +661,13 @@ async fn status(target: &Target, json: bool) -> Result<(), Failure> {
     }
     let s = fetch_status(&client, &base, token).await?;
     // Ask every other member for its own role; an unreachable one shows as such.
-    let quick = reqwest::Client::builder()
-        .timeout(Duration::from_millis(1500))
-        .build()
-        .map_err(|e| Failure {
-            code: EXIT_SOFTWARE,
-            message: format!("cannot build HTTP client: {e}"),
-        })?;
+    let quick = client_with(target, Duration::from_millis(1500))?;
+    // The other agents speak what this one speaks.
+    let scheme = base.split_once("://").map_or("http", |(s, _)| s);
     let others = futures::future::join_all(s.members.iter().map(|m| {
         let quick = quick.clone();
         let is_self = m.is_self;
-        let url = format!("http://{}", m.api_addr);
+        let url = format!("{scheme}://{}", m.api_addr);
         async move {
             if is_self {
                 None
@@ -968,7 +997,7 @@ async fn post_json(
 ) -> Result<serde_json::Value, Failure> {
     let token = token_for(target, token_file)?;
     let url = format!("{}{path}", base_url(target)?);
-    let resp = http()?
+    let resp = http(target)?
         .post(&url)
         .bearer_auth(token)
         .timeout(timeout)
@@ -1140,7 +1169,7 @@ async fn maintenance(
 async fn get_json(target: &Target, path: &str) -> Result<(String, serde_json::Value), Failure> {
     let url = format!("{}{path}", base_url(target)?);
     let token = read_token_for(target)?;
-    let resp = get_with(&http()?, &url, token.as_deref())
+    let resp = get_with(&http(target)?, &url, token.as_deref())
         .send()
         .await
         .map_err(|e| unreachable(&url, &e))?;

@@ -361,6 +361,18 @@ pub struct ApiSection {
     /// (`token_file`) opens them too. Same rules as `token_file`.
     #[serde(default)]
     pub read_token_file: Option<PathBuf>,
+    /// Serve the API over TLS with this certificate chain (PEM; the operator's, naming the
+    /// addresses clients use). With `tls_key_file`; both or neither. Default none: plain
+    /// HTTP. HAProxy checks it with `check-ssl` (`ca-file` or `verify none`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The API certificate's private key (PEM, mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA that signed `tls_cert_file`, for the `triad` CLI on this node (it then speaks
+    /// https to `listen` and trusts this CA). Default none: the CLI needs `--ca-file`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Leave the read endpoints open without a token (as before tokens had scopes). Default
     /// `false`: reads need the read or the admin token. `/live`, `/ready` and the role checks
     /// (`/redis/master`, `/galera/writer`) are always open: HAProxy and systemd use them.
@@ -1103,6 +1115,50 @@ fn default_mariadbd() -> PathBuf {
 fn default_defaults_file() -> PathBuf {
     PathBuf::from("/etc/mysql/my.cnf")
 }
+/// The API's TLS acceptor (`None`: plain HTTP), from `[api] tls_cert_file` and
+/// `tls_key_file`; the error names the key and says what to do.
+pub fn api_tls(
+    path: &Path,
+    api: &ApiSection,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    match (&api.tls_cert_file, &api.tls_key_file) {
+        (None, None) => {
+            if api.tls_ca_file.is_some() {
+                return Err(invalid(
+                    "api.tls_ca_file",
+                    "set only with api.tls_cert_file and api.tls_key_file".into(),
+                ));
+            }
+            Ok(None)
+        }
+        (Some(_), None) => Err(invalid(
+            "api.tls_key_file",
+            "api.tls_cert_file needs its key: set both, or neither for plain HTTP".into(),
+        )),
+        (None, Some(_)) => Err(invalid(
+            "api.tls_cert_file",
+            "api.tls_key_file needs its certificate: set both, or neither for plain HTTP".into(),
+        )),
+        (Some(cert), Some(key)) => crate::tls::api_acceptor(cert, key).map(Some).map_err(|e| {
+            let which = match &e {
+                crate::tls::TlsError::Io { path, .. }
+                | crate::tls::TlsError::Content { path, .. }
+                    if path == key =>
+                {
+                    "api.tls_key_file"
+                }
+                _ => "api.tls_cert_file",
+            };
+            invalid(which, e.to_string())
+        }),
+    }
+}
+
 /// A unit name reaches systemctl's command line: no option, no glob, nothing but the
 /// characters systemd allows in unit names.
 fn check_unit_name(path: &Path, key: &str, unit: &str, example: &str) -> Result<(), ConfigError> {
@@ -1355,6 +1411,9 @@ pub fn read(path: &Path) -> Result<Config, ConfigError> {
     };
     fix_opt(&mut config.api.token_file);
     fix_opt(&mut config.api.read_token_file);
+    fix_opt(&mut config.api.tls_cert_file);
+    fix_opt(&mut config.api.tls_key_file);
+    fix_opt(&mut config.api.tls_ca_file);
     if let Some(r) = config.redis.as_mut() {
         fix_opt(&mut r.password_file);
     }
@@ -1507,6 +1566,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     if let Some(token_file) = &config.api.read_token_file {
         check_secret_file(path, token_file, "api.read_token_file")?;
     }
+    api_tls(path, &config.api)?;
     for (key, value) in [
         ("api.mutation_burst", config.api.mutation_burst),
         ("api.auth_failure_burst", config.api.auth_failure_burst),
@@ -2588,6 +2648,22 @@ tick_interval = "20ms"
         let cases: &[(&str, &str, &[&str])] = &[
             ("id = 2", "id = 9", &["node.id", "not among [[peers]]"]),
             ("id = 2", "id = 0", &["node.id", "positive"]),
+            (
+                "listen = \"127.0.0.1:7102\"",
+                "listen = \"127.0.0.1:7102\"\ntls_cert_file = \"api.crt\"",
+                &["api.tls_key_file", "set both, or neither"],
+            ),
+            (
+                "listen = \"127.0.0.1:7102\"",
+                "listen = \"127.0.0.1:7102\"\ntls_ca_file = \"ca.crt\"",
+                &["api.tls_ca_file", "only with api.tls_cert_file"],
+            ),
+            (
+                "listen = \"127.0.0.1:7102\"",
+                "listen = \"127.0.0.1:7102\"\ntls_cert_file = \"/nonexistent/api.crt\"\n\
+                 tls_key_file = \"/nonexistent/api.key\"",
+                &["api.tls_cert_file", "/nonexistent/api.crt"],
+            ),
             ("[raft]", "[raft]\nbogus = 1", &["unknown field", "bogus"]),
             (
                 "tick_interval = \"20ms\"",

@@ -257,6 +257,28 @@ impl PeerTls {
     }
 }
 
+/// The HTTP API's TLS (`[api] tls_cert_file`, `tls_key_file`): server authentication only
+/// (clients are authenticated by their bearer tokens), TLS 1.2 and 1.3 for the API's varied
+/// clients (HAProxy's checks, Prometheus, curl), ALPN `http/1.1` and `http/1.0`. The certificate is the
+/// operator's, for the names and addresses clients use.
+pub fn api_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let chain = read_certs(cert, "API certificate chain")?;
+    let key_der = read_key(key)?;
+    let mut server = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crypto("TLS versions")(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::Content {
+            path: key.to_path_buf(),
+            detail: format!("does not go with {}: {e}", cert.display()),
+        })?;
+    // Both: rustls ends a handshake whose client offers ALPN with no protocol in common
+    // (curl --http1.0 offers only http/1.0).
+    server.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
 /// Verifies this node's own certificate as a peer would; the error says what to do.
 fn check_own(
     roots: &Arc<RootCertStore>,

@@ -459,6 +459,11 @@ pub struct Http {
 impl Http {
     /// Builds the runtime and the client (connect timeout 1 s; no proxy).
     pub fn new() -> Result<Self> {
+        Self::trusting(None)
+    }
+
+    /// [`Http::new`], also trusting the CA in `ca` (PEM) for https.
+    pub fn trusting(ca: Option<&Path>) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -466,11 +471,18 @@ impl Http {
             .context("cannot start a tokio runtime for HTTP")?;
         let client = {
             let _enter = rt.enter();
-            reqwest::Client::builder()
+            let mut b = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(1))
-                .no_proxy()
-                .build()
-                .context("cannot build the HTTP client")?
+                .no_proxy();
+            if let Some(ca) = ca {
+                let pem = std::fs::read(ca).with_context(|| format!("{}", ca.display()))?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                    .with_context(|| format!("{}: not PEM certificates", ca.display()))?
+                {
+                    b = b.add_root_certificate(cert);
+                }
+            }
+            b.build().context("cannot build the HTTP client")?
         };
         Ok(Http { client, rt })
     }
@@ -602,6 +614,8 @@ struct NodeSlot {
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Its API speaks TLS (its config sets `tls_cert_file`).
+    https: bool,
 }
 
 /// Builder for a [`LocalCluster`] with another binary or per-node configs.
@@ -609,6 +623,7 @@ struct NodeSlot {
 pub struct LocalClusterBuilder {
     bin: Option<PathBuf>,
     configs: BTreeMap<u64, PathBuf>,
+    api_ca: Option<PathBuf>,
 }
 
 impl LocalClusterBuilder {
@@ -622,6 +637,12 @@ impl LocalClusterBuilder {
     /// node's id and addresses; see [`write_config`].
     pub fn config(mut self, n: u64, config: impl Into<PathBuf>) -> Self {
         self.configs.insert(n, config.into());
+        self
+    }
+
+    /// Trusts the CA in `ca` (PEM) for the nodes whose config serves the API over TLS.
+    pub fn api_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.api_ca = Some(ca.into());
         self
     }
 
@@ -647,18 +668,26 @@ impl LocalClusterBuilder {
             .context("cannot create a temporary directory for the cluster")?;
         let nodes = NODES
             .iter()
-            .map(|&n| NodeSlot {
-                config: self.configs.remove(&n).unwrap_or_else(|| local_config(n)),
-                data_dir: dir.path().join(format!("n{n}")),
-                log: dir.path().join(format!("node{n}.log")),
-                child: None,
-                starts: 0,
+            .map(|&n| {
+                let config = self.configs.remove(&n).unwrap_or_else(|| local_config(n));
+                let https = std::fs::read_to_string(&config).is_ok_and(|t| {
+                    t.lines()
+                        .any(|l| l.trim_start().starts_with("tls_cert_file"))
+                });
+                NodeSlot {
+                    config,
+                    data_dir: dir.path().join(format!("n{n}")),
+                    log: dir.path().join(format!("node{n}.log")),
+                    child: None,
+                    starts: 0,
+                    https,
+                }
             })
             .collect();
         let mut cluster = LocalCluster {
             bin,
             nodes,
-            http: Http::new()?,
+            http: Http::trusting(self.api_ca.as_deref())?,
             token: read_token()?,
             started_at: Instant::now(),
             dir: Some(dir),
@@ -875,7 +904,7 @@ impl LocalCluster {
     }
 
     fn wait_live(&mut self, n: u64, timeout: Duration) -> Result<()> {
-        let url = format!("{}/live", api_url(n));
+        let url = format!("{}/live", self.base(n)?);
         let start = Instant::now();
         loop {
             if let Some(status) = self.exit_status(n)? {
@@ -974,10 +1003,20 @@ impl LocalCluster {
         self.wait_live(n, START_TIMEOUT)
     }
 
+    /// Node `n`'s API base URL: [`api_url`], in https when its config serves TLS.
+    pub fn base(&self, n: u64) -> Result<String> {
+        let url = api_url(n);
+        Ok(if self.slot(n)?.https {
+            url.replacen("http://", "https://", 1)
+        } else {
+            url
+        })
+    }
+
     /// `GET <path>` on node `n`'s API, with the cluster's admin token (reads need a token).
     pub fn get(&self, n: u64, path: &str) -> Result<Reply> {
         self.slot(n)?;
-        let url = format!("{}{path}", api_url(n));
+        let url = format!("{}{path}", self.base(n)?);
         self.http.send(
             self.http
                 .client()
@@ -990,14 +1029,14 @@ impl LocalCluster {
     /// `GET <path>` on node `n`'s API without a token.
     pub fn get_anonymous(&self, n: u64, path: &str) -> Result<Reply> {
         self.slot(n)?;
-        self.http.get(&format!("{}{path}", api_url(n)))
+        self.http.get(&format!("{}{path}", self.base(n)?))
     }
 
     /// `POST <path>` on node `n`'s API with a raw body and an optional bearer token.
     pub fn post(&self, n: u64, path: &str, bearer: Option<&str>, body: &[u8]) -> Result<Reply> {
         self.slot(n)?;
         self.http
-            .post(&format!("{}{path}", api_url(n)), bearer, body.to_vec())
+            .post(&format!("{}{path}", self.base(n)?), bearer, body.to_vec())
     }
 
     /// `POST /v1/maintenance {"enabled", "reason"}` on node `n` with the cluster's token.

@@ -11,9 +11,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use triad_tests::{
-    api_url, ensure_local_pki, metric_sum, promtool_check_metrics, raft_addr, remove_key,
-    token_path, triad_bin, triad_command, wait_for, write_config, LocalCluster, LOCAL_CLUSTER,
-    NODES,
+    api_url, ensure_local_pki, metric_sum, promtool_check_metrics, raft_addr, read_token,
+    remove_key, token_path, triad_bin, triad_command, wait_for, write_config, LocalCluster,
+    LOCAL_CLUSTER, NODES,
 };
 
 /// Generous bound for things the issue puts no number on (catch-up, metrics, CLI effects).
@@ -1400,6 +1400,125 @@ fn the_log_level_comes_from_the_config_and_a_reload_changes_it() {
     })
     .expect("DEBUG lines after the reload");
     assert_eq!(cluster.pid(1).expect("pid"), pid, "no restart");
+}
+
+/// Runs `curl` with `args`; returns (exit code, HTTP status or 0, body).
+fn curl(args: &[&str]) -> (i32, u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// #16: the API over TLS (`[api] tls_cert_file`, `tls_key_file`, with the operator's own CA,
+/// made here by openssl): the load balancer's and HAProxy's checks (the role-check path,
+/// HTTP/1.0 and 1.1), a read with keep-alive through hyper, and the CLI (https from the
+/// config, trusting `api.tls_ca_file`) all work; plain HTTP and a client without the CA are
+/// refused.
+#[test]
+fn the_api_serves_tls_to_checks_reads_and_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let made = std::process::Command::new("sh")
+        .current_dir(d)
+        .args([
+            "-c",
+            "set -e
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+               -keyout ca.key -out ca.crt -days 2 -subj /CN=test-api-ca 2>/dev/null
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+               -keyout api.key -out api.csr -subj /CN=127.0.0.1 2>/dev/null
+             printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext
+             openssl x509 -req -in api.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+               -out api.crt -days 2 -extfile ext 2>/dev/null
+             chmod 600 api.key",
+        ])
+        .status()
+        .expect("openssl");
+    assert!(
+        made.success(),
+        "openssl could not make the test certificates"
+    );
+    let config = write_config(d, 1, |t| {
+        t.replacen(
+            "[api]\n",
+            &format!(
+                "[api]\ntls_cert_file = \"{0}/api.crt\"\ntls_key_file = \"{0}/api.key\"\n\
+                 tls_ca_file = \"{0}/ca.crt\"\n",
+                d.display()
+            ),
+            1,
+        )
+    })
+    .expect("config");
+    let cluster = LocalCluster::builder()
+        .config(1, &config)
+        .api_ca(d.join("ca.crt"))
+        .start()
+        .expect("start the local cluster");
+    let ca = d.join("ca.crt").display().to_string();
+    let https = api_url(1).replace("http://", "https://");
+    let health = format!("{https}/health");
+    wait_for("/health over TLS", SETTLE, || {
+        let (rc, code, body) = curl(&["--cacert", &ca, &health]);
+        if code == 200 && body.starts_with("healthy") {
+            Ok(())
+        } else {
+            Err(format!("curl exit {rc}, {code} {body}"))
+        }
+    })
+    .expect("healthy over TLS");
+    // HAProxy's check: one HTTP/1.0 request, answered on the role-check path.
+    let (_, code, body) = curl(&[
+        "--http1.0",
+        "--cacert",
+        &ca,
+        &format!("{https}/redis/master"),
+    ]);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("[redis] is not configured"), "{body}");
+    // A read through hyper, two requests on one connection.
+    let token = format!("Authorization: Bearer {}", read_token().expect("token"));
+    let status = format!("{https}/v1/status");
+    let (rc, code, body) = curl(&["--cacert", &ca, "-H", &token, &status, &status]);
+    assert_eq!((rc, code), (0, 200), "{body}");
+    assert_eq!(body.matches("\"leader_id\"").count(), 2, "{body}");
+    // Plain HTTP on the TLS port, and a client that does not know the CA: refused.
+    let (_, code, _) = curl(&[&format!("{}/health", api_url(1))]);
+    assert_eq!(code, 0, "plain HTTP answered on the TLS port");
+    let (rc, _, _) = curl(&[&health]);
+    assert_ne!(rc, 0, "curl trusted the API without its CA");
+    // The CLI finds https and the CA in the config.
+    let out = cluster
+        .triad()
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .expect("triad status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("leader"), "{text}");
+    let out = cluster
+        .triad()
+        .args(["status", "--api", &https])
+        .output()
+        .expect("triad status");
+    assert!(
+        !out.status.success(),
+        "the CLI trusted the API without its CA"
+    );
 }
 
 fn sighup(cluster: &LocalCluster, n: u64) {
