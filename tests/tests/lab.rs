@@ -2845,6 +2845,102 @@ fn galera_switchover_name(case: &str) -> String {
 
 const TEARDOWN: &str = "zz_down_stops_everything_and_leaves_nothing";
 
+/// After every other case (failovers, switchovers, Galera recoveries, backups: the runs that
+/// handle the most secrets), before the teardown.
+const SECRETS: &str = "zy_no_secret_in_agent_logs_argv_environment_or_explanations";
+
+/// #16: the lab's secrets (the API token, the MySQL passwords, the restic password, the
+/// agents' private keys) appear in no agent's log, in no `/proc/PID/cmdline` or
+/// `/proc/PID/environ` of an agent or a process it started, and in no `triad check-config
+/// --json` explanation of an agent's config.
+fn no_secret_in_agent_logs_argv_environment_or_explanations(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(spec.secrets_dir())? {
+        let path = entry?.path();
+        if path.is_file() {
+            let value = secret(&path)?;
+            if value.len() >= 8 {
+                secrets.push((path.display().to_string(), value));
+            }
+        }
+    }
+    for entry in std::fs::read_dir(spec.secrets_dir().join("tls"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "key") {
+            for line in std::fs::read_to_string(&path)?.lines() {
+                if !line.starts_with("-----") && line.len() >= 16 {
+                    secrets.push((path.display().to_string(), line.to_string()));
+                }
+            }
+        }
+    }
+    ensure!(
+        secrets.len() >= 5,
+        "too few secrets found to check: {secrets:?}"
+    );
+    let mut places: Vec<(String, String)> = Vec::new();
+    let agents: Vec<i32> = spec
+        .nodes()
+        .into_iter()
+        .filter_map(|n| lab.proc(n, Service::Agent).ok().flatten().map(|p| p.pid))
+        .collect();
+    ensure!(
+        agents.len() == spec.nodes().len(),
+        "not every agent runs: {agents:?}"
+    );
+    // The agents and every process they started that runs now (and its children).
+    let mut pids = agents.clone();
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        for pid in lab::process::all_pids() {
+            if lab::process::proc_stat(pid).is_some_and(|st| st.ppid == parent)
+                && !pids.contains(&pid)
+            {
+                pids.push(pid);
+            }
+        }
+        i += 1;
+    }
+    for pid in &pids {
+        for what in ["cmdline", "environ"] {
+            let path = format!("/proc/{pid}/{what}");
+            if let Ok(bytes) = std::fs::read(&path) {
+                places.push((path, String::from_utf8_lossy(&bytes).replace('\0', " ")));
+            }
+        }
+    }
+    for n in spec.nodes() {
+        let log = spec.agent_log(n);
+        places.push((log.display().to_string(), std::fs::read_to_string(&log)?));
+        let out = Command::new(triad_tests::triad_bin()?)
+            .args(["check-config", "--json"])
+            .arg(spec.agent_config_path(n))
+            .output()?;
+        places.push((
+            format!("triad check-config --json (n{n})"),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+    }
+    let mut leaks = Vec::new();
+    for (place, text) in &places {
+        for (file, value) in &secrets {
+            if text.contains(value.as_str()) {
+                leaks.push(format!("{place} holds the secret from {file}"));
+            }
+        }
+    }
+    ensure!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    eprintln!(
+        "{} secrets, {} places ({} processes), no leak",
+        secrets.len(),
+        places.len(),
+        pids.len()
+    );
+    Ok(())
+}
+
 /// The Galera recovery cases run after the other faults (they take the longest, and some take
 /// every mariadbd down), under `lab::galera::` so that `-- lab::galera::` selects them.
 fn galera_name(case: &str) -> String {
@@ -2864,6 +2960,7 @@ fn trial_names() -> Vec<String> {
                 .map(|(n, _)| galera_switchover_name(n)),
         )
         .chain(BACKUP.iter().map(|(n, _)| backup_name(n)))
+        .chain(std::iter::once(SECRETS.to_string()))
         .chain(std::iter::once(TEARDOWN.to_string()))
         .collect()
 }
@@ -2923,6 +3020,10 @@ fn trials(shared: &Shared, reuse: bool) -> Vec<Trial> {
             move || galera_test(&s, f),
         ));
     }
+    let s = Arc::clone(shared);
+    out.push(Trial::test(format!("lab::{SECRETS}"), move || {
+        with_lab(&s, no_secret_in_agent_logs_argv_environment_or_explanations)
+    }));
     let s = Arc::clone(shared);
     out.push(Trial::ignorable_test(
         format!("lab::{TEARDOWN}"),
