@@ -28,7 +28,9 @@ if getent passwd triad >/dev/null; then
 fi
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+installed=0
+# A failed run purges what it installed, so that the next run starts clean.
+trap 'if [ "$installed" = 1 ]; then dpkg --purge triad >/dev/null 2>&1 || true; fi; rm -rf "$work"' EXIT
 mkdir -p "$work/target/release"
 cp "$binary" "$work/target/release/triad"
 CARGO_TARGET_DIR="$work/target" cargo deb -p triad --no-build --no-strip --fast \
@@ -36,6 +38,7 @@ CARGO_TARGET_DIR="$work/target" cargo deb -p triad --no-build --no-strip --fast 
 say "built $(du -h "$work/triad.deb" | cut -f1) package"
 files=$(dpkg-deb -c "$work/triad.deb" | awk '$1 !~ /^d/ { sub(/^\./, "", $6); print $6 }')
 
+installed=1
 dpkg -i "$work/triad.deb" >/dev/null
 say "installed"
 getent passwd triad | grep -q ":/var/lib/triad:/usr/sbin/nologin$" || fail "user triad: $(getent passwd triad)"
@@ -78,6 +81,9 @@ fi
 echo "$out" | grep -q "/etc/triad/token" || fail "the error does not name the token file: $out"
 chown triad /etc/triad/token
 
+# The installed agent under the unit's sandbox, emulated (see there).
+tests/sandbox.sh
+
 dpkg -r triad >/dev/null
 for f in $files; do [ ! -e "$f" ] || fail "$f is left after dpkg -r"; done
 if pgrep -u triad >/dev/null; then fail "a process of user triad runs after dpkg -r: $(pgrep -a -u triad)"; fi
@@ -86,6 +92,7 @@ getent passwd triad >/dev/null || fail "dpkg -r removed the user (purge does)"
 say "removed: no file, no process; user, config and state kept"
 
 dpkg --purge triad >/dev/null
+installed=0
 ! getent passwd triad >/dev/null || fail "user triad is left after purge"
 ! getent group triad >/dev/null || fail "group triad is left after purge"
 [ ! -e /var/lib/triad ] || fail "/var/lib/triad is left after purge"
