@@ -2551,7 +2551,6 @@ pub fn safety_timings_diff(
 /// readable by its owner only (mode 0600 or stricter; the error gives the `chmod`), holding one
 /// non-empty line. The secret itself never appears in errors.
 pub fn check_secret_file(config_file: &Path, path: &Path, key: &str) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt as _;
     let invalid = |message: String| ConfigError::Invalid {
         file: config_file.to_path_buf(),
         key: key.to_string(),
@@ -2566,13 +2565,8 @@ pub fn check_secret_file(config_file: &Path, path: &Path, key: &str) -> Result<(
                 path.display()
             ))
         })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(invalid(format!(
-            "{} holds a secret but is readable by group or others (mode {mode:o}); run \
-             `chmod 600 {0}` and make it owned by the agent's user",
-            path.display()
-        )));
+    if let Some(mode) = crate::secret::exposed_mode(&meta) {
+        return Err(invalid(crate::secret::exposed_problem(path, mode)));
     }
     read_secret(path, key).map(|_| ()).map_err(|e| match e {
         ConfigError::Invalid { message, .. } => invalid(format!("{}: {message}", path.display())),

@@ -10,7 +10,8 @@
 //!   (the cluster CA, node certificates and mutual TLS between agents), [`reload`] (SIGHUP:
 //!   token and certificates without a restart), [`ratelimit`] (token buckets of the API's
 //!   mutating endpoints), [`helper_unit`] (root-only commands as fixed oneshot systemd units
-//!   the unprivileged agent starts);
+//!   the unprivileged agent starts), [`secret`] (the owner-only rule for secret files),
+//!   [`logging`] (the log subscriber and its reloadable filter);
 //! - reconciliation: [`reconcile`] (drives the local Redis and HAProxy to the committed state
 //!   through the [`actuator`] traits);
 //! - wiring: [`driver`] (the clock-free core the agent and the simulation both step),
@@ -41,6 +42,7 @@ pub mod raft;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod reload;
+pub mod secret;
 pub mod status;
 pub mod switchover;
 pub mod tls;

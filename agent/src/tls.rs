@@ -152,14 +152,10 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, T
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = crate::secret::exposed_mode(&meta) {
         return Err(TlsError::Content {
             path: path.to_path_buf(),
-            detail: format!(
-                "a private key readable by others (mode {mode:o}); run `chmod 600 {}`",
-                path.display()
-            ),
+            detail: crate::secret::exposed_problem(path, mode),
         });
     }
     let bytes = std::fs::read(path).map_err(io(path))?;
