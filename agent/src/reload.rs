@@ -14,8 +14,11 @@
 //!
 //! The log filter (`log.level`) is reloadable too; removing it keeps the running filter.
 //!
-//! Caveats: `node.data_dir` is not compared (`--data-dir` may override it); probe timings
-//! need a restart.
+//! Caveats: `node.data_dir` is not compared (`--data-dir` may override it). Probe timings
+//! need a restart: they are read at start by more than the probe tasks (the Redis
+//! controller's failover settings take the Redis probe interval, the trackers their rise and
+//! fall, `GET /galera/synced` its freshness window from the MariaDB interval), and a reload
+//! that changed only some of them would leave the others judging by the old values.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
