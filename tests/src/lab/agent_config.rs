@@ -74,7 +74,10 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "ping_ticks = 4");
     // Probes at their defaults (1 s interval), as a production node would run them.
     let _ = writeln!(out);
+    // The agents authenticate as the shipped example's ACL user (configs::redis_conf).
     let _ = writeln!(out, "[redis]");
+    let _ = writeln!(out, "username = \"triad\"");
+    let _ = writeln!(out, "password_file = {:?}", p(&lab.redis_password_file()));
     let _ = writeln!(out);
     // Failover at its defaults; HAProxy's Redis backend driven by the agent.
     let _ = writeln!(out, "[failover]");

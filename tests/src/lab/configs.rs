@@ -38,6 +38,21 @@ pub struct Secrets {
     pub restic: String,
     /// The agents' API bearer token.
     pub api_token: String,
+    /// Password of the agents' Redis ACL user (`triad`).
+    pub redis: String,
+}
+
+/// The shipped Redis example: the lab's servers get its ACL user line, so the agents run with
+/// exactly the rights an operator gives them.
+const REDIS_EXAMPLE: &str = include_str!("../../../systemd/redis.conf.example");
+
+/// The example's `user triad ...` line, with `password` in place of its hash.
+pub fn triad_acl_line(password: &str) -> String {
+    REDIS_EXAMPLE
+        .lines()
+        .find(|l| l.starts_with("user triad "))
+        .map(|l| l.replace("#PASSWORD-SHA256", &format!(">{password}")))
+        .unwrap_or_else(|| "# systemd/redis.conf.example has no `user triad` line".into())
 }
 
 /// `my.cnf` of node `n` (server and client sections; pass it with `--defaults-file`).
@@ -119,7 +134,10 @@ pub fn bootstrap_sql(lab: &LabSpec, secrets: &Secrets) -> String {
 }
 
 /// `redis.conf` of node `n` (the same for every node; `up` makes n2 and n3 replicas of n1).
-pub fn redis_conf(lab: &LabSpec, n: u64) -> String {
+///
+/// The default user stays open for the lab's own tools (replication, redis-cli, the shop
+/// page); the agents authenticate as the example's ACL user `triad` with `password`.
+pub fn redis_conf(lab: &LabSpec, n: u64, password: &str) -> String {
     let dir = lab.redis_dir(n);
     let out = format!(
         "bind {ip}\n\
@@ -135,7 +153,9 @@ pub fn redis_conf(lab: &LabSpec, n: u64) -> String {
          appendonly no\n\
          repl-diskless-sync-delay 0\n\
          repl-ping-replica-period 1\n\
-         min-replicas-to-write 1000\n",
+         min-replicas-to-write 1000\n\
+         {acl}\n",
+        acl = triad_acl_line(password),
         ip = lab.node_ip(n),
         dir = dir.display(),
         log = lab.redis_log(n).display(),
@@ -351,6 +371,7 @@ mod tests {
             backup: "b".into(),
             restic: "r".into(),
             api_token: "t".into(),
+            redis: "r".into(),
         }
     }
 
@@ -442,10 +463,22 @@ mod tests {
     #[test]
     fn only_replicas_replicate() {
         let spec = LabSpec::new("/bin/true");
-        assert!(!redis_conf(&spec, 1).contains("replicaof"));
-        assert!(!redis_conf(&spec, 3).contains("replicaof"));
-        assert!(redis_conf(&spec, 3).contains("min-replicas-to-write 1000\n"));
-        assert!(redis_conf(&spec, 2).contains("repl-diskless-sync-delay 0\n"));
+        assert!(!redis_conf(&spec, 1, "pw")
+            .lines()
+            .any(|l| l.starts_with("replicaof")));
+        assert!(!redis_conf(&spec, 3, "pw")
+            .lines()
+            .any(|l| l.starts_with("replicaof")));
+        assert!(redis_conf(&spec, 3, "pw").contains("min-replicas-to-write 1000\n"));
+        assert!(redis_conf(&spec, 2, "pw").contains("repl-diskless-sync-delay 0\n"));
+        // The agents' ACL user is the shipped example's, with the lab's password.
+        let acl = triad_acl_line("pw");
+        assert!(acl.starts_with("user triad on >pw "), "{acl}");
+        assert!(
+            acl.contains(" -@all ") && acl.contains("+replicaof"),
+            "{acl}"
+        );
+        assert!(redis_conf(&spec, 2, "pw").contains(&format!("{acl}\n")));
     }
 
     #[test]

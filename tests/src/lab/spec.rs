@@ -317,6 +317,11 @@ impl LabSpec {
         self.secrets_dir().join("mysql-triad_backup")
     }
 
+    /// Password file of the agents' Redis ACL user `triad` (one line).
+    pub fn redis_password_file(&self) -> PathBuf {
+        self.secrets_dir().join("redis-triad")
+    }
+
     /// Password file of the lab's restic repository (one line).
     pub fn restic_password_file(&self) -> PathBuf {
         self.secrets_dir().join("restic")

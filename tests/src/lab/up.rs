@@ -290,6 +290,7 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
         backup: random_hex(12)?,
         restic: random_hex(16)?,
         api_token: random_hex(16)?,
+        redis: random_hex(16)?,
     };
     let sdir = lab.secrets_dir();
     std::fs::create_dir_all(&sdir)?;
@@ -298,6 +299,7 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
     write_secret(&lab.monitor_password_file(), &secrets.monitor)?;
     write_secret(&lab.backup_password_file(), &secrets.backup)?;
     write_secret(&lab.restic_password_file(), &secrets.restic)?;
+    write_secret(&lab.redis_password_file(), &secrets.redis)?;
     // A repository left by an earlier lab was made with another password: start afresh.
     if let Some(dir) = lab.backup_repository().parent() {
         if dir.exists() {
@@ -308,7 +310,10 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
     make_certificates(lab)?;
     for n in lab.nodes() {
         write(&lab.mysql_defaults_file(n), &configs::my_cnf(lab, n))?;
-        write(&lab.redis_conf(n), &configs::redis_conf(lab, n))?;
+        write(
+            &lab.redis_conf(n),
+            &configs::redis_conf(lab, n, &secrets.redis),
+        )?;
         write(&lab.phpfpm_conf(n), &configs::phpfpm_conf(lab, n, &secrets))?;
         write(&lab.haproxy_cfg(n), &configs::haproxy_cfg(lab, n))?;
         write(
