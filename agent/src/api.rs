@@ -907,17 +907,20 @@ async fn galera_synced(State(h): State<Arc<Handles>>) -> Response {
             "[mariadb] is not configured on this agent",
         );
     };
-    let fresh = db
-        .timing
-        .resolve(&h.config.config.probes)
-        .interval
-        .saturating_mul(3);
-    let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
     let id = crate::observation::ProbeId {
         subject: me,
         service: crate::observation::Service::Mariadb,
         target: String::new(),
     };
+    // Three intervals of the local probe as it runs now (a reload may change it).
+    let interval = h
+        .probe_timings
+        .borrow()
+        .get(&id)
+        .map(|t| t.interval)
+        .unwrap_or_else(|| db.effective_timing(&h.config.config.probes).interval);
+    let fresh = interval.saturating_mul(3);
+    let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
     let own = core.health.lock().ok().and_then(|health| {
         health
             .of(&id, h.liveness.mono_ms())

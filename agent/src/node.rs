@@ -289,18 +289,28 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         u64::try_from(cfg.config.failover.link_stale_after.as_millis()).unwrap_or(u64::MAX),
     );
     let (probe_tx, mut probe_rx) = mpsc::channel::<probe::runner::ProbeEvent>(1024);
+    // Every probe's timing; a reload replaces it (probe tasks, trackers, the API read it).
+    let (timings_tx, timings_rx) =
+        tokio::sync::watch::channel::<probe::runner::ProbeTimings>(Arc::new(
+            probes
+                .iter()
+                .map(|p| (p.id().clone(), p.timing()))
+                .collect(),
+        ));
+    let mut thresholds_rx = timings_rx.clone();
     let probe_count = probes.len();
     // Probes checked at once when a watched process exits (see `local::spawn_watches`).
     let kicks = crate::local::spawn_watches(&cfg, &shutdown);
     {
         let m = metrics.clone();
-        probe::runner::spawn_all(
+        probe::runner::spawn_all_with(
             probes,
             probe_tx,
             shutdown.clone(),
             Arc::new(move |_| m.probe_results_dropped.inc()),
             &kicks.by_probe,
             &rush_probes(&cfg),
+            timings_rx.clone(),
         );
     }
     let is_member = {
@@ -335,6 +345,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 &cfg.config.api,
             ))),
             switchover_busy: Arc::new(AtomicBool::new(false)),
+            probe_timings: timings_rx,
         },
         shutdown.clone(),
     )
@@ -347,6 +358,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             read_token,
             transport: transport.clone(),
             metrics: metrics.clone(),
+            probe_timings: Some(timings_tx),
         },
         shutdown.clone(),
     );
@@ -408,6 +420,13 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                 Some(ev) = probe_rx.recv() => {
                     let at_ms = liveness.ms_at(ev.at_instant);
                     local.record(&ev.id, ev.result, ev.latency, ev.at, at_ms, &metrics);
+                }
+                // A reload replaced the probe timings: the trackers take the new rise/fall.
+                Ok(()) = thresholds_rx.changed() => {
+                    let timings = thresholds_rx.borrow_and_update().clone();
+                    local.set_thresholds(timings.iter().map(|(id, t)| {
+                        (id.clone(), Thresholds { rise: t.rise, fall: t.fall })
+                    }));
                 }
                 Some(req) = req_rx.recv() => match req {
                     Request::Propose { command, reply } => match driver.propose(command, clock()) {

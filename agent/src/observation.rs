@@ -264,6 +264,11 @@ impl Tracker {
         }
     }
 
+    /// Replaces the thresholds; the current observation stays.
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.thresholds = thresholds;
+    }
+
     /// The current observation, once there was a result.
     pub fn current(&self) -> Option<&Observation> {
         self.current.as_ref()

@@ -86,6 +86,16 @@ impl LocalObservations {
         }
     }
 
+    /// Replaces the rise/fall thresholds of the probes named (a reload); the current
+    /// observations stay, and the next result is judged by the new thresholds.
+    pub fn set_thresholds(&mut self, thresholds: impl IntoIterator<Item = (ProbeId, Thresholds)>) {
+        for (id, th) in thresholds {
+            if let Some((tracker, _)) = self.trackers.get_mut(&id) {
+                tracker.set_thresholds(th);
+            }
+        }
+    }
+
     /// Reports at once when a replica link's quiet time crosses this (see the module docs).
     pub fn with_link_stale_after(mut self, ms: u64) -> Self {
         self.link_stale_after_ms = Some(ms);

@@ -12,13 +12,13 @@
 //! rotation never drops the quorum (see the README). Each outcome is logged and counted in
 //! `triad_config_reloads_total{result}` (`ok`, `refused`, `error`).
 //!
-//! The log filter (`log.level`) is reloadable too; removing it keeps the running filter.
+//! The log filter (`log.level`) is reloadable too; removing it keeps the running filter. So
+//! are the probe timings ([`is_reloadable_timing`]: `[probes]`, and the MariaDB, PHP-FPM and
+//! Gluster probes' `timing`): every reader takes them from one watch channel (the probe tasks
+//! from their next check, the trackers' rise and fall, `GET /galera/synced`'s freshness).
 //!
-//! Caveats: `node.data_dir` is not compared (`--data-dir` may override it). Probe timings
-//! need a restart: they are read at start by more than the probe tasks (the Redis
-//! controller's failover settings take the Redis probe interval, the trackers their rise and
-//! fall, `GET /galera/synced` its freshness window from the MariaDB interval), and a reload
-//! that changed only some of them would leave the others judging by the old values.
+//! Caveats: `node.data_dir` is not compared (`--data-dir` may override it). `redis.timing`
+//! needs a restart: the Redis failover decision takes the probe's interval at start.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -92,6 +92,24 @@ pub struct Targets {
     pub transport: Transport,
     /// For `triad_config_reloads_total`.
     pub metrics: Metrics,
+    /// The probes' timings (probe tasks, trackers and the API read them); `None`: not
+    /// reloadable here.
+    pub probe_timings: Option<tokio::sync::watch::Sender<crate::probe::runner::ProbeTimings>>,
+}
+
+/// Whether `key` is a probe timing a reload may change: `[probes]` and the MariaDB, PHP-FPM
+/// and Gluster probes' own `timing` tables. Not the Redis probe's: the failover decision
+/// takes its interval at start.
+pub fn is_reloadable_timing(key: &str) -> bool {
+    [
+        "probes.",
+        "mariadb.timing.",
+        "phpfpm.timing.",
+        "gluster.timing.",
+        "gluster.mount_timing.",
+    ]
+    .iter()
+    .any(|prefix| key.starts_with(prefix))
 }
 
 /// Why a reload changed nothing.
@@ -110,6 +128,56 @@ pub enum ReloadError {
     Invalid(#[from] config::ConfigError),
 }
 
+/// Everything a reload would apply, read and checked before anything is replaced.
+pub struct Prepared {
+    /// The new config.
+    pub config: Validated,
+    /// The admin token.
+    pub token: Option<Arc<str>>,
+    /// The read token.
+    pub read_token: Option<Arc<str>>,
+    /// The peer TLS setup (`None` with plaintext peers).
+    pub tls: Option<crate::tls::PeerTls>,
+    /// The probes' new timings, when a timing key changed.
+    pub timings: Option<crate::probe::runner::ProbeTimings>,
+}
+
+/// Reads `file` and checks it against the `running` config: a changed key that needs a
+/// restart refuses it, and every file it names is read. Changes nothing.
+pub fn prepare(file: &std::path::Path, running: &Validated) -> Result<Prepared, ReloadError> {
+    let new = config::load(file, Some(&running.config.node.data_dir))?;
+    let changed = changed_keys(&running.config, &new.config);
+    let restart: Vec<String> = changed
+        .iter()
+        .filter(|k| !RELOADABLE.contains(&k.as_str()) && !is_reloadable_timing(k))
+        .cloned()
+        .collect();
+    if !restart.is_empty() {
+        return Err(ReloadError::NeedsRestart(restart));
+    }
+    let token = read_token(new.config.api.token_file.as_deref())?;
+    let read_token = read_token(new.config.api.read_token_file.as_deref())?;
+    let tls = config::load_tls(&new.file, &new.config)?;
+    let timings = if changed.iter().any(|k| is_reloadable_timing(k)) {
+        let probes = crate::probe::build::from_config(&new)?;
+        Some(Arc::new(
+            probes
+                .iter()
+                .map(|p| (p.id().clone(), p.timing()))
+                .collect(),
+        ))
+    } else {
+        None
+    };
+    Ok(Prepared {
+        config: new,
+        token,
+        read_token,
+        tls,
+        timings,
+    })
+}
+
 /// Reloads `file` against the `running` config: on success, the new config and what was
 /// applied (for the log).
 pub fn reload(
@@ -117,43 +185,37 @@ pub fn reload(
     running: &Validated,
     targets: &Targets,
 ) -> Result<(Validated, String), ReloadError> {
-    let new = config::load(file, Some(&running.config.node.data_dir))?;
-    let changed = changed_keys(&running.config, &new.config);
-    let restart: Vec<String> = changed
-        .iter()
-        .filter(|k| !RELOADABLE.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    if !restart.is_empty() {
-        return Err(ReloadError::NeedsRestart(restart));
-    }
     // Everything is read before anything is replaced.
-    let token = read_token(new.config.api.token_file.as_deref())?;
-    let read_token = read_token(new.config.api.read_token_file.as_deref())?;
-    let tls = config::load_tls(&new.file, &new.config)?;
-    let mut applied = vec![match (&token, &read_token) {
+    let p = prepare(file, running)?;
+    let mut applied = vec![match (&p.token, &p.read_token) {
         (Some(_), Some(_)) => "API tokens (admin, read)",
         (Some(_), None) => "API token (admin)",
         (None, Some(_)) => "API token (read)",
         (None, None) => "no API tokens",
     }];
     if let Ok(mut t) = targets.token.write() {
-        *t = token;
+        *t = p.token;
     }
     if let Ok(mut t) = targets.read_token.write() {
-        *t = read_token;
+        *t = p.read_token;
     }
-    if let Some(tls) = tls {
+    if let Some(tls) = p.tls {
         targets.transport.set_tls(Arc::new(tls));
         applied.push("peer certificates (for new connections)");
     }
-    if let Some(level) = &new.config.log.level {
+    if let Some(timings) = p.timings {
+        if let Some(tx) = &targets.probe_timings {
+            tx.send_replace(timings);
+            applied.push("probe timings (from each probe's next check)");
+        }
+    }
+    if let Some(level) = &p.config.config.log.level {
         // Validated with the config; a process without a subscriber (tests) has none to set.
         if crate::logging::set_level(level).is_ok() {
             applied.push("log level");
         }
     }
-    Ok((new, applied.join(", ")))
+    Ok((p.config, applied.join(", ")))
 }
 
 /// A token file's token (`None` without a file).
@@ -222,6 +284,49 @@ mod tests {
              [api]\nlisten = \"127.0.0.1:7101\"\n{extra}"
         );
         config::parse(std::path::Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A reload of probe timings: `[probes]` and the PHP-FPM probe's own table reach the
+    /// probes' new timings; the Redis probe's table needs a restart and is named.
+    #[test]
+    fn probe_timings_reload_but_not_the_redis_probes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("triad.toml");
+        let base = "[node]\nid = 1\ndata_dir = \"/tmp/x\"\n[[peers]]\nid = 1\n\
+                    raft_addr = \"127.0.0.1:7201\"\napi_addr = \"127.0.0.1:7101\"\n\
+                    redis_addr = \"127.0.0.1:6379\"\n\
+                    [api]\nlisten = \"127.0.0.1:7101\"\n[tls]\ninsecure_plaintext_peers = true\n\
+                    [redis]\n[phpfpm]\naddress = \"127.0.0.1:9000\"\n";
+        std::fs::write(&file, base).expect("write");
+        let running = config::load(&file, None).expect("running config");
+        let phpfpm = |t: &crate::probe::runner::ProbeTimings| {
+            t.iter()
+                .find(|(id, _)| id.service == crate::observation::Service::Phpfpm)
+                .map(|(_, t)| *t)
+                .expect("a PHP-FPM probe")
+        };
+        std::fs::write(
+            &file,
+            format!("{base}[phpfpm.timing]\ninterval = \"3s\"\n[probes]\nfall = 4\n"),
+        )
+        .expect("write");
+        let p = prepare(&file, &running).expect("a timing reload");
+        let timings = p.timings.expect("new timings");
+        let t = phpfpm(&timings);
+        assert_eq!((t.interval, t.fall), (std::time::Duration::from_secs(3), 4));
+        std::fs::write(&file, format!("{base}[redis.timing]\nrise = 3\n")).expect("write");
+        match prepare(&file, &running) {
+            Err(ReloadError::NeedsRestart(keys)) => {
+                assert_eq!(keys, ["redis.timing.rise"]);
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a Redis probe timing was reloaded"),
+        }
+        std::fs::write(&file, base).expect("write");
+        assert!(prepare(&file, &running)
+            .expect("nothing changed")
+            .timings
+            .is_none());
     }
 
     /// Changed keys, dotted and sorted, table-driven.

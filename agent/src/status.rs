@@ -218,6 +218,8 @@ pub struct Handles {
     pub limits: Arc<std::sync::Mutex<crate::ratelimit::Limits>>,
     /// Set while a switchover runs through this agent (one at a time).
     pub switchover_busy: Arc<AtomicBool>,
+    /// Every probe's current timing (replaced by a reload).
+    pub probe_timings: watch::Receiver<crate::probe::runner::ProbeTimings>,
 }
 
 impl Handles {

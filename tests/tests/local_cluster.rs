@@ -1402,6 +1402,53 @@ fn the_log_level_comes_from_the_config_and_a_reload_changes_it() {
     assert_eq!(cluster.pid(1).expect("pid"), pid, "no restart");
 }
 
+/// #16: probe timings reload: node 1 probes a PHP-FPM address where nothing listens, every
+/// 5 s; a reload to 200 ms makes it check several times a second at once (the probe task
+/// does not wait out its old interval), without a restart.
+#[test]
+fn a_reload_changes_a_probes_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = |interval: &str, timeout: &str| {
+        let (interval, timeout) = (interval.to_string(), timeout.to_string());
+        write_config(dir.path(), 1, move |t| {
+            format!(
+                "{t}\n[phpfpm]\naddress = \"127.0.0.1:9\"\n[phpfpm.timing]\n\
+                 interval = \"{interval}\"\ntimeout = \"{timeout}\"\n"
+            )
+        })
+        .expect("config")
+    };
+    let config = at("5s", "1s");
+    let cluster = LocalCluster::builder()
+        .config(1, &config)
+        .start()
+        .expect("start the local cluster");
+    let checks = |cluster: &LocalCluster| {
+        let m = cluster.metrics(1).expect("metrics");
+        metric_sum(&m, "triad_probe_duration_seconds_count{service=\"phpfpm\"}")
+    };
+    wait_for("the first PHP-FPM check", SETTLE, || {
+        if checks(&cluster) >= 1.0 {
+            Ok(())
+        } else {
+            Err("none yet".to_string())
+        }
+    })
+    .expect("a check");
+    let pid = cluster.pid(1).expect("pid");
+    std::thread::sleep(Duration::from_secs(2));
+    let slow = checks(&cluster);
+    assert_eq!(at("200ms", "100ms"), config, "the same file, rewritten");
+    sighup(&cluster, 1);
+    reloads(&cluster, 1, "ok", 1.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let fast = checks(&cluster) - slow;
+    eprintln!("PHP-FPM checks: {slow} before the reload, {fast} in the 2 s after it");
+    assert!(slow <= 2.0, "{slow} checks at 5 s");
+    assert!(fast >= 5.0, "only {fast} checks in 2 s at 200 ms");
+    assert_eq!(cluster.pid(1).expect("pid"), pid, "no restart");
+}
+
 /// Runs `curl` with `args`; returns (exit code, HTTP status or 0, body).
 fn curl(args: &[&str]) -> (i32, u16, String) {
     let out = std::process::Command::new("curl")

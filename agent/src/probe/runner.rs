@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{CheckResult, FailureKind, Probe, ProbeId};
+use crate::config::ProbeTiming;
 use crate::ids::UnixMillis;
 
 /// The spacing of the follow-up checks after a kicked check failed (see [`spawn_all`]).
@@ -36,9 +37,16 @@ pub struct ProbeEvent {
     pub at_instant: Instant,
 }
 
+/// Every probe's timing, as a reload replaces them (see [`spawn_all_with`]).
+pub type ProbeTimings = Arc<BTreeMap<ProbeId, ProbeTiming>>;
+
 /// Runs one check with the probe's timeout.
 pub async fn check_once(probe: &dyn Probe) -> (CheckResult, Duration) {
-    let timeout = probe.timing().timeout;
+    check_within(probe, probe.timing().timeout).await
+}
+
+/// Runs one check cut at `timeout`.
+pub async fn check_within(probe: &dyn Probe, timeout: Duration) -> (CheckResult, Duration) {
     let start = Instant::now();
     let result = match tokio::time::timeout(timeout, probe.check()).await {
         Ok(r) => r,
@@ -81,14 +89,35 @@ pub fn spawn_all(
     kicks: &BTreeMap<ProbeId, Arc<Notify>>,
     rush: &BTreeMap<ProbeId, Duration>,
 ) {
+    let (_, fixed) = watch::channel(ProbeTimings::default());
+    spawn_all_with(probes, tx, shutdown, dropped, kicks, rush, fixed);
+}
+
+/// [`spawn_all`], with timings a reload may replace: a probe whose entry in `timings` changes
+/// takes the new interval, timeout and fall from its next check on (a new interval starts a
+/// new grid); a probe without an entry keeps its own.
+pub fn spawn_all_with(
+    probes: Vec<Arc<dyn Probe>>,
+    tx: mpsc::Sender<ProbeEvent>,
+    shutdown: CancellationToken,
+    dropped: Arc<dyn Fn(&ProbeId) + Send + Sync>,
+    kicks: &BTreeMap<ProbeId, Arc<Notify>>,
+    rush: &BTreeMap<ProbeId, Duration>,
+    timings: watch::Receiver<ProbeTimings>,
+) {
     for probe in probes {
+        let mut timings = timings.clone();
         let tx = tx.clone();
         let shutdown = shutdown.clone();
         let dropped = dropped.clone();
         let kick = kicks.get(probe.id()).cloned();
         let rush_for = rush.get(probe.id()).copied();
         tokio::spawn(async move {
-            let timing = probe.timing();
+            let mut timing = timings
+                .borrow_and_update()
+                .get(probe.id())
+                .copied()
+                .unwrap_or_else(|| probe.timing());
             let mut ticker = crate::pace::interval(timing.interval);
             // Follow-up checks left after a kick: a kicked check that fails is repeated
             // every `KICK_RECHECK` until it passes or `fall` consecutive failures are in, so a
@@ -102,7 +131,20 @@ pub fn spawn_all(
             let mut rushing = false;
             // The first check runs at once; the ticks follow on the grid.
             let mut first = true;
+            // A reload replaced the timings while this probe waited.
+            let mut retimed = false;
             loop {
+                // A reloaded timing applies from here on.
+                if std::mem::take(&mut retimed) || timings.has_changed().unwrap_or(false) {
+                    let new = timings.borrow_and_update().get(probe.id()).copied();
+                    if let Some(new) = new {
+                        if new.interval != timing.interval {
+                            ticker = crate::pace::interval(new.interval);
+                            crate::pace::realign(&mut ticker);
+                        }
+                        timing = new;
+                    }
+                }
                 if first {
                     first = false;
                     crate::pace::realign(&mut ticker);
@@ -122,6 +164,10 @@ pub fn spawn_all(
                     };
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
+                        Ok(()) = timings.changed() => {
+                            retimed = true;
+                            continue;
+                        }
                         _ = ticker.tick() => burst = 0,
                         _ = kicked => {
                             crate::pace::realign(&mut ticker);
@@ -131,7 +177,7 @@ pub fn spawn_all(
                 }
                 let (result, latency) = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    r = check_once(probe.as_ref()) => r,
+                    r = check_within(probe.as_ref(), timing.timeout) => r,
                 };
                 follow_up = !result.status.is_up() && burst > 0;
                 burst = if follow_up { burst - 1 } else { 0 };
@@ -175,6 +221,61 @@ mod tests {
             .await
             .ok()
             .flatten()
+    }
+
+    /// A reload's new timing reaches a probe that waits for a long interval at once: a probe
+    /// at 10 s checks again within a few hundred milliseconds of its timing turning 100 ms,
+    /// and keeps that pace.
+    #[test]
+    fn a_reloaded_interval_applies_without_waiting_for_the_old_one() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let id = ProbeId {
+                subject: NodeId(1),
+                service: Service::Phpfpm,
+                target: String::new(),
+            };
+            let slow = ProbeTiming {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                rise: 1,
+                fall: 1,
+            };
+            let probe: Arc<dyn Probe> =
+                Arc::new(SimProbe::new(id.clone(), slow, SimControl::healthy()));
+            let (tx, mut rx) = mpsc::channel(64);
+            let shutdown = CancellationToken::new();
+            let (timings_tx, timings_rx) =
+                watch::channel(ProbeTimings::new(BTreeMap::from([(id.clone(), slow)])));
+            spawn_all_with(
+                vec![probe],
+                tx,
+                shutdown.clone(),
+                Arc::new(|_| {}),
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                timings_rx,
+            );
+            next(&mut rx).await.expect("the first check runs at once");
+            let fast = ProbeTiming {
+                interval: Duration::from_millis(100),
+                ..slow
+            };
+            let reloaded = Instant::now();
+            timings_tx.send_replace(ProbeTimings::new(BTreeMap::from([(id.clone(), fast)])));
+            for _ in 0..5 {
+                next(&mut rx).await.expect("checks at the new pace");
+            }
+            let took = reloaded.elapsed();
+            assert!(
+                took < Duration::from_secs(2),
+                "five checks took {took:?} after the reload"
+            );
+            shutdown.cancel();
+        });
     }
 
     /// A kick checks at once; a kicked check that fails is repeated until `fall` failures are
