@@ -182,6 +182,30 @@ pub struct StatusBody {
     /// Absent without `[backup]`.
     #[serde(default)]
     pub backup: Option<backup::BackupsBody>,
+    /// The web rotation: who is drained and why, the sick node kept in service, each node's
+    /// web health (the leader's, or a dry run from the reports known here on a follower), and
+    /// this node's HAProxy web backend. Absent without `[web]`.
+    #[serde(default)]
+    pub web: Option<WebStatus>,
+}
+
+/// The web part of status (also `GET /v1/web`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebStatus {
+    /// The rotation's epoch.
+    pub epoch: crate::ids::Epoch,
+    /// Nodes out of the rotation, with why and since when.
+    pub drained: BTreeMap<NodeId, crate::cluster::WebDrain>,
+    /// The sick node kept in service because every other one is drained.
+    pub kept: Option<crate::cluster::WebKept>,
+    /// The newest change.
+    pub change: Option<crate::cluster::WebChange>,
+    /// The leader's latest verdict (null on followers: ask the leader).
+    pub verdict: Option<String>,
+    /// Each member's web health, one line each.
+    pub nodes: BTreeMap<NodeId, String>,
+    /// This node's web reconciliation.
+    pub local: crate::status::LocalWebView,
 }
 
 /// The Galera writer part of status (also `GET /v1/galera/writer`).
@@ -290,6 +314,7 @@ fn router_of(h: Arc<Handles>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/galera", get(galera_status))
         .route("/v1/galera/writer", get(galera_writer_status))
+        .route("/v1/web", get(web_status))
         .route("/v1/backups", get(backup::list))
         .route("/v1/backups/{id}", get(backup::show))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -749,6 +774,49 @@ pub fn status_body(h: &Handles) -> StatusBody {
             b.catalog.clear();
             b
         }),
+        web: web_body(h, &core),
+    }
+}
+
+fn web_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<WebStatus> {
+    let w = core.services.web.as_ref()?;
+    let settings = h.config.config.web.as_ref()?.settings();
+    let a = &core.cluster.web;
+    let nodes = match &w.plan {
+        Some(p) => p.nodes.clone(),
+        None => {
+            let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+            let now = h.liveness.mono_ms();
+            let seen = core
+                .health
+                .lock()
+                .map(|health| health.all(now))
+                .unwrap_or_default();
+            crate::decide::web::web_health_from_reports(&members, &seen, settings.freshness_ms)
+                .into_iter()
+                .map(|(n, health)| (n, health.describe()))
+                .collect()
+        }
+    };
+    Some(WebStatus {
+        epoch: a.epoch,
+        drained: a.drained.clone(),
+        kept: a.kept.clone(),
+        change: a.last_change.clone(),
+        verdict: w.plan.as_ref().map(|p| p.verdict.clone()),
+        nodes,
+        local: w.local.lock().map(|l| l.clone()).unwrap_or_default(),
+    })
+}
+
+async fn web_status(State(h): State<Arc<Handles>>) -> Response {
+    let core = h.status.borrow().clone();
+    match web_body(&h, &core) {
+        Some(body) => Json(body).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "the web rotation is not managed on this node (no [web] section)",
+        ),
     }
 }
 

@@ -802,6 +802,7 @@ fn render_status(s: &StatusBody, others: &[Option<Option<StatusBody>>]) -> Strin
     }
     render_redis(&mut out, s, others);
     render_galera_writer(&mut out, s, others);
+    render_web(&mut out, s, others);
     if let Some(b) = &s.backup {
         out.push_str(&backup::status_lines(b));
     }
@@ -880,6 +881,55 @@ fn render_galera_writer(out: &mut String, s: &StatusBody, others: &[Option<Optio
             ),
         };
         let _ = writeln!(out, "  {}: {line}", v.node_id);
+    }
+}
+
+/// The web section: who is in the rotation and who is drained (why), the sick node kept in
+/// service, the leader's verdict, each node's web health (the leader's, else this node's dry
+/// run) and every reachable node's HAProxy web backend error.
+fn render_web(out: &mut String, s: &StatusBody, others: &[Option<Option<StatusBody>>]) {
+    use std::fmt::Write as _;
+    let Some(w) = &s.web else {
+        return;
+    };
+    let _ = writeln!(out, "\nweb: rotation epoch {}", w.epoch);
+    let mut views: Vec<&StatusBody> = vec![s];
+    views.extend(others.iter().filter_map(|o| o.as_ref()?.as_ref()));
+    let leader = views
+        .iter()
+        .find(|v| v.leader_id == Some(v.node_id))
+        .and_then(|v| v.web.as_ref().map(|w| (v.node_id, w)));
+    let nodes = match leader {
+        Some((id, lw)) => {
+            let verdict = lw.verdict.as_deref().unwrap_or("-");
+            let _ = writeln!(out, "  decision (leader {id}): {verdict}");
+            &lw.nodes
+        }
+        None => &w.nodes,
+    };
+    if let Some(k) = &w.kept {
+        let _ = writeln!(out, "  KEPT SICK {}: {}", k.node, k.reason);
+    }
+    for (n, health) in nodes {
+        let place = match w.drained.get(n) {
+            Some(d) => format!("drained since index {}: {}", d.index, d.reason),
+            None if w.kept.as_ref().is_some_and(|k| k.node == *n) => "in service (kept)".into(),
+            None => "in service".into(),
+        };
+        let _ = writeln!(out, "  {n}: {place}; now {health}");
+    }
+    let mut all = views;
+    all.sort_by_key(|v| v.node_id);
+    all.dedup_by_key(|v| v.node_id);
+    for v in all {
+        let err = v
+            .web
+            .as_ref()
+            .and_then(|w| w.local.last_cycle.as_ref())
+            .and_then(|c| c.haproxy_error.as_deref());
+        if let Some(e) = err {
+            let _ = writeln!(out, "  {}: haproxy web backend error: {e}", v.node_id);
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 //! entries are dropped from the state (they remain in logs and metrics).
 
 mod backup;
+mod web;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -32,6 +33,8 @@ pub use backup::{
     BackupAuthority, BackupLease, BackupRecord, BackupRequest, BackupRetry, BackupRun,
     BackupSummary, BackupTrigger, Component, ComponentSummary, CATALOG_LIMIT, MAX_ATTEMPTS,
 };
+
+pub use web::{WebAuthority, WebChange, WebDrain, WebKept};
 
 use crate::ids::{BackupId, Epoch, LogIndex, NodeId, Term, UnixMillis};
 
@@ -622,6 +625,19 @@ pub enum Command {
         /// What the runner reported (empty when the lease expired).
         summary: BackupSummary,
     },
+    /// Set the web rotation at `epoch` (exactly the current epoch plus one): the nodes every
+    /// HAProxy's web backend keeps out of service, each with why, and the sick node kept in
+    /// service because every other one is drained. Never drains every member.
+    SetWebRotation {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The drained nodes and why.
+        drained: BTreeMap<NodeId, String>,
+        /// The sick node kept in service, if any.
+        kept: Option<WebKept>,
+        /// The decision's verdict.
+        reason: String,
+    },
 }
 
 /// The replicated authority a command changes. Each authority has its own proposals in flight
@@ -642,6 +658,8 @@ pub enum Authority {
     GaleraWriter,
     /// The backup schedule, lease, request and catalog.
     Backup,
+    /// The web rotation.
+    Web,
 }
 
 impl Authority {
@@ -654,6 +672,7 @@ impl Authority {
             Authority::Galera => "galera",
             Authority::GaleraWriter => "galera_writer",
             Authority::Backup => "backup",
+            Authority::Web => "web",
         }
     }
 }
@@ -683,6 +702,7 @@ impl Command {
             | Command::RequestBackup { .. }
             | Command::GrantBackupLease { .. }
             | Command::FinishBackup { .. } => Authority::Backup,
+            Command::SetWebRotation { .. } => Authority::Web,
         }
     }
 
@@ -757,6 +777,9 @@ pub struct ClusterState {
     /// Backup authority.
     #[serde(default)]
     pub backup: BackupAuthority,
+    /// Web rotation authority.
+    #[serde(default)]
+    pub web: WebAuthority,
     /// Index of the last entry applied (commands, empty and invalid entries alike).
     pub applied: LogIndex,
 }
@@ -955,6 +978,12 @@ impl ClusterState {
                 reason,
                 summary,
             } => self.finish_backup(meta, *id, *verified, *expired, reason, summary),
+            Command::SetWebRotation {
+                epoch,
+                drained,
+                kept,
+                reason,
+            } => self.set_web_rotation(meta, *epoch, drained, kept.as_ref(), reason),
         }
     }
 

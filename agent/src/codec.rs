@@ -185,6 +185,24 @@ pub fn encode_entry(p: &Proposal) -> Vec<u8> {
             gcomm_uuid: gcomm_uuid.clone(),
             reason: reason.clone(),
         }),
+        Command::SetWebRotation {
+            epoch,
+            drained,
+            kept,
+            reason,
+        } => pb::command::Kind::SetWebRotation(pb::SetWebRotation {
+            epoch: epoch.0,
+            drained: drained
+                .iter()
+                .map(|(n, why)| pb::WebDrain {
+                    node: n.get(),
+                    reason: why.clone(),
+                })
+                .collect(),
+            kept_node: kept.as_ref().map_or(0, |k| k.node.get()),
+            kept_reason: kept.as_ref().map_or(String::new(), |k| k.reason.clone()),
+            reason: reason.clone(),
+        }),
         Command::RegisterMembers { members } => {
             pb::command::Kind::RegisterMembers(pb::RegisterMembers {
                 members: members
@@ -299,6 +317,41 @@ fn decode_bootstrap_galera(m: pb::BootstrapGalera) -> Result<Command, CodecError
     })
 }
 
+/// The most drained nodes a web rotation may name (more than any cluster has members).
+const MAX_WEB_DRAINED: usize = 64;
+
+fn decode_web_rotation(m: pb::SetWebRotation) -> Result<Command, CodecError> {
+    if m.drained.len() > MAX_WEB_DRAINED {
+        return Err(CodecError::Field {
+            field: "command.set_web_rotation.drained",
+            problem: format!("{} nodes (at most {MAX_WEB_DRAINED})", m.drained.len()),
+        });
+    }
+    let mut drained = BTreeMap::new();
+    for d in m.drained {
+        let n = node_id(d.node, "command.set_web_rotation.drained.node")?;
+        if drained.insert(n, d.reason).is_some() {
+            return Err(CodecError::Field {
+                field: "command.set_web_rotation.drained.node",
+                problem: format!("{n} named twice"),
+            });
+        }
+    }
+    let kept = match m.kept_node {
+        0 => None,
+        n => Some(crate::cluster::WebKept {
+            node: NodeId(n),
+            reason: m.kept_reason,
+        }),
+    };
+    Ok(Command::SetWebRotation {
+        epoch: Epoch(m.epoch),
+        drained,
+        kept,
+        reason: m.reason,
+    })
+}
+
 /// Decodes the data of a Raft log entry.
 pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
     let entry = pb::LogEntry::decode(bytes)?;
@@ -394,6 +447,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
             gcomm_uuid: gcomm_uuid(m.gcomm_uuid, "command.clear_galera_eviction.gcomm_uuid")?,
             reason: m.reason,
         },
+        pb::command::Kind::SetWebRotation(m) => decode_web_rotation(m)?,
         // Decoded above.
         pb::command::Kind::ArmBackupSchedule(_)
         | pb::command::Kind::RequestBackup(_)
@@ -453,6 +507,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ClusterState, CodecError> {
     state.galera.check().map_err(CodecError::Snapshot)?;
     state.galera_writer.check().map_err(CodecError::Snapshot)?;
     state.backup.check().map_err(CodecError::Snapshot)?;
+    state.web.check().map_err(CodecError::Snapshot)?;
     Ok(state)
 }
 
@@ -571,6 +626,74 @@ mod tests {
                 reason: "back".into(),
             },
         ]
+    }
+
+    /// Web rotations round-trip, with and without a kept node; a bad one names its field.
+    #[test]
+    fn web_rotations_round_trip_and_bad_ones_name_the_field() {
+        for kept in [
+            None,
+            Some(crate::cluster::WebKept {
+                node: NodeId(1),
+                reason: "least sick: php-fpm saturated".into(),
+            }),
+        ] {
+            let p = Proposal {
+                id: ProposalId {
+                    node: NodeId(2),
+                    seq: 7,
+                },
+                at: UnixMillis(1_700_000_000_000),
+                command: Command::SetWebRotation {
+                    epoch: Epoch(3),
+                    drained: [
+                        (NodeId(2), "php-fpm down".to_string()),
+                        (NodeId(3), "mount /srv/shop/var down".to_string()),
+                    ]
+                    .into(),
+                    kept,
+                    reason: "drain n2, n3".into(),
+                },
+            };
+            assert_eq!(decode_entry(&encode_entry(&p)).expect("decodes"), p);
+        }
+        let entry = |m: pb::SetWebRotation| {
+            pb::LogEntry {
+                proposal: Some(pb::ProposalId { node_id: 1, seq: 1 }),
+                proposed_at_ms: 0,
+                command: Some(pb::Command {
+                    kind: Some(pb::command::Kind::SetWebRotation(m)),
+                }),
+            }
+            .encode_to_vec()
+        };
+        let drain = |node| pb::WebDrain {
+            node,
+            reason: String::new(),
+        };
+        let cases = [
+            (
+                vec![drain(0)],
+                "field command.set_web_rotation.drained.node: 0 is not a node id",
+            ),
+            (
+                vec![drain(2), drain(2)],
+                "field command.set_web_rotation.drained.node: n2 named twice",
+            ),
+            (
+                (1..=65).map(drain).collect(),
+                "field command.set_web_rotation.drained: 65 nodes (at most 64)",
+            ),
+        ];
+        for (drained, msg) in cases {
+            let err = decode_entry(&entry(pb::SetWebRotation {
+                epoch: 1,
+                drained,
+                ..pb::SetWebRotation::default()
+            }))
+            .expect_err(msg);
+            assert_eq!(err.to_string(), format!("log entry {msg}"));
+        }
     }
 
     /// A peer's writer entry with a bad node, kind or gcomm UUID is an error naming the field.

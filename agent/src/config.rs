@@ -93,6 +93,42 @@ pub struct Config {
     /// The agent's log (see [`LogSection`]).
     #[serde(default)]
     pub log: LogSection,
+    /// The web tier (absent: PHP-FPM and the mounts are only probed). Needs `[phpfpm]`.
+    #[serde(default)]
+    pub web: Option<WebSection>,
+}
+
+/// `[web]`: the web rotation. The leader drains a node whose PHP-FPM is down, unreachable or
+/// saturated, or whose GlusterFS mount is down or hung, from every HAProxy's `web-pool`
+/// backend, readmits it once healthy, and never drains every node (the least sick stays, and
+/// the status says so). Drains and readmissions follow the PHP-FPM and mount probes' fall and
+/// rise thresholds (`[phpfpm] timing`, `[gluster] mount_timing`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// A node whose agent sent no report for this long is left as the rotation has it (no
+    /// decision on doubt). Default 3s; between 1s and 1h.
+    #[serde(default = "default_freshness", with = "humantime_serde")]
+    pub freshness: Duration,
+    /// A drained node is readmitted once the leader has seen it healthy this long without a
+    /// break (after the probe's own rise threshold): a drained pool sheds its load, and a
+    /// saturated one would otherwise look healthy at once and flap. Default 2s; at most 1h.
+    #[serde(default = "default_readmit_after", with = "humantime_serde")]
+    pub readmit_after: Duration,
+}
+
+fn default_readmit_after() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl WebSection {
+    /// The web decision's tunables.
+    pub fn settings(&self) -> crate::decide::web::WebSettings {
+        crate::decide::web::WebSettings {
+            freshness_ms: millis(self.freshness),
+            readmit_after_ms: millis(self.readmit_after),
+        }
+    }
 }
 
 /// `[log]`: the agent's log output (stderr, which journald keeps).
@@ -732,17 +768,26 @@ pub enum BackendRole {
     /// server is in maintenance. Needs `[galera]`. The servers' checks should ask each node's
     /// own agent (`GET /galera/writer`), see the README.
     GaleraWriter,
+    /// Every node in the committed web rotation is in service (`ready`), every drained one in
+    /// maintenance (its requests in flight finish). Needs `[web]`. The servers' own checks
+    /// (`option httpchk` of the pool's ping) still take a dead PHP-FPM out at once.
+    WebPool,
 }
 
 impl BackendRole {
     /// Every role, in the order `check-config` lists them.
-    pub const ALL: &'static [BackendRole] = &[BackendRole::RedisMaster, BackendRole::GaleraWriter];
+    pub const ALL: &'static [BackendRole] = &[
+        BackendRole::RedisMaster,
+        BackendRole::GaleraWriter,
+        BackendRole::WebPool,
+    ];
 
     /// The name as written in the config (`redis-master`).
     pub fn as_str(self) -> &'static str {
         match self {
             BackendRole::RedisMaster => "redis-master",
             BackendRole::GaleraWriter => "galera-writer",
+            BackendRole::WebPool => "web-pool",
         }
     }
 
@@ -756,6 +801,7 @@ impl BackendRole {
         match self {
             BackendRole::RedisMaster => "only the committed Redis master in service",
             BackendRole::GaleraWriter => "only the committed Galera writer in service",
+            BackendRole::WebPool => "every node of the committed web rotation in service",
         }
     }
 
@@ -764,6 +810,7 @@ impl BackendRole {
         match self {
             BackendRole::RedisMaster => "[redis]",
             BackendRole::GaleraWriter => "[galera]",
+            BackendRole::WebPool => "[web]",
         }
     }
 
@@ -772,6 +819,7 @@ impl BackendRole {
         match self {
             BackendRole::RedisMaster => config.redis.is_some(),
             BackendRole::GaleraWriter => config.galera.is_some(),
+            BackendRole::WebPool => config.web.is_some(),
         }
     }
 
@@ -1668,6 +1716,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     }
     validate_services(path, &config)?;
     validate_galera(path, &config)?;
+    validate_web(path, &config)?;
     backup::validate(path, &config)?;
     tls::load(path, &config)?;
     Ok(Validated {
@@ -2178,6 +2227,38 @@ fn validate_haproxy(path: &Path, config: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `[web]`: needs `[phpfpm]` (the evidence), a sane freshness.
+fn validate_web(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    let Some(w) = &config.web else {
+        return Ok(());
+    };
+    if config.phpfpm.is_none() {
+        return Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            key: "web".into(),
+            message: "the web rotation judges each node by its PHP-FPM checks: add [phpfpm] \
+                      or remove [web]"
+                .into(),
+        });
+    }
+    in_range(
+        path,
+        "web.freshness",
+        w.freshness,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        "a report older than this leaves its node as the rotation has it",
+    )?;
+    in_range(
+        path,
+        "web.readmit_after",
+        w.readmit_after,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        "a drained node waits this long, healthy, before it is readmitted",
+    )
 }
 
 const MIN_STOP_TIMEOUT: Duration = Duration::from_millis(100);
@@ -3098,11 +3179,18 @@ mounts = ["/mnt/shop"]
         let redis = backend("be_redis", "redis-master", "redis");
         let cases: Vec<(String, &[&str])> = vec![
             (
-                backend("be_web", "web-pool", "php"),
+                backend("be_web", "web-farm", "php"),
                 &[
                     "haproxy.backends[0].role",
-                    "unknown role \"web-pool\"",
-                    "known roles: redis-master, galera-writer",
+                    "unknown role \"web-farm\"",
+                    "known roles: redis-master, galera-writer, web-pool",
+                ],
+            ),
+            (
+                backend("be_web", "web-pool", "php"),
+                &[
+                    "haproxy.backends[0]",
+                    "the web-pool backend \"be_web\" needs [web]",
                 ],
             ),
             (
@@ -3633,7 +3721,13 @@ redis = "redis-server.service"
         let c = &v.config;
         assert!(c.redis.is_some() && c.mariadb.is_some() && c.phpfpm.is_some());
         assert!(c.gluster.is_some() && c.galera.is_some() && c.backup.is_some());
-        assert_eq!(c.haproxy.as_ref().map(|h| h.backends().len()), Some(2));
+        assert!(c.web.is_some());
+        let roles: Vec<BackendRole> = c
+            .haproxy
+            .as_ref()
+            .map(|h| h.backends().iter().map(|b| b.role).collect())
+            .unwrap_or_default();
+        assert_eq!(roles, BackendRole::ALL, "one backend per role");
         assert!(!c.tls.insecure_plaintext_peers);
         // The units it spells out are the defaults.
         assert!(!v.config.services.units.is_empty());

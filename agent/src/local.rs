@@ -10,7 +10,7 @@
 //! the status view.
 //!
 //! The reconcilers: Redis (with the local HAProxy's Redis backend on its side), the backup
-//! runner (`backup`), the Galera writer, and the Galera recovery (`reconcile::galera` plans each step; [`spawn_galera`] gathers the local
+//! runner (`backup`), the Galera writer, the web rotation (the HAProxy web backend), and the Galera recovery (`reconcile::galera` plans each step; [`spawn_galera`] gathers the local
 //! facts, carries the step out through service control, `--wsrep-recover`, `grastate.dat`
 //! and one SQL statement, and feeds the probe the notes the leader's evidence needs).
 //!
@@ -54,10 +54,11 @@ use crate::raft::transport::Transport;
 use crate::reconcile::galera::{GaleraRecovery, PeerChecks, RecoverySettings, StartKind, Step};
 use crate::reconcile::galera_writer::{self, WriterReconciler};
 use crate::reconcile::redis::{HaproxyTarget, Pace, Pacer, RedisReconciler};
+use crate::reconcile::web::WebReconciler;
 use crate::reconcile::Timer;
 use crate::status::{
-    GaleraCoreView, Liveness, LocalGaleraView, LocalRedisView, LocalWriterView, RedisCoreView,
-    ServiceViews, WriterCoreView,
+    GaleraCoreView, Liveness, LocalGaleraView, LocalRedisView, LocalWebView, LocalWriterView,
+    RedisCoreView, ServiceViews, WebCoreView, WriterCoreView,
 };
 
 /// What the local reconcilers share with the event loop's other parts.
@@ -78,6 +79,8 @@ pub struct LocalReconcilers {
     galera: Arc<Mutex<LocalGaleraView>>,
     galera_managed: bool,
     writer: Arc<Mutex<LocalWriterView>>,
+    web: Arc<Mutex<LocalWebView>>,
+    web_managed: bool,
     /// What the backup runner reports (the run under this node's lease).
     backup: Arc<Mutex<Option<crate::codec::BackupRun>>>,
     /// Notified when the Redis reconciler carried out a newer decision.
@@ -145,6 +148,13 @@ impl LocalReconcilers {
                 targets.insert(Authority::GaleraWriter, tx);
             }
         }
+        let web = Arc::new(Mutex::new(LocalWebView::default()));
+        if cfg.config.web.is_some() {
+            let (tx, rx) = watch::channel(driver.target(Authority::Web).cloned());
+            if spawn_web(cfg, rx, (web.clone(), metrics.clone()), shutdown.clone()) {
+                targets.insert(Authority::Web, tx);
+            }
+        }
         let backup = Arc::new(Mutex::new(None));
         if cfg.config.backup.is_some() {
             let (tx, rx) = watch::channel(driver.target(Authority::Backup).cloned());
@@ -167,6 +177,8 @@ impl LocalReconcilers {
             galera,
             galera_managed: cfg.config.galera.is_some(),
             writer,
+            web,
+            web_managed: cfg.config.web.is_some(),
             reconciled_changed,
         })
     }
@@ -220,6 +232,10 @@ impl LocalReconcilers {
                 plan: writer_plan(driver).cloned(),
                 local: self.writer.clone(),
             }),
+            web: self.web_managed.then(|| WebCoreView {
+                plan: web_plan(driver).cloned(),
+                local: self.web.clone(),
+            }),
         }
     }
 
@@ -240,8 +256,16 @@ impl LocalReconcilers {
                 w.plan.as_ref() == writer_plan(driver) && Arc::ptr_eq(&w.local, &self.writer)
             }
         };
+        let web = match (&views.web, self.web_managed) {
+            (None, managed) => !managed,
+            (Some(_), false) => false,
+            (Some(w), true) => {
+                w.plan.as_ref() == web_plan(driver) && Arc::ptr_eq(&w.local, &self.web)
+            }
+        };
         galera
             && writer
+            && web
             && match (&views.redis, self.redis_managed) {
                 (None, managed) => !managed,
                 (Some(_), false) => false,
@@ -259,6 +283,100 @@ fn galera_plan(driver: &Driver) -> Option<&crate::decide::galera::GaleraPlan> {
     driver
         .plan(Authority::Galera)
         .and_then(ServicePlan::as_galera)
+}
+
+/// The leader's latest web rotation plan, as the driver has it.
+fn web_plan(driver: &Driver) -> Option<&crate::decide::web::WebPlan> {
+    driver.plan(Authority::Web).and_then(ServicePlan::as_web)
+}
+
+/// Starts the web reconciler task: keeps the local HAProxy's `web-pool` backend on the
+/// committed rotation, at once on a new target and every [`galera_writer::HAPROXY_RECHECK`]
+/// (a change made behind the agent's back is undone then). Returns false without a
+/// `web-pool` backend (the rotation is then only decided and shown).
+fn spawn_web(
+    cfg: &Validated,
+    mut targets: watch::Receiver<Option<ServiceTarget>>,
+    (view, metrics): (Arc<Mutex<LocalWebView>>, Metrics),
+    shutdown: CancellationToken,
+) -> bool {
+    let c = &cfg.config;
+    let Some(h) = &c.haproxy else {
+        return false;
+    };
+    let Some(backend) = h.backend(BackendRole::WebPool) else {
+        return false;
+    };
+    let timeout = c.failover.action_timeout;
+    let mut sock = HaproxySocket::new(&h.admin_socket, timeout);
+    if let Some(f) = &h.state_file {
+        sock = sock.with_state_file(f);
+    }
+    let target = HaproxyTarget {
+        haproxy: Arc::new(sock),
+        backend: backend.name.clone(),
+        servers: cfg
+            .members
+            .iter()
+            .map(|m| (m.id, backend.server(m.id)))
+            .collect(),
+        save_state: h.state_file.is_some(),
+    };
+    let mut rec = WebReconciler::new(target, 1);
+    let every = galera_writer::HAPROXY_RECHECK;
+    tokio::spawn(async move {
+        let mut interval = crate::pace::interval(every);
+        let mut last_error: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+                r = targets.changed() => if r.is_err() { break },
+            }
+            let Some(target) = targets
+                .borrow()
+                .as_ref()
+                .and_then(ServiceTarget::as_web)
+                .cloned()
+            else {
+                continue;
+            };
+            let report = rec.cycle(&target).await;
+            if !report.haproxy_actions.is_empty() {
+                metrics
+                    .reconcile_actions
+                    .with_label_values(&["haproxy_web"])
+                    .inc_by(report.haproxy_actions.len() as u64);
+                let drained: Vec<String> = target
+                    .authority
+                    .drained
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect();
+                tracing::info!(actions = ?report.haproxy_actions, drained = ?drained,
+                    epoch = %target.authority.epoch, "routed the local HAProxy's web backend");
+            }
+            if report.haproxy_error.is_some() {
+                metrics
+                    .reconcile_errors
+                    .with_label_values(&["haproxy_web"])
+                    .inc();
+            }
+            if report.haproxy_error != last_error {
+                match &report.haproxy_error {
+                    Some(e) => tracing::warn!(side = "haproxy_web", error = %e,
+                        "web reconciliation failed; retrying"),
+                    None => tracing::info!(side = "haproxy_web", "web reconciliation works again"),
+                }
+                last_error.clone_from(&report.haproxy_error);
+            }
+            if let Ok(mut v) = view.lock() {
+                v.cycles += 1;
+                v.last_cycle = Some(report);
+            }
+        }
+    });
+    true
 }
 
 /// The leader's latest Galera writer plan, as the driver has it.

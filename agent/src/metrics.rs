@@ -127,6 +127,14 @@ pub struct Metrics {
     pub backup_next_due: IntGauge,
     /// Finished backups applied here, by result (verified, failed).
     pub backup_runs: IntCounterVec,
+    /// The committed web rotation's epoch in this node's view.
+    pub web_epoch: IntGauge,
+    /// 1 while a node is in the committed web rotation, by node.
+    pub web_in_rotation: IntGaugeVec,
+    /// 1 while every other node is drained and a sick one is kept in service.
+    pub web_kept_sick: IntGauge,
+    /// Web rotation changes proposed by this node as leader.
+    pub web_decisions: IntCounter,
 }
 
 impl Metrics {
@@ -445,6 +453,23 @@ impl Metrics {
                 "triad_backup_runs_total",
                 "Finished backups applied here, by result (verified, failed).",
                 &["result"],
+            )?,
+            web_epoch: int_gauge(
+                "triad_web_epoch",
+                "The committed web rotation's epoch in this node's view.",
+            )?,
+            web_in_rotation: gauge_vec(
+                "triad_web_in_rotation",
+                "1 while a node is in the committed web rotation, by node.",
+                &["node"],
+            )?,
+            web_kept_sick: int_gauge(
+                "triad_web_kept_sick",
+                "1 while every other node is drained and a sick one is kept in service.",
+            )?,
+            web_decisions: counter(
+                "triad_web_decisions_total",
+                "Web rotation changes proposed by this node as leader.",
             )?,
             registry,
         })

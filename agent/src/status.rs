@@ -20,6 +20,7 @@ use crate::config::Validated;
 use crate::decide::galera::{GaleraPlan, ProcessState};
 use crate::decide::galera_writer::WriterPlan;
 use crate::decide::redis::RedisPlan;
+use crate::decide::web::WebPlan;
 use crate::driver::{Applied, ProposeError};
 use crate::health::HealthStore;
 use crate::ids::NodeId;
@@ -29,6 +30,7 @@ use crate::raft::RaftStatus;
 use crate::reconcile::galera::{RecoveryView, Step};
 use crate::reconcile::galera_writer::WriterReport;
 use crate::reconcile::redis::CycleReport;
+use crate::reconcile::web::WebReport;
 
 /// A request from the API to the event loop.
 #[derive(Debug)]
@@ -68,6 +70,26 @@ pub struct ServiceViews {
     pub galera: Option<GaleraCoreView>,
     /// The Galera writer, when `[galera]` is configured.
     pub galera_writer: Option<WriterCoreView>,
+    /// The web rotation, when `[web]` is configured.
+    pub web: Option<WebCoreView>,
+}
+
+/// The web side of the published status.
+#[derive(Clone, Debug)]
+pub struct WebCoreView {
+    /// The leader's latest decision (absent on followers).
+    pub plan: Option<WebPlan>,
+    /// The local web reconciler's view, written by its task.
+    pub local: Arc<std::sync::Mutex<LocalWebView>>,
+}
+
+/// What the local web reconciler last did, shown in status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LocalWebView {
+    /// Cycles run since start.
+    pub cycles: u64,
+    /// The last cycle, if any.
+    pub last_cycle: Option<WebReport>,
 }
 
 /// The Galera writer side of the published status.

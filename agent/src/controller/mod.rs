@@ -29,8 +29,9 @@
 //! [`Reports`] the driver extracted from the health store.
 //!
 //! Controllers today: [`redis`] (the Redis master), [`galera`] (full-outage recovery),
-//! [`galera_writer`] (the writer every HAProxy routes to, and evictions) and [`backup`] (the
-//! backup schedule, lease and catalog).
+//! [`galera_writer`] (the writer every HAProxy routes to, and evictions), [`backup`] (the
+//! backup schedule, lease and catalog) and [`web`] (the web rotation every HAProxy's web
+//! backend follows).
 //!
 //! Caveats:
 //! - The lease embargo is the union of every controller's: a peer behind the newest decision
@@ -42,6 +43,7 @@ pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;
+pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +53,7 @@ use crate::decide::backup::BackupSettings;
 use crate::decide::galera::GaleraSettings;
 use crate::decide::galera_writer::WriterSettings;
 use crate::decide::redis::FailoverSettings;
+use crate::decide::web::WebSettings;
 use crate::decide::{ServiceInputs, ServicePlan};
 use crate::health::Seen;
 use crate::ids::{NodeId, UnixMillis};
@@ -60,6 +63,7 @@ use crate::reconcile::backup::BackupTarget;
 use crate::reconcile::galera::GaleraTarget;
 use crate::reconcile::galera_writer::WriterTarget;
 use crate::reconcile::redis::RedisTarget;
+use crate::reconcile::web::WebTarget;
 
 /// The time, as the shell hands it in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +85,8 @@ pub enum ServiceTarget {
     GaleraWriter(WriterTarget),
     /// The backup lease and what the runner needs beside it.
     Backup(BackupTarget),
+    /// The web rotation.
+    Web(WebTarget),
 }
 
 impl ServiceTarget {
@@ -104,6 +110,14 @@ impl ServiceTarget {
     pub fn as_backup(&self) -> Option<&BackupTarget> {
         match self {
             ServiceTarget::Backup(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The web target, when this is one.
+    pub fn as_web(&self) -> Option<&WebTarget> {
+        match self {
+            ServiceTarget::Web(t) => Some(t),
             _ => None,
         }
     }
@@ -213,6 +227,8 @@ pub struct Services {
     pub galera_writer: Option<WriterSettings>,
     /// Backups, when `[backup]` is configured.
     pub backup: Option<BackupSettings>,
+    /// The web rotation, when `[web]` is configured.
+    pub web: Option<WebSettings>,
 }
 
 /// The Redis controller's settings.
@@ -239,6 +255,7 @@ impl Services {
             galera: c.galera.as_ref().map(|g| g.settings()),
             galera_writer: c.galera.as_ref().map(|g| g.writer_settings()),
             backup: crate::config::backup_settings(c),
+            web: c.web.as_ref().map(|w| w.settings()),
         }
     }
 
@@ -278,6 +295,9 @@ impl Services {
                 b.clone(),
                 metrics.clone(),
             )));
+        }
+        if let Some(w) = &self.web {
+            out.push(Box::new(web::WebController::new(*w, metrics.clone())));
         }
         out
     }

@@ -7,7 +7,8 @@
 //! The plan is composed: membership first (here), then every managed service's own decision
 //! module, each from its own inputs ([`ServiceInputs`]) to its own plan ([`ServicePlan`]).
 //! Today that is the Redis master ([`redis`]), Galera full-outage recovery ([`galera`]) and
-//! the Galera writer with its evictions ([`galera_writer`]) and backups ([`backup`]). A service's decision never sees another service's inputs, and the
+//! the Galera writer with its evictions ([`galera_writer`]), backups ([`backup`]) and the web
+//! rotation ([`web`]). A service's decision never sees another service's inputs, and the
 //! composition only concatenates: no service can hold back another.
 //! Beside them, [`auto_increment`] is a pure cross-node check for the status (Galera nodes
 //! sharing an `auto_increment_offset`); it proposes nothing.
@@ -25,6 +26,7 @@ pub mod galera;
 pub mod galera_writer;
 pub mod redis;
 pub mod timeline;
+pub mod web;
 
 use std::collections::BTreeMap;
 
@@ -42,6 +44,8 @@ pub enum ServiceInputs<'a> {
     GaleraWriter(galera_writer::WriterInputs<'a>),
     /// Backups.
     Backup(backup::BackupInputs<'a>),
+    /// The web rotation.
+    Web(web::WebInputs<'a>),
 }
 
 impl ServiceInputs<'_> {
@@ -52,6 +56,7 @@ impl ServiceInputs<'_> {
             ServiceInputs::Galera(_) => Authority::Galera,
             ServiceInputs::GaleraWriter(_) => Authority::GaleraWriter,
             ServiceInputs::Backup(_) => Authority::Backup,
+            ServiceInputs::Web(_) => Authority::Web,
         }
     }
 }
@@ -67,6 +72,8 @@ pub enum ServicePlan {
     GaleraWriter(galera_writer::WriterPlan),
     /// Backups.
     Backup(backup::BackupPlan),
+    /// The web rotation.
+    Web(web::WebPlan),
 }
 
 impl ServicePlan {
@@ -77,6 +84,7 @@ impl ServicePlan {
             ServicePlan::Galera(_) => Authority::Galera,
             ServicePlan::GaleraWriter(_) => Authority::GaleraWriter,
             ServicePlan::Backup(_) => Authority::Backup,
+            ServicePlan::Web(_) => Authority::Web,
         }
     }
 
@@ -87,6 +95,7 @@ impl ServicePlan {
             ServicePlan::Galera(p) => &p.verdict,
             ServicePlan::GaleraWriter(p) => &p.verdict,
             ServicePlan::Backup(p) => &p.verdict,
+            ServicePlan::Web(p) => &p.verdict,
         }
     }
 
@@ -114,6 +123,14 @@ impl ServicePlan {
         }
     }
 
+    /// The web rotation plan, when this is one.
+    pub fn as_web(&self) -> Option<&web::WebPlan> {
+        match self {
+            ServicePlan::Web(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The backup plan, when this is one.
     pub fn as_backup(&self) -> Option<&backup::BackupPlan> {
         match self {
@@ -129,6 +146,7 @@ impl ServicePlan {
             ServicePlan::Galera(p) => &p.proposals,
             ServicePlan::GaleraWriter(p) => &p.proposals,
             ServicePlan::Backup(p) => &p.proposals,
+            ServicePlan::Web(p) => &p.proposals,
         }
     }
 
@@ -217,6 +235,7 @@ pub fn decide(view: &View<'_>) -> Plan {
             ServiceInputs::Galera(i) => ServicePlan::Galera(galera::decide(i)),
             ServiceInputs::GaleraWriter(i) => ServicePlan::GaleraWriter(galera_writer::decide(i)),
             ServiceInputs::Backup(i) => ServicePlan::Backup(backup::decide_backup(i)),
+            ServiceInputs::Web(i) => ServicePlan::Web(web::decide(i)),
         })
         .collect();
     let verdict = match services.as_slice() {

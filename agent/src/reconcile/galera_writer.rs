@@ -14,7 +14,7 @@
 //!    equal to the committed one (a list holding a UUID no longer committed is cleared
 //!    first: `evs.evict=` clears only this node's list, so every survivor's agent does it);
 //! 4. HAProxy: the committed writer `ready`, every other server `maint`, cutting the sessions
-//!    of a server that leaves, all admitted by an [`EpochFence`] keyed by the writer change's
+//!    of a server that leaves, all admitted by an [`EpochFence`](crate::actuator::EpochFence) keyed by the writer change's
 //!    term and index. A server entering service is *not* forced up: its check (the writer's own
 //!    agent, from a fresh local read) brings it up, so no HAProxy routes to a node its own
 //!    agent has not just seen Synced. Once HAProxy was found as desired, it is read again only
@@ -39,12 +39,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::actuator::galera_sql::{EvsPeriod, GaleraSql, LocalWsrep};
-use crate::actuator::haproxy::{self, AdminMode, Policy, Sessions};
-use crate::actuator::{DecisionEpoch, EpochFence};
+use crate::actuator::haproxy::{AdminMode, Policy, Sessions};
+use crate::actuator::DecisionEpoch;
 use crate::cluster::GaleraWriterAuthority;
 use crate::ids::{Epoch, NodeId};
 
 use super::redis::HaproxyTarget;
+use super::route::BackendRouter;
 use super::{within, Timer};
 
 /// What one cycle reconciles towards.
@@ -208,21 +209,13 @@ pub fn serving_writer(
 pub struct WriterReconciler {
     me: NodeId,
     sql: Arc<dyn GaleraSql>,
-    haproxy: Option<HaproxyTarget>,
-    fence: EpochFence,
+    haproxy: Option<BackendRouter>,
     caught_up: Option<Epoch>,
     deadline: Option<(Duration, Timer)>,
     /// EVS timing options to set on the local node, once per process.
     evs: Vec<(EvsPeriod, Duration)>,
     /// The gcomm UUID (the process) it was set on.
     tuned: Option<String>,
-    /// HAProxy is read at least every this many cycles once found as desired.
-    haproxy_recheck: u32,
-    /// What HAProxy was last found converged to, and the verdict then; `None` after a change
-    /// or a failed pass.
-    haproxy_converged: Option<(BTreeMap<String, AdminMode>, DecisionEpoch, String)>,
-    /// Cycles since HAProxy was last read.
-    haproxy_skipped: u32,
 }
 
 /// How often a quiet writer reconciler re-reads its HAProxy backend in the agent and the
@@ -242,22 +235,26 @@ impl WriterReconciler {
         WriterReconciler {
             me,
             sql,
-            haproxy,
-            fence: EpochFence::new(),
+            haproxy: haproxy.map(|h| {
+                BackendRouter::new(
+                    h,
+                    Policy {
+                        sessions: Sessions::ShutdownOnLeave,
+                        force_up_on_enter: false,
+                    },
+                )
+            }),
             caught_up: None,
             deadline: None,
             evs: Vec::new(),
             tuned: None,
-            haproxy_recheck: 1,
-            haproxy_converged: None,
-            haproxy_skipped: 0,
         }
     }
 
     /// Once HAProxy was found as desired, reads it again only every `cycles` cycles while the
     /// desired state stays the same (default 1: every cycle).
     pub fn with_haproxy_recheck(mut self, cycles: u32) -> Self {
-        self.haproxy_recheck = cycles.max(1);
+        self.haproxy = self.haproxy.map(|h| h.with_recheck(cycles));
         self
     }
 
@@ -352,58 +349,17 @@ impl WriterReconciler {
     }
 
     async fn haproxy_side(&mut self, target: &WriterTarget, r: &mut WriterReport) {
-        let Some(h) = &self.haproxy else {
+        let Some(router) = &mut self.haproxy else {
             return;
         };
-        let Some(desired) = desired_backend(&target.authority, &h.servers) else {
+        let Some(desired) = desired_backend(&target.authority, router.servers()) else {
             r.haproxy_verdict = Some("haproxy: no Galera writer recorded yet".into());
             return;
         };
-        let epoch = target.epoch();
-        if let Some((d, e, verdict)) = &self.haproxy_converged {
-            if *d == desired && *e == epoch && self.haproxy_skipped + 1 < self.haproxy_recheck {
-                self.haproxy_skipped += 1;
-                r.haproxy_verdict = Some(verdict.clone());
-                return;
-            }
-        }
-        self.haproxy_skipped = 0;
-        self.haproxy_converged = None;
-        let rows = match h.haproxy.show_servers_state(Some(&h.backend)).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                r.haproxy_error = Some(e.to_string());
-                return;
-            }
-        };
-        let plan = haproxy::plan(
-            &h.backend,
-            &desired,
-            &rows,
-            target.epoch(),
-            Policy {
-                sessions: Sessions::ShutdownOnLeave,
-                force_up_on_enter: false,
-            },
-        );
-        r.haproxy_verdict = Some(plan.verdict());
-        if plan.actions.is_empty() {
-            if plan.missing.is_empty() {
-                self.haproxy_converged = Some((desired, epoch, plan.verdict()));
-            }
-            return;
-        }
-        match haproxy::apply(h.haproxy.as_ref(), &mut self.fence, &plan.actions).await {
-            Ok(_) => {
-                r.haproxy_actions = plan.actions.iter().map(|a| a.command()).collect();
-                if h.save_state {
-                    if let Err(e) = h.haproxy.save_server_state().await {
-                        r.haproxy_error = Some(format!("saving the server-state file: {e}"));
-                    }
-                }
-            }
-            Err(e) => r.haproxy_error = Some(e.to_string()),
-        }
+        let routed = router.route(desired, target.epoch()).await;
+        r.haproxy_actions = routed.actions;
+        r.haproxy_verdict = routed.verdict;
+        r.haproxy_error = routed.error;
     }
 }
 

@@ -2,8 +2,9 @@
 //! each managed service, one idempotent cycle at a time (see `controller` for the shape).
 //!
 //! One module per service: [`redis`] (the local Redis and its HAProxy backend), [`galera`]
-//! (the local mariadbd's rejoin and bootstrap) and [`galera_writer`] (the HAProxy MySQL
-//! backend and the local evict list). A reconciler
+//! (the local mariadbd's rejoin and bootstrap), [`galera_writer`] (the HAProxy MySQL
+//! backend and the local evict list) and [`web`] (the HAProxy web backend; [`route`] is the
+//! backend routing it shares with the writer's). A reconciler
 //! - plans with pure planners from what the service reports and the target its controller
 //!   published, and runs the actions through the actuator traits (real or `Sim*`);
 //! - admits every action through its own [`crate::actuator::EpochFence`], keyed by the epoch
@@ -29,6 +30,8 @@ pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;
+pub mod route;
+pub mod web;
 
 /// Sleeps for the given time: how the reconciler measures its deadlines without naming a
 /// runtime (the agent passes tokio's sleep).
