@@ -103,6 +103,13 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "role = \"galera-writer\"");
     let _ = writeln!(out, "server_prefix = \"db\"");
     let _ = writeln!(out);
+    // The lab's haproxy.cfg `be_php` (servers `php1..3`, the local one first, the others as
+    // backups): every node of the committed web rotation in service, drained ones in maint.
+    let _ = writeln!(out, "[[haproxy.backends]]");
+    let _ = writeln!(out, "name = \"be_php\"");
+    let _ = writeln!(out, "role = \"web-pool\"");
+    let _ = writeln!(out, "server_prefix = \"php\"");
+    let _ = writeln!(out);
     // The agent runs inside the node's namespace, so a daemon it starts lands there too. It
     // shares each daemon's pidfile with the lab (tests/src/lab/services.rs writes it at every
     // launch): neither starts a second daemon while the other's runs.
@@ -162,6 +169,9 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "[phpfpm]");
     let _ = writeln!(out, "address = \"{}\"", lab.phpfpm_addr(node));
+    let _ = writeln!(out);
+    // The web rotation at its defaults.
+    let _ = writeln!(out, "[web]");
     let _ = writeln!(out);
     let brick = |n: u64| format!("{}:{}", lab.node_ip(n), p(&lab.gluster_brick(n)));
     let bricks: Vec<String> = lab
@@ -242,6 +252,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("be_mysql_recipe"), "{text}");
+        assert!(
+            text.contains(
+                "[[haproxy.backends]]\nname = \"be_php\"\nrole = \"web-pool\"\n\
+                 server_prefix = \"php\"\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
