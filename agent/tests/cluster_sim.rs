@@ -98,6 +98,7 @@
 mod scenarios;
 mod sim_backup;
 mod sim_galera;
+mod sim_web;
 mod simkit;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,6 +137,7 @@ use triad::reconcile::galera_writer::{
 use triad::reconcile::redis::{
     serving_master, CycleReport, HaproxyTarget, Pace, Pacer, RedisReconciler, RedisTarget,
 };
+use triad::reconcile::web::WebReconciler;
 
 use simkit::{catch_panics, env_u64, hash, report, seeds, Elections, LogMatching, Trace};
 
@@ -333,6 +335,8 @@ struct Agent {
     writer: Option<WriterTask>,
     /// Its backup runner task.
     backup: sim_backup::RunnerTask,
+    /// Its web reconciler task (with the web world only).
+    web: Option<sim_web::WebTask>,
 }
 
 /// One agent's Galera writer reconciler task, as `local::spawn_galera_writer` runs it: the
@@ -486,6 +490,8 @@ struct RedisWorld {
 }
 
 struct Sim {
+    /// The web world (see `sim_web`), in the production world only.
+    web: Option<sim_web::WebWorld>,
     /// Whether the agents manage backups.
     backups: bool,
     /// Backups: the runs in the world and every committed end (see `sim_backup`).
@@ -638,6 +644,11 @@ impl Sim {
                         h.add_server(MYSQL, &format!("db{s}"), 3306, s != 1);
                     }
                 }
+                if backups {
+                    for s in 1..=N {
+                        h.add_server(sim_web::BACKEND, &format!("php{s}"), 9000, false);
+                    }
+                }
                 h
             })
             .collect();
@@ -646,6 +657,7 @@ impl Sim {
         // their link lost after one second.
         let skip = matches!(plant, Plant::SkipLeaseWait | Plant::Unguarded);
         let mut sim = Sim {
+            web: backups.then(|| sim_web::WebWorld::new(seed, N)),
             backups,
             backup: sim_backup::BackupWorld::default(),
             backup_rng: StdRng::seed_from_u64(seed ^ 0x0bac_c0de),
@@ -773,6 +785,7 @@ impl Sim {
                             self.galera.is_some(),
                         )
                     }),
+                    web: self.web.as_ref().map(|_| sim_web::settings()),
                 },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,
@@ -800,18 +813,28 @@ impl Sim {
         } else {
             &[Service::Redis]
         };
+        let web_probes: Vec<ProbeId> = if self.web.is_some() {
+            sim_web::probes(id).to_vec()
+        } else {
+            Vec::new()
+        };
         self.agents[i] = Some(Agent {
             d,
-            local: LocalObservations::new(services.iter().flat_map(|&service| {
-                (1..=N).map(move |n| {
-                    let id = ProbeId {
-                        subject: NodeId(n),
-                        service,
-                        target: String::new(),
-                    };
-                    (id, th)
-                })
-            }))
+            local: LocalObservations::new(
+                services
+                    .iter()
+                    .flat_map(|&service| {
+                        (1..=N).map(move |n| {
+                            let id = ProbeId {
+                                subject: NodeId(n),
+                                service,
+                                target: String::new(),
+                            };
+                            (id, th)
+                        })
+                    })
+                    .chain(web_probes.into_iter().map(|id| (id, th))),
+            )
             .with_link_stale_after(self.settings.link_stale_after_ms),
             metrics,
             rec,
@@ -862,6 +885,18 @@ impl Sim {
                 }
             }),
             backup: sim_backup::RunnerTask::new(id),
+            web: self.web.as_ref().map(|_| sim_web::WebTask {
+                rec: WebReconciler::new(
+                    HaproxyTarget {
+                        haproxy: Arc::new(self.haproxy[i].clone()),
+                        backend: sim_web::BACKEND.into(),
+                        servers: (1..=N).map(|n| (NodeId(n), format!("php{n}"))).collect(),
+                        save_state: false,
+                    },
+                    1,
+                ),
+                last_target: None,
+            }),
         });
         Ok(())
     }
@@ -976,6 +1011,12 @@ impl Sim {
                 ));
             }
             55..=62 if self.galera.is_some() => self.inject_galera_fault(r),
+            63..=66 => {
+                let now = self.now;
+                if let Some(line) = self.web.as_mut().map(|w| w.inject(now)) {
+                    self.log(line);
+                }
+            }
             _ => {}
         }
     }
@@ -1129,6 +1170,10 @@ impl Sim {
         self.raft_cut.clear();
         self.loss_pct = 0;
         self.slow_probes = vec![false; N as usize];
+        let now = self.now;
+        if let Some(w) = self.web.as_mut() {
+            w.heal(now);
+        }
         if let Some(g) = self.galera.as_mut() {
             // Hung mariadbd resume and broken nodes are repaired; what is dead stays dead
             // until its agent starts it.
@@ -1329,6 +1374,15 @@ impl Sim {
         }
         self.replicate();
         self.galera_world()?;
+        let now = self.now;
+        let lines = self
+            .web
+            .as_mut()
+            .map(|w| w.advance(now))
+            .unwrap_or_default();
+        for line in lines {
+            self.log(line);
+        }
         for i in 0..N as usize {
             let skip = faulty && self.rng.gen_range(0..100) < 3;
             if let (Some(a), false) = (self.agents[i].as_mut(), skip) {
@@ -1346,6 +1400,7 @@ impl Sim {
         self.haproxy_checks();
         self.check_writable()?;
         self.check_backups()?;
+        self.check_web()?;
         self.check_galera_writer()
     }
 
@@ -1451,6 +1506,17 @@ impl Sim {
             }
         }
         for command in &out.proposed {
+            if let (Command::SetWebRotation { drained, .. }, Some(w)) = (command, self.web.as_mut())
+            {
+                let current: BTreeSet<u64> = self.agents[i]
+                    .as_ref()
+                    .map(|a| a.d.state().web.drained.keys().map(|n| n.0).collect())
+                    .unwrap_or_default();
+                let proposed: BTreeSet<u64> = drained.keys().map(|n| n.0).collect();
+                if let Err(e) = w.check_proposal(&current, &proposed, self.now) {
+                    return Err(self.fail(&format!("{e}; {id} proposed {command:?}")));
+                }
+            }
             let text = format!("{command:?}");
             if matches!(command, Command::SetRedisMaster { .. }) {
                 if text.contains("fenced by its agent") {
@@ -1518,6 +1584,8 @@ impl Sim {
             }
         }
         self.probe_mariadb(i);
+        self.probe_web(i);
+        self.web_task(i);
         self.backup_task(i)?;
         // Reports, paced by the agent's own `LocalObservations` (the driver asks for one at
         // once when the reconciler carried out a decision or a new decision applied).
@@ -1678,6 +1746,117 @@ impl Sim {
                 },
                 r.reason
             ));
+        }
+        Ok(())
+    }
+
+    /// Agent `i`'s checks of its own PHP-FPM pool and mount (a slow node skips rounds).
+    fn probe_web(&mut self, i: usize) {
+        let now = self.now;
+        if !(self.step_no + 3 * i as u64).is_multiple_of(sim_web::PROBE_EVERY) {
+            return;
+        }
+        let (Some(w), Some(a)) = (self.web.as_ref(), self.agents[i].as_mut()) else {
+            return;
+        };
+        // A slow node skips every other round.
+        if self.slow_probes[i] && (self.step_no / sim_web::PROBE_EVERY).is_multiple_of(2) {
+            return;
+        }
+        for (id, result) in w.checks(i) {
+            let at = UnixMillis(now as i64);
+            a.local
+                .record(&id, result, Duration::from_micros(100), at, now, &a.metrics);
+        }
+    }
+
+    /// Agent `i`'s web reconciler task, as `local::spawn_web` runs it: every second and at
+    /// once on a new target.
+    fn web_task(&mut self, i: usize) {
+        let Some(a) = self.agents[i].as_mut() else {
+            return;
+        };
+        let Some(task) = a.web.as_mut() else {
+            return;
+        };
+        let target = a.d.target(Authority::Web).and_then(|t| t.as_web());
+        let tick = (self.step_no + i as u64).is_multiple_of(sim_web::WEB_EVERY);
+        if !tick && task.last_target.as_ref() == target {
+            return;
+        }
+        task.last_target = target.cloned();
+        let Some(target) = target.cloned() else {
+            return;
+        };
+        let report = futures::executor::block_on(task.rec.cycle(&target));
+        if !report.haproxy_actions.is_empty() {
+            let line = format!(
+                "n{} web: {} (epoch {})",
+                i + 1,
+                report.haproxy_actions.join(", "),
+                target.authority.epoch
+            );
+            self.log(line);
+        }
+    }
+
+    /// The web invariants of this step (see `sim_web`).
+    fn check_web(&mut self) -> Result<(), String> {
+        let Some(w) = self.web.as_mut() else {
+            return Ok(());
+        };
+        let mut err = None;
+        for a in self.agents.iter().flatten() {
+            if let Err(e) = w.check_state(a.d.state()) {
+                err = Some(e);
+                break;
+            }
+        }
+        if err.is_none() {
+            for (h, haproxy) in self.haproxy.iter().enumerate() {
+                match sim_web::ready_servers(haproxy) {
+                    Ok(ready) if ready.is_empty() => {
+                        err = Some(format!(
+                            "web: haproxy n{} has no be_php server ready",
+                            h + 1
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => err = Some(format!("web: haproxy n{}: {e}", h + 1)),
+                }
+            }
+        }
+        match err {
+            Some(e) => Err(self.fail(&e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the web tier settled: nobody drained or kept in any agent's view, every
+    /// HAProxy's `be_php` all ready.
+    fn web_converged(&self) -> Result<(), String> {
+        if self.web.is_none() {
+            return Ok(());
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let a = a
+                .as_ref()
+                .ok_or_else(|| format!("n{}'s agent is down", i + 1))?;
+            let web = &a.d.state().web;
+            if !web.drained.is_empty() || web.kept.is_some() {
+                return Err(format!(
+                    "n{} sees drained {:?}, kept {:?}",
+                    i + 1,
+                    web.drained.keys().collect::<Vec<_>>(),
+                    web.kept.as_ref().map(|k| k.node)
+                ));
+            }
+        }
+        for (h, haproxy) in self.haproxy.iter().enumerate() {
+            let ready = sim_web::ready_servers(haproxy)?;
+            if ready.len() != N as usize {
+                return Err(format!("haproxy n{}: be_php ready {ready:?}", h + 1));
+            }
         }
         Ok(())
     }
@@ -2321,6 +2500,12 @@ impl Sim {
                 )));
             }
         }
+        // The web tier: back to every node in service once every pool and mount is healthy.
+        if self.web.as_ref().is_some_and(|w| w.settled(self.now)) {
+            if let Err(e) = self.web_converged() {
+                return Err(self.fail(&format!("liveness: web rotation not settled: {e}")));
+            }
+        }
         // A verified backup once everything recovered, when there was room for one: two
         // windows, a run and its commit, and the wall clocks' spread.
         let recovered = galera_at.unwrap_or(healed).max(healed);
@@ -2365,6 +2550,8 @@ impl Sim {
                 .map(|a| a.d.state().galera_writer.epoch.0)
                 .max()
                 .unwrap_or(0),
+            web_rotations: self.web.as_ref().map_or(0, |w| w.rotations),
+            web_kept: self.web.as_ref().map_or(0, |w| w.kept.len() as u64),
         })
     }
 
@@ -2449,6 +2636,10 @@ struct Stats {
     evictions: u64,
     /// Galera writers committed (the newest writer epoch).
     writer_changes: u64,
+    /// Web rotations committed (the newest rotation epoch).
+    web_rotations: u64,
+    /// Nodes kept in service though sick (every node was).
+    web_kept: u64,
 }
 
 fn steps() -> u64 {
@@ -2527,6 +2718,7 @@ fn cluster_is_safe_and_live_under_faults() {
     let rebootstraps: u64 = stats.iter().map(|s| s.rebootstraps).sum();
     let evictions: u64 = stats.iter().map(|s| s.evictions).sum();
     let backups: u64 = stats.iter().map(|s| s.backups).sum();
+    let web_kept: u64 = stats.iter().map(|s| s.web_kept).sum();
     let expired: u64 = stats.iter().map(|s| s.backups_expired).sum();
     let retries: u64 = stats.iter().map(|s| s.backup_retries).sum();
     eprintln!(
@@ -2535,7 +2727,7 @@ fn cluster_is_safe_and_live_under_faults() {
          bootstrapped ({rebootstraps} bootstraps again after an agent restart), {:.0} galera \
          writes, {:.1} galera writers, {:.1} evictions; promotions proposed: {fast} fast path, \
          {silent} silent path; backups: {:.1} verified, {expired} leases expired, {retries} \
-         retried on another node",
+         retried on another node; web: {:.1} rotations, {web_kept} sick nodes kept in service",
         stats.len(),
         steps * STEP_MS / 60_000,
         stats.len() as f64 / secs,
@@ -2548,6 +2740,7 @@ fn cluster_is_safe_and_live_under_faults() {
         stats.iter().map(|s| s.writer_changes).sum::<u64>() as f64 / n,
         evictions as f64 / n,
         backups as f64 / n,
+        stats.iter().map(|s| s.web_rotations).sum::<u64>() as f64 / n,
     );
     // Every path must actually run, or the invariants above say little about one of them.
     if stats.len() >= 20 {
