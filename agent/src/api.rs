@@ -187,6 +187,25 @@ pub struct StatusBody {
     /// this node's HAProxy web backend. Absent without `[web]`.
     #[serde(default)]
     pub web: Option<WebStatus>,
+    /// Remediations: the one in force, why a node's repair waits (the leader's), the newest
+    /// finished ones, and what this node's task reports. Absent when remediations are off.
+    #[serde(default)]
+    pub remedy: Option<RemedyStatus>,
+}
+
+/// The remediation part of status.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemedyStatus {
+    /// The remediation in force.
+    pub lease: Option<crate::cluster::RemedyLease>,
+    /// The leader's latest verdict (null on followers: ask the leader).
+    pub verdict: Option<String>,
+    /// Why a node's repair waits (hourly cap, back-off, backup lease), the leader's view.
+    pub held: BTreeMap<NodeId, String>,
+    /// The newest finished remediations, newest first (at most 10).
+    pub recent: Vec<crate::cluster::RemedyRecord>,
+    /// What this node's remediation task reports.
+    pub local: Option<crate::cluster::RemedyRun>,
 }
 
 /// The web part of status (also `GET /v1/web`).
@@ -775,6 +794,20 @@ pub fn status_body(h: &Handles) -> StatusBody {
             b
         }),
         web: web_body(h, &core),
+        remedy: core.services.remedy.as_ref().map(|r| RemedyStatus {
+            lease: core.cluster.remedy.lease.clone(),
+            verdict: r.plan.as_ref().map(|p| p.verdict.clone()),
+            held: r.plan.as_ref().map(|p| p.held.clone()).unwrap_or_default(),
+            recent: core
+                .cluster
+                .remedy
+                .records
+                .iter()
+                .take(10)
+                .cloned()
+                .collect(),
+            local: r.local.lock().ok().and_then(|l| l.clone()),
+        }),
     }
 }
 

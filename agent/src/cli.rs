@@ -918,6 +918,42 @@ fn render_web(out: &mut String, s: &StatusBody, others: &[Option<Option<StatusBo
         };
         let _ = writeln!(out, "  {n}: {place}; now {health}");
     }
+    let remedy_leader = views
+        .iter()
+        .find(|v| v.leader_id == Some(v.node_id))
+        .and_then(|v| v.remedy.as_ref());
+    if let Some(r) = &s.remedy {
+        if let Some(l) = &r.lease {
+            let _ = writeln!(
+                out,
+                "  remediation {} in force: {} on {} ({})",
+                l.id,
+                l.action.describe(),
+                l.node,
+                l.reason
+            );
+        }
+        if let Some(lr) = remedy_leader {
+            for (n, why) in &lr.held {
+                let _ = writeln!(out, "  {n} repair waits: {why}");
+            }
+        }
+        if let Some(last) = r.recent.first() {
+            let how = match last.ok {
+                Some(true) => "done",
+                Some(false) => "failed",
+                None => "expired",
+            };
+            let _ = writeln!(
+                out,
+                "  last remediation {}: {} on {} {how}: {}",
+                last.id,
+                last.action.describe(),
+                last.node,
+                last.result
+            );
+        }
+    }
     let mut all = views;
     all.sort_by_key(|v| v.node_id);
     all.dedup_by_key(|v| v.node_id);

@@ -23,6 +23,7 @@
 //! entries are dropped from the state (they remain in logs and metrics).
 
 mod backup;
+mod remedy;
 mod web;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -34,9 +35,13 @@ pub use backup::{
     BackupSummary, BackupTrigger, Component, ComponentSummary, CATALOG_LIMIT, MAX_ATTEMPTS,
 };
 
+pub use remedy::{
+    describe as describe_remedy, RemedyAction, RemedyAuthority, RemedyLease, RemedyRecord,
+    RemedyRun, REMEDY_RECORDS,
+};
 pub use web::{WebAuthority, WebChange, WebDrain, WebKept};
 
-use crate::ids::{BackupId, Epoch, LogIndex, NodeId, Term, UnixMillis};
+use crate::ids::{BackupId, Epoch, LogIndex, NodeId, RemedyId, Term, UnixMillis};
 
 /// How many audit entries the replicated history keeps.
 pub const HISTORY_LIMIT: usize = 200;
@@ -638,6 +643,33 @@ pub enum Command {
         /// The decision's verdict.
         reason: String,
     },
+    /// Lease remediation `id` (exactly the last id plus one) to `node` for `action`; refused
+    /// while another is in force, on the backup lease's holder and during a Galera outage.
+    GrantRemedy {
+        /// The lease's number.
+        id: RemedyId,
+        /// The node that carries it out on itself.
+        node: NodeId,
+        /// What it does.
+        action: RemedyAction,
+        /// What it acts on (the mount point of a remount; empty otherwise).
+        target: String,
+        /// Its bound: the leader expires it after this long.
+        max_duration_ms: u64,
+        /// The decision's verdict.
+        reason: String,
+    },
+    /// End remediation `id`: done (succeeded or failed) as its agent reported, or expired.
+    FinishRemedy {
+        /// The lease.
+        id: RemedyId,
+        /// Whether its agent reported success.
+        ok: bool,
+        /// Whether the leader ends it without a result (its time ran out).
+        expired: bool,
+        /// What its agent reported, or why it expired.
+        reason: String,
+    },
 }
 
 /// The replicated authority a command changes. Each authority has its own proposals in flight
@@ -660,6 +692,8 @@ pub enum Authority {
     Backup,
     /// The web rotation.
     Web,
+    /// The remediation lease and the finished remediations.
+    Remedy,
 }
 
 impl Authority {
@@ -673,6 +707,7 @@ impl Authority {
             Authority::GaleraWriter => "galera_writer",
             Authority::Backup => "backup",
             Authority::Web => "web",
+            Authority::Remedy => "remedy",
         }
     }
 }
@@ -703,6 +738,7 @@ impl Command {
             | Command::GrantBackupLease { .. }
             | Command::FinishBackup { .. } => Authority::Backup,
             Command::SetWebRotation { .. } => Authority::Web,
+            Command::GrantRemedy { .. } | Command::FinishRemedy { .. } => Authority::Remedy,
         }
     }
 
@@ -780,6 +816,9 @@ pub struct ClusterState {
     /// Web rotation authority.
     #[serde(default)]
     pub web: WebAuthority,
+    /// Remediation authority.
+    #[serde(default)]
+    pub remedy: RemedyAuthority,
     /// Index of the last entry applied (commands, empty and invalid entries alike).
     pub applied: LogIndex,
 }
@@ -984,6 +1023,20 @@ impl ClusterState {
                 kept,
                 reason,
             } => self.set_web_rotation(meta, *epoch, drained, kept.as_ref(), reason),
+            Command::GrantRemedy {
+                id,
+                node,
+                action,
+                target,
+                max_duration_ms,
+                reason,
+            } => self.grant_remedy(meta, *id, *node, *action, target, *max_duration_ms, reason),
+            Command::FinishRemedy {
+                id,
+                ok,
+                expired,
+                reason,
+            } => self.finish_remedy(meta, *id, *ok, *expired, reason),
         }
     }
 

@@ -15,7 +15,7 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use triad_proto::v1 as pb;
 
-pub use crate::cluster::BackupRun;
+pub use crate::cluster::{BackupRun, RemedyRun};
 pub use backup::{decode_run, encode_run, is_sha256};
 
 use crate::cluster::{
@@ -203,6 +203,32 @@ pub fn encode_entry(p: &Proposal) -> Vec<u8> {
             kept_reason: kept.as_ref().map_or(String::new(), |k| k.reason.clone()),
             reason: reason.clone(),
         }),
+        Command::GrantRemedy {
+            id,
+            node,
+            action,
+            target,
+            max_duration_ms,
+            reason,
+        } => pb::command::Kind::GrantRemedy(pb::GrantRemedy {
+            id: id.0,
+            node: node.get(),
+            action: action.as_str().to_string(),
+            target: target.clone(),
+            max_duration_ms: *max_duration_ms,
+            reason: reason.clone(),
+        }),
+        Command::FinishRemedy {
+            id,
+            ok,
+            expired,
+            reason,
+        } => pb::command::Kind::FinishRemedy(pb::FinishRemedy {
+            id: id.0,
+            ok: *ok,
+            expired: *expired,
+            reason: reason.clone(),
+        }),
         Command::RegisterMembers { members } => {
             pb::command::Kind::RegisterMembers(pb::RegisterMembers {
                 members: members
@@ -314,6 +340,52 @@ fn decode_bootstrap_galera(m: pb::BootstrapGalera) -> Result<Command, CodecError
         by: m.by,
         reason: m.reason,
         evidence: m.evidence,
+    })
+}
+
+/// Longest text accepted in a remediation's free-text fields.
+const MAX_REMEDY_TEXT: usize = 4096;
+
+fn decode_remedy_run(r: pb::RemedyRun) -> Result<RemedyRun, CodecError> {
+    if r.id == 0 {
+        return Err(CodecError::Field {
+            field: "health_report.remedy_run.id",
+            problem: "0 is not a remediation number".into(),
+        });
+    }
+    if r.detail.len() > MAX_REMEDY_TEXT {
+        return Err(CodecError::Field {
+            field: "health_report.remedy_run.detail",
+            problem: format!("{} bytes (at most {MAX_REMEDY_TEXT})", r.detail.len()),
+        });
+    }
+    Ok(RemedyRun {
+        id: crate::ids::RemedyId(r.id),
+        done: r.done,
+        ok: r.ok,
+        detail: r.detail,
+    })
+}
+
+fn decode_grant_remedy(m: pb::GrantRemedy) -> Result<Command, CodecError> {
+    if m.id == 0 {
+        return Err(CodecError::Field {
+            field: "command.grant_remedy.id",
+            problem: "0 is not a remediation number".into(),
+        });
+    }
+    Ok(Command::GrantRemedy {
+        id: crate::ids::RemedyId(m.id),
+        node: node_id(m.node, "command.grant_remedy.node")?,
+        action: crate::cluster::RemedyAction::parse(&m.action).ok_or_else(|| {
+            CodecError::Field {
+                field: "command.grant_remedy.action",
+                problem: format!("unknown action `{}`", m.action),
+            }
+        })?,
+        target: m.target,
+        max_duration_ms: m.max_duration_ms,
+        reason: m.reason,
     })
 }
 
@@ -448,6 +520,13 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
             reason: m.reason,
         },
         pb::command::Kind::SetWebRotation(m) => decode_web_rotation(m)?,
+        pb::command::Kind::GrantRemedy(m) => decode_grant_remedy(m)?,
+        pb::command::Kind::FinishRemedy(m) => Command::FinishRemedy {
+            id: crate::ids::RemedyId(m.id),
+            ok: m.ok,
+            expired: m.expired,
+            reason: m.reason,
+        },
         // Decoded above.
         pb::command::Kind::ArmBackupSchedule(_)
         | pb::command::Kind::RequestBackup(_)
@@ -508,6 +587,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ClusterState, CodecError> {
     state.galera_writer.check().map_err(CodecError::Snapshot)?;
     state.backup.check().map_err(CodecError::Snapshot)?;
     state.web.check().map_err(CodecError::Snapshot)?;
+    state.remedy.check().map_err(CodecError::Snapshot)?;
     Ok(state)
 }
 
@@ -916,9 +996,16 @@ pub fn encode_report(
     reconciled_index: u64,
     pongs: &BTreeMap<NodeId, u64>,
     backup_run: Option<&BackupRun>,
+    remedy_run: Option<&RemedyRun>,
 ) -> pb::HealthReport {
     pb::HealthReport {
         backup_run: backup_run.map(encode_run),
+        remedy_run: remedy_run.map(|r| pb::RemedyRun {
+            id: r.id.0,
+            done: r.done,
+            ok: r.ok,
+            detail: r.detail.clone(),
+        }),
         applied_index,
         reconciled_index,
         pongs: pongs
@@ -987,6 +1074,8 @@ pub struct DecodedReport {
     pub pongs: BTreeMap<NodeId, u64>,
     /// The backup the sender runs or last ran under a lease, if any.
     pub backup_run: Option<BackupRun>,
+    /// The remediation the sender carries out or carried out under the lease in force, if any.
+    pub remedy_run: Option<RemedyRun>,
 }
 
 /// Decodes and validates a peer's health report. `is_member` says whether a node id belongs
@@ -998,6 +1087,7 @@ pub fn decode_report(
     let applied_index = report.applied_index;
     let reconciled_index = report.reconciled_index;
     let backup_run = report.backup_run.map(decode_run).transpose()?;
+    let remedy_run = report.remedy_run.map(decode_remedy_run).transpose()?;
     use crate::observation::{CheckResult, Observation, ProbeId, Service, Status};
     let bad = |field: &'static str, problem: String| CodecError::Field { field, problem };
     let mut pongs = BTreeMap::new();
@@ -1100,6 +1190,7 @@ pub fn decode_report(
         reconciled_index,
         pongs,
         backup_run,
+        remedy_run,
     })
 }
 
@@ -1130,14 +1221,22 @@ mod report_tests {
         healthy.status = Status::Healthy;
         healthy.last = CheckResult::healthy(serde_json::json!({"role": "master"}));
         let pongs = BTreeMap::from([(NodeId(1), 120), (NodeId(3), 5)]);
+        let run = RemedyRun {
+            id: crate::ids::RemedyId(4),
+            done: true,
+            ok: true,
+            detail: "restarted".into(),
+        };
         let pb = encode_report(
             &[(sample(), 40), (healthy.clone(), 7)],
             99,
             42,
             &pongs,
             None,
+            Some(&run),
         );
         let back = decode_report(pb, |n| n.get() <= 3).expect("decodes");
+        assert_eq!(back.remedy_run, Some(run));
         assert_eq!(back.applied_index, 99);
         assert_eq!(back.reconciled_index, 42);
         assert_eq!(back.pongs, pongs);
@@ -1164,7 +1263,7 @@ mod report_tests {
             ),
         ];
         for (mutate, want) in cases {
-            let mut pb = encode_report(&[(sample(), 1)], 1, 1, &BTreeMap::new(), None);
+            let mut pb = encode_report(&[(sample(), 1)], 1, 1, &BTreeMap::new(), None, None);
             mutate(&mut pb.observations[0]);
             let err = decode_report(pb, |n| n.get() <= 3)
                 .expect_err(want)

@@ -115,6 +115,27 @@ pub struct WebSection {
     /// saturated one would otherwise look healthy at once and flap. Default 2s; at most 1h.
     #[serde(default = "default_readmit_after", with = "humantime_serde")]
     pub readmit_after: Duration,
+    /// Restart a dead PHP-FPM pool (its probe: connection refused, or a wrong answer) through
+    /// service control, one node at a time under a committed lease. A hung or saturated pool
+    /// is only drained. Default true; needs `[services] control` other than `none`.
+    #[serde(default = "yes")]
+    pub restart_phpfpm: bool,
+    /// Restarts of one node's PHP-FPM allowed in any hour; past it the node stays drained and
+    /// the status says why. Default 6; 1 to 100.
+    #[serde(default = "default_web_restarts_per_hour")]
+    pub restarts_per_hour: u32,
+    /// The wait after a node's first restart before the next; doubles with every restart in
+    /// the last hour. The first restart is immediate. Default 10s; 1s to 1h.
+    #[serde(default = "default_web_restart_backoff", with = "humantime_serde")]
+    pub restart_backoff: Duration,
+}
+
+fn default_web_restarts_per_hour() -> u32 {
+    6
+}
+
+fn default_web_restart_backoff() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_readmit_after() -> Duration {
@@ -329,6 +350,16 @@ pub struct GlusterSection {
     /// removing a small file.
     #[serde(default)]
     pub mounts: Vec<PathBuf>,
+    /// How a broken mount (down or hung: ENOTCONN after a cut, a dead client) is mounted
+    /// again, with `[web]` on: program and arguments, `{mount}` replaced by the mount point and
+    /// `{mount_unit}` by its systemd-escaped name (`/mnt/shop` gives `mnt-shop`). It must lazily
+    /// unmount and mount again, and exit 0; then a write and a read through the mount must
+    /// work. One node at a time, under a remediation lease, bounded by
+    /// `services.stop_timeout`. The packaged agent (not root): `["systemctl", "start",
+    /// "triad-gluster-remount@{mount_unit}.service"]` (the package's helper unit, which mounts
+    /// the mount point's `/etc/fstab` entry). Absent: a broken mount is only drained.
+    #[serde(default)]
+    pub remount_command: Option<Vec<String>>,
     /// Program and leading arguments of the gluster CLI. Default `["gluster"]` (root: it
     /// talks to glusterd over its root-only socket). The packaged agent, as the `triad` user:
     /// `["gluster", "--remote-host=127.0.0.1", "--log-file=/var/lib/triad/gluster-cli.log"]`
@@ -1416,6 +1447,35 @@ pub fn parse_fcgi_addr(s: &str) -> Result<FcgiAddr, String> {
 }
 
 impl Validated {
+    /// The remediation decision's tunables, when remediations are on: `[web]` with
+    /// `restart_phpfpm` and a service control, or `[gluster] remount_command`. A lease's bound
+    /// is two stop timeouts (a restart is a stop and a start, each bounded by it; a remount is
+    /// bounded by one, and its check by the mount probe's timeout) and 10 s for the report to
+    /// reach the leader.
+    pub fn remedy_settings(&self) -> Option<crate::decide::remedy::RemedySettings> {
+        let c = &self.config;
+        let w = c.web.as_ref()?;
+        let restart_phpfpm = w.restart_phpfpm && c.services.control != ServiceControlKind::None;
+        let remount = c
+            .gluster
+            .as_ref()
+            .is_some_and(|g| g.remount_command.is_some());
+        if !restart_phpfpm && !remount {
+            return None;
+        }
+        Some(crate::decide::remedy::RemedySettings {
+            freshness_ms: millis(w.freshness),
+            per_hour: w.restarts_per_hour,
+            backoff_ms: millis(w.restart_backoff),
+            max_duration_ms: millis(c.services.stop_timeout.saturating_mul(2))
+                .saturating_add(10_000),
+            restart_phpfpm,
+            remount,
+            ping_lease_ms: millis(c.failover.lease),
+            clock_margin_ms: millis(c.failover.clock_margin),
+        })
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.config.node.id
@@ -1944,6 +2004,22 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
                 ));
             }
         }
+        if let Some(r) = &g.remount_command {
+            if r.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(invalid(
+                    "gluster.remount_command",
+                    "must name a program (with its arguments; `{mount}` is the mount point), \
+                     or leave the key out: broken mounts are then only drained"
+                        .into(),
+                ));
+            }
+            if g.mounts.is_empty() {
+                return Err(invalid(
+                    "gluster.remount_command",
+                    "there is nothing to remount: gluster.mounts is empty".into(),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -2258,6 +2334,22 @@ fn validate_web(path: &Path, config: &Config) -> Result<(), ConfigError> {
         Duration::ZERO,
         Duration::from_secs(3600),
         "a drained node waits this long, healthy, before it is readmitted",
+    )?;
+    in_range(
+        path,
+        "web.restarts_per_hour",
+        w.restarts_per_hour,
+        1,
+        100,
+        "past the cap a node stays drained until an operator repairs it",
+    )?;
+    in_range(
+        path,
+        "web.restart_backoff",
+        w.restart_backoff,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        "the wait after a restart before the next, doubled with each one in the hour",
     )
 }
 

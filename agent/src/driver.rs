@@ -256,6 +256,7 @@ pub struct Driver {
     last_reconciled: u64,
     /// What the local backup runner last reported.
     backup_run: Option<codec::BackupRun>,
+    remedy_run: Option<codec::RemedyRun>,
     /// The applied index as of the controllers' last observation (see
     /// [`Driver::reported_applied`]).
     observed_applied: u64,
@@ -302,6 +303,7 @@ impl Driver {
             periodic_due: false,
             last_reconciled: 0,
             backup_run: None,
+            remedy_run: None,
             observed_applied: 0,
             verdict: "starting".into(),
             embargo,
@@ -335,6 +337,7 @@ impl Driver {
             h.set_reconciled(observer, report.reconciled_index);
             h.set_pongs(observer, &report.pongs);
             h.set_backup_run(observer, report.backup_run);
+            h.set_remedy_run(observer, report.remedy_run);
         }
     }
 
@@ -354,6 +357,21 @@ impl Driver {
             self.backup_run = run;
             self.out.report_now = true;
         }
+    }
+
+    /// Records what the local remediation task reports (the remediation under this node's
+    /// lease, or none); a change asks for a report at once (the leader commits the end from
+    /// it).
+    pub fn set_remedy_run(&mut self, run: Option<codec::RemedyRun>) {
+        if run != self.remedy_run {
+            self.remedy_run = run;
+            self.out.report_now = true;
+        }
+    }
+
+    /// What the local remediation task last reported, for this agent's health report.
+    pub fn remedy_run(&self) -> Option<&codec::RemedyRun> {
+        self.remedy_run.as_ref()
     }
 
     /// What the local backup runner last reported, for this agent's health report.
@@ -536,6 +554,7 @@ impl Driver {
                 reconciled: h.reconciled(),
                 pongs: h.pongs(),
                 backup_runs: h.backup_runs(),
+                remedy_runs: h.remedy_runs(),
             },
             _ => Reports::default(),
         };

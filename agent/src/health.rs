@@ -42,6 +42,7 @@ struct Report {
     pongs: BTreeMap<NodeId, u64>,
     /// The backup the observer runs or last ran under a lease, as of this report.
     backup_run: Option<BackupRun>,
+    remedy_run: Option<crate::cluster::RemedyRun>,
 }
 
 /// The latest report of every observer. Pure.
@@ -79,6 +80,7 @@ impl HealthStore {
                 reconciled_index: 0,
                 pongs: BTreeMap::new(),
                 backup_run: None,
+                remedy_run: None,
             },
         );
     }
@@ -119,6 +121,21 @@ impl HealthStore {
         if let Some(r) = self.reports.get_mut(&observer) {
             r.backup_run = run;
         }
+    }
+
+    /// Records the remediation `observer`'s latest report carried (or none).
+    pub fn set_remedy_run(&mut self, observer: NodeId, run: Option<crate::cluster::RemedyRun>) {
+        if let Some(r) = self.reports.get_mut(&observer) {
+            r.remedy_run = run;
+        }
+    }
+
+    /// The remediation every observer's latest report carried, by observer (those with one).
+    pub fn remedy_runs(&self) -> BTreeMap<NodeId, crate::cluster::RemedyRun> {
+        self.reports
+            .iter()
+            .filter_map(|(&o, r)| Some((o, r.remedy_run.clone()?)))
+            .collect()
     }
 
     /// The backup run every observer's latest report carried, by observer (those with one).

@@ -113,6 +113,28 @@ impl HelperError {
     }
 }
 
+/// A path as `systemd-escape --path` writes it (`/mnt/shop` gives `mnt-shop`): the instance
+/// name of a templated unit for that path.
+pub fn escape_path(path: &std::path::Path) -> String {
+    let s = path.to_string_lossy();
+    let trimmed = s.trim_matches('/');
+    if trimmed.is_empty() {
+        return "-".into();
+    }
+    let mut out = String::new();
+    for (i, b) in trimmed.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || b == b':' || b == b'_' || b == b'.' => {
+                out.push(b as char)
+            }
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
 impl HelperUnit {
     /// `unit` with its output at `<state_dir>/<unit>.out`, started by `systemctl` on the
     /// `PATH`.
@@ -210,6 +232,22 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As `systemd-escape --path` writes them.
+    #[test]
+    fn paths_escape_as_systemd_does() {
+        for (path, unit) in [
+            ("/mnt/shop", "mnt-shop"),
+            ("/srv/shop/pub/media/", "srv-shop-pub-media"),
+            ("/", "-"),
+            ("/srv/my shop", "srv-my\\x20shop"),
+            ("/srv/.hidden", "srv-.hidden"),
+            ("/.x", "\\x2ex"),
+            ("/a-b", "a\\x2db"),
+        ] {
+            assert_eq!(escape_path(std::path::Path::new(path)), unit, "{path}");
+        }
+    }
 
     /// A stand-in `systemctl` that writes what a unit would (its argument names the unit;
     /// the behaviour is chosen by the unit's name).

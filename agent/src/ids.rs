@@ -99,3 +99,23 @@ impl fmt::Display for BackupId {
         write!(f, "b{}", self.0)
     }
 }
+
+/// The number of a remediation lease (exactly the last one plus one).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct RemedyId(pub u64);
+
+impl RemedyId {
+    /// The id after this one.
+    pub fn next(self) -> RemedyId {
+        RemedyId(self.0 + 1)
+    }
+}
+
+impl fmt::Display for RemedyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}

@@ -35,7 +35,7 @@ use crate::actuator::galera_sql::{EvsPeriod, MysqlGaleraSql};
 use crate::actuator::haproxy::HaproxySocket;
 use crate::actuator::redis::RedisServer;
 use crate::actuator::service::{service_control, ServiceState, StartMode};
-use crate::cluster::Authority;
+use crate::cluster::{Authority, RemedyAction};
 use crate::config::{
     BackendRole, ConfigError, MariadbSection, ServiceControlKind, ServiceName, Validated,
 };
@@ -54,11 +54,12 @@ use crate::raft::transport::Transport;
 use crate::reconcile::galera::{GaleraRecovery, PeerChecks, RecoverySettings, StartKind, Step};
 use crate::reconcile::galera_writer::{self, WriterReconciler};
 use crate::reconcile::redis::{HaproxyTarget, Pace, Pacer, RedisReconciler};
+use crate::reconcile::remedy::{RemedyRunner, RemedyStep};
 use crate::reconcile::web::WebReconciler;
 use crate::reconcile::Timer;
 use crate::status::{
     GaleraCoreView, Liveness, LocalGaleraView, LocalRedisView, LocalWebView, LocalWriterView,
-    RedisCoreView, ServiceViews, WebCoreView, WriterCoreView,
+    RedisCoreView, RemedyCoreView, ServiceViews, WebCoreView, WriterCoreView,
 };
 
 /// What the local reconcilers share with the event loop's other parts.
@@ -69,6 +70,8 @@ pub struct LocalShared<'a> {
     pub liveness: &'a Arc<Liveness>,
     /// The local MariaDB probe's kick (checks at once when notified).
     pub mariadb_kick: Option<Arc<tokio::sync::Notify>>,
+    /// The local PHP-FPM probe's kick.
+    pub phpfpm_kick: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The running local reconcilers of this node. See the module docs.
@@ -81,6 +84,9 @@ pub struct LocalReconcilers {
     writer: Arc<Mutex<LocalWriterView>>,
     web: Arc<Mutex<LocalWebView>>,
     web_managed: bool,
+    /// What the remediation task reports (the remediation under this node's lease).
+    remedy: Arc<Mutex<Option<crate::cluster::RemedyRun>>>,
+    remedy_managed: bool,
     /// What the backup runner reports (the run under this node's lease).
     backup: Arc<Mutex<Option<crate::codec::BackupRun>>>,
     /// Notified when the Redis reconciler carried out a newer decision.
@@ -102,6 +108,7 @@ impl LocalReconcilers {
             galera_notes,
             liveness,
             mariadb_kick,
+            phpfpm_kick,
         } = shared;
         let redis = Arc::new(Mutex::new(LocalRedisView {
             waiting: Some("starting".into()),
@@ -155,6 +162,19 @@ impl LocalReconcilers {
                 targets.insert(Authority::Web, tx);
             }
         }
+        let remedy = Arc::new(Mutex::new(None));
+        if cfg.remedy_settings().is_some() {
+            let (tx, rx) = watch::channel(driver.target(Authority::Remedy).cloned());
+            let io = RemedyTaskIo {
+                report: remedy.clone(),
+                changed: reconciled_changed.clone(),
+                kick: phpfpm_kick,
+                transport: transport.clone(),
+            };
+            if spawn_remedy(cfg, rx, io, shutdown.clone()) {
+                targets.insert(Authority::Remedy, tx);
+            }
+        }
         let backup = Arc::new(Mutex::new(None));
         if cfg.config.backup.is_some() {
             let (tx, rx) = watch::channel(driver.target(Authority::Backup).cloned());
@@ -169,7 +189,9 @@ impl LocalReconcilers {
                 targets.insert(Authority::Backup, tx);
             }
         }
+        let remedy_managed = targets.contains_key(&Authority::Remedy);
         Ok(LocalReconcilers {
+            remedy_managed,
             backup,
             targets,
             redis,
@@ -179,6 +201,7 @@ impl LocalReconcilers {
             writer,
             web,
             web_managed: cfg.config.web.is_some(),
+            remedy,
             reconciled_changed,
         })
     }
@@ -203,6 +226,11 @@ impl LocalReconcilers {
                 changed
             });
         }
+    }
+
+    /// What the remediation task reports now.
+    pub fn remedy_run(&self) -> Option<crate::cluster::RemedyRun> {
+        self.remedy.lock().ok().and_then(|g| g.clone())
     }
 
     /// What the backup runner reports now.
@@ -236,6 +264,10 @@ impl LocalReconcilers {
                 plan: web_plan(driver).cloned(),
                 local: self.web.clone(),
             }),
+            remedy: self.remedy_managed.then(|| RemedyCoreView {
+                plan: remedy_plan(driver).cloned(),
+                local: self.remedy.clone(),
+            }),
         }
     }
 
@@ -263,9 +295,17 @@ impl LocalReconcilers {
                 w.plan.as_ref() == web_plan(driver) && Arc::ptr_eq(&w.local, &self.web)
             }
         };
+        let remedy = match (&views.remedy, self.remedy_managed) {
+            (None, managed) => !managed,
+            (Some(_), false) => false,
+            (Some(r), true) => {
+                r.plan.as_ref() == remedy_plan(driver) && Arc::ptr_eq(&r.local, &self.remedy)
+            }
+        };
         galera
             && writer
             && web
+            && remedy
             && match (&views.redis, self.redis_managed) {
                 (None, managed) => !managed,
                 (Some(_), false) => false,
@@ -283,6 +323,228 @@ fn galera_plan(driver: &Driver) -> Option<&crate::decide::galera::GaleraPlan> {
     driver
         .plan(Authority::Galera)
         .and_then(ServicePlan::as_galera)
+}
+
+/// What the remediation task shares with the rest of the agent.
+struct RemedyTaskIo {
+    /// Its report, read by the event loop for this agent's health reports.
+    report: Arc<Mutex<Option<crate::cluster::RemedyRun>>>,
+    /// Notified when the report changed (the event loop reports at once).
+    changed: Arc<tokio::sync::Notify>,
+    /// The local PHP-FPM probe's kick: checked at once after a restart.
+    kick: Option<Arc<tokio::sync::Notify>>,
+    /// The ping lease (a remediation starts only while this agent holds it).
+    transport: Transport,
+}
+
+/// How this node repairs what a remediation lease names.
+struct Repairs {
+    me: NodeId,
+    control: Option<Arc<dyn crate::actuator::service::ServiceControl>>,
+    remount: Option<Vec<String>>,
+    mounts: Vec<std::path::PathBuf>,
+    timeout: std::time::Duration,
+    check_timeout: std::time::Duration,
+}
+
+impl Repairs {
+    /// Carries out `l` on this node; `Ok` says what was done.
+    async fn run(&self, l: &crate::cluster::RemedyLease) -> Result<String, String> {
+        match l.action {
+            RemedyAction::RestartPhpfpm => {
+                let control = self
+                    .control
+                    .as_ref()
+                    .ok_or("no service control ([services] control = \"none\")")?;
+                control
+                    .restart(ServiceName::Phpfpm.as_str(), &StartMode::Normal)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok("php-fpm restarted".into())
+            }
+            RemedyAction::Remount => {
+                let mount = self
+                    .mounts
+                    .iter()
+                    .find(|m| m.display().to_string() == l.target)
+                    .ok_or_else(|| format!("{} is not one of [gluster] mounts", l.target))?;
+                let argv = self
+                    .remount
+                    .as_ref()
+                    .ok_or("no [gluster] remount_command")?;
+                let unit = crate::helper_unit::escape_path(mount);
+                let args: Vec<String> = argv
+                    .iter()
+                    .map(|a| {
+                        a.replace("{mount_unit}", &unit)
+                            .replace("{mount}", &mount.display().to_string())
+                    })
+                    .collect();
+                let (program, rest) = args.split_first().ok_or("empty remount_command")?;
+                let out = tokio::time::timeout(
+                    self.timeout,
+                    tokio::process::Command::new(program)
+                        .args(rest)
+                        .stdin(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .output(),
+                )
+                .await
+                .map_err(|_| format!("{program} did not finish within {:?}", self.timeout))?
+                .map_err(|e| format!("cannot run {program}: {e}"))?;
+                if !out.status.success() {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    let err: String = err.trim().chars().take(300).collect();
+                    return Err(format!("{program} failed ({}): {err}", out.status));
+                }
+                // A mount that did not come back leaves the bare directory, where a write
+                // would succeed: it must be a FUSE mount again first.
+                if !is_fuse_mount(mount) {
+                    return Err(format!(
+                        "{program} exited 0 but {} is not a FUSE mount",
+                        mount.display()
+                    ));
+                }
+                crate::probe::gluster::check_mount(mount, &self.me.to_string(), self.check_timeout)
+                    .await?;
+                Ok(format!(
+                    "{} mounted again, a write and a read work",
+                    mount.display()
+                ))
+            }
+        }
+    }
+}
+
+/// Whether `path` is a FUSE mount point in this process's mount namespace.
+fn is_fuse_mount(path: &std::path::Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines().any(|l| {
+        let mut f = l.split(' ');
+        let (_, point, fstype) = (f.next(), f.next(), f.next());
+        point.map(|p| p.replace("\\040", " ")) == Some(path.display().to_string())
+            && fstype.is_some_and(|t| t.starts_with("fuse"))
+    })
+}
+
+/// Starts the remediation task: every 500 ms and at once on a new target, one
+/// [`RemedyRunner::cycle`]; a lease for this node is carried out (a PHP-FPM restart through
+/// service control, bounded by `services.stop_timeout` for its stop and its start; a remount
+/// with `[gluster] remount_command`, bounded by `services.stop_timeout`, then a write and a
+/// read through the mount) and its result reported until the lease ends.
+fn spawn_remedy(
+    cfg: &Validated,
+    mut targets: watch::Receiver<Option<ServiceTarget>>,
+    io: RemedyTaskIo,
+    shutdown: CancellationToken,
+) -> bool {
+    let c = &cfg.config;
+    let repairs = Repairs {
+        me: cfg.node_id(),
+        control: service_control(cfg),
+        remount: c.gluster.as_ref().and_then(|g| g.remount_command.clone()),
+        mounts: c
+            .gluster
+            .as_ref()
+            .map(|g| g.mounts.clone())
+            .unwrap_or_default(),
+        timeout: c.services.stop_timeout,
+        check_timeout: c
+            .gluster
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(2), |g| {
+                g.mount_timing.resolve(&c.probes).timeout
+            }),
+    };
+    let lease_ms = c.failover.lease;
+    let quorum = cfg.members.len() / 2 + 1;
+    let mut runner = RemedyRunner::new(cfg.node_id());
+    let marker_file = c.node.data_dir.join("remedy.started");
+    let mut marker = read_remedy_marker(&marker_file);
+    tokio::spawn(async move {
+        let mut interval = crate::pace::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+                r = targets.changed() => if r.is_err() { break },
+            }
+            let Some(target) = targets
+                .borrow()
+                .as_ref()
+                .and_then(ServiceTarget::as_remedy)
+                .cloned()
+            else {
+                continue;
+            };
+            let lease = io.transport.lease(lease_ms, quorum - 1);
+            if let RemedyStep::Start(l) = runner.cycle(&target, marker, lease.valid) {
+                // Durable before the action: a restarted agent never carries it out again.
+                if let Err(e) = std::fs::write(&marker_file, format!("{}\n", l.id.0)) {
+                    let detail =
+                        format!("not started: cannot write {}: {e}", marker_file.display());
+                    tracing::error!(id = %l.id, detail = %detail, "remediation not started");
+                    runner.finished(l.id, false, detail);
+                    publish_remedy(&io, runner.report());
+                    continue;
+                }
+                marker = Some(l.id);
+                publish_remedy(&io, runner.report());
+                tracing::warn!(id = %l.id, action = l.action.as_str(), reason = %l.reason,
+                    "remediation starts on this node");
+                let started = Instant::now();
+                let result = repairs.run(&l).await;
+                let took = started.elapsed().as_millis();
+                let (ok, detail) = match result {
+                    Ok(what) => (true, format!("{what} in {took} ms")),
+                    Err(e) => (
+                        false,
+                        format!(
+                            "{} failed after {took} ms: {e}",
+                            crate::cluster::describe_remedy(l.action, &l.target)
+                        ),
+                    ),
+                };
+                if ok {
+                    tracing::warn!(id = %l.id, detail = %detail, "remediation done");
+                } else {
+                    tracing::error!(id = %l.id, detail = %detail, "remediation failed");
+                }
+                if let Some(k) = &io.kick {
+                    k.notify_one();
+                }
+                runner.finished(l.id, ok, detail);
+            }
+            publish_remedy(&io, runner.report());
+        }
+    });
+    true
+}
+
+/// The newest remediation this node ever started, from its marker file (none when absent or
+/// unreadable: a missing marker only means none was started).
+fn read_remedy_marker(path: &std::path::Path) -> Option<crate::ids::RemedyId> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .map(crate::ids::RemedyId)
+}
+
+/// Shares the runner's report with the event loop, notifying it on a change.
+fn publish_remedy(io: &RemedyTaskIo, report: Option<&crate::cluster::RemedyRun>) {
+    if let Ok(mut r) = io.report.lock() {
+        if r.as_ref() != report {
+            *r = report.cloned();
+            io.changed.notify_one();
+        }
+    }
+}
+
+/// The leader's latest remediation plan, as the driver has it.
+fn remedy_plan(driver: &Driver) -> Option<&crate::decide::remedy::RemedyPlan> {
+    driver
+        .plan(Authority::Remedy)
+        .and_then(ServicePlan::as_remedy)
 }
 
 /// The leader's latest web rotation plan, as the driver has it.
@@ -1056,6 +1318,8 @@ pub struct ProbeKicks {
     pub by_probe: BTreeMap<crate::probe::ProbeId, Arc<tokio::sync::Notify>>,
     /// The local MariaDB probe's, also for the writer reconciler ([`LocalShared`]).
     pub mariadb: Option<Arc<tokio::sync::Notify>>,
+    /// The local PHP-FPM probe's, also for the remediation task ([`LocalShared`]).
+    pub phpfpm: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Starts the exit watch of the local mariadbd and redis-server ([`spawn_exit_watch`]) and the
@@ -1086,9 +1350,14 @@ pub fn spawn_watches(cfg: &Validated, shutdown: &CancellationToken) -> ProbeKick
         ));
     }
     let mariadb = local.get(&ServiceName::Mariadb).cloned();
+    let phpfpm = local.get(&ServiceName::Phpfpm).cloned();
     spawn_exit_watch(cfg, local, shutdown);
     spawn_peer_watch(peers, shutdown);
-    ProbeKicks { by_probe, mariadb }
+    ProbeKicks {
+        by_probe,
+        mariadb,
+        phpfpm,
+    }
 }
 
 /// The local probes to check at once when a watched process exits: this node's MariaDB and
@@ -1106,6 +1375,9 @@ fn exit_watch_kicks(cfg: &Validated) -> BTreeMap<ServiceName, crate::probe::Prob
     }
     if cfg.config.redis.is_some() {
         out.insert(ServiceName::Redis, id(crate::probe::Service::Redis));
+    }
+    if cfg.config.phpfpm.is_some() {
+        out.insert(ServiceName::Phpfpm, id(crate::probe::Service::Phpfpm));
     }
     out
 }

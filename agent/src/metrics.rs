@@ -135,6 +135,12 @@ pub struct Metrics {
     pub web_kept_sick: IntGauge,
     /// Web rotation changes proposed by this node as leader.
     pub web_decisions: IntCounter,
+    /// 1 while a remediation lease is in force.
+    pub remedy_running: IntGauge,
+    /// Remediations ended, by action and result (done, failed, expired).
+    pub remedies: IntCounterVec,
+    /// Nodes whose repair waits (hourly cap, back-off, backup lease), leader only.
+    pub remedy_held: IntGauge,
 }
 
 impl Metrics {
@@ -470,6 +476,19 @@ impl Metrics {
             web_decisions: counter(
                 "triad_web_decisions_total",
                 "Web rotation changes proposed by this node as leader.",
+            )?,
+            remedy_running: int_gauge(
+                "triad_remedy_running",
+                "1 while a remediation lease is in force.",
+            )?,
+            remedies: counter_vec(
+                "triad_remedies_total",
+                "Remediations ended, by action and result (done, failed, expired).",
+                &["action", "result"],
+            )?,
+            remedy_held: int_gauge(
+                "triad_remedy_held",
+                "Nodes whose repair waits (hourly cap, back-off, backup lease); leader only.",
             )?,
             registry,
         })

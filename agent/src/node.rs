@@ -140,12 +140,14 @@ fn send_report_if_due(
     let applied = driver.reported_applied();
     let pongs = transport.pong_ages_ms();
     let backup_run = driver.backup_run().cloned();
+    let remedy_run = driver.remedy_run().cloned();
     transport.broadcast_report(&codec::encode_report(
         &items,
         applied,
         reconciled,
         &pongs,
         backup_run.as_ref(),
+        remedy_run.as_ref(),
     ));
     driver.ingest(
         me,
@@ -156,6 +158,7 @@ fn send_report_if_due(
             // Its own pongs: when it last answered each peer, on its own clock.
             pongs,
             backup_run,
+            remedy_run,
         },
         clock,
     );
@@ -327,6 +330,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             galera_notes: &galera_notes,
             liveness: &liveness,
             mariadb_kick: kicks.mariadb,
+            phpfpm_kick: kicks.phpfpm,
         },
         &shutdown,
     )?;
@@ -447,6 +451,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             let reconciled = reconcilers.reconciled();
             driver.set_reconciled(reconciled);
             driver.set_backup_run(reconcilers.backup_run());
+            driver.set_remedy_run(reconcilers.remedy_run());
             if ticked {
                 driver.on_ticks(clock(), u64::from(RAFT_TICKS_PER_WAKE))?;
             } else {

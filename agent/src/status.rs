@@ -72,6 +72,17 @@ pub struct ServiceViews {
     pub galera_writer: Option<WriterCoreView>,
     /// The web rotation, when `[web]` is configured.
     pub web: Option<WebCoreView>,
+    /// Remediations, when they are on (`[web] restart_phpfpm` with a service control).
+    pub remedy: Option<RemedyCoreView>,
+}
+
+/// The remediation side of the published status.
+#[derive(Clone, Debug)]
+pub struct RemedyCoreView {
+    /// The leader's latest decision (absent on followers).
+    pub plan: Option<crate::decide::remedy::RemedyPlan>,
+    /// What this node's remediation task reports, written by its task.
+    pub local: Arc<std::sync::Mutex<Option<crate::cluster::RemedyRun>>>,
 }
 
 /// The web side of the published status.

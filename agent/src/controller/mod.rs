@@ -30,8 +30,8 @@
 //!
 //! Controllers today: [`redis`] (the Redis master), [`galera`] (full-outage recovery),
 //! [`galera_writer`] (the writer every HAProxy routes to, and evictions), [`backup`] (the
-//! backup schedule, lease and catalog) and [`web`] (the web rotation every HAProxy's web
-//! backend follows).
+//! backup schedule, lease and catalog), [`web`] (the web rotation every HAProxy's web
+//! backend follows) and [`remedy`] (the one remediation at a time).
 //!
 //! Caveats:
 //! - The lease embargo is the union of every controller's: a peer behind the newest decision
@@ -43,6 +43,7 @@ pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;
+pub mod remedy;
 pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,6 +88,8 @@ pub enum ServiceTarget {
     Backup(BackupTarget),
     /// The web rotation.
     Web(WebTarget),
+    /// The remediation lease.
+    Remedy(crate::reconcile::remedy::RemedyTarget),
 }
 
 impl ServiceTarget {
@@ -110,6 +113,14 @@ impl ServiceTarget {
     pub fn as_backup(&self) -> Option<&BackupTarget> {
         match self {
             ServiceTarget::Backup(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The remediation target, when this is one.
+    pub fn as_remedy(&self) -> Option<&crate::reconcile::remedy::RemedyTarget> {
+        match self {
+            ServiceTarget::Remedy(t) => Some(t),
             _ => None,
         }
     }
@@ -147,6 +158,8 @@ pub struct Reports {
     pub pongs: BTreeMap<NodeId, BTreeMap<NodeId, u64>>,
     /// The backup run each agent's latest report carried.
     pub backup_runs: BTreeMap<NodeId, crate::cluster::BackupRun>,
+    /// The remediation each agent's latest report carried.
+    pub remedy_runs: BTreeMap<NodeId, crate::cluster::RemedyRun>,
 }
 
 /// Everything a controller may look at in one driver cycle.
@@ -229,6 +242,8 @@ pub struct Services {
     pub backup: Option<BackupSettings>,
     /// The web rotation, when `[web]` is configured.
     pub web: Option<WebSettings>,
+    /// Remediations, when `[web]` is configured with `restart_phpfpm` and a service control.
+    pub remedy: Option<crate::decide::remedy::RemedySettings>,
 }
 
 /// The Redis controller's settings.
@@ -256,6 +271,7 @@ impl Services {
             galera_writer: c.galera.as_ref().map(|g| g.writer_settings()),
             backup: crate::config::backup_settings(c),
             web: c.web.as_ref().map(|w| w.settings()),
+            remedy: cfg.remedy_settings(),
         }
     }
 
@@ -298,6 +314,9 @@ impl Services {
         }
         if let Some(w) = &self.web {
             out.push(Box::new(web::WebController::new(*w, metrics.clone())));
+        }
+        if let Some(r) = &self.remedy {
+            out.push(Box::new(remedy::RemedyController::new(*r, metrics.clone())));
         }
         out
     }

@@ -7,8 +7,8 @@
 //! The plan is composed: membership first (here), then every managed service's own decision
 //! module, each from its own inputs ([`ServiceInputs`]) to its own plan ([`ServicePlan`]).
 //! Today that is the Redis master ([`redis`]), Galera full-outage recovery ([`galera`]) and
-//! the Galera writer with its evictions ([`galera_writer`]), backups ([`backup`]) and the web
-//! rotation ([`web`]). A service's decision never sees another service's inputs, and the
+//! the Galera writer with its evictions ([`galera_writer`]), backups ([`backup`]), the web
+//! rotation ([`web`]) and remediations ([`remedy`]). A service's decision never sees another service's inputs, and the
 //! composition only concatenates: no service can hold back another.
 //! Beside them, [`auto_increment`] is a pure cross-node check for the status (Galera nodes
 //! sharing an `auto_increment_offset`); it proposes nothing.
@@ -25,6 +25,7 @@ pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;
+pub mod remedy;
 pub mod timeline;
 pub mod web;
 
@@ -46,6 +47,8 @@ pub enum ServiceInputs<'a> {
     Backup(backup::BackupInputs<'a>),
     /// The web rotation.
     Web(web::WebInputs<'a>),
+    /// Remediations.
+    Remedy(remedy::RemedyInputs<'a>),
 }
 
 impl ServiceInputs<'_> {
@@ -57,6 +60,7 @@ impl ServiceInputs<'_> {
             ServiceInputs::GaleraWriter(_) => Authority::GaleraWriter,
             ServiceInputs::Backup(_) => Authority::Backup,
             ServiceInputs::Web(_) => Authority::Web,
+            ServiceInputs::Remedy(_) => Authority::Remedy,
         }
     }
 }
@@ -74,6 +78,8 @@ pub enum ServicePlan {
     Backup(backup::BackupPlan),
     /// The web rotation.
     Web(web::WebPlan),
+    /// Remediations.
+    Remedy(remedy::RemedyPlan),
 }
 
 impl ServicePlan {
@@ -85,6 +91,7 @@ impl ServicePlan {
             ServicePlan::GaleraWriter(_) => Authority::GaleraWriter,
             ServicePlan::Backup(_) => Authority::Backup,
             ServicePlan::Web(_) => Authority::Web,
+            ServicePlan::Remedy(_) => Authority::Remedy,
         }
     }
 
@@ -96,6 +103,7 @@ impl ServicePlan {
             ServicePlan::GaleraWriter(p) => &p.verdict,
             ServicePlan::Backup(p) => &p.verdict,
             ServicePlan::Web(p) => &p.verdict,
+            ServicePlan::Remedy(p) => &p.verdict,
         }
     }
 
@@ -131,6 +139,14 @@ impl ServicePlan {
         }
     }
 
+    /// The remediation plan, when this is one.
+    pub fn as_remedy(&self) -> Option<&remedy::RemedyPlan> {
+        match self {
+            ServicePlan::Remedy(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The backup plan, when this is one.
     pub fn as_backup(&self) -> Option<&backup::BackupPlan> {
         match self {
@@ -147,6 +163,7 @@ impl ServicePlan {
             ServicePlan::GaleraWriter(p) => &p.proposals,
             ServicePlan::Backup(p) => &p.proposals,
             ServicePlan::Web(p) => &p.proposals,
+            ServicePlan::Remedy(p) => &p.proposals,
         }
     }
 
@@ -236,6 +253,7 @@ pub fn decide(view: &View<'_>) -> Plan {
             ServiceInputs::GaleraWriter(i) => ServicePlan::GaleraWriter(galera_writer::decide(i)),
             ServiceInputs::Backup(i) => ServicePlan::Backup(backup::decide_backup(i)),
             ServiceInputs::Web(i) => ServicePlan::Web(web::decide(i)),
+            ServiceInputs::Remedy(i) => ServicePlan::Remedy(remedy::decide(i)),
         })
         .collect();
     let verdict = match services.as_slice() {

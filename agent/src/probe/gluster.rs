@@ -332,6 +332,27 @@ impl MountProbe {
     }
 }
 
+/// Whether a write and a read work through the mount at `dir` (with the probe file of `node`),
+/// within `timeout`: what a remount is checked with. A hung call is left behind in its thread.
+pub async fn check_mount(
+    dir: &std::path::Path,
+    node: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let path = dir.to_path_buf();
+    let file = dir.join(format!(".triad-remount-{node}"));
+    let task = tokio::task::spawn_blocking(move || touch(&path, &file));
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("write and read through {}: {e}", dir.display())),
+        Ok(Err(e)) => Err(format!("check thread failed: {e}")),
+        Err(_) => Err(format!(
+            "write and read through {} did not finish within {timeout:?}",
+            dir.display()
+        )),
+    }
+}
+
 fn touch(dir: &std::path::Path, file: &std::path::Path) -> std::io::Result<()> {
     let meta = std::fs::metadata(dir)?;
     if !meta.is_dir() {

@@ -30,6 +30,7 @@ pub mod backup;
 pub mod galera;
 pub mod galera_writer;
 pub mod redis;
+pub mod remedy;
 pub mod route;
 pub mod web;
 
