@@ -115,15 +115,15 @@ use triad::actuator::haproxy::{
     AdminMode, Haproxy, HaproxyError, HaproxyInfo, ServerRow, SimHaproxy,
 };
 use triad::actuator::redis::{RedisAction, SimRedis};
-use triad::cluster::{Authority, Command, MemberInfo};
-use triad::codec::{self, BackupRun, DecodedReport};
+use triad::cluster::{Authority, Command, MemberInfo, RemedyAction};
+use triad::codec::{self, BackupRun, DecodedReport, RemedyRun};
 use triad::config::GaleraSection;
 use triad::controller::{RedisSettings, Services};
 use triad::decide::galera::{GaleraPlant, GaleraSettings};
 use triad::decide::redis::FailoverSettings;
 use triad::driver::{Clock, Driver, DriverConfig, Plant as DriverPlant};
 use triad::health::Received;
-use triad::ids::{Epoch, NodeId, UnixMillis};
+use triad::ids::{Epoch, NodeId, RemedyId, UnixMillis};
 use triad::metrics::Metrics;
 use triad::observe::{self, LocalObservations};
 use triad::probe::redis::judge;
@@ -137,6 +137,7 @@ use triad::reconcile::galera_writer::{
 use triad::reconcile::redis::{
     serving_master, CycleReport, HaproxyTarget, Pace, Pacer, RedisReconciler, RedisTarget,
 };
+use triad::reconcile::remedy::{RemedyRunner, RemedyStep};
 use triad::reconcile::web::WebReconciler;
 
 use simkit::{catch_panics, env_u64, hash, report, seeds, Elections, LogMatching, Trace};
@@ -287,6 +288,7 @@ enum Msg {
         reconciled: u64,
         pongs: BTreeMap<NodeId, u64>,
         backup_run: Option<Box<BackupRun>>,
+        remedy_run: Option<Box<RemedyRun>>,
     },
     Ping {
         sent_ms: u64,
@@ -337,6 +339,10 @@ struct Agent {
     backup: sim_backup::RunnerTask,
     /// Its web reconciler task (with the web world only).
     web: Option<sim_web::WebTask>,
+    /// Its remediation task (with the web world only).
+    remedy: RemedyRunner,
+    /// The repair its remediation task runs: (lease, action, when it ends).
+    restarting: Option<(RemedyId, RemedyAction, u64)>,
 }
 
 /// One agent's Galera writer reconciler task, as `local::spawn_galera_writer` runs it: the
@@ -544,6 +550,11 @@ struct Sim {
     galera: Option<GaleraSim>,
     /// The last Galera verdict traced, by leader.
     galera_verdict: String,
+    /// Each node's durable remediation marker (the newest lease its agent started), kept
+    /// across agent crashes as the agent's marker file is.
+    remedy_markers: Vec<Option<RemedyId>>,
+    /// The last backup, web and remediation verdicts traced, by authority.
+    verdicts: BTreeMap<Authority, String>,
     /// What the Galera world and the agents' Galera tasks did, kept for the scripts (when
     /// `Some`): (when, what).
     galera_record: Option<Vec<(u64, String)>>,
@@ -702,6 +713,8 @@ impl Sim {
             fast_promotions: 0,
             silent_promotions: 0,
             galera_verdict: String::new(),
+            verdicts: BTreeMap::new(),
+            remedy_markers: vec![None; N as usize],
             galera_record: None,
             galera: galera.then(|| {
                 let section = galera_section();
@@ -786,6 +799,9 @@ impl Sim {
                         )
                     }),
                     web: self.web.as_ref().map(|_| sim_web::settings()),
+                    remedy: self.web.as_ref().map(|_| {
+                        sim_web::remedy_settings(SETTINGS.lease_ms, SETTINGS.clock_margin_ms)
+                    }),
                 },
                 snapshot_entries: self.snapshot_entries,
                 proposal_timeout_ms: PROPOSAL_TIMEOUT_MS,
@@ -897,6 +913,8 @@ impl Sim {
                 ),
                 last_target: None,
             }),
+            remedy: RemedyRunner::new(id),
+            restarting: None,
         });
         Ok(())
     }
@@ -1428,6 +1446,7 @@ impl Sim {
                     reconciled,
                     pongs,
                     backup_run,
+                    remedy_run,
                 } => a.d.ingest(
                     NodeId(m.from),
                     DecodedReport {
@@ -1436,6 +1455,7 @@ impl Sim {
                         reconciled_index: reconciled,
                         pongs,
                         backup_run: backup_run.map(|b| *b),
+                        remedy_run: remedy_run.map(|r| *r),
                     },
                     clock,
                 ),
@@ -1586,6 +1606,7 @@ impl Sim {
         self.probe_mariadb(i);
         self.probe_web(i);
         self.web_task(i);
+        self.remedy_task(i)?;
         self.backup_task(i)?;
         // Reports, paced by the agent's own `LocalObservations` (the driver asks for one at
         // once when the reconciler carried out a decision or a new decision applied).
@@ -1614,6 +1635,7 @@ impl Sim {
                     reconciled_index: a.reconciled,
                     pongs,
                     backup_run: a.d.backup_run().cloned(),
+                    remedy_run: a.d.remedy_run().cloned(),
                 };
                 a.d.ingest(NodeId(me), report.clone(), clock);
                 Some(report)
@@ -1632,6 +1654,7 @@ impl Sim {
                         reconciled: r.reconciled_index,
                         pongs: r.pongs.clone(),
                         backup_run: r.backup_run.clone().map(Box::new),
+                        remedy_run: r.remedy_run.clone().map(Box::new),
                     },
                 );
             }
@@ -1798,6 +1821,60 @@ impl Sim {
             );
             self.log(line);
         }
+    }
+
+    /// Agent `i`'s remediation task, as `local::spawn_remedy` runs it: every 500 ms and at once
+    /// on a new target; a restart is carried out on the world (see `sim_web`).
+    fn remedy_task(&mut self, i: usize) -> Result<(), String> {
+        let now = self.now;
+        let (Some(w), Some(a)) = (self.web.as_mut(), self.agents[i].as_mut()) else {
+            return Ok(());
+        };
+        let Some(target) =
+            a.d.target(Authority::Remedy)
+                .and_then(|t| t.as_remedy())
+                .cloned()
+        else {
+            return Ok(());
+        };
+        let grants: Vec<u64> = a.grants.values().map(|ms| ms * 1000).collect();
+        let lease = lease_from_grants(
+            &grants,
+            now * 1000,
+            Duration::from_millis(SETTINGS.lease_ms),
+            N as usize / 2,
+        );
+        let mut line = None;
+        if let Some((id, action, ends)) = a.restarting {
+            if now >= ends {
+                let what = w.repaired(i, action);
+                a.remedy.finished(id, true, what.clone());
+                a.restarting = None;
+                line = Some(format!("n{} remediation {id}: {what}", i + 1));
+            }
+        } else if let RemedyStep::Start(l) =
+            a.remedy.cycle(&target, self.remedy_markers[i], lease.valid)
+        {
+            self.remedy_markers[i] = Some(l.id);
+            let backup_here = self.backup.running_on(i);
+            if let Err(e) = w.start_restart(i, now, backup_here) {
+                return Err(self.fail(&e));
+            }
+            a.restarting = Some((l.id, l.action, now + sim_web::RESTART_MS));
+            line = Some(format!(
+                "n{} remediation {} starts: {}",
+                i + 1,
+                l.id,
+                l.reason
+            ));
+        }
+
+        let a = self.agents[i].as_mut().ok_or("vanished")?;
+        a.d.set_remedy_run(a.remedy.report().cloned());
+        if let Some(line) = line {
+            self.log(line);
+        }
+        Ok(())
     }
 
     /// The web invariants of this step (see `sim_web`).
@@ -2199,6 +2276,26 @@ impl Sim {
                 }
             }
         }
+        if a.d.raft_status().role == Role::Leader {
+            // The leader's backup, web and remediation verdicts, when their shape changes.
+            for authority in [Authority::Backup, Authority::Web, Authority::Remedy] {
+                let Some(p) = a.d.plan(authority) else {
+                    continue;
+                };
+                let shape = |v: &str| v.replace(|c: char| c.is_ascii_digit() || c == '.', "");
+                let last = self.verdicts.entry(authority).or_default();
+                if shape(p.verdict()) != shape(last) {
+                    last.clear();
+                    last.push_str(p.verdict());
+                    let line = format!(
+                        "t={}ms {me} {authority} verdict: {}",
+                        self.now,
+                        p.verdict().chars().take(300).collect::<String>()
+                    );
+                    self.trace.push(line);
+                }
+            }
+        }
         self.route_outputs(i)
     }
 
@@ -2552,6 +2649,7 @@ impl Sim {
                 .unwrap_or(0),
             web_rotations: self.web.as_ref().map_or(0, |w| w.rotations),
             web_kept: self.web.as_ref().map_or(0, |w| w.kept.len() as u64),
+            web_restarts: self.web.as_ref().map_or(0, |w| w.restarts),
         })
     }
 
@@ -2640,6 +2738,8 @@ struct Stats {
     web_rotations: u64,
     /// Nodes kept in service though sick (every node was).
     web_kept: u64,
+    /// Pools restarted by their agents under a remediation lease.
+    web_restarts: u64,
 }
 
 fn steps() -> u64 {
@@ -2719,6 +2819,7 @@ fn cluster_is_safe_and_live_under_faults() {
     let evictions: u64 = stats.iter().map(|s| s.evictions).sum();
     let backups: u64 = stats.iter().map(|s| s.backups).sum();
     let web_kept: u64 = stats.iter().map(|s| s.web_kept).sum();
+    let web_restarts: u64 = stats.iter().map(|s| s.web_restarts).sum();
     let expired: u64 = stats.iter().map(|s| s.backups_expired).sum();
     let retries: u64 = stats.iter().map(|s| s.backup_retries).sum();
     eprintln!(
@@ -2727,7 +2828,8 @@ fn cluster_is_safe_and_live_under_faults() {
          bootstrapped ({rebootstraps} bootstraps again after an agent restart), {:.0} galera \
          writes, {:.1} galera writers, {:.1} evictions; promotions proposed: {fast} fast path, \
          {silent} silent path; backups: {:.1} verified, {expired} leases expired, {retries} \
-         retried on another node; web: {:.1} rotations, {web_kept} sick nodes kept in service",
+         retried on another node; web: {:.1} rotations, {web_kept} sick nodes kept in service, \
+         {web_restarts} pools restarted by their agents",
         stats.len(),
         steps * STEP_MS / 60_000,
         stats.len() as f64 / secs,

@@ -31,7 +31,8 @@ use std::collections::BTreeSet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use triad::actuator::haproxy::{AdminMode, Haproxy, SimHaproxy};
-use triad::cluster::ClusterState;
+use triad::cluster::{ClusterState, RemedyAction};
+use triad::decide::remedy::RemedySettings;
 use triad::decide::web::WebSettings;
 use triad::ids::NodeId;
 use triad::observation::{CheckResult, FailureKind, ProbeId, Service};
@@ -49,6 +50,9 @@ pub const PROBE_EVERY: u64 = 20;
 /// How often an agent's web reconciler cycles, in steps (and at once on a new target).
 pub const WEB_EVERY: u64 = 20;
 
+/// How long a pool restart runs in the world.
+pub const RESTART_MS: u64 = 500;
+
 /// A node is drained only if it was sick at most this long before the commit: two failed
 /// checks (fall 2, 1 s apart), a report's freshness (3 s) and the commit, with room for the
 /// lost messages and slow rounds of the faults.
@@ -58,6 +62,21 @@ pub const EVIDENCE_MS: u64 = 12_000;
 /// service within this long: rise (2 checks), the readmission hold, reports, a commit and a
 /// reconciler cycle, with room for a leader change.
 pub const SETTLE_MS: u64 = 20_000;
+
+/// The remediation settings of the simulated agents: the defaults, with a 30 s lease bound,
+/// and the agents' ping lease and clock margin.
+pub fn remedy_settings(ping_lease_ms: u64, clock_margin_ms: u64) -> RemedySettings {
+    RemedySettings {
+        freshness_ms: 3000,
+        per_hour: 6,
+        backoff_ms: 10_000,
+        max_duration_ms: 30_000,
+        restart_phpfpm: true,
+        remount: true,
+        ping_lease_ms,
+        clock_margin_ms,
+    }
+}
 
 /// The decision's settings in the simulated agents (the defaults).
 pub fn settings() -> WebSettings {
@@ -102,6 +121,10 @@ pub struct WebWorld {
     pub rotations: u64,
     /// Times a sick node was kept because every node was sick.
     pub kept: BTreeSet<u64>,
+    /// Pools restarted by their agents.
+    pub restarts: u64,
+    /// The restart executing: (node index, when it ends).
+    executing: Option<(usize, u64)>,
 }
 
 impl WebWorld {
@@ -123,6 +146,8 @@ impl WebWorld {
             proposed: BTreeSet::new(),
             rotations: 0,
             kept: BTreeSet::new(),
+            restarts: 0,
+            executing: None,
         }
     }
 
@@ -188,6 +213,51 @@ impl WebWorld {
         for i in 0..self.nodes.len() {
             if self.sick(i) {
                 self.nodes[i].last_sick_ms = Some(now);
+            }
+        }
+    }
+
+    /// Node `i`'s agent starts restarting its pool under a remediation lease; it ends after
+    /// [`RESTART_MS`] ([`WebWorld::restarted`]). Checked: never while another node's restart
+    /// runs (one remediation at a time), never on the node running a backup.
+    pub fn start_restart(&mut self, i: usize, now: u64, backup_here: bool) -> Result<(), String> {
+        if let Some((j, ends)) = self.executing {
+            if j != i && now < ends {
+                return Err(format!(
+                    "web: n{} restarts its pool while n{}'s restart (until {ends}ms) runs",
+                    i + 1,
+                    j + 1
+                ));
+            }
+        }
+        if backup_here {
+            return Err(format!(
+                "web: n{} restarts its pool while it runs a backup",
+                i + 1
+            ));
+        }
+        self.executing = Some((i, now + RESTART_MS));
+        Ok(())
+    }
+
+    /// Node `i`'s repair is over: a restarted pool comes back (dead, hung or saturated), a
+    /// remounted mount serves again. A line for the report.
+    pub fn repaired(&mut self, i: usize, action: RemedyAction) -> String {
+        if self.executing.is_some_and(|(j, _)| j == i) {
+            self.executing = None;
+        }
+        self.restarts += 1;
+        let node = &mut self.nodes[i];
+        match action {
+            RemedyAction::RestartPhpfpm => {
+                let was = node.pool;
+                node.pool = Pool::Up;
+                format!("php-fpm restarted (was {was:?})")
+            }
+            RemedyAction::Remount => {
+                let was = node.mount_hung;
+                node.mount_hung = false;
+                format!("{MOUNT} mounted again (was hung: {was})")
             }
         }
     }
