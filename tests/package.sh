@@ -50,7 +50,7 @@ for group in haproxy mysql www-data; do
   fi
 done
 for f in $files; do [ -e "$f" ] || fail "$f was not installed"; done
-for unit in triad.service triad-wsrep-recover.service triad-galera-bootstrap.service 'triad-gluster-heal@shop.service'; do
+for unit in triad.service triad-wsrep-recover.service triad-galera-bootstrap.service 'triad-gluster-heal@shop.service' 'triad-gluster-remount@mnt-shop.service'; do
   out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify $unit: $out"
   [ -z "$out" ] || fail "systemd-analyze verify $unit warned: $out"
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs one lab benchmark driver: tests/bench/on-lab.sh DRIVER [ARGS...], where DRIVER is one
-# of the triad-tests binaries (triad-failover-bench, triad-galera-bench, triad-backup-bench).
+# of the triad-tests binaries (triad-failover-bench, triad-galera-bench,
+# triad-backup-bench, triad-web-bench).
 # The benchmark scripts beside it call this; each documents its own arguments.
 # Needs root. Builds the release agent and the driver, brings a lab up with the release agent
 # (unless one is up already: then it uses that lab as it is), and takes it down at the end

@@ -202,13 +202,23 @@ fn example_units() -> (Vec<String>, Vec<(String, Option<PathBuf>)>) {
         let o = out(&u);
         helpers.push((u, o));
     }
+    // The remount helper, once per mount, as the agent names it (`{mount_unit}` replaced).
+    if let Some(g) = &config.gluster {
+        let argv = g.remount_command.clone().unwrap_or_default();
+        for m in &g.mounts {
+            let unit = triad::helper_unit::escape_path(m);
+            if let Some(u) = argv.iter().find(|a| a.ends_with(".service")) {
+                helpers.push((u.replace("{mount_unit}", &unit), None));
+            }
+        }
+    }
     (managed, helpers)
 }
 
 #[test]
 fn every_helper_unit_the_example_names_is_shipped_and_writes_where_the_agent_reads() {
     let (_, helpers) = example_units();
-    assert_eq!(helpers.len(), 3, "{helpers:?}");
+    assert_eq!(helpers.len(), 4, "{helpers:?}");
     for (unit, output) in helpers {
         // A template instance (`x@shop.service`) is shipped as its template (`x@.service`).
         let (file, instance) = match unit.split_once('@') {
@@ -298,6 +308,8 @@ fn polkit_rule_allows_the_triad_user_exactly_its_units() {
         "triad.service",
         "polkit.service",
         "triad-gluster-heal@x;y.service",
+        "triad-gluster-remount@x;y.service",
+        "triad-gluster-remount@../x.service.d",
         "emergency.target",
     ] {
         cases.push((unit.to_string(), "start", "triad", false));

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
+use triad_tests::lab::web::{php_words, poll_pages, remedy_history, wait_php_everywhere};
 use triad_tests::lab::{
     self, agents_leader_among, down, galera_cases, galera_writer, health_problems, net, query,
     GaleraStatus, Lab, LabSpec, Liveness, Service, Signal,
@@ -75,6 +76,19 @@ fn restore(lab: &Lab) -> Result<()> {
                     lab.start(n, svc)?;
                 }
             }
+        }
+    }
+    // A FUSE client that did not survive a cut stays disconnected (ENOTCONN) although its
+    // process runs; the agents drain its node from the web rotation (as they should), so it
+    // is mounted again here. (The agents' own remount comes with the mount remediation.)
+    for n in lab.spec().nodes() {
+        let mnt = lab.spec().gluster_mount(n);
+        if let Some(why) = query::mount_problem(&mnt) {
+            eprintln!("lab tests: restore: mount of n{n}: {why}; mounting it again");
+            if lab.proc(n, Service::Mount)?.is_some() {
+                lab.kill(n, Service::Mount, Signal::Kill)?;
+            }
+            lab.start(n, Service::Mount)?;
         }
     }
     redis_master_back_on_n1(lab)?;
@@ -797,6 +811,7 @@ fn killed_pool_and_proxy_come_back_and_pages_keep_being_served(lab: &Lab) -> Res
         "served by the dead pool? {}",
         r.body
     );
+    // Its agent restarts it too (a remediation); `start` adopts the one it started.
     lab.start(2, Service::Phpfpm)?;
     lab.kill(3, Service::Haproxy, Signal::Term)?;
     ensure!(
@@ -807,39 +822,6 @@ fn killed_pool_and_proxy_come_back_and_pages_keep_being_served(lab: &Lab) -> Res
     let r = lab.http_get_in(3, "http://127.0.0.1:8080/ping")?;
     ensure!(r.status == 200, "n3 /ping after restart: {}", r.status);
     Ok(())
-}
-
-/// Each node's HAProxy `be_php` server of pool `p`, by the HAProxy's node.
-fn php_words(lab: &Lab, p: u64) -> Result<BTreeMap<u64, &'static str>, String> {
-    let mut out = BTreeMap::new();
-    for n in lab.spec().nodes() {
-        let servers = lab.haproxy_servers(n).map_err(|e| format!("{e:#}"))?;
-        let s = servers
-            .iter()
-            .find(|s| s.backend == "be_php" && s.server == format!("php{p}"))
-            .ok_or_else(|| format!("haproxy n{n} has no be_php/php{p}"))?;
-        out.insert(n, s.word());
-    }
-    Ok(out)
-}
-
-/// Waits until every HAProxy shows `be_php/php{p}` as `word` (`MAINT`: drained by Triad; the
-/// servers' own checks only ever make it `DOWN`).
-fn wait_php_everywhere(lab: &Lab, p: u64, word: &str, within: Duration) -> Result<Duration> {
-    let started = Instant::now();
-    lab.wait_for(
-        &format!("every HAProxy to show be_php/php{p} {word}"),
-        within,
-        || {
-            let words = php_words(lab, p)?;
-            if words.values().all(|w| *w == word) {
-                Ok(())
-            } else {
-                Err(format!("{words:?}"))
-            }
-        },
-    )?;
-    Ok(started.elapsed())
 }
 
 /// The web rotation as node `n`'s agent has it: (drained nodes, kept node).
@@ -853,55 +835,117 @@ fn web_rotation(lab: &Lab, n: u64) -> Result<(Vec<u64>, Option<u64>), String> {
 }
 
 /// Issue 17: a killed pool is drained from every HAProxy (in maintenance: Triad's doing, the
-/// checks alone make it DOWN) and the leader's status says why; pages keep being served
-/// through every node's HAProxy; once the pool is back it is readmitted everywhere. The pool
-/// is started again by the test: the agent's own restart of php-fpm comes with the
-/// remediation lease (not yet).
-fn killed_pool_is_drained_everywhere_and_readmitted(lab: &Lab) -> Result<()> {
+/// checks alone make it DOWN) and the leader's status says why; its agent restarts it under a
+/// committed remediation lease and it is readmitted everywhere. Pages keep being answered
+/// through the other nodes' HAProxy throughout (their local pools serve); through the killed
+/// node's own HAProxy, a request that meets the dead pool is retried on another server.
+fn killed_pool_is_drained_restarted_and_readmitted(lab: &Lab) -> Result<()> {
+    let before = remedy_history(lab)?.last().map_or(0, |h| h.0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pages = poll_pages(lab.spec().clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
     lab.kill(2, Service::Phpfpm, Signal::Kill)?;
-    let drained = wait_php_everywhere(lab, 2, "MAINT", Duration::from_secs(15))?;
-    let leader = lab.wait_for("the agents to agree on a leader", RECOVER, || {
-        lab::agents_leader(lab.spec())
-    })?;
-    let status = lab.agent_status(leader.0)?;
-    let web = status.web.ok_or_else(|| anyhow!("no web status"))?;
-    let why = web
-        .drained
-        .get(&triad::ids::NodeId(2))
-        .map(|d| d.reason.clone())
-        .ok_or_else(|| anyhow!("n2 is not drained in the leader's status: {web:?}"))?;
-    ensure!(why.contains("php-fpm"), "n2 drained for {why:?}");
+    let drained = wait_php_everywhere(lab, 2, "MAINT", Duration::from_secs(15));
+    let back = drained.and_then(|d| {
+        wait_php_everywhere(lab, 2, "UP", Duration::from_secs(30)).map(|_| (d, killed.elapsed()))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pages = pages
+        .join()
+        .map_err(|_| anyhow!("the page poller panicked"))?;
+    let (drained, readmitted) = back?;
+    let history = remedy_history(lab)?;
+    let new: Vec<&String> = history
+        .iter()
+        .filter(|h| h.0 > before)
+        .map(|h| &h.1)
+        .collect();
     ensure!(
-        status
-            .history
-            .iter()
-            .any(|h| h.kind == "web" && h.details.contains("drained n2")),
-        "no web rotation in the history"
+        new.iter()
+            .any(|d| d.contains("restart php-fpm on n2") && d.contains("granted"))
+            && new
+                .iter()
+                .any(|d| d.contains("restart php-fpm on n2") && d.contains(") done:")),
+        "no remediation of n2 granted and done in the history: {new:?}"
     );
-    for n in lab.spec().nodes() {
-        let r = lab.http_get_in(n, "http://127.0.0.1:8080/")?;
+    for n in [1, 3] {
+        let p = pages.get(&n).cloned().unwrap_or_default();
         ensure!(
-            r.status == 200 && !r.body.contains("\"node\":\"ha2\""),
-            "page through n{n} with pool n2 drained: {} {}",
-            r.status,
-            r.body
+            p.failed == 0 && p.ok > 0,
+            "pages through n{n}'s HAProxy: {} answered, {} failed ({:?})",
+            p.ok,
+            p.failed,
+            p.first_failure
         );
     }
-    let started = Instant::now();
-    lab.start(2, Service::Phpfpm)?;
-    wait_php_everywhere(lab, 2, "UP", Duration::from_secs(20))?;
-    let readmitted = started.elapsed();
-    lab.wait_for(
-        "n2 out of the drained set",
-        Duration::from_secs(5),
-        || match web_rotation(lab, 1)? {
-            (d, None) if d.is_empty() => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    )?;
+    let p2 = pages.get(&2).cloned().unwrap_or_default();
+    let (ok2, failed2, first2) = (p2.ok, p2.failed, p2.first_failure);
     eprintln!(
-        "php-fpm n2 kill -9 -> drained in every HAProxy after {drained:?}; started -> \
-         readmitted everywhere after {readmitted:?} (drained for: {why})"
+        "php-fpm n2 kill -9 -> drained in every HAProxy after {drained:?}, restarted by its \
+         agent and readmitted everywhere after {readmitted:?}; pages through n2's HAProxy: \
+         {ok2} answered, {failed2} failed{}",
+        first2.map_or(String::new(), |f| format!(" (first: {f})"))
+    );
+    Ok(())
+}
+
+/// Issue 17: two pools killed at once are both restarted by their agents, one after the other:
+/// the second remediation is granted only after the first ended.
+fn two_dead_pools_are_restarted_one_after_the_other(lab: &Lab) -> Result<()> {
+    let before = remedy_history(lab)?.last().map_or(0, |h| h.0);
+    lab.kill(2, Service::Phpfpm, Signal::Kill)?;
+    lab.kill(3, Service::Phpfpm, Signal::Kill)?;
+    // Both drained first (a kill is seen at once), then both back: the second waits for the
+    // first remediation, and n2's for its back-off when the test before restarted it.
+    for p in [2, 3] {
+        wait_php_everywhere(lab, p, "MAINT", Duration::from_secs(15))?;
+    }
+    for p in [2, 3] {
+        wait_php_everywhere(lab, p, "UP", Duration::from_secs(45))?;
+    }
+    let history: Vec<(u64, String)> = remedy_history(lab)?
+        .into_iter()
+        .filter(|h| h.0 > before)
+        .collect();
+    // Granted, ended, granted, ended: never two in force.
+    let mut open: Option<&str> = None;
+    let mut restarted = BTreeSet::new();
+    for (index, d) in &history {
+        let node = if d.contains("on n2") {
+            "n2"
+        } else if d.contains("on n3") {
+            "n3"
+        } else {
+            "?"
+        };
+        if d.contains(" granted:") {
+            ensure!(
+                open.is_none(),
+                "index {index}: {d} while {open:?} was in force; history: {history:?}"
+            );
+            open = Some(node);
+        } else if d.contains(") done:") || d.contains(") failed:") || d.contains(") expired:") {
+            ensure!(
+                open == Some(node),
+                "index {index}: {d} ends what was not in force"
+            );
+            open = None;
+            restarted.insert(node);
+        }
+    }
+    ensure!(
+        restarted.contains("n2") && restarted.contains("n3"),
+        "not both restarted by their agents: {history:?}"
+    );
+    eprintln!(
+        "remediations: {}",
+        history
+            .iter()
+            .map(|h| format!("[{}] {}", h.0, h.1))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     Ok(())
 }
@@ -1025,6 +1069,8 @@ fn killed_brick_and_mount_come_back(lab: &Lab) -> Result<()> {
         "two bricks",
         Duration::from_secs(10),
     )?;
+    let before = remedy_history(lab)?.last().map_or(0, |h| h.0);
+    let killed = Instant::now();
     lab.kill(3, Service::Mount, Signal::Kill)?;
     let dead = query::read_file_bounded(&spec.gluster_mount(3).join(&file), Duration::from_secs(5));
     ensure!(
@@ -1032,10 +1078,38 @@ fn killed_brick_and_mount_come_back(lab: &Lab) -> Result<()> {
         "read through n3's dead mount client: {dead:?}"
     );
     lab.start(2, Service::Brick)?;
-    lab.start(3, Service::Mount)?;
+    // Issue 17: the broken mount (ENOTCONN) drains n3 from every HAProxy, and its agent mounts
+    // it again under a remediation lease; then n3 is readmitted and reads the file written
+    // through n1.
+    let drained =
+        wait_php_everywhere(lab, 3, "MAINT", Duration::from_secs(15)).map(|_| killed.elapsed())?;
+    let mnt = spec.gluster_mount(3).display().to_string();
+    let remounted = lab.wait_for(
+        "n3's agent to mount its mount again",
+        Duration::from_secs(30),
+        || {
+            let h = remedy_history(lab).map_err(|e| format!("{e:#}"))?;
+            let done = h.iter().find(|(i, d)| {
+                *i > before && d.contains(&format!("remount {mnt} on n3")) && d.contains(") done:")
+            });
+            match done {
+                Some(_) => Ok(killed.elapsed()),
+                None => Err(format!(
+                    "{:?}",
+                    h.iter().filter(|(i, _)| *i > before).collect::<Vec<_>>()
+                )),
+            }
+        },
+    )?;
     let text =
         query::read_file_bounded(&spec.gluster_mount(3).join(&file), Duration::from_secs(10))?;
     ensure!(text == "two bricks", "n3 reads {text:?}");
+    wait_php_everywhere(lab, 3, "UP", Duration::from_secs(20))?;
+    eprintln!(
+        "n3's FUSE client killed: drained everywhere after {drained:?}, remounted by its agent \
+         after {remounted:?}, readmitted after {:?}",
+        killed.elapsed()
+    );
     Ok(())
 }
 
@@ -2673,8 +2747,38 @@ fn probes_follow_kill_stop_and_restart_of_each_service(lab: &Lab) -> Result<()> 
         (2, Service::Phpfpm, "phpfpm"),
         (3, Service::Mariadb, "mariadb"),
     ] {
+        let before = remedy_history(lab)?.last().map_or(0, |h| h.0);
         lab.kill(n, svc, Signal::Kill)?;
-        let down = wait_service(lab, n, n, probe, NOTICE, refused)?;
+        // A killed pool is restarted by its agent (a remediation) as soon as its probe says
+        // refused, which can be between two polls here: the remediation's reason, taken from
+        // that very report, shows the probe saw it too.
+        let down = if probe == "phpfpm" {
+            let started = Instant::now();
+            lab.wait_for(
+                &format!("agent n{n}'s probe to see its pool refuse"),
+                NOTICE,
+                || {
+                    let v = service_view(lab, n, n, probe)?;
+                    if refused(&v) {
+                        return Ok(());
+                    }
+                    let h = remedy_history(lab).map_err(|e| format!("{e:#}"))?;
+                    let seen = h.iter().any(|(i, d)| {
+                        *i > before
+                            && d.contains(&format!("restart php-fpm on n{n}"))
+                            && d.contains("Connection refused")
+                    });
+                    if seen {
+                        Ok(())
+                    } else {
+                        Err(format!("{} {:?}", v.status.as_str(), v.error))
+                    }
+                },
+            )?;
+            started.elapsed()
+        } else {
+            wait_service(lab, n, n, probe, NOTICE, refused)?
+        };
         // The peers' cross-checks see it too (Redis and MariaDB are probed by every agent),
         // each within its own fall threshold.
         if probe != "phpfpm" {
@@ -2747,9 +2851,9 @@ fn partition_hangs_the_mount_without_delaying_other_probes(lab: &Lab) -> Result<
     .context("n1 never saw n3's Redis unreachable")?;
     lab.heal()?;
     // After the heal the probe must tell the truth about the mount: healthy once the FUSE
-    // client has reconnected, or down with the reason. (The lab's FUSE client sometimes stays
-    // disconnected after a cut, ENOTCONN, even after a remount; that is a GlusterFS client
-    // matter the lab's restore step deals with, not something this probe test can assert.)
+    // client has reconnected, or down with the reason. (The FUSE client sometimes stays
+    // disconnected after a cut, ENOTCONN; the restore mounts it again, and the agents see the
+    // new mount because the node's tmpfs is a shared mount: see `up`.)
     let recovered = wait_service(lab, 3, 3, "gluster_mount", Duration::from_secs(30), |v| {
         v.status == Status::Healthy
     });
@@ -2866,7 +2970,7 @@ const HEALTHY: [(&str, TestFn); 8] = [
     ),
 ];
 
-const FAULTS: [(&str, TestFn); 21] = [
+const FAULTS: [(&str, TestFn); 22] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
@@ -2888,8 +2992,12 @@ const FAULTS: [(&str, TestFn); 21] = [
         killed_pool_and_proxy_come_back_and_pages_keep_being_served,
     ),
     (
-        "killed_pool_is_drained_everywhere_and_readmitted",
-        killed_pool_is_drained_everywhere_and_readmitted,
+        "killed_pool_is_drained_restarted_and_readmitted",
+        killed_pool_is_drained_restarted_and_readmitted,
+    ),
+    (
+        "two_dead_pools_are_restarted_one_after_the_other",
+        two_dead_pools_are_restarted_one_after_the_other,
     ),
     (
         "hung_pools_drain_but_never_the_last_one",

@@ -170,8 +170,11 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "[phpfpm]");
     let _ = writeln!(out, "address = \"{}\"", lab.phpfpm_addr(node));
     let _ = writeln!(out);
-    // The web rotation at its defaults.
+    // The web rotation at its defaults, but for the restarts: the lab tests kill the same
+    // pools many times within an hour (production keeps 6 an hour, 10 s back-off doubling).
     let _ = writeln!(out, "[web]");
+    let _ = writeln!(out, "restarts_per_hour = 50");
+    let _ = writeln!(out, "restart_backoff = \"1s\"");
     let _ = writeln!(out);
     let brick = |n: u64| format!("{}:{}", lab.node_ip(n), p(&lab.gluster_brick(n)));
     let bricks: Vec<String> = lab
@@ -185,6 +188,12 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
     let _ = writeln!(out, "local_brick = {:?}", brick(node));
     let _ = writeln!(out, "mounts = [{:?}]", p(&lab.gluster_mount(node)));
     let _ = writeln!(out, "command = [{:?}]", p(&lab.gluster_cli(node)));
+    // Its agent remounts a broken mount as the lab mounts it (services::write_gluster_remount).
+    let _ = writeln!(
+        out,
+        "remount_command = [{:?}, \"{{mount}}\"]",
+        p(&lab.gluster_remount(node))
+    );
     let _ = writeln!(out);
     // Backups to one repository the three nodes share. The lab takes them on request
     // (`triad backup now`) only: a window of the production schedule (every six hours) opening

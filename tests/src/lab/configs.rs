@@ -321,6 +321,12 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
          backend be_php\n\
          \x20   mode http\n\
          \x20   use-fcgi-app php\n\
+         \x20   # Triad keeps the servers on the committed web rotation (a `web-pool` backend): a\n\
+         \x20   # sick pool is put in maintenance everywhere. A pool killed before that refuses:\n\
+         \x20   # the request is retried on another server.\n\
+         \x20   timeout connect 50ms\n\
+         \x20   retries 2\n\
+         \x20   option redispatch 1\n\
          \x20   option httpchk GET /ping\n\
          {php}",
         admin = lab.haproxy_admin_socket(n).display(),

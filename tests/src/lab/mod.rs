@@ -51,6 +51,7 @@ pub mod spec;
 pub mod state;
 pub mod status;
 pub mod up;
+pub mod web;
 
 use std::io::Write as _;
 use std::sync::Mutex;

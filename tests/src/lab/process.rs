@@ -516,11 +516,35 @@ pub fn in_netns(netns: &str, program: &str) -> Command {
 /// Launches `argv` as a daemon inside `netns`, in a new session, with stdio appended to
 /// `log`, and returns its identity. See the module docs for why the pid is the daemon's.
 pub fn launch(netns: &str, argv: &[String], log: &Path, env: &[(&str, String)]) -> Result<ProcId> {
+    launch_with(&["ip", "netns", "exec", netns], netns, argv, log, env)
+}
+
+/// As [`launch`], but in the host's mount namespace (only the network namespace entered, with
+/// `nsenter --net`): what the agents run in, so that they see the node's FUSE mount as
+/// everyone does and can mount it again themselves (`ip netns exec` gives each process a
+/// mount namespace of its own).
+pub fn launch_host_mounts(
+    netns: &str,
+    argv: &[String],
+    log: &Path,
+    env: &[(&str, String)],
+) -> Result<ProcId> {
+    let net = format!("--net=/run/netns/{netns}");
+    launch_with(&["nsenter", &net], netns, argv, log, env)
+}
+
+fn launch_with(
+    prefix: &[&str],
+    netns: &str,
+    argv: &[String],
+    log: &Path,
+    env: &[(&str, String)],
+) -> Result<ProcId> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(r#"setsid "$@" </dev/null >>"$TRIAD_LAB_LOG" 2>&1 & echo $!"#)
         .arg("triad-lab-launch")
-        .args(["ip", "netns", "exec", netns])
+        .args(prefix)
         .args(argv)
         .env("TRIAD_LAB_LOG", log);
     for (k, v) in env {

@@ -417,6 +417,23 @@ pub fn is_mounted(path: &Path, fstype_prefix: &str) -> bool {
         .any(|(p, t)| Path::new(p) == path && t.starts_with(fstype_prefix))
 }
 
+/// Why the FUSE mount at `path` does not serve, if it does not: not mounted, or a listing
+/// fails (`Transport endpoint is not connected` after a cut the client did not survive) or
+/// hangs (2 s, in a child process so that a hung FUSE call cannot hold the caller).
+pub fn mount_problem(path: &Path) -> Option<String> {
+    if !is_mounted(path, "fuse") {
+        return Some(format!("{} is not a FUSE mount", path.display()));
+    }
+    let mut ls = Command::new("ls");
+    ls.arg("-a").arg(path);
+    match run(&mut ls, None, Duration::from_secs(2)) {
+        Ok(o) if o.status.is_some_and(|s| s.success()) => None,
+        Ok(o) if o.status.is_none() => Some(format!("listing {} hangs", path.display())),
+        Ok(o) => Some(format!("listing {}: {}", path.display(), o.stderr.trim())),
+        Err(e) => Some(format!("listing {}: {e:#}", path.display())),
+    }
+}
+
 /// Mount points (path, fstype) at or below `dir`, from `/proc/self/mounts`.
 pub fn mounts_under(dir: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();

@@ -490,6 +490,7 @@ pub fn write_agent_config(lab: &LabSpec, n: u64) -> Result<PathBuf> {
     std::fs::write(&path, agent_config(lab, n))
         .with_context(|| format!("cannot write {}", path.display()))?;
     write_gluster_cli(lab, n)?;
+    write_gluster_remount(lab, n)?;
     let mut check = std::process::Command::new(&lab.triad_bin);
     check.arg("check-config").arg(&path);
     run_ok(&mut check, None, Duration::from_secs(10)).with_context(|| {
@@ -523,6 +524,41 @@ fn write_gluster_cli(lab: &LabSpec, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// Writes node `n`'s remount script, its agent's `[gluster] remount_command`: the FUSE client
+/// killed and the mount lazily unmounted, then mounted again as `start_mount` mounts it (the
+/// agent runs in the host's mount namespace and the node's network namespace, see
+/// `process::launch_host_mounts`), waiting until the mount is there.
+fn write_gluster_remount(lab: &LabSpec, n: u64) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = lab.gluster_remount(n);
+    let mnt = lab.gluster_mount(n);
+    let pidfile = lab.gluster_mount_pidfile(n);
+    let text = format!(
+        "#!/bin/sh\n\
+         # Remount of lab node {n}'s FUSE mount, for its agent ([gluster] remount_command).\n\
+         [ \"$1\" = {mnt:?} ] || {{ echo \"not node {n}'s mount: $1\" >&2; exit 2; }}\n\
+         pid=$(cat {pidfile:?} 2>/dev/null) && kill -9 \"$pid\" 2>/dev/null\n\
+         umount -l {mnt:?} 2>/dev/null\n\
+         glusterfs \
+         --volfile-server={ip} --volfile-id={GLUSTER_VOLUME} --log-file={log:?} \
+         --pid-file={pidfile:?} {mnt:?} || exit 1\n\
+         i=0\n\
+         while [ $i -lt 100 ]; do\n\
+         \x20   grep -q \" {mnt} fuse\" /proc/self/mounts && exit 0\n\
+         \x20   sleep 0.1; i=$((i + 1))\n\
+         done\n\
+         echo \"{mnt} is not mounted after 10 s\" >&2; exit 1\n",
+        mnt = s(&mnt),
+        pidfile = s(&pidfile),
+        ip = lab.node_ip(n),
+        log = s(&lab.service_log(n, Service::Mount)),
+    );
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    Ok(())
+}
+
 /// Starts node `n`'s agent (`triad run --config`) in the node's namespace and waits until
 /// `GET /live` answers 200 from the host.
 pub fn start_agent(lab: &LabSpec, n: u64, timeout: Duration) -> Result<ProcId> {
@@ -537,7 +573,7 @@ pub fn start_agent(lab: &LabSpec, n: u64, timeout: Duration) -> Result<ProcId> {
         s(&config),
     ];
     let env = [("NO_COLOR", "1".to_string())];
-    let id = launch(&lab.netns(n), &argv, &lab.agent_log(n), &env)?;
+    let id = process::launch_host_mounts(&lab.netns(n), &argv, &lab.agent_log(n), &env)?;
     let addr = lab.api_addr(n);
     wait_serving(
         id,

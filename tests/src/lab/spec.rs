@@ -481,6 +481,11 @@ impl LabSpec {
         self.gluster_dir(n).join("gluster-cli")
     }
 
+    /// The remount script of node `n`'s agent (its `[gluster] remount_command`).
+    pub fn gluster_remount(&self, n: u64) -> PathBuf {
+        self.gluster_dir(n).join("remount")
+    }
+
     /// The pidfile of `svc` on node `n`, shared by the lab and the node's agent (its
     /// `[services.process.*] pidfile`): whoever starts the daemon writes it, and neither
     /// starts a second one while it names a live daemon. Only for [`Service::agent_controlled`].

@@ -245,6 +245,12 @@ fn build(lab: &LabSpec, progress: &Progress) -> Result<()> {
             ],
         )
         .with_context(|| format!("cannot mount a tmpfs on {}", dir.display()))?;
+        // Shared, so that a mount made under it later (the FUSE mount, mounted again after a
+        // cut) reaches the daemons started by `ip netns exec`: each runs in a mount namespace
+        // of its own, a slave of this one, which would otherwise keep the dead FUSE connection
+        // it saw at its start and answer ENOTCONN for ever. (The agents run in this one.)
+        sh("mount", &["--make-shared", &dir.display().to_string()])
+            .with_context(|| format!("cannot make {} a shared mount", dir.display()))?;
         for sub in [
             "pids",
             "mysql/data",
