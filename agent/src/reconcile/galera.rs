@@ -128,6 +128,9 @@ pub struct LocalFacts {
     /// Each running peer's position as this agent's fresh check saw it: its state UUID and
     /// `wsrep_last_committed`.
     pub peers_position: BTreeMap<NodeId, GaleraPosition>,
+    /// This node's own position as its fresh check saw it running (state UUID and
+    /// `wsrep_last_committed`), if it answered.
+    pub own_position: Option<GaleraPosition>,
 }
 
 /// What this agent's own fresh MariaDB checks say, of its own node and of its peers (the
@@ -159,7 +162,14 @@ impl PeerChecks {
         let primary = own.is_some_and(|e| e.primary);
         let synced = primary && own.is_some_and(|e| e.local_state.as_deref() == Some("Synced"));
         let hung = own.is_some_and(|e| e.process == ProcessState::Unknown);
+        let own_position =
+            own.filter(|e| e.process == ProcessState::Running)
+                .map(|e| GaleraPosition {
+                    uuid: e.wsrep_uuid.clone(),
+                    seqno: e.last_committed,
+                });
         LocalFacts {
+            own_position,
             now_ms,
             process: if process == ProcessState::Running && hung {
                 ProcessState::Unknown
@@ -602,6 +612,27 @@ impl GaleraRecovery {
                             b.index
                         ),
                     };
+                }
+                // It committed past the decision's position: it can only have done so in a
+                // Primary component, the one this bootstrap formed (this agent carried it out,
+                // then restarted and forgot), which it has lost since. It fell as surely as a
+                // stopped one: say so (the probe's `bootstrapped` note), and the leader opens
+                // the next outage.
+                let past = match (b.seqno, &f.own_position) {
+                    (Some(decided), Some(p)) => {
+                        p.uuid.as_deref() == b.uuid.as_deref()
+                            && p.seqno.is_some_and(|s| s > decided)
+                    }
+                    _ => false,
+                };
+                if past {
+                    self.bootstrapped = Some((n, b.index));
+                    return Step::idle(format!(
+                        "outage {n}: this node committed past the decision's seqno {}, so it \
+                         was bootstrapped (before this agent restarted), and runs non-Primary \
+                         now: the leader opens the next outage",
+                        b.seqno.unwrap_or(-1)
+                    ));
                 }
                 return Step::idle(format!(
                     "outage {n}: committed to start this node as a new cluster, but mariadbd \

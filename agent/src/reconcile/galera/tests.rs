@@ -83,6 +83,7 @@ fn facts(process: ProcessState, primary: bool, peers: &[(u64, u64)]) -> LocalFac
         // Both peers of n3 checked just now.
         peers_checked_age_ms: [(NodeId(1), 0), (NodeId(2), 0)].into(),
         peers_position: BTreeMap::new(),
+        own_position: None,
     }
 }
 
@@ -301,6 +302,36 @@ fn planner_table() {
             None,
             "idle".into(),
             "runs non-Primary",
+        ),
+        (
+            "decided here as new cluster, running non-Primary past the decided seqno: it was \
+             bootstrapped (this agent restarted since) and fell",
+            Some(target(Some(Some((3, BootstrapMode::NewCluster))), false)),
+            LocalFacts {
+                own_position: Some(GaleraPosition {
+                    uuid: Some(UUID.into()),
+                    seqno: Some(41),
+                }),
+                ..facts(Running, false, &[])
+            },
+            None,
+            "idle".into(),
+            "so it was bootstrapped",
+        ),
+        (
+            "decided here as new cluster, running non-Primary at the decided seqno: an \
+             operator's call",
+            Some(target(Some(Some((3, BootstrapMode::NewCluster))), false)),
+            LocalFacts {
+                own_position: Some(GaleraPosition {
+                    uuid: Some(UUID.into()),
+                    seqno: Some(40),
+                }),
+                ..facts(Running, false, &[])
+            },
+            None,
+            "idle".into(),
+            "runs non-Primary: stop it",
         ),
         (
             "decided elsewhere, bootstrap node not Primary yet: wait",
