@@ -2836,7 +2836,7 @@ fn cluster_is_safe_and_live_under_faults() {
          writes, {:.1} galera writers, {:.1} evictions; promotions proposed: {fast} fast path, \
          {silent} silent path; backups: {:.1} verified, {expired} leases expired, {retries} \
          retried on another node; web: {:.1} rotations, {web_kept} sick nodes kept in service, \
-         {web_restarts} pools restarted by their agents",
+         {web_restarts} repairs (restarts, remounts) by their agents",
         stats.len(),
         steps * STEP_MS / 60_000,
         stats.len() as f64 / secs,
