@@ -79,16 +79,29 @@ fn restore(lab: &Lab) -> Result<()> {
         }
     }
     // A FUSE client that did not survive a cut stays disconnected (ENOTCONN) although its
-    // process runs; the agents drain its node from the web rotation (as they should), so it
-    // is mounted again here. (The agents' own remount comes with the mount remediation.)
+    // process runs: its agent mounts it again (a remediation). Only if that does not happen
+    // in time is it mounted again here (a mount of our own racing the agent's fails).
     for n in lab.spec().nodes() {
         let mnt = lab.spec().gluster_mount(n);
-        if let Some(why) = query::mount_problem(&mnt) {
-            eprintln!("lab tests: restore: mount of n{n}: {why}; mounting it again");
+        if query::mount_problem(&mnt).is_none() {
+            continue;
+        }
+        let by_agent = lab.wait_for(
+            &format!("n{n}'s agent to mount its mount again"),
+            Duration::from_secs(45),
+            || query::mount_problem(&mnt).map_or(Ok(()), Err),
+        );
+        if let Err(e) = by_agent {
+            eprintln!("lab tests: restore: {e:#}; mounting it again");
             if lab.proc(n, Service::Mount)?.is_some() {
                 lab.kill(n, Service::Mount, Signal::Kill)?;
             }
-            lab.start(n, Service::Mount)?;
+            if let Err(e) = lab.start(n, Service::Mount) {
+                // The agent's own remount may have won meanwhile.
+                if let Some(why) = query::mount_problem(&mnt) {
+                    return Err(e.context(format!("mount of n{n}: {why}")));
+                }
+            }
         }
     }
     redis_master_back_on_n1(lab)?;
