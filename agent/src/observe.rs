@@ -243,6 +243,7 @@ impl LocalObservations {
 /// the details a failover decision reads (a Redis role and its replication link).
 type VerdictKey = (
     Status,
+    Status,
     Option<crate::observation::FailureKind>,
     Option<String>,
     Option<serde_json::Value>,
@@ -257,6 +258,9 @@ fn verdict_key(o: &Observation) -> VerdictKey {
         (None, None)
     };
     (
+        // The tracked status first: a run of failed checks reaching `fall` changes it while
+        // the last check reads as the one before (the same refusal).
+        o.status,
         o.last.status,
         o.last.failure,
         o.last.error.clone(),
@@ -370,6 +374,53 @@ mod tests {
             l.dirty = dirty;
             assert_eq!(l.report_due(now), due, "{last:?} {dirty} {now}");
             assert_eq!(l.next_report_in(now), next, "{last:?} {dirty} {now}");
+        }
+    }
+
+    /// A status that falls after `fall` identical failed checks is reported at once: the last
+    /// check reads as the one before, but the tracked status changed (it once waited for the
+    /// periodic report, up to a second, and delayed every drain and failover behind it).
+    #[test]
+    fn a_status_reaching_its_fall_threshold_is_reported_at_once() {
+        use crate::ids::NodeId;
+        use crate::observation::FailureKind;
+        let id = ProbeId {
+            subject: NodeId(3),
+            service: Service::Phpfpm,
+            target: String::new(),
+        };
+        let mut l = LocalObservations::new([(id.clone(), Thresholds { rise: 2, fall: 2 })]);
+        let metrics = Metrics::new("n3").expect("metrics");
+        let refused =
+            || CheckResult::unreachable(FailureKind::Refused, "php-fpm: Connection refused");
+        l.record(
+            &id,
+            CheckResult::healthy(serde_json::json!({})),
+            Duration::from_millis(1),
+            UnixMillis(0),
+            0,
+            &metrics,
+        );
+        l.take_report(0);
+        // (at ms, result) -> (tracked status, a report asked for at once)
+        let steps = [
+            (1000, refused(), Status::Healthy, true),
+            (1050, refused(), Status::Unreachable, true),
+            (2050, refused(), Status::Unreachable, false),
+        ];
+        for (at, result, status, dirty) in steps {
+            l.dirty = false;
+            l.record(
+                &id,
+                result,
+                Duration::from_millis(1),
+                UnixMillis(0),
+                at,
+                &metrics,
+            );
+            let tracked = l.trackers[&id].0.current().map(|o| o.status);
+            assert_eq!(tracked, Some(status), "at {at}");
+            assert_eq!(l.dirty, dirty, "at {at}");
         }
     }
 
