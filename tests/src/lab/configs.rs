@@ -235,14 +235,20 @@ pub fn haproxy_cfg(lab: &LabSpec, n: u64) -> String {
         );
     }
     // The local pool first, the others as backups: a page is served where it was asked for.
+    // A connection the local pool refuses marks it down at once (`observe layer4`), so the
+    // request's retry goes to a backup: before Triad drains a killed pool, HAProxy stops
+    // sending to it on the first refusal rather than after its check's fall. A pool coming
+    // back (or readmitted) is checked every 200 ms until it is up.
     let mut php = format!(
-        "    server php{n} {}:{PHPFPM_PORT} proto fcgi check inter 2s\n",
+        "    server php{n} {}:{PHPFPM_PORT} proto fcgi check inter 2s fastinter 200ms \
+         downinter 500ms observe layer4 error-limit 1 on-error mark-down\n",
         lab.node_ip(n)
     );
     for p in lab.nodes().into_iter().filter(|&p| p != n) {
         let _ = writeln!(
             php,
-            "    server php{p} {}:{PHPFPM_PORT} proto fcgi check inter 2s backup",
+            "    server php{p} {}:{PHPFPM_PORT} proto fcgi check inter 2s fastinter 200ms \
+             downinter 500ms backup",
             lab.node_ip(p)
         );
     }
@@ -392,7 +398,10 @@ mod tests {
         assert!(cfg.contains("http-check send meth GET uri /redis/master\n"));
         assert!(cfg.contains("    no option keep-conn\n"));
         // The local pool is the active one.
-        assert!(cfg.contains("server php2 10.77.0.12:9000 proto fcgi check inter 2s\n"));
+        assert!(cfg.contains(
+            "server php2 10.77.0.12:9000 proto fcgi check inter 2s fastinter 200ms downinter \
+             500ms observe layer4 error-limit 1 on-error mark-down\n"
+        ));
         assert!(cfg.contains("path-info ^(/.+\\.php)(/.*)?$\n"));
     }
 
