@@ -23,6 +23,7 @@
 //! entries are dropped from the state (they remain in logs and metrics).
 
 mod backup;
+mod hooks;
 mod remedy;
 mod web;
 
@@ -35,6 +36,7 @@ pub use backup::{
     BackupSummary, BackupTrigger, Component, ComponentSummary, CATALOG_LIMIT, MAX_ATTEMPTS,
 };
 
+pub use hooks::{AuditEvent, EventKind, HookOutcome, HookPhase, HookProgress};
 pub use remedy::{
     describe as describe_remedy, RemedyAction, RemedyAuthority, RemedyLease, RemedyRecord,
     RemedyRun, REMEDY_RECORDS,
@@ -466,6 +468,11 @@ pub struct AuditEntry {
     pub kind: String,
     /// Human-readable details.
     pub details: String,
+    /// What the change was, for hooks and notifications: set on the changes an operator's
+    /// hooks hear about (failovers, switchovers, bootstraps, finished remediations and
+    /// backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<AuditEvent>,
 }
 
 /// A command of the state machine, as committed in the log.
@@ -670,6 +677,20 @@ pub enum Command {
         /// What its agent reported, or why it expired.
         reason: String,
     },
+    /// Audit a hook run; a post hook's record also moves [`HookProgress::post_done`] to its
+    /// event (the next leader continues after it). A repeated post record changes nothing.
+    RecordHook {
+        /// Before a planned action, or after a committed change.
+        phase: HookPhase,
+        /// The kind of action.
+        what: EventKind,
+        /// The audited event's log index (post hooks); `None` for a pre hook.
+        event: Option<LogIndex>,
+        /// How it ended.
+        outcome: HookOutcome,
+        /// The exit status, the time taken, the output's gist, the webhook's answer.
+        detail: String,
+    },
 }
 
 /// The replicated authority a command changes. Each authority has its own proposals in flight
@@ -694,6 +715,8 @@ pub enum Authority {
     Web,
     /// The remediation lease and the finished remediations.
     Remedy,
+    /// The hook runs' progress and audit.
+    Hooks,
 }
 
 impl Authority {
@@ -708,6 +731,7 @@ impl Authority {
             Authority::Backup => "backup",
             Authority::Web => "web",
             Authority::Remedy => "remedy",
+            Authority::Hooks => "hooks",
         }
     }
 }
@@ -739,6 +763,7 @@ impl Command {
             | Command::FinishBackup { .. } => Authority::Backup,
             Command::SetWebRotation { .. } => Authority::Web,
             Command::GrantRemedy { .. } | Command::FinishRemedy { .. } => Authority::Remedy,
+            Command::RecordHook { .. } => Authority::Hooks,
         }
     }
 
@@ -819,6 +844,9 @@ pub struct ClusterState {
     /// Remediation authority.
     #[serde(default)]
     pub remedy: RemedyAuthority,
+    /// How far the post hooks got.
+    #[serde(default)]
+    pub hooks: HookProgress,
     /// Index of the last entry applied (commands, empty and invalid entries alike).
     pub applied: LogIndex,
 }
@@ -1037,6 +1065,13 @@ impl ClusterState {
                 expired,
                 reason,
             } => self.finish_remedy(meta, *id, *ok, *expired, reason),
+            Command::RecordHook {
+                phase,
+                what,
+                event,
+                outcome,
+                detail,
+            } => self.record_hook(meta, *phase, *what, *event, *outcome, detail),
         }
     }
 
@@ -1088,7 +1123,7 @@ impl ClusterState {
             at: meta.at,
             reason: reason.to_string(),
         });
-        self.record(
+        self.record_event(
             meta,
             "galera_writer",
             format!(
@@ -1096,6 +1131,7 @@ impl ClusterState {
                 kind.as_str(),
                 fmt_node(from)
             ),
+            change_event(kind, "galera", node, from, epoch),
         );
         Outcome::Changed
     }
@@ -1283,7 +1319,14 @@ impl ClusterState {
         } else if let Some(o) = self.galera.outage.as_mut() {
             o.bootstrap = Some(b);
         }
-        self.record(meta, "galera", details);
+        let event = AuditEvent {
+            what: EventKind::Bootstrap,
+            service: "galera".into(),
+            nodes: vec![node],
+            epoch: outage.0,
+            ok: true,
+        };
+        self.record_event(meta, "galera", details, Some(event));
         Outcome::Changed
     }
 
@@ -1370,7 +1413,7 @@ impl ClusterState {
                 reason: reason.to_string(),
             }),
         };
-        self.record(
+        self.record_event(
             meta,
             "redis",
             format!(
@@ -1378,6 +1421,7 @@ impl ClusterState {
                 kind.as_str(),
                 fmt_node(from)
             ),
+            change_event(kind, "redis", node, from, epoch),
         );
         Outcome::Changed
     }
@@ -1405,15 +1449,49 @@ impl ClusterState {
     }
 
     fn record(&mut self, meta: EntryMeta, kind: &str, details: String) {
+        self.record_event(meta, kind, details, None);
+    }
+
+    /// [`ClusterState::record`] of a change that hooks hear about.
+    fn record_event(
+        &mut self,
+        meta: EntryMeta,
+        kind: &str,
+        details: String,
+        event: Option<AuditEvent>,
+    ) {
         self.history.push_front(AuditEntry {
             term: meta.term,
             index: meta.index,
             at: meta.at,
             kind: kind.to_string(),
             details,
+            event,
         });
         self.history.truncate(HISTORY_LIMIT);
     }
+}
+
+/// The event of a change of master or writer: none for the first one recorded.
+fn change_event(
+    kind: ChangeKind,
+    service: &str,
+    to: NodeId,
+    from: Option<NodeId>,
+    epoch: Epoch,
+) -> Option<AuditEvent> {
+    let what = match kind {
+        ChangeKind::Initial => return None,
+        ChangeKind::Automatic | ChangeKind::Forced => EventKind::Failover,
+        ChangeKind::Switchover => EventKind::Switchover,
+    };
+    Some(AuditEvent {
+        what,
+        service: service.to_string(),
+        nodes: std::iter::once(to).chain(from).collect(),
+        epoch: epoch.0,
+        ok: true,
+    })
 }
 
 fn mark(meta: EntryMeta, reason: &str) -> OutageMark {

@@ -22,7 +22,7 @@ use crate::cluster::{
     is_state_uuid, BootstrapKind, BootstrapMode, ChangeKind, ClusterState, Command, MemberInfo,
     OutageId,
 };
-use crate::ids::{Epoch, NodeId, UnixMillis};
+use crate::ids::{Epoch, LogIndex, NodeId, UnixMillis};
 
 /// Identifies a proposal so the node that proposed it can answer its caller once it applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -229,6 +229,19 @@ pub fn encode_entry(p: &Proposal) -> Vec<u8> {
             expired: *expired,
             reason: reason.clone(),
         }),
+        Command::RecordHook {
+            phase,
+            what,
+            event,
+            outcome,
+            detail,
+        } => pb::command::Kind::RecordHook(pb::RecordHook {
+            phase: phase.as_str().to_string(),
+            what: what.as_str().to_string(),
+            event_index: event.map_or(0, |e| e.0),
+            outcome: outcome.as_str().to_string(),
+            detail: detail.clone(),
+        }),
         Command::RegisterMembers { members } => {
             pb::command::Kind::RegisterMembers(pb::RegisterMembers {
                 members: members
@@ -389,6 +402,41 @@ fn decode_grant_remedy(m: pb::GrantRemedy) -> Result<Command, CodecError> {
     })
 }
 
+fn decode_record_hook(m: pb::RecordHook) -> Result<Command, CodecError> {
+    use crate::cluster::{EventKind, HookOutcome, HookPhase};
+    let unknown = |field: &'static str, v: &str| CodecError::Field {
+        field,
+        problem: format!("unknown value `{v}`"),
+    };
+    let phase =
+        HookPhase::parse(&m.phase).ok_or_else(|| unknown("command.record_hook.phase", &m.phase))?;
+    let event = match (phase, m.event_index) {
+        (HookPhase::Post, 0) => {
+            return Err(CodecError::Field {
+                field: "command.record_hook.event_index",
+                problem: "a post hook record names its event (0 given)".into(),
+            })
+        }
+        (HookPhase::Post, i) => Some(LogIndex(i)),
+        (HookPhase::Pre, _) => None,
+    };
+    if m.detail.len() > MAX_REMEDY_TEXT {
+        return Err(CodecError::Field {
+            field: "command.record_hook.detail",
+            problem: format!("{} bytes (at most {MAX_REMEDY_TEXT})", m.detail.len()),
+        });
+    }
+    Ok(Command::RecordHook {
+        phase,
+        what: EventKind::parse(&m.what)
+            .ok_or_else(|| unknown("command.record_hook.what", &m.what))?,
+        event,
+        outcome: HookOutcome::parse(&m.outcome)
+            .ok_or_else(|| unknown("command.record_hook.outcome", &m.outcome))?,
+        detail: m.detail,
+    })
+}
+
 /// The most drained nodes a web rotation may name (more than any cluster has members).
 const MAX_WEB_DRAINED: usize = 64;
 
@@ -527,6 +575,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, CodecError> {
             expired: m.expired,
             reason: m.reason,
         },
+        pb::command::Kind::RecordHook(m) => decode_record_hook(m)?,
         // Decoded above.
         pb::command::Kind::ArmBackupSchedule(_)
         | pb::command::Kind::RequestBackup(_)
@@ -817,6 +866,81 @@ mod tests {
         ];
         for (kind, want) in cases {
             let err = decode_entry(&entry(kind)).expect_err("refused");
+            assert!(err.to_string().contains(want), "{err} / {want}");
+        }
+    }
+
+    /// Hook records round-trip (pre without an event, post with one); a bad one names its
+    /// field.
+    #[test]
+    fn hook_records_round_trip_and_bad_ones_name_the_field() {
+        use crate::cluster::{EventKind, HookOutcome, HookPhase};
+        for (phase, event, outcome) in [
+            (HookPhase::Pre, None, HookOutcome::Vetoed),
+            (HookPhase::Post, Some(LogIndex(42)), HookOutcome::Failed),
+        ] {
+            let p = Proposal {
+                id: ProposalId {
+                    node: NodeId(2),
+                    seq: 7,
+                },
+                at: UnixMillis(1_700_000_000_000),
+                command: Command::RecordHook {
+                    phase,
+                    what: EventKind::Switchover,
+                    event,
+                    outcome,
+                    detail: "exit 1 in 0.1 s: change freeze".into(),
+                },
+            };
+            assert_eq!(decode_entry(&encode_entry(&p)).expect("decodes"), p);
+        }
+        let good = pb::RecordHook {
+            phase: "post".into(),
+            what: "failover".into(),
+            event_index: 3,
+            outcome: "ok".into(),
+            detail: String::new(),
+        };
+        let cases = [
+            (
+                pb::RecordHook {
+                    phase: "during".into(),
+                    ..good.clone()
+                },
+                "field command.record_hook.phase: unknown value `during`",
+            ),
+            (
+                pb::RecordHook {
+                    event_index: 0,
+                    ..good.clone()
+                },
+                "field command.record_hook.event_index: a post hook record names its event",
+            ),
+            (
+                pb::RecordHook {
+                    what: "reboot".into(),
+                    ..good.clone()
+                },
+                "field command.record_hook.what: unknown value `reboot`",
+            ),
+            (
+                pb::RecordHook {
+                    outcome: "maybe".into(),
+                    ..good.clone()
+                },
+                "field command.record_hook.outcome: unknown value `maybe`",
+            ),
+            (
+                pb::RecordHook {
+                    detail: "x".repeat(5000),
+                    ..good.clone()
+                },
+                "field command.record_hook.detail: 5000 bytes (at most 4096)",
+            ),
+        ];
+        for (m, want) in cases {
+            let err = decode_entry(&entry(pb::command::Kind::RecordHook(m))).expect_err(want);
             assert!(err.to_string().contains(want), "{err} / {want}");
         }
     }

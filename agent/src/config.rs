@@ -96,6 +96,62 @@ pub struct Config {
     /// The web tier (absent: PHP-FPM and the mounts are only probed). Needs `[phpfpm]`.
     #[serde(default)]
     pub web: Option<WebSection>,
+    /// Operators' hooks and notifications (absent: none).
+    #[serde(default)]
+    pub hooks: Option<HooksSection>,
+}
+
+/// `[hooks]`: commands run before and after Triad's actions, and a webhook.
+///
+/// Every hook gets one JSON event on stdin (`id`, `phase`, `what`, `service`, `why`, `epoch`,
+/// `nodes`, `index`, `at`, `cluster`, `node`) and the environment variables
+/// `TRIAD_HOOK_PHASE` and `TRIAD_HOOK_WHAT`. Hooks run as the agent's user, under its
+/// service's sandbox (a read-only `/usr` and `/etc`, a private `/tmp`).
+///
+/// - **pre**: run by the agent about to act, before a planned switchover (Redis or the Galera
+///   writer) and before a remediation (a restart, a remount). Exit 0 lets it go; any other
+///   exit, a timeout or a command that cannot start vetoes it (no action on doubt), and the
+///   history says so with the hook's first line of output. Emergencies (a failover, a fencing,
+///   a bootstrap) never wait for a pre hook.
+/// - **post**: run by the Raft leader after every failover, switchover, bootstrap decision,
+///   finished remediation and finished backup, oldest first, at least once (a leader change
+///   can repeat one: the event's `id` is stable). A failure is logged, counted
+///   (`triad_hooks_total`) and audited, never fatal.
+/// - **webhook**: receives the same JSON (both phases) by `POST`; never vetoes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// The pre hook: program (an absolute path) and arguments. Default: none.
+    #[serde(default)]
+    pub pre: Option<Vec<String>>,
+    /// The post hook: program (an absolute path) and arguments. Default: none.
+    #[serde(default)]
+    pub post: Option<Vec<String>>,
+    /// How long a hook or the webhook may take; a hook still running then is killed (a pre
+    /// hook's timeout vetoes). Default 10s; 100ms to 10min.
+    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A URL (`http://` or `https://`) that receives every event by `POST` (JSON). Default:
+    /// none.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// CA certificates (PEM) that an `https://` webhook's certificate must chain to. Required
+    /// for an `https://` webhook.
+    #[serde(default)]
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Post hooks of events older than this when a leader gets to them (hooks configured
+    /// later, a long leaderless time) are skipped, and the history says so. Default 15m; 1m
+    /// to 7 days.
+    #[serde(default = "default_hook_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_hook_max_age() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 /// `[web]`: the web rotation. The leader drains a node whose PHP-FPM is down, unreachable or
@@ -1450,8 +1506,8 @@ impl Validated {
     /// The remediation decision's tunables, when remediations are on: `[web]` with
     /// `restart_phpfpm` and a service control, or `[gluster] remount_command`. A lease's bound
     /// is two stop timeouts (a restart is a stop and a start, each bounded by it; a remount is
-    /// bounded by one, and its check by the mount probe's timeout) and 10 s for the report to
-    /// reach the leader.
+    /// bounded by one, and its check by the mount probe's timeout), 10 s for the report to
+    /// reach the leader, and twice `[hooks] timeout` when a pre hook or a webhook runs first.
     pub fn remedy_settings(&self) -> Option<crate::decide::remedy::RemedySettings> {
         let c = &self.config;
         let w = c.web.as_ref()?;
@@ -1467,8 +1523,15 @@ impl Validated {
             freshness_ms: millis(w.freshness),
             per_hour: w.restarts_per_hour,
             backoff_ms: millis(w.restart_backoff),
+            // A pre hook runs first, within the lease.
             max_duration_ms: millis(c.services.stop_timeout.saturating_mul(2))
-                .saturating_add(10_000),
+                .saturating_add(10_000)
+                .saturating_add(
+                    c.hooks
+                        .as_ref()
+                        .filter(|h| h.pre.is_some() || h.webhook.is_some())
+                        .map_or(0, |h| millis(h.timeout.saturating_mul(2))),
+                ),
             restart_phpfpm,
             remount,
             ping_lease_ms: millis(c.failover.lease),
@@ -1540,6 +1603,9 @@ pub fn read(path: &Path) -> Result<Config, ConfigError> {
     }
     if let Some(b) = config.backup.as_mut() {
         b.resolve(base);
+    }
+    if let Some(h) = config.hooks.as_mut() {
+        fix_opt(&mut h.webhook_ca_file);
     }
     Ok(config)
 }
@@ -1777,6 +1843,7 @@ pub fn validate(path: &Path, mut config: Config) -> Result<Validated, ConfigErro
     validate_services(path, &config)?;
     validate_galera(path, &config)?;
     validate_web(path, &config)?;
+    validate_hooks(path, &config)?;
     backup::validate(path, &config)?;
     tls::load(path, &config)?;
     Ok(Validated {
@@ -2351,6 +2418,96 @@ fn validate_web(path: &Path, config: &Config) -> Result<(), ConfigError> {
         Duration::from_secs(3600),
         "the wait after a restart before the next, doubled with each one in the hour",
     )
+}
+
+/// `[hooks]`: absolute programs, a bounded timeout, a webhook URL Triad can reach.
+fn validate_hooks(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    let Some(h) = &config.hooks else {
+        return Ok(());
+    };
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    for (key, argv) in [("hooks.pre", &h.pre), ("hooks.post", &h.post)] {
+        let Some(argv) = argv else { continue };
+        match argv.first() {
+            None => {
+                return Err(invalid(
+                    key,
+                    "must not be empty: name the program and its arguments, or leave the key \
+                     out"
+                    .into(),
+                ))
+            }
+            Some(program) if !Path::new(program).is_absolute() => {
+                return Err(invalid(
+                    &format!("{key}[0]"),
+                    format!(
+                        "{program:?} must be an absolute path (the agent's PATH is not the \
+                         shell's)"
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    in_range(
+        path,
+        "hooks.timeout",
+        h.timeout,
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+        "a hook still running then is killed (a pre hook's timeout vetoes)",
+    )?;
+    in_range(
+        path,
+        "hooks.max_age",
+        h.max_age,
+        Duration::from_secs(60),
+        Duration::from_secs(7 * 24 * 3600),
+        "older events' post hooks are skipped",
+    )?;
+    if let Some(url) = &h.webhook {
+        let https = url.starts_with("https://");
+        if !https && !url.starts_with("http://") {
+            return Err(invalid(
+                "hooks.webhook",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if reqwest::Url::parse(url).is_err() {
+            return Err(invalid(
+                "hooks.webhook",
+                format!("{url:?} is not a valid URL"),
+            ));
+        }
+        match &h.webhook_ca_file {
+            Some(f) if !f.is_file() => {
+                return Err(invalid(
+                    "hooks.webhook_ca_file",
+                    format!("{} does not exist or is not a file", f.display()),
+                ))
+            }
+            Some(_) => {}
+            None if https => {
+                return Err(invalid(
+                    "hooks.webhook_ca_file",
+                    "required for an https:// webhook: the CA certificates (PEM) its \
+                     certificate chains to"
+                        .into(),
+                ))
+            }
+            None => {}
+        }
+    } else if h.webhook_ca_file.is_some() {
+        return Err(invalid(
+            "hooks.webhook_ca_file",
+            "set without hooks.webhook: add the webhook or remove the key".into(),
+        ));
+    }
+    Ok(())
 }
 
 const MIN_STOP_TIMEOUT: Duration = Duration::from_millis(100);

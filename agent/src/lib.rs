@@ -29,6 +29,7 @@ pub mod decide;
 pub mod driver;
 pub mod health;
 pub mod helper_unit;
+pub mod hooks;
 pub mod ids;
 pub mod local;
 pub mod logging;

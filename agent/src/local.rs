@@ -72,6 +72,8 @@ pub struct LocalShared<'a> {
     pub mariadb_kick: Option<Arc<tokio::sync::Notify>>,
     /// The local PHP-FPM probe's kick.
     pub phpfpm_kick: Option<Arc<tokio::sync::Notify>>,
+    /// The operator's hooks: a remediation's pre hook runs before it acts.
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
 }
 
 /// The running local reconcilers of this node. See the module docs.
@@ -109,6 +111,7 @@ impl LocalReconcilers {
             liveness,
             mariadb_kick,
             phpfpm_kick,
+            hooks,
         } = shared;
         let redis = Arc::new(Mutex::new(LocalRedisView {
             waiting: Some("starting".into()),
@@ -170,6 +173,7 @@ impl LocalReconcilers {
                 changed: reconciled_changed.clone(),
                 kick: phpfpm_kick,
                 transport: transport.clone(),
+                hooks,
             };
             if spawn_remedy(cfg, rx, io, shutdown.clone()) {
                 targets.insert(Authority::Remedy, tx);
@@ -335,11 +339,14 @@ struct RemedyTaskIo {
     kick: Option<Arc<tokio::sync::Notify>>,
     /// The ping lease (a remediation starts only while this agent holds it).
     transport: Transport,
+    /// The operator's hooks: the pre hook may veto a remediation.
+    hooks: Option<Arc<crate::hooks::Hooks>>,
 }
 
 /// How this node repairs what a remediation lease names.
 struct Repairs {
     me: NodeId,
+    hooks: Option<Arc<crate::hooks::Hooks>>,
     control: Option<Arc<dyn crate::actuator::service::ServiceControl>>,
     remount: Option<Vec<String>>,
     mounts: Vec<std::path::PathBuf>,
@@ -350,6 +357,27 @@ struct Repairs {
 impl Repairs {
     /// Carries out `l` on this node; `Ok` says what was done.
     async fn run(&self, l: &crate::cluster::RemedyLease) -> Result<String, String> {
+        if let Some(h) = &self.hooks {
+            let service = match l.action {
+                RemedyAction::RestartPhpfpm => "php-fpm",
+                RemedyAction::Remount => "gluster",
+            };
+            let event = h.planned(
+                crate::cluster::EventKind::Remediation,
+                service,
+                &format!(
+                    "{}: {}",
+                    crate::cluster::describe_remedy(l.action, &l.target),
+                    l.reason
+                ),
+                l.id.0,
+                vec![self.me],
+            );
+            let report = h.pre(&event).await;
+            if report.outcome == crate::cluster::HookOutcome::Vetoed {
+                return Err(format!("vetoed by the pre hook ({})", report.detail));
+            }
+        }
         match l.action {
             RemedyAction::RestartPhpfpm => {
                 let control = self
@@ -441,6 +469,7 @@ fn spawn_remedy(
     let c = &cfg.config;
     let repairs = Repairs {
         me: cfg.node_id(),
+        hooks: io.hooks.clone(),
         control: service_control(cfg),
         remount: c.gluster.as_ref().and_then(|g| g.remount_command.clone()),
         mounts: c

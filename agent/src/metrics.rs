@@ -141,6 +141,11 @@ pub struct Metrics {
     pub remedies: IntCounterVec,
     /// Nodes whose repair waits (hourly cap, back-off, backup lease), leader only.
     pub remedy_held: IntGauge,
+    /// Hook runs by this agent, by phase, kind of action and result (ok, failed, vetoed,
+    /// skipped).
+    pub hooks: IntCounterVec,
+    /// Webhook deliveries by this agent, by result (ok, failed).
+    pub webhooks: IntCounterVec,
 }
 
 impl Metrics {
@@ -489,6 +494,16 @@ impl Metrics {
             remedy_held: int_gauge(
                 "triad_remedy_held",
                 "Nodes whose repair waits (hourly cap, back-off, backup lease); leader only.",
+            )?,
+            hooks: counter_vec(
+                "triad_hooks_total",
+                "Hook runs by this agent, by phase (pre, post), action and result.",
+                &["phase", "what", "result"],
+            )?,
+            webhooks: counter_vec(
+                "triad_webhooks_total",
+                "Webhook deliveries by this agent, by result (ok, failed).",
+                &["result"],
             )?,
             registry,
         })

@@ -84,6 +84,9 @@ pub enum NodeError {
     /// The driver failed (storage, or a snapshot that cannot be read).
     #[error(transparent)]
     Driver(#[from] crate::driver::DriverError),
+    /// The hooks could not be set up (the webhook's CA file).
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
 }
 
 pub use crate::driver::{Applied, AppliedEntry, ProposeError, StateMachine};
@@ -135,6 +138,7 @@ fn send_report_if_due(
         return;
     }
     let items = local.take_report(mono);
+    tracing::debug!(observations = items.len(), "health report sent");
     // The index the installed embargo follows, and the pongs given up to now (see
     // `Driver::reported_applied`): the caller installed the embargo first.
     let applied = driver.reported_applied();
@@ -320,6 +324,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         let ids: Vec<NodeId> = cfg.members.iter().map(|m| m.id).collect();
         move |n: NodeId| ids.contains(&n)
     };
+    let hooks = crate::hooks::Hooks::from_config(&cfg, &metrics)?;
     // The driver publishes its targets from the restored state at once (see `driver`).
     let reconcilers = LocalReconcilers::spawn(
         &cfg,
@@ -331,29 +336,47 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             liveness: &liveness,
             mariadb_kick: kicks.mariadb,
             phpfpm_kick: kicks.phpfpm,
+            hooks: hooks.clone(),
         },
         &shutdown,
     )?;
     let cfg = Arc::new(cfg);
-    let api_task = api::serve(
-        Handles {
-            config: cfg.clone(),
-            status: status_rx,
-            requests: req_tx,
-            transport: transport.clone(),
-            metrics: metrics.clone(),
-            liveness: liveness.clone(),
-            token: token.clone(),
-            read_token: read_token.clone(),
-            limits: Arc::new(std::sync::Mutex::new(crate::ratelimit::Limits::of(
-                &cfg.config.api,
-            ))),
-            switchover_busy: Arc::new(AtomicBool::new(false)),
-            probe_timings: timings_rx,
-        },
-        shutdown.clone(),
-    )
-    .await?;
+    let handles = Handles {
+        config: cfg.clone(),
+        status: status_rx,
+        requests: req_tx,
+        transport: transport.clone(),
+        metrics: metrics.clone(),
+        liveness: liveness.clone(),
+        token: token.clone(),
+        read_token: read_token.clone(),
+        limits: Arc::new(std::sync::Mutex::new(crate::ratelimit::Limits::of(
+            &cfg.config.api,
+        ))),
+        switchover_busy: Arc::new(AtomicBool::new(false)),
+        probe_timings: timings_rx,
+        hooks: hooks.clone(),
+    };
+    if let Some(h) = &hooks {
+        let requests = handles.clone();
+        crate::hooks::spawn_post_runner(
+            h.clone(),
+            handles.status.clone(),
+            |core: &Arc<CoreStatus>| (core.raft.role == Role::Leader).then(|| core.cluster.clone()),
+            move |command| {
+                let requests = requests.clone();
+                async move {
+                    requests
+                        .propose(command)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            },
+            shutdown.clone(),
+        );
+    }
+    let api_task = api::serve(handles, shutdown.clone()).await?;
     crate::reload::spawn(
         cfg.file.clone(),
         cfg.clone(),
@@ -403,6 +426,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
                     let mut handle = |m: Inbound| match m {
                         Inbound::Raft { from, bytes } => driver.step_peer(from, &bytes),
                         Inbound::Report { from, report } => {
+                            tracing::debug!(peer = %from, "health report received");
                             match codec::decode_report(*report, &is_member) {
                                 Ok(r) => driver.ingest(from, r, clock()),
                                 Err(err) => {

@@ -253,6 +253,8 @@ pub struct Handles {
     pub switchover_busy: Arc<AtomicBool>,
     /// Every probe's current timing (replaced by a reload).
     pub probe_timings: watch::Receiver<crate::probe::runner::ProbeTimings>,
+    /// The operator's hooks (`[hooks]`), if any.
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
 }
 
 impl Handles {

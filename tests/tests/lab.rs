@@ -60,6 +60,8 @@ fn with_lab(shared: &Shared, f: impl FnOnce(&Lab) -> Result<()>) -> Result<(), F
 /// Puts the lab back: heal every cut, continue frozen daemons, start dead ones, then wait until
 /// everything is healthy.
 fn restore(lab: &Lab) -> Result<()> {
+    // A test that ended early may have left the pre hooks vetoing.
+    let _ = std::fs::remove_file(lab.spec().hook_veto_file());
     let state = lab.state()?;
     if !state.cuts.is_empty() {
         lab.heal()?;
@@ -1711,6 +1713,123 @@ fn no_redis_promotion_without_an_agent_quorum(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// Removes the pre hooks' veto flag when a test ends, however it ends.
+struct NoVeto<'a>(&'a Lab);
+
+impl Drop for NoVeto<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0.spec().hook_veto_file());
+    }
+}
+
+/// The lines of a hook log (one JSON event each) about `what`.
+fn hook_events(lab: &Lab, phase: &str, what: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(lab.spec().hook_log(phase))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["what"] == what)
+        .collect()
+}
+
+/// The leader's history lines of kind `hook` (index, details), oldest first.
+fn hook_history(lab: &Lab) -> Result<Vec<(u64, String)>> {
+    let (leader, _) = lab::agents_leader(lab.spec()).map_err(|e| anyhow!(e))?;
+    let mut h: Vec<(u64, String)> = lab
+        .agent_status(leader)?
+        .history
+        .iter()
+        .filter(|h| h.kind == "hook")
+        .map(|h| (h.index.0, h.details.clone()))
+        .collect();
+    h.sort();
+    Ok(h)
+}
+
+/// An operator's pre hook vetoes a planned Redis switchover: the CLI says why, nothing moves,
+/// and the history records the veto with the hook's exit status. Without the veto the same
+/// switchover runs, and the post hook hears of it (its JSON event names the nodes and the
+/// epoch) and is audited too.
+fn pre_hook_vetoes_a_switchover_and_the_post_hook_hears_of_the_next(lab: &Lab) -> Result<()> {
+    ensure!(
+        lab.redis_master()? == 1,
+        "the lab should start with the master on n1"
+    );
+    let _no_veto = NoVeto(lab);
+    let (epoch, _) = redis_epoch_and_suspect(lab)?;
+    let pre_before = hook_events(lab, "pre", "switchover").len();
+    std::fs::write(lab.spec().hook_veto_file(), "change freeze (lab test)\n")?;
+    let r = galera_cases::triad_cli(lab, 3, &["switchover", "redis", "--to", "2", "--json"])?;
+    let said = format!("{} {}", r.stdout, r.stderr);
+    ensure!(r.code != 0, "the vetoed switchover exited 0: {said}");
+    ensure!(
+        said.contains("vetoed by the pre hook") && said.contains("change freeze (lab test)"),
+        "the refusal does not say the pre hook vetoed it, and why: {said}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (after, _) = redis_epoch_and_suspect(lab)?;
+    ensure!(
+        lab.redis_master()? == 1 && after == epoch,
+        "a vetoed switchover changed the master or its epoch ({epoch} -> {after})"
+    );
+    ensure!(
+        lab.redis_role(1)?.role == "master",
+        "n1's Redis is no longer a master after a vetoed switchover"
+    );
+    let history = hook_history(lab)?;
+    ensure!(
+        history
+            .iter()
+            .any(|(_, d)| d.starts_with("pre hook for switchover vetoed")
+                && d.contains("exit 1")
+                && d.contains("change freeze (lab test)")),
+        "the history does not record the veto with its exit status: {history:?}"
+    );
+    let pre = hook_events(lab, "pre", "switchover");
+    ensure!(
+        pre.len() == pre_before + 1 && pre[pre_before]["service"] == "redis",
+        "the pre hook did not get the switchover's event once: {pre:?}"
+    );
+
+    // Without the veto: it runs, and the post hook hears of it.
+    std::fs::remove_file(lab.spec().hook_veto_file())?;
+    lab.switchover_redis(3, 2)?;
+    ensure!(
+        lab.redis_master()? == 2,
+        "the switchover did not move the master to n2"
+    );
+    let post = lab.wait_for(
+        "the post hook to hear of the switchover",
+        Duration::from_secs(15),
+        || {
+            hook_events(lab, "post", "switchover")
+                .into_iter()
+                .find(|v| v["epoch"] == epoch + 1)
+                .ok_or_else(|| "no post event for it yet".to_string())
+        },
+    )?;
+    ensure!(
+        post["nodes"] == serde_json::json!([2, 1]) && post["service"] == "redis",
+        "the post event names the wrong nodes: {post}"
+    );
+    let index = post["index"].as_u64().unwrap_or(0);
+    lab.wait_for(
+        "the post hook's audit line",
+        Duration::from_secs(10),
+        || {
+            let h = hook_history(lab).map_err(|e| format!("{e:#}"))?;
+            h.iter()
+                .find(|(_, d)| {
+                    d.starts_with(&format!("post hook for switchover (entry {index}) ok"))
+                        && d.contains("exit 0")
+                })
+                .map(|_| ())
+                .ok_or_else(|| format!("not in {h:?}"))
+        },
+    )?;
+    Ok(())
+}
+
 fn switchover_under_write_load_loses_no_acknowledged_write(lab: &Lab) -> Result<()> {
     ensure!(
         lab.redis_master()? == 1,
@@ -2983,7 +3102,7 @@ const HEALTHY: [(&str, TestFn); 8] = [
     ),
 ];
 
-const FAULTS: [(&str, TestFn); 22] = [
+const FAULTS: [(&str, TestFn); 23] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
@@ -3071,6 +3190,10 @@ const FAULTS: [(&str, TestFn); 22] = [
     (
         "switchover_under_write_load_loses_no_acknowledged_write",
         switchover_under_write_load_loses_no_acknowledged_write,
+    ),
+    (
+        "pre_hook_vetoes_a_switchover_and_the_post_hook_hears_of_the_next",
+        pre_hook_vetoes_a_switchover_and_the_post_hook_hears_of_the_next,
     ),
 ];
 

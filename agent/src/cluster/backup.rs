@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterState, EntryMeta, Outcome};
+use super::{AuditEvent, ClusterState, EntryMeta, EventKind, Outcome};
 use crate::ids::{BackupId, LogIndex, NodeId, Term, UnixMillis};
 
 /// How many finished runs the replicated catalog keeps (newest first).
@@ -472,13 +472,21 @@ impl ClusterState {
         } else {
             "; one retry owed on another node"
         };
-        self.record(
+        let event = AuditEvent {
+            what: EventKind::Backup,
+            service: "backup".into(),
+            nodes: vec![lease.node],
+            epoch: id.0,
+            ok: verified,
+        };
+        self.record_event(
             meta,
             "backup",
             format!(
                 "backup {id} on {} for {} {verdict}: {reason}{next}",
                 lease.node, lease.trigger
             ),
+            Some(event),
         );
         Outcome::Changed
     }

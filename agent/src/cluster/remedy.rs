@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterState, EntryMeta, Outcome};
+use super::{AuditEvent, ClusterState, EntryMeta, EventKind, Outcome};
 use crate::ids::{LogIndex, NodeId, RemedyId, Term, UnixMillis};
 
 /// How many finished remediations the replicated state keeps (newest first).
@@ -281,7 +281,18 @@ impl ClusterState {
             index: meta.index,
         });
         r.records.truncate(REMEDY_RECORDS);
-        self.record(
+        let event = AuditEvent {
+            what: EventKind::Remediation,
+            service: match l.action {
+                RemedyAction::RestartPhpfpm => "php-fpm",
+                RemedyAction::Remount => "gluster",
+            }
+            .to_string(),
+            nodes: vec![l.node],
+            epoch: id.0,
+            ok: ok && !expired,
+        };
+        self.record_event(
             meta,
             "remedy",
             format!(
@@ -289,6 +300,7 @@ impl ClusterState {
                 describe(l.action, &l.target),
                 l.node
             ),
+            Some(event),
         );
         Outcome::Changed
     }

@@ -172,6 +172,16 @@ pub async fn request(
     }
     let _busy = Busy(h.switchover_busy.clone());
     let epoch = a.epoch.next();
+    super::pre_hook(
+        h,
+        "galera",
+        format!("galera writer switchover {from} -> {to} asked through the API"),
+        epoch.0,
+        to,
+        from,
+    )
+    .await
+    .map_err(Conflict)?;
     let command = Command::SetGaleraWriter {
         node: to,
         epoch,

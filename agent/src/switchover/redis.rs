@@ -774,6 +774,16 @@ pub async fn request(
         outcome_wait: commit_wait,
         by: format!("api@{}", h.config.node_id()),
     };
+    super::pre_hook(
+        h,
+        "redis",
+        format!("redis master switchover {from} -> {to} asked through the API"),
+        authority.epoch.next().0,
+        to,
+        from,
+    )
+    .await
+    .map_err(Conflict)?;
     let handles = h.clone();
     let propose = |command: Command| {
         let handles = handles.clone();

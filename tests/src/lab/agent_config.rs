@@ -195,6 +195,12 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
         p(&lab.gluster_remount(node))
     );
     let _ = writeln!(out);
+    // Every agent's pre and post hook is the lab's hook script (services::write_hook_script).
+    let _ = writeln!(out, "[hooks]");
+    let _ = writeln!(out, "pre = [{:?}]", p(&lab.hook_script()));
+    let _ = writeln!(out, "post = [{:?}]", p(&lab.hook_script()));
+    let _ = writeln!(out, "timeout = \"5s\"");
+    let _ = writeln!(out);
     // Backups to one repository the three nodes share. The lab takes them on request
     // (`triad backup now`) only: a window of the production schedule (every six hours) opening
     // in the middle of the lab tests would desync a node under them. 2099 keeps the schedule

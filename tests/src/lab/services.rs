@@ -491,6 +491,7 @@ pub fn write_agent_config(lab: &LabSpec, n: u64) -> Result<PathBuf> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     write_gluster_cli(lab, n)?;
     write_gluster_remount(lab, n)?;
+    write_hook_script(lab)?;
     let mut check = std::process::Command::new(&lab.triad_bin);
     check.arg("check-config").arg(&path);
     run_ok(&mut check, None, Duration::from_secs(10)).with_context(|| {
@@ -518,6 +519,33 @@ fn write_gluster_cli(lab: &LabSpec, n: u64) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes the agents' hook script (see [`LabSpec::hook_script`]). Appends of one line each
+/// from the three agents do not interleave (`O_APPEND`, well under `PIPE_BUF`).
+fn write_hook_script(lab: &LabSpec) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = lab.hooks_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = lab.hook_script();
+    let text = format!(
+        "#!/bin/sh\n\
+         # The lab agents' hook ([hooks] pre and post): logs each event; a pre hook vetoes\n\
+         # while {veto} exists.\n\
+         event=$(cat | tr -d '\\n')\n\
+         printf '%s\\n' \"$event\" >> {dir}/\"$TRIAD_HOOK_PHASE\".jsonl\n\
+         if [ \"$TRIAD_HOOK_PHASE\" = pre ] && [ -f {veto} ]; then\n\
+         \x20   cat {veto} >&2\n\
+         \x20   exit 1\n\
+         fi\n\
+         exit 0\n",
+        veto = s(&lab.hook_veto_file()),
+        dir = s(&dir),
+    );
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot chmod {}", path.display()))?;

@@ -481,6 +481,28 @@ impl LabSpec {
         self.gluster_dir(n).join("gluster-cli")
     }
 
+    /// The agents' hooks: the script (every agent's `[hooks] pre` and `post`), the veto flag
+    /// and the events each phase logged (`pre.jsonl`, `post.jsonl`).
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.dir.join("hooks")
+    }
+
+    /// The lab's hook script: appends the event to `<phase>.jsonl`; as a pre hook it vetoes
+    /// (exit 1, the flag file's text on stderr) while [`LabSpec::hook_veto_file`] exists.
+    pub fn hook_script(&self) -> PathBuf {
+        self.hooks_dir().join("hook")
+    }
+
+    /// While this file exists, every pre hook vetoes, saying its content.
+    pub fn hook_veto_file(&self) -> PathBuf {
+        self.hooks_dir().join("veto")
+    }
+
+    /// The events the hooks of `phase` (`pre`, `post`) logged, one JSON object per line.
+    pub fn hook_log(&self, phase: &str) -> PathBuf {
+        self.hooks_dir().join(format!("{phase}.jsonl"))
+    }
+
     /// The remount script of node `n`'s agent (its `[gluster] remount_command`).
     pub fn gluster_remount(&self, n: u64) -> PathBuf {
         self.gluster_dir(n).join("remount")
