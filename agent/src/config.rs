@@ -3165,6 +3165,49 @@ mounts = ["/mnt/shop"]
         );
     }
 
+    /// `[hooks]`: valid as documented; a relative program, an empty command, a webhook that is
+    /// no URL or an https one without its CA, and a timeout out of range each name the key.
+    #[test]
+    fn hooks_validate_and_bad_ones_name_the_key() {
+        let hooks = |body: &str| format!("{GOOD}\n[hooks]\n{body}\n");
+        let v = check(&hooks(
+            "pre = [\"/usr/local/bin/hook\", \"pre\"]\npost = [\"/usr/local/bin/hook\"]\n\
+             webhook = \"http://127.0.0.1:9099/triad\"",
+        ))
+        .expect("valid hooks");
+        let h = v.config.hooks.expect("hooks");
+        assert_eq!(h.timeout, Duration::from_secs(10));
+        assert_eq!(h.max_age, Duration::from_secs(900));
+        let cases: &[(&str, &[&str])] = &[
+            ("pre = [\"hook.sh\"]", &["hooks.pre[0]", "absolute path"]),
+            ("post = []", &["hooks.post", "must not be empty"]),
+            ("timeout = \"1ms\"", &["hooks.timeout"]),
+            ("webhook = \"ftp://x/y\"", &["hooks.webhook", "not an http:// or https:// URL"]),
+            (
+                "webhook = \"https://ops.example/triad\"",
+                &["hooks.webhook_ca_file", "required for an https:// webhook"],
+            ),
+            (
+                "webhook = \"https://ops.example/triad\"\nwebhook_ca_file = \"/nonexistent/ca.pem\"",
+                &["hooks.webhook_ca_file", "does not exist"],
+            ),
+            (
+                "webhook_ca_file = \"/etc/hostname\"",
+                &["hooks.webhook_ca_file", "without hooks.webhook"],
+            ),
+            ("prehook = []", &["unknown field", "prehook"]),
+        ];
+        for (body, wants) in cases {
+            let err = match check(&hooks(body)) {
+                Ok(_) => panic!("expected an error for {body:?}"),
+                Err(e) => e.to_string(),
+            };
+            for want in *wants {
+                assert!(err.contains(want), "error {err:?} lacks {want:?}");
+            }
+        }
+    }
+
     #[test]
     fn bad_probe_sections_name_the_key() {
         let good = with_probes(GOOD);
