@@ -12,8 +12,9 @@
 //!   Galera position; mariadbd must run as the datadir's owner);
 //! - `triad-galera-bootstrap.service`: `galera_new_cluster` as root (it sets the service
 //!   manager's environment); no output read;
-//! - `triad-gluster-heal@VOLUME.service`: `gluster --xml volume heal VOLUME info` as root
-//!   (`heal info` runs `glfsheal`, which needs glusterd's root-only socket).
+//! - `triad-gluster-heal@VOLUME.service`: `gluster --xml volume heal VOLUME info` as root,
+//!   then `... info split-brain` when an entry is pending (`heal info` runs `glfsheal`, which
+//!   needs glusterd's root-only socket); two XML documents in one file.
 //!
 //! Output file convention: `<state dir>/<unit name>.out` (the unit files say
 //! `/var/lib/triad/%n.out`; a `node.data_dir` elsewhere needs matching drop-ins).

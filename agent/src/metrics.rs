@@ -69,6 +69,8 @@ pub struct Metrics {
     pub gluster_bricks_online: IntGaugeVec,
     /// Gluster entries pending heal.
     pub gluster_heal_pending: IntGaugeVec,
+    /// Gluster entries in split-brain (never resolved by Triad).
+    pub gluster_split_brain: IntGaugeVec,
     /// Health reports from peers refused as invalid.
     pub reports_rejected: IntCounter,
     /// Probe results dropped because the event loop was behind.
@@ -340,6 +342,11 @@ impl Metrics {
             gluster_heal_pending: gauge_vec(
                 "triad_gluster_heal_pending_entries",
                 "Gluster entries pending heal.",
+                &["node"],
+            )?,
+            gluster_split_brain: gauge_vec(
+                "triad_gluster_split_brain_entries",
+                "Gluster entries in split-brain; Triad never resolves them (see the probe's reason).",
                 &["node"],
             )?,
             reports_rejected: counter(

@@ -339,6 +339,9 @@ fn record_metrics(o: &Observation, latency: Duration, m: &Metrics) {
             if let Some(v) = int("heal_pending") {
                 m.gluster_heal_pending.with_label_values(&[&node]).set(v);
             }
+            if let Some(v) = int("split_brain") {
+                m.gluster_split_brain.with_label_values(&[&node]).set(v);
+            }
         }
         Service::GlusterMount => {}
     }

@@ -32,6 +32,8 @@ fn alert_rules_name_exported_metrics() {
         "TriadNoVerifiedBackup",
         "TriadProbeFailing",
         "TriadReconcileErrors",
+        "TriadGlusterSplitBrain",
+        "TriadHookFailing",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}\n")),
@@ -73,6 +75,14 @@ fn exported() -> String {
         .with_label_values(&["automatic"])
         .observe(0.1);
     metrics.peer_rtt.with_label_values(&["n2"]).observe(0.001);
+    metrics
+        .gluster_split_brain
+        .with_label_values(&["n1"])
+        .set(0);
+    metrics
+        .hooks
+        .with_label_values(&["post", "failover", "failed"])
+        .inc();
     metrics.render()
 }
 

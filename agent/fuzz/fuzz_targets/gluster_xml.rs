@@ -1,4 +1,5 @@
-//! The gluster CLI's XML: volume status, heal info and peer status. Errors are fine; a panic
+//! The gluster CLI's XML: volume status, heal info (and the heal helper's two documents) and
+//! peer status. Errors are fine; a panic
 //! is a bug.
 #![no_main]
 
@@ -14,5 +15,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = gluster_xml::bricks_down(&expected, &bricks);
     }
     let _ = gluster_xml::parse_heal_info(xml);
+    if let Ok(h) = gluster_xml::parse_heal_docs(xml) {
+        let _ = (h.pending(), h.split_brain());
+        let _ = gluster_xml::entry_paths(&h.bricks, 20);
+    }
     let _ = gluster_xml::parse_peer_status(xml);
 });

@@ -3,8 +3,11 @@
 //!
 //! The volume probe runs the gluster CLI (`--mode=script ... --xml`) as a child process that is
 //! killed when the check is cut at its timeout. Status: `unreachable` when the CLI cannot talk
-//! to glusterd; `down` when this node's own brick is down; `degraded` when another brick is
-//! down, a peer is disconnected, or heals are pending; otherwise `healthy`.
+//! to glusterd; `down` when this node's own brick is down; `degraded` when entries are in
+//! split-brain, another brick is down, a peer is disconnected, or heals are pending; otherwise
+//! `healthy`. Pending heals and split-brain entries are reported with counts and (up to
+//! [`MAX_HEAL_PATHS`]) paths; a split-brain's reason names the commands an operator runs to
+//! resolve it. Triad never resolves a split-brain: which copy is right is the operator's call.
 //!
 //! The mount probe does blocking filesystem calls on a blocking thread, at most one in flight:
 //! while a check hangs (writes block for the whole `network.ping-timeout` during a partition),
@@ -40,9 +43,12 @@ pub struct GlusterProbe {
 
 /// `heal info` (or why it failed) and `peer status`, from the last check that ran them.
 type Extra = (
-    Result<Vec<gluster_xml::BrickHeal>, String>,
+    Result<gluster_xml::HealInfo, String>,
     Vec<gluster_xml::PeerStatus>,
 );
+
+/// The most entry paths a check reports (pending heal, and in split-brain).
+pub const MAX_HEAL_PATHS: usize = 20;
 
 /// `heal info` and `peer status` run on every [`EXTRA_EVERY`]-th check (each gluster CLI call
 /// costs about a quarter of a CPU second), and on every check while something is wrong.
@@ -66,7 +72,7 @@ impl GlusterProbe {
             local_brick,
             timing,
             checks: AtomicU64::new(0),
-            last_extra: std::sync::Mutex::new((Ok(Vec::new()), Vec::new())),
+            last_extra: std::sync::Mutex::new((Ok(gluster_xml::HealInfo::default()), Vec::new())),
             heal_unit: None,
         }
     }
@@ -79,19 +85,39 @@ impl GlusterProbe {
         self
     }
 
-    /// `volume heal VOLUME info`, parsed; an error says why it is unknown.
-    async fn heal_info(&self) -> Result<Vec<gluster_xml::BrickHeal>, String> {
-        let xml = match &self.heal_unit {
-            Some(unit) => unit
+    /// `volume heal VOLUME info`, and `volume heal VOLUME info split-brain` when something is
+    /// pending, parsed; an error says why the backlog is unknown. The helper unit runs both
+    /// (the second only when an entry is pending) and prints both documents.
+    async fn heal_info(&self) -> Result<gluster_xml::HealInfo, String> {
+        if let Some(unit) = &self.heal_unit {
+            let text = unit
                 .run(self.timing.timeout, true)
                 .await
-                .map_err(|e| e.to_string())?,
-            None => self
-                .cli(&["volume", "heal", &self.volume, "info"])
+                .map_err(|e| e.to_string())?;
+            return gluster_xml::parse_heal_docs(&text);
+        }
+        let failed = |r: CheckResult| r.error.unwrap_or_else(|| "gluster CLI failed".into());
+        let xml = self
+            .cli(&["volume", "heal", &self.volume, "info"])
+            .await
+            .map_err(failed)?;
+        let bricks = gluster_xml::parse_heal_info(&xml)?;
+        let pending: u64 = bricks.iter().filter_map(|b| b.entries).sum();
+        let split_brain = if pending == 0 {
+            Some(Vec::new())
+        } else {
+            match self
+                .cli(&["volume", "heal", &self.volume, "info", "split-brain"])
                 .await
-                .map_err(|r| r.error.unwrap_or_else(|| "gluster CLI failed".into()))?,
+            {
+                Ok(x) => gluster_xml::parse_heal_info(&x).ok(),
+                Err(_) => None,
+            }
         };
-        gluster_xml::parse_heal_info(&xml)
+        Ok(gluster_xml::HealInfo {
+            bricks,
+            split_brain,
+        })
     }
 
     async fn cli(&self, args: &[&str]) -> Result<String, CheckResult> {
@@ -188,12 +214,9 @@ impl GlusterProbe {
             .last_extra
             .lock()
             .map(|g| g.clone())
-            .unwrap_or_else(|_| (Ok(Vec::new()), Vec::new()));
+            .unwrap_or_else(|_| (Ok(gluster_xml::HealInfo::default()), Vec::new()));
         let troubled = !down.is_empty()
-            || previous
-                .0
-                .as_ref()
-                .map_or(true, |h| h.iter().any(|b| b.entries.unwrap_or(0) > 0))
+            || previous.0.as_ref().map_or(true, |h| h.pending() > 0)
             || previous.1.iter().any(|p| !p.connected);
         let (heal, peers) = if n.is_multiple_of(EXTRA_EVERY) || troubled {
             let heal = self.heal_info().await;
@@ -210,21 +233,31 @@ impl GlusterProbe {
         };
         let (heal, heal_error) = match heal {
             Ok(h) => (h, None),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => (gluster_xml::HealInfo::default(), Some(e)),
         };
-        let pending: u64 = heal.iter().filter_map(|b| b.entries).sum();
+        let pending = heal.pending();
+        let split_brain = heal.split_brain();
+        let heal_paths = gluster_xml::entry_paths(&heal.bricks, MAX_HEAL_PATHS);
+        let split_paths = gluster_xml::entry_paths(
+            heal.split_brain.as_deref().unwrap_or_default(),
+            MAX_HEAL_PATHS,
+        );
         let disconnected: Vec<&str> = peers
             .iter()
             .filter(|p| !p.connected)
             .map(|p| p.hostname.as_str())
             .collect();
+        let unknown = heal_error.is_some();
         let details = serde_json::json!({
             "volume": self.volume,
             "bricks_expected": self.bricks.len(),
             "bricks_online": self.bricks.len() - down.len(),
             "bricks_down": down,
-            "heal_pending": if heal_error.is_some() { serde_json::Value::Null } else { pending.into() },
+            "heal_pending": if unknown { serde_json::Value::Null } else { pending.into() },
+            "heal_paths": heal_paths,
             "heal_error": heal_error,
+            "split_brain": if unknown { serde_json::Value::Null } else { split_brain.into() },
+            "split_brain_paths": split_paths,
             "peers_disconnected": disconnected,
             "bricks": bricks,
         });
@@ -232,6 +265,20 @@ impl GlusterProbe {
             if down.contains(local) {
                 return CheckResult::down(details, format!("local brick {local} is down"));
             }
+        }
+        if let Some(n) = split_brain.filter(|n| *n > 0) {
+            // Never resolved automatically: which copy is right is the operator's call.
+            return CheckResult::degraded(
+                details,
+                format!(
+                    "{n} entries in split-brain ({}): Triad does not resolve them; inspect \
+                     with `gluster volume heal {v} info split-brain`, then per file `gluster \
+                     volume heal {v} split-brain latest-mtime FILE` (or bigger-file, or \
+                     source-brick HOST:BRICK FILE)",
+                    listed(&split_paths, n),
+                    v = self.volume
+                ),
+            );
         }
         if !down.is_empty() {
             return CheckResult::degraded(details, format!("bricks down: {}", down.join(", ")));
@@ -243,7 +290,18 @@ impl GlusterProbe {
             );
         }
         if pending > 0 {
-            return CheckResult::degraded(details, format!("{pending} entries pending heal"));
+            let split = if split_brain.is_none() {
+                "; split-brain unknown (its listing failed)"
+            } else {
+                ""
+            };
+            return CheckResult::degraded(
+                details,
+                format!(
+                    "{pending} entries pending heal ({}){split}",
+                    listed(&heal_paths, pending)
+                ),
+            );
         }
         if let Some(e) = heal_error {
             // Unknown is not zero: a heal backlog that cannot be read is reported, not hidden.
@@ -375,6 +433,17 @@ fn touch(dir: &std::path::Path, file: &std::path::Path) -> std::io::Result<()> {
 
 super::impl_probe!(MountProbe);
 
+/// The first few of `paths` for a one-line reason, and how many more there are of `total`.
+fn listed(paths: &[String], total: u64) -> String {
+    let shown: Vec<&str> = paths.iter().take(3).map(String::as_str).collect();
+    let more = total.saturating_sub(shown.len() as u64);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,5 +532,72 @@ mod tests {
         assert_eq!(r.status, crate::observation::Status::Healthy, "{r:?}");
         assert_eq!(r.details["heal_pending"], 0, "{r:?}");
         assert!(r.details["heal_error"].is_null(), "{r:?}");
+    }
+
+    /// A split-brain is reported with its paths and the commands an operator would run, and
+    /// never touched; pending heals list their paths. Through the helper unit, which prints
+    /// both documents (heal info, then split-brain).
+    #[tokio::test]
+    async fn split_brain_and_pending_heals_name_their_paths_and_the_operator_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixtures = format!("{}/tests/fixtures/gluster", env!("CARGO_MANIFEST_DIR"));
+        let systemctl = dir.path().join("systemctl");
+        let out = dir.path().join("triad-gluster-heal@shop.service.out");
+        let with_split = dir.path().join("split");
+        script(
+            &systemctl,
+            &format!(
+                "cat {fixtures}/heal_info_pending.xml > '{out}'\n\
+                 [ -f '{split}' ] && cat {fixtures}/heal_info_split_brain.xml >> '{out}'\n\
+                 exit 0\n",
+                out = out.display(),
+                split = with_split.display(),
+            ),
+        );
+        let unit = || {
+            let mut u = HelperUnit::new("triad-gluster-heal@shop.service", dir.path());
+            u.systemctl = systemctl.clone();
+            Some(u)
+        };
+        // Pending, the split-brain listing missing: pending with its paths, split-brain unknown.
+        let r = probe(dir.path(), unit()).run().await;
+        assert_eq!(r.status, crate::observation::Status::Degraded, "{r:?}");
+        let why = r.error.clone().unwrap_or_default();
+        assert!(
+            why.starts_with(
+                "12 entries pending heal (/, /healcap-1.txt, /healcap-2.txt and 9 more)"
+            ),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("split-brain unknown (its listing failed)"),
+            "{why}"
+        );
+        assert_eq!(r.details["heal_paths"].as_array().map(Vec::len), Some(6));
+        assert!(r.details["split_brain"].is_null(), "{r:?}");
+
+        std::fs::write(&with_split, "").expect("flag");
+        let r = probe(dir.path(), unit()).run().await;
+        assert_eq!(r.status, crate::observation::Status::Degraded, "{r:?}");
+        let why = r.error.clone().unwrap_or_default();
+        assert!(
+            why.starts_with(
+                "1 entries in split-brain (/healcap-2.txt): Triad does not resolve them"
+            ),
+            "{why}"
+        );
+        assert!(
+            why.contains("gluster volume heal shop info split-brain"),
+            "{why}"
+        );
+        assert!(
+            why.contains("gluster volume heal shop split-brain latest-mtime FILE"),
+            "{why}"
+        );
+        assert_eq!(r.details["split_brain"], 1, "{r:?}");
+        assert_eq!(
+            r.details["split_brain_paths"],
+            serde_json::json!(["/healcap-2.txt"])
+        );
     }
 }

@@ -20,7 +20,8 @@ pub struct BrickStatus {
     pub pid: Option<i64>,
 }
 
-/// One brick's pending heal entries.
+/// One brick's pending heal entries (or, from `heal info split-brain`, its entries in
+/// split-brain).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrickHeal {
     /// `host:path`.
@@ -29,6 +30,73 @@ pub struct BrickHeal {
     pub status: String,
     /// Entries pending heal, when the brick answered.
     pub entries: Option<u64>,
+    /// The entries listed: a path in the volume, or `<gfid:...>` when glusterd knows no path.
+    pub files: Vec<String>,
+}
+
+/// `heal info`, and `heal info split-brain` when something is pending.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealInfo {
+    /// Per brick, the entries pending heal.
+    pub bricks: Vec<BrickHeal>,
+    /// Per brick, the entries in split-brain: `None` when unknown (the split-brain listing was
+    /// not available); empty when nothing is pending (a split-brain entry is pending too).
+    pub split_brain: Option<Vec<BrickHeal>>,
+}
+
+impl HealInfo {
+    /// Entries pending heal, summed over the bricks that answered.
+    pub fn pending(&self) -> u64 {
+        self.bricks.iter().filter_map(|b| b.entries).sum()
+    }
+
+    /// Entries in split-brain, when known: the largest count any brick gives (each replica
+    /// lists the same file).
+    pub fn split_brain(&self) -> Option<u64> {
+        self.split_brain
+            .as_ref()
+            .map(|b| b.iter().filter_map(|b| b.entries).max().unwrap_or(0))
+    }
+}
+
+/// The distinct entries of `bricks`, sorted, at most `limit` of them.
+pub fn entry_paths(bricks: &[BrickHeal], limit: usize) -> Vec<String> {
+    let all: std::collections::BTreeSet<&str> = bricks
+        .iter()
+        .flat_map(|b| b.files.iter().map(String::as_str))
+        .collect();
+    all.into_iter().take(limit).map(str::to_string).collect()
+}
+
+/// Parses what the heal helper prints: the `heal info` document, then, when something is
+/// pending, the `heal info split-brain` document.
+pub fn parse_heal_docs(text: &str) -> Result<HealInfo, String> {
+    let docs: Vec<&str> = text
+        .split("<?xml")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let Some(first) = docs.first() else {
+        return Err("the heal helper printed nothing".into());
+    };
+    let with_decl = |d: &str| {
+        if d.starts_with('<') {
+            d.to_string()
+        } else {
+            format!("<?xml{d}")
+        }
+    };
+    let bricks = parse_heal_info(&with_decl(first))?;
+    let pending: u64 = bricks.iter().filter_map(|b| b.entries).sum();
+    let split_brain = match docs.get(1) {
+        Some(d) => parse_heal_info(&with_decl(d)).ok(),
+        None if pending == 0 => Some(Vec::new()),
+        None => None,
+    };
+    Ok(HealInfo {
+        bricks,
+        split_brain,
+    })
 }
 
 /// One peer as `peer status` lists it.
@@ -97,6 +165,13 @@ pub fn parse_heal_info(xml: &str) -> Result<Vec<BrickHeal>, String> {
             name: child_text(b, "name").unwrap_or_default().to_string(),
             status: child_text(b, "status").unwrap_or_default().to_string(),
             entries: child_text(b, "numberOfEntries").and_then(|n| n.parse().ok()),
+            files: b
+                .children()
+                .filter(|c| c.has_tag_name("file"))
+                .filter_map(|c| c.text())
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
         })
         .collect())
 }
@@ -167,6 +242,38 @@ mod tests {
         assert!(peers
             .iter()
             .all(|p| p.connected && p.state == "Peer in Cluster"));
+    }
+
+    /// A real capture with a brick down and six entries pending on the two others; the
+    /// helper's two documents (heal info, then split-brain) parse into one.
+    #[test]
+    fn pending_heals_list_their_paths_and_split_brain_follows() {
+        let pending = fixture("heal_info_pending.xml");
+        let heal = parse_heal_info(&pending).expect("parses");
+        assert_eq!(heal.len(), 3);
+        assert_eq!(heal[0].entries, Some(6));
+        assert_eq!(heal[2].entries, None, "the dead brick answers `-`");
+        assert!(heal[0].files.contains(&"/healdir/f".to_string()));
+        let paths = entry_paths(&heal, 3);
+        assert_eq!(paths, vec!["/", "/healcap-1.txt", "/healcap-2.txt"]);
+
+        let split = fixture("heal_info_split_brain.xml");
+        let both = parse_heal_docs(&format!("{pending}\n{split}")).expect("two docs");
+        assert_eq!(both.pending(), 12);
+        assert_eq!(both.split_brain(), Some(1));
+        assert_eq!(
+            entry_paths(both.split_brain.as_deref().unwrap_or_default(), 20),
+            vec!["/healcap-2.txt"]
+        );
+        // Pending without the split-brain listing: unknown, not zero.
+        let only = parse_heal_docs(&pending).expect("one doc");
+        assert_eq!(only.split_brain(), None);
+        // Nothing pending: no split-brain either.
+        let clean = parse_heal_docs(&fixture("heal_info.xml")).expect("clean");
+        assert_eq!((clean.pending(), clean.split_brain()), (0, Some(0)));
+        assert!(parse_heal_docs("")
+            .expect_err("empty")
+            .contains("printed nothing"));
     }
 
     #[test]
