@@ -2882,7 +2882,12 @@ fn same_seed_same_run() {
 
 /// The plant must be caught within 40 seeds, by one of the invariants in `needles`.
 fn catches(plant: Plant, needles: &[&str]) {
-    for seed in 1..=40 {
+    catches_within(plant, needles, 40);
+}
+
+/// The plant must be caught within `most` seeds, by one of the invariants in `needles`.
+fn catches_within(plant: Plant, needles: &[&str], most: u64) {
+    for seed in 1..=most {
         if let Err(e) = run_seed(seed, plant, 6000) {
             assert!(
                 needles.iter().any(|n| e.contains(n)),
@@ -2895,7 +2900,7 @@ fn catches(plant: Plant, needles: &[&str]) {
             return;
         }
     }
-    panic!("{plant:?} was not caught within 40 seeds");
+    panic!("{plant:?} was not caught within {most} seeds");
 }
 
 #[test]
@@ -2907,11 +2912,16 @@ fn lease_wait_alone_keeps_one_writable_master() {
     }
 }
 
+/// Only a promotion on the silent path (a master cut off, not refusing) waits for a lease, so
+/// only seeds that cut a master off in the right window can show the skipped wait. Since
+/// reports carry a status that reaches its fall threshold at once, the trajectories changed
+/// and the first seed that catches it is 77 (it was below 40): 100 seeds (about 30 s).
 #[test]
 fn checker_catches_a_promotion_that_skips_the_lease_wait() {
-    catches(
+    catches_within(
         Plant::SkipLeaseWait,
         &["two writable masters", "lost writes: n"],
+        100,
     );
 }
 
