@@ -416,6 +416,13 @@ pub struct GlusterSection {
     /// the mount point's `/etc/fstab` entry). Absent: a broken mount is only drained.
     #[serde(default)]
     pub remount_command: Option<Vec<String>>,
+    /// With `[web]` on: start this node's brick when its process is dead (the volume probe
+    /// sees the local brick offline twice in a row), with `gluster volume start VOLUME force`
+    /// through `command`, which starts only the bricks that are not running. One node at a
+    /// time, under a remediation lease; then the brick must be online. Needs `local_brick`.
+    /// Default true.
+    #[serde(default = "yes")]
+    pub restart_bricks: bool,
     /// Program and leading arguments of the gluster CLI. Default `["gluster"]` (root: it
     /// talks to glusterd over its root-only socket). The packaged agent, as the `triad` user:
     /// `["gluster", "--remote-host=127.0.0.1", "--log-file=/var/lib/triad/gluster-cli.log"]`
@@ -1516,7 +1523,11 @@ impl Validated {
             .gluster
             .as_ref()
             .is_some_and(|g| g.remount_command.is_some());
-        if !restart_phpfpm && !remount {
+        let start_bricks = c
+            .gluster
+            .as_ref()
+            .is_some_and(|g| g.restart_bricks && g.local_brick.is_some());
+        if !restart_phpfpm && !remount && !start_bricks {
             return None;
         }
         Some(crate::decide::remedy::RemedySettings {
@@ -1534,6 +1545,7 @@ impl Validated {
                 ),
             restart_phpfpm,
             remount,
+            start_bricks,
             ping_lease_ms: millis(c.failover.lease),
             clock_margin_ms: millis(c.failover.clock_margin),
         })

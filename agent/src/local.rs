@@ -347,6 +347,8 @@ struct RemedyTaskIo {
 struct Repairs {
     me: NodeId,
     hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// The gluster CLI (`[gluster] command`) and the volume, for a brick start.
+    gluster: Option<(Vec<String>, String)>,
     control: Option<Arc<dyn crate::actuator::service::ServiceControl>>,
     remount: Option<Vec<String>>,
     mounts: Vec<std::path::PathBuf>,
@@ -358,10 +360,7 @@ impl Repairs {
     /// Carries out `l` on this node; `Ok` says what was done.
     async fn run(&self, l: &crate::cluster::RemedyLease) -> Result<String, String> {
         if let Some(h) = &self.hooks {
-            let service = match l.action {
-                RemedyAction::RestartPhpfpm => "php-fpm",
-                RemedyAction::Remount => "gluster",
-            };
+            let service = l.action.service();
             let event = h.planned(
                 crate::cluster::EventKind::Remediation,
                 service,
@@ -390,6 +389,7 @@ impl Repairs {
                     .map_err(|e| e.to_string())?;
                 Ok("php-fpm restarted".into())
             }
+            RemedyAction::StartBrick => self.start_brick(&l.target).await,
             RemedyAction::Remount => {
                 let mount = self
                     .mounts
@@ -444,6 +444,86 @@ impl Repairs {
     }
 }
 
+impl Repairs {
+    /// `gluster --mode=script ARGS` (with `--xml` when `xml`), bounded by the repair timeout;
+    /// its standard output, or why it failed.
+    async fn gluster(&self, args: &[&str], xml: bool) -> Result<String, String> {
+        let (cli, _) = self.gluster.as_ref().ok_or("no [gluster] section")?;
+        let (program, lead) = cli.split_first().ok_or("gluster.command is empty")?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(lead).arg("--mode=script").args(args);
+        if xml {
+            cmd.arg("--xml");
+        }
+        let out = tokio::time::timeout(
+            self.timeout,
+            cmd.stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "gluster {} did not finish within {:?}",
+                args.join(" "),
+                self.timeout
+            )
+        })?
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let said: String = format!("{stdout} {}", err.trim())
+                .trim()
+                .chars()
+                .take(300)
+                .collect();
+            return Err(format!(
+                "gluster {} failed ({}): {said}",
+                args.join(" "),
+                out.status
+            ));
+        }
+        Ok(stdout)
+    }
+
+    /// Starts this node's dead brick: `gluster volume start VOLUME force` starts only the
+    /// bricks that are not running; then waits (bounded by the repair timeout) until `volume
+    /// status` lists `brick` online.
+    async fn start_brick(&self, brick: &str) -> Result<String, String> {
+        let volume = self
+            .gluster
+            .as_ref()
+            .map(|(_, v)| v.clone())
+            .ok_or("no [gluster] section")?;
+        self.gluster(&["volume", "start", &volume, "force"], false)
+            .await?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let status = self
+                .gluster(&["volume", "status", &volume, "detail"], true)
+                .await
+                .and_then(|x| crate::probe::gluster_xml::parse_volume_status(&x));
+            let why = match status {
+                Ok(bricks) if bricks.iter().any(|b| b.name == brick && b.online) => {
+                    return Ok(format!(
+                        "brick {brick} started (gluster volume start {volume} force) and online"
+                    ))
+                }
+                Ok(_) => format!("{brick} is not online in volume status"),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "gluster volume start {volume} force ran, but after {:?}: {why}",
+                    self.timeout
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+}
+
 /// Whether `path` is a FUSE mount point in this process's mount namespace.
 fn is_fuse_mount(path: &std::path::Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -470,6 +550,10 @@ fn spawn_remedy(
     let repairs = Repairs {
         me: cfg.node_id(),
         hooks: io.hooks.clone(),
+        gluster: c
+            .gluster
+            .as_ref()
+            .map(|g| (g.command.clone(), g.volume.clone())),
         control: service_control(cfg),
         remount: c.gluster.as_ref().and_then(|g| g.remount_command.clone()),
         mounts: c

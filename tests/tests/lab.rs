@@ -1084,7 +1084,36 @@ fn killed_brick_and_mount_come_back(lab: &Lab) -> Result<()> {
         "two bricks",
         Duration::from_secs(10),
     )?;
-    let before = remedy_history(lab)?.last().map_or(0, |h| h.0);
+    // Issue 17: n2's agent starts its dead brick (`gluster volume start shop force`) under a
+    // remediation lease, and the volume shows 3 of 3 bricks online again.
+    let brick_done = lab.wait_for(
+        "n2's agent to start its brick",
+        Duration::from_secs(45),
+        || {
+            let h = remedy_history(lab).map_err(|e| format!("{e:#}"))?;
+            h.iter()
+                .find(|(_, d)| {
+                    d.contains(&format!("start brick {brick} on n2")) && d.contains(") done:")
+                })
+                .map(|(i, _)| *i)
+                .ok_or_else(|| format!("{h:?}"))
+        },
+    )?;
+    lab.wait_for("3 of 3 bricks online", Duration::from_secs(15), || {
+        let xml = lab
+            .gluster(1, &["volume", "status", "shop", "--xml"])
+            .map_err(|e| format!("{e:#}"))?;
+        let online = xml
+            .split("<node>")
+            .filter(|n| n.contains("/brick</path>") && n.contains("<status>1</status>"))
+            .count();
+        if online == 3 {
+            Ok(())
+        } else {
+            Err(format!("{online} of 3 bricks online"))
+        }
+    })?;
+    let before = remedy_history(lab)?.last().map_or(brick_done, |h| h.0);
     let killed = Instant::now();
     lab.kill(3, Service::Mount, Signal::Kill)?;
     let dead = query::read_file_bounded(&spec.gluster_mount(3).join(&file), Duration::from_secs(5));
@@ -1092,7 +1121,6 @@ fn killed_brick_and_mount_come_back(lab: &Lab) -> Result<()> {
         dead.is_err(),
         "read through n3's dead mount client: {dead:?}"
     );
-    lab.start(2, Service::Brick)?;
     // Issue 17: the broken mount (ENOTCONN) drains n3 from every HAProxy, and its agent mounts
     // it again under a remediation lease; then n3 is readmitted and reads the file written
     // through n1.

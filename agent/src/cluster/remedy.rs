@@ -34,17 +34,26 @@ pub enum RemedyAction {
     /// Mount a GlusterFS mount point again (its target) with `[gluster] remount_command`: a
     /// lazy unmount and a mount; then a write and a read must work.
     Remount,
+    /// Start this node's dead brick process (its target, `host:path`) with `gluster volume
+    /// start VOLUME force`, which starts only the bricks that are not running; then the brick
+    /// must be online in `volume status`.
+    StartBrick,
 }
 
 impl RemedyAction {
     /// Every action, in the order the decision considers them.
-    pub const ALL: [RemedyAction; 2] = [RemedyAction::RestartPhpfpm, RemedyAction::Remount];
+    pub const ALL: [RemedyAction; 3] = [
+        RemedyAction::RestartPhpfpm,
+        RemedyAction::Remount,
+        RemedyAction::StartBrick,
+    ];
 
     /// Stable name (`restart_phpfpm`): wire, metrics, status.
     pub fn as_str(self) -> &'static str {
         match self {
             RemedyAction::RestartPhpfpm => "restart_phpfpm",
             RemedyAction::Remount => "remount",
+            RemedyAction::StartBrick => "start_brick",
         }
     }
 
@@ -58,6 +67,15 @@ impl RemedyAction {
         match self {
             RemedyAction::RestartPhpfpm => "restart php-fpm",
             RemedyAction::Remount => "remount",
+            RemedyAction::StartBrick => "start brick",
+        }
+    }
+
+    /// The service it repairs (`php-fpm`, `gluster`): hooks' events.
+    pub fn service(self) -> &'static str {
+        match self {
+            RemedyAction::RestartPhpfpm => "php-fpm",
+            RemedyAction::Remount | RemedyAction::StartBrick => "gluster",
         }
     }
 }
@@ -283,11 +301,7 @@ impl ClusterState {
         r.records.truncate(REMEDY_RECORDS);
         let event = AuditEvent {
             what: EventKind::Remediation,
-            service: match l.action {
-                RemedyAction::RestartPhpfpm => "php-fpm",
-                RemedyAction::Remount => "gluster",
-            }
-            .to_string(),
+            service: l.action.service().to_string(),
             nodes: vec![l.node],
             epoch: id.0,
             ok: ok && !expired,

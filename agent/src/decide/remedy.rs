@@ -44,6 +44,8 @@ pub struct RemedySettings {
     pub restart_phpfpm: bool,
     /// Whether broken mounts are mounted again (`[gluster] remount_command`).
     pub remount: bool,
+    /// Whether a node's dead brick is started again (`[gluster] restart_bricks`).
+    pub start_bricks: bool,
     /// The agents' ping lease (ms) and the clock margin on it: how long an expired holder
     /// that nobody answers may still believe it holds its lease.
     pub ping_lease_ms: u64,
@@ -104,6 +106,7 @@ pub fn needs_from_reports(
             s.observer == n && s.observation.id.subject == n && s.age_ms <= freshness_ms
         });
         let mut needs = Vec::new();
+        let mut bricks = Vec::new();
         let mut mounts = Vec::new();
         for s in own {
             let o = &s.observation;
@@ -124,6 +127,26 @@ pub fn needs_from_reports(
                         ));
                     }
                 }
+                // The volume probe says `down` only for this node's own brick (its details
+                // name it), on its last check too.
+                Service::Gluster
+                    if settings.start_bricks
+                        && o.status == Status::Down
+                        && o.last.status == Status::Down =>
+                {
+                    let d = &o.last.details;
+                    let local = d.get("local_brick").and_then(|v| v.as_str());
+                    let down = d.get("bricks_down").and_then(|v| v.as_array());
+                    if let (Some(local), Some(down)) = (local, down) {
+                        if down.iter().any(|b| b.as_str() == Some(local)) {
+                            bricks.push((
+                                RemedyAction::StartBrick,
+                                local.to_string(),
+                                format!("brick {local} down: {error}"),
+                            ));
+                        }
+                    }
+                }
                 Service::GlusterMount
                     if settings.remount && !o.status.is_up() && !o.last.status.is_up() =>
                 {
@@ -136,6 +159,8 @@ pub fn needs_from_reports(
                 _ => {}
             }
         }
+        // A dead brick before a broken mount: the mount is mounted again onto every brick.
+        needs.extend(bricks);
         needs.extend(mounts);
         if !needs.is_empty() {
             out.insert(n, needs);

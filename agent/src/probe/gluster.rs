@@ -250,6 +250,7 @@ impl GlusterProbe {
         let unknown = heal_error.is_some();
         let details = serde_json::json!({
             "volume": self.volume,
+            "local_brick": self.local_brick,
             "bricks_expected": self.bricks.len(),
             "bricks_online": self.bricks.len() - down.len(),
             "bricks_down": down,

@@ -73,6 +73,8 @@ pub fn remedy_settings(ping_lease_ms: u64, clock_margin_ms: u64) -> RemedySettin
         max_duration_ms: 30_000,
         restart_phpfpm: true,
         remount: true,
+        // The simulated world has no bricks (its volume is not modelled).
+        start_bricks: false,
         ping_lease_ms,
         clock_margin_ms,
     }
@@ -259,6 +261,8 @@ impl WebWorld {
                 node.mount_hung = false;
                 format!("{MOUNT} mounted again (was hung: {was})")
             }
+            // Never granted here (`start_bricks` is off): the world has no bricks.
+            RemedyAction::StartBrick => "no brick in the simulated world".into(),
         }
     }
 

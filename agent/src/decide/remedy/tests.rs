@@ -16,6 +16,7 @@ const SETTINGS: RemedySettings = RemedySettings {
     max_duration_ms: 30_000,
     restart_phpfpm: true,
     remount: true,
+    start_bricks: true,
     ping_lease_ms: 3000,
     clock_margin_ms: 1000,
 };
@@ -367,8 +368,75 @@ fn needs_from_the_reports() {
     );
     let off = RemedySettings {
         remount: false,
+        start_bricks: false,
         restart_phpfpm: false,
         ..SETTINGS
     };
     assert!(needs_from_reports(&M, &broken, &off).is_empty());
+}
+
+/// This node's dead brick (the volume probe's `down`, naming the local brick among the bricks
+/// down) needs a start, before a broken mount; another node's dead brick, a volume that only
+/// failed to answer (no details), or a last check that saw the brick back do not.
+#[test]
+fn a_dead_local_brick_needs_a_start() {
+    let brick = "10.0.0.13:/srv/gluster/shop";
+    let dead = |down: &[&str]| {
+        CheckResult::down(
+            serde_json::json!({"local_brick": brick, "bricks_down": down}),
+            format!("local brick {brick} is down"),
+        )
+    };
+    let enotconn = CheckResult::down(serde_json::json!({}), "mount: not connected");
+    let reports = vec![
+        seen(3, Service::GlusterMount, Status::Down, enotconn, 10),
+        seen(3, Service::Gluster, Status::Down, dead(&[brick]), 10),
+        seen(
+            2,
+            Service::Gluster,
+            Status::Down,
+            dead(&["10.0.0.11:/srv/gluster/shop"]),
+            10,
+        ),
+        seen(
+            1,
+            Service::Gluster,
+            Status::Down,
+            CheckResult::down(serde_json::Value::Null, "gluster XML: no cliOutput"),
+            10,
+        ),
+    ];
+    let needs = needs_from_reports(&M, &reports, &SETTINGS);
+    let actions: Vec<(NodeId, RemedyAction, &str)> = needs
+        .iter()
+        .flat_map(|(n, v)| v.iter().map(move |(a, t, _)| (*n, *a, t.as_str())))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (NodeId(3), RemedyAction::StartBrick, brick),
+            (NodeId(3), RemedyAction::Remount, "/srv/shop"),
+        ]
+    );
+    assert_eq!(
+        needs[&NodeId(3)][0].2,
+        format!("brick {brick} down: local brick {brick} is down")
+    );
+    let back = CheckResult::healthy(serde_json::json!({}));
+    let needs = needs_from_reports(
+        &M,
+        &[seen(3, Service::Gluster, Status::Down, back, 10)],
+        &SETTINGS,
+    );
+    assert!(needs.is_empty(), "{needs:?}");
+    let off = RemedySettings {
+        start_bricks: false,
+        ..SETTINGS
+    };
+    let needs = needs_from_reports(
+        &M,
+        &[seen(3, Service::Gluster, Status::Down, dead(&[brick]), 10)],
+        &off,
+    );
+    assert!(needs.is_empty(), "{needs:?}");
 }
