@@ -423,6 +423,13 @@ pub struct GlusterSection {
     /// Default true.
     #[serde(default = "yes")]
     pub restart_bricks: bool,
+    /// With `[web]` on: restart this node's glusterd when the gluster CLI is refused (glusterd
+    /// not running) twice in a row, through service control (`glusterd`; with `[services]
+    /// control = "process"` only when `[services.process.glusterd]` is given), one node at a
+    /// time under a remediation lease; then the CLI must answer. Its bricks keep serving
+    /// meanwhile (they are processes of their own). Default true.
+    #[serde(default = "yes")]
+    pub restart_glusterd: bool,
     /// Program and leading arguments of the gluster CLI. Default `["gluster"]` (root: it
     /// talks to glusterd over its root-only socket). The packaged agent, as the `triad` user:
     /// `["gluster", "--remote-host=127.0.0.1", "--log-file=/var/lib/triad/gluster-cli.log"]`
@@ -1527,7 +1534,13 @@ impl Validated {
             .gluster
             .as_ref()
             .is_some_and(|g| g.restart_bricks && g.local_brick.is_some());
-        if !restart_phpfpm && !remount && !start_bricks {
+        let restart_glusterd = c.gluster.as_ref().is_some_and(|g| g.restart_glusterd)
+            && match c.services.control {
+                ServiceControlKind::None => false,
+                ServiceControlKind::Process => c.services.process.contains_key("glusterd"),
+                _ => true,
+            };
+        if !restart_phpfpm && !remount && !start_bricks && !restart_glusterd {
             return None;
         }
         Some(crate::decide::remedy::RemedySettings {
@@ -1546,6 +1559,7 @@ impl Validated {
             restart_phpfpm,
             remount,
             start_bricks,
+            restart_glusterd,
             ping_lease_ms: millis(c.failover.lease),
             clock_margin_ms: millis(c.failover.clock_margin),
         })

@@ -390,6 +390,7 @@ impl Repairs {
                 Ok("php-fpm restarted".into())
             }
             RemedyAction::StartBrick => self.start_brick(&l.target).await,
+            RemedyAction::RestartGlusterd => self.restart_glusterd().await,
             RemedyAction::Remount => {
                 let mount = self
                     .mounts
@@ -485,6 +486,32 @@ impl Repairs {
             ));
         }
         Ok(stdout)
+    }
+
+    /// Restarts this node's glusterd through service control, then waits (bounded by the
+    /// repair timeout) until the gluster CLI answers `peer status`.
+    async fn restart_glusterd(&self) -> Result<String, String> {
+        let control = self
+            .control
+            .as_ref()
+            .ok_or("no service control ([services] control = \"none\")")?;
+        control
+            .restart(ServiceName::Glusterd.as_str(), &StartMode::Normal)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.gluster(&["peer", "status"], true).await {
+                Ok(_) => return Ok("glusterd restarted and answering".into()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "glusterd restarted, but its CLI does not answer after {:?}: {e}",
+                        self.timeout
+                    ))
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
+            }
+        }
     }
 
     /// Starts this node's dead brick: `gluster volume start VOLUME force` starts only the
@@ -1473,8 +1500,8 @@ pub fn spawn_watches(cfg: &Validated, shutdown: &CancellationToken) -> ProbeKick
     }
 }
 
-/// The local probes to check at once when a watched process exits: this node's MariaDB and
-/// Redis checks, by the service control name that runs each.
+/// The local probes to check at once when a watched process exits: this node's MariaDB,
+/// Redis, PHP-FPM and GlusterFS volume checks, by the service control name that runs each.
 fn exit_watch_kicks(cfg: &Validated) -> BTreeMap<ServiceName, crate::probe::ProbeId> {
     let me = cfg.node_id();
     let mut out = BTreeMap::new();
@@ -1491,6 +1518,16 @@ fn exit_watch_kicks(cfg: &Validated) -> BTreeMap<ServiceName, crate::probe::Prob
     }
     if cfg.config.phpfpm.is_some() {
         out.insert(ServiceName::Phpfpm, id(crate::probe::Service::Phpfpm));
+    }
+    if let Some(g) = &cfg.config.gluster {
+        out.insert(
+            ServiceName::Glusterd,
+            crate::probe::ProbeId {
+                subject: me,
+                service: crate::probe::Service::Gluster,
+                target: g.volume.clone(),
+            },
+        );
     }
     out
 }

@@ -38,14 +38,18 @@ pub enum RemedyAction {
     /// start VOLUME force`, which starts only the bricks that are not running; then the brick
     /// must be online in `volume status`.
     StartBrick,
+    /// Restart this node's dead glusterd (service control `glusterd`); then the gluster CLI
+    /// must answer again.
+    RestartGlusterd,
 }
 
 impl RemedyAction {
     /// Every action, in the order the decision considers them.
-    pub const ALL: [RemedyAction; 3] = [
+    pub const ALL: [RemedyAction; 4] = [
         RemedyAction::RestartPhpfpm,
         RemedyAction::Remount,
         RemedyAction::StartBrick,
+        RemedyAction::RestartGlusterd,
     ];
 
     /// Stable name (`restart_phpfpm`): wire, metrics, status.
@@ -54,6 +58,7 @@ impl RemedyAction {
             RemedyAction::RestartPhpfpm => "restart_phpfpm",
             RemedyAction::Remount => "remount",
             RemedyAction::StartBrick => "start_brick",
+            RemedyAction::RestartGlusterd => "restart_glusterd",
         }
     }
 
@@ -68,6 +73,7 @@ impl RemedyAction {
             RemedyAction::RestartPhpfpm => "restart php-fpm",
             RemedyAction::Remount => "remount",
             RemedyAction::StartBrick => "start brick",
+            RemedyAction::RestartGlusterd => "restart glusterd",
         }
     }
 
@@ -75,7 +81,9 @@ impl RemedyAction {
     pub fn service(self) -> &'static str {
         match self {
             RemedyAction::RestartPhpfpm => "php-fpm",
-            RemedyAction::Remount | RemedyAction::StartBrick => "gluster",
+            RemedyAction::Remount | RemedyAction::StartBrick | RemedyAction::RestartGlusterd => {
+                "gluster"
+            }
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct RemedySettings {
     pub remount: bool,
     /// Whether a node's dead brick is started again (`[gluster] restart_bricks`).
     pub start_bricks: bool,
+    /// Whether a node's dead glusterd is restarted (`[gluster] restart_glusterd`, a service
+    /// control that runs it).
+    pub restart_glusterd: bool,
     /// The agents' ping lease (ms) and the clock margin on it: how long an expired holder
     /// that nobody answers may still believe it holds its lease.
     pub ping_lease_ms: u64,
@@ -126,6 +129,19 @@ pub fn needs_from_reports(
                             format!("php-fpm {}: {error}", o.status.as_str()),
                         ));
                     }
+                }
+                // The gluster CLI refused: glusterd is not running (on its last check too).
+                Service::Gluster
+                    if settings.restart_glusterd
+                        && o.status == Status::Unreachable
+                        && o.last.failure == Some(FailureKind::Refused)
+                        && !o.last.status.is_up() =>
+                {
+                    bricks.push((
+                        RemedyAction::RestartGlusterd,
+                        String::new(),
+                        format!("glusterd not answering: {error}"),
+                    ));
                 }
                 // The volume probe says `down` only for this node's own brick (its details
                 // name it), on its last check too.

@@ -73,8 +73,9 @@ pub fn remedy_settings(ping_lease_ms: u64, clock_margin_ms: u64) -> RemedySettin
         max_duration_ms: 30_000,
         restart_phpfpm: true,
         remount: true,
-        // The simulated world has no bricks (its volume is not modelled).
+        // The simulated world has no volume (no bricks, no glusterd).
         start_bricks: false,
+        restart_glusterd: false,
         ping_lease_ms,
         clock_margin_ms,
     }
@@ -261,8 +262,10 @@ impl WebWorld {
                 node.mount_hung = false;
                 format!("{MOUNT} mounted again (was hung: {was})")
             }
-            // Never granted here (`start_bricks` is off): the world has no bricks.
-            RemedyAction::StartBrick => "no brick in the simulated world".into(),
+            // Never granted here (both are off): the world has no volume.
+            RemedyAction::StartBrick | RemedyAction::RestartGlusterd => {
+                "no volume in the simulated world".into()
+            }
         }
     }
 

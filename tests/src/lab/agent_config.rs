@@ -147,6 +147,22 @@ pub fn agent_config(lab: &LabSpec, node: u64) -> String {
         let _ = writeln!(out, "pidfile = {:?}", p(&pidfile));
         let _ = writeln!(out, "log = {:?}", p(&lab.launch_log(node, svc)));
     }
+    // glusterd as the lab launches it (services::launch_glusterd), in a mount namespace of
+    // its own (the agent runs in the host's); it writes the pidfile the lab reads itself.
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[services.process.glusterd]");
+    let argv: Vec<String> = std::iter::once("/usr/bin/unshare".to_string())
+        .chain(["-m".to_string(), "--propagation".into(), "private".into()])
+        .chain(super::services::glusterd_argv(lab, node))
+        .map(|a| format!("{a:?}"))
+        .collect();
+    let _ = writeln!(out, "argv = [{}]", argv.join(", "));
+    let _ = writeln!(out, "pidfile = {:?}", p(&lab.glusterd_pidfile(node)));
+    let _ = writeln!(
+        out,
+        "log = {:?}",
+        p(&lab.launch_log(node, Service::Glusterd))
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "[mariadb]");
     let _ = writeln!(out, "user = {:?}", MONITOR_USER);

@@ -327,6 +327,8 @@ pub fn down_locked(lab: &LabSpec, progress: &Progress) -> Result<DownReport> {
     // node directories are empty mount points now: remove_dir refuses anything else.
     let _ = std::fs::remove_dir_all(lab.secrets_dir());
     let _ = std::fs::remove_dir_all(lab.www_dir());
+    // The hook script and the events the hooks logged: a new lab starts its epochs afresh.
+    let _ = std::fs::remove_dir_all(lab.hooks_dir());
     // The backup repository: its password went with the secrets.
     if let Some(dir) = lab.backup_repository().parent() {
         let _ = std::fs::remove_dir_all(dir);

@@ -352,11 +352,14 @@ pub fn start_glusterd(lab: &LabSpec, n: u64, timeout: Duration) -> Result<ProcId
     Ok(id)
 }
 
-/// Launches node `n`'s glusterd (see [`start_glusterd`]) without waiting.
-pub fn launch_glusterd(lab: &LabSpec, n: u64) -> Result<ProcId> {
+/// Node `n`'s glusterd command, for a process that has a mount namespace of its own: its
+/// state, log and run directories bound over the system ones, then `glusterd -N` (it stays
+/// the same process, and writes its pidfile, [`LabSpec::glusterd_pidfile`] from the host).
+/// Its agent runs it too (`[services.process.glusterd]`, after `unshare -m`).
+pub fn glusterd_argv(lab: &LabSpec, n: u64) -> Vec<String> {
     let g = lab.gluster_dir(n);
-    let argv = vec![
-        "sh".to_string(),
+    vec![
+        "/bin/sh".to_string(),
         "-c".to_string(),
         "mount --bind \"$1\" /var/lib/glusterd && mount --bind \"$2\" /var/log/glusterfs && \
          mount --bind \"$3\" /run && exec glusterd -N -p /run/glusterd.pid"
@@ -365,7 +368,12 @@ pub fn launch_glusterd(lab: &LabSpec, n: u64) -> Result<ProcId> {
         s(&g.join("lib")),
         s(&g.join("log")),
         s(&g.join("run")),
-    ];
+    ]
+}
+
+/// Launches node `n`'s glusterd (see [`start_glusterd`]) without waiting.
+pub fn launch_glusterd(lab: &LabSpec, n: u64) -> Result<ProcId> {
+    let argv = glusterd_argv(lab, n);
     launch(
         &lab.netns(n),
         &argv,
@@ -511,8 +519,9 @@ fn write_gluster_cli(lab: &LabSpec, n: u64) -> Result<()> {
     let text = format!(
         "#!/bin/sh\n\
          # gluster CLI of lab node {n}: glusterd runs in a private mount namespace (own /run).\n\
-         pid=$(cat {pidfile} 2>/dev/null) || {{ echo \"Connection failed: glusterd of node {n} \
-         is not running\" >&2; exit 1; }}\n\
+         # A dead glusterd (gone, or a zombie its starter has not reaped yet) has no namespace.\n\
+         pid=$(cat {pidfile} 2>/dev/null) && readlink /proc/\"$pid\"/ns/mnt >/dev/null 2>&1 || \
+         {{ echo \"Connection failed: glusterd of node {n} is not running\" >&2; exit 1; }}\n\
          exec nsenter -t \"$pid\" -m gluster \"$@\"\n",
         pidfile = lab.glusterd_pidfile(n).display()
     );
@@ -709,8 +718,12 @@ pub fn write_service_pidfile(lab: &LabSpec, n: u64, svc: Service, id: ProcId) ->
 /// node's network namespace, and running the service's binary. This is how the lab finds a
 /// daemon that the node's agent started (or restarted) itself.
 pub fn service_by_pidfile(lab: &LabSpec, n: u64, svc: Service) -> Option<ProcId> {
-    let (_, comm_name) = svc.agent_controlled()?;
-    let pid = read_pidfile(&lab.service_pidfile(n, svc)?)?;
+    let (comm_name, pidfile) = match svc {
+        // glusterd writes its own pidfile, wherever it was started from.
+        Service::Glusterd => ("glusterd", lab.glusterd_pidfile(n)),
+        _ => (svc.agent_controlled()?.1, lab.service_pidfile(n, svc)?),
+    };
+    let pid = read_pidfile(&pidfile)?;
     let id = ProcId::capture(pid)?;
     let ns = netns_inode(&lab.netns(n))?;
     (netns_inode_of_pid(pid) == Some(ns) && process::comm(pid) == comm_name).then_some(id)

@@ -17,6 +17,7 @@ const SETTINGS: RemedySettings = RemedySettings {
     restart_phpfpm: true,
     remount: true,
     start_bricks: true,
+    restart_glusterd: true,
     ping_lease_ms: 3000,
     clock_margin_ms: 1000,
 };
@@ -369,6 +370,7 @@ fn needs_from_the_reports() {
     let off = RemedySettings {
         remount: false,
         start_bricks: false,
+        restart_glusterd: false,
         restart_phpfpm: false,
         ..SETTINGS
     };
@@ -436,6 +438,51 @@ fn a_dead_local_brick_needs_a_start() {
     let needs = needs_from_reports(
         &M,
         &[seen(3, Service::Gluster, Status::Down, dead(&[brick]), 10)],
+        &off,
+    );
+    assert!(needs.is_empty(), "{needs:?}");
+}
+
+/// A gluster CLI refused (glusterd not running) on the last check too needs a glusterd
+/// restart, before anything else of the volume; a CLI that timed out (glusterd busy or hung)
+/// or a refusal whose last check answered does not.
+#[test]
+fn a_dead_glusterd_needs_a_restart() {
+    let refused = CheckResult::unreachable(
+        FailureKind::Refused,
+        "gluster peer status: Connection failed. Please check if gluster daemon is operational.",
+    );
+    let slow = CheckResult::unreachable(FailureKind::Timeout, "gluster: no answer in 4s");
+    let reports = vec![
+        seen(
+            1,
+            Service::Gluster,
+            Status::Unreachable,
+            refused.clone(),
+            10,
+        ),
+        seen(2, Service::Gluster, Status::Unreachable, slow, 10),
+        seen(
+            3,
+            Service::Gluster,
+            Status::Unreachable,
+            CheckResult::healthy(serde_json::json!({})),
+            10,
+        ),
+    ];
+    let needs = needs_from_reports(&M, &reports, &SETTINGS);
+    assert_eq!(needs.keys().copied().collect::<Vec<_>>(), vec![NodeId(1)]);
+    assert_eq!(needs[&NodeId(1)][0].0, RemedyAction::RestartGlusterd);
+    assert!(needs[&NodeId(1)][0]
+        .2
+        .starts_with("glusterd not answering: "));
+    let off = RemedySettings {
+        restart_glusterd: false,
+        ..SETTINGS
+    };
+    let needs = needs_from_reports(
+        &M,
+        &[seen(1, Service::Gluster, Status::Unreachable, refused, 10)],
         &off,
     );
     assert!(needs.is_empty(), "{needs:?}");
