@@ -384,6 +384,15 @@ pub struct PhpfpmSection {
     /// The pool's `pm.status_path`. Default `/status`.
     #[serde(default = "default_status_path")]
     pub status_path: String,
+    /// A listen queue above this many requests counts as queueing; a pool queueing on two
+    /// consecutive checks and for `queue_for` is saturated (`degraded`: drained from the web
+    /// rotation, never restarted). Default 0 (any queued request); at most 100000.
+    #[serde(default)]
+    pub queue_bound: u64,
+    /// How long the queue must stay above `queue_bound` (from the first check that saw it).
+    /// Default 0s (two consecutive checks); at most 10min.
+    #[serde(default, with = "humantime_serde")]
+    pub queue_for: Duration,
     /// Timing overrides.
     #[serde(default)]
     pub timing: ProbeDefaults,
@@ -2032,6 +2041,22 @@ fn validate_probes(path: &Path, config: &Config, me: &Member) -> Result<(), Conf
     if let Some(f) = &config.phpfpm {
         timing("phpfpm.timing", f.timing.resolve(&config.probes))?;
         parse_fcgi_addr(&f.address).map_err(|e| invalid("phpfpm.address", e))?;
+        in_range(
+            path,
+            "phpfpm.queue_bound",
+            f.queue_bound,
+            0,
+            100_000,
+            "a listen queue above it counts as queueing",
+        )?;
+        in_range(
+            path,
+            "phpfpm.queue_for",
+            f.queue_for,
+            Duration::ZERO,
+            Duration::from_secs(600),
+            "a pool queueing this long is saturated",
+        )?;
         for (key, p) in [
             ("phpfpm.ping_path", &f.ping_path),
             ("phpfpm.status_path", &f.status_path),

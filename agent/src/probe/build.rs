@@ -102,14 +102,20 @@ pub fn from_config_with(
             key: "phpfpm.address".into(),
             message,
         })?;
-        probes.push(Arc::new(PhpfpmProbe::new(
-            id(me, Service::Phpfpm, ""),
-            addr,
-            f.ping_path.clone(),
-            f.ping_response.clone(),
-            f.status_path.clone(),
-            f.timing.resolve(defaults),
-        )));
+        probes.push(Arc::new(
+            PhpfpmProbe::new(
+                id(me, Service::Phpfpm, ""),
+                addr,
+                f.ping_path.clone(),
+                f.ping_response.clone(),
+                f.status_path.clone(),
+                f.timing.resolve(defaults),
+            )
+            .with_saturation(super::phpfpm_status::Saturation {
+                queue_bound: f.queue_bound,
+                queue_for: f.queue_for,
+            }),
+        ));
     }
     if let Some(g) = &cfg.gluster {
         probes.push(Arc::new(

@@ -3,16 +3,21 @@
 //! one connection (FastCGI keep-alive), closed when the check ends: kept between checks, an idle
 //! connection would hold one of the pool's workers.
 //!
-//! Status: `healthy`; `degraded` when requests queue on two consecutive checks or the pool hit
+//! Status: `healthy`; `degraded` when the listen queue is above `[phpfpm] queue_bound` on two
+//! consecutive checks and for `queue_for` (default: any queue on two checks), or the pool hit
 //! `pm.max_children` since the previous check; `down` when the ping answer is wrong or the
 //! status page is not PHP-FPM's; `unreachable` when FastCGI cannot be spoken.
+
+// Reads the clock (adapter: how long the listen queue has been over its bound); see
+// agent/.clippy.toml.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::sync::Mutex;
 
 use fastcgi_client::conn::KeepAlive;
 use fastcgi_client::{Client, Params, Request};
 
-use super::phpfpm_status::{degradation, parse_status, FpmStatus};
+use super::phpfpm_status::{degradation, parse_status, FpmStatus, Saturation};
 use super::{CheckResult, FailureKind, ProbeId};
 use crate::config::{FcgiAddr, ProbeTiming};
 
@@ -24,7 +29,9 @@ pub struct PhpfpmProbe {
     ping_response: String,
     status_path: String,
     timing: ProbeTiming,
-    previous: Mutex<Option<FpmStatus>>,
+    saturation: Saturation,
+    /// The previous sample, and since when the listen queue has been above the bound.
+    previous: Mutex<(Option<FpmStatus>, Option<std::time::Instant>)>,
 }
 
 /// A failed FastCGI exchange.
@@ -47,8 +54,15 @@ impl PhpfpmProbe {
             ping_response,
             status_path,
             timing,
-            previous: Mutex::new(None),
+            saturation: Saturation::default(),
+            previous: Mutex::new((None, None)),
         }
+    }
+
+    /// When the pool counts as saturated (default: any queue on two consecutive checks).
+    pub fn with_saturation(mut self, saturation: Saturation) -> Self {
+        self.saturation = saturation;
+        self
     }
 
     /// One FastCGI request on `client`'s connection; the body of its stdout.
@@ -150,8 +164,15 @@ impl PhpfpmProbe {
         let details = serde_json::to_value(&status).unwrap_or_default();
         let why = match self.previous.lock() {
             Ok(mut prev) => {
-                let why = degradation(prev.as_ref(), &status);
-                *prev = Some(status);
+                let (sample, since) = &mut *prev;
+                let queued_for = if status.listen_queue > self.saturation.queue_bound {
+                    since.get_or_insert_with(std::time::Instant::now).elapsed()
+                } else {
+                    *since = None;
+                    std::time::Duration::ZERO
+                };
+                let why = degradation(sample.as_ref(), &status, &self.saturation, queued_for);
+                *sample = Some(status);
                 why
             }
             Err(_) => None,

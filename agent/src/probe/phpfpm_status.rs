@@ -43,14 +43,46 @@ pub fn parse_status(body: &[u8]) -> Result<FpmStatus, String> {
     serde_json::from_slice(body).map_err(|e| format!("status page is not PHP-FPM status JSON: {e}"))
 }
 
-/// Judges a pool from two consecutive status samples: degraded when requests are queueing on
-/// both samples, or when `max children reached` grew in between. Returns the reason.
-pub fn degradation(previous: Option<&FpmStatus>, now: &FpmStatus) -> Option<String> {
+/// When a pool counts as saturated (`[phpfpm] queue_bound`, `queue_for`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Saturation {
+    /// A listen queue above this many requests counts as queueing.
+    pub queue_bound: u64,
+    /// Queueing must last this long (from the first check that saw it), and at least two
+    /// consecutive checks.
+    pub queue_for: std::time::Duration,
+}
+
+impl Default for Saturation {
+    /// Any queued request on two consecutive checks.
+    fn default() -> Self {
+        Saturation {
+            queue_bound: 0,
+            queue_for: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Judges a pool from two consecutive status samples: degraded when the listen queue is above
+/// the bound on both samples and has been for `s.queue_for` (`queued_for`: since the first
+/// check above it), or when `max children reached` grew in between. Returns the reason.
+pub fn degradation(
+    previous: Option<&FpmStatus>,
+    now: &FpmStatus,
+    s: &Saturation,
+    queued_for: std::time::Duration,
+) -> Option<String> {
     if let Some(prev) = previous {
-        if now.listen_queue > 0 && prev.listen_queue > 0 {
+        if now.listen_queue > s.queue_bound
+            && prev.listen_queue > s.queue_bound
+            && queued_for >= s.queue_for
+        {
             return Some(format!(
-                "listen queue non-zero on two checks ({} then {})",
-                prev.listen_queue, now.listen_queue
+                "listen queue above {} for {:.1} s ({} then {})",
+                s.queue_bound,
+                queued_for.as_secs_f64(),
+                prev.listen_queue,
+                now.listen_queue
             ));
         }
         if now.max_children_reached > prev.max_children_reached {
@@ -92,18 +124,30 @@ mod tests {
         assert!(parse_status(b"").is_err());
     }
 
-    /// (previous queue, previous max-children, now queue, now max-children, degraded?)
+    /// (previous queue, previous max-children, now queue, now max-children, queued for ms,
+    /// degraded?) with the default saturation (any queue on two checks), then with a bound of
+    /// 5 requests for 2 s.
     #[test]
     fn degradation_rules() {
+        let ms = std::time::Duration::from_millis;
+        let default = Saturation::default();
+        let bounded = Saturation {
+            queue_bound: 5,
+            queue_for: ms(2000),
+        };
         let cases = [
-            (None, 0, 0, false),
-            (Some((0, 0)), 3, 0, false),
-            (Some((2, 0)), 1, 0, true),
-            (Some((2, 0)), 0, 0, false),
-            (Some((0, 1)), 0, 1, false),
-            (Some((0, 1)), 0, 2, true),
+            (default, None, 0, 0, 0, false),
+            (default, Some((0, 0)), 3, 0, 0, false),
+            (default, Some((2, 0)), 1, 0, 1000, true),
+            (default, Some((2, 0)), 0, 0, 0, false),
+            (default, Some((0, 1)), 0, 1, 0, false),
+            (default, Some((0, 1)), 0, 2, 0, true),
+            (bounded, Some((4, 0)), 5, 0, 3000, false),
+            (bounded, Some((6, 0)), 7, 0, 1000, false),
+            (bounded, Some((6, 0)), 7, 0, 2000, true),
+            (bounded, Some((0, 1)), 0, 2, 0, true),
         ];
-        for (prev, q, mc, want) in cases {
+        for (s, prev, q, mc, for_ms, want) in cases {
             let p = prev.map(|(q, mc)| FpmStatus {
                 listen_queue: q,
                 max_children_reached: mc,
@@ -115,10 +159,26 @@ mod tests {
                 ..FpmStatus::default()
             };
             assert_eq!(
-                degradation(p.as_ref(), &now).is_some(),
+                degradation(p.as_ref(), &now, &s, ms(for_ms)).is_some(),
                 want,
-                "{prev:?} -> {q},{mc}"
+                "{s:?} {prev:?} -> {q},{mc} for {for_ms} ms"
             );
         }
+        let why = degradation(
+            Some(&FpmStatus {
+                listen_queue: 6,
+                ..FpmStatus::default()
+            }),
+            &FpmStatus {
+                listen_queue: 9,
+                ..FpmStatus::default()
+            },
+            &bounded,
+            ms(2500),
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some("listen queue above 5 for 2.5 s (6 then 9)")
+        );
     }
 }
