@@ -109,7 +109,7 @@ pub struct Config {
 /// service's sandbox (a read-only `/usr` and `/etc`, a private `/tmp`).
 ///
 /// - **pre**: run by the agent about to act, before a planned switchover (Redis or the Galera
-///   writer) and before a remediation (a restart, a remount). Exit 0 lets it go; any other
+///   writer), a remediation (a restart, a remount) and a backup run. Exit 0 lets it go; any other
 ///   exit, a timeout or a command that cannot start vetoes it (no action on doubt), and the
 ///   history says so with the hook's first line of output. Emergencies (a failover, a fencing,
 ///   a bootstrap) never wait for a pre hook.

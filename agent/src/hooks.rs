@@ -3,7 +3,7 @@
 //! audited events whose post hooks have not run.
 //!
 //! - **Pre hooks** ([`Hooks::pre`]) run where a planned action is about to start (the agent
-//!   running a switchover, the node holding a remediation lease). Exit 0 lets the action go.
+//!   running a switchover, the node holding a remediation or a backup lease). Exit 0 lets the action go.
 //!   Any other exit, a timeout or a command that does not start vetoes it: no action on
 //!   doubt. Emergencies (failovers, fencing, bootstraps) never wait for one.
 //! - **Post hooks** ([`spawn_post_runner`]) run on the Raft leader for each audited event

@@ -173,7 +173,7 @@ impl LocalReconcilers {
                 changed: reconciled_changed.clone(),
                 kick: phpfpm_kick,
                 transport: transport.clone(),
-                hooks,
+                hooks: hooks.clone(),
             };
             if spawn_remedy(cfg, rx, io, shutdown.clone()) {
                 targets.insert(Authority::Remedy, tx);
@@ -186,8 +186,8 @@ impl LocalReconcilers {
                 cfg,
                 rx,
                 transport.clone(),
-                backup.clone(),
-                reconciled_changed.clone(),
+                (backup.clone(), reconciled_changed.clone()),
+                hooks.clone(),
                 shutdown.clone(),
             )? {
                 targets.insert(Authority::Backup, tx);

@@ -2794,6 +2794,41 @@ fn a_damaged_repository_fails_the_backup(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// Issue 17: an operator's pre hook vetoes a backup run: the run fails at once with the
+/// hook's reason (each attempt asks its node's hook), nothing is taken, and `triad backup
+/// list` shows the failure.
+fn pre_hook_vetoes_a_backup(lab: &Lab) -> Result<()> {
+    let spec = lab.spec();
+    let case = "vetoed backup";
+    let _no_veto = NoVeto(lab);
+    std::fs::write(spec.hook_veto_file(), "backup freeze (lab test)\n")?;
+    let record = lab::backup::now(spec, 1, "lab: vetoed backup", BACKUP_TIMEOUT)?;
+    eprintln!(
+        "  {case}: {} (attempt {}) on {}: {}",
+        record.id, record.attempt, record.node, record.reason
+    );
+    ensure!(
+        !record.verified,
+        "{case}: {} verified despite the veto",
+        record.id
+    );
+    ensure!(
+        record.reason.contains("vetoed by the pre hook")
+            && record.reason.contains("backup freeze (lab test)"),
+        "{case}: the reason does not name the veto: {}",
+        record.reason
+    );
+    let b = lab::backup::list(spec, 2)?;
+    ensure!(
+        b.last_failure.as_ref().is_some_and(|f| f.id == record.id),
+        "{case}: status does not show the failure: {:?}",
+        b.last_failure
+    );
+    let vetoed = hook_events(lab, "pre", "backup").len();
+    ensure!(vetoed >= 1, "{case}: no pre hook heard of the backup");
+    Ok(())
+}
+
 // ----- teardown -----------------------------------------------------------------------------
 
 /// Tears the lab down and checks that nothing of it is left: none of its processes, no mount
@@ -3308,7 +3343,7 @@ const GALERA_WRITER_SWITCHOVER: [(&str, TestFn); 1] = [(
 
 /// The backup cases (issue 15), after the Galera ones, as `lab::backup::NAME`. Each runs like
 /// a Galera case ([`galera_test`]): a node is desynced and agents are killed.
-const BACKUP: [(&str, TestFn); 3] = [
+const BACKUP: [(&str, TestFn); 4] = [
     (
         "backup_now_under_load_is_verified_and_restores_the_same_data",
         backup_now_under_load_is_verified_and_restores_the_same_data,
@@ -3321,6 +3356,7 @@ const BACKUP: [(&str, TestFn); 3] = [
         "a_damaged_repository_fails_the_backup",
         a_damaged_repository_fails_the_backup,
     ),
+    ("pre_hook_vetoes_a_backup", pre_hook_vetoes_a_backup),
 ];
 
 fn backup_name(case: &str) -> String {

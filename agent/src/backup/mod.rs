@@ -9,6 +9,8 @@
 //! the end from them.
 //!
 //! A run, in order (each step bounded, the first failure ends it with the reason):
+//! 0. the operator's pre hook (`[hooks] pre`), if any: a veto ends the run failed with the
+//!    hook's reason (the attempt's retry goes to another node, which asks its own hook);
 //! 1. the restic repository is created if missing;
 //! 2. **db** ([`db`]): the copy under `FLUSH TABLES WITH READ LOCK` (the node desynced and
 //!    paused, counts and position taken), resync, prepare; then `restic backup`;
@@ -658,8 +660,8 @@ pub fn spawn(
     cfg: &Validated,
     mut targets: watch::Receiver<Option<ServiceTarget>>,
     transport: Transport,
-    report: Arc<Mutex<Option<BackupRun>>>,
-    changed: Arc<tokio::sync::Notify>,
+    (report, changed): (Arc<Mutex<Option<BackupRun>>>, Arc<tokio::sync::Notify>),
+    hooks: Option<Arc<crate::hooks::Hooks>>,
     shutdown: CancellationToken,
 ) -> Result<bool, ConfigError> {
     let Some(spec) = run_spec(cfg)? else {
@@ -722,7 +724,34 @@ pub fn spawn(
                             "backup: run starts");
                         let progress: Progress = Arc::new(Mutex::new(("starting".into(), 0)));
                         let (s, p, m) = (spec.clone(), progress.clone(), target.redis_master);
-                        let h = tokio::spawn(async move { run(&s, &l, m, p).await });
+                        let hooks = hooks.clone();
+                        let h = tokio::spawn(async move {
+                            // The operator's pre hook may veto the run: a failed attempt.
+                            if let Some(hooks) = &hooks {
+                                let event = hooks.planned(
+                                    crate::cluster::EventKind::Backup,
+                                    "backup",
+                                    &format!(
+                                        "backup {} (attempt {}) for {}",
+                                        l.id, l.attempt, l.trigger
+                                    ),
+                                    l.id.0,
+                                    vec![me],
+                                );
+                                let report = hooks.pre(&event).await;
+                                if report.outcome == crate::cluster::HookOutcome::Vetoed {
+                                    return RunOutcome {
+                                        verified: false,
+                                        reason: format!(
+                                            "vetoed by the pre hook ({})",
+                                            report.detail
+                                        ),
+                                        summary: BackupSummary::default(),
+                                    };
+                                }
+                            }
+                            run(&s, &l, m, p).await
+                        });
                         task = Some((h, progress));
                     }
                     Err(e) => {
