@@ -104,7 +104,7 @@ pub struct Config {
 /// `[hooks]`: commands run before and after Triad's actions, and a webhook.
 ///
 /// Every hook gets one JSON event on stdin (`id`, `phase`, `what`, `service`, `why`, `epoch`,
-/// `nodes`, `index`, `at`, `cluster`, `node`) and the environment variables
+/// `nodes`, `ok`, `index` (post only), `at_ms`, `cluster`, `node`) and the environment variables
 /// `TRIAD_HOOK_PHASE` and `TRIAD_HOOK_WHAT`. Hooks run as the agent's user, under its
 /// service's sandbox (a read-only `/usr` and `/etc`, a private `/tmp`).
 ///

@@ -16,9 +16,10 @@
 //! Caveats: a post hook runs at least once (a leader that loses its leadership between the
 //! run and the record leaves the event to the next, which runs it again; the event's `id` is
 //! stable, so a receiver can drop the repeat). Events older than `[hooks] max_age` when a
-//! leader gets to them are skipped with one record. A hook's output is read up to 4 KiB; its
-//! first non-empty line goes to the history. A hook that outlives its timeout is killed
-//! (SIGKILL to the process; its own children are its business).
+//! leader gets to them are skipped with one record. A hook's output is kept up to 4 KiB (the
+//! rest is read and dropped) and read for at most 200 ms after it exits; its first non-empty
+//! line goes to the history. A hook that outlives its timeout is killed (SIGKILL to the
+//! process; its own children are its business).
 
 // An adapter: it times the hooks it runs and reads the wall clock for the events' dates.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -40,6 +41,10 @@ use crate::metrics::Metrics;
 
 /// The most output read from a hook (stdout and stderr each).
 const OUTPUT_LIMIT: u64 = 4096;
+
+/// How long a hook's output is still read after it exited (its background children may hold
+/// the pipes).
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// The most of a hook's output kept for the history.
 const GIST_LIMIT: usize = 300;
@@ -180,6 +185,16 @@ impl Hooks {
             node,
             metrics: metrics.clone(),
         })))
+    }
+
+    /// Whether anything runs before a planned action (a pre command or the webhook).
+    pub fn has_pre(&self) -> bool {
+        self.pre.is_some() || self.webhook.is_some()
+    }
+
+    /// Whether anything runs after a change (a post command or the webhook).
+    pub fn has_post(&self) -> bool {
+        self.post.is_some() || self.webhook.is_some()
     }
 
     /// The event of a planned action about to start on this agent.
@@ -372,13 +387,28 @@ async fn run_command(
             let _ = s.shutdown().await;
         }
     };
+    // The output is read beside the run (a hook that fills a pipe would block), and after
+    // the hook exits for at most OUTPUT_GRACE more: a background child of the hook that keeps
+    // the pipes open does not hold the hook's result.
+    let out_task = tokio::spawn(read_some(stdout));
+    let err_task = tokio::spawn(read_some(stderr));
     let work = async {
-        let ((), out, err, status) =
-            tokio::join!(write, read_some(stdout), read_some(stderr), child.wait());
-        (out, err, status)
+        let ((), status) = tokio::join!(write, child.wait());
+        status
     };
     match tokio::time::timeout(timeout, work).await {
-        Ok((out, err, status)) => {
+        Ok(status) => {
+            let collect = |t: tokio::task::JoinHandle<Vec<u8>>| async move {
+                let abort = t.abort_handle();
+                match tokio::time::timeout(OUTPUT_GRACE, t).await {
+                    Ok(Ok(bytes)) => bytes,
+                    _ => {
+                        abort.abort();
+                        Vec::new()
+                    }
+                }
+            };
+            let (out, err) = tokio::join!(collect(out_task), collect(err_task));
             let gist = gist(&err).or_else(|| gist(&out)).unwrap_or_default();
             let end = match status {
                 Ok(s) => CommandEnd::Exited(s.code()),
@@ -390,16 +420,20 @@ async fn run_command(
             // kill_on_drop reaps it; kill now so the timeout is the bound.
             let _ = child.start_kill();
             let _ = child.wait().await;
+            out_task.abort();
+            err_task.abort();
             (CommandEnd::TimedOut, String::new())
         }
     }
 }
 
-/// Reads at most [`OUTPUT_LIMIT`] bytes of a hook's output.
+/// Keeps the first [`OUTPUT_LIMIT`] bytes of a hook's output and reads (and drops) the rest
+/// until the end: a chatty hook is never killed by a closed pipe.
 async fn read_some<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
     let mut buf = Vec::new();
-    if let Some(r) = r {
-        let _ = r.take(OUTPUT_LIMIT).read_to_end(&mut buf).await;
+    if let Some(mut r) = r {
+        let _ = (&mut r).take(OUTPUT_LIMIT).read_to_end(&mut buf).await;
+        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
     }
     buf
 }
@@ -562,10 +596,9 @@ where
     P: FnOnce(Command) -> F,
     F: Future<Output = Result<(), String>>,
 {
-    let Some(hooks) = hooks else { return Ok(()) };
-    if hooks.pre.is_none() && hooks.webhook.is_none() {
+    let Some(hooks) = hooks.filter(|h| h.has_pre()) else {
         return Ok(());
-    }
+    };
     let report = hooks.pre(&event).await;
     let record = Command::RecordHook {
         phase: HookPhase::Pre,

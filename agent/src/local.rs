@@ -346,7 +346,6 @@ struct RemedyTaskIo {
 /// How this node repairs what a remediation lease names.
 struct Repairs {
     me: NodeId,
-    hooks: Option<Arc<crate::hooks::Hooks>>,
     /// The gluster CLI (`[gluster] command`) and the volume, for a brick start.
     gluster: Option<(Vec<String>, String)>,
     control: Option<Arc<dyn crate::actuator::service::ServiceControl>>,
@@ -359,24 +358,6 @@ struct Repairs {
 impl Repairs {
     /// Carries out `l` on this node; `Ok` says what was done.
     async fn run(&self, l: &crate::cluster::RemedyLease) -> Result<String, String> {
-        if let Some(h) = &self.hooks {
-            let service = l.action.service();
-            let event = h.planned(
-                crate::cluster::EventKind::Remediation,
-                service,
-                &format!(
-                    "{}: {}",
-                    crate::cluster::describe_remedy(l.action, &l.target),
-                    l.reason
-                ),
-                l.id.0,
-                vec![self.me],
-            );
-            let report = h.pre(&event).await;
-            if report.outcome == crate::cluster::HookOutcome::Vetoed {
-                return Err(format!("vetoed by the pre hook ({})", report.detail));
-            }
-        }
         match l.action {
             RemedyAction::RestartPhpfpm => {
                 let control = self
@@ -523,6 +504,24 @@ impl Repairs {
             .as_ref()
             .map(|(_, v)| v.clone())
             .ok_or("no [gluster] section")?;
+        // On fresh evidence: a volume an operator stopped is not started behind their back,
+        // and a brick that came back needs nothing.
+        let before = self
+            .gluster(&["volume", "status", &volume, "detail"], true)
+            .await
+            .and_then(|x| crate::probe::gluster_xml::parse_volume_status(&x));
+        match before {
+            Ok(bricks) if bricks.iter().any(|b| b.name == brick && b.online) => {
+                return Ok(format!("brick {brick} is online already; nothing done"));
+            }
+            Ok(_) => {}
+            Err(e) if e.contains("not started") => {
+                return Err(format!(
+                    "volume {volume} is not started (stopped by an operator?): not starting it"
+                ));
+            }
+            Err(e) => return Err(format!("volume status before the start failed: {e}")),
+        }
         self.gluster(&["volume", "start", &volume, "force"], false)
             .await?;
         let deadline = Instant::now() + self.timeout;
@@ -551,6 +550,37 @@ impl Repairs {
     }
 }
 
+/// Time a remediation's lease keeps for its report to reach the leader (the lease's bound
+/// adds 10 s for it, see `Validated::remedy_settings`).
+const REMEDY_REPORT_MARGIN: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Runs the operator's pre hook for remediation `l` on this node: `Err` is the veto.
+async fn pre_hook(
+    hooks: Option<&Arc<crate::hooks::Hooks>>,
+    l: &crate::cluster::RemedyLease,
+    me: NodeId,
+) -> Result<(), String> {
+    let Some(h) = hooks.filter(|h| h.has_pre()) else {
+        return Ok(());
+    };
+    let event = h.planned(
+        crate::cluster::EventKind::Remediation,
+        l.action.service(),
+        &format!(
+            "{}: {}",
+            crate::cluster::describe_remedy(l.action, &l.target),
+            l.reason
+        ),
+        l.id.0,
+        vec![me],
+    );
+    let report = h.pre(&event).await;
+    if report.outcome == crate::cluster::HookOutcome::Vetoed {
+        return Err(format!("vetoed by the pre hook ({})", report.detail));
+    }
+    Ok(())
+}
+
 /// Whether `path` is a FUSE mount point in this process's mount namespace.
 fn is_fuse_mount(path: &std::path::Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -576,7 +606,6 @@ fn spawn_remedy(
     let c = &cfg.config;
     let repairs = Repairs {
         me: cfg.node_id(),
-        hooks: io.hooks.clone(),
         gluster: c
             .gluster
             .as_ref()
@@ -598,6 +627,7 @@ fn spawn_remedy(
     };
     let lease_ms = c.failover.lease;
     let quorum = cfg.members.len() / 2 + 1;
+    let cfg_me = cfg.node_id();
     let mut runner = RemedyRunner::new(cfg.node_id());
     let marker_file = c.node.data_dir.join("remedy.started");
     let mut marker = read_remedy_marker(&marker_file);
@@ -633,7 +663,28 @@ fn spawn_remedy(
                 tracing::warn!(id = %l.id, action = l.action.as_str(), reason = %l.reason,
                     "remediation starts on this node");
                 let started = Instant::now();
-                let result = repairs.run(&l).await;
+                let result = match pre_hook(io.hooks.as_ref(), &l, cfg_me).await {
+                    Err(veto) => Err(veto),
+                    // The hook took time: the ping lease must still be held to act.
+                    Ok(()) if !io.transport.lease(lease_ms, quorum - 1).valid => Err(
+                        "not started: this agent lost its ping lease while the pre hook ran"
+                            .to_string(),
+                    ),
+                    Ok(()) => {
+                        // Bounded by the lease's own time (less the report's margin): a
+                        // repair still running when the leader expires its lease would run
+                        // beside the next one.
+                        let budget = std::time::Duration::from_millis(l.max_duration_ms)
+                            .saturating_sub(REMEDY_REPORT_MARGIN)
+                            .saturating_sub(started.elapsed());
+                        match tokio::time::timeout(budget, repairs.run(&l)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(format!(
+                                "stopped after {budget:?}, its lease's time (less the report's)"
+                            )),
+                        }
+                    }
+                };
                 let took = started.elapsed().as_millis();
                 let (ok, detail) = match result {
                     Ok(what) => (true, format!("{what} in {took} ms")),

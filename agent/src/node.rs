@@ -357,7 +357,7 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
         probe_timings: timings_rx,
         hooks: hooks.clone(),
     };
-    if let Some(h) = &hooks {
+    if let Some(h) = hooks.as_ref().filter(|h| h.has_post()) {
         let requests = handles.clone();
         crate::hooks::spawn_post_runner(
             h.clone(),

@@ -727,7 +727,7 @@ pub fn spawn(
                         let hooks = hooks.clone();
                         let h = tokio::spawn(async move {
                             // The operator's pre hook may veto the run: a failed attempt.
-                            if let Some(hooks) = &hooks {
+                            if let Some(hooks) = hooks.as_ref().filter(|h| h.has_pre()) {
                                 let event = hooks.planned(
                                     crate::cluster::EventKind::Backup,
                                     "backup",

@@ -1,7 +1,8 @@
 //! The remediation authority: one remediation at a time, cluster-wide, under a committed
 //! lease.
 //!
-//! A remediation (restart a dead PHP-FPM pool, later glusterd, a brick or a mount) runs only
+//! A remediation (restart a dead PHP-FPM pool or glusterd, start a dead brick, mount a broken
+//! mount again) runs only
 //! under a [`RemedyLease`]: numbered ([`RemedyId`], exactly the last number plus one), for one
 //! node and one [`RemedyAction`], bounded in time. It ends only by
 //! [`Command::FinishRemedy`](super::Command::FinishRemedy) naming its lease: done as its agent

@@ -7,7 +7,11 @@
 //! restarted: it is drained by the web rotation and the status says why; a saturated pool is
 //! never restarted. A mount that is down or hung (ENOTCONN after a cut, a dead client) needs a
 //! remount when the agents can remount (`[gluster] remount_command`; otherwise it is only
-//! drained). A pool comes before a mount, each node in id order.
+//! drained). The volume probe's own view of this node: a gluster CLI refused (glusterd not
+//! running) on its last check too needs a glusterd restart (`[gluster] restart_glusterd`);
+//! this node's brick offline (the probe names its local brick among the bricks down) on its
+//! last check too needs a brick start (`[gluster] restart_bricks`). Per node the order is: a
+//! pool, glusterd, the brick, then the mounts; nodes in id order.
 //!
 //! The decision ([`decide`]):
 //! - with a lease in force: end it from its agent's report (done or failed), or expire it once

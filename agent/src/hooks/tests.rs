@@ -113,6 +113,37 @@ async fn a_failing_slow_or_missing_pre_hook_vetoes_with_its_reason() {
     );
 }
 
+/// A hook that leaves a background child holding its output, or that writes far more than is
+/// kept, is judged by its own exit, at once.
+#[tokio::test]
+async fn background_children_and_chatty_hooks_do_not_change_the_result() {
+    let h = hooks(&section(Some("sleep 5 & echo started; exit 0"), None, None));
+    let start = Instant::now();
+    let report = h.pre(&switchover(&h)).await;
+    assert_eq!(report.outcome, HookOutcome::Ok, "{report:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the background child held the result"
+    );
+    let h = hooks(&section(
+        Some("head -c 100000 /dev/zero | tr '\\0' x; echo; echo done >&2; exit 0"),
+        None,
+        None,
+    ));
+    let report = h.pre(&switchover(&h)).await;
+    assert_eq!(report.outcome, HookOutcome::Ok, "{report:?}");
+    assert!(report.detail.ends_with(": done"), "{}", report.detail);
+}
+
+/// Nothing runs for a phase without its command or the webhook.
+#[test]
+fn phases_without_a_command_run_nothing() {
+    let h = hooks(&section(None, Some("exit 0"), None));
+    assert!(!h.has_pre() && h.has_post());
+    let h = hooks(&section(Some("exit 0"), None, None));
+    assert!(h.has_pre() && !h.has_post());
+}
+
 #[tokio::test]
 async fn a_failing_post_hook_is_a_failure_not_a_veto() {
     let h = hooks(&section(None, Some("exit 1"), None));

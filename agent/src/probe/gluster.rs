@@ -143,18 +143,16 @@ impl GlusterProbe {
                 )
             })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if stdout.trim().is_empty() {
+        // A failed call without an XML answer: the CLI prints why on stdout (glusterd not
+        // answering: "Connection failed. Please check if gluster daemon is operational.") or
+        // on stderr. An XML answer carries its own error (`opRet`), which the parsers read.
+        if stdout.trim().is_empty() || (!out.status.success() && !stdout.contains("<cliOutput")) {
             let err = String::from_utf8_lossy(&out.stderr);
-            let err = err.trim();
-            // The CLI says this when glusterd does not answer on its socket.
-            let kind = if err.contains("Connection failed") || err.contains("not running") {
-                FailureKind::Refused
-            } else {
-                FailureKind::Io
-            };
+            let said = format!("{} {}", stdout.trim(), err.trim());
+            let said = said.trim();
             return Err(CheckResult::unreachable(
-                kind,
-                format!("gluster {}: exit {}: {err}", args.join(" "), out.status),
+                cli_failure_kind(said),
+                format!("gluster {}: exit {}: {said}", args.join(" "), out.status),
             ));
         }
         Ok(stdout)
@@ -434,6 +432,16 @@ fn touch(dir: &std::path::Path, file: &std::path::Path) -> std::io::Result<()> {
 
 super::impl_probe!(MountProbe);
 
+/// How a gluster CLI call that got no answer failed: `Refused` when glusterd is not running
+/// (the CLI's own words), else `Io`.
+fn cli_failure_kind(said: &str) -> FailureKind {
+    if said.contains("Connection failed") || said.contains("not running") {
+        FailureKind::Refused
+    } else {
+        FailureKind::Io
+    }
+}
+
 /// The first few of `paths` for a one-line reason, and how many more there are of `total`.
 fn listed(paths: &[String], total: u64) -> String {
     let shown: Vec<&str> = paths.iter().take(3).map(String::as_str).collect();
@@ -600,5 +608,39 @@ mod tests {
             r.details["split_brain_paths"],
             serde_json::json!(["/healcap-2.txt"])
         );
+    }
+
+    /// A glusterd that does not run: the real CLI says so on stdout and exits 1; the probe
+    /// reports it unreachable and refused (what the glusterd restart needs), not down.
+    #[tokio::test]
+    async fn a_glusterd_that_does_not_run_is_refused_not_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cli = dir.path().join("gluster");
+        script(
+            &cli,
+            "echo 'Connection failed. Please check if gluster daemon is operational.'\nexit 1\n",
+        );
+        let p = GlusterProbe::new(
+            ProbeId {
+                subject: crate::ids::NodeId(1),
+                service: super::super::Service::Gluster,
+                target: "shop".into(),
+            },
+            vec![cli.display().to_string()],
+            "shop".into(),
+            vec!["10.0.0.1:/b".into()],
+            None,
+            ProbeTiming {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(5),
+                rise: 1,
+                fall: 1,
+            },
+        );
+        let r = p.run().await;
+        assert_eq!(r.status, crate::observation::Status::Unreachable, "{r:?}");
+        assert_eq!(r.failure, Some(FailureKind::Refused), "{r:?}");
+        let why = r.error.unwrap_or_default();
+        assert!(why.contains("Connection failed. Please check"), "{why}");
     }
 }

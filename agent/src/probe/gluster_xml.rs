@@ -71,8 +71,14 @@ pub fn entry_paths(bricks: &[BrickHeal], limit: usize) -> Vec<String> {
 /// Parses what the heal helper prints: the `heal info` document, then, when something is
 /// pending, the `heal info split-brain` document.
 pub fn parse_heal_docs(text: &str) -> Result<HealInfo, String> {
+    // Each document ends at its `</cliOutput>`: whatever follows (a failed second command's
+    // words) is not part of it.
     let docs: Vec<&str> = text
         .split("<?xml")
+        .map(|d| match d.rfind("</cliOutput>") {
+            Some(end) => &d[..end + "</cliOutput>".len()],
+            None => d,
+        })
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .collect();
@@ -265,9 +271,15 @@ mod tests {
             entry_paths(both.split_brain.as_deref().unwrap_or_default(), 20),
             vec!["/healcap-2.txt"]
         );
-        // Pending without the split-brain listing: unknown, not zero.
+        // Pending without the split-brain listing: unknown, not zero; a failed listing's
+        // words after the first document change nothing.
         let only = parse_heal_docs(&pending).expect("one doc");
         assert_eq!(only.split_brain(), None);
+        let failed = format!(
+            "{pending}\nConnection failed. Please check if gluster daemon is operational.\n"
+        );
+        let only = parse_heal_docs(&failed).expect("one doc and words");
+        assert_eq!((only.pending(), only.split_brain()), (12, None));
         // Nothing pending: no split-brain either.
         let clean = parse_heal_docs(&fixture("heal_info.xml")).expect("clean");
         assert_eq!((clean.pending(), clean.split_brain()), (0, Some(0)));

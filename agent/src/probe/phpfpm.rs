@@ -105,6 +105,18 @@ impl PhpfpmProbe {
     /// Connects to the pool and runs the check's requests on that one connection (FastCGI
     /// keep-alive, closed when the check ends: an idle kept connection would hold a worker).
     async fn run(&self) -> CheckResult {
+        let r = self.connect_and_run().await;
+        if !r.status.is_up() {
+            // A pool that failed (killed, restarted) starts its saturation count afresh: its
+            // next sample is compared with none, and its queue dated from then.
+            if let Ok(mut prev) = self.previous.lock() {
+                *prev = (None, None);
+            }
+        }
+        r
+    }
+
+    async fn connect_and_run(&self) -> CheckResult {
         match &self.addr {
             FcgiAddr::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
                 Ok(stream) => {

@@ -519,9 +519,10 @@ fn write_gluster_cli(lab: &LabSpec, n: u64) -> Result<()> {
     let text = format!(
         "#!/bin/sh\n\
          # gluster CLI of lab node {n}: glusterd runs in a private mount namespace (own /run).\n\
-         # A dead glusterd (gone, or a zombie its starter has not reaped yet) has no namespace.\n\
+         # A dead glusterd (gone, or a zombie its starter has not reaped yet) has no namespace;\n\
+         # said on stdout, with exit 1, as the real CLI says it.\n\
          pid=$(cat {pidfile} 2>/dev/null) && readlink /proc/\"$pid\"/ns/mnt >/dev/null 2>&1 || \
-         {{ echo \"Connection failed: glusterd of node {n} is not running\" >&2; exit 1; }}\n\
+         {{ echo \"Connection failed. glusterd of node {n} is not running.\"; exit 1; }}\n\
          exec nsenter -t \"$pid\" -m gluster \"$@\"\n",
         pidfile = lab.glusterd_pidfile(n).display()
     );
