@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use triad::probe::phpfpm_status::{degradation, parse_status};
+use triad::probe::phpfpm_status::{degradation, parse_status, Saturation};
 
 fuzz_target!(|data: &[u8]| {
     // Two pages: the bytes before and after the first NUL.
@@ -16,6 +16,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let previous = parse_status(first).ok();
-    let _ = degradation(previous.as_ref(), &now);
-    let _ = degradation(None, &now);
+    let bounded = Saturation {
+        queue_bound: 5,
+        queue_for: std::time::Duration::from_secs(1),
+    };
+    for s in [Saturation::default(), bounded] {
+        let _ = degradation(
+            previous.as_ref(),
+            &now,
+            &s,
+            std::time::Duration::from_secs(2),
+        );
+        let _ = degradation(None, &now, &s, std::time::Duration::ZERO);
+    }
 });
