@@ -1512,6 +1512,15 @@ fn fmt_node(n: Option<NodeId>) -> String {
 pub(crate) mod fixtures {
     use super::*;
 
+    /// The metadata of entry `i`: term 1, proposed at `i` seconds.
+    pub fn meta(i: u64) -> EntryMeta {
+        EntryMeta {
+            term: Term(1),
+            index: LogIndex(i),
+            at: UnixMillis(i as i64 * 1000),
+        }
+    }
+
     /// Members 1..=`n` on loopback (Raft port 720N, API port 710N).
     pub fn members(n: u64) -> BTreeMap<NodeId, MemberInfo> {
         (1..=n)

@@ -424,9 +424,7 @@ impl Repairs {
             }
         }
     }
-}
 
-impl Repairs {
     /// `gluster --mode=script ARGS` (with `--xml` when `xml`), bounded by the repair timeout;
     /// its standard output, or why it failed.
     async fn gluster(&self, args: &[&str], xml: bool) -> Result<String, String> {

@@ -1057,6 +1057,29 @@ fn killed_agent_leaves_two_that_agree_and_rejoins_on_start(lab: &Lab) -> Result<
     Ok(())
 }
 
+/// Waits until `volume status`, asked through node `via`'s glusterd, lists 3 of 3 bricks
+/// online.
+fn all_bricks_online(lab: &Lab, via: u64, within: Duration) -> Result<()> {
+    lab.wait_for(
+        &format!("3 of 3 bricks online through n{via}'s glusterd"),
+        within,
+        || {
+            let xml = lab
+                .gluster(via, &["volume", "status", "shop", "--xml"])
+                .map_err(|e| format!("{e:#}"))?;
+            let online = xml
+                .split("<node>")
+                .filter(|n| n.contains("/brick</path>") && n.contains("<status>1</status>"))
+                .count();
+            if online == 3 {
+                Ok(())
+            } else {
+                Err(format!("{online} of 3 bricks online"))
+            }
+        },
+    )
+}
+
 /// Issue 17: a killed glusterd is restarted by its node's agent (a remediation lease, service
 /// control), and the volume, asked through that glusterd, shows 3 of 3 bricks online (the
 /// bricks kept running meanwhile).
@@ -1082,24 +1105,7 @@ fn killed_glusterd_is_restarted_by_its_agent(lab: &Lab) -> Result<()> {
                 })
         },
     )?;
-    lab.wait_for(
-        "3 of 3 bricks online through n3's glusterd",
-        Duration::from_secs(20),
-        || {
-            let xml = lab
-                .gluster(3, &["volume", "status", "shop", "--xml"])
-                .map_err(|e| format!("{e:#}"))?;
-            let online = xml
-                .split("<node>")
-                .filter(|n| n.contains("/brick</path>") && n.contains("<status>1</status>"))
-                .count();
-            if online == 3 {
-                Ok(())
-            } else {
-                Err(format!("{online} of 3 bricks online"))
-            }
-        },
-    )?;
+    all_bricks_online(lab, 3, Duration::from_secs(20))?;
     eprintln!("n3's glusterd killed: restarted by its agent after {restarted:?}");
     Ok(())
 }
@@ -1146,20 +1152,7 @@ fn killed_brick_and_mount_come_back(lab: &Lab) -> Result<()> {
                 .ok_or_else(|| format!("{h:?}"))
         },
     )?;
-    lab.wait_for("3 of 3 bricks online", Duration::from_secs(15), || {
-        let xml = lab
-            .gluster(1, &["volume", "status", "shop", "--xml"])
-            .map_err(|e| format!("{e:#}"))?;
-        let online = xml
-            .split("<node>")
-            .filter(|n| n.contains("/brick</path>") && n.contains("<status>1</status>"))
-            .count();
-        if online == 3 {
-            Ok(())
-        } else {
-            Err(format!("{online} of 3 bricks online"))
-        }
-    })?;
+    all_bricks_online(lab, 1, Duration::from_secs(15))?;
     let before = remedy_history(lab)?.last().map_or(brick_done, |h| h.0);
     let killed = Instant::now();
     lab.kill(3, Service::Mount, Signal::Kill)?;

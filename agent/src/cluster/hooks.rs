@@ -197,16 +197,9 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::fixtures::meta;
     use crate::cluster::{AuditEntry, Command};
     use crate::ids::{Term, UnixMillis};
-
-    fn meta(i: u64) -> EntryMeta {
-        EntryMeta {
-            term: Term(1),
-            index: LogIndex(i),
-            at: UnixMillis(1_000 * i as i64),
-        }
-    }
 
     fn event_at(s: &mut ClusterState, i: u64, what: EventKind) {
         s.applied = LogIndex(i);

@@ -342,15 +342,8 @@ pub fn describe(action: RemedyAction, target: &str) -> String {
 mod tests {
     use super::*;
     use crate::cluster::fixtures::members;
+    use crate::cluster::fixtures::meta;
     use crate::cluster::Command;
-
-    fn meta(i: u64) -> EntryMeta {
-        EntryMeta {
-            term: Term(1),
-            index: LogIndex(i),
-            at: UnixMillis(i as i64 * 1000),
-        }
-    }
 
     fn grant(id: u64, node: u64) -> Command {
         Command::GrantRemedy {

@@ -185,15 +185,8 @@ fn names<'a>(nodes: impl Iterator<Item = &'a NodeId>) -> String {
 mod tests {
     use super::*;
     use crate::cluster::fixtures::members;
+    use crate::cluster::fixtures::meta;
     use crate::cluster::Command;
-
-    fn meta(i: u64) -> EntryMeta {
-        EntryMeta {
-            term: Term(1),
-            index: LogIndex(i),
-            at: UnixMillis(i as i64 * 1000),
-        }
-    }
 
     fn rotation(epoch: u64, drained: &[u64], kept: Option<u64>) -> Command {
         Command::SetWebRotation {

@@ -489,6 +489,11 @@ mod tests {
                  esac\n"
             ),
         );
+        probe_on(&cli, heal_unit)
+    }
+
+    /// The probe of volume `shop` (the captures' bricks) through the CLI `cli`.
+    fn probe_on(cli: &std::path::Path, heal_unit: Option<HelperUnit>) -> GlusterProbe {
         let bricks = (1..=3)
             .map(|n| format!("10.77.0.1{n}:/tmp/labproto/n{n}/brick"))
             .collect();
@@ -620,23 +625,7 @@ mod tests {
             &cli,
             "echo 'Connection failed. Please check if gluster daemon is operational.'\nexit 1\n",
         );
-        let p = GlusterProbe::new(
-            ProbeId {
-                subject: crate::ids::NodeId(1),
-                service: super::super::Service::Gluster,
-                target: "shop".into(),
-            },
-            vec![cli.display().to_string()],
-            "shop".into(),
-            vec!["10.0.0.1:/b".into()],
-            None,
-            ProbeTiming {
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_secs(5),
-                rise: 1,
-                fall: 1,
-            },
-        );
+        let p = probe_on(&cli, None);
         let r = p.run().await;
         assert_eq!(r.status, crate::observation::Status::Unreachable, "{r:?}");
         assert_eq!(r.failure, Some(FailureKind::Refused), "{r:?}");
