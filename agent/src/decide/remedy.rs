@@ -17,11 +17,12 @@
 //! - with a lease in force: end it from its agent's report (done or failed), or expire it once
 //!   this leader has known it for its `max_duration` without a result; nothing else starts;
 //! - without one, in maintenance or during a Galera outage: nothing starts;
-//! - else the first node (by id) with a need gets the lease, unless it holds the backup lease,
-//!   or its restarts of that kind in the last hour reached the cap (it stays drained, and the
-//!   verdict says why), or it is backing off: after `n` restarts in the last hour the next
-//!   waits `backoff x 2^(n-1)` from the last grant. The counts come from the committed
-//!   records, so a new leader counts what the old one did.
+//! - else the first need (nodes by id, then the order above) gets the lease, unless its node
+//!   holds the backup lease, or that node's repairs of that kind in the last hour reached the
+//!   cap (it stays drained, and the verdict says why), or that kind is backing off on that
+//!   node: after `n` repairs in the last hour the next waits `backoff x 2^(n-1)` from the last
+//!   grant. Holds are per action: a capped brick start does not hold the node's remount. The
+//!   counts come from the committed records, so a new leader counts what the old one did.
 //!
 //! Caveat: the hourly window and the back-off compare the leader's wall clock with the
 //! proposers' (the grant times); skewed clocks shift them by the skew.
@@ -225,11 +226,23 @@ pub struct RemedyPlan {
     pub verdict: String,
     /// At most one command.
     pub proposals: Vec<Command>,
-    /// Why a node's need waits (cap, back-off, backup lease), by node.
+    /// Why a node's repairs wait (cap, back-off, backup lease), by node; one node's holds
+    /// joined with "; ". A node may have a repair granted and another held.
     pub held: BTreeMap<NodeId, String>,
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// Notes why one of `n`'s repairs waits (a node's holds are joined with "; ").
+fn hold(plan: &mut RemedyPlan, n: NodeId, why: String) {
+    plan.held
+        .entry(n)
+        .and_modify(|w| {
+            w.push_str("; ");
+            w.push_str(&why);
+        })
+        .or_insert(why);
+}
 
 /// Decides. Pure.
 pub fn decide(i: &RemedyInputs<'_>) -> RemedyPlan {
@@ -294,21 +307,26 @@ pub fn decide(i: &RemedyInputs<'_>) -> RemedyPlan {
         if !i.members.contains(&n) {
             continue;
         }
+        if i.backup_holder == Some(n) {
+            let doing: Vec<String> = acts
+                .iter()
+                .map(|(action, target, _)| crate::cluster::describe_remedy(*action, target))
+                .collect();
+            let doing = doing.join(", ");
+            hold(&mut plan, n, format!("{doing}: {n} holds the backup lease"));
+            continue;
+        }
+        // Holds are per action: a repair that is capped or backing off (a brick that never
+        // starts) does not hold the node's other repairs (a mount that would remount).
         for (action, target, why) in acts {
-            let doing = crate::cluster::describe_remedy(*action, target);
-            if plan.held.contains_key(&n)
-                || plan
-                    .proposals
-                    .iter()
-                    .any(|p| matches!(p, Command::GrantRemedy { node, .. } if *node == n))
+            if plan
+                .proposals
+                .iter()
+                .any(|p| matches!(p, Command::GrantRemedy { node, .. } if *node == n))
             {
-                continue;
+                break;
             }
-            if i.backup_holder == Some(n) {
-                plan.held
-                    .insert(n, format!("{doing}: {n} holds the backup lease"));
-                continue;
-            }
+            let doing = crate::cluster::describe_remedy(*action, target);
             let recent: Vec<_> = a
                 .records
                 .iter()
@@ -318,7 +336,8 @@ pub fn decide(i: &RemedyInputs<'_>) -> RemedyPlan {
                 .collect();
             let count = u32::try_from(recent.len()).unwrap_or(u32::MAX);
             if count >= i.settings.per_hour {
-                plan.held.insert(
+                hold(
+                    &mut plan,
                     n,
                     format!(
                         "{doing} capped: {count} in the last hour (at most {}); it stays drained \
@@ -335,7 +354,8 @@ pub fn decide(i: &RemedyInputs<'_>) -> RemedyPlan {
                     .saturating_mul(1 << (count.saturating_sub(1)).min(16));
                 let since = u64::try_from(i.now.0 - last.granted_at.0).unwrap_or(0);
                 if since < wait {
-                    plan.held.insert(
+                    hold(
+                        &mut plan,
                         n,
                         format!(
                             "{doing} backing off: {count} in the last hour, the next in {} ms",

@@ -26,10 +26,14 @@ const SETTINGS: RemedySettings = RemedySettings {
 const NOW: i64 = 10_000_000;
 
 fn record(id: u64, node: u64, ago_ms: i64) -> RemedyRecord {
+    record_of(id, node, ago_ms, RemedyAction::RestartPhpfpm)
+}
+
+fn record_of(id: u64, node: u64, ago_ms: i64, action: RemedyAction) -> RemedyRecord {
     RemedyRecord {
         id: RemedyId(id),
         node: NodeId(node),
-        action: RemedyAction::RestartPhpfpm,
+        action,
         target: String::new(),
         granted_at: UnixMillis(NOW - ago_ms),
         ok: Some(true),
@@ -68,11 +72,28 @@ fn need(nodes: &[u64]) -> BTreeMap<NodeId, Vec<Need>> {
         .collect()
 }
 
+const BRICK: &str = "n2:/bricks/shop";
+const MOUNT: &str = "/srv/shop/var";
+
+/// A node's needs past its dead pool (from `needs`): in the evidence's order.
+fn more(node: u64, action: RemedyAction) -> (u64, Need) {
+    let target = match action {
+        RemedyAction::StartBrick => BRICK,
+        RemedyAction::Remount => MOUNT,
+        RemedyAction::RestartPhpfpm | RemedyAction::RestartGlusterd => "",
+    };
+    (node, (action, target.to_string(), format!("{} needed", action.describe())))
+}
+
 struct Case {
     what: &'static str,
     lease: Option<RemedyLease>,
     records: Vec<RemedyRecord>,
     needs: &'static [u64],
+    /// Needs after the pools of `needs` (a node that is not in `needs` has only these).
+    more: Vec<(u64, Need)>,
+    /// The holds, when the case checks them.
+    held: Option<Vec<(u64, &'static str)>>,
     runs: Vec<(u64, RemedyRun)>,
     known_ms: Option<u64>,
     backup: Option<u64>,
@@ -88,6 +109,8 @@ fn case(what: &'static str, needs: &'static [u64], verdict: &'static str) -> Cas
         lease: None,
         records: vec![],
         needs,
+        more: vec![],
+        held: None,
         runs: vec![],
         known_ms: None,
         backup: None,
@@ -237,6 +260,89 @@ fn decisions_table() {
                 "remediation r1: restart php-fpm on n2 (php-fpm unreachable: refused)",
             )
         },
+        Case {
+            more: vec![more(2, RemedyAction::StartBrick)],
+            ..case(
+                "a pool before a brick on one node",
+                &[2],
+                "remediation r1: restart php-fpm on n2 (php-fpm unreachable: refused)",
+            )
+        },
+        Case {
+            records: vec![
+                record_of(3, 2, 600_000, RemedyAction::StartBrick),
+                record_of(2, 2, 1_200_000, RemedyAction::StartBrick),
+                record_of(1, 2, 1_800_000, RemedyAction::StartBrick),
+            ],
+            more: vec![
+                more(2, RemedyAction::StartBrick),
+                more(2, RemedyAction::Remount),
+            ],
+            held: Some(vec![(
+                2,
+                "start brick n2:/bricks/shop capped: 3 in the last hour (at most 3); it stays \
+                 drained until an operator repairs it",
+            )]),
+            ..case(
+                "a capped brick start does not hold the node's remount",
+                &[],
+                "remediation r1: remount /srv/shop/var on n2 (remount needed)",
+            )
+        },
+        Case {
+            records: vec![record(1, 2, 5_000)],
+            more: vec![more(2, RemedyAction::StartBrick)],
+            held: Some(vec![(
+                2,
+                "restart php-fpm backing off: 1 in the last hour, the next in 5000 ms",
+            )]),
+            ..case(
+                "a pool backing off does not hold the node's brick",
+                &[2],
+                "remediation r1: start brick n2:/bricks/shop on n2 (start brick needed)",
+            )
+        },
+        Case {
+            records: vec![
+                record(1, 2, 5_000),
+                record_of(2, 2, 1_000, RemedyAction::StartBrick),
+            ],
+            more: vec![more(2, RemedyAction::StartBrick)],
+            held: Some(vec![(
+                2,
+                "restart php-fpm backing off: 1 in the last hour, the next in 5000 ms; start \
+                 brick n2:/bricks/shop backing off: 1 in the last hour, the next in 9000 ms",
+            )]),
+            ..case(
+                "every need of a node held: one line each",
+                &[2, 3],
+                "remediation r1: restart php-fpm on n3 (php-fpm unreachable: refused)",
+            )
+        },
+        Case {
+            records: vec![record_of(1, 2, 5_000, RemedyAction::Remount)],
+            more: vec![more(2, RemedyAction::Remount)],
+            // The grant ends the node's turn: its later needs are not looked at.
+            held: Some(vec![]),
+            ..case(
+                "another kind's records do not count against a pool",
+                &[2],
+                "remediation r1: restart php-fpm on n2 (php-fpm unreachable: refused)",
+            )
+        },
+        Case {
+            backup: Some(2),
+            more: vec![more(2, RemedyAction::Remount)],
+            held: Some(vec![(
+                2,
+                "restart php-fpm, remount /srv/shop/var: n2 holds the backup lease",
+            )]),
+            ..case(
+                "the backup holder's needs all wait, once said",
+                &[2],
+                "no action: n2: restart php-fpm, remount /srv/shop/var: n2 holds the backup lease",
+            )
+        },
     ];
     for c in cases {
         let authority = RemedyAuthority {
@@ -244,7 +350,10 @@ fn decisions_table() {
             lease: c.lease.clone(),
             records: c.records.clone().into(),
         };
-        let needs = need(c.needs);
+        let mut needs = need(c.needs);
+        for (n, x) in &c.more {
+            needs.entry(NodeId(*n)).or_default().push(x.clone());
+        }
         let runs: BTreeMap<NodeId, RemedyRun> = c
             .runs
             .iter()
@@ -266,6 +375,13 @@ fn decisions_table() {
         });
         assert_eq!(plan.verdict, c.verdict, "{}", c.what);
         assert!(plan.proposals.len() <= 1, "{}", c.what);
+        if let Some(held) = &c.held {
+            let want: BTreeMap<NodeId, String> = held
+                .iter()
+                .map(|(n, why)| (NodeId(*n), (*why).to_string()))
+                .collect();
+            assert_eq!(plan.held, want, "{}", c.what);
+        }
         // Whatever it proposes applies to the state it decided from.
         let mut state = crate::cluster::ClusterState {
             members: crate::cluster::fixtures::members(3),
