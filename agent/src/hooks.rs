@@ -11,7 +11,10 @@
 //!   `RecordHook` (the audit line with the exit status, and the progress a new leader
 //!   continues from). A failure is logged and counted, never fatal, and never retried: the
 //!   record says it failed.
-//! - **The webhook** gets the same JSON, for both phases; its answer never vetoes.
+//! - **The webhook** gets the same JSON, for both phases, with the command's `outcome` (a pre
+//!   event's `vetoed`: the action does not start); its answer never vetoes.
+//! - **Metrics** count a deliberate veto (`vetoed`) apart from a broken hook (`failed`: timed
+//!   out, killed, could not start; a broken pre hook vetoes too, and the alert sees it).
 //!
 //! Caveats: a post hook runs at least once (a leader that loses its leadership between the
 //! run and the record leaves the event to the next, which runs it again; the event's `id` is
@@ -94,6 +97,10 @@ pub struct HookEvent {
     pub cluster: String,
     /// The agent that runs the hook.
     pub node: NodeId,
+    /// The webhook's copy only: how the hook command ended before it (`ok` when none is
+    /// configured). On a pre event, `vetoed` means the action does not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<HookOutcome>,
 }
 
 /// How one hook run (command and webhook) ended.
@@ -220,6 +227,7 @@ impl Hooks {
             at_ms: at,
             cluster: self.cluster.clone(),
             node: self.node,
+            outcome: None,
         }
     }
 
@@ -239,6 +247,7 @@ impl Hooks {
             at_ms: entry.at,
             cluster: self.cluster.clone(),
             node: self.node,
+            outcome: None,
         })
     }
 
@@ -271,6 +280,9 @@ impl Hooks {
             }
         };
         let mut outcome = HookOutcome::Ok;
+        // The hook itself did not work (timed out, killed, could not start), whatever it
+        // meant for the action: counted as `failed`, which the alert watches.
+        let mut broken = false;
         let mut parts = Vec::new();
         if let Some(argv) = argv {
             let start = Instant::now();
@@ -289,10 +301,12 @@ impl Hooks {
                 }
                 CommandEnd::Exited(None) => {
                     outcome = failure;
+                    broken = true;
                     format!("killed by a signal after {took:.1} s{said}")
                 }
                 CommandEnd::TimedOut => {
                     outcome = failure;
+                    broken = true;
                     format!(
                         "still running after {} s: killed{said}",
                         self.timeout.as_secs_f64()
@@ -300,6 +314,7 @@ impl Hooks {
                 }
                 CommandEnd::NotStarted(e) => {
                     outcome = failure;
+                    broken = true;
                     format!(
                         "{} could not start: {e}",
                         argv.first().map_or("", |p| p.as_str())
@@ -309,10 +324,15 @@ impl Hooks {
             parts.push(part);
         }
         if let Some((url, client)) = &self.webhook {
+            let told = HookEvent {
+                outcome: Some(outcome),
+                ..event.clone()
+            };
+            let body = serde_json::to_vec(&told).unwrap_or(json);
             let answer = client
                 .post(url)
                 .header("content-type", "application/json")
-                .body(json)
+                .body(body)
                 .send()
                 .await;
             let part = match answer {
@@ -337,9 +357,14 @@ impl Hooks {
             };
             parts.push(part);
         }
+        let result = if broken {
+            HookOutcome::Failed.as_str()
+        } else {
+            outcome.as_str()
+        };
         self.metrics
             .hooks
-            .with_label_values(&[event.phase.as_str(), event.what.as_str(), outcome.as_str()])
+            .with_label_values(&[event.phase.as_str(), event.what.as_str(), result])
             .inc();
         let detail = parts.join("; ");
         match outcome {

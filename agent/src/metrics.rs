@@ -504,7 +504,10 @@ impl Metrics {
             )?,
             hooks: counter_vec(
                 "triad_hooks_total",
-                "Hook runs by this agent, by phase (pre, post), action and result.",
+                "Hook runs by this agent, by phase (pre, post), action and result (ok; vetoed: a pre \
+                 hook exited non-zero; failed: a post hook or the webhook failed, or any hook \
+                 timed out, was killed or could not start, a pre hook's such failure vetoing \
+                 too; skipped).",
                 &["phase", "what", "result"],
             )?,
             webhooks: counter_vec(

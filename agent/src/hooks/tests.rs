@@ -65,6 +65,10 @@ async fn a_pre_hook_that_exits_0_lets_the_action_go_and_gets_the_event() {
     assert_eq!(v["epoch"], 3);
     assert_eq!(v["nodes"], serde_json::json!([2, 1]));
     assert_eq!(v["cluster"], "shop");
+    assert!(
+        v.get("outcome").is_none(),
+        "the command's copy has no outcome: {v}"
+    );
     assert_eq!(env.trim(), "pre switchover");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -84,6 +88,12 @@ async fn a_failing_slow_or_missing_pre_hook_vetoes_with_its_reason() {
         "{}",
         report.detail
     );
+    assert_eq!(
+        counted(&h, "vetoed"),
+        1,
+        "a deliberate veto is counted as one"
+    );
+    assert_eq!(counted(&h, "failed"), 0);
 
     let h = hooks(&section(Some("sleep 30"), None, None));
     let start = Instant::now();
@@ -98,6 +108,11 @@ async fn a_failing_slow_or_missing_pre_hook_vetoes_with_its_reason() {
         start.elapsed() < Duration::from_secs(10),
         "the timeout bounds the hook"
     );
+    assert_eq!(
+        counted(&h, "failed"),
+        1,
+        "a hook that hangs is broken: alerted"
+    );
 
     let mut s = section(None, None, None);
     s.pre = Some(vec!["/nonexistent/triad-pre-hook".into()]);
@@ -111,6 +126,20 @@ async fn a_failing_slow_or_missing_pre_hook_vetoes_with_its_reason() {
         "{}",
         report.detail
     );
+    assert_eq!(
+        counted(&h, "failed"),
+        1,
+        "a hook that cannot start is broken: alerted"
+    );
+    assert_eq!(counted(&h, "vetoed"), 0);
+}
+
+/// `triad_hooks_total{phase="pre",what="switchover",result}`.
+fn counted(h: &Hooks, result: &str) -> u64 {
+    h.metrics
+        .hooks
+        .with_label_values(&["pre", "switchover", result])
+        .get()
 }
 
 /// A hook that leaves a background child holding its output, or that writes far more than is
@@ -210,6 +239,17 @@ async fn the_webhook_gets_the_same_json_and_never_vetoes() {
         serde_json::from_str(&got.await.expect("listener")).expect("json");
     assert_eq!(body["id"], "shop-7");
     assert_eq!(body["what"], "failover");
+    assert_eq!(body["outcome"], "ok", "the command's outcome rides along");
+
+    // A pre event tells the webhook whether the action goes.
+    let (url, got) = listener(204).await;
+    let h = hooks(&section(Some("exit 1"), None, Some(url)));
+    let report = h.pre(&switchover(&h)).await;
+    assert_eq!(report.outcome, HookOutcome::Vetoed);
+    let body: serde_json::Value =
+        serde_json::from_str(&got.await.expect("listener")).expect("json");
+    assert_eq!(body["phase"], "pre");
+    assert_eq!(body["outcome"], "vetoed");
 
     let (url, _got) = listener(500).await;
     let h = hooks(&section(None, None, Some(url)));
@@ -267,4 +307,120 @@ fn the_leader_skips_old_events_at_once_then_runs_the_oldest() {
     }
     s.hooks.post_done = LogIndex(12);
     assert_eq!(next_post_step(&s, now, max_age), PostStep::Idle);
+}
+
+/// The next proposal, within 5 s.
+async fn next(prx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>) -> Command {
+    tokio::time::timeout(Duration::from_secs(5), prx.recv())
+        .await
+        .expect("a proposal within 5 s")
+        .expect("runner alive")
+}
+
+/// The post runner against a real hook and a stand-in event loop (a channel of proposals and
+/// a watch of the applied state, as `node` wires it): a record that did not commit is
+/// proposed again without running the hook again; a leader that lost and regained leadership
+/// runs the hook again (at least once); a committed record ends the runs.
+#[tokio::test]
+async fn the_post_runner_proposes_again_and_runs_again_after_losing_leadership() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = std::env::temp_dir().join(format!("triad-post-runner-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let runs = dir.join("runs");
+    let _ = std::fs::remove_file(&runs);
+    let h = hooks(&section(
+        None,
+        Some(&format!("cat > /dev/null; echo run >> {}", runs.display())),
+        None,
+    ));
+    let runs_so_far = || {
+        std::fs::read_to_string(&runs)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let mut state = ClusterState::default();
+    let now_s = crate::probe::runner::now_millis().0 / 1000;
+    state.history.push_front(entry(7, now_s));
+    let (tx, rx) = watch::channel(Some(Arc::new(state.clone())));
+    let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<Command>();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let propose = {
+        let calls = calls.clone();
+        move |c: Command| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            let sent = ptx.send(c);
+            async move {
+                sent.map_err(|e| e.to_string())?;
+                if first {
+                    Err("not leader any more (stand-in)".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    };
+    let task = spawn_post_runner(
+        h,
+        rx,
+        |s: &Option<Arc<ClusterState>>| s.clone(),
+        propose,
+        shutdown.clone(),
+    );
+    let first = next(&mut prx).await;
+    match &first {
+        Command::RecordHook {
+            phase: HookPhase::Post,
+            what: EventKind::Failover,
+            event: Some(LogIndex(7)),
+            outcome: HookOutcome::Ok,
+            ..
+        } => {}
+        other => panic!("expected the post record of entry 7, got {other:?}"),
+    }
+    let again = next(&mut prx).await;
+    assert_eq!(again, first, "the same record, proposed again");
+    assert_eq!(
+        runs_so_far(),
+        1,
+        "the hook is not run again for a re-proposal"
+    );
+
+    // Leadership lost, then regained before the record committed: the new term runs it again.
+    tx.send(None).expect("send");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    while prx.try_recv().is_ok() {}
+    tx.send(Some(Arc::new(state.clone()))).expect("send");
+    let rerun = next(&mut prx).await;
+    assert!(
+        matches!(
+            rerun,
+            Command::RecordHook {
+                event: Some(LogIndex(7)),
+                ..
+            }
+        ),
+        "{rerun:?}"
+    );
+    assert_eq!(
+        runs_so_far(),
+        2,
+        "at least once: run again after losing leadership"
+    );
+
+    // The record commits: nothing more runs or is proposed.
+    let meta = crate::cluster::fixtures::meta(8);
+    assert_eq!(state.apply(meta, &rerun), crate::cluster::Outcome::Changed);
+    tx.send(Some(Arc::new(state.clone()))).expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while prx.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        prx.try_recv().is_err(),
+        "nothing proposed after the record committed"
+    );
+    assert_eq!(runs_so_far(), 2);
+    shutdown.cancel();
+    task.await.expect("runner ends on shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
 }

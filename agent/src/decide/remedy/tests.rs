@@ -82,7 +82,14 @@ fn more(node: u64, action: RemedyAction) -> (u64, Need) {
         RemedyAction::Remount => MOUNT,
         RemedyAction::RestartPhpfpm | RemedyAction::RestartGlusterd => "",
     };
-    (node, (action, target.to_string(), format!("{} needed", action.describe())))
+    (
+        node,
+        (
+            action,
+            target.to_string(),
+            format!("{} needed", action.describe()),
+        ),
+    )
 }
 
 struct Case {
