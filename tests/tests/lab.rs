@@ -965,6 +965,63 @@ fn two_dead_pools_are_restarted_one_after_the_other(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// Issue 17: the remediation holder's pre hook vetoes a pool restart: the remediation ends
+/// failed with the hook's reason, the pool stays dead and drained; once the veto lifts, the
+/// next attempt (after its back-off) restarts it and every HAProxy readmits it.
+fn remediation_vetoed_by_the_pre_hook_stays_drained_until_the_veto_lifts(lab: &Lab) -> Result<()> {
+    let before = remedy_history(lab)?.last().map_or(0, |h| h.0);
+    let _no_veto = NoVeto(lab);
+    std::fs::write(lab.spec().hook_veto_file(), "web freeze (lab test)\n")?;
+    lab.kill(3, Service::Phpfpm, Signal::Kill)?;
+    wait_php_everywhere(lab, 3, "MAINT", Duration::from_secs(15))?;
+    let vetoed = lab.wait_for(
+        "the remediation of n3 to end vetoed",
+        Duration::from_secs(60),
+        || {
+            let h = remedy_history(lab).map_err(|e| format!("{e:#}"))?;
+            h.into_iter()
+                .find(|(i, d)| {
+                    *i > before
+                        && d.contains("restart php-fpm on n3")
+                        && d.contains(") failed:")
+                        && d.contains("vetoed by the pre hook")
+                        && d.contains("web freeze (lab test)")
+                })
+                .ok_or_else(|| "no vetoed end yet".to_string())
+        },
+    )?;
+    let pre = hook_events(lab, "pre", "remediation");
+    ensure!(
+        pre.iter()
+            .any(|v| v["service"] == "php-fpm" && v["node"] == 3),
+        "n3's pre hook did not get the remediation's event: {pre:?}"
+    );
+    // Vetoed: nothing restarted it, and it stays out of every HAProxy.
+    let words = php_words(lab, 3).map_err(|e| anyhow!(e))?;
+    ensure!(
+        words.values().all(|w| *w == "MAINT"),
+        "n3's pool is back in service after a veto: {words:?} ({})",
+        vetoed.1
+    );
+    std::fs::remove_file(lab.spec().hook_veto_file())?;
+    wait_php_everywhere(lab, 3, "UP", Duration::from_secs(90))?;
+    lab.wait_for(
+        "a remediation of n3 done after the veto",
+        Duration::from_secs(10),
+        || {
+            let h = remedy_history(lab).map_err(|e| format!("{e:#}"))?;
+            h.iter()
+                .any(|(i, d)| {
+                    *i > vetoed.0 && d.contains("restart php-fpm on n3") && d.contains(") done:")
+                })
+                .then_some(())
+                .ok_or_else(|| format!("not in {h:?}"))
+        },
+    )?;
+    eprintln!("vetoed: [{}] {}", vetoed.0, vetoed.1);
+    Ok(())
+}
+
 /// Issue 17: two hung pools are drained, the third stays; when the third hangs too it stays
 /// in service (never the last web node), and every agent's status says it is kept though sick.
 /// All continue: every pool back in every HAProxy.
@@ -3208,7 +3265,7 @@ const HEALTHY: [(&str, TestFn); 8] = [
     ),
 ];
 
-const FAULTS: [(&str, TestFn); 24] = [
+const FAULTS: [(&str, TestFn); 25] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
@@ -3236,6 +3293,10 @@ const FAULTS: [(&str, TestFn); 24] = [
     (
         "two_dead_pools_are_restarted_one_after_the_other",
         two_dead_pools_are_restarted_one_after_the_other,
+    ),
+    (
+        "remediation_vetoed_by_the_pre_hook_stays_drained_until_the_veto_lifts",
+        remediation_vetoed_by_the_pre_hook_stays_drained_until_the_veto_lifts,
     ),
     (
         "hung_pools_drain_but_never_the_last_one",
