@@ -1622,6 +1622,24 @@ fn spawn_exit_watch(
                                     "process exited: checking it at once"
                                 );
                                 kick.notify_one();
+                                // Its leftovers (php-fpm's workers) go too, so that the probe
+                                // sees what the service manager sees: nothing runs. Then the
+                                // probe checks again.
+                                let ended = tokio::time::timeout(
+                                    std::time::Duration::from_secs(15),
+                                    control.end_leftovers(name),
+                                )
+                                .await;
+                                match ended {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(e)) => tracing::warn!(service = name, pid, error = %e,
+                                        "cannot end what is left of the exited process"),
+                                    Err(_) => {
+                                        tracing::warn!(service = name, pid,
+                                        "ending what is left of the exited process took over 15 s")
+                                    }
+                                }
+                                kick.notify_one();
                                 last_exit = Some(pid);
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -199,6 +199,31 @@ async fn contract(s: &Subject<'_>) {
     if let Some(socket) = &s.position_via_sql {
         assert_eq!(sql_start_position(socket).await, POSITION);
     }
+    // A crash of the main process alone, then what the exit watch does: whatever is left of
+    // the service (php-fpm's workers would go on serving) is ended, and nothing answers.
+    (s.crash)(rejoined);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ctl.state(service).await.expect("state").is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "a crashed {service} still reads as running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ctl.end_leftovers(service)
+        .await
+        .expect("ending what a crash left");
+    assert!(
+        !(s.answers)(),
+        "{service} still answers after its main process crashed and its leftovers were ended"
+    );
+    ctl.end_leftovers(service)
+        .await
+        .expect("ending leftovers twice");
+    match ctl.end_leftovers("nosuch").await {
+        Err(ServiceError::Unknown(_)) => {}
+        other => panic!("an unknown service must be refused by name, got {other:?}"),
+    }
     ctl.stop(service).await.expect("stop");
 
     ctl.start(service, &StartMode::GaleraBootstrap { position: None })
@@ -261,7 +286,7 @@ fn sim_services_pass_the_contract() {
             "start Normal",
             "stop",
             &rejoin,
-            "stop",
+            // The rejoined one crashed: its stop had nothing to do.
             "start GaleraBootstrap { position: None }",
             "stop",
         ],

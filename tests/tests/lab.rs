@@ -965,6 +965,63 @@ fn two_dead_pools_are_restarted_one_after_the_other(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// The live processes of process group `pgid`.
+fn group_of(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            lab::process::proc_stat(pid)
+                .is_some_and(|st| st.pgid == pgid && !matches!(st.state, 'Z' | 'X'))
+        })
+        .collect()
+}
+
+/// Issue 17: `kill -9` of the PHP-FPM master alone (its workers would go on serving the
+/// inherited socket, unmanaged): the agent's exit watch ends the workers, as systemd ends a
+/// unit's remaining processes, so the pool is drained, restarted and readmitted as after a
+/// whole-pool kill.
+fn killed_pool_master_alone_takes_its_workers_and_comes_back(lab: &Lab) -> Result<()> {
+    let master = lab
+        .proc(2, Service::Phpfpm)?
+        .ok_or_else(|| anyhow!("php-fpm on n2 is not running"))?;
+    let workers: Vec<i32> = group_of(master.pid)
+        .into_iter()
+        .filter(|&p| p != master.pid)
+        .collect();
+    ensure!(
+        !workers.is_empty(),
+        "php-fpm on n2 (pid {}) has no workers in its group",
+        master.pid
+    );
+    let killed = Instant::now();
+    master.signal(Signal::Kill)?;
+    let drained = wait_php_everywhere(lab, 2, "MAINT", Duration::from_secs(15))?;
+    lab.wait_for(
+        "the old master's workers to be gone",
+        Duration::from_secs(10),
+        || {
+            let left = group_of(master.pid);
+            left.is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("left: {left:?}"))
+        },
+    )?;
+    wait_php_everywhere(lab, 2, "UP", Duration::from_secs(45))?;
+    let new = lab
+        .proc(2, Service::Phpfpm)?
+        .ok_or_else(|| anyhow!("php-fpm on n2 is not running after its restart"))?;
+    ensure!(new.pid != master.pid, "the same master after its kill");
+    eprintln!(
+        "php-fpm n2 master kill -9 ({} workers): drained everywhere after {drained:?}, back \
+         everywhere after {:?}",
+        workers.len(),
+        killed.elapsed()
+    );
+    Ok(())
+}
+
 /// Issue 17: the remediation holder's pre hook vetoes a pool restart: the remediation ends
 /// failed with the hook's reason, the pool stays dead and drained; once the veto lifts, the
 /// next attempt (after its back-off) restarts it and every HAProxy readmits it.
@@ -3265,7 +3322,7 @@ const HEALTHY: [(&str, TestFn); 8] = [
     ),
 ];
 
-const FAULTS: [(&str, TestFn); 25] = [
+const FAULTS: [(&str, TestFn); 26] = [
     (
         "kill_redis_replica_then_start_relinks_it",
         kill_redis_replica_then_start_relinks_it,
@@ -3293,6 +3350,10 @@ const FAULTS: [(&str, TestFn); 25] = [
     (
         "two_dead_pools_are_restarted_one_after_the_other",
         two_dead_pools_are_restarted_one_after_the_other,
+    ),
+    (
+        "killed_pool_master_alone_takes_its_workers_and_comes_back",
+        killed_pool_master_alone_takes_its_workers_and_comes_back,
     ),
     (
         "remediation_vetoed_by_the_pre_hook_stays_drained_until_the_veto_lifts",

@@ -20,7 +20,10 @@
 //! remediation and backups will too). [`Process`] signals with `kill(1)` and reads liveness from `/proc`, so it is
 //! Linux-only; it cannot tell a recycled pid from its daemon (the pidfile is removed on stop).
 //! A stop signals the whole process group that the pidfile's pid leads (the service's own
-//! children too), and so does a start after that pid died with children left behind.
+//! children too), and so do a start after that pid died with children left behind and
+//! [`ServiceControl::end_leftovers`] (the exit watch calls it when the main process exits:
+//! systemd's end of a unit's remaining processes). Daemons that leave their group on purpose
+//! (glusterd's bricks start their own sessions) are not touched.
 
 // Reads the clock (adapter: stop deadlines); see agent/.clippy.toml.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -131,6 +134,15 @@ pub trait ServiceControl: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ServiceError>>;
     /// Stops `service`; a stopped service is left alone.
     fn stop<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>>;
+    /// After `service`'s main process exited by itself: ends what is left of it, as systemd
+    /// ends a unit's remaining processes when its main process exits (a PHP-FPM master
+    /// killed alone leaves its workers serving the inherited socket, so its pool would look
+    /// healthy while nothing manages it, and a start would wait for them). Unknown services
+    /// are refused; a service whose main process still runs is left alone. The default does
+    /// nothing: the service manager does it.
+    fn end_leftovers<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move { self.state(service).await.map(|_| ()) })
+    }
     /// Stops, then starts `service` in `mode`.
     fn restart<'a>(
         &'a self,
@@ -666,6 +678,27 @@ impl ServiceControl for Process {
             }
             let _ = std::fs::remove_file(&spec.pidfile);
             Ok(())
+        })
+    }
+
+    fn end_leftovers<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let spec = self.spec(service)?;
+            match Self::recorded_pid(spec) {
+                // The main process is gone, its group is not: stop the group (the pidfile
+                // stays, so a start still finds and ends anything that outlives this).
+                Some(pid) if !pid_alive(pid) && remains(pid) => {
+                    let left = group_members(pid).len();
+                    tracing::info!(
+                        service,
+                        pid,
+                        left,
+                        "the main process exited: ending what is left of its process group"
+                    );
+                    self.stop_pid(service, pid).await
+                }
+                _ => Ok(()),
+            }
         })
     }
 }
