@@ -429,42 +429,17 @@ impl Repairs {
     /// its standard output, or why it failed.
     async fn gluster(&self, args: &[&str], xml: bool) -> Result<String, String> {
         let (cli, _) = self.gluster.as_ref().ok_or("no [gluster] section")?;
-        let (program, lead) = cli.split_first().ok_or("gluster.command is empty")?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(lead).arg("--mode=script").args(args);
-        if xml {
-            cmd.arg("--xml");
-        }
-        let out = tokio::time::timeout(
-            self.timeout,
-            cmd.stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "gluster {} did not finish within {:?}",
-                args.join(" "),
-                self.timeout
-            )
-        })?
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let said: String = format!("{stdout} {}", err.trim())
-                .trim()
-                .chars()
-                .take(300)
-                .collect();
-            return Err(format!(
-                "gluster {} failed ({}): {said}",
-                args.join(" "),
-                out.status
-            ));
-        }
-        Ok(stdout)
+        tokio::time::timeout(self.timeout, crate::probe::gluster::run_cli(cli, args, xml))
+            .await
+            .map_err(|_| {
+                format!(
+                    "gluster {} did not finish within {:?}",
+                    args.join(" "),
+                    self.timeout
+                )
+            })?
+            .map(|out| out.trim().to_string())
+            .map_err(|e| e.message)
     }
 
     /// Restarts this node's glusterd through service control, then waits (bounded by the

@@ -121,41 +121,9 @@ impl GlusterProbe {
     }
 
     async fn cli(&self, args: &[&str]) -> Result<String, CheckResult> {
-        let Some((program, lead)) = self.command.split_first() else {
-            return Err(CheckResult::unreachable(
-                FailureKind::Io,
-                "gluster.command is empty",
-            ));
-        };
-        let out = tokio::process::Command::new(program)
-            .args(lead)
-            .arg("--mode=script")
-            .args(args)
-            .arg("--xml")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
+        run_cli(&self.command, args, true)
             .await
-            .map_err(|e| {
-                CheckResult::unreachable(
-                    FailureKind::Io,
-                    format!("cannot run {program}: {e} (set gluster.command)"),
-                )
-            })?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        // A failed call without an XML answer: the CLI prints why on stdout (glusterd not
-        // answering: "Connection failed. Please check if gluster daemon is operational.") or
-        // on stderr. An XML answer carries its own error (`opRet`), which the parsers read.
-        if stdout.trim().is_empty() || (!out.status.success() && !stdout.contains("<cliOutput")) {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let said = format!("{} {}", stdout.trim(), err.trim());
-            let said = said.trim();
-            return Err(CheckResult::unreachable(
-                cli_failure_kind(said),
-                format!("gluster {}: exit {}: {said}", args.join(" "), out.status),
-            ));
-        }
-        Ok(stdout)
+            .map_err(|e| CheckResult::unreachable(e.kind, e.message))
     }
 
     async fn run(&self) -> CheckResult {
@@ -434,6 +402,67 @@ super::impl_probe!(MountProbe);
 
 /// How a gluster CLI call that got no answer failed: `Refused` when glusterd is not running
 /// (the CLI's own words), else `Io`.
+/// How a gluster CLI call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    /// `Refused` when glusterd does not answer (not running), else `Io`.
+    pub kind: FailureKind,
+    /// The command and what it said (at most 300 characters of it).
+    pub message: String,
+}
+
+/// Runs `command` (`[gluster] command`: the program and its lead arguments) with
+/// `--mode=script`, `args` and, when `xml`, `--xml`; answers its standard output. The one way
+/// Triad runs the gluster CLI: the probe and the local repairs (`local`). A failed call
+/// without an XML answer is an error that reads both streams (glusterd not answering, the
+/// CLI prints "Connection failed. Please check if gluster daemon is operational." on stdout);
+/// an XML answer carries its own error (`opRet`), which the parsers read. Not bounded in time:
+/// callers bound it (the probe runner, the repair's timeout); the child is killed when the
+/// call is dropped.
+pub async fn run_cli(command: &[String], args: &[&str], xml: bool) -> Result<String, CliError> {
+    let Some((program, lead)) = command.split_first() else {
+        return Err(CliError {
+            kind: FailureKind::Io,
+            message: "gluster.command is empty".into(),
+        });
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(lead).arg("--mode=script").args(args);
+    if xml {
+        cmd.arg("--xml");
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| CliError {
+            kind: FailureKind::Io,
+            message: format!("cannot run {program}: {e} (set gluster.command)"),
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answered = if xml {
+        stdout.contains("<cliOutput")
+    } else {
+        out.status.success()
+    };
+    if !answered {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let said = format!("{} {}", stdout.trim(), err.trim());
+        let said: String = said.trim().chars().take(300).collect();
+        let how = match out.status.code() {
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".into(),
+        };
+        return Err(CliError {
+            kind: cli_failure_kind(&said),
+            message: format!("gluster {}: {how}: {said}", args.join(" ")),
+        });
+    }
+    Ok(stdout)
+}
+
 fn cli_failure_kind(said: &str) -> FailureKind {
     if said.contains("Connection failed") || said.contains("not running") {
         FailureKind::Refused
@@ -631,5 +660,73 @@ mod tests {
         assert_eq!(r.failure, Some(FailureKind::Refused), "{r:?}");
         let why = r.error.unwrap_or_default();
         assert!(why.contains("Connection failed. Please check"), "{why}");
+    }
+
+    /// The shipped heal unit's command (systemd's `$$` and `%%` undone, `%i` = shop), run by
+    /// `sh` with a stand-in gluster that lists a backlog of 3 x 30 000 entries, 3 x 12 000 of
+    /// them in split-brain (6.7 MB of XML): what the agent reads stays small, far under the
+    /// helper's output cap, with gluster's own counts and the first paths.
+    #[test]
+    fn the_shipped_heal_unit_bounds_a_huge_backlog_and_keeps_the_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unit = format!(
+            "{}/../systemd/triad-gluster-heal@.service",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&unit).unwrap_or_else(|e| panic!("{unit}: {e}"));
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("ExecStart");
+        let gluster = dir.path().join("gluster");
+        // One document: 3 bricks of `n` files each, `count` as gluster's numberOfEntries.
+        script(
+            &gluster,
+            r#"case "$*" in
+  *"info split-brain") n=12000 ;;
+  *"heal shop info") n=30000 ;;
+  *) exit 2 ;;
+esac
+awk -v n="$n" 'BEGIN {
+  print "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>"
+  print "<cliOutput>\n  <healInfo>\n    <bricks>"
+  for (b = 1; b <= 3; b++) {
+    print "      <brick hostUuid=\"u" b "\">\n        <name>10.0.0." b ":/bricks/shop</name>"
+    for (i = 0; i < n; i++) printf "        <file gfid=\"g%d\">/var/cache/f%06d</file>\n", i, i
+    print "        <status>Connected</status>\n        <numberOfEntries>" n "</numberOfEntries>\n      </brick>"
+  }
+  print "    </bricks>\n  </healInfo>\n  <opRet>0</opRet>\n  <opErrno>0</opErrno>\n  <opErrstr/>\n</cliOutput>"
+}'"#,
+        );
+        let command = exec
+            .replace("$$", "$")
+            .replace("%%", "%")
+            .replace("%i", "shop")
+            .replace("/usr/sbin/gluster", &gluster.display().to_string());
+        let out = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            printed.len() < 32 * 1024,
+            "the unit printed {} bytes",
+            printed.len()
+        );
+        let heal = gluster_xml::parse_heal_docs(&printed).expect("both documents parse");
+        assert_eq!(heal.pending(), 90_000);
+        assert_eq!(heal.split_brain(), Some(12_000));
+        assert!(heal.bricks.iter().all(|b| b.files.len() == 20), "{heal:?}");
+        assert_eq!(
+            gluster_xml::entry_paths(&heal.bricks, 20)
+                .first()
+                .map(String::as_str),
+            Some("/var/cache/f000000")
+        );
     }
 }
