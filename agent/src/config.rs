@@ -204,6 +204,7 @@ impl WebSection {
         crate::decide::web::WebSettings {
             freshness_ms: millis(self.freshness),
             readmit_after_ms: millis(self.readmit_after),
+            plant: crate::decide::web::WebPlant::None,
         }
     }
 }

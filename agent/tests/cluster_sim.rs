@@ -121,6 +121,7 @@ use triad::config::GaleraSection;
 use triad::controller::{RedisSettings, Services};
 use triad::decide::galera::{GaleraPlant, GaleraSettings};
 use triad::decide::redis::FailoverSettings;
+use triad::decide::web::WebPlant;
 use triad::driver::{Clock, Driver, DriverConfig, Plant as DriverPlant};
 use triad::health::Received;
 use triad::ids::{Epoch, NodeId, RemedyId, UnixMillis};
@@ -255,6 +256,11 @@ enum Plant {
     /// The driver tells the backup decision that an expired holder has stopped at once
     /// (planted in the driver).
     BackupSkipsQuarantine,
+    /// The web decision drains a node whose agent sent no fresh report
+    /// ([`WebPlant::UnknownAsSick`], planted in the decision).
+    WebUnknownAsSick,
+    /// The web decision drains every sick node, the last one too ([`WebPlant::DrainEvery`]).
+    WebDrainsEvery,
 }
 
 impl Plant {
@@ -269,7 +275,18 @@ impl Plant {
                 | Plant::WriterIgnoresServing
                 | Plant::BackupIgnoresLease
                 | Plant::BackupSkipsQuarantine
+                | Plant::WebUnknownAsSick
+                | Plant::WebDrainsEvery
         )
+    }
+
+    /// The bug planted in the web decision.
+    fn web_plant(self) -> WebPlant {
+        match self {
+            Plant::WebUnknownAsSick => WebPlant::UnknownAsSick,
+            Plant::WebDrainsEvery => WebPlant::DrainEvery,
+            _ => WebPlant::None,
+        }
     }
 
     /// The bug planted in the Galera decision.
@@ -800,7 +817,10 @@ impl Sim {
                             self.galera.is_some(),
                         )
                     }),
-                    web: self.web.as_ref().map(|_| sim_web::settings()),
+                    web: self
+                        .web
+                        .as_ref()
+                        .map(|_| sim_web::settings(self.plant.web_plant())),
                     remedy: self.web.as_ref().map(|_| {
                         sim_web::remedy_settings(SETTINGS.lease_ms, SETTINGS.clock_margin_ms)
                     }),
@@ -3039,6 +3059,19 @@ fn scenario_a_backup_whose_agent_dies_is_retried_elsewhere() {
             Ok(())
         });
     }
+}
+
+#[test]
+fn checker_catches_a_web_rotation_that_drains_on_doubt() {
+    catches(Plant::WebUnknownAsSick, &["drained without being sick"]);
+}
+
+#[test]
+fn checker_catches_a_web_rotation_that_drains_the_last_node() {
+    catches(
+        Plant::WebDrainsEvery,
+        &["drains every member", "be_php ready []"],
+    );
 }
 
 #[test]

@@ -39,6 +39,23 @@ pub struct WebSettings {
     /// A drained node is readmitted once the leader has seen it healthy for this long (ms):
     /// a drained pool sheds its load, so a saturated one looks healthy again at once.
     pub readmit_after_ms: u64,
+    /// A planted bug (simulation only; production: [`WebPlant::None`]).
+    #[doc(hidden)]
+    pub plant: WebPlant,
+}
+
+/// A bug the whole-cluster simulation plants in the decision, to prove its web invariants
+/// catch it. Production always runs [`WebPlant::None`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WebPlant {
+    /// No bug.
+    #[default]
+    None,
+    /// Drain on doubt: a node without a fresh report is drained as if sick.
+    UnknownAsSick,
+    /// Drain every sick node, the last one too (no node kept).
+    DrainEvery,
 }
 
 /// What the leader knows of one node's web tier.
@@ -242,15 +259,20 @@ pub fn decide(i: &WebInputs<'_>) -> WebPlan {
             NodeWeb::Sick { reasons, .. } => {
                 drained.insert(*n, reasons.join(", "));
             }
-            NodeWeb::Unknown(_) => {
+            NodeWeb::Unknown(why) => {
                 if let Some(d) = a.drained.get(n) {
                     drained.insert(*n, d.reason.clone());
+                } else if i.settings.plant == WebPlant::UnknownAsSick {
+                    drained.insert(*n, format!("unknown ({why})"));
                 }
             }
         }
     }
     let mut kept = None;
-    if !i.members.is_empty() && i.members.iter().all(|n| drained.contains_key(n)) {
+    if !i.members.is_empty()
+        && i.members.iter().all(|n| drained.contains_key(n))
+        && i.settings.plant != WebPlant::DrainEvery
+    {
         let keep = i
             .members
             .iter()

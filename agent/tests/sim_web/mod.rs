@@ -13,8 +13,8 @@
 //! for 3-12 s.
 //!
 //! Checked after every step:
-//! - no applied rotation drains every member, and every HAProxy keeps at least one `be_php`
-//!   server `ready` (never the last web node);
+//! - no proposed or applied rotation drains every member, and every HAProxy keeps at least
+//!   one `be_php` server `ready` (never the last web node);
 //! - no drain on doubt: every proposed rotation that newly drains a node (against the
 //!   proposer's applied rotation) comes at most [`EVIDENCE_MS`] after that node was sick in the
 //!   world (its probe's fall threshold, the report's freshness); every drain committed was
@@ -33,7 +33,7 @@ use rand::{Rng, SeedableRng};
 use triad::actuator::haproxy::{AdminMode, Haproxy, SimHaproxy};
 use triad::cluster::{ClusterState, RemedyAction};
 use triad::decide::remedy::RemedySettings;
-use triad::decide::web::WebSettings;
+use triad::decide::web::{WebPlant, WebSettings};
 use triad::ids::NodeId;
 use triad::observation::{CheckResult, FailureKind, ProbeId, Service};
 use triad::reconcile::web::{WebReconciler, WebTarget};
@@ -82,10 +82,11 @@ pub fn remedy_settings(ping_lease_ms: u64, clock_margin_ms: u64) -> RemedySettin
 }
 
 /// The decision's settings in the simulated agents (the defaults).
-pub fn settings() -> WebSettings {
+pub fn settings(plant: WebPlant) -> WebSettings {
     WebSettings {
         freshness_ms: 3000,
         readmit_after_ms: 2000,
+        plant,
     }
 }
 
@@ -348,14 +349,22 @@ impl WebWorld {
         Ok(())
     }
 
-    /// A rotation proposed at `now` by a leader whose applied rotation drains `current`: every
-    /// node it newly drains was sick in the last [`EVIDENCE_MS`].
+    /// A rotation proposed at `now` by a leader whose applied rotation drains `current`: it
+    /// keeps a node in service, and every node it newly drains was sick in the last
+    /// [`EVIDENCE_MS`].
     pub fn check_proposal(
         &mut self,
         current: &BTreeSet<u64>,
         proposed: &BTreeSet<u64>,
         now: u64,
     ) -> Result<(), String> {
+        // The state machine refuses such a rotation too (defence in depth): the decision
+        // must never propose one.
+        if proposed.len() >= self.nodes.len() {
+            return Err(format!(
+                "web: a proposed rotation drains every member ({proposed:?})"
+            ));
+        }
         for n in proposed.difference(current) {
             let last = self.nodes[*n as usize - 1].last_sick_ms;
             if last.is_none_or(|t| now.saturating_sub(t) > EVIDENCE_MS) {

@@ -12,6 +12,7 @@ const M: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 const SETTINGS: WebSettings = WebSettings {
     freshness_ms: 3000,
     readmit_after_ms: 2000,
+    plant: WebPlant::None,
 };
 
 /// Every member seen healthy for longer than the readmission hold.
