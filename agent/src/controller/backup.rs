@@ -189,14 +189,11 @@ impl Controller for BackupController {
             .map(|r| (r.node, r.id, r.index.0));
         let report_now = expired != self.expired;
         self.expired = expired;
-        self.embargo = match expired {
-            Some((node, _, end))
-                if node != cx.me && cx.reports.applied.get(&node).is_none_or(|a| *a < end) =>
-            {
-                BTreeSet::from([node])
-            }
-            _ => BTreeSet::new(),
-        };
+        self.embargo = crate::decide::timeline::expired_holder_embargo(
+            cx.me,
+            expired.map(|(node, _, end)| (node, end)),
+            &cx.reports.applied,
+        );
         if !cx.is_leader {
             self.candidates.clear();
             self.evidence.clear();

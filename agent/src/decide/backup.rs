@@ -411,26 +411,17 @@ pub fn previous_stopped(
     now_ms: u64,
     settings: &BackupSettings,
 ) -> Result<(), String> {
-    let caught_up = applied.get(&node).is_some_and(|a| *a >= end);
-    let running = runs.get(&node).is_some_and(|r| r.id == id && !r.done);
-    if caught_up && !running {
-        return Ok(());
-    }
-    let quiet =
-        crate::decide::timeline::unanswered_since(members, node, end, applied, pongs, now_ms);
-    let bound = settings.ping_lease_ms + settings.clock_margin_ms;
-    match quiet {
-        Some(q) if q > bound => Ok(()),
-        Some(q) => Err(format!(
-            "{node}'s expired backup {id} may still run: nobody has answered its pings for {} \
-             ms, its lease lasts {bound} ms",
-            q
-        )),
-        None => Err(format!(
-            "{node}'s expired backup {id} may still run: waiting for {node} or every other \
-             agent to apply its end"
-        )),
-    }
+    crate::decide::timeline::expired_holder_stopped(
+        members,
+        node,
+        &format!("backup {id}"),
+        end,
+        runs.get(&node).is_some_and(|r| r.id == id && !r.done),
+        applied,
+        pongs,
+        now_ms,
+        settings.ping_lease_ms + settings.clock_margin_ms,
+    )
 }
 
 /// The node to take the backup, or why none can (every member's reason).

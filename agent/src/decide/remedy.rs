@@ -76,25 +76,17 @@ pub fn previous_stopped(
     now_ms: u64,
     settings: &RemedySettings,
 ) -> Result<(), String> {
-    let caught_up = applied.get(&node).is_some_and(|a| *a >= end);
-    let running = runs.get(&node).is_some_and(|r| r.id == id && !r.done);
-    if caught_up && !running {
-        return Ok(());
-    }
-    let quiet =
-        crate::decide::timeline::unanswered_since(members, node, end, applied, pongs, now_ms);
-    let bound = settings.ping_lease_ms + settings.clock_margin_ms;
-    match quiet {
-        Some(q) if q > bound => Ok(()),
-        Some(q) => Err(format!(
-            "{node}'s expired remediation {id} may still run: nobody has answered its pings \
-             for {q} ms, its lease lasts {bound} ms"
-        )),
-        None => Err(format!(
-            "{node}'s expired remediation {id} may still run: waiting for {node} or every \
-             other agent to apply its end"
-        )),
-    }
+    crate::decide::timeline::expired_holder_stopped(
+        members,
+        node,
+        &format!("remediation {id}"),
+        end,
+        runs.get(&node).is_some_and(|r| r.id == id && !r.done),
+        applied,
+        pongs,
+        now_ms,
+        settings.ping_lease_ms + settings.clock_margin_ms,
+    )
 }
 
 /// One repair a node needs: the action, its target (a mount point; empty for a pool), why.

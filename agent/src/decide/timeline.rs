@@ -33,6 +33,12 @@
 //! milliseconds); without it (unknown), the uptime is used, which errs towards not failing
 //! over.
 //!
+//! # Expired lease holders (backups, remediations)
+//! A backup or remediation lease the leader expired may still have its runner going on the
+//! old holder. [`expired_holder_embargo`] withholds ping answers from it until it applied the
+//! end; [`expired_holder_stopped`] says when the next lease may be granted: once it reports
+//! the run ended, or once its ping lease has surely run out.
+//!
 //! [`since_change_ms`]: RedisTimeline::since_change_ms
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,6 +182,57 @@ pub fn unanswered_since(
         last = last.max(*at);
     }
     Some(now_ms.saturating_sub(last))
+}
+
+/// After the lease of `node` expired at log index `end`: whether what it ran under that lease
+/// (`what`: "backup b3", "remediation r4") surely stopped, or why that is not known yet. It
+/// stopped when `node` applied the end and reports nothing of that lease running (`running`),
+/// or when nobody has answered its pings for longer than `lease_ms` (its ping lease and the
+/// clock margin) since every other member applied the end: its runner needs that lease to go
+/// on. The backup and remediation leases share it.
+#[allow(clippy::too_many_arguments)]
+pub fn expired_holder_stopped(
+    members: &[NodeId],
+    node: NodeId,
+    what: &str,
+    end: u64,
+    running: bool,
+    applied: &BTreeMap<NodeId, u64>,
+    pongs: &BTreeMap<NodeId, BTreeMap<NodeId, u64>>,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<(), String> {
+    let caught_up = applied.get(&node).is_some_and(|a| *a >= end);
+    if caught_up && !running {
+        return Ok(());
+    }
+    match unanswered_since(members, node, end, applied, pongs, now_ms) {
+        Some(q) if q > lease_ms => Ok(()),
+        Some(q) => Err(format!(
+            "{node}'s expired {what} may still run: nobody has answered its pings for {q} ms, \
+             its lease lasts {lease_ms} ms"
+        )),
+        None => Err(format!(
+            "{node}'s expired {what} may still run: waiting for {node} or every other agent \
+             to apply its end"
+        )),
+    }
+}
+
+/// The ping embargo after a lease of `holder` expired at log index `end`: `me` does not
+/// answer the holder's pings until its report shows it applied the end (so its runner, which
+/// needs its ping lease, stops). Never `me` itself.
+pub fn expired_holder_embargo(
+    me: NodeId,
+    expired: Option<(NodeId, u64)>,
+    applied: &BTreeMap<NodeId, u64>,
+) -> BTreeSet<NodeId> {
+    match expired {
+        Some((node, end)) if node != me && applied.get(&node).is_none_or(|a| *a < end) => {
+            BTreeSet::from([node])
+        }
+        _ => BTreeSet::new(),
+    }
 }
 
 /// The peers whose pings this node must not answer; see the module docs.
@@ -346,5 +403,68 @@ mod tests {
         assert_eq!(t.since_change_ms(6000, None), Some(1000));
         // A skewed clock saying "in the future" does not shorten it below the uptime.
         assert_eq!(t.since_change_ms(6000, Some(0)), Some(1000));
+    }
+
+    #[test]
+    fn an_expired_holder_is_embargoed_until_it_applied_the_end_and_stopped_once_known() {
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let me = NodeId(1);
+        // n3 held a lease that ended at index 40.
+        let expired = Some((NodeId(3), 40));
+        assert_eq!(
+            expired_holder_embargo(me, expired, &applied(&[(3, 39)])),
+            BTreeSet::from([NodeId(3)])
+        );
+        assert!(expired_holder_embargo(me, expired, &applied(&[(3, 40)])).is_empty());
+        assert!(
+            expired_holder_embargo(NodeId(3), expired, &applied(&[])).is_empty(),
+            "never itself"
+        );
+        assert!(expired_holder_embargo(me, None, &applied(&[])).is_empty());
+
+        let pongs: BTreeMap<NodeId, BTreeMap<NodeId, u64>> = [
+            (NodeId(1), BTreeMap::from([(NodeId(3), 1000)])),
+            (NodeId(2), BTreeMap::from([(NodeId(3), 1500)])),
+        ]
+        .into_iter()
+        .collect();
+        let stopped = |running, applied: &BTreeMap<NodeId, u64>, now| {
+            expired_holder_stopped(
+                &members,
+                NodeId(3),
+                "backup b5",
+                40,
+                running,
+                applied,
+                &pongs,
+                now,
+                4000,
+            )
+        };
+        // It applied the end and runs nothing of that lease.
+        assert_eq!(
+            stopped(false, &applied(&[(1, 40), (2, 40), (3, 41)]), 2000),
+            Ok(())
+        );
+        // Still running, or silent: its ping lease must run out after the last pong (1500).
+        let behind = applied(&[(1, 40), (2, 40)]);
+        assert_eq!(
+            stopped(false, &behind, 5000),
+            Err(
+                "n3's expired backup b5 may still run: nobody has answered its pings for \
+                 3500 ms, its lease lasts 4000 ms"
+                    .into()
+            )
+        );
+        assert_eq!(stopped(true, &behind, 5501), Ok(()));
+        // Until every other member applied the end, their last pong is not final.
+        assert_eq!(
+            stopped(false, &applied(&[(1, 40)]), 60_000),
+            Err(
+                "n3's expired backup b5 may still run: waiting for n3 or every other agent \
+                 to apply its end"
+                    .into()
+            )
+        );
     }
 }
