@@ -130,7 +130,7 @@ impl BackupController {
     fn candidates_from(&mut self, cx: &Context<'_>) {
         let fresh = self.settings.freshness_ms;
         let now = cx.clock.mono_ms;
-        let key = SeenKey::of(&cx.reports.seen, Service::Mariadb, fresh, now);
+        let key = SeenKey::of(&cx.reports.seen, &[Service::Mariadb], fresh, now);
         if !key.same(&self.evidence_of) {
             self.evidence = writer_evidence_from_reports(
                 cx.members,

@@ -134,7 +134,12 @@ impl Controller for GaleraController {
             return false;
         }
         let fresh = self.settings.freshness_ms;
-        let key = SeenKey::of(&cx.reports.seen, Service::Mariadb, fresh, cx.clock.mono_ms);
+        let key = SeenKey::of(
+            &cx.reports.seen,
+            &[Service::Mariadb],
+            fresh,
+            cx.clock.mono_ms,
+        );
         if !key.same(&self.evidence_of) {
             self.evidence = evidence_from_reports(cx.members, &cx.reports.seen, fresh);
             self.any_primary = any_primary(&cx.reports.seen, fresh);

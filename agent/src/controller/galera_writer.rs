@@ -125,7 +125,7 @@ impl Controller for GaleraWriterController {
         // only takes newer UUIDs and later answers): skip the parsing then.
         let key = SeenKey::of(
             &cx.reports.seen,
-            Service::Mariadb,
+            &[Service::Mariadb],
             self.settings.freshness_ms,
             cx.clock.mono_ms,
         );

@@ -338,11 +338,11 @@ pub fn allowed(command: &Command, automatic: bool) -> bool {
 pub(crate) struct SeenKey(Vec<(NodeId, std::sync::Arc<Observation>, bool, u64)>);
 
 impl SeenKey {
-    /// The key of `seen`'s observations of `service`.
-    pub(crate) fn of(seen: &[Seen], service: Service, freshness_ms: u64, now_ms: u64) -> Self {
+    /// The key of `seen`'s observations of `services`.
+    pub(crate) fn of(seen: &[Seen], services: &[Service], freshness_ms: u64, now_ms: u64) -> Self {
         SeenKey(
             seen.iter()
-                .filter(|s| s.observation.id.service == service)
+                .filter(|s| services.contains(&s.observation.id.service))
                 .map(|s| {
                     (
                         s.observer,
@@ -402,7 +402,7 @@ mod tests {
         let db1 = observation(1, Service::Mariadb);
         let db2 = observation(2, Service::Mariadb);
         let redis = observation(1, Service::Redis);
-        let key = |seen: &[Seen], now: u64| SeenKey::of(seen, Service::Mariadb, 2000, now);
+        let key = |seen: &[Seen], now: u64| SeenKey::of(seen, &[Service::Mariadb], 2000, now);
         let base = key(&[seen(1, &db1, 100), seen(2, &db2, 300)], 10_000);
         // The same reports 50 ms later: older by 50 ms, taken at the same time, still fresh.
         let later = key(

@@ -19,13 +19,22 @@ use crate::ids::{NodeId, RemedyId};
 use crate::metrics::Metrics;
 use crate::reconcile::remedy::RemedyTarget;
 
-use super::{Context, Controller, ServiceTarget};
+use super::{Context, Controller, SeenKey, ServiceTarget};
+
+/// The services whose observations make the needs.
+const REMEDY_SERVICES: [crate::observation::Service; 3] = [
+    crate::observation::Service::Phpfpm,
+    crate::observation::Service::Gluster,
+    crate::observation::Service::GlusterMount,
+];
 
 /// The remediation controller. See the module docs.
 pub struct RemedyController {
     settings: RemedySettings,
     metrics: Metrics,
     needs: BTreeMap<NodeId, Vec<crate::decide::remedy::Need>>,
+    /// The observations `needs` came from (the same ones give the same needs).
+    needs_of: SeenKey,
     /// The lease in force and when (this node's monotonic ms) this node first saw it.
     known: Option<(RemedyId, u64)>,
     /// The newest finished record seen (metrics count each end once).
@@ -45,6 +54,7 @@ impl RemedyController {
             settings,
             metrics,
             needs: BTreeMap::new(),
+            needs_of: SeenKey::default(),
             known: None,
             seen_records: None,
             expired: None,
@@ -107,10 +117,20 @@ impl Controller for RemedyController {
         );
         if !cx.is_leader {
             self.needs.clear();
+            self.needs_of = SeenKey::default();
             return report_now;
         }
         if !cx.reports.seen.is_empty() {
-            self.needs = needs_from_reports(cx.members, &cx.reports.seen, &self.settings);
+            let key = SeenKey::of(
+                &cx.reports.seen,
+                &REMEDY_SERVICES,
+                self.settings.freshness_ms,
+                cx.clock.mono_ms,
+            );
+            if !key.same(&self.needs_of) {
+                self.needs = needs_from_reports(cx.members, &cx.reports.seen, &self.settings);
+                self.needs_of = key;
+            }
         }
         report_now
     }

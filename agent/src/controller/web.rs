@@ -19,13 +19,21 @@ use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::reconcile::web::WebTarget;
 
-use super::{Context, Controller, ServiceTarget};
+use super::{Context, Controller, SeenKey, ServiceTarget};
+
+/// The services a node's web health is judged from.
+const WEB_SERVICES: [crate::observation::Service; 2] = [
+    crate::observation::Service::Phpfpm,
+    crate::observation::Service::GlusterMount,
+];
 
 /// The web rotation controller. See the module docs.
 pub struct WebController {
     settings: WebSettings,
     metrics: Metrics,
     health: BTreeMap<NodeId, NodeWeb>,
+    /// The observations `health` was judged from (the same ones give the same health).
+    health_of: SeenKey,
     /// Since when (this node's monotonic ms) each member has been healthy without a break, as
     /// this leader saw it.
     healthy_since: BTreeMap<NodeId, u64>,
@@ -42,6 +50,7 @@ impl WebController {
             settings,
             metrics,
             health: BTreeMap::new(),
+            health_of: SeenKey::default(),
             healthy_since: BTreeMap::new(),
             healthy_for: BTreeMap::new(),
             seen_epoch: None,
@@ -80,14 +89,19 @@ impl Controller for WebController {
         }
         if !cx.is_leader {
             self.health.clear();
+            self.health_of = SeenKey::default();
             self.healthy_since.clear();
             self.healthy_for.clear();
             return false;
         }
         if !cx.reports.seen.is_empty() {
-            self.health =
-                web_health_from_reports(cx.members, &cx.reports.seen, self.settings.freshness_ms);
             let now = cx.clock.mono_ms;
+            let fresh = self.settings.freshness_ms;
+            let key = SeenKey::of(&cx.reports.seen, &WEB_SERVICES, fresh, now);
+            if !key.same(&self.health_of) || !self.health.keys().eq(cx.members.iter()) {
+                self.health = web_health_from_reports(cx.members, &cx.reports.seen, fresh);
+                self.health_of = key;
+            }
             for n in cx.members {
                 if self.health.get(n) == Some(&NodeWeb::Healthy) {
                     self.healthy_since.entry(*n).or_insert(now);
