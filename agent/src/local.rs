@@ -606,20 +606,14 @@ fn spawn_remedy(
     let mut marker = read_remedy_marker(&marker_file);
     tokio::spawn(async move {
         let mut interval = crate::pace::interval(std::time::Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
-                r = targets.changed() => if r.is_err() { break },
-            }
-            let Some(target) = targets
-                .borrow()
-                .as_ref()
-                .and_then(ServiceTarget::as_remedy)
-                .cloned()
-            else {
-                continue;
-            };
+        while let Some(target) = next_target(
+            &mut targets,
+            &mut interval,
+            &shutdown,
+            ServiceTarget::as_remedy,
+        )
+        .await
+        {
             let lease = io.transport.lease(lease_ms, quorum - 1);
             if let RemedyStep::Start(l) = runner.cycle(&target, marker, lease.valid) {
                 // Durable before the action: a restarted agent never carries it out again.
@@ -683,6 +677,27 @@ fn spawn_remedy(
         }
     });
     true
+}
+
+/// The next cycle of a local reconciler that acts only on a target of its kind: waits for the
+/// interval's tick or a new target, then answers the target `pick` finds (waiting on while
+/// there is none). `None` ends the task: shutdown, or the driver is gone.
+async fn next_target<T: Clone>(
+    targets: &mut watch::Receiver<Option<ServiceTarget>>,
+    interval: &mut crate::pace::Interval,
+    shutdown: &CancellationToken,
+    pick: fn(&ServiceTarget) -> Option<&T>,
+) -> Option<T> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = interval.tick() => {}
+            r = targets.changed() => if r.is_err() { return None },
+        }
+        if let Some(t) = targets.borrow().as_ref().and_then(pick).cloned() {
+            return Some(t);
+        }
+    }
 }
 
 /// The newest remediation this node ever started, from its marker file (none when absent or
@@ -753,20 +768,14 @@ fn spawn_web(
     tokio::spawn(async move {
         let mut interval = crate::pace::interval(every);
         let mut last_error: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
-                r = targets.changed() => if r.is_err() { break },
-            }
-            let Some(target) = targets
-                .borrow()
-                .as_ref()
-                .and_then(ServiceTarget::as_web)
-                .cloned()
-            else {
-                continue;
-            };
+        while let Some(target) = next_target(
+            &mut targets,
+            &mut interval,
+            &shutdown,
+            ServiceTarget::as_web,
+        )
+        .await
+        {
             let report = rec.cycle(&target).await;
             if !report.haproxy_actions.is_empty() {
                 metrics
@@ -880,20 +889,14 @@ fn spawn_galera_writer(
         let mut interval = crate::pace::interval(every);
         let mut last_errors: (Option<String>, Option<String>) = (None, None);
         let mut last_local: Option<(bool, Option<String>, bool)> = None;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
-                r = targets.changed() => if r.is_err() { break },
-            }
-            let Some(target) = targets
-                .borrow()
-                .as_ref()
-                .and_then(ServiceTarget::as_galera_writer)
-                .cloned()
-            else {
-                continue;
-            };
+        while let Some(target) = next_target(
+            &mut targets,
+            &mut interval,
+            &shutdown,
+            ServiceTarget::as_galera_writer,
+        )
+        .await
+        {
             let report = rec.cycle(&target).await;
             // The local node turned Synced, Donor, refused...: the MariaDB probe checks at
             // once, so that the leader's writer decision (and readmission) need not wait for
