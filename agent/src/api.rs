@@ -811,6 +811,22 @@ pub fn status_body(h: &Handles) -> StatusBody {
     }
 }
 
+/// What a follower judges a service from when it has no leader's plan to show: the members,
+/// the reports this node holds and its monotonic time.
+fn local_evidence(
+    h: &Handles,
+    core: &crate::status::CoreStatus,
+) -> (Vec<NodeId>, Vec<crate::health::Seen>, u64) {
+    let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
+    let now = h.liveness.mono_ms();
+    let seen = core
+        .health
+        .lock()
+        .map(|health| health.all(now))
+        .unwrap_or_default();
+    (members, seen, now)
+}
+
 fn web_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<WebStatus> {
     let w = core.services.web.as_ref()?;
     let settings = h.config.config.web.as_ref()?.settings();
@@ -818,13 +834,7 @@ fn web_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<WebStatus> 
     let nodes = match &w.plan {
         Some(p) => p.nodes.clone(),
         None => {
-            let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
-            let now = h.liveness.mono_ms();
-            let seen = core
-                .health
-                .lock()
-                .map(|health| health.all(now))
-                .unwrap_or_default();
+            let (members, seen, _) = local_evidence(h, core);
             crate::decide::web::web_health_from_reports(&members, &seen, settings.freshness_ms)
                 .into_iter()
                 .map(|(n, health)| (n, health.describe()))
@@ -861,13 +871,7 @@ fn writer_body(h: &Handles, core: &crate::status::CoreStatus) -> Option<WriterSt
     let ranking = match &w.plan {
         Some(p) => p.ranking.clone(),
         None => {
-            let members: Vec<NodeId> = h.config.members.iter().map(|m| m.id).collect();
-            let now = h.liveness.mono_ms();
-            let seen = core
-                .health
-                .lock()
-                .map(|health| health.all(now))
-                .unwrap_or_default();
+            let (members, seen, now) = local_evidence(h, core);
             gw::rank_from_reports(&members, &seen, &core.cluster, now, settings)
         }
     };

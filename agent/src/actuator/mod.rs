@@ -50,6 +50,15 @@ pub struct DecisionEpoch {
 }
 
 impl DecisionEpoch {
+    /// The epoch of a committed change's entry (its term and index), or the default before
+    /// the first change.
+    pub fn of_change(entry: Option<(Term, LogIndex)>) -> Self {
+        entry.map_or_else(DecisionEpoch::default, |(term, index)| DecisionEpoch {
+            term,
+            index,
+        })
+    }
+
     /// The epoch of the entry at `term`/`index`.
     pub fn new(term: u64, index: u64) -> Self {
         DecisionEpoch {

@@ -32,14 +32,12 @@ pub struct WebTarget {
 impl WebTarget {
     /// The decision epoch of the newest rotation change (default before the first).
     pub fn epoch(&self) -> DecisionEpoch {
-        self.authority
-            .last_change
-            .as_ref()
-            .map(|c| DecisionEpoch {
-                term: c.term,
-                index: c.index,
-            })
-            .unwrap_or_default()
+        DecisionEpoch::of_change(
+            self.authority
+                .last_change
+                .as_ref()
+                .map(|c| (c.term, c.index)),
+        )
     }
 }
 
