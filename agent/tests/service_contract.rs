@@ -93,6 +93,27 @@ impl Subject<'_> {
         p
     }
 
+    /// Crashes the service's main process `pid` and waits (bounded) until its control no
+    /// longer reads it as running.
+    async fn crash_and_wait(&self, pid: u32) {
+        (self.crash)(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self
+            .ctl
+            .state(self.service)
+            .await
+            .expect("state")
+            .is_running()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a crashed {} still reads as running",
+                self.service
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded) until the service answers.
     async fn wait_answers(&self, after: &str) {
         let deadline = Instant::now() + self.ready_within;
@@ -154,15 +175,7 @@ async fn contract(s: &Subject<'_>) {
     assert_ne!(second, first, "restart kept the old process");
     s.wait_answers("restart").await;
 
-    (s.crash)(second);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ctl.state(service).await.expect("state").is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "a crashed {service} still reads as running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.crash_and_wait(second).await;
     ctl.start(service, &normal)
         .await
         .expect("start after a crash");
@@ -201,15 +214,7 @@ async fn contract(s: &Subject<'_>) {
     }
     // A crash of the main process alone, then what the exit watch does: whatever is left of
     // the service (php-fpm's workers would go on serving) is ended, and nothing answers.
-    (s.crash)(rejoined);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ctl.state(service).await.expect("state").is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "a crashed {service} still reads as running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.crash_and_wait(rejoined).await;
     ctl.end_leftovers(service)
         .await
         .expect("ending what a crash left");
