@@ -372,57 +372,65 @@ impl Repairs {
             }
             RemedyAction::StartBrick => self.start_brick(&l.target).await,
             RemedyAction::RestartGlusterd => self.restart_glusterd().await,
-            RemedyAction::Remount => {
-                let mount = self
-                    .mounts
-                    .iter()
-                    .find(|m| m.display().to_string() == l.target)
-                    .ok_or_else(|| format!("{} is not one of [gluster] mounts", l.target))?;
-                let argv = self
-                    .remount
-                    .as_ref()
-                    .ok_or("no [gluster] remount_command")?;
-                let unit = crate::helper_unit::escape_path(mount);
-                let args: Vec<String> = argv
-                    .iter()
-                    .map(|a| {
-                        a.replace("{mount_unit}", &unit)
-                            .replace("{mount}", &mount.display().to_string())
-                    })
-                    .collect();
-                let (program, rest) = args.split_first().ok_or("empty remount_command")?;
-                let out = tokio::time::timeout(
-                    self.timeout,
-                    tokio::process::Command::new(program)
-                        .args(rest)
-                        .stdin(std::process::Stdio::null())
-                        .kill_on_drop(true)
-                        .output(),
-                )
-                .await
-                .map_err(|_| format!("{program} did not finish within {:?}", self.timeout))?
-                .map_err(|e| format!("cannot run {program}: {e}"))?;
-                if !out.status.success() {
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    let err: String = err.trim().chars().take(300).collect();
-                    return Err(format!("{program} failed ({}): {err}", out.status));
-                }
-                // A mount that did not come back leaves the bare directory, where a write
-                // would succeed: it must be a FUSE mount again first.
-                if !is_fuse_mount(mount) {
-                    return Err(format!(
-                        "{program} exited 0 but {} is not a FUSE mount",
-                        mount.display()
-                    ));
-                }
-                crate::probe::gluster::check_mount(mount, &self.me.to_string(), self.check_timeout)
-                    .await?;
-                Ok(format!(
-                    "{} mounted again, a write and a read work",
-                    mount.display()
-                ))
-            }
+            RemedyAction::Remount => self.remount(&l.target).await,
         }
+    }
+
+    /// Mounts `target` (one of `[gluster] mounts`) again with `[gluster] remount_command`,
+    /// bounded by the repair timeout; then it must be a FUSE mount where a write and a read
+    /// work.
+    async fn remount(&self, target: &str) -> Result<String, String> {
+        let mount = self
+            .mounts
+            .iter()
+            .find(|m| m.display().to_string() == target)
+            .ok_or_else(|| format!("{} is not one of [gluster] mounts", target))?;
+        let argv = self
+            .remount
+            .as_ref()
+            .ok_or("no [gluster] remount_command")?;
+        let unit = crate::helper_unit::escape_path(mount);
+        let args: Vec<String> = argv
+            .iter()
+            .map(|a| {
+                a.replace("{mount_unit}", &unit)
+                    .replace("{mount}", &mount.display().to_string())
+            })
+            .collect();
+        let (program, rest) = args.split_first().ok_or("empty remount_command")?;
+        let out = tokio::time::timeout(
+            self.timeout,
+            tokio::process::Command::new(program)
+                .args(rest)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| format!("{program} did not finish within {:?}", self.timeout))?
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let err: String = err.trim().chars().take(300).collect();
+            let how = match out.status.code() {
+                Some(c) => format!("exit {c}"),
+                None => "killed by a signal".into(),
+            };
+            return Err(format!("{program} failed ({how}): {err}"));
+        }
+        // A mount that did not come back leaves the bare directory, where a write
+        // would succeed: it must be a FUSE mount again first.
+        if !is_fuse_mount(mount) {
+            return Err(format!(
+                "{program} exited 0 but {} is not a FUSE mount",
+                mount.display()
+            ));
+        }
+        crate::probe::gluster::check_mount(mount, &self.me.to_string(), self.check_timeout).await?;
+        Ok(format!(
+            "{} mounted again, a write and a read work",
+            mount.display()
+        ))
     }
 
     /// `gluster --mode=script ARGS` (with `--xml` when `xml`), bounded by the repair timeout;
