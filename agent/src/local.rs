@@ -687,6 +687,32 @@ fn spawn_remedy(
     true
 }
 
+/// The local HAProxy's backend of `role` as a reconciler's target (each member's server in
+/// it), over the admin socket with `timeout` per command; `None` without `[haproxy]` or
+/// without a backend of that role.
+fn haproxy_target(
+    cfg: &Validated,
+    role: BackendRole,
+    timeout: std::time::Duration,
+) -> Option<HaproxyTarget> {
+    let h = cfg.config.haproxy.as_ref()?;
+    let backend = h.backend(role)?;
+    let mut sock = HaproxySocket::new(&h.admin_socket, timeout);
+    if let Some(f) = &h.state_file {
+        sock = sock.with_state_file(f);
+    }
+    Some(HaproxyTarget {
+        haproxy: Arc::new(sock),
+        backend: backend.name.clone(),
+        servers: cfg
+            .members
+            .iter()
+            .map(|m| (m.id, backend.server(m.id)))
+            .collect(),
+        save_state: h.state_file.is_some(),
+    })
+}
+
 /// The next cycle of a local reconciler that acts only on a target of its kind: waits for the
 /// interval's tick or a new target, then answers the target `pick` finds (waiting on while
 /// there is none). `None` ends the task: shutdown, or the driver is gone.
@@ -749,27 +775,9 @@ fn spawn_web(
     (view, metrics): (Arc<Mutex<LocalWebView>>, Metrics),
     shutdown: CancellationToken,
 ) -> bool {
-    let c = &cfg.config;
-    let Some(h) = &c.haproxy else {
+    let timeout = cfg.config.failover.action_timeout;
+    let Some(target) = haproxy_target(cfg, BackendRole::WebPool, timeout) else {
         return false;
-    };
-    let Some(backend) = h.backend(BackendRole::WebPool) else {
-        return false;
-    };
-    let timeout = c.failover.action_timeout;
-    let mut sock = HaproxySocket::new(&h.admin_socket, timeout);
-    if let Some(f) = &h.state_file {
-        sock = sock.with_state_file(f);
-    }
-    let target = HaproxyTarget {
-        haproxy: Arc::new(sock),
-        backend: backend.name.clone(),
-        servers: cfg
-            .members
-            .iter()
-            .map(|m| (m.id, backend.server(m.id)))
-            .collect(),
-        save_state: h.state_file.is_some(),
     };
     let mut rec = WebReconciler::new(target, 1);
     let every = galera_writer::HAPROXY_RECHECK;
@@ -864,23 +872,7 @@ fn spawn_galera_writer(
         password,
         timeout,
     ));
-    let haproxy = c.haproxy.as_ref().and_then(|h| {
-        let backend = h.backend(BackendRole::GaleraWriter)?;
-        let mut sock = HaproxySocket::new(&h.admin_socket, timeout);
-        if let Some(f) = &h.state_file {
-            sock = sock.with_state_file(f);
-        }
-        Some(HaproxyTarget {
-            haproxy: Arc::new(sock),
-            backend: backend.name.clone(),
-            servers: cfg
-                .members
-                .iter()
-                .map(|m| (m.id, backend.server(m.id)))
-                .collect(),
-            save_state: h.state_file.is_some(),
-        })
-    });
+    let haproxy = haproxy_target(cfg, BackendRole::GaleraWriter, timeout);
     let timer: Timer = Arc::new(|d| Box::pin(tokio::time::sleep(d)));
     let mut rec = WriterReconciler::new(me, sql, haproxy)
         .with_deadline(timeout, timer)
@@ -1009,23 +1001,7 @@ fn spawn_redis(
         return Ok(false);
     };
     let redis = Arc::new(RedisServer::from_config(local, r, &fo)?);
-    let haproxy = c.haproxy.as_ref().and_then(|h| {
-        let backend = h.backend(BackendRole::RedisMaster)?;
-        let mut sock = HaproxySocket::new(&h.admin_socket, fo.action_timeout);
-        if let Some(f) = &h.state_file {
-            sock = sock.with_state_file(f);
-        }
-        Some(HaproxyTarget {
-            haproxy: Arc::new(sock),
-            backend: backend.name.clone(),
-            servers: cfg
-                .members
-                .iter()
-                .map(|m| (m.id, backend.server(m.id)))
-                .collect(),
-            save_state: h.state_file.is_some(),
-        })
-    });
+    let haproxy = haproxy_target(cfg, BackendRole::RedisMaster, fo.action_timeout);
     // Each side of a cycle (Redis, HAProxy) shares one `action_timeout`; with the lease
     // counted as lapsed once less than a full cycle of it is left, a cut-off agent has taken
     // HAProxy out of service and fenced its Redis within max(reconcile_interval,
