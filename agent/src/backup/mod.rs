@@ -19,7 +19,10 @@
 //! 4. **files**: `restic backup` of the configured directories from this node's mount;
 //! 5. the manifest (per component: digest, bytes, duration, snapshot; Galera position, Redis
 //!    offset and keys, row counts, Triad version) as its own snapshot;
-//! 6. retention (`restic forget --prune` with the configured tiers) and `restic check`;
+//! 6. retention (`restic forget --prune` with the configured tiers) and `restic check`; a
+//!    lock another process holds defers both to a later run (said in the result): a run
+//!    killed on another host leaves its lock, which restic ignores only after 30 minutes
+//!    (stale locks of this host are removed with `restic unlock` at the start of each run);
 //! 7. verification: every component restored from the repository into a throwaway directory
 //!    and compared (digests; the database started in a private mariadbd and counted; the RDB
 //!    checked). Only then is the run verified.
@@ -345,6 +348,12 @@ async fn steps(
     {
         tracing::info!(repository = %r.repository, "backup: created the restic repository");
     }
+    // A run killed on this host (an agent killed mid-run) leaves its lock; restic removes such
+    // stale locks only when asked. A failure here is not the run's: a lock that stays is met
+    // below.
+    if let Err(e) = r.unlock(spec.step_timeout).await {
+        tracing::warn!(error = %e, "backup: restic unlock failed; going on");
+    }
     let mut bytes_before = 0u64;
     // restic reports bytes per snapshot; the run's progress adds the components before it.
     let mut counts = BTreeMap::new();
@@ -489,14 +498,26 @@ async fn steps(
     )
     .await
     .map_err(|e| format!("manifest: {e}"))?;
+    // Retention and the structure check need the repository to themselves. A lock another
+    // host's killed run left (restic calls it stale after 30 minutes) defers them to a later
+    // run, and says so; the snapshots of this run are in, and verified below all the same.
     set_progress(progress, "retention", None);
-    r.forget(&spec.retention, spec.step_timeout)
-        .await
-        .map_err(|e| format!("retention: {e}"))?;
-    set_progress(progress, "repository check", None);
-    r.check(spec.step_timeout)
-        .await
-        .map_err(|e| format!("repository check: {e}"))?;
+    let mut deferred = None;
+    match r.forget(&spec.retention, spec.step_timeout).await {
+        Err(e) if e.is_locked() => deferred = Some(e.to_string()),
+        Err(e) => return Err(format!("retention: {e}")),
+        Ok(()) => {
+            set_progress(progress, "repository check", None);
+            match r.check(spec.step_timeout).await {
+                Err(e) if e.is_locked() => deferred = Some(e.to_string()),
+                Err(e) => return Err(format!("repository check: {e}")),
+                Ok(()) => {}
+            }
+        }
+    }
+    if let Some(why) = &deferred {
+        tracing::warn!(reason = %why, "backup: retention and repository check deferred to a later run");
+    }
     // Verification: every component back from the repository.
     let mut said = Vec::new();
     for (component, sha, rels, kind) in t.checks.clone() {
@@ -555,7 +576,14 @@ async fn steps(
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(said.join(", "))
+    let mut line = said.join(", ");
+    if let Some(why) = deferred {
+        line.push_str(&format!(
+            "; retention and repository check deferred (the repository is locked: {why}; a \
+             stopped run's lock goes after 30 minutes, or `restic unlock`)"
+        ));
+    }
+    Ok(line)
 }
 
 /// The marker of the newest backup started on this node (`<work_dir>/started`).

@@ -95,6 +95,14 @@ struct BackupLine {
     bytes_done: Option<u64>,
 }
 
+impl ResticError {
+    /// Whether restic refused because another process holds a lock on the repository (a run
+    /// killed on another host leaves its lock, which restic calls stale only after 30 min).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, ResticError::Failed { stderr, .. } if stderr.contains("repository is already locked"))
+    }
+}
+
 /// Whether restic's error says there is no repository at the location.
 fn is_missing(stderr: &str) -> bool {
     stderr.contains("Is there a repository at the following location?")
@@ -286,6 +294,14 @@ impl Restic {
         self.run("forget", &all, None, timeout).await.map(|_| ())
     }
 
+    /// Removes the repository's stale locks (`restic unlock`: locks of processes that no
+    /// longer run on this host, and locks older than 30 minutes); never a live one.
+    pub async fn unlock(&self, timeout: Duration) -> Result<(), ResticError> {
+        self.run("unlock", &["unlock"], None, timeout)
+            .await
+            .map(|_| ())
+    }
+
     /// Checks the repository's structure (`restic check`).
     pub async fn check(&self, timeout: Duration) -> Result<(), ResticError> {
         self.run("check", &["check"], None, timeout)
@@ -308,5 +324,100 @@ mod tests {
         assert!(!is_missing(
             "Fatal: unable to open config file: permission denied"
         ));
+    }
+
+    /// Against the real restic (skipped without it, or without root for `unshare -u`): a
+    /// `restic backup` killed with SIGKILL leaves its lock. Killed on this host, `unlock`
+    /// removes it and retention runs; killed on another host (a UTS namespace with another
+    /// host name), restic keeps it: retention is refused as locked, which a run defers.
+    #[tokio::test]
+    async fn a_killed_runs_lock_is_removed_on_this_host_and_deferred_from_another() {
+        #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+        let program = PathBuf::from("/usr/bin/restic");
+        if !program.exists() || !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs /usr/bin/restic (Debian package restic) and root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password_file = dir.path().join("pass");
+        std::fs::write(&password_file, "lab-test\n").expect("password");
+        let r = Restic {
+            program: program.clone(),
+            repository: dir.path().join("repo").display().to_string(),
+            password_file,
+            host: "shop".into(),
+            cache_dir: dir.path().join("cache"),
+        };
+        let t = Duration::from_secs(60);
+        assert!(r.ensure(t).await.expect("init"), "a new repository");
+        let locks = || async {
+            let out = r
+                .run("list locks", &["list", "locks", "--no-lock"], None, t)
+                .await
+                .expect("list locks");
+            out.lines().filter(|l| !l.trim().is_empty()).count()
+        };
+        // A backup that waits on its standard input holds its lock until it is killed.
+        let kill_holding = |prefix: &[&str]| {
+            let mut argv: Vec<String> = prefix.iter().map(|a| a.to_string()).collect();
+            argv.extend(
+                [
+                    program.to_str().unwrap_or("restic"),
+                    "backup",
+                    "--stdin",
+                    "--host",
+                    "shop",
+                ]
+                .map(String::from),
+            );
+            let mut c = std::process::Command::new(&argv[0]);
+            c.args(&argv[1..])
+                .env("RESTIC_REPOSITORY", &r.repository)
+                .env("RESTIC_PASSWORD_FILE", &r.password_file)
+                .env("RESTIC_CACHE_DIR", &r.cache_dir)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            c.spawn().expect("restic backup")
+        };
+        for (prefix, foreign) in [
+            (&[][..], false),
+            (
+                &[
+                    "unshare",
+                    "-u",
+                    "sh",
+                    "-c",
+                    "hostname elsewhere && exec \"$0\" \"$@\"",
+                ][..],
+                true,
+            ),
+        ] {
+            let mut holder = kill_holding(prefix);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while locks().await == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "restic backup took no lock"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            holder.kill().expect("kill");
+            let _ = holder.wait();
+            r.unlock(t).await.expect("unlock");
+            let forget = r.forget(&["--keep-last".into(), "1".into()], t).await;
+            if foreign {
+                assert_eq!(
+                    locks().await,
+                    1,
+                    "another host's lock is not stale to restic"
+                );
+                let e = forget.expect_err("retention while another host's lock stands");
+                assert!(e.is_locked(), "{e}");
+            } else {
+                assert_eq!(locks().await, 0, "this host's dead run's lock was removed");
+                forget.expect("retention after unlock");
+            }
+        }
     }
 }
