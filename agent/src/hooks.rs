@@ -280,8 +280,9 @@ impl Hooks {
             }
         };
         let mut outcome = HookOutcome::Ok;
-        // The hook itself did not work (timed out, killed, could not start), whatever it
-        // meant for the action: counted as `failed`, which the alert watches.
+        // The hook itself did not work (timed out, killed, could not start; the webhook
+        // failed), whatever it meant for the action: counted as `failed`, which the alert
+        // watches.
         let mut broken = false;
         let mut parts = Vec::new();
         if let Some(argv) = argv {
@@ -342,6 +343,7 @@ impl Hooks {
                 }
                 Ok(r) => {
                     self.metrics.webhooks.with_label_values(&["failed"]).inc();
+                    broken = true;
                     if event.phase == HookPhase::Post {
                         outcome = HookOutcome::Failed;
                     }
@@ -349,6 +351,7 @@ impl Hooks {
                 }
                 Err(e) => {
                     self.metrics.webhooks.with_label_values(&["failed"]).inc();
+                    broken = true;
                     if event.phase == HookPhase::Post {
                         outcome = HookOutcome::Failed;
                     }

@@ -349,7 +349,7 @@ struct Repairs {
     /// The gluster CLI (`[gluster] command`) and the volume, for a brick start.
     gluster: Option<(Vec<String>, String)>,
     control: Option<Arc<dyn crate::actuator::service::ServiceControl>>,
-    remount: Option<Vec<String>>,
+    remount_command: Option<Vec<String>>,
     mounts: Vec<std::path::PathBuf>,
     timeout: std::time::Duration,
     check_timeout: std::time::Duration,
@@ -386,7 +386,7 @@ impl Repairs {
             .find(|m| m.display().to_string() == target)
             .ok_or_else(|| format!("{} is not one of [gluster] mounts", target))?;
         let argv = self
-            .remount
+            .remount_command
             .as_ref()
             .ok_or("no [gluster] remount_command")?;
         let unit = crate::helper_unit::escape_path(mount);
@@ -592,7 +592,7 @@ fn spawn_remedy(
             .as_ref()
             .map(|g| (g.command.clone(), g.volume.clone())),
         control: service_control(cfg),
-        remount: c.gluster.as_ref().and_then(|g| g.remount_command.clone()),
+        remount_command: c.gluster.as_ref().and_then(|g| g.remount_command.clone()),
         mounts: c
             .gluster
             .as_ref()
@@ -1559,6 +1559,8 @@ fn spawn_exit_watch(
     let Some(control) = service_control(cfg) else {
         return;
     };
+    // A stop's own bound (SIGTERM, then SIGKILL after `stop_timeout`), and room for the kill.
+    let leftovers_within = cfg.config.services.stop_timeout + std::time::Duration::from_secs(5);
     for (service, kick) in kicks {
         let control = Arc::clone(&control);
         let shutdown = shutdown.clone();
@@ -1588,7 +1590,7 @@ fn spawn_exit_watch(
                                 // sees what the service manager sees: nothing runs. Then the
                                 // probe checks again.
                                 let ended = tokio::time::timeout(
-                                    std::time::Duration::from_secs(15),
+                                    leftovers_within,
                                     control.end_leftovers(name),
                                 )
                                 .await;

@@ -327,7 +327,7 @@ pub fn allowed(command: &Command, automatic: bool) -> bool {
     automatic || !command.is_automatic_failover()
 }
 
-/// The observations of one service that a decision cycle's evidence is computed from: who
+/// The observations of the services that a decision cycle's evidence is computed from: who
 /// reported each, the observation itself (shared, `Arc`, until a newer report replaces it),
 /// whether it was within the freshness bound and when it was taken. The leader decides several
 /// times a second but reports change about once a second per agent; two cycles with the same

@@ -129,7 +129,7 @@ pub fn web_health_from_reports(
             let health = match fpm {
                 None => NodeWeb::Unknown("its agent reported no PHP-FPM check".into()),
                 Some(f) if f.age_ms > freshness_ms => {
-                    NodeWeb::Unknown(format!("its agent's report is {} ms old", f.age_ms))
+                    NodeWeb::Unknown(format!("no report from its agent within {freshness_ms} ms"))
                 }
                 Some(_) => judge(&own),
             };

@@ -260,6 +260,7 @@ async fn the_webhook_gets_the_same_json_and_never_vetoes() {
         "a webhook never vetoes: {report:?}"
     );
     assert_eq!(report.detail, "webhook answered 500");
+    assert_eq!(counted(&h, "failed"), 1, "a failing webhook is alerted on");
     let (url, _got) = listener(500).await;
     let h = hooks(&section(None, None, Some(url)));
     let report = h.post(&h.audited(&entry(7, 10)).expect("event")).await;

@@ -400,8 +400,6 @@ fn touch(dir: &std::path::Path, file: &std::path::Path) -> std::io::Result<()> {
 
 super::impl_probe!(MountProbe);
 
-/// How a gluster CLI call that got no answer failed: `Refused` when glusterd is not running
-/// (the CLI's own words), else `Io`.
 /// How a gluster CLI call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -442,8 +440,11 @@ pub async fn run_cli(command: &[String], args: &[&str], xml: bool) -> Result<Str
             message: format!("cannot run {program}: {e} (set gluster.command)"),
         })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // With `--xml`, a successful call that printed something else goes to the parser, which
+    // says what is wrong with it (the probe's `down`); only a call that printed nothing, or
+    // failed without an XML answer, got no answer.
     let answered = if xml {
-        stdout.contains("<cliOutput")
+        !stdout.trim().is_empty() && (out.status.success() || stdout.contains("<cliOutput"))
     } else {
         out.status.success()
     };
@@ -463,6 +464,8 @@ pub async fn run_cli(command: &[String], args: &[&str], xml: bool) -> Result<Str
     Ok(stdout)
 }
 
+/// How a gluster CLI call that got no answer failed: `Refused` when glusterd is not running
+/// (the CLI's own words), else `Io`.
 fn cli_failure_kind(said: &str) -> FailureKind {
     if said.contains("Connection failed") || said.contains("not running") {
         FailureKind::Refused

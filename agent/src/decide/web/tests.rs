@@ -312,7 +312,7 @@ fn evidence_from_reports() {
     );
     assert_eq!(
         h[&NodeId(3)],
-        NodeWeb::Unknown("its agent's report is 5000 ms old".into())
+        NodeWeb::Unknown("no report from its agent within 3000 ms".into())
     );
     let h = web_health_from_reports(
         &M,
