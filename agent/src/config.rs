@@ -176,12 +176,14 @@ pub struct WebSection {
     /// is only drained. Default true; needs `[services] control` other than `none`.
     #[serde(default = "yes")]
     pub restart_phpfpm: bool,
-    /// Restarts of one node's PHP-FPM allowed in any hour; past it the node stays drained and
-    /// the status says why. Default 6; 1 to 100.
+    /// Repairs of one kind on one node allowed in any hour (PHP-FPM restarts, remounts of its
+    /// mounts, brick starts, glusterd restarts: each counted apart); past it that repair waits
+    /// for an operator (a dead pool or a broken mount stays drained) and the status says why.
+    /// Default 6; 1 to 100.
     #[serde(default = "default_web_restarts_per_hour")]
     pub restarts_per_hour: u32,
-    /// The wait after a node's first restart before the next; doubles with every restart in
-    /// the last hour. The first restart is immediate. Default 10s; 1s to 1h.
+    /// The wait after a node's first repair of a kind before the next of that kind; doubles
+    /// with every such repair in the last hour. The first is immediate. Default 10s; 1s to 1h.
     #[serde(default = "default_web_restart_backoff", with = "humantime_serde")]
     pub restart_backoff: Duration,
 }

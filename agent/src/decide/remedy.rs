@@ -21,8 +21,10 @@
 //!   holds the backup lease, or that node's repairs of that kind in the last hour reached the
 //!   cap (it stays drained, and the verdict says why), or that kind is backing off on that
 //!   node: after `n` repairs in the last hour the next waits `backoff x 2^(n-1)` from the last
-//!   grant. Holds are per action: a capped brick start does not hold the node's remount. The
-//!   counts come from the committed records, so a new leader counts what the old one did.
+//!   grant. Holds are per action: a capped brick start does not hold the node's remount; but
+//!   while a node's glusterd restart is held, its brick start and remounts (which need
+//!   glusterd) wait too. The counts come from the committed records, so a new leader counts
+//!   what the old one did.
 //!
 //! Caveat: the hourly window and the back-off compare the leader's wall clock with the
 //! proposers' (the grant times); skewed clocks shift them by the skew.
@@ -225,6 +227,42 @@ pub struct RemedyPlan {
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// Why `n`'s next repair of `action` must wait (its hourly cap, its back-off), if it must:
+/// the counts come from the committed records.
+fn waits(i: &RemedyInputs<'_>, n: NodeId, action: RemedyAction) -> Option<String> {
+    let recent: Vec<_> = i
+        .authority
+        .records
+        .iter()
+        .filter(|r| r.node == n && r.action == action && i.now.0 - r.granted_at.0 < HOUR_MS)
+        .collect();
+    let count = u32::try_from(recent.len()).unwrap_or(u32::MAX);
+    if count >= i.settings.per_hour {
+        let then = match action {
+            RemedyAction::RestartPhpfpm | RemedyAction::Remount => {
+                "it stays drained until an operator repairs it"
+            }
+            RemedyAction::StartBrick | RemedyAction::RestartGlusterd => "it waits for an operator",
+        };
+        return Some(format!(
+            "capped: {count} in the last hour (at most {}); {then}",
+            i.settings.per_hour
+        ));
+    }
+    let last = recent.first()?;
+    let wait = i
+        .settings
+        .backoff_ms
+        .saturating_mul(1 << (count.saturating_sub(1)).min(16));
+    let since = u64::try_from(i.now.0 - last.granted_at.0).unwrap_or(0);
+    (since < wait).then(|| {
+        format!(
+            "backing off: {count} in the last hour, the next in {} ms",
+            wait - since
+        )
+    })
+}
+
 /// Notes why one of `n`'s repairs waits (a node's holds are joined with "; ").
 fn hold(plan: &mut RemedyPlan, n: NodeId, why: String) {
     plan.held
@@ -309,7 +347,10 @@ pub fn decide(i: &RemedyInputs<'_>) -> RemedyPlan {
             continue;
         }
         // Holds are per action: a repair that is capped or backing off (a brick that never
-        // starts) does not hold the node's other repairs (a mount that would remount).
+        // starts) does not hold the node's other repairs (a mount that would remount), but
+        // for glusterd: while its restart is held, the node's brick and mounts, which need
+        // it, wait too.
+        let mut glusterd_held = false;
         for (action, target, why) in acts {
             if plan
                 .proposals
@@ -319,43 +360,18 @@ pub fn decide(i: &RemedyInputs<'_>) -> RemedyPlan {
                 break;
             }
             let doing = crate::cluster::describe_remedy(*action, target);
-            let recent: Vec<_> = a
-                .records
-                .iter()
-                .filter(|r| {
-                    r.node == n && r.action == *action && i.now.0 - r.granted_at.0 < HOUR_MS
-                })
-                .collect();
-            let count = u32::try_from(recent.len()).unwrap_or(u32::MAX);
-            if count >= i.settings.per_hour {
+            if glusterd_held && matches!(action, RemedyAction::StartBrick | RemedyAction::Remount) {
                 hold(
                     &mut plan,
                     n,
-                    format!(
-                        "{doing} capped: {count} in the last hour (at most {}); it stays drained \
-                         until an operator repairs it",
-                        i.settings.per_hour
-                    ),
+                    format!("{doing} waits for restart glusterd on {n}"),
                 );
                 continue;
             }
-            if let Some(last) = recent.first() {
-                let wait = i
-                    .settings
-                    .backoff_ms
-                    .saturating_mul(1 << (count.saturating_sub(1)).min(16));
-                let since = u64::try_from(i.now.0 - last.granted_at.0).unwrap_or(0);
-                if since < wait {
-                    hold(
-                        &mut plan,
-                        n,
-                        format!(
-                            "{doing} backing off: {count} in the last hour, the next in {} ms",
-                            wait - since
-                        ),
-                    );
-                    continue;
-                }
+            if let Some(wait) = waits(i, n, *action) {
+                glusterd_held |= *action == RemedyAction::RestartGlusterd;
+                hold(&mut plan, n, format!("{doing} {wait}"));
+                continue;
             }
             if plan.proposals.is_empty() {
                 let id = a.last_id.next();

@@ -287,8 +287,8 @@ fn decisions_table() {
             ],
             held: Some(vec![(
                 2,
-                "start brick n2:/bricks/shop capped: 3 in the last hour (at most 3); it stays \
-                 drained until an operator repairs it",
+                "start brick n2:/bricks/shop capped: 3 in the last hour (at most 3); it waits \
+                 for an operator",
             )]),
             ..case(
                 "a capped brick start does not hold the node's remount",
@@ -324,6 +324,24 @@ fn decisions_table() {
                 "every need of a node held: one line each",
                 &[2, 3],
                 "remediation r1: restart php-fpm on n3 (php-fpm unreachable: refused)",
+            )
+        },
+        Case {
+            records: vec![record_of(1, 2, 5_000, RemedyAction::RestartGlusterd)],
+            more: vec![
+                more(2, RemedyAction::RestartGlusterd),
+                more(2, RemedyAction::Remount),
+            ],
+            held: Some(vec![(
+                2,
+                "restart glusterd backing off: 1 in the last hour, the next in 5000 ms; remount \
+                 /srv/shop/var waits for restart glusterd on n2",
+            )]),
+            ..case(
+                "a mount waits while its node's glusterd restart is held",
+                &[],
+                "no action: n2: restart glusterd backing off: 1 in the last hour, the next in \
+                 5000 ms; remount /srv/shop/var waits for restart glusterd on n2",
             )
         },
         Case {
