@@ -695,7 +695,11 @@ awk -v n="$n" 'BEGIN {
   print "<cliOutput>\n  <healInfo>\n    <bricks>"
   for (b = 1; b <= 3; b++) {
     print "      <brick hostUuid=\"u" b "\">\n        <name>10.0.0." b ":/bricks/shop</name>"
-    for (i = 0; i < n; i++) printf "        <file gfid=\"g%d\">/var/cache/f%06d</file>\n", i, i
+    for (i = 0; i < n; i++) {
+      # A file name may hold a newline: one kept (3), one dropped (25).
+      if (i == 3 || i == 25) printf "        <file gfid=\"g%d\">/var/cache/f%06d\nsecond line</file>\n", i, i
+      else printf "        <file gfid=\"g%d\">/var/cache/f%06d</file>\n", i, i
+    }
     print "        <status>Connected</status>\n        <numberOfEntries>" n "</numberOfEntries>\n      </brick>"
   }
   print "    </bricks>\n  </healInfo>\n  <opRet>0</opRet>\n  <opErrno>0</opErrno>\n  <opErrstr/>\n</cliOutput>"
@@ -708,6 +712,7 @@ awk -v n="$n" 'BEGIN {
             .replace("/usr/sbin/gluster", &gluster.display().to_string());
         let out = std::process::Command::new("sh")
             .args(["-c", &command])
+            .env("TMPDIR", dir.path())
             .output()
             .expect("sh");
         assert!(
@@ -725,6 +730,17 @@ awk -v n="$n" 'BEGIN {
         assert_eq!(heal.pending(), 90_000);
         assert_eq!(heal.split_brain(), Some(12_000));
         assert!(heal.bricks.iter().all(|b| b.files.len() == 20), "{heal:?}");
+        assert!(
+            heal.bricks[0]
+                .files
+                .contains(&"/var/cache/f000003\nsecond line".to_string()),
+            "a kept name with a newline is whole: {:?}",
+            heal.bricks[0].files
+        );
+        assert!(
+            dir.path().join("triad-heal-info.xml").exists(),
+            "the full listing went to a file, not into the shell's memory"
+        );
         assert_eq!(
             gluster_xml::entry_paths(&heal.bricks, 20)
                 .first()
