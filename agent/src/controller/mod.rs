@@ -425,4 +425,24 @@ mod tests {
         assert!(!base.same(&key(&[seen(3, &db1, 100), seen(2, &db2, 300)], 10_000)));
         assert!(SeenKey::default().same(&key(&[seen(1, &redis, 1)], 5)));
     }
+
+    /// A key over several services (the web and remediation evidence): a new observation of
+    /// any of them changes it, one of another service does not.
+    #[test]
+    fn seen_key_over_several_services() {
+        let fpm = observation(1, Service::Phpfpm);
+        let mount = observation(1, Service::GlusterMount);
+        let db = observation(1, Service::Mariadb);
+        let web = [Service::Phpfpm, Service::GlusterMount];
+        let key = |seen: &[Seen]| SeenKey::of(seen, &web, 3000, 10_000);
+        let base = key(&[seen(1, &fpm, 100), seen(1, &mount, 100)]);
+        assert!(base.same(&key(&[
+            seen(1, &fpm, 100),
+            seen(1, &db, 5),
+            seen(1, &mount, 100)
+        ])));
+        let mount_again = observation(1, Service::GlusterMount);
+        assert!(!base.same(&key(&[seen(1, &fpm, 100), seen(1, &mount_again, 100)])));
+        assert!(!base.same(&key(&[seen(1, &fpm, 100)])));
+    }
 }
