@@ -120,7 +120,11 @@ fn run() -> Result<()> {
             .map(|(h, p)| {
                 *failed.entry(*h).or_default() += p.failed;
                 *answered.entry(*h).or_default() += p.ok;
-                format!("n{h} {}/{}", p.failed, p.ok + p.failed)
+                let first = p
+                    .first_failure
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" (first: {f})"));
+                format!("n{h} {}/{}{first}", p.failed, p.ok + p.failed)
             })
             .collect();
         println!(
