@@ -789,6 +789,59 @@ impl Command {
                 | Command::EvictGaleraNode { .. }
         )
     }
+
+    /// The event of the emergency this command carries out, as `state` (the proposer's
+    /// applied state) words it, and the decision's verdict: an automatic failover of the Redis
+    /// master or of the Galera writer, an automatic Galera bootstrap. What pre hooks hear of
+    /// as the leader proposes it (they never hold it back). `None` for anything else.
+    pub fn emergency_event(&self, state: &ClusterState) -> Option<(AuditEvent, String)> {
+        match self {
+            Command::SetRedisMaster {
+                node,
+                epoch,
+                kind: ChangeKind::Automatic,
+                reason,
+                ..
+            } => change_event(
+                ChangeKind::Automatic,
+                "redis",
+                *node,
+                state.redis.master.filter(|m| m != node),
+                *epoch,
+            )
+            .map(|e| (e, reason.clone())),
+            Command::SetGaleraWriter {
+                node,
+                epoch,
+                kind: ChangeKind::Automatic,
+                reason,
+            } => change_event(
+                ChangeKind::Automatic,
+                "galera",
+                *node,
+                state.galera_writer.writer.filter(|w| w != node),
+                *epoch,
+            )
+            .map(|e| (e, reason.clone())),
+            Command::BootstrapGalera {
+                outage,
+                node,
+                kind: BootstrapKind::Automatic,
+                reason,
+                ..
+            } => Some((
+                AuditEvent {
+                    what: EventKind::Bootstrap,
+                    service: "galera".into(),
+                    nodes: vec![*node],
+                    epoch: outage.0,
+                    ok: true,
+                },
+                reason.clone(),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// What applying a command did.
@@ -1540,6 +1593,68 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only automatic failovers and bootstraps are emergencies for the pre hooks; the event
+    /// names the new node first and the one it replaces, as the audited event will.
+    #[test]
+    fn emergencies_carry_their_event() {
+        let mut state = ClusterState::default();
+        state.redis.master = Some(NodeId(1));
+        state.galera_writer.writer = Some(NodeId(3));
+        let redis = |kind| Command::SetRedisMaster {
+            node: NodeId(2),
+            epoch: Epoch(7),
+            kind,
+            reason: "master down".into(),
+            suspect: None,
+        };
+        let (e, why) = redis(ChangeKind::Automatic)
+            .emergency_event(&state)
+            .expect("a failover");
+        assert_eq!(
+            (e.what, e.service.as_str(), e.nodes, e.epoch, why.as_str()),
+            (
+                EventKind::Failover,
+                "redis",
+                vec![NodeId(2), NodeId(1)],
+                7,
+                "master down"
+            )
+        );
+        assert!(redis(ChangeKind::Switchover)
+            .emergency_event(&state)
+            .is_none());
+        assert!(redis(ChangeKind::Forced).emergency_event(&state).is_none());
+        let writer = Command::SetGaleraWriter {
+            node: NodeId(1),
+            epoch: Epoch(4),
+            kind: ChangeKind::Automatic,
+            reason: "writer gone".into(),
+        };
+        let (e, _) = writer.emergency_event(&state).expect("a writer failover");
+        assert_eq!(
+            (e.service.as_str(), e.nodes),
+            ("galera", vec![NodeId(1), NodeId(3)])
+        );
+        let bootstrap = |kind| Command::BootstrapGalera {
+            outage: OutageId(5),
+            node: NodeId(2),
+            uuid: None,
+            seqno: None,
+            mode: BootstrapMode::NewCluster,
+            kind,
+            by: String::new(),
+            reason: "most advanced".into(),
+            evidence: String::new(),
+        };
+        let (e, _) = bootstrap(BootstrapKind::Automatic)
+            .emergency_event(&state)
+            .expect("a bootstrap");
+        assert_eq!((e.what, e.epoch), (EventKind::Bootstrap, 5));
+        assert!(bootstrap(BootstrapKind::Operator)
+            .emergency_event(&state)
+            .is_none());
+    }
 
     /// Each command belongs to one authority, and only automatic failover steps are held back
     /// by `[failover] automatic = false`.

@@ -111,8 +111,9 @@ pub struct Config {
 /// - **pre**: run by the agent about to act, before a planned switchover (Redis or the Galera
 ///   writer), a remediation (a restart, a remount) and a backup run. Exit 0 lets it go; any other
 ///   exit, a timeout or a command that cannot start vetoes it (no action on doubt), and the
-///   history says so with the hook's first line of output. Emergencies (a failover, a fencing,
-///   a bootstrap) never wait for a pre hook.
+///   history says so with the hook's first line of output. Emergencies (an automatic failover
+///   of the Redis master or the Galera writer, its fencing, a bootstrap) never wait for a pre
+///   hook: the leader starts it as it proposes them, in the background; it cannot veto.
 /// - **post**: run by the Raft leader after every failover, switchover, bootstrap decision,
 ///   finished remediation and finished backup, oldest first, at least once (a leader change
 ///   can repeat one: the event's `id` is stable). A failure is logged, counted

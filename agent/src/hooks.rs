@@ -5,7 +5,9 @@
 //! - **Pre hooks** ([`Hooks::pre`]) run where a planned action is about to start (the agent
 //!   running a switchover, the node holding a remediation or a backup lease). Exit 0 lets the action go.
 //!   Any other exit, a timeout or a command that does not start vetoes it: no action on
-//!   doubt. Emergencies (failovers, fencing, bootstraps) never wait for one.
+//!   doubt. Emergencies (automatic failovers, bootstraps) never wait for one: the leader
+//!   starts their pre hook as it proposes them ([`spawn_emergency_pre`]), in the background;
+//!   it cannot veto, and its failure is a failure.
 //! - **Post hooks** ([`spawn_post_runner`]) run on the Raft leader for each audited event
 //!   ([`AuditEvent`]) above the committed progress, oldest first. Each run is committed as a
 //!   `RecordHook` (the audit line with the exit status, and the progress a new leader
@@ -229,6 +231,18 @@ impl Hooks {
             node: self.node,
             outcome: None,
         }
+    }
+
+    /// The pre event of an emergency the leader is about to propose (`event`, with the
+    /// decision's verdict `why`; see [`Command::emergency_event`]).
+    pub fn emergency(&self, event: &crate::cluster::AuditEvent, why: &str) -> HookEvent {
+        self.planned(
+            event.what,
+            &event.service,
+            why,
+            event.epoch,
+            event.nodes.clone(),
+        )
     }
 
     /// The post event of an audited change (`None`: the entry is not an event).
@@ -611,6 +625,35 @@ where
             }
         }
     })
+}
+
+/// Starts the pre hook (and the webhook) of an emergency the leader is proposing (a failover,
+/// a bootstrap) in the background: nothing waits for it and it vetoes nothing; a failure is a
+/// failure (logged, counted, audited), not a veto. Its audit line is committed with
+/// `propose` when it ends.
+pub fn spawn_emergency_pre<P, F>(hooks: Arc<Hooks>, event: HookEvent, propose: P)
+where
+    P: FnOnce(Command) -> F + Send + 'static,
+    F: Future<Output = Result<(), String>> + Send,
+{
+    tokio::spawn(async move {
+        let report = hooks
+            .run(hooks.pre.as_deref(), &event, HookOutcome::Failed)
+            .await;
+        let record = Command::RecordHook {
+            phase: HookPhase::Pre,
+            what: event.what,
+            event: None,
+            outcome: report.outcome,
+            detail: format!(
+                "{} (an emergency, not waited for: {})",
+                report.detail, event.why
+            ),
+        };
+        if let Err(e) = propose(record).await {
+            tracing::warn!(error = %e, "the emergency pre hook's audit line did not commit");
+        }
+    });
 }
 
 /// Runs the pre hook (and the webhook) for a planned action about to start on this agent and

@@ -376,6 +376,8 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             shutdown.clone(),
         );
     }
+    // The emergency pre hooks (failovers, bootstraps) commit their audit line as any request.
+    let emergency_requests = handles.clone();
     let api_task = api::serve(handles, shutdown.clone()).await?;
     crate::reload::spawn(
         cfg.file.clone(),
@@ -399,6 +401,9 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
     // timeout, again and again. Whether there is a leader goes to STATUS= (and `/ready`).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut notified_status = String::new();
+    // The last emergency whose pre hook was started: a proposal retried after a timeout does
+    // not run it again.
+    let mut last_emergency: Option<(crate::cluster::EventKind, String, u64)> = None;
     let mut waiters: BTreeMap<ProposalId, Reply> = BTreeMap::new();
     let mut ticker = crate::pace::interval(tick * RAFT_TICKS_PER_WAKE);
     // A changed observation waiting only for the shortest report gap wakes the loop then.
@@ -503,6 +508,30 @@ pub async fn run(cfg: Validated, shutdown: CancellationToken) -> Result<(), Node
             let out = driver.take_outputs();
             for (to, bytes) in out.messages {
                 transport.send_raft(to, bytes);
+            }
+            if let Some(h) = hooks.as_ref().filter(|h| h.has_pre()) {
+                for command in &out.proposed {
+                    let Some((event, why)) = command.emergency_event(driver.state()) else {
+                        continue;
+                    };
+                    let key = (event.what, event.service.clone(), event.epoch);
+                    if last_emergency.as_ref() == Some(&key) {
+                        continue;
+                    }
+                    last_emergency = Some(key);
+                    let requests = emergency_requests.clone();
+                    crate::hooks::spawn_emergency_pre(
+                        h.clone(),
+                        h.emergency(&event, &why),
+                        move |record| async move {
+                            requests
+                                .propose(record)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        },
+                    );
+                }
             }
             for (id, answer) in out.answers {
                 if let Some(reply) = waiters.remove(&id) {

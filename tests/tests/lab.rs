@@ -1495,6 +1495,7 @@ fn kill9_redis_master_fails_over_and_every_haproxy_follows(lab: &Lab) -> Result<
             },
         )?;
     }
+    let hooks_before = hook_history(lab)?.last().map_or(0, |h| h.0);
     lab.kill(1, Service::Redis, Signal::Kill)?;
     let took = writes_through_every_haproxy(lab, "triad:after-kill", Duration::from_secs(20))?;
     let new = committed_master_other_than(lab, 1)?;
@@ -1521,6 +1522,27 @@ fn kill9_redis_master_fails_over_and_every_haproxy_follows(lab: &Lab) -> Result<
         change.kind == triad::cluster::ChangeKind::Automatic && change.reason.contains("refused"),
         "audit: {change:?}"
     );
+    // The leader started the operators' pre hook as it proposed the failover (in the
+    // background: nothing waited for it), and audited it.
+    let epoch = change.epoch.0;
+    lab.wait_for(
+        "the failover's pre hook and its audit line",
+        Duration::from_secs(10),
+        || {
+            let heard = hook_events(lab, "pre", "failover")
+                .iter()
+                .any(|v| v["service"] == "redis" && v["epoch"] == epoch);
+            let h = hook_history(lab).map_err(|e| format!("{e:#}"))?;
+            let audited = h.iter().any(|(i, d)| {
+                *i > hooks_before
+                    && d.starts_with("pre hook for failover ok")
+                    && d.contains("an emergency, not waited for")
+            });
+            (heard && audited)
+                .then_some(())
+                .ok_or_else(|| format!("heard {heard}, audited {audited}: {h:?}"))
+        },
+    )?;
     // The old master returns (empty: the lab runs without persistence) and becomes a replica
     // of the new one; its own HAProxy never routes to it.
     lab.start(1, Service::Redis)?;

@@ -425,3 +425,43 @@ async fn the_post_runner_proposes_again_and_runs_again_after_losing_leadership()
     task.await.expect("runner ends on shutdown");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An emergency's pre hook runs in the background and cannot veto: a failing one is audited
+/// as failed, with the verdict it was told of.
+#[tokio::test]
+async fn an_emergency_pre_hook_is_not_waited_for_and_never_vetoes() {
+    let h = hooks(&section(Some("echo 'not now' >&2; exit 1"), None, None));
+    let event = crate::cluster::AuditEvent {
+        what: EventKind::Failover,
+        service: "redis".into(),
+        nodes: vec![NodeId(2), NodeId(1)],
+        epoch: 7,
+        ok: true,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
+    crate::hooks::spawn_emergency_pre(h.clone(), h.emergency(&event, "master down"), move |c| {
+        let sent = tx.send(c);
+        async move { sent.map_err(|e| e.to_string()) }
+    });
+    match next(&mut rx).await {
+        Command::RecordHook {
+            phase: HookPhase::Pre,
+            what: EventKind::Failover,
+            event: None,
+            outcome: HookOutcome::Failed,
+            detail,
+        } => assert!(
+            detail.contains("exit 1")
+                && detail.ends_with("(an emergency, not waited for: master down)"),
+            "{detail}"
+        ),
+        other => panic!("expected the emergency's pre record, got {other:?}"),
+    }
+    assert_eq!(
+        h.metrics
+            .hooks
+            .with_label_values(&["pre", "failover", "failed"])
+            .get(),
+        1
+    );
+}
